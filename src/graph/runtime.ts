@@ -1,0 +1,132 @@
+/**
+ * Runs Graphs on ONNX Runtime: session creation with the chosen execution provider and threads, input
+ * checking with clear messages, and a cache so each graph is built and optimised once.
+ */
+import * as ort from 'onnxruntime-node';
+import { type DType, type Graph, type TypedData, shapeSize } from './graph.js';
+import { serialize } from './onnx.js';
+
+export type Provider = 'cpu' | 'cuda';
+
+export interface RuntimeOptions {
+  provider?: Provider;
+  /** intra-op threads; default: ONNX Runtime's choice (all cores) */
+  threads?: number;
+  /** write the optimised model here, to inspect it */
+  optimizedModelPath?: string;
+}
+
+/** A tensor fed to or returned from a run. */
+export interface Tensor {
+  shape: number[];
+  data: TypedData;
+}
+
+export type Feed = Tensor | TypedData;
+
+const ORT_TYPE: Record<DType, ort.Tensor.Type> = {
+  float32: 'float32', float64: 'float64', float16: 'float16', int64: 'int64', int32: 'int32', bool: 'bool',
+};
+
+function typeOf(data: TypedData): DType | 'uint8' {
+  if (data instanceof Float32Array) return 'float32';
+  if (data instanceof Float64Array) return 'float64';
+  if (data instanceof BigInt64Array) return 'int64';
+  if (data instanceof Int32Array) return 'int32';
+  if (data instanceof Uint16Array) return 'float16';
+  return 'uint8';
+}
+
+export class InputError extends Error {}
+
+/** A graph loaded into an ONNX Runtime session. */
+export class CompiledGraph {
+  private constructor(
+    private readonly session: ort.InferenceSession,
+    readonly inputs: ReadonlyMap<string, { shape: readonly number[]; dtype: DType }>,
+    readonly outputNames: readonly string[],
+    readonly name: string,
+  ) {}
+
+  static async create(graph: Graph, opts: RuntimeOptions = {}): Promise<CompiledGraph> {
+    const model = serialize(graph);
+    const sessionOptions: ort.InferenceSession.SessionOptions & { externalData?: Array<{ path: string; data: Uint8Array }> } = {
+      executionProviders: opts.provider === 'cuda' ? ['cuda', 'cpu'] : ['cpu'],
+      graphOptimizationLevel: 'all',
+      externalData: model.externalData,
+      ...(opts.threads ? { intraOpNumThreads: opts.threads, interOpNumThreads: 1 } : {}),
+      ...(opts.optimizedModelPath ? { optimizedModelFilePath: opts.optimizedModelPath } : {}),
+    };
+    let session: ort.InferenceSession;
+    try {
+      session = await ort.InferenceSession.create(model.bytes, sessionOptions);
+    } catch (err) {
+      const msg = err instanceof Error ? err.message : String(err);
+      if (opts.provider === 'cuda') {
+        throw new Error(`could not start ONNX Runtime with the CUDA provider (${msg}); install onnxruntime-node's CUDA build with \`npm install --onnxruntime-node-install=cuda12\`, or use --device cpu`);
+      }
+      throw new Error(`ONNX Runtime rejected graph "${graph.name}": ${msg}`);
+    }
+    const inputs = new Map(graph.inputs.map((v) => [v.name, { shape: v.shape, dtype: v.dtype }] as const));
+    return new CompiledGraph(session, inputs, model.outputNames, graph.name);
+  }
+
+  /** Runs the graph. Every input must be fed with its exact shape and dtype. */
+  async run(feeds: Readonly<Record<string, Feed>>, outputs?: readonly string[]): Promise<Record<string, Tensor>> {
+    const ortFeeds: Record<string, ort.Tensor> = {};
+    for (const name of Object.keys(feeds)) {
+      if (!this.inputs.has(name)) throw new InputError(`${this.name}: unknown input "${name}" (inputs: ${[...this.inputs.keys()].join(', ')})`);
+    }
+    for (const [name, spec] of this.inputs) {
+      const feed = feeds[name];
+      if (feed === undefined) throw new InputError(`${this.name}: input "${name}" (${spec.dtype}[${spec.shape.join(', ')}]) was not given`);
+      const data = 'data' in feed && !ArrayBuffer.isView(feed) ? feed.data : (feed as TypedData);
+      const shape = 'shape' in feed && !ArrayBuffer.isView(feed) ? feed.shape : null;
+      const dtype = typeOf(data);
+      if (dtype !== spec.dtype && !(spec.dtype === 'bool' && dtype === 'uint8')) {
+        throw new InputError(`${this.name}: input "${name}" must be ${spec.dtype}, got ${dtype}`);
+      }
+      if (shape && (shape.length !== spec.shape.length || shape.some((d, i) => d !== spec.shape[i]))) {
+        throw new InputError(`${this.name}: input "${name}" must have shape [${spec.shape.join(', ')}], got [${shape.join(', ')}]`);
+      }
+      if (data.length !== shapeSize(spec.shape)) {
+        throw new InputError(`${this.name}: input "${name}" must have shape [${spec.shape.join(', ')}] (${shapeSize(spec.shape)} values), got ${data.length} values`);
+      }
+      ortFeeds[name] = new ort.Tensor(ORT_TYPE[spec.dtype], data as never, [...spec.shape]);
+    }
+    const result = await this.session.run(ortFeeds, outputs ? [...outputs] : [...this.outputNames]);
+    const out: Record<string, Tensor> = {};
+    for (const [name, t] of Object.entries(result)) out[name] = { shape: [...t.dims], data: t.data as TypedData };
+    return out;
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}
+
+/**
+ * Builds each graph once: `get(key, build)` returns the compiled graph for a key such as
+ * `${model}|${method}|${batch}|${mode}`, building it on first use.
+ */
+export class SessionCache {
+  private readonly cache = new Map<string, Promise<CompiledGraph>>();
+
+  constructor(readonly options: RuntimeOptions = {}) {}
+
+  get(key: string, build: () => Graph): Promise<CompiledGraph> {
+    let p = this.cache.get(key);
+    if (!p) {
+      p = CompiledGraph.create(build(), this.options);
+      this.cache.set(key, p);
+      p.catch(() => this.cache.delete(key));
+    }
+    return p;
+  }
+
+  async clear(): Promise<void> {
+    const all = [...this.cache.values()];
+    this.cache.clear();
+    for (const p of all) await (await p).release();
+  }
+}
