@@ -1,0 +1,179 @@
+/**
+ * CLIP's vision and text transformers as graph-building functions, with the hooks where prompt learning
+ * puts its tokens. Weights become frozen initializers; prompts are Values the caller makes (graph inputs
+ * when they are trained, constants when they are fixed).
+ */
+import * as G from '../graph/graph.js';
+import { type Value, type Graph } from '../graph/graph.js';
+import { type ClipConfig, numPatches } from './config.js';
+import { type ClipWeights, type LayerWeights } from './weights.js';
+
+/** Puts every weight into a graph once, however many encoders use it. */
+export class WeightBank {
+  private readonly values = new Map<Float32Array, Value>();
+  private counter = 0;
+
+  constructor(readonly graph: Graph) {}
+
+  get(name: string, data: Float32Array, shape: readonly number[]): Value {
+    let v = this.values.get(data);
+    if (!v) {
+      v = this.graph.weight(`${name}_${this.counter++}`, shape, data);
+      this.values.set(data, v);
+    }
+    return v;
+  }
+}
+
+function block(bank: WeightBank, x: Value, w: LayerWeights, heads: number, eps: number, act: ClipConfig['activation'], mask: Value | null, name: string): Value {
+  const [b, s, width] = x.shape as [number, number, number];
+  const dh = width / heads;
+  const mlp = w.fcB.length;
+  const W = (k: string, d: Float32Array, shape: number[]): Value => bank.get(`${name}.${k}`, d, shape);
+
+  const h = G.layerNorm(x, W('ln1.w', w.ln1[0], [width]), W('ln1.b', w.ln1[1], [width]), eps);
+  const qkv = G.linear(h, W('qkv.w', w.qkvW, [width, 3 * width]), W('qkv.b', w.qkvB, [3 * width]));
+  const heads4 = (i: number, perm: number[]): Value => G.transpose(G.reshape(G.slice(qkv, 2, i * width, (i + 1) * width), [b, s, heads, dh]), perm);
+  const q = G.mul(heads4(0, [0, 2, 1, 3]), 1 / Math.sqrt(dh)); // [b, h, s, dh], scaled before the product
+  const kT = heads4(1, [0, 2, 3, 1]); // [b, h, dh, s]
+  const v = heads4(2, [0, 2, 1, 3]);
+  let scores = G.matmul(q, kT);
+  if (mask) scores = G.add(scores, mask);
+  const att = G.matmul(G.softmax(scores, -1), v);
+  const merged = G.reshape(G.transpose(att, [0, 2, 1, 3]), [b, s, width]);
+  const x1 = G.add(x, G.linear(merged, W('out.w', w.outW, [width, width]), W('out.b', w.outB, [width])));
+
+  const h2 = G.layerNorm(x1, W('ln2.w', w.ln2[0], [width]), W('ln2.b', w.ln2[1], [width]), eps);
+  const f = G.linear(h2, W('fc.w', w.fcW, [width, mlp]), W('fc.b', w.fcB, [mlp]));
+  const a = act === 'gelu' ? G.gelu(f) : G.quickGelu(f);
+  return G.add(x1, G.linear(a, W('proj.w', w.projW, [mlp, width]), W('proj.b', w.projB, [width])));
+}
+
+/** Broadcasts a prompt of [n, width] or [1|B, n, width] to the batch. */
+function batchPrompt(p: Value, batch: number): Value {
+  const p3 = p.rank === 2 ? G.reshape(p, [1, ...p.shape]) : p;
+  return G.expand(p3, [batch, p3.shape[1]!, p3.shape[2]!]);
+}
+
+export interface VisionHooks {
+  /** n tokens appended after [CLS]+patches, after the positional embedding and before ln_pre: [n, width] or [B, n, width] */
+  inputPrompts?: Value;
+  /** deepPrompts[i] (i ≥ 1) replaces the last n tokens before block i; entries may be undefined */
+  deepPrompts?: ReadonlyArray<Value | undefined>;
+}
+
+export interface EncoderOutput {
+  /** projected embeddings [B, embed] (not normalised) */
+  embeds: Value;
+  /** hidden state after every block, [B, S, width] */
+  hidden: Value[];
+}
+
+/** The vision transformer on normalised pixels [B, 3, H, W]. */
+export function visionEncoder(bank: WeightBank, weights: ClipWeights, pixels: Value, hooks: VisionHooks = {}): EncoderOutput {
+  const c = weights.config;
+  const vw = weights.vision;
+  const width = c.visionWidth;
+  const b = pixels.shape[0]!;
+  const p = c.patchSize;
+  if (pixels.rank !== 4 || pixels.shape[1] !== 3 || pixels.shape[2] !== c.imageSize || pixels.shape[3] !== c.imageSize) {
+    throw new G.GraphError(`vision encoder: pixels must be [B, 3, ${c.imageSize}, ${c.imageSize}], got [${pixels.shape}]`);
+  }
+  const W = (k: string, d: Float32Array, shape: number[]): Value => bank.get(`visual.${k}`, d, shape);
+  // the patch-embedding conv (stride = kernel) as patches times a matrix: differentiable and as fast
+  const patchWT = W('patch.w', vw.patchW, [width, 3 * p * p]);
+  const patches = G.matmul(G.patchify(pixels, p), G.transposeLast(patchWT));
+  const cls = G.expand(G.reshape(W('cls', vw.classEmbedding, [width]), [1, 1, width]), [b, 1, width]);
+  const n = numPatches(c);
+  let x = G.add(G.concat([cls, patches], 1), W('pos', vw.positionalEmbedding, [n + 1, width]));
+  if (hooks.inputPrompts) x = G.concat([x, batchPrompt(hooks.inputPrompts, b)], 1);
+  x = G.layerNorm(x, W('ln_pre.w', vw.lnPre[0], [width]), W('ln_pre.b', vw.lnPre[1], [width]), c.layerNormEps);
+  const hidden: Value[] = [];
+  vw.layers.forEach((lw, i) => {
+    const deep = i > 0 ? hooks.deepPrompts?.[i] : undefined;
+    if (deep) {
+      const np = deep.shape[deep.rank - 2]!;
+      x = G.concat([G.slice(x, 1, 0, x.shape[1]! - np), batchPrompt(deep, b)], 1);
+    }
+    x = block(bank, x, lw, c.visionHeads, c.layerNormEps, c.activation, null, `visual.${i}`);
+    hidden.push(x);
+  });
+  const clsOut = G.reshape(G.slice(x, 1, 0, 1), [b, width]);
+  const pooled = G.layerNorm(clsOut, W('ln_post.w', vw.lnPost[0], [width]), W('ln_post.b', vw.lnPost[1], [width]), c.layerNormEps);
+  return { embeds: G.matmul(pooled, W('proj', vw.projection, [width, c.embedDim])), hidden };
+}
+
+export interface TextHooks {
+  /** deepPrompts[i] (i ≥ 1) replaces token positions 1…n before block i: [n, width] or [N, n, width] */
+  deepPrompts?: ReadonlyArray<Value | undefined>;
+}
+
+/** The causal attention mask: 0 on and below the diagonal, a large negative number above. */
+function causalMask(g: Graph, s: number): Value {
+  const m = new Float32Array(s * s);
+  for (let i = 0; i < s; i++) for (let j = i + 1; j < s; j++) m[i * s + j] = -1e9;
+  return g.constant(m, [s, s]);
+}
+
+/**
+ * The text transformer on token embeddings [N, context, width] (looked up on the host with
+ * `tokenEmbeddings`, with learned context vectors already in place). `eotOneHot` [N, context] selects
+ * each sequence's end-of-text position, where the text feature is read.
+ */
+export function textEncoder(bank: WeightBank, weights: ClipWeights, tokenEmbeds: Value, eotOneHot: Value, hooks: TextHooks = {}): EncoderOutput {
+  const c = weights.config;
+  const tw = weights.text;
+  const width = c.textWidth;
+  const [nSeq, s] = tokenEmbeds.shape as [number, number];
+  const W = (k: string, d: Float32Array, shape: number[]): Value => bank.get(`text.${k}`, d, shape);
+  let x = G.add(tokenEmbeds, W('pos', tw.positionalEmbedding, [c.contextLength, width]));
+  const mask = causalMask(bank.graph, s);
+  const hidden: Value[] = [];
+  tw.layers.forEach((lw, i) => {
+    const deep = i > 0 ? hooks.deepPrompts?.[i] : undefined;
+    if (deep) {
+      const np = deep.shape[deep.rank - 2]!;
+      x = G.concat([G.slice(x, 1, 0, 1), batchPrompt(deep, nSeq), G.slice(x, 1, 1 + np, s)], 1);
+    }
+    x = block(bank, x, lw, c.textHeads, c.layerNormEps, c.activation, mask, `text.${i}`);
+    hidden.push(x);
+  });
+  x = G.layerNorm(x, W('ln_final.w', tw.lnFinal[0], [width]), W('ln_final.b', tw.lnFinal[1], [width]), c.layerNormEps);
+  // features at the end-of-text token: a one-hot weighted sum over positions
+  const atEot = G.reduceSum(G.mul(x, G.reshape(eotOneHot, [nSeq, s, 1])), [1], false);
+  return { embeds: G.matmul(atEot, W('proj', tw.projection, [width, c.embedDim])), hidden };
+}
+
+/** Looks token ids up in the embedding table on the host: [N, context, width]. */
+export function tokenEmbeddings(weights: ClipWeights, ids: ArrayLike<number>, nSeq: number): Float32Array {
+  const width = weights.config.textWidth;
+  const table = weights.text.tokenEmbedding;
+  const out = new Float32Array(ids.length * width);
+  for (let i = 0; i < ids.length; i++) {
+    const id = ids[i]!;
+    if (id < 0 || id >= weights.config.vocabSize) throw new Error(`token id ${id} is outside the vocabulary of ${weights.config.vocabSize}`);
+    out.set(table.subarray(id * width, (id + 1) * width), i * width);
+  }
+  if (ids.length % nSeq !== 0) throw new Error('token ids do not divide into sequences');
+  return out;
+}
+
+/** One-hot [N, context] rows marking each sequence's first end-of-text token. */
+export function eotOneHot(ids: ArrayLike<number>, nSeq: number, eot: number): Float32Array {
+  const s = ids.length / nSeq;
+  const out = new Float32Array(ids.length);
+  for (let r = 0; r < nSeq; r++) {
+    let k = -1;
+    for (let j = 0; j < s; j++) if (ids[r * s + j] === eot) { k = j; break; }
+    if (k < 0) throw new Error(`token sequence ${r} has no end-of-text token`);
+    out[r * s + k] = 1;
+  }
+  return out;
+}
+
+/** Cosine-similarity logits scaled by exp(logit_scale): [B, C]. */
+export function similarityLogits(imageEmbeds: Value, textEmbeds: Value, logitScale: number): Value {
+  const i = G.l2Normalize(imageEmbeds);
+  const t = G.l2Normalize(textEmbeds);
+  return G.mul(G.matmul(i, G.transposeLast(t)), Math.exp(logitScale));
+}

@@ -1,0 +1,296 @@
+/**
+ * CLIP weights from safetensors, in either layout users have: Hugging Face `CLIPModel` names with a
+ * `config.json`, or OpenAI / open_clip state-dict names (configuration inferred from the shapes).
+ * Both become one `ClipWeights`, with linear weights stored transposed ([in, out]) so the graphs
+ * multiply by them directly.
+ */
+import { existsSync, readFileSync, statSync, readdirSync, createReadStream } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
+import { type HostTensor, SafeTensorsFile } from './safetensors.js';
+import { type ClipConfig } from './config.js';
+import { Rng } from '../util/rng.js';
+
+export interface LayerWeights {
+  ln1: [Float32Array, Float32Array];
+  /** [width, 3·width]: q, k, v columns */
+  qkvW: Float32Array;
+  qkvB: Float32Array;
+  /** [width, width] */
+  outW: Float32Array;
+  outB: Float32Array;
+  ln2: [Float32Array, Float32Array];
+  /** [width, mlp] */
+  fcW: Float32Array;
+  fcB: Float32Array;
+  /** [mlp, width] */
+  projW: Float32Array;
+  projB: Float32Array;
+}
+
+export interface VisionWeights {
+  /** [width, 3·p·p]: the patch-embedding conv kernel, flattened (channel-major inside a patch) */
+  patchW: Float32Array;
+  classEmbedding: Float32Array;
+  /** [1 + patches, width] */
+  positionalEmbedding: Float32Array;
+  lnPre: [Float32Array, Float32Array];
+  layers: LayerWeights[];
+  lnPost: [Float32Array, Float32Array];
+  /** [width, embed] */
+  projection: Float32Array;
+}
+
+export interface TextWeights {
+  /** [vocab, width] */
+  tokenEmbedding: Float32Array;
+  /** [context, width] */
+  positionalEmbedding: Float32Array;
+  layers: LayerWeights[];
+  lnFinal: [Float32Array, Float32Array];
+  /** [width, embed] */
+  projection: Float32Array;
+}
+
+export interface ClipWeights {
+  config: ClipConfig;
+  vision: VisionWeights;
+  text: TextWeights;
+  /** ln of the softmax temperature (ln 100 for trained CLIPs) */
+  logitScale: number;
+  /** identifies the weights (sha256 of the weight file, or `random:<arch>:<seed>`) */
+  id: string;
+  layout: 'hf' | 'openai' | 'random';
+}
+
+export class WeightError extends Error {}
+
+/** Transposes a row-major [rows, cols] matrix. */
+export function transpose2d(a: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(a.length);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = a[r * cols + c]!;
+  return out;
+}
+
+/** Reads tensors by name with shape checks and messages that name the file. */
+class TensorSource {
+  constructor(private readonly file: SafeTensorsFile) {}
+
+  has(name: string): boolean {
+    return this.file.has(name);
+  }
+
+  shape(name: string): number[] {
+    if (!this.file.has(name)) throw new WeightError(`${this.file.path}: missing tensor "${name}"`);
+    return this.file.info(name).shape;
+  }
+
+  get(name: string, shape: readonly number[]): Float32Array {
+    if (!this.file.has(name)) throw new WeightError(`${this.file.path}: missing tensor "${name}"`);
+    const t: HostTensor = this.file.readFloat32(name);
+    const squeeze = (s: readonly number[]): number[] => s.filter((d) => d !== 1);
+    const same = t.shape.length === shape.length ? t.shape.every((d, i) => d === shape[i]) : squeeze(t.shape).join() === squeeze(shape).join();
+    if (!same) throw new WeightError(`${this.file.path}: tensor "${name}" has shape [${t.shape}], expected [${shape}]`);
+    return t.data;
+  }
+
+  /** A PyTorch Linear weight [out, in], returned transposed as [in, out]. */
+  linearT(name: string, out: number, inp: number): Float32Array {
+    return transpose2d(this.get(name, [out, inp]), out, inp);
+  }
+}
+
+function findWeightFile(dir: string): string {
+  for (const name of ['model.safetensors', 'open_clip_model.safetensors', 'openai.safetensors']) {
+    if (existsSync(join(dir, name))) return join(dir, name);
+  }
+  const any = readdirSync(dir).filter((f) => f.endsWith('.safetensors') && f !== 'outputs.safetensors');
+  if (any.length === 1) return join(dir, any[0]!);
+  throw new WeightError(`${dir}: no CLIP weights found (expected model.safetensors or open_clip_model.safetensors)`);
+}
+
+/** sha256 of a file, streamed. */
+export async function fileSha256(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+/**
+ * Loads CLIP weights from a folder (Hugging Face or open_clip layout) or a .safetensors file.
+ * The layout is detected from the tensor names.
+ */
+export async function loadClipWeights(path: string): Promise<ClipWeights> {
+  if (!existsSync(path)) throw new WeightError(`${path}: no such file or folder`);
+  const isDir = statSync(path).isDirectory();
+  const file = isDir ? findWeightFile(path) : path;
+  const st = SafeTensorsFile.open(file);
+  try {
+    const src = new TensorSource(st);
+    const id = `sha256:${await fileSha256(file)}`;
+    if (src.has('vision_model.embeddings.patch_embedding.weight')) {
+      const cfgPath = isDir ? join(path, 'config.json') : join(file, '..', 'config.json');
+      return loadHf(src, existsSync(cfgPath) ? JSON.parse(readFileSync(cfgPath, 'utf8')) : undefined, id);
+    }
+    if (src.has('visual.conv1.weight')) return loadOpenAI(src, id);
+    throw new WeightError(`${file}: not a CLIP checkpoint (neither Hugging Face CLIPModel nor OpenAI/open_clip tensor names)`);
+  } finally {
+    st.close();
+  }
+}
+
+function layerWeights(src: TensorSource, names: (k: string) => string, width: number, mlp: number, hf: boolean): LayerWeights {
+  let qkvW: Float32Array;
+  let qkvB: Float32Array;
+  if (hf) {
+    // Hugging Face stores q, k, v as separate Linears; fuse them into one [width, 3·width] matrix
+    const parts = ['q_proj', 'k_proj', 'v_proj'].map((p) => src.linearT(names(`self_attn.${p}.weight`), width, width));
+    qkvW = new Float32Array(width * 3 * width);
+    for (let r = 0; r < width; r++) parts.forEach((p, j) => qkvW.set(p.subarray(r * width, (r + 1) * width), r * 3 * width + j * width));
+    qkvB = new Float32Array(3 * width);
+    ['q_proj', 'k_proj', 'v_proj'].forEach((p, j) => qkvB.set(src.get(names(`self_attn.${p}.bias`), [width]), j * width));
+    return {
+      ln1: [src.get(names('layer_norm1.weight'), [width]), src.get(names('layer_norm1.bias'), [width])],
+      qkvW, qkvB,
+      outW: src.linearT(names('self_attn.out_proj.weight'), width, width),
+      outB: src.get(names('self_attn.out_proj.bias'), [width]),
+      ln2: [src.get(names('layer_norm2.weight'), [width]), src.get(names('layer_norm2.bias'), [width])],
+      fcW: src.linearT(names('mlp.fc1.weight'), mlp, width),
+      fcB: src.get(names('mlp.fc1.bias'), [mlp]),
+      projW: src.linearT(names('mlp.fc2.weight'), width, mlp),
+      projB: src.get(names('mlp.fc2.bias'), [width]),
+    };
+  }
+  return {
+    ln1: [src.get(names('ln_1.weight'), [width]), src.get(names('ln_1.bias'), [width])],
+    qkvW: src.linearT(names('attn.in_proj_weight'), 3 * width, width),
+    qkvB: src.get(names('attn.in_proj_bias'), [3 * width]),
+    outW: src.linearT(names('attn.out_proj.weight'), width, width),
+    outB: src.get(names('attn.out_proj.bias'), [width]),
+    ln2: [src.get(names('ln_2.weight'), [width]), src.get(names('ln_2.bias'), [width])],
+    fcW: src.linearT(names('mlp.c_fc.weight'), mlp, width),
+    fcB: src.get(names('mlp.c_fc.bias'), [mlp]),
+    projW: src.linearT(names('mlp.c_proj.weight'), width, mlp),
+    projB: src.get(names('mlp.c_proj.bias'), [width]),
+  };
+}
+
+function countLayers(src: TensorSource, prefix: string, suffix: string): number {
+  let n = 0;
+  while (src.has(`${prefix}${n}${suffix}`)) n++;
+  return n;
+}
+
+interface HfConfig {
+  projection_dim?: number;
+  text_config?: { hidden_size?: number; intermediate_size?: number; num_attention_heads?: number; num_hidden_layers?: number; max_position_embeddings?: number; vocab_size?: number; hidden_act?: string; layer_norm_eps?: number };
+  vision_config?: { hidden_size?: number; intermediate_size?: number; num_attention_heads?: number; num_hidden_layers?: number; image_size?: number; patch_size?: number };
+}
+
+function loadHf(src: TensorSource, cfg: HfConfig | undefined, id: string): ClipWeights {
+  const [vw, , p] = src.shape('vision_model.embeddings.patch_embedding.weight') as [number, number, number];
+  const [vocab, tw] = src.shape('text_model.embeddings.token_embedding.weight') as [number, number];
+  const [embed] = src.shape('visual_projection.weight') as [number];
+  const npos = src.shape('vision_model.embeddings.position_embedding.weight')[0]!;
+  const grid = Math.round(Math.sqrt(npos - 1));
+  const tc = cfg?.text_config ?? {};
+  const vc = cfg?.vision_config ?? {};
+  const config: ClipConfig = {
+    embedDim: embed, imageSize: vc.image_size ?? grid * p, patchSize: p,
+    visionWidth: vw, visionLayers: vc.num_hidden_layers ?? countLayers(src, 'vision_model.encoder.layers.', '.layer_norm1.weight'),
+    visionHeads: vc.num_attention_heads ?? vw / 64, visionMlp: src.shape('vision_model.encoder.layers.0.mlp.fc1.weight')[0]!,
+    contextLength: src.shape('text_model.embeddings.position_embedding.weight')[0]!, vocabSize: vocab,
+    textWidth: tw, textLayers: tc.num_hidden_layers ?? countLayers(src, 'text_model.encoder.layers.', '.layer_norm1.weight'),
+    textHeads: tc.num_attention_heads ?? tw / 64, textMlp: src.shape('text_model.encoder.layers.0.mlp.fc1.weight')[0]!,
+    layerNormEps: tc.layer_norm_eps ?? 1e-5, activation: tc.hidden_act === 'gelu' ? 'gelu' : 'quick_gelu',
+  };
+  const c = config;
+  const vision: VisionWeights = {
+    patchW: src.get('vision_model.embeddings.patch_embedding.weight', [vw, 3, p, p]),
+    classEmbedding: src.get('vision_model.embeddings.class_embedding', [vw]),
+    positionalEmbedding: src.get('vision_model.embeddings.position_embedding.weight', [npos, vw]),
+    lnPre: [src.get('vision_model.pre_layrnorm.weight', [vw]), src.get('vision_model.pre_layrnorm.bias', [vw])],
+    layers: Array.from({ length: c.visionLayers }, (_, i) => layerWeights(src, (k) => `vision_model.encoder.layers.${i}.${k}`, vw, c.visionMlp, true)),
+    lnPost: [src.get('vision_model.post_layernorm.weight', [vw]), src.get('vision_model.post_layernorm.bias', [vw])],
+    projection: src.linearT('visual_projection.weight', embed, vw),
+  };
+  const text: TextWeights = {
+    tokenEmbedding: src.get('text_model.embeddings.token_embedding.weight', [vocab, tw]),
+    positionalEmbedding: src.get('text_model.embeddings.position_embedding.weight', [c.contextLength, tw]),
+    layers: Array.from({ length: c.textLayers }, (_, i) => layerWeights(src, (k) => `text_model.encoder.layers.${i}.${k}`, tw, c.textMlp, true)),
+    lnFinal: [src.get('text_model.final_layer_norm.weight', [tw]), src.get('text_model.final_layer_norm.bias', [tw])],
+    projection: src.linearT('text_projection.weight', embed, tw),
+  };
+  const logitScale = src.has('logit_scale') ? src.get('logit_scale', [])[0]! : Math.log(100);
+  return { config, vision, text, logitScale, id, layout: 'hf' };
+}
+
+function loadOpenAI(src: TensorSource, id: string): ClipWeights {
+  const [vw, , p] = src.shape('visual.conv1.weight') as [number, number, number];
+  const [vocab, tw] = src.shape('token_embedding.weight') as [number, number];
+  const [, embed] = src.shape('text_projection') as [number, number];
+  const npos = src.shape('visual.positional_embedding')[0]!;
+  const grid = Math.round(Math.sqrt(npos - 1));
+  const config: ClipConfig = {
+    embedDim: embed, imageSize: grid * p, patchSize: p,
+    visionWidth: vw, visionLayers: countLayers(src, 'visual.transformer.resblocks.', '.ln_1.weight'),
+    visionHeads: vw / 64, visionMlp: src.shape('visual.transformer.resblocks.0.mlp.c_fc.weight')[0]!,
+    contextLength: src.shape('positional_embedding')[0]!, vocabSize: vocab,
+    textWidth: tw, textLayers: countLayers(src, 'transformer.resblocks.', '.ln_1.weight'),
+    textHeads: tw / 64, textMlp: src.shape('transformer.resblocks.0.mlp.c_fc.weight')[0]!,
+    layerNormEps: 1e-5, activation: 'quick_gelu',
+  };
+  const c = config;
+  const vision: VisionWeights = {
+    patchW: src.get('visual.conv1.weight', [vw, 3, p, p]),
+    classEmbedding: src.get('visual.class_embedding', [vw]),
+    positionalEmbedding: src.get('visual.positional_embedding', [npos, vw]),
+    lnPre: [src.get('visual.ln_pre.weight', [vw]), src.get('visual.ln_pre.bias', [vw])],
+    layers: Array.from({ length: c.visionLayers }, (_, i) => layerWeights(src, (k) => `visual.transformer.resblocks.${i}.${k}`, vw, c.visionMlp, false)),
+    lnPost: [src.get('visual.ln_post.weight', [vw]), src.get('visual.ln_post.bias', [vw])],
+    projection: src.get('visual.proj', [vw, embed]),
+  };
+  const text: TextWeights = {
+    tokenEmbedding: src.get('token_embedding.weight', [vocab, tw]),
+    positionalEmbedding: src.get('positional_embedding', [c.contextLength, tw]),
+    layers: Array.from({ length: c.textLayers }, (_, i) => layerWeights(src, (k) => `transformer.resblocks.${i}.${k}`, tw, c.textMlp, false)),
+    lnFinal: [src.get('ln_final.weight', [tw]), src.get('ln_final.bias', [tw])],
+    projection: src.get('text_projection', [tw, embed]),
+  };
+  const logitScale = src.has('logit_scale') ? src.get('logit_scale', [])[0]! : Math.log(100);
+  return { config, vision, text, logitScale, id, layout: 'openai' };
+}
+
+/** Random weights of a given shape (benchmarks, tests): N(0, 0.02) matrices, unit layer-norm scales. */
+export function randomClipWeights(config: ClipConfig, seed = 0, parts: { text?: boolean } = {}): ClipWeights {
+  const rng = new Rng(seed);
+  // a cheap normal: the sum of uniforms is enough for weights nobody reads
+  const rand = (n: number, std = 0.02): Float32Array => {
+    const a = new Float32Array(n);
+    for (let i = 0; i < n; i++) a[i] = (rng.uniform() + rng.uniform() + rng.uniform() - 1.5) * 2 * std;
+    return a;
+  };
+  const ln = (w: number): [Float32Array, Float32Array] => [new Float32Array(w).fill(1), rand(w)];
+  const layer = (w: number, mlp: number): LayerWeights => ({
+    ln1: ln(w), qkvW: rand(w * 3 * w), qkvB: rand(3 * w), outW: rand(w * w), outB: rand(w),
+    ln2: ln(w), fcW: rand(w * mlp), fcB: rand(mlp), projW: rand(mlp * w), projB: rand(w),
+  });
+  const c = config;
+  const vw = c.visionWidth;
+  const tw = c.textWidth;
+  const withText = parts.text ?? true;
+  return {
+    config: { ...c },
+    vision: {
+      patchW: rand(vw * 3 * c.patchSize ** 2), classEmbedding: rand(vw), positionalEmbedding: rand(((c.imageSize / c.patchSize) ** 2 + 1) * vw),
+      lnPre: ln(vw), layers: Array.from({ length: c.visionLayers }, () => layer(vw, c.visionMlp)), lnPost: ln(vw), projection: rand(vw * c.embedDim),
+    },
+    text: {
+      tokenEmbedding: withText ? rand(c.vocabSize * tw) : new Float32Array(0), positionalEmbedding: rand(c.contextLength * tw),
+      layers: withText ? Array.from({ length: c.textLayers }, () => layer(tw, c.textMlp)) : [], lnFinal: ln(tw), projection: rand(tw * c.embedDim),
+    },
+    logitScale: Math.log(100),
+    id: `random:${JSON.stringify(c)}:${seed}`,
+    layout: 'random',
+  };
+}

@@ -1,0 +1,86 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { Graph } from '../src/graph/graph.js';
+import { CompiledGraph } from '../src/graph/runtime.js';
+import { SafeTensorsFile } from '../src/clip/safetensors.js';
+import { loadClipWeights, type ClipWeights } from '../src/clip/weights.js';
+import { WeightBank, visionEncoder, textEncoder, tokenEmbeddings, eotOneHot } from '../src/clip/encoders.js';
+import { sharedDir } from '../src/util/fs.js';
+
+const ref = join(sharedDir(), 'reference');
+/** The issue's bound: embeddings and every block's hidden state within 1e-4 absolute. */
+const TOL = 1e-4;
+
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+}
+
+async function checkModel(label: string, weights: ClipWeights, outputsPath: string): Promise<void> {
+  const outs = SafeTensorsFile.open(outputsPath);
+  const pixels = SafeTensorsFile.open(join(ref, 'preprocess.safetensors')).readFloat32('pixel_values');
+  const c = weights.config;
+  const nImg = pixels.shape[0]!;
+  const ids = outs.readInts('input_ids');
+  const nTxt = ids.shape[0]!;
+
+  const g = new Graph('parity');
+  const bank = new WeightBank(g);
+  const px = g.input('pixels', pixels.shape);
+  const tok = g.input('tokens', [nTxt, c.contextLength, c.textWidth]);
+  const eot = g.input('eot', [nTxt, c.contextLength]);
+  const vis = visionEncoder(bank, weights, px);
+  const txt = textEncoder(bank, weights, tok, eot);
+  g.output('image_embeds', vis.embeds);
+  g.output('text_embeds', txt.embeds);
+  vis.hidden.forEach((h, i) => g.output(`vision_block_${i}`, h));
+  txt.hidden.forEach((h, i) => g.output(`text_block_${i}`, h));
+  const compiled = await CompiledGraph.create(g);
+  const res = await compiled.run({
+    pixels: pixels.data,
+    tokens: tokenEmbeddings(weights, ids.data, nTxt),
+    eot: eotOneHot(ids.data, nTxt, 49407),
+  });
+  for (const name of Object.keys(res)) {
+    const expected = outs.readFloat32(name);
+    assert.deepEqual(res[name]!.shape, expected.shape, `${label} ${name} shape`);
+    const err = maxAbsDiff(res[name]!.data as Float32Array, expected.data);
+    assert.ok(err < TOL, `${label} ${name}: max abs error ${err}`);
+  }
+  // the logits too, from the embeddings
+  const li = outs.readFloat32('logits_per_image');
+  const ie = res.image_embeds!.data as Float32Array;
+  const te = res.text_embeds!.data as Float32Array;
+  const d = c.embedDim;
+  const norm = (a: Float32Array, r: number): number => Math.hypot(...a.subarray(r * d, (r + 1) * d));
+  for (let i = 0; i < nImg; i++) for (let j = 0; j < nTxt; j++) {
+    let dot = 0;
+    for (let k = 0; k < d; k++) dot += ie[i * d + k]! * te[j * d + k]!;
+    const logit = Math.exp(weights.logitScale) * dot / (norm(ie, i) * norm(te, j));
+    assert.ok(Math.abs(logit - li.data[i * nTxt + j]!) < 1e-3, `${label} logit ${i},${j}`);
+  }
+  await compiled.release();
+}
+
+test('tiny-vit-p32, Hugging Face layout, equals the reference', async () => {
+  const w = await loadClipWeights(join(ref, 'tiny-vit-p32'));
+  assert.equal(w.layout, 'hf');
+  await checkModel('p32/hf', w, join(ref, 'tiny-vit-p32', 'outputs.safetensors'));
+});
+
+test('tiny-vit-p32, OpenAI layout (config inferred from shapes), equals the reference', async () => {
+  const w = await loadClipWeights(join(ref, 'tiny-vit-p32', 'openai.safetensors'));
+  assert.equal(w.layout, 'openai');
+  assert.equal(w.config.visionHeads, 2);
+  assert.equal(w.config.textHeads, 1);
+  await checkModel('p32/openai', w, join(ref, 'tiny-vit-p32', 'outputs.safetensors'));
+});
+
+test('tiny-vit-p16, Hugging Face layout, equals the reference', async () => {
+  const w = await loadClipWeights(join(ref, 'tiny-vit-p16'));
+  assert.equal(w.config.visionLayers, 3);
+  await checkModel('p16/hf', w, join(ref, 'tiny-vit-p16', 'outputs.safetensors'));
+});
