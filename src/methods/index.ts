@@ -1,0 +1,235 @@
+/**
+ * The scoring API: `createMetric(name, {model, checkpoint, device})` returns an object that scores
+ * paths, buffers or decoded images, singly or in batches. Images are always run in batches of one fixed
+ * size (the last one padded), so an image gets the same score whatever batch it comes in.
+ */
+import { type Method, type MethodInfo, type Options, parseOptions } from './method.js';
+import { clipIqa, clipIqaPlus } from './clip-iqa.js';
+import { tang } from './tang.js';
+import { fu } from './fu.js';
+import { mpIqe } from './mp-iqe.js';
+import { type Backbone, textGraph, scoreGraph } from './graphs.js';
+import { testViews } from './views.js';
+import { type ParamSet, PARAM_PREFIX } from '../prompts/context.js';
+import { CompiledGraph, SessionCache, type RuntimeOptions, type Feed } from '../graph/runtime.js';
+import { loadClipWeights } from '../clip/weights.js';
+import { ClipTokenizer } from '../clip/tokenizer.js';
+import { resolveModel } from '../clip/hub.js';
+import { decodeImage, type RgbImage } from '../data/image.js';
+import { loadCheckpoint } from '../train/checkpoint.js';
+import { Rng } from '../util/rng.js';
+
+export type { MethodInfo, Method, Options } from './method.js';
+
+export const METHODS: readonly Method[] = [clipIqa, clipIqaPlus, tang, fu, mpIqe];
+
+export function getMethod(name: string): Method {
+  const m = METHODS.find((x) => x.info.name === name);
+  if (!m) throw new Error(`unknown method "${name}" (methods: ${METHODS.map((x) => x.info.name).join(', ')})`);
+  return m;
+}
+
+export function listMetrics(): MethodInfo[] {
+  return METHODS.map((m) => ({ ...m.info }));
+}
+
+const backbones = new Map<string, Promise<Backbone>>();
+
+/** Loads (once per process) a CLIP from a folder, a weight file or a hub repo id. */
+export function loadBackbone(model: string): Promise<Backbone> {
+  let p = backbones.get(model);
+  if (!p) {
+    p = (async () => {
+      const dir = await resolveModel(model);
+      const weights = await loadClipWeights(dir);
+      const folder = dir.endsWith('.safetensors') ? dir.replace(/[/\\][^/\\]*$/, '') : dir;
+      let tokenizer: ClipTokenizer;
+      try {
+        tokenizer = ClipTokenizer.fromFolder(folder);
+      } catch {
+        tokenizer = ClipTokenizer.default();
+      }
+      return { weights, tokenizer, model };
+    })();
+    backbones.set(model, p);
+    p.catch(() => backbones.delete(model));
+  }
+  return p;
+}
+
+export interface MetricOptions {
+  model?: string;
+  checkpoint?: string;
+  device?: 'cpu' | 'cuda';
+  threads?: number;
+  batchSize?: number;
+  /** method options (`key: value`), for methods used without a checkpoint */
+  options?: Record<string, unknown>;
+}
+
+export type ImageInput = string | Uint8Array | RgbImage;
+export type ScoreResult = { file: string; score: number } | { file: string; error: string };
+
+export interface Metric {
+  readonly info: MethodInfo;
+  score(input: ImageInput, opts?: { prompt?: string }): Promise<number>;
+  scoreBatch(inputs: readonly ImageInput[], opts?: { prompts?: (string | undefined)[] }): Promise<number[]>;
+  scoreFiles(files: readonly string[], opts?: { prompts?: (string | undefined)[] }): AsyncGenerator<ScoreResult>;
+  close(): Promise<void>;
+}
+
+/**
+ * Scores images with a method, its options and its parameters. Used by `createMetric` and by the
+ * trainer's validation (with the parameters of the moment).
+ */
+export class Scorer {
+  private readonly sessions: SessionCache;
+  private textFeeds: Promise<Record<string, Feed>> | null = null;
+  private textShapes: Record<string, number[]> = {};
+
+  constructor(
+    readonly method: Method,
+    readonly options: Options,
+    readonly backbone: Backbone,
+    private params: ParamSet,
+    runtime: RuntimeOptions,
+    readonly batchSize = 8,
+  ) {
+    this.sessions = new SessionCache(runtime);
+  }
+
+  /** New parameter values (e.g. after a training epoch): the text features are recomputed. */
+  setParams(params: ParamSet): void {
+    this.params = params;
+    this.textFeeds = null;
+  }
+
+  private paramFeeds(graph: CompiledGraph): Record<string, Feed> {
+    const feeds: Record<string, Feed> = {};
+    for (const name of graph.inputs.keys()) {
+      if (name.startsWith(PARAM_PREFIX)) feeds[name] = this.params.get(name.slice(PARAM_PREFIX.length))!.data;
+    }
+    return feeds;
+  }
+
+  private text(): Promise<Record<string, Feed>> {
+    if (!this.textFeeds) {
+      this.textFeeds = (async () => {
+        const graph = await CompiledGraph.create(textGraph(this.method, this.options, this.backbone, this.params), this.sessions.options);
+        const out = await graph.run(this.paramFeeds(graph));
+        await graph.release();
+        const feeds: Record<string, Feed> = {};
+        this.textShapes = {};
+        for (const [k, v] of Object.entries(out)) {
+          feeds[k] = v.data;
+          this.textShapes[k.slice('text:'.length)] = v.shape;
+        }
+        return feeds;
+      })();
+    }
+    return this.textFeeds;
+  }
+
+  /** Scores view tensors [3, S, S] in fixed-size batches (the last padded with zeros). */
+  async scoreViews(views: readonly Float32Array[]): Promise<number[]> {
+    const text = await this.text();
+    const b = this.batchSize;
+    const c = this.backbone.weights.config;
+    const graph = await this.sessions.get(`score|${b}`, () => scoreGraph(this.method, this.options, this.backbone, this.params, b, this.textShapes));
+    const per = 3 * c.imageSize * c.imageSize;
+    const scores: number[] = [];
+    const pixels = new Float32Array(b * per);
+    const params = this.paramFeeds(graph);
+    for (let i = 0; i < views.length; i += b) {
+      pixels.fill(0);
+      const chunk = views.slice(i, i + b);
+      chunk.forEach((v, j) => pixels.set(v, j * per));
+      const out = await graph.run({ pixels, ...text, ...params });
+      const s = out.score!.data as Float32Array;
+      for (let j = 0; j < chunk.length; j++) scores.push(s[j]!);
+    }
+    return scores;
+  }
+
+  /** Scores decoded images: each image's score is the mean over its test views. */
+  async scoreImages(images: readonly RgbImage[]): Promise<number[]> {
+    const size = this.backbone.weights.config.imageSize;
+    const views = images.map((img) => testViews(img, this.options, size));
+    const flat = await this.scoreViews(views.flat());
+    let k = 0;
+    return views.map((v) => {
+      let sum = 0;
+      for (let j = 0; j < v.length; j++) sum += flat[k++]!;
+      return sum / v.length;
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.sessions.clear();
+  }
+}
+
+async function toImage(input: ImageInput): Promise<RgbImage> {
+  if (typeof input === 'string' || input instanceof Uint8Array) return decodeImage(input);
+  return input;
+}
+
+export async function createMetric(name: string, opts: MetricOptions = {}): Promise<Metric> {
+  const method = getMethod(name);
+  let params: ParamSet;
+  let options: Options;
+  let model = opts.model;
+  if (opts.checkpoint) {
+    const { meta, params: p } = loadCheckpoint(opts.checkpoint);
+    if (meta.method !== name) throw new Error(`${opts.checkpoint}: a checkpoint of method "${meta.method}", not "${name}"`);
+    model ??= meta.backbone.model;
+    const backbone = await loadBackbone(model);
+    if (backbone.weights.id !== meta.backbone.id) {
+      throw new Error(`${opts.checkpoint} was trained on backbone ${meta.backbone.model} (${meta.backbone.id.slice(0, 19)}…), not on ${model} (${backbone.weights.id.slice(0, 19)}…): refusing to score with mismatched weights`);
+    }
+    params = p;
+    options = parseOptions(method, { ...meta.options, ...(opts.options ?? {}) });
+  } else {
+    if (method.info.trainable && !opts.options?.allowUntrained) {
+      throw new Error(`${name} needs a trained checkpoint (--checkpoint); train one with \`promptiqa train --method ${name}\``);
+    }
+    const { allowUntrained: _unused, ...rest } = opts.options ?? {};
+    options = parseOptions(method, rest);
+    model ??= method.info.defaultModel;
+    const backbone = await loadBackbone(model);
+    params = method.init(backbone.weights, backbone.tokenizer, options, new Rng(0));
+  }
+  const backbone = await loadBackbone(model);
+  const scorer = new Scorer(method, options, backbone, params, { provider: opts.device, threads: opts.threads }, opts.batchSize ?? 8);
+  const batch = Math.max(1, opts.batchSize ?? 8);
+  return {
+    info: { ...method.info },
+    async score(input) {
+      return (await scorer.scoreImages([await toImage(input)]))[0]!;
+    },
+    async scoreBatch(inputs) {
+      return scorer.scoreImages(await Promise.all(inputs.map(toImage)));
+    },
+    async *scoreFiles(files) {
+      for (let i = 0; i < files.length; i += batch) {
+        const chunk = files.slice(i, i + batch);
+        const decoded = await Promise.all(chunk.map(async (f) => {
+          try {
+            return await decodeImage(f);
+          } catch (err) {
+            return err instanceof Error ? err : new Error(String(err));
+          }
+        }));
+        const ok = decoded.filter((d): d is RgbImage => !(d instanceof Error));
+        const scores = ok.length ? await scorer.scoreImages(ok) : [];
+        let k = 0;
+        for (let j = 0; j < chunk.length; j++) {
+          const d = decoded[j]!;
+          if (d instanceof Error) yield { file: chunk[j]!, error: d.message };
+          else yield { file: chunk[j]!, score: scores[k++]! };
+        }
+      }
+    },
+    close: () => scorer.close(),
+  };
+}

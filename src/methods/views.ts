@@ -1,0 +1,40 @@
+/** How a method's images become tensors: its test views and its training augmentation. */
+import { type RgbImage } from '../data/image.js';
+import {
+  CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, resizeShortSide, centerCrop, crop, flipHorizontal,
+  randomCrop, randomResizedCrop, slidingWindowBoxes, toTensor,
+} from '../data/preprocess.js';
+import { type Options } from './method.js';
+import { type Rng } from '../util/rng.js';
+
+function norm(o: Options): [readonly number[], readonly number[]] {
+  return o.normalize === 'imagenet' ? [IMAGENET_MEAN, IMAGENET_STD] : [CLIP_MEAN, CLIP_STD];
+}
+
+/** The views an image is scored on; its score is their mean. */
+export function testViews(img: RgbImage, o: Options, size: number): Float32Array[] {
+  const [mean, std] = norm(o);
+  if (o.testViews === 'sliding') {
+    return slidingWindowBoxes(img.width, img.height, size, Number(o.stride)).map(({ left, top }) => toTensor(crop(img, left, top, size, size), mean, std));
+  }
+  return [toTensor(centerCrop(resizeShortSide(img, size), size), mean, std)];
+}
+
+/** One augmented training view. */
+export function trainView(img: RgbImage, o: Options, size: number, rng: Rng): Float32Array {
+  const [mean, std] = norm(o);
+  let view: RgbImage;
+  switch (o.augment) {
+    case 'random-resized-crop+flip':
+      view = randomResizedCrop(img, size, rng, [0.08, 1]);
+      if (rng.uniform() < 0.5) view = flipHorizontal(view);
+      break;
+    case 'crop+flip':
+      view = randomCrop(img, size, rng);
+      if (rng.uniform() < 0.5) view = flipHorizontal(view);
+      break;
+    default:
+      view = centerCrop(resizeShortSide(img, size), size);
+  }
+  return toTensor(view, mean, std);
+}

@@ -1,0 +1,63 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseCsv, toCsv } from '../src/util/csv.js';
+
+test('parses a plain table', () => {
+  const csv = parseCsv('name,mos\na.jpg,3.5\nb.jpg,1.25\n');
+  assert.deepEqual(csv.header, ['name', 'mos']);
+  assert.deepEqual(csv.rows, [['a.jpg', '3.5'], ['b.jpg', '1.25']]);
+});
+
+test('quoted fields: escaped quotes, commas and line breaks inside', () => {
+  const text = 'name,prompt\n"a.jpg","a cat, on a mat"\nb.jpg,"he said ""hi"""\nc.jpg,"two\nlines"\n';
+  assert.deepEqual(parseCsv(text).rows, [
+    ['a.jpg', 'a cat, on a mat'],
+    ['b.jpg', 'he said "hi"'],
+    ['c.jpg', 'two\nlines'],
+  ]);
+});
+
+test('CRLF line endings, BOM and missing final newline', () => {
+  const csv = parseCsv('\uFEFFname,mos\r\na.jpg,1\r\n"b\r\nc",2');
+  assert.deepEqual(csv.header, ['name', 'mos']);
+  assert.deepEqual(csv.rows, [['a.jpg', '1'], ['b\r\nc', '2']]);
+});
+
+test('empty fields, quoted empty fields and blank lines', () => {
+  const csv = parseCsv('a,b,c\n,,\n"",x,""\n\n1,2,3\n\n');
+  assert.deepEqual(csv.rows, [['', '', ''], ['', 'x', ''], ['1', '2', '3']]);
+  // A one-column file keeps a quoted empty value but skips a blank line.
+  assert.deepEqual(parseCsv('v\n""\n\nz\n').rows, [[''], ['z']]);
+});
+
+test('a row with the wrong number of fields names the file and the line', () => {
+  assert.throws(() => parseCsv('a,b\n1,2\n3\n', 'labels.csv'), /labels\.csv:3: expected 2 fields.*found 1/);
+  // The line is where the record starts, counting line breaks inside quoted fields.
+  assert.throws(() => parseCsv('a,b\n"x\ny",1\n1,2,3\n', 'f.csv'), /f\.csv:4: expected 2 fields.*found 3/);
+});
+
+test('malformed quoting is an error with a line number', () => {
+  assert.throws(() => parseCsv('a,b\n"open,1\n', 'f.csv'), /f\.csv:2: quoted field is never closed/);
+  assert.throws(() => parseCsv('a,b\nx"y,1\n', 'f.csv'), /f\.csv:2: a quote inside an unquoted field/);
+  assert.throws(() => parseCsv('a,b\n"x"y,1\n', 'f.csv'), /f\.csv:2: unexpected character "y" after a closing quote/);
+  assert.throws(() => parseCsv('', 'f.csv'), /f\.csv: empty CSV/);
+});
+
+test('toCsv quotes only what needs quoting and round-trips through parseCsv', () => {
+  const header = ['name', 'prompt', 'score'];
+  const rows = [
+    ['a.jpg', 'plain', 0.1 + 0.2],
+    ['b,c.jpg', 'say "cheese"', -3],
+    ['d.jpg', 'line\nbreak\r\nand CRLF', 1e-300],
+    ['', ' spaced ', 0],
+  ];
+  const text = toCsv(header, rows);
+  assert.equal(text.split('\n')[1], 'a.jpg,plain,0.30000000000000004');
+  assert.ok(text.includes('"b,c.jpg","say ""cheese"""'));
+  assert.ok(text.endsWith('\n'));
+  const back = parseCsv(text);
+  assert.deepEqual(back.header, header);
+  assert.deepEqual(back.rows, rows.map((r) => r.map(String)));
+  assert.equal(Number(back.rows[0]![2]), 0.1 + 0.2);
+  assert.throws(() => toCsv(['a', 'b'], [['1']]), /row 0 has 1 fields/);
+});

@@ -1,0 +1,299 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  adam,
+  adamw,
+  clipGradNorm,
+  constantLr,
+  cosineWithWarmup,
+  optimizerStateFromSafetensors,
+  optimizerStateToSafetensors,
+  sgd,
+  type Optimizer,
+  type OptimizerState,
+  type Params,
+} from '../src/train/optim.js';
+import { readSafetensors, writeSafetensors } from '../src/clip/safetensors.js';
+
+// A small problem: two named parameters, gradients of a weighted quadratic plus a wobble, so that the
+// gradient depends on the current parameters and on the step.
+const INIT: Record<string, number[]> = { 'encoder.w': [0.5, -1.25, 2.0, 0.0], 'head.b': [0.1] };
+const TARGET: Record<string, number[]> = { 'encoder.w': [1.0, 0.5, -0.5, 0.25], 'head.b': [-0.3] };
+const WEIGHT: Record<string, number[]> = { 'encoder.w': [1.0, 3.0, 0.5, 2.0], 'head.b': [4.0] };
+const LRS = [0.1, 0.1, 0.05, 0.02, 0.01]; // changed between steps, as a schedule does
+
+function gradOf(name: string, p: ArrayLike<number>, step: number): number[] {
+  return Array.from(p, (v, i) => 2 * WEIGHT[name]![i]! * (v - TARGET[name]![i]!) + 0.1 * Math.sin(step + i));
+}
+
+function makeParams(): Params {
+  return new Map(Object.entries(INIT).map(([k, v]) => [k, Float32Array.from(v)]));
+}
+
+function gradsFor(params: Params, step: number): Map<string, Float32Array> {
+  return new Map([...params].map(([k, p]) => [k, Float32Array.from(gradOf(k, p, step))]));
+}
+
+/** Runs steps [from, to) with the learning rates above. */
+function run(opt: Optimizer, params: Params, from: number, to: number): void {
+  for (let t = from; t < to; t++) {
+    opt.lr = LRS[t]!;
+    opt.step(params, gradsFor(params, t));
+  }
+}
+
+type Hyper = { lr?: number; momentum?: number; dampening?: number; nesterov?: boolean; weightDecay?: number; betas?: [number, number]; eps?: number };
+
+/**
+ * torch.optim.SGD's update, written out in float64 for one parameter array:
+ *   d = g + wd·p;  buf = d (first step) or μ·buf + (1 − τ)·d;  d = d + μ·buf (Nesterov) or buf;  p = p − lr·d
+ */
+function sgdReference(h: Hyper, steps: number): Record<string, number[]> {
+  const mu = h.momentum ?? 0, tau = h.dampening ?? 0, wd = h.weightDecay ?? 0;
+  const out: Record<string, number[]> = {};
+  for (const name of Object.keys(INIT)) {
+    const p = [...INIT[name]!];
+    let buf: number[] | null = null;
+    for (let t = 0; t < steps; t++) {
+      const lr = LRS[t]!;
+      const g = gradOf(name, p, t);
+      const d = g.map((gi, i) => gi + wd * p[i]!);
+      let dir = d;
+      if (mu !== 0) {
+        buf = buf === null ? [...d] : buf.map((b, i) => mu * b + (1 - tau) * d[i]!);
+        dir = h.nesterov ? d.map((di, i) => di + mu * buf![i]!) : buf;
+      }
+      for (let i = 0; i < p.length; i++) p[i] = p[i]! - lr * dir[i]!;
+    }
+    out[name] = p;
+  }
+  return out;
+}
+
+/**
+ * torch.optim.Adam / AdamW, written out in float64 (t counts from 1):
+ *   AdamW: p = p·(1 − lr·wd);  Adam: g = g + wd·p
+ *   m = β1·m + (1 − β1)·g;  v = β2·v + (1 − β2)·g²
+ *   p = p − (lr / (1 − β1^t)) · m / (√v / √(1 − β2^t) + ε)
+ */
+function adamReference(h: Hyper, decoupled: boolean, steps: number): Record<string, number[]> {
+  const [b1, b2] = h.betas ?? [0.9, 0.999];
+  const eps = h.eps ?? 1e-8;
+  const wd = h.weightDecay ?? (decoupled ? 0.01 : 0);
+  const out: Record<string, number[]> = {};
+  for (const name of Object.keys(INIT)) {
+    const p = [...INIT[name]!];
+    const m = p.map(() => 0);
+    const v = p.map(() => 0);
+    for (let s = 0; s < steps; s++) {
+      const lr = LRS[s]!;
+      const t = s + 1;
+      const g = gradOf(name, p, s);
+      for (let i = 0; i < p.length; i++) {
+        if (decoupled) p[i] = p[i]! * (1 - lr * wd);
+        else g[i] = g[i]! + wd * p[i]!;
+        m[i] = b1 * m[i]! + (1 - b1) * g[i]!;
+        v[i] = b2 * v[i]! + (1 - b2) * g[i]! * g[i]!;
+        p[i] = p[i]! - (lr / (1 - b1 ** t)) * (m[i]! / (Math.sqrt(v[i]!) / Math.sqrt(1 - b2 ** t) + eps));
+      }
+    }
+    out[name] = p;
+  }
+  return out;
+}
+
+const CASES: Array<{ label: string; make: () => Optimizer; reference: (steps: number) => Record<string, number[]> }> = [
+  { label: 'sgd', make: () => sgd({ lr: 1 }), reference: (n) => sgdReference({}, n) },
+  { label: 'sgd momentum 0.9, wd 5e-4 (Tang)', make: () => sgd({ lr: 1, momentum: 0.9, weightDecay: 5e-4 }), reference: (n) => sgdReference({ momentum: 0.9, weightDecay: 5e-4 }, n) },
+  { label: 'sgd nesterov, wd 1e-2', make: () => sgd({ lr: 1, momentum: 0.9, nesterov: true, weightDecay: 1e-2 }), reference: (n) => sgdReference({ momentum: 0.9, nesterov: true, weightDecay: 1e-2 }, n) },
+  { label: 'sgd momentum 0.5, dampening 0.3', make: () => sgd({ lr: 1, momentum: 0.5, dampening: 0.3 }), reference: (n) => sgdReference({ momentum: 0.5, dampening: 0.3 }, n) },
+  { label: 'adam defaults', make: () => adam({ lr: 1 }), reference: (n) => adamReference({}, false, n) },
+  { label: 'adam L2 0.1, betas (0.8, 0.99), eps 1e-6', make: () => adam({ lr: 1, weightDecay: 0.1, betas: [0.8, 0.99], eps: 1e-6 }), reference: (n) => adamReference({ weightDecay: 0.1, betas: [0.8, 0.99], eps: 1e-6 }, false, n) },
+  { label: 'adamw defaults (wd 0.01)', make: () => adamw({ lr: 1 }), reference: (n) => adamReference({}, true, n) },
+  { label: 'adamw wd 0.5', make: () => adamw({ lr: 1, weightDecay: 0.5 }), reference: (n) => adamReference({ weightDecay: 0.5 }, true, n) },
+];
+
+function bytesOf(a: Float32Array): Uint8Array {
+  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+}
+
+function assertBitwiseEqual(a: Params, b: Params, what: string): void {
+  assert.deepEqual([...a.keys()], [...b.keys()]);
+  for (const [k, v] of a) assert.deepEqual(bytesOf(v), bytesOf(b.get(k)!), `${what}: ${k}`);
+}
+
+for (const c of CASES) {
+  test(`${c.label}: trajectory matches the torch recurrence in float64 over 5 steps`, () => {
+    const opt = c.make();
+    const params = makeParams();
+    for (let t = 0; t < 5; t++) {
+      run(opt, params, t, t + 1);
+      const ref = c.reference(t + 1);
+      for (const [name, p] of params) {
+        p.forEach((v, i) => assert.ok(Math.abs(v - ref[name]![i]!) < 1e-6, `step ${t + 1} ${name}[${i}]: ${v} vs ${ref[name]![i]}`));
+      }
+    }
+    assert.equal(opt.state().step, 5);
+  });
+
+  test(`${c.label}: state round trip (object, JSON, safetensors) resumes bit for bit`, () => {
+    const straight = makeParams();
+    const optStraight = c.make();
+    run(optStraight, straight, 0, 5);
+
+    const params = makeParams();
+    const opt = c.make();
+    run(opt, params, 0, 3);
+    const saved = opt.state();
+
+    const asJson = JSON.stringify({ ...saved, buffers: Object.fromEntries(Object.entries(saved.buffers).map(([k, v]) => [k, Array.from(v)])) });
+    const parsed = JSON.parse(asJson) as Omit<OptimizerState, 'buffers'> & { buffers: Record<string, number[]> };
+    const fromJson: OptimizerState = { ...parsed, buffers: Object.fromEntries(Object.entries(parsed.buffers).map(([k, v]) => [k, Float32Array.from(v)])) };
+
+    const dir = mkdtempSync(join(tmpdir(), 'promptiqa-optim-'));
+    let fromFile: OptimizerState;
+    let paramsFromFile: Params;
+    try {
+      // Parameters and optimiser state side by side in one checkpoint file.
+      const file = join(dir, 'ckpt.safetensors');
+      const { tensors, metadata } = optimizerStateToSafetensors(saved);
+      for (const [k, v] of params) tensors[`param.${k}`] = { shape: [v.length], data: v };
+      writeSafetensors(file, tensors, metadata);
+      const back = readSafetensors(file);
+      fromFile = optimizerStateFromSafetensors(back.tensors, back.metadata);
+      paramsFromFile = new Map([...params.keys()].map((k) => [k, back.tensors.get(`param.${k}`)!.data]));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+
+    for (const [form, state, p] of [
+      ['object', saved, params],
+      ['JSON', fromJson, params],
+      ['safetensors', fromFile, paramsFromFile],
+    ] as const) {
+      const resumedParams = new Map([...p].map(([k, v]) => [k, v.slice()]));
+      const resumed = c.make();
+      resumed.lr = 123; // load() restores the saved learning rate
+      resumed.load(state);
+      assert.equal(resumed.lr, LRS[2]);
+      run(resumed, resumedParams, 3, 5);
+      assertBitwiseEqual(resumedParams, straight, form);
+      const a = resumed.state();
+      const b = optStraight.state();
+      assert.equal(a.step, 5);
+      assert.deepEqual(a.hyper, b.hyper);
+      assert.deepEqual(Object.keys(a.buffers).sort(), Object.keys(b.buffers).sort());
+      for (const k of Object.keys(a.buffers)) assert.deepEqual(bytesOf(a.buffers[k]!), bytesOf(b.buffers[k]!), `${form}: buffer ${k}`);
+    }
+  });
+}
+
+test('hand-computed values: SGD momentum on a constant gradient, Adam steps of size lr', () => {
+  // buf: 1, 1.9, 2.71 → p: 1 − 0.1, − 0.19, − 0.271
+  const p = new Map([['x', Float32Array.of(1)]]);
+  const g = new Map([['x', Float32Array.of(1)]]);
+  const opt = sgd({ lr: 0.1, momentum: 0.9 });
+  const expected = [0.9, 0.71, 0.439];
+  for (const e of expected) {
+    opt.step(p, g);
+    assert.ok(Math.abs(p.get('x')![0]! - e) < 1e-6);
+  }
+  assert.ok(Math.abs(opt.state().buffers['x.momentum_buffer']![0]! - 2.71) < 1e-6);
+  // With a constant gradient the bias-corrected moments are g and g², so each step moves by lr·g/(|g| + ε).
+  const q = new Map([['x', Float32Array.of(0)]]);
+  const a = adam({ lr: 0.01 });
+  for (let t = 1; t <= 4; t++) {
+    a.step(q, new Map([['x', Float32Array.of(-2)]]));
+    assert.ok(Math.abs(q.get('x')![0]! - t * 0.01 * (2 / (2 + 1e-8))) < 1e-7);
+  }
+});
+
+test('state() returns a copy and names buffers `${param}.${slot}`', () => {
+  const params = makeParams();
+  const opt = adam({ lr: 0.01 });
+  run(opt, params, 0, 1);
+  const s = opt.state();
+  assert.deepEqual(Object.keys(s.buffers).sort(), ['encoder.w.exp_avg', 'encoder.w.exp_avg_sq', 'head.b.exp_avg', 'head.b.exp_avg_sq']);
+  assert.deepEqual(s.hyper, { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 });
+  const before = s.buffers['head.b.exp_avg']!.slice();
+  run(opt, params, 1, 2);
+  assert.deepEqual(s.buffers['head.b.exp_avg'], before);
+  assert.deepEqual(sgd({ lr: 0.1 }).state(), { kind: 'sgd', step: 0, hyper: { lr: 0.1, momentum: 0, dampening: 0, weightDecay: 0, nesterov: 0 }, buffers: {} });
+});
+
+test('errors: missing, extra or mis-sized gradients; wrong state; bad hyper-parameters', () => {
+  const params = makeParams();
+  const opt = sgd({ lr: 0.1, momentum: 0.9 });
+  const grads = gradsFor(params, 0);
+  grads.delete('head.b');
+  assert.throws(() => opt.step(params, grads), /no gradient for parameter "head.b"/);
+  const extra = gradsFor(params, 0);
+  extra.set('other', Float32Array.of(1));
+  assert.throws(() => opt.step(params, extra), /gradient for "other", which is not among the parameters/);
+  const short = gradsFor(params, 0);
+  short.set('encoder.w', Float32Array.of(1));
+  assert.throws(() => opt.step(params, short), /gradient of "encoder.w" has 1 values, the parameter 4/);
+  assert.deepEqual([...params.get('encoder.w')!], INIT['encoder.w'], 'a refused step changes nothing');
+
+  run(opt, params, 0, 1);
+  const fewer = new Map([['encoder.w', params.get('encoder.w')!]]);
+  assert.throws(() => opt.step(fewer, gradsFor(fewer, 1)), /state has "head.b.momentum_buffer" but no such parameter/);
+  const more = new Map([...params, ['new', Float32Array.of(0)]]);
+  const moreGrads = new Map([...gradsFor(params, 1), ['new', Float32Array.of(1)]]);
+  assert.throws(() => opt.step(more, moreGrads), /no "new.momentum_buffer" in the state after 1 steps/);
+
+  assert.throws(() => adam({ lr: 0.1 }).load(opt.state()), /cannot load the state of a "sgd" optimiser/);
+  const s = opt.state();
+  assert.throws(() => sgd({ lr: 0.1 }).load({ ...s, buffers: { ...s.buffers, 'x.exp_avg': Float32Array.of(0) } }), /unexpected state buffer "x.exp_avg"/);
+  assert.throws(() => sgd({ lr: 0.1 }).load({ ...s, hyper: { lr: 0.1 } }), /lacks the hyper-parameter "momentum"/);
+  assert.throws(() => sgd({ lr: 0.1, nesterov: true }), /nesterov needs momentum > 0/);
+  assert.throws(() => adam({ lr: 0.1, betas: [1, 0.999] }), /beta1 = 1, must be in \[0, 1\)/);
+  assert.throws(() => adamw({ lr: -1 }), /lr = -1/);
+  assert.throws(() => { opt.lr = NaN; }, /lr = NaN/);
+});
+
+test('clipGradNorm: returns the norm before clipping and scales as torch', () => {
+  const grads = new Map([['a', Float32Array.of(3, 0)], ['b', Float32Array.of(4)]]);
+  assert.equal(clipGradNorm(grads, 10), 5);
+  assert.deepEqual([...grads.get('a')!, ...grads.get('b')!], [3, 0, 4], 'below the limit: untouched');
+  assert.equal(clipGradNorm(grads, 1), 5);
+  const coef = 1 / (5 + 1e-6);
+  assert.ok(Math.abs(grads.get('a')![0]! - 3 * coef) < 1e-7);
+  assert.ok(Math.abs(grads.get('b')![0]! - 4 * coef) < 1e-7);
+  assert.ok(Math.abs(clipGradNorm(grads, 1) - 1) < 1e-6);
+
+  const bad = new Map([['a', Float32Array.of(1, Infinity)]]);
+  assert.equal(clipGradNorm(bad, 1), Infinity);
+  assert.deepEqual([...bad.get('a')!], [1, Infinity], 'non-finite norm: gradients left for the caller to skip');
+  assert.ok(Number.isNaN(clipGradNorm(new Map([['a', Float32Array.of(NaN)]]), 1)));
+  assert.throws(() => clipGradNorm(grads, 0), /maxNorm = 0/);
+});
+
+test('cosineWithWarmup: constant warm-up (Tang), cosine from baseLr to minLr', () => {
+  // Tang: 100 epochs, one warm-up epoch at 1e-5, lr 0.002 (steps counted in epochs here).
+  const tang = cosineWithWarmup({ baseLr: 0.002, totalSteps: 100, warmupSteps: 1, warmupLr: 1e-5 });
+  assert.equal(tang.lrAt(0), 1e-5);
+  assert.equal(tang.lrAt(1), 0.002);
+  assert.ok(Math.abs(tang.lrAt(50.5) - 0.001) < 1e-15, 'half-way through the cosine');
+  assert.ok(Math.abs(tang.lrAt(99) - 0.002 * 0.5 * (1 + Math.cos(Math.PI * 98 / 99))) < 1e-15);
+  assert.ok(Math.abs(tang.lrAt(100)) < 1e-18);
+  assert.ok(Math.abs(tang.lrAt(500)) < 1e-18, 'past the end: minLr');
+  for (let s = 2; s <= 100; s++) assert.ok(tang.lrAt(s) <= tang.lrAt(s - 1), `non-increasing at ${s}`);
+
+  const withMin = cosineWithWarmup({ baseLr: 1, totalSteps: 10, minLr: 0.1 });
+  assert.equal(withMin.lrAt(0), 1);
+  assert.ok(Math.abs(withMin.lrAt(5) - 0.55) < 1e-15);
+  assert.ok(Math.abs(withMin.lrAt(10) - 0.1) < 1e-15);
+
+  const ramp = cosineWithWarmup({ baseLr: 1, totalSteps: 20, warmupSteps: 4 });
+  assert.deepEqual([0, 1, 2, 3, 4].map((s) => ramp.lrAt(s)), [0.2, 0.4, 0.6, 0.8, 1]);
+
+  assert.throws(() => tang.lrAt(-1), RangeError);
+  assert.throws(() => cosineWithWarmup({ baseLr: 1, totalSteps: 10, warmupSteps: 10 }), /warmupSteps = 10/);
+  assert.throws(() => cosineWithWarmup({ baseLr: 1, totalSteps: 0 }), /totalSteps = 0/);
+  assert.throws(() => cosineWithWarmup({ baseLr: 1, totalSteps: 10, minLr: 2 }), /minLr = 2/);
+  assert.equal(constantLr(3e-4).lrAt(12345), 3e-4);
+});
