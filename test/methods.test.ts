@@ -1,0 +1,181 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import * as G from '../src/graph/graph.js';
+import { Graph } from '../src/graph/graph.js';
+import { CompiledGraph } from '../src/graph/runtime.js';
+import { SafeTensorsFile } from '../src/clip/safetensors.js';
+import { WeightBank, visionEncoder, textEncoder, tokenEmbeddings, eotOneHot } from '../src/clip/encoders.js';
+import { METHODS, getMethod, loadBackbone, Scorer, listMetrics, createMetric } from '../src/methods/index.js';
+import { parseOptions } from '../src/methods/method.js';
+import { trainGraph } from '../src/methods/graphs.js';
+import { PARAM_PREFIX } from '../src/prompts/context.js';
+import { sharedDir } from '../src/util/fs.js';
+import { Rng } from '../src/util/rng.js';
+
+const ref = join(sharedDir(), 'reference');
+const tinyP32 = join(ref, 'tiny-vit-p32');
+
+test('listMetrics describes every method', () => {
+  const names = listMetrics().map((m) => m.name);
+  assert.deepEqual(names, ['clip-iqa', 'clip-iqa+', 'tang', 'fu', 'mp-iqe']);
+  for (const m of listMetrics()) {
+    assert.ok(m.description.length > 10);
+    assert.equal(m.lowerBetter, false);
+    assert.ok(m.scoreRange[0] < m.scoreRange[1]);
+  }
+});
+
+test('zero-shot clip-iqa equals a hand computation from the reference embeddings', async () => {
+  const b = await loadBackbone(tinyP32);
+  const outs = SafeTensorsFile.open(join(tinyP32, 'outputs.safetensors'));
+  const texts = JSON.parse(outs.metadata.texts!) as string[];
+  assert.equal(texts[0], 'Good photo.');
+  assert.equal(texts[1], 'Bad photo.');
+  const logits = outs.readFloat32('logits_per_image');
+  const pixels = SafeTensorsFile.open(join(ref, 'preprocess.safetensors')).readFloat32('pixel_values');
+  const n = pixels.shape[0]!;
+  const per = pixels.data.length / n;
+  const method = getMethod('clip-iqa');
+  const scorer = new Scorer(method, parseOptions(method, {}), b, new Map(), {}, 4);
+  const scores = await scorer.scoreViews(Array.from({ length: n }, (_, i) => pixels.data.slice(i * per, (i + 1) * per)));
+  const nt = texts.length;
+  for (let i = 0; i < n; i++) {
+    const good = logits.data[i * nt]!;
+    const bad = logits.data[i * nt + 1]!;
+    const expected = 1 / (1 + Math.exp(bad - good));
+    assert.ok(Math.abs(scores[i]! - expected) < 1e-5, `image ${i}: ${scores[i]} vs ${expected}`);
+  }
+  await scorer.close();
+});
+
+test('an image gets the same score whatever batch it is in', async () => {
+  const metric = await createMetric('clip-iqa', { model: tinyP32, batchSize: 4 });
+  const imgs = ['AttnGAN_normal_000.jpg', 'wide_640x480.png', 'tall_157x301.png', 'grey_640x480.png', 'palette_157x301.png'].map((f) => join(ref, 'images', f));
+  const alone = await metric.score(imgs[1]!);
+  const together = await metric.scoreBatch(imgs);
+  assert.equal(together[1], alone);
+  const shifted = await metric.scoreBatch(imgs.slice(1));
+  assert.equal(shifted[0], alone);
+  await metric.close();
+});
+
+test('visual prompts: sequence length grows by n, deep prompts replace the last n tokens from layer 1', async () => {
+  const b = await loadBackbone(tinyP32);
+  const c = b.weights.config;
+  const g = new Graph('placement');
+  const bank = new WeightBank(g);
+  const px = g.input('pixels', [1, 3, 224, 224]);
+  const p0 = g.input('p0', [3, c.visionWidth]);
+  const p1 = g.input('p1', [3, c.visionWidth]);
+  const out = visionEncoder(bank, b.weights, px, { inputPrompts: p0, deepPrompts: [undefined, p1] });
+  assert.deepEqual(out.hidden[0]!.shape, [1, 50 + 3, c.visionWidth]);
+  out.hidden.forEach((h, i) => g.output(`h${i}`, h));
+  g.output('e', out.embeds);
+  const compiled = await CompiledGraph.create(g);
+  const rng = new Rng(3);
+  const rand = (n: number) => Float32Array.from({ length: n }, () => rng.normal());
+  const pixels = rand(3 * 224 * 224);
+  const a0 = rand(3 * c.visionWidth);
+  const r1 = await compiled.run({ pixels, p0: a0, p1: rand(3 * c.visionWidth) });
+  const r2 = await compiled.run({ pixels, p0: a0, p1: rand(3 * c.visionWidth) });
+  // block 0 runs before the deep prompt goes in: identical; block 1 sees the new prompt: different
+  assert.deepEqual(r1.h0!.data, r2.h0!.data);
+  assert.notDeepEqual(r1.h1!.data, r2.h1!.data);
+  await compiled.release();
+});
+
+test('deep text prompts replace token positions 1…n before layers 1…d-1', async () => {
+  const b = await loadBackbone(tinyP32);
+  const c = b.weights.config;
+  const ids = b.tokenizer.tokenizeBatch(['X X X X good photo.'], 77);
+  const g = new Graph('text-placement');
+  const bank = new WeightBank(g);
+  const deep = g.input('deep', [4, c.textWidth]);
+  const tokens = g.constant(tokenEmbeddings(b.weights, ids, 1), [1, 77, c.textWidth]);
+  const eot = g.constant(eotOneHot(ids, 1, 49407), [1, 77]);
+  const out = textEncoder(bank, b.weights, tokens, eot, { deepPrompts: [undefined, deep] });
+  g.output('h1', out.hidden[1]!);
+  const compiled = await CompiledGraph.create(g);
+  const w = c.textWidth;
+  const r1 = (await compiled.run({ deep: new Float32Array(4 * w).fill(0.5) })).h1!.data as Float32Array;
+  const r2 = (await compiled.run({ deep: new Float32Array(4 * w).fill(-0.5) })).h1!.data as Float32Array;
+  // causal attention: position 0 (start token) never sees positions 1…4, so it is unchanged; position 1 is a prompt
+  assert.deepEqual(r1.subarray(0, w), r2.subarray(0, w));
+  assert.notDeepEqual(r1.subarray(w, 2 * w), r2.subarray(w, 2 * w));
+  await compiled.release();
+});
+
+/**
+ * Each method's whole training graph against central differences, in float32 on the tiny backbone.
+ * Checked on the entries with the largest gradients of every parameter tensor (small ones drown in
+ * float32 rounding). The loss carries float32 noise of about 1e-7 absolute after the whole encoder, so
+ * a narrow h drowns in noise (1e-7/h) while a wide one adds truncation error (~h²) where a coordinate
+ * is curved (text context tokens go through few normalisations). No single h suits every tensor, so
+ * each entry is compared at h = 3e-3, 1e-2 and 3e-2 and must agree within 2% at one of them (measured:
+ * every tensor agrees within 1% at its best h). A wrong rule is off by order 1 at every h.
+ */
+for (const method of METHODS.filter((m) => m.info.trainable)) {
+  test(`${method.info.name}: gradient of the full training graph matches finite differences`, async () => {
+    const b = await loadBackbone(tinyP32);
+    const o = parseOptions(method, method.info.name === 'tang' ? { dropout: 0 } : {});
+    const params = method.init(b.weights, b.tokenizer, o, new Rng(5));
+    const batch = 2;
+    const info = trainGraph(method, o, b, params, batch, { alignment: !!method.usesAlignment?.(o), distortion: method.info.name === 'mp-iqe' });
+    const compiled = await CompiledGraph.create(info.graph);
+    const rng = new Rng(9);
+    const feeds: Record<string, Float32Array> = {};
+    for (const [name, spec] of compiled.inputs) {
+      const n = spec.shape.reduce((a, c) => a * c, 1);
+      if (name.startsWith(PARAM_PREFIX)) feeds[name] = params.get(name.slice(PARAM_PREFIX.length))!.data;
+      else if (name === 'target:distortion') feeds[name] = Float32Array.from({ length: n }, (_, i) => (i % 11 === (i < 11 ? 2 : 5) ? 1 : 0));
+      else if (name.startsWith('target:') || name.startsWith('dropout:')) feeds[name] = Float32Array.from({ length: n }, () => (name.startsWith('dropout:') ? 1 : rng.uniform()));
+      else feeds[name] = Float32Array.from({ length: n }, () => rng.normal());
+    }
+    const res = await compiled.run(feeds);
+    const lossAt = async (): Promise<number> => Number((await compiled.run(feeds, ['loss'])).loss!.data[0]);
+    const steps = [3e-3, 1e-2, 3e-2];
+    let checked = 0;
+    for (const name of info.trained) {
+      const grad = res[`grad:${name}`]!.data as Float32Array;
+      const x = feeds[`${PARAM_PREFIX}${name}`]!;
+      let k = 0;
+      for (let i = 1; i < grad.length; i++) if (Math.abs(grad[i]!) > Math.abs(grad[k]!)) k = i;
+      if (Math.abs(grad[k]!) < 1e-4) continue;
+      const orig = x[k]!;
+      let rel = Infinity;
+      let numeric = NaN;
+      for (const h of steps) {
+        x[k] = orig + h;
+        const fp = await lossAt();
+        x[k] = orig - h;
+        const fm = await lossAt();
+        x[k] = orig;
+        const d = (fp - fm) / (2 * h);
+        const r = Math.abs(d - grad[k]!) / Math.max(Math.abs(d), Math.abs(grad[k]!));
+        if (r < rel) { rel = r; numeric = d; }
+      }
+      checked++;
+      assert.ok(rel < 2e-2, `${method.info.name} ${name}[${k}]: analytic ${grad[k]}, numeric ${numeric}`);
+    }
+    assert.ok(checked >= Math.min(2, info.trained.length), `${method.info.name}: only ${checked} parameter tensors had a usable gradient`);
+    await compiled.release();
+  });
+}
+
+test('Fu: about 14.4 M trainable parameters at ViT-B/32 shapes', async () => {
+  const { archConfig } = await import('../src/clip/config.js');
+  const { randomClipWeights } = await import('../src/clip/weights.js');
+  const { ClipTokenizer } = await import('../src/clip/tokenizer.js');
+  const c = { ...archConfig('vit-b-32'), textLayers: 12, vocabSize: 49408 };
+  // only the shapes matter: tiny random tables keep this test light
+  const w = randomClipWeights({ ...c, visionLayers: 12 }, 0, { text: true });
+  const fu = getMethod('fu');
+  const params = fu.init(w, ClipTokenizer.default(), parseOptions(fu, {}), new Rng(0));
+  const total = [...params.values()].reduce((a, t) => a + t.data.length, 0);
+  assert.ok(Math.abs(total - 14.4e6) < 0.1e6, `fu has ${total} parameters`);
+  const tang = getMethod('tang');
+  const tp = tang.init(w, ClipTokenizer.default(), parseOptions(tang, {}), new Rng(0));
+  const head = [...tp].filter(([k]) => k.startsWith('head.')).reduce((a, [, t]) => a + t.data.length, 0);
+  assert.ok(Math.abs(head - 1.84e6) < 0.01e6, `tang's head has ${head} parameters`);
+});
