@@ -98,3 +98,13 @@ function officialSplit(items: readonly DatasetItem[]): Split {
   });
   return split;
 }
+
+/**
+ * A seeded subset of `limit` item indices (sorted), for quick runs on part of a dataset. Training and
+ * evaluation both use it, so `--limit N --seed S` names the same images in both.
+ */
+export function sampleIndices(count: number, limit: number | undefined, seed: number): number[] {
+  const all = Array.from({ length: count }, (_, i) => i);
+  if (!limit || limit >= count) return all;
+  return new Rng((seed ^ 0x5eed) >>> 0).shuffle(all).slice(0, limit).sort((a, b) => a - b);
+}

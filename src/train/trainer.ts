@@ -14,7 +14,7 @@ import { trainView } from '../methods/views.js';
 import { type ParamSet, PARAM_PREFIX } from '../prompts/context.js';
 import { CompiledGraph, type RuntimeOptions } from '../graph/runtime.js';
 import { loadDataset, imagePath, type Dataset } from '../data/datasets.js';
-import { splitDataset, type Split } from '../data/splits.js';
+import { splitDataset, sampleIndices, type Split } from '../data/splits.js';
 import { decodeImage, type RgbImage } from '../data/image.js';
 import { correlations, summarise } from '../eval/metrics.js';
 import { linePlotSvg } from '../eval/plot.js';
@@ -90,8 +90,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const emit = opts.onEvent ?? (() => undefined);
 
   const ds = loadDataset(opts.dataset, { root: opts.root, labelFile: opts.labelFile, target: opts.target });
-  let items = ds.items.map((_, i) => i);
-  if (opts.limit) items = rngAt(seed, 'limit').shuffle(items).slice(0, opts.limit).sort((a, b) => a - b);
+  const items = sampleIndices(ds.items.length, opts.limit, seed);
   const sub = items.map((i) => ds.items[i]!);
   const splitSpec = { seed, ratios: opts.ratios ?? [0.7, 0.1, 0.2] as [number, number, number], by: opts.splitBy ?? (ds.info.groupBy === 'image' ? 'image' : 'group') } as const;
   const local = splitDataset(sub, splitSpec);
