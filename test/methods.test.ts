@@ -1,7 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import * as G from '../src/graph/graph.js';
 import { Graph } from '../src/graph/graph.js';
 import { CompiledGraph } from '../src/graph/runtime.js';
 import { SafeTensorsFile } from '../src/clip/safetensors.js';

@@ -8,8 +8,8 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, appendFileSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { getMethod, loadBackbone, Scorer } from '../methods/index.js';
-import { type Method, type Options, parseOptions } from '../methods/method.js';
-import { type Backbone, trainGraph, featureGraph } from '../methods/graphs.js';
+import { type Options, parseOptions } from '../methods/method.js';
+import { trainGraph, featureGraph } from '../methods/graphs.js';
 import { trainView } from '../methods/views.js';
 import { type ParamSet, PARAM_PREFIX } from '../prompts/context.js';
 import { CompiledGraph, type RuntimeOptions } from '../graph/runtime.js';
