@@ -1,0 +1,21 @@
+/** Checks of names given on the command line, so that a typo is bad usage (exit 2) with the choices listed. */
+import { listDatasets } from '../../data/datasets.js';
+import { UsageError } from '../io.js';
+
+export async function checkMethod(name: string, need?: 'trainable'): Promise<{ defaultModel: string }> {
+  const { listMetrics } = await import('../../methods/index.js');
+  const all = listMetrics();
+  const info = all.find((m) => m.name === name);
+  if (!info) throw new UsageError(`unknown method '${name}'; choose from ${all.map((m) => m.name).join(', ')}`);
+  if (need === 'trainable' && !info.trainable) {
+    throw new UsageError(`method '${name}' is zero-shot: there is nothing to train; score or evaluate it directly`);
+  }
+  return info;
+}
+
+export function checkDataset(name: string): void {
+  const all = listDatasets();
+  if (!all.some((d) => d.name === name.toLowerCase())) {
+    throw new UsageError(`unknown dataset '${name}'; choose from ${all.map((d) => d.name).join(', ')}`);
+  }
+}

@@ -1,0 +1,113 @@
+/**
+ * The `promptiqa` command line. `main(process.argv)` parses, runs one command and resolves to the exit
+ * code: 0 on success, 1 when the command failed (one line on stderr, no stack), 2 on bad usage.
+ * Commands load their heavy modules (ONNX Runtime, methods, training) only when they run, so --help is
+ * instant.
+ */
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError } from 'commander';
+import { CliError, UsageError, errorMessage, processIo, type CliIo } from './io.js';
+import { examples, type Ctx, type Register } from './context.js';
+import { register as scoreCmd } from './commands/score.js';
+import { register as trainCmd } from './commands/train.js';
+import { register as evalCmd } from './commands/eval.js';
+import { register as metricsCmd } from './commands/metrics.js';
+import { register as methodsCmd } from './commands/methods.js';
+import { register as datasetsCmd } from './commands/datasets.js';
+import { register as downloadCmd } from './commands/download.js';
+import { register as embedCmd } from './commands/embed.js';
+import { register as benchCmd } from './commands/bench.js';
+
+export type { CliIo } from './io.js';
+
+const COMMANDS: readonly Register[] = [scoreCmd, trainCmd, evalCmd, metricsCmd, methodsCmd, datasetsCmd, downloadCmd, embedCmd, benchCmd];
+
+function packageVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: string };
+    return pkg.version ?? '0.0.0';
+  } catch {
+    return '0.0.0';
+  }
+}
+
+/** The program with every command; `io` receives all output. */
+export function buildProgram(io: CliIo): Command {
+  const ctx: Ctx = { io };
+  const program = new Command('promptiqa');
+  program
+    .description('Blind image quality assessment with CLIP prompt learning, on ONNX Runtime.')
+    .version(packageVersion(), '-V, --version', 'print the version')
+    .helpOption('-h, --help', 'show help')
+    .helpCommand('help [command]', 'show help for a command')
+    .exitOverride()
+    .configureOutput({
+      writeOut: (s) => io.stdout(s),
+      writeErr: (s) => io.stderr(s),
+      outputError: (s, write) => write(`promptiqa: ${s.replace(/^error: /, '')}`),
+    })
+    .addHelpText(
+      'after',
+      examples(
+        'promptiqa score ./images --method clip-iqa --model openai/clip-vit-base-patch32',
+        'promptiqa train --method tang --dataset agiqa-3k --root ./AGIQA-3K --out runs/tang',
+        'promptiqa eval --method tang --checkpoint runs/tang --dataset agiqa-3k --root ./AGIQA-3K --split test --out runs/tang/eval',
+        'promptiqa metrics scores.csv --pred-col score --mos-col mos',
+        'promptiqa bench --arch vit-b-32 --batch 8 --json',
+        '',
+        'Run `promptiqa <command> --help` for the options and examples of each command.',
+      ),
+    );
+  for (const add of COMMANDS) add(program, ctx);
+  for (const cmd of program.commands) {
+    cmd.showHelpAfterError(`(see: promptiqa ${cmd.name()} --help)`);
+    cmd.configureOutput({ outputError: (s, write) => write(`promptiqa ${cmd.name()}: ${s.replace(/^error: /, '')}`) });
+    cmd.helpOption('-h, --help', 'show help');
+  }
+  return program;
+}
+
+let epipeHandled = false;
+
+/** Exits quietly when the reader of stdout goes away (`promptiqa ... | head`). */
+function handleEpipe(): void {
+  if (epipeHandled) return;
+  epipeHandled = true;
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw err;
+  });
+}
+
+/** Runs the command line on user arguments (no `node` and script path). */
+export async function run(args: readonly string[], io: CliIo = processIo()): Promise<number> {
+  const program = buildProgram(io);
+  let active = '';
+  program.hook('preAction', (_program, command) => {
+    active = command.name();
+  });
+  try {
+    await program.parseAsync([...args], { from: 'user' });
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // commander has already printed its message (or the help)
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') return 0;
+      return 2;
+    }
+    const where = active ? `promptiqa ${active}` : 'promptiqa';
+    if (err instanceof UsageError) {
+      io.stderr(`${where}: ${err.message}\n(see: ${where} --help)\n`);
+      return 2;
+    }
+    io.stderr(`${where}: ${errorMessage(err).trim()}\n`);
+    if (io.env.PROMPTIQA_DEBUG && err instanceof Error && err.stack) io.stderr(`${err.stack}\n`);
+    return err instanceof CliError ? err.exitCode : 1;
+  }
+}
+
+/** The entry of `bin/promptiqa.js`: `argv` is `process.argv`; resolves to the exit code. */
+export async function main(argv: readonly string[], io?: CliIo): Promise<number> {
+  if (!io) handleEpipe();
+  return run(argv.slice(2), io ?? processIo());
+}

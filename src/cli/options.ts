@@ -1,0 +1,108 @@
+/**
+ * The options that several commands share, defined once so that each has the same name, argument and
+ * help text everywhere, and the parsers that turn their strings into checked values. A parser throws
+ * commander's InvalidArgumentError, which the command line reports as bad usage (exit 2).
+ */
+import { availableParallelism } from 'node:os';
+import { InvalidArgumentError, Option } from 'commander';
+
+export function parsePositiveInt(value: string): number {
+  const n = Number(value);
+  if (!/^\s*\d+\s*$/.test(value) || !Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError('expected a whole number ≥ 1.');
+  return n;
+}
+
+export function parseNonNegativeInt(value: string): number {
+  const n = Number(value);
+  if (!/^\s*\d+\s*$/.test(value) || !Number.isSafeInteger(n)) throw new InvalidArgumentError('expected a whole number ≥ 0.');
+  return n;
+}
+
+export function parseSeed(value: string): number {
+  const n = parseNonNegativeInt(value);
+  if (n > 0xffffffff) throw new InvalidArgumentError('expected a whole number in [0, 4294967295].');
+  return n;
+}
+
+export function parsePositiveNumber(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a number > 0.');
+  return n;
+}
+
+/** "0.7,0.1,0.2": three non-negative shares of train, validation and test that sum to 1. */
+export function parseRatios(value: string): [number, number, number] {
+  const parts = value.split(',').map((s) => s.trim());
+  const nums = parts.map(Number);
+  if (parts.length !== 3 || parts.some((p) => p === '') || nums.some((x) => !Number.isFinite(x) || x < 0)) {
+    throw new InvalidArgumentError('expected three non-negative numbers train,val,test such as 0.7,0.1,0.2.');
+  }
+  const sum = nums[0]! + nums[1]! + nums[2]!;
+  if (Math.abs(sum - 1) > 1e-6) throw new InvalidArgumentError(`the three shares must sum to 1 (they sum to ${sum}).`);
+  return nums as [number, number, number];
+}
+
+/** A value of `--option key=value`: JSON when it parses (numbers, booleans, lists), else the string. */
+export function parseOptionValue(raw: string): unknown {
+  try {
+    return JSON.parse(raw) as unknown;
+  } catch {
+    return raw;
+  }
+}
+
+/** Collects repeated `--option key=value` into a record. */
+export function collectKeyValue(value: string, previous: Record<string, unknown> | undefined): Record<string, unknown> {
+  const eq = value.indexOf('=');
+  if (eq <= 0) throw new InvalidArgumentError('expected key=value, e.g. --option nCtx=16.');
+  const key = value.slice(0, eq).trim();
+  if (key === '') throw new InvalidArgumentError('expected key=value with a non-empty key.');
+  return { ...(previous ?? {}), [key]: parseOptionValue(value.slice(eq + 1)) };
+}
+
+/** Collects a repeatable option into a list. */
+export function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
+export function defaultThreads(): number {
+  return availableParallelism();
+}
+
+/** The shared options. Each call makes a fresh Option (commander keeps state on them). */
+export const opt = {
+  model: (): Option =>
+    new Option(
+      '--model <dir|repo>',
+      'CLIP weights: a local model folder, or a Hugging Face repo id such as openai/clip-vit-base-patch32 (downloaded into the Hugging Face cache on first use; HF_ENDPOINT, HF_HOME, HF_HUB_OFFLINE are honoured)',
+    ),
+  checkpoint: (): Option => new Option('--checkpoint <path>', 'trained parameters written by `promptiqa train`: its --out folder, or the checkpoint file it prints'),
+  method: (): Option => new Option('--method <name>', 'quality method, one of `promptiqa methods` (e.g. clip-iqa)'),
+  dataset: (): Option => new Option('--dataset <name>', 'dataset, one of `promptiqa datasets` (e.g. agiqa-3k), or csv for any label file'),
+  root: (): Option => new Option('--root <dir>', 'dataset folder holding the label file and the images'),
+  labelFile: (): Option => new Option('--label-file <file>', "label file, relative to --root or absolute (default: the dataset's usual file)"),
+  target: (): Option => new Option('--target <name>', "score to learn or compare with: quality (default) or another of the dataset's targets (e.g. alignment)"),
+  device: (): Option => new Option('--device <device>', 'where ONNX Runtime computes: cpu, or cuda (needs onnxruntime-node installed with --onnxruntime-node-install=cuda12)').choices(['cpu', 'cuda']).default('cpu'),
+  threads: (): Option => new Option('--threads <n>', 'CPU threads for ONNX Runtime (default: all cores)').argParser(parsePositiveInt),
+  batch: (dflt?: number): Option => {
+    const o = new Option('--batch <n>', dflt === undefined ? "images per batch (default: the method's)" : 'images per batch').argParser(parsePositiveInt);
+    return dflt === undefined ? o : o.default(dflt);
+  },
+  seed: (dflt?: number): Option => {
+    const o = new Option('--seed <n>', 'random seed (splits, initialisation, shuffling); the same seed gives the same run').argParser(parseSeed);
+    return dflt === undefined ? o : o.default(dflt);
+  },
+  json: (): Option => new Option('--json', 'print one JSON object on stdout instead of a table'),
+  format: (choices: string[], dflt: string): Option => new Option('--format <format>', 'output format').choices(choices).default(dflt),
+  output: (): Option => new Option('--output <file>', 'write the results to this file instead of stdout'),
+  quiet: (): Option => new Option('-q, --quiet', 'no progress bars or notes on stderr (errors are still reported); bars are drawn only when stderr is a terminal and CI is unset'),
+  ratios: (): Option => new Option('--ratios <train,val,test>', 'split shares summing to 1, e.g. 0.7,0.1,0.2 (default: the protocol\'s)').argParser(parseRatios),
+  splitBy: (): Option =>
+    new Option('--split-by <unit>', 'split unit: image, group (generation prompt or reference image: nothing seen in training is tested on), official (the dataset\'s own split)')
+      .choices(['image', 'group', 'official']),
+  limit: (): Option => new Option('--limit <n>', 'use only the first n items of the dataset (quick trials)').argParser(parsePositiveInt),
+  out: (): Option => new Option('--out <dir>', 'folder for the run: checkpoints, reports, plots').makeOptionMandatory(),
+  methodOption: (): Option =>
+    new Option('--option <key=value>', "a method parameter (repeatable); values are JSON when they parse, else strings; see the method's description")
+      .argParser(collectKeyValue),
+};
