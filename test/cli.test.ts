@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildProgram, main, type CliIo } from '../src/cli/main.js';
+import { buildProgram, type CliIo } from '../src/cli/main.js';
+import { cli } from './helpers/cli.js';
 import { correlations } from '../src/eval/metrics.js';
 import { SafeTensorsFile } from '../src/clip/safetensors.js';
 import { expandInputs, prepareResume } from '../src/cli/lib/files.js';
@@ -11,14 +12,6 @@ import { sharedDir } from '../src/util/fs.js';
 
 const ref = join(sharedDir(), 'reference');
 
-/** Runs the command line in-process, capturing what it writes. */
-async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const io: CliIo = { stdout: (s) => { out += s; }, stderr: (s) => { err += s; }, stderrIsTTY: false, env: {} };
-  const code = await main(['node', 'promptiqa', ...args], io);
-  return { code, out, err };
-}
 
 function tempDir(): string {
   return mkdtempSync(join(tmpdir(), 'promptiqa-cli-'));

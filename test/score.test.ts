@@ -4,18 +4,11 @@ import { mkdtempSync, writeFileSync, readFileSync, copyFileSync } from 'node:fs'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { main, type CliIo } from '../src/cli/main.js';
+import { cli } from './helpers/cli.js';
 import { sharedDir } from '../src/util/fs.js';
 
 const tiny = join(sharedDir(), 'reference', 'tiny-vit-p32');
 
-async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const io: CliIo = { stdout: (s) => { out += s; }, stderr: (s) => { err += s; }, stderrIsTTY: false, env: {} };
-  const code = await main(['node', 'promptiqa', ...args], io);
-  return { code, out, err };
-}
 
 test('scoring a folder of 200 images with 3 unreadable ones scores the 197 and names the 3', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'promptiqa-score-'));
