@@ -51,7 +51,7 @@ export const register: Register = (program, { io }) => {
     .addOption(opt.batch(8))
     .addOption(opt.threads())
     .addOption(new Option('--iters <n>', 'timed runs (the median is reported)').argParser(parsePositiveInt).default(3))
-    .addOption(new Option('--warmup <n>', 'untimed runs first').argParser(parseNonNegativeInt).default(1))
+    .addOption(new Option('--warmup <n>', 'untimed runs first (a training graph needs two before its memory arena settles)').argParser(parseNonNegativeInt).default(2))
     .addOption(new Option('--mode <list>', 'comma-separated subset of forward,train,fu').default('forward,train'))
     .addOption(new Option('--prompts <n>', 'visual prompt tokens per layer in train and fu').argParser(parsePositiveInt).default(8))
     .addOption(new Option('--no-torch', 'do not run the PyTorch peer'))
