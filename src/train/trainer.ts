@@ -138,6 +138,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     return gr;
   };
   const features = new Map<number, CompiledGraph>();
+  const featureCache = new Map<number, Float32Array>();
   const decoded = new Map<number, RgbImage>();
   const load = async (i: number): Promise<RgbImage> => {
     let img = decoded.get(i);
@@ -167,16 +168,27 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       const idx = order.slice(s * batch, (s + 1) * batch);
       const b = idx.length;
       const rng = rngAt(seed, 'step', epoch, s);
+      // frozen features: without augmentation an image's features never change, so each is computed once
+      const cached = method.imageInput === 'features' && o.augment === 'none' && idx.every((i) => featureCache.has(i));
       const per = 3 * size * size;
-      const pixels = new Float32Array(b * per);
-      const imgs = await Promise.all(idx.map(load));
-      imgs.forEach((img, j) => pixels.set(trainView(img, o, size, rng), j * per));
+      const pixels = new Float32Array(cached ? 0 : b * per);
+      if (!cached) {
+        const imgs = await Promise.all(idx.map(load));
+        imgs.forEach((img, j) => pixels.set(trainView(img, o, size, rng), j * per));
+      }
       const { compiled, info } = await graphFor(b);
       const feeds: Record<string, Float32Array> = {};
       if (method.imageInput === 'features') {
-        let fg = features.get(b);
-        if (!fg) { fg = await CompiledGraph.create(featureGraph(backbone, b), runtime); features.set(b, fg); }
-        feeds.features = (await fg.run({ pixels })).features!.data as Float32Array;
+        const e = backbone.weights.config.embedDim;
+        if (cached) {
+          feeds.features = new Float32Array(b * e);
+          idx.forEach((i, j) => feeds.features!.set(featureCache.get(i)!, j * e));
+        } else {
+          let fg = features.get(b);
+          if (!fg) { fg = await CompiledGraph.create(featureGraph(backbone, b), runtime); features.set(b, fg); }
+          feeds.features = (await fg.run({ pixels })).features!.data as Float32Array;
+          if (o.augment === 'none') idx.forEach((i, j) => featureCache.set(i, feeds.features!.slice(j * e, (j + 1) * e)));
+        }
       } else {
         feeds.pixels = pixels;
       }
