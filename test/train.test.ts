@@ -92,3 +92,13 @@ test('a checkpoint is refused on another backbone', async () => {
   await train(base('clip-iqa+', out, { epochs: 1 }));
   await assert.rejects(createMetric('clip-iqa+', { checkpoint: out, model: join(sharedDir(), 'reference', 'tiny-vit-p16') }), /trained on backbone/);
 });
+
+test('a run shorter than the paper warm-up still trains (tang: one epoch, one warm-up epoch)', async () => {
+  const out = tmp();
+  const r = await train(base('tang', out, { epochs: 1 }));
+  assert.equal(r.epochs, 1);
+  const steps = readFileSync(join(out, 'train.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((x) => x.kind === 'step');
+  // warm-up at 1e-5, then the cosine from the base rate
+  assert.equal(steps[0].lr, 1e-5);
+  assert.ok(steps.at(-1).lr > 1e-5);
+});

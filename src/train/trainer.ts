@@ -65,7 +65,10 @@ function makeOptimizer(o: Options): Optimizer {
 
 function makeSchedule(o: Options, stepsPerEpoch: number): Schedule {
   if (o.schedule !== 'cosine') return constantLr(o.lr);
-  return cosineWithWarmup({ baseLr: o.lr, totalSteps: o.epochs * stepsPerEpoch, warmupSteps: o.warmupEpochs * stepsPerEpoch, ...(o.warmupLr ? { warmupLr: o.warmupLr } : {}) });
+  const totalSteps = o.epochs * stepsPerEpoch;
+  // a run shorter than the paper's warm-up (e.g. one epoch to try things) keeps at least one cosine step
+  const warmupSteps = Math.min(o.warmupEpochs * stepsPerEpoch, totalSteps - 1);
+  return cosineWithWarmup({ baseLr: o.lr, totalSteps, warmupSteps, ...(o.warmupLr ? { warmupLr: o.warmupLr } : {}) });
 }
 
 /** Unit-scaled, higher-is-better MOS. */
