@@ -107,3 +107,13 @@ test('a transformer block differentiates end to end (float64)', async () => {
   });
   assert.ok(r.maxRelErr < TOL, `block: ${r.maxRelErr} (${r.worst})`);
 });
+
+test('the training losses: L1, PLCC loss and the fidelity ranking loss', async () => {
+  const { l1, plccLoss, fidelityLoss, mse } = await import('../src/methods/method.js');
+  // targets are fixed constants; predictions kept apart so |a - b| and the ranks have no kinks nearby
+  const spread = { a: (_rng: unknown, n: number) => Array.from({ length: n }, (_, i) => 0.3 * i - 0.7 + 0.05 * Math.sin(i)) };
+  const target = (g: G.Graph): G.Value => g.constant(Float64Array.from([0.1, 0.9, 0.4, 0.75, 0.2, 0.6]), [6], 'float64');
+  for (const [name, f] of Object.entries({ mse, l1, plccLoss, fidelityLoss })) {
+    await check(name, { a: [6] }, (g, { a }) => G.reshape(f(a!, target(g)), [1]), { init: spread });
+  }
+});

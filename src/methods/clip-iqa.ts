@@ -3,7 +3,7 @@ import * as G from '../graph/graph.js';
 import { type Value } from '../graph/graph.js';
 import { textEncoder, tokenEmbeddings, eotOneHot } from '../clip/encoders.js';
 import { TextPrompts } from '../prompts/text.js';
-import { type Method, COMMON_DEFAULTS, classProbs, firstClass, mse } from './method.js';
+import { type Method, COMMON_DEFAULTS, classProbs, firstClass, qualityLoss } from './method.js';
 
 const PAIRS: Record<string, [string, string][]> = {
   good: [['Good photo.', 'Bad photo.']],
@@ -61,6 +61,6 @@ export const clipIqaPlus: Method = {
   forward(ctx, _o, image, text) {
     return { score: firstClass(classProbs(ctx.weights, image, text.quality!)) };
   },
-  loss: (_ctx, _o, pred, t) => mse(pred.score, t.quality),
+  loss: (_ctx, o, pred, t) => qualityLoss(o, pred.score, t.quality),
   target: (unit) => unit,
 };

@@ -7,7 +7,7 @@ import * as G from '../graph/graph.js';
 import { visionEncoder } from '../clip/encoders.js';
 import { TextPrompts } from '../prompts/text.js';
 import { VisualPrompts, visionHooks, fusionInit, fusePrompts } from '../prompts/visual.js';
-import { type Method, type Options, COMMON_DEFAULTS, classProbs, firstClass, mse } from './method.js';
+import { type Method, type Options, COMMON_DEFAULTS, classProbs, firstClass, mse, qualityLoss } from './method.js';
 import { type ClipWeights } from '../clip/weights.js';
 import { type ClipTokenizer } from '../clip/tokenizer.js';
 
@@ -56,7 +56,7 @@ export const fu: Method = {
     return { score: quality, alignment };
   },
   loss(_ctx, o, pred, t) {
-    const q = mse(pred.score, t.quality);
+    const q = qualityLoss(o, pred.score, t.quality);
     if (!pred.alignment || !t.alignment) return q;
     return G.add(q, G.mul(mse(pred.alignment, t.alignment), Number(o.alignWeight)));
   },

@@ -42,6 +42,8 @@ export interface CommonOptions {
   testViews: 'resize' | 'sliding';
   stride: number;
   normalize: 'clip' | 'imagenet';
+  /** the quality loss: the papers use MSE; L1, PLCC and the fidelity ranking loss are offered */
+  qualityLoss: 'mse' | 'l1' | 'plcc' | 'fidelity';
 }
 
 export type Options = CommonOptions & Record<string, unknown>;
@@ -93,6 +95,7 @@ export interface Method {
 export const COMMON_DEFAULTS: CommonOptions = {
   optimizer: 'adam', lr: 1e-4, momentum: 0.9, weightDecay: 0, batchSize: 32, epochs: 50, schedule: 'constant',
   warmupEpochs: 0, warmupLr: 0, patience: 0, gradClip: 0, augment: 'none', testViews: 'resize', stride: 64, normalize: 'clip',
+  qualityLoss: 'mse',
 };
 
 /** Softmax over (exp(logit_scale) · cosine) against class texts: [B, C] probabilities. */
@@ -139,6 +142,17 @@ export function fidelityLoss(a: Value, b: Value): Value {
   const one = a.graph.scalar(1, a.dtype);
   const f = G.sub(G.sub(one, G.sqrt(G.add(G.mul(p, target), eps))), G.sqrt(G.add(G.mul(G.sub(one, p), G.sub(one, target)), eps)));
   return G.meanAll(f);
+}
+
+/** The quality loss the options name, between predictions and targets [B]. */
+export function qualityLoss(o: Options, pred: Value, target: Value): Value {
+  switch (o.qualityLoss) {
+    case 'mse': return mse(pred, target);
+    case 'l1': return l1(pred, target);
+    case 'plcc': return plccLoss(pred, target);
+    case 'fidelity': return fidelityLoss(pred, target);
+    default: throw new Error(`unknown qualityLoss "${String(o.qualityLoss)}" (mse, l1, plcc, fidelity)`);
+  }
 }
 
 /** Options from `key=value` strings: numbers and booleans parsed, unknown keys refused. */

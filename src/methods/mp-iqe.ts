@@ -8,7 +8,7 @@ import * as G from '../graph/graph.js';
 import { visionEncoder } from '../clip/encoders.js';
 import { TextPrompts } from '../prompts/text.js';
 import { VisualPrompts, visionHooks } from '../prompts/visual.js';
-import { type Method, type Options, type Predictions, COMMON_DEFAULTS, classProbs, mse } from './method.js';
+import { type Method, type Options, type Predictions, COMMON_DEFAULTS, classProbs, qualityLoss } from './method.js';
 import { type ClipWeights } from '../clip/weights.js';
 import { type ClipTokenizer } from '../clip/tokenizer.js';
 
@@ -74,7 +74,7 @@ export const mpIqe: Method = {
     return out;
   },
   loss(_ctx, o, pred, t) {
-    let loss = mse(pred.score, t.quality);
+    let loss = qualityLoss(o, pred.score, t.quality);
     const probs = pred.distortionProbs;
     if (probs && t.distortion) {
       // cross-entropy over the images that have a label

@@ -6,7 +6,7 @@
 import * as G from '../graph/graph.js';
 import { TextPrompts } from '../prompts/text.js';
 import { linearInit } from '../prompts/context.js';
-import { type Method, COMMON_DEFAULTS, mse } from './method.js';
+import { type Method, COMMON_DEFAULTS, qualityLoss } from './method.js';
 
 const CLASSES = ['terrible', 'bad', 'poor', 'average', 'good', 'perfect'];
 
@@ -51,7 +51,7 @@ export const tang: Method = {
     if (ctx.training) x = G.dropout(x, p, 'dropout:head.hidden');
     return { score: G.reshape(G.linear(x, ctx.param('head.fc2.w'), ctx.param('head.fc2.b')), [b]) };
   },
-  loss: (_ctx, _o, pred, t) => mse(pred.score, t.quality),
+  loss: (_ctx, o, pred, t) => qualityLoss(o, pred.score, t.quality),
   // raw MOS on the dataset's own scale
   target: (unit, range) => range[0] + unit * (range[1] - range[0]),
 };
