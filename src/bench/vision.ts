@@ -8,7 +8,8 @@ import { gradients } from '../graph/grad.js';
 import { CompiledGraph, type RuntimeOptions } from '../graph/runtime.js';
 import { type ClipConfig, visionFlops } from '../clip/config.js';
 import { type ClipWeights } from '../clip/weights.js';
-import { WeightBank, visionEncoder } from '../clip/encoders.js';
+import { WeightBank, visionEncoder, imageFeatureGraph } from '../clip/encoders.js';
+import { normalInit } from '../prompts/context.js';
 import { Rng } from '../util/rng.js';
 
 export interface TimedRun {
@@ -29,21 +30,6 @@ export async function timeIt(fn: () => Promise<unknown>, warmup: number, iters: 
   return { seconds, median: sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2 };
 }
 
-function randomArray(n: number, rng: Rng, std = 1): Float32Array {
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = rng.normal() * std;
-  return a;
-}
-
-/** Image features only. */
-export function forwardGraph(weights: ClipWeights, batch: number): Graph {
-  const c = weights.config;
-  const g = new Graph('bench_forward');
-  const px = g.input('pixels', [batch, 3, c.imageSize, c.imageSize]);
-  g.output('embeds', visionEncoder(new WeightBank(g), weights, px).embeds);
-  return g;
-}
-
 /**
  * Forward + backward to deep visual prompts (n tokens at the input and at every later layer), with a
  * CLIP-IQA-like loss: softmax over cosine logits against two fixed text features, MSE to targets.
@@ -56,7 +42,7 @@ export function trainGraph(weights: ClipWeights, batch: number, nPrompts: number
   const prompts = Array.from({ length: c.visionLayers }, (_, i) => g.input(`prompt_${i}`, [nPrompts, c.visionWidth]));
   const { embeds } = visionEncoder(new WeightBank(g), weights, px, { inputPrompts: prompts[0], deepPrompts: prompts });
   const rng = new Rng(7);
-  const text = g.constant(randomArray(2 * c.embedDim, rng), [2, c.embedDim]);
+  const text = g.constant(normalInit(rng, [2 * c.embedDim], 1).data, [2, c.embedDim]);
   const logits = G.mul(G.matmul(G.l2Normalize(embeds), G.transposeLast(G.l2Normalize(text))), 100);
   const p = G.reshape(G.slice(G.softmax(logits, -1), 1, 0, 1), [batch]);
   const d = G.sub(p, target);
@@ -79,10 +65,10 @@ export interface VisionBenchResult {
 export async function benchVision(weights: ClipWeights, opts: { batch: number; prompts: number; warmup: number; iters: number; runtime: RuntimeOptions; modes: Set<string> }): Promise<Partial<VisionBenchResult>> {
   const c: ClipConfig = weights.config;
   const rng = new Rng(1);
-  const pixels = randomArray(opts.batch * 3 * c.imageSize * c.imageSize, rng);
+  const pixels = normalInit(rng, [opts.batch * 3 * c.imageSize * c.imageSize], 1).data;
   const out: Partial<VisionBenchResult> = {};
   if (opts.modes.has('forward')) {
-    const fwd = await CompiledGraph.create(forwardGraph(weights, opts.batch), opts.runtime);
+    const fwd = await CompiledGraph.create(imageFeatureGraph(weights, opts.batch, 'bench_forward'), opts.runtime);
     const t = await timeIt(() => fwd.run({ pixels }), opts.warmup, opts.iters);
     await fwd.release();
     out.forward_img_s = opts.batch / t.median;
@@ -92,7 +78,7 @@ export async function benchVision(weights: ClipWeights, opts: { batch: number; p
   if (opts.modes.has('train')) {
     const train = await CompiledGraph.create(trainGraph(weights, opts.batch, opts.prompts), opts.runtime);
     const feeds: Record<string, Float32Array> = { pixels, target: Float32Array.from({ length: opts.batch }, () => rng.uniform()) };
-    for (let i = 0; i < c.visionLayers; i++) feeds[`prompt_${i}`] = randomArray(opts.prompts * c.visionWidth, rng, 0.02);
+    for (let i = 0; i < c.visionLayers; i++) feeds[`prompt_${i}`] = normalInit(rng, [opts.prompts * c.visionWidth]).data;
     const t = await timeIt(() => train.run(feeds), opts.warmup, opts.iters);
     await train.release();
     out.train_img_s = opts.batch / t.median;

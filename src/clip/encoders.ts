@@ -171,6 +171,15 @@ export function eotOneHot(ids: ArrayLike<number>, nSeq: number, eot: number): Fl
   return out;
 }
 
+/** A graph from pixels [B, 3, S, S] to image embeddings [B, embed] (output `features`). */
+export function imageFeatureGraph(weights: ClipWeights, batch: number, name = `features_b${batch}`): Graph {
+  const c = weights.config;
+  const g = new G.Graph(name);
+  const pixels = g.input('pixels', [batch, 3, c.imageSize, c.imageSize]);
+  g.output('features', visionEncoder(new WeightBank(g), weights, pixels).embeds);
+  return g;
+}
+
 /** Cosine-similarity logits scaled by exp(logit_scale): [B, C]. */
 export function similarityLogits(imageEmbeds: Value, textEmbeds: Value, logitScale: number): Value {
   const i = G.l2Normalize(imageEmbeds);

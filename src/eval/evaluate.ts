@@ -6,7 +6,7 @@
 import { join, resolve } from 'node:path';
 import { mkdirSync } from 'node:fs';
 import { createMetric } from '../methods/index.js';
-import { loadCheckpoint } from '../train/checkpoint.js';
+import { loadCheckpointMeta } from '../train/checkpoint.js';
 import { loadDataset, imagePath } from '../data/datasets.js';
 import { splitDataset, sampleIndices } from '../data/splits.js';
 import { correlations, fitLogistic4 } from './metrics.js';
@@ -29,7 +29,7 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
   let splitNote = 'every image';
   if ((opts.split ?? 'all') === 'test') {
     // the same split as training: by default the checkpoint's own split settings
-    const meta = opts.checkpoint ? loadCheckpoint(opts.checkpoint).meta : undefined;
+    const meta = opts.checkpoint ? loadCheckpointMeta(opts.checkpoint).meta : undefined;
     const by = opts.splitBy ?? (meta?.split?.by as 'image' | 'group' | 'official' | undefined) ?? (ds.info.groupBy === 'image' ? 'image' : 'group');
     const ratios = opts.ratios ?? (meta?.split?.ratios as [number, number, number] | undefined) ?? [0.7, 0.1, 0.2];
     const s = opts.seed ?? meta?.split?.seed ?? 0;

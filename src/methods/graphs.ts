@@ -47,14 +47,6 @@ export function scoreGraph(method: Method, o: Options, b: Backbone, params: Para
   return g;
 }
 
-/** pixels → frozen image embeddings (the input of 'features' methods). */
-export function featureGraph(b: Backbone, batch: number): Graph {
-  const g = new Graph(`features_b${batch}`);
-  const pixels = g.input('pixels', [batch, ...imageSize(b)]);
-  g.output('features', visionEncoder(new WeightBank(g), b.weights, pixels).embeds);
-  return g;
-}
-
 export interface TrainGraphInfo {
   graph: Graph;
   /** parameters that have a gradient output `grad:<name>` */

@@ -11,7 +11,7 @@ import { mpIqe } from './mp-iqe.js';
 import { type Backbone, textGraph, scoreGraph } from './graphs.js';
 import { testViews } from './views.js';
 import { type ParamSet, PARAM_PREFIX } from '../prompts/context.js';
-import { CompiledGraph, SessionCache, type RuntimeOptions, type Feed } from '../graph/runtime.js';
+import { type CompiledGraph, SessionCache, type RuntimeOptions, type Feed } from '../graph/runtime.js';
 import { loadClipWeights } from '../clip/weights.js';
 import { ClipTokenizer } from '../clip/tokenizer.js';
 import { resolveModel } from '../clip/hub.js';
@@ -115,9 +115,9 @@ export class Scorer {
   private text(): Promise<Record<string, Feed>> {
     if (!this.textFeeds) {
       this.textFeeds = (async () => {
-        const graph = await CompiledGraph.create(textGraph(this.method, this.options, this.backbone, this.params), this.sessions.options);
+        // parameters are inputs: one compiled text graph serves every new set of values
+        const graph = await this.sessions.get('text', () => textGraph(this.method, this.options, this.backbone, this.params));
         const out = await graph.run(this.paramFeeds(graph));
-        await graph.release();
         const feeds: Record<string, Feed> = {};
         this.textShapes = {};
         for (const [k, v] of Object.entries(out)) {

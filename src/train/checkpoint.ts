@@ -38,7 +38,8 @@ export function saveCheckpoint(base: string, params: ParamSet, meta: Omit<Checkp
   writeFileAtomic(`${base}.json`, JSON.stringify(full, null, 2) + '\n');
 }
 
-export function loadCheckpoint(path: string): { meta: CheckpointMeta; params: ParamSet } {
+/** The JSON description of a checkpoint, without reading its tensors. */
+export function loadCheckpointMeta(path: string): { base: string; meta: CheckpointMeta } {
   const base = checkpointBase(path);
   if (!existsSync(`${base}.json`)) throw new Error(`${path}: no checkpoint here (expected ${base}.json and ${base}.safetensors)`);
   let meta: CheckpointMeta;
@@ -48,6 +49,11 @@ export function loadCheckpoint(path: string): { meta: CheckpointMeta; params: Pa
     throw new Error(`${base}.json: not a readable checkpoint description (${(err as Error).message})`);
   }
   if (meta.format !== CHECKPOINT_FORMAT) throw new Error(`${base}.json: not a promptiqa checkpoint (format ${String(meta.format)})`);
+  return { base, meta };
+}
+
+export function loadCheckpoint(path: string): { meta: CheckpointMeta; params: ParamSet } {
+  const { base, meta } = loadCheckpointMeta(path);
   const { tensors, metadata } = readSafetensors(`${base}.safetensors`);
   if (metadata.method !== meta.method || metadata.epoch !== String(meta.epoch)) {
     throw new Error(`${base}.safetensors does not belong to ${base}.json (epoch ${metadata.epoch} vs ${meta.epoch})`);

@@ -9,7 +9,8 @@ import { existsSync, mkdirSync, readFileSync, rmSync, appendFileSync, readdirSyn
 import { join, resolve } from 'node:path';
 import { getMethod, loadBackbone, Scorer } from '../methods/index.js';
 import { type Options, parseOptions } from '../methods/method.js';
-import { trainGraph, featureGraph } from '../methods/graphs.js';
+import { trainGraph } from '../methods/graphs.js';
+import { imageFeatureGraph } from '../clip/encoders.js';
 import { trainView } from '../methods/views.js';
 import { type ParamSet, PARAM_PREFIX } from '../prompts/context.js';
 import { CompiledGraph, type RuntimeOptions } from '../graph/runtime.js';
@@ -188,7 +189,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
           idx.forEach((i, j) => feeds.features!.set(featureCache.get(i)!, j * e));
         } else {
           let fg = features.get(b);
-          if (!fg) { fg = await CompiledGraph.create(featureGraph(backbone, b), runtime); features.set(b, fg); }
+          if (!fg) { fg = await CompiledGraph.create(imageFeatureGraph(backbone.weights, b), runtime); features.set(b, fg); }
           feeds.features = (await fg.run({ pixels })).features!.data as Float32Array;
           if (o.augment === 'none') idx.forEach((i, j) => featureCache.set(i, feeds.features!.slice(j * e, (j + 1) * e)));
         }

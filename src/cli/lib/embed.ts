@@ -7,7 +7,7 @@
 import { resolveModel, type HubOptions } from '../../clip/hub.js';
 import { ClipTokenizer } from '../../clip/tokenizer.js';
 import { loadClipWeights, type ClipWeights } from '../../clip/weights.js';
-import { WeightBank, visionEncoder, textEncoder, tokenEmbeddings, eotOneHot } from '../../clip/encoders.js';
+import { WeightBank, textEncoder, tokenEmbeddings, eotOneHot, imageFeatureGraph } from '../../clip/encoders.js';
 import { Graph } from '../../graph/graph.js';
 import { CompiledGraph, type RuntimeOptions } from '../../graph/runtime.js';
 import { decodeImage } from '../../data/image.js';
@@ -78,10 +78,7 @@ export async function embedPixels(
       const b = Math.min(batchSize, count - start);
       let compiled = graphs.get(b);
       if (!compiled) {
-        const g = new Graph(`embed_image_${b}`);
-        const px = g.input('pixels', [b, 3, c.imageSize, c.imageSize]);
-        g.output('image_embeds', visionEncoder(new WeightBank(g), weights, px).embeds);
-        compiled = await CompiledGraph.create(g, runtime);
+        compiled = await CompiledGraph.create(imageFeatureGraph(weights, b, `embed_image_${b}`), runtime);
         graphs.set(b, compiled);
       }
       const feed = new Float32Array(b * per);
@@ -91,7 +88,7 @@ export async function embedPixels(
         feed.set(px, i * per);
       }
       const res = await compiled.run({ pixels: feed });
-      out.set(res.image_embeds!.data as Float32Array, start * c.embedDim);
+      out.set(res.features!.data as Float32Array, start * c.embedDim);
       onBatch?.(start + b);
     }
   } finally {
