@@ -5,6 +5,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { InvalidArgumentError, Option } from 'commander';
+import { cudaProviderProblem, type Provider } from '../graph/runtime.js';
 
 export function parsePositiveInt(value: string): number {
   const n = Number(value);
@@ -40,6 +41,14 @@ export function parseRatios(value: string): [number, number, number] {
   const sum = nums[0]! + nums[1]! + nums[2]!;
   if (Math.abs(sum - 1) > 1e-6) throw new InvalidArgumentError(`the three shares must sum to 1 (they sum to ${sum}).`);
   return nums as [number, number, number];
+}
+
+/** `--device`: cuda is refused here, before any work starts, when onnxruntime-node lacks its provider. */
+export function parseDevice(value: string): Provider {
+  if (value !== 'cpu' && value !== 'cuda') throw new InvalidArgumentError('Allowed choices are cpu, cuda.');
+  const problem = value === 'cuda' ? cudaProviderProblem() : null;
+  if (problem) throw new InvalidArgumentError(`${problem}.`);
+  return value;
 }
 
 /** A value of `--option key=value`: JSON when it parses (numbers, booleans, lists), else the string. */
@@ -82,7 +91,9 @@ export const opt = {
   root: (): Option => new Option('--root <dir>', 'dataset folder holding the label file and the images'),
   labelFile: (): Option => new Option('--label-file <file>', "label file, relative to --root or absolute (default: the dataset's usual file)"),
   target: (): Option => new Option('--target <name>', "score to learn or compare with: quality (default) or another of the dataset's targets (e.g. alignment)"),
-  device: (): Option => new Option('--device <device>', 'where ONNX Runtime computes: cpu, or cuda (needs onnxruntime-node installed with --onnxruntime-node-install=cuda12)').choices(['cpu', 'cuda']).default('cpu'),
+  device: (): Option =>
+    new Option('--device <device>', "where ONNX Runtime computes: cpu, or cuda (needs onnxruntime-node's CUDA provider: see the README's Install section)")
+      .choices(['cpu', 'cuda']).argParser(parseDevice).default('cpu'),
   threads: (): Option => new Option('--threads <n>', 'CPU threads for ONNX Runtime (default: all cores)').argParser(parsePositiveInt),
   batch: (dflt?: number): Option => {
     const o = new Option('--batch <n>', dflt === undefined ? "images per batch (default: the method's)" : 'images per batch').argParser(parsePositiveInt);

@@ -1,0 +1,42 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CUDA_INSTALL_COMMAND, cudaProviderProblem } from '../src/graph/runtime.js';
+import { sharedDir } from '../src/util/fs.js';
+
+test('cudaProviderProblem: names the missing Linux provider library and the command that adds it', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'promptiqa-ort-'));
+  try {
+    const missing = cudaProviderProblem({ platform: 'linux/x64', hasCudaBuild: true, binaryDir: dir });
+    assert.ok(missing);
+    assert.match(missing, /libonnxruntime_providers_cuda\.so/);
+    assert.ok(missing.includes(CUDA_INSTALL_COMMAND), missing);
+    assert.ok(missing.includes('--device cpu'), missing);
+    writeFileSync(join(dir, 'libonnxruntime_providers_cuda.so'), '');
+    assert.equal(cudaProviderProblem({ platform: 'linux/x64', hasCudaBuild: true, binaryDir: dir }), null);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('cudaProviderProblem: a build without the CUDA provider is named; other platforms are left to ONNX Runtime', () => {
+  const none = cudaProviderProblem({ platform: 'darwin/arm64', hasCudaBuild: false, binaryDir: '/nonexistent' });
+  assert.match(none ?? '', /no CUDA provider for darwin\/arm64/);
+  assert.equal(cudaProviderProblem({ platform: 'win32/x64', hasCudaBuild: true, binaryDir: '/nonexistent' }), null);
+});
+
+// The native log of ONNX Runtime goes to the process's own stderr, so this runs the command in a child.
+test('--device cuda without the CUDA provider: exit 2 and one clear line, no native ONNX Runtime log', { skip: cudaProviderProblem() === null && 'the CUDA provider is installed here' }, () => {
+  const model = join(sharedDir(), 'reference', 'tiny-vit-p32');
+  const entry = "import { main } from './src/cli/main.ts'; process.exitCode = await main(['node', 'promptiqa', ...process.argv.slice(1)]);";
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', entry, 'embed', '--model', model, '--text', 'Good photo.', '--device', 'cuda'], { encoding: 'utf8' });
+  assert.equal(r.status, 2, r.stderr);
+  assert.equal(r.stdout, '');
+  assert.doesNotMatch(r.stderr, /onnxruntime:|\[E:|\x1b\[/, 'no native log');
+  const first = r.stderr.split('\n')[0]!;
+  assert.match(first, /^promptiqa embed: .*CUDA provider is not installed/);
+  assert.ok(first.includes(CUDA_INSTALL_COMMAND), first);
+});
