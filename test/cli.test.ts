@@ -159,6 +159,15 @@ test('bad usage exits 2 with a message on stderr', async () => {
   }
 });
 
+// Fu's alignment branch reads the generation prompt only in training; no method's score depends on one.
+test('score takes no --prompt or --prompts-csv: no method reads a generation prompt when scoring', async () => {
+  for (const flag of ['--prompt', '--prompts-csv']) {
+    const r = await cli('score', 'x.jpg', '--method', 'clip-iqa', flag, 'value');
+    assert.equal(r.code, 2, r.err);
+    assert.match(r.err, new RegExp(`unknown option '${flag}'`));
+  }
+});
+
 test('--help of every command works and shows examples; --version prints the version', async () => {
   const top = await cli('--help');
   assert.equal(top.code, 0);

@@ -72,9 +72,9 @@ export type ScoreResult = { file: string; score: number } | { file: string; erro
 
 export interface Metric {
   readonly info: MethodInfo;
-  score(input: ImageInput, opts?: { prompt?: string }): Promise<number>;
-  scoreBatch(inputs: readonly ImageInput[], opts?: { prompts?: (string | undefined)[] }): Promise<number[]>;
-  scoreFiles(files: readonly string[], opts?: { prompts?: (string | undefined)[] }): AsyncGenerator<ScoreResult>;
+  score(input: ImageInput): Promise<number>;
+  scoreBatch(inputs: readonly ImageInput[]): Promise<number[]>;
+  scoreFiles(files: readonly string[]): AsyncGenerator<ScoreResult>;
   close(): Promise<void>;
 }
 

@@ -1,15 +1,14 @@
 /** `promptiqa score <files-or-folders>...`: quality scores of images with a method. */
 import { closeSync, fsyncSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { Option } from 'commander';
 import { writeFileAtomic } from '../../util/fs.js';
 import { toCsv } from '../../util/csv.js';
-import { CliError, UsageError, fmt, formatTable } from '../io.js';
+import { CliError, fmt, formatTable } from '../io.js';
 import { opt } from '../options.js';
 import { createProgress } from '../progress.js';
 import { checkMethod } from '../lib/names.js';
 import { examples, type Register } from '../context.js';
-import { expandInputs, prepareResume, PromptTable, type ScoreRecord, IMAGE_EXTENSIONS } from '../lib/files.js';
+import { expandInputs, prepareResume, type ScoreRecord, IMAGE_EXTENSIONS } from '../lib/files.js';
 
 type Format = 'table' | 'json' | 'csv' | 'jsonl';
 
@@ -17,8 +16,6 @@ interface ScoreOptions {
   method: string;
   model?: string;
   checkpoint?: string;
-  prompt?: string;
-  promptsCsv?: string;
   format: Format;
   output?: string;
   batch?: number;
@@ -69,17 +66,12 @@ export const register: Register = (program, { io }) => {
         'Formats: table, json and csv are printed when all images are done (written atomically with --output); jsonl ' +
         'streams one {"file","score"} record per line as results arrive. With --format jsonl --output FILE an interrupted ' +
         'run resumes: files already in FILE are skipped (a torn last line is rewritten) and the rest are appended. ' +
-        'Resume from the same folder (paths are compared as absolute paths); delete a line to score that file again.\n\n' +
-        'Prompts: methods that read the generation prompt of an AI-generated image take it from --prompt ' +
-        '(all images) or --prompts-csv (a CSV with a file column, named file, image, name or path, and a prompt column, ' +
-        "e.g. AGIQA-3K's data.csv; files match by path relative to the CSV or by base name).",
+        'Resume from the same folder (paths are compared as absolute paths); delete a line to score that file again.',
     )
     .argument('<files-or-folders...>', 'image files and folders of images')
     .addOption(opt.method().makeOptionMandatory())
     .addOption(opt.model())
     .addOption(opt.checkpoint())
-    .addOption(new Option('--prompt <text>', 'generation prompt for every image'))
-    .addOption(new Option('--prompts-csv <csv>', 'per-image generation prompts: a CSV with file and prompt columns'))
     .addOption(opt.format(['table', 'json', 'csv', 'jsonl'], 'table'))
     .addOption(opt.output())
     .addOption(opt.batch())
@@ -94,11 +86,9 @@ export const register: Register = (program, { io }) => {
         'promptiqa score a.jpg b.png --method clip-iqa --format json',
         'promptiqa score ./images --method tang --checkpoint runs/tang --format csv --output scores.csv',
         'promptiqa score ./images --method clip-iqa --format jsonl --output scores.jsonl   # run again to resume',
-        'promptiqa score ./agiqa-3k/images --method fu --checkpoint runs/fu --prompts-csv ./agiqa-3k/data.csv',
       ),
     )
     .action(async (inputs: string[], o: ScoreOptions) => {
-      if (o.prompt !== undefined && o.promptsCsv !== undefined) throw new UsageError('give --prompt or --prompts-csv, not both');
       await checkMethod(o.method);
       const note = (s: string): void => {
         if (!o.quiet) io.stderr(s + '\n');
@@ -106,13 +96,6 @@ export const register: Register = (program, { io }) => {
       const { files, empty } = expandInputs(inputs);
       for (const dir of empty) note(`${dir}: no image files in this folder`);
       if (files.length === 0) throw new CliError(`no image files found in ${inputs.join(', ')}`);
-
-      const table = o.promptsCsv !== undefined ? new PromptTable(o.promptsCsv) : undefined;
-      const promptFor = (f: string): string | undefined => (table ? table.lookup(f) : o.prompt);
-      if (table) {
-        const missing = files.filter((f) => table.lookup(f) === undefined).length;
-        if (missing > 0) note(`${o.promptsCsv}: no prompt for ${missing} of ${files.length} image(s)`);
-      }
 
       // resuming a jsonl output: skip what it already holds
       let todo = files;
@@ -147,8 +130,7 @@ export const register: Register = (program, { io }) => {
       let failed = 0;
       try {
         progress.start(todo.length, o.method);
-        const prompts = todo.map(promptFor);
-        for await (const r of metric.scoreFiles(todo, { prompts: prompts.some((p) => p !== undefined) ? prompts : undefined })) {
+        for await (const r of metric.scoreFiles(todo)) {
           // the problem without the file name, which the record (and the stderr line) already give
           const rec: ScoreRecord =
             'error' in r ? { file: r.file, error: r.error.startsWith(`${r.file}: `) ? r.error.slice(r.file.length + 2) : r.error } : { file: r.file, score: r.score };

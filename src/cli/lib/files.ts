@@ -1,10 +1,9 @@
 /**
- * The file work of `promptiqa score`: folders expanded to image files, per-image prompts from a CSV,
- * and the JSON-lines output that a later run resumes.
+ * The file work of `promptiqa score`: folders expanded to image files, and the JSON-lines output that a
+ * later run resumes.
  */
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, readdirSync, realpathSync, statSync, truncateSync } from 'node:fs';
-import { basename, dirname, extname, join, resolve } from 'node:path';
-import { parseCsv } from '../../util/csv.js';
+import { closeSync, existsSync, fstatSync, openSync, readSync, readdirSync, realpathSync, statSync, truncateSync } from 'node:fs';
+import { extname, join, resolve } from 'node:path';
 import { CliError } from '../io.js';
 
 export const IMAGE_EXTENSIONS: readonly string[] = ['.jpg', '.jpeg', '.png', '.webp', '.tif', '.tiff', '.gif', '.bmp'];
@@ -81,58 +80,6 @@ export function expandInputs(args: readonly string[]): { files: string[]; empty:
     }
   }
   return { files, empty };
-}
-
-const FILE_COLUMNS = ['file', 'image', 'name', 'path', 'filename'];
-
-/**
- * Per-image prompts from a CSV with a file column (file, image, name, path or filename) and a prompt
- * column. A row's file is matched to an image by its path (relative to the CSV's folder or to the current
- * folder), else by its base name when only one row has that name.
- */
-export class PromptTable {
-  private readonly byPath = new Map<string, string>();
-  private readonly byName = new Map<string, string | null>();
-  readonly size: number;
-
-  constructor(readonly csvPath: string) {
-    let text: string;
-    try {
-      text = readFileSync(csvPath, 'utf8');
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      throw new CliError(`${csvPath}: ${code === 'ENOENT' ? 'no such file' : `cannot read (${(err as Error).message})`}`);
-    }
-    let csv;
-    try {
-      csv = parseCsv(text, csvPath);
-    } catch (err) {
-      throw new CliError((err as Error).message);
-    }
-    const lower = csv.header.map((h) => h.trim().toLowerCase());
-    const fileCol = FILE_COLUMNS.map((c) => lower.indexOf(c)).find((i) => i >= 0);
-    const promptCol = lower.indexOf('prompt');
-    if (fileCol === undefined || promptCol < 0) {
-      throw new CliError(
-        `${csvPath}: needs a file column (${FILE_COLUMNS.join(', ')}) and a prompt column; its columns are ${csv.header.join(', ')}`,
-      );
-    }
-    const base = dirname(resolve(csvPath));
-    for (const row of csv.rows) {
-      const file = row[fileCol]!.trim();
-      const prompt = row[promptCol]!;
-      if (file === '') continue;
-      this.byPath.set(resolve(base, file), prompt);
-      if (!this.byPath.has(resolve(file))) this.byPath.set(resolve(file), prompt);
-      const name = basename(file);
-      this.byName.set(name, this.byName.has(name) && this.byName.get(name) !== prompt ? null : prompt);
-    }
-    this.size = csv.rows.length;
-  }
-
-  lookup(file: string): string | undefined {
-    return this.byPath.get(resolve(file)) ?? this.byName.get(basename(file)) ?? undefined;
-  }
 }
 
 /** A record of the score output. */
