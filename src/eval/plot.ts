@@ -1,8 +1,9 @@
 /**
  * Dependency-free SVG charts for evaluation reports: a prediction-vs-MOS scatter plot with the fitted
- * logistic and the figures in a legend box, and a per-epoch line plot with an optional second y axis
- * (training loss on the left, validation SRCC on the right). The output is plain SVG 1.1 that browsers
- * and librsvg (hence sharp, for PNG) render alike; non-finite values are skipped, never written.
+ * logistic and the figures in a legend box placed where it hides no data, and a per-epoch line plot with
+ * one panel per quantity (training loss above, validation SRCC below, on a shared x axis) and the chosen
+ * epoch marked. The output is plain SVG 1.1 that browsers and librsvg (hence sharp, for PNG) render alike;
+ * non-finite values are skipped, never written.
  */
 
 const FONT = 'DejaVu Sans, Helvetica, Arial, sans-serif';
@@ -110,19 +111,21 @@ function clipId(seed: string): string {
   return `plot-area-${h.toString(16)}`;
 }
 
-function open(f: Frame, title: string, clip: string): string[] {
+/** The SVG's opening: the title, and for each plotting area its clip path (by id) and background. */
+function open(f: Frame, title: string, areas: ReadonlyArray<{ id: string; frame: Frame }>): string[] {
+  const rect = (a: Frame): string => `x="${px(a.x0)}" y="${px(a.y1)}" width="${px(a.x1 - a.x0)}" height="${px(a.y0 - a.y1)}"`;
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${f.width}" height="${f.height}" viewBox="0 0 ${f.width} ${f.height}" font-family="${FONT}">`,
     `<title>${esc(title)}</title>`,
-    `<defs><clipPath id="${clip}"><rect x="${px(f.x0)}" y="${px(f.y1)}" width="${px(f.x1 - f.x0)}" height="${px(f.y0 - f.y1)}"/></clipPath></defs>`,
+    `<defs>${areas.map((a) => `<clipPath id="${a.id}"><rect ${rect(a.frame)}/></clipPath>`).join('')}</defs>`,
     `<rect width="${f.width}" height="${f.height}" fill="#ffffff"/>`,
-    `<rect x="${px(f.x0)}" y="${px(f.y1)}" width="${px(f.x1 - f.x0)}" height="${px(f.y0 - f.y1)}" fill="#fbfbfb"/>`,
+    ...areas.map((a) => `<rect ${rect(a.frame)} fill="#fbfbfb"/>`),
     `<text x="${px(f.width / 2)}" y="30" text-anchor="middle" font-size="17" font-weight="bold" fill="#222">${esc(title)}</text>`,
   ];
 }
 
-/** Grid lines, the frame, tick marks and tick labels; `right` draws a second y axis on the right. */
-function axes(f: Frame, x: Axis, y: Axis, right?: Axis): string[] {
+/** Grid lines, the frame, tick marks and tick labels (the x labels only where `xLabels`, e.g. the bottom panel). */
+function axes(f: Frame, x: Axis, y: Axis, xLabels = true): string[] {
   const out: string[] = ['<g stroke="#e3e3e3" stroke-width="1">'];
   for (const t of x.ticks) out.push(`<line x1="${px(f.sx(x, t))}" y1="${px(f.y1)}" x2="${px(f.sx(x, t))}" y2="${px(f.y0)}"/>`);
   for (const t of y.ticks) out.push(`<line x1="${px(f.x0)}" y1="${px(f.sy(y, t))}" x2="${px(f.x1)}" y2="${px(f.sy(y, t))}"/>`);
@@ -131,23 +134,21 @@ function axes(f: Frame, x: Axis, y: Axis, right?: Axis): string[] {
   out.push('<g stroke="#444" stroke-width="1">');
   for (const t of x.ticks) out.push(`<line x1="${px(f.sx(x, t))}" y1="${px(f.y0)}" x2="${px(f.sx(x, t))}" y2="${px(f.y0 + 5)}"/>`);
   for (const t of y.ticks) out.push(`<line x1="${px(f.x0 - 5)}" y1="${px(f.sy(y, t))}" x2="${px(f.x0)}" y2="${px(f.sy(y, t))}"/>`);
-  if (right) for (const t of right.ticks) out.push(`<line x1="${px(f.x1)}" y1="${px(f.sy(right, t))}" x2="${px(f.x1 + 5)}" y2="${px(f.sy(right, t))}"/>`);
   out.push('</g>');
   out.push('<g font-size="12" fill="#333">');
-  for (const t of x.ticks) out.push(`<text x="${px(f.sx(x, t))}" y="${px(f.y0 + 19)}" text-anchor="middle">${esc(x.label(t))}</text>`);
+  if (xLabels) for (const t of x.ticks) out.push(`<text x="${px(f.sx(x, t))}" y="${px(f.y0 + 19)}" text-anchor="middle">${esc(x.label(t))}</text>`);
   for (const t of y.ticks) out.push(`<text x="${px(f.x0 - 8)}" y="${px(f.sy(y, t) + 4)}" text-anchor="end">${esc(y.label(t))}</text>`);
-  if (right) for (const t of right.ticks) out.push(`<text x="${px(f.x1 + 8)}" y="${px(f.sy(right, t) + 4)}" text-anchor="start">${esc(right.label(t))}</text>`);
   out.push('</g>');
   return out;
 }
 
-function axisLabels(f: Frame, xLabel?: string, yLabel?: string, y2Label?: string): string[] {
-  const out: string[] = [];
-  const midY = (f.y0 + f.y1) / 2;
-  if (xLabel) out.push(`<text x="${px((f.x0 + f.x1) / 2)}" y="${px(f.height - 16)}" text-anchor="middle" font-size="14" fill="#222">${esc(xLabel)}</text>`);
-  if (yLabel) out.push(`<text transform="translate(20 ${px(midY)}) rotate(-90)" text-anchor="middle" font-size="14" fill="#222">${esc(yLabel)}</text>`);
-  if (y2Label) out.push(`<text transform="translate(${px(f.width - 16)} ${px(midY)}) rotate(90)" text-anchor="middle" font-size="14" fill="#222">${esc(y2Label)}</text>`);
-  return out;
+function xAxisLabel(f: Frame, label: string): string {
+  return `<text x="${px((f.x0 + f.x1) / 2)}" y="${px(f.height - 16)}" text-anchor="middle" font-size="14" fill="#222">${esc(label)}</text>`;
+}
+
+/** A y axis label, rotated, beside the middle of its frame. */
+function yAxisLabel(f: Frame, label: string): string {
+  return `<text transform="translate(20 ${px((f.y0 + f.y1) / 2)}) rotate(-90)" text-anchor="middle" font-size="14" fill="#222">${esc(label)}</text>`;
 }
 
 /** An SVG path through the points, broken wherever a value is missing. */
@@ -162,10 +163,36 @@ function pathData(points: Array<[number, number] | null>): string {
   return d;
 }
 
+interface Box { x: number; y: number; w: number; h: number }
+
+/** Whether a point lies inside the box grown by `pad` on every side. */
+function inBox(b: Box, p: readonly [number, number], pad: number): boolean {
+  return p[0] >= b.x - pad && p[0] <= b.x + b.w + pad && p[1] >= b.y - pad && p[1] <= b.y + b.h + pad;
+}
+
+/**
+ * Where a w × h legend hides nothing: the first inner corner of the frame (top-left, top-right,
+ * bottom-right, bottom-left) that no point (of radius `r`) nor curve sample touches, else null (the
+ * legend then goes beside the frame).
+ */
+function freeCorner(f: Frame, w: number, h: number, points: ReadonlyArray<readonly [number, number]>, r: number, curve: ReadonlyArray<readonly [number, number]>): Box | null {
+  const inset = 12;
+  const left = f.x0 + inset;
+  const right = f.x1 - inset - w;
+  const top = f.y1 + inset;
+  const bottom = f.y0 - inset - h;
+  for (const [x, y] of [[left, top], [right, top], [right, bottom], [left, bottom]] as const) {
+    const box = { x, y, w, h };
+    if (points.every((p) => !inBox(box, p, r + 2)) && curve.every((p) => !inBox(box, p, 3))) return box;
+  }
+  return null;
+}
+
 /**
  * Predicted score (x) against MOS (y): one semi-transparent dot per image, the fitted mapping as a curve
- * when `fit` is given, and a legend box in the top-left corner with the figures (`legend` lines).
- * Pairs with a non-finite value are left out.
+ * when `fit` is given, and a legend box with the figures (`legend` lines) in a corner of the plot that
+ * no dot or curve touches, or beside the plot when every corner has data. Pairs with a non-finite value
+ * are left out.
  */
 export function scatterPlotSvg(opts: { pred: number[]; mos: number[]; title: string; xLabel?: string; yLabel?: string; fit?: (x: number) => number; legend: string[] }): string {
   const { pred, mos, title, fit, legend } = opts;
@@ -174,80 +201,102 @@ export function scatterPlotSvg(opts: { pred: number[]; mos: number[]; title: str
   const xs = pred.filter((_, i) => keep[i]);
   const ys = mos.filter((_, i) => keep[i]);
 
-  const f = new Frame(720, 540, 76, 52, 28, 62);
+  // The plot area; a legend beside it widens the canvas, not the area, so pixel positions hold either way.
+  const width = 720;
+  const margin = { left: 76, top: 52, right: 28, bottom: 62 };
+  const area = new Frame(width, 540, margin.left, margin.top, margin.right, margin.bottom);
   const x = niceAxis(...extent(xs));
   const y = niceAxis(...extent(ys));
-  const clip = clipId(`scatter\u0000${title}`);
-  const out = open(f, title, clip);
-  out.push(...axes(f, x, y));
-
+  const points = xs.map((xv, i): [number, number] => [area.sx(x, xv), area.sy(y, ys[i]!)]);
   // Dense clouds get smaller, fainter dots so that the density still shows.
   const r = xs.length > 2000 ? 1.8 : xs.length > 300 ? 2.6 : 3.4;
   const alpha = xs.length > 2000 ? 0.25 : xs.length > 300 ? 0.4 : 0.55;
-  out.push(`<g clip-path="url(#${clip})" fill="${POINT_COLOUR}" fill-opacity="${alpha}" stroke="${POINT_COLOUR}" stroke-opacity="0.8" stroke-width="0.5">`);
-  for (let i = 0; i < xs.length; i++) out.push(`<circle cx="${px(f.sx(x, xs[i]!))}" cy="${px(f.sy(y, ys[i]!))}" r="${r}"/>`);
-  out.push('</g>');
 
+  // The fit, sampled densely across the x axis; values far outside the y range are held just beyond it
+  // (the clip path hides them) so a steep logistic cannot produce huge coordinates.
+  const samples: Array<[number, number] | null> = [];
   if (fit) {
-    // Sample densely across the x axis; values far outside the y range are held just beyond it (the clip
-    // path hides them) so a steep logistic cannot produce huge coordinates.
     const span = y.hi - y.lo;
-    const samples: Array<[number, number] | null> = [];
     for (let k = 0; k <= 240; k++) {
       const xv = x.lo + ((x.hi - x.lo) * k) / 240;
       const yv = fit(xv);
-      samples.push(Number.isFinite(yv) ? [f.sx(x, xv), f.sy(y, Math.min(y.hi + span, Math.max(y.lo - span, yv)))] : null);
+      samples.push(Number.isFinite(yv) ? [area.sx(x, xv), area.sy(y, Math.min(y.hi + span, Math.max(y.lo - span, yv)))] : null);
     }
-    const d = pathData(samples);
-    if (d) out.push(`<path d="${d}" clip-path="url(#${clip})" fill="none" stroke="${FIT_COLOUR}" stroke-width="2.2" stroke-linejoin="round"/>`);
   }
 
-  // Legend: the fitted-curve swatch, then the figures, in a white box over the grid.
+  // Legend: the fitted-curve swatch, then the figures, in a white box.
   const fontSize = 13;
   const lineHeight = 19;
   const rows: Array<{ text: string; swatch: boolean }> = [
     ...(fit ? [{ text: 'fitted mapping', swatch: true }] : []),
     ...legend.map((text) => ({ text, swatch: false })),
   ];
-  if (rows.length) {
-    const swatchW = fit ? 26 : 0;
-    const w = 20 + swatchW + Math.max(...rows.map((row) => textWidth(row.text, fontSize)));
-    const h = 12 + rows.length * lineHeight;
-    const bx = f.x0 + 12;
-    const by = f.y1 + 12;
+  const swatchW = fit ? 26 : 0;
+  const legendW = rows.length ? 20 + swatchW + Math.max(...rows.map((row) => textWidth(row.text, fontSize))) : 0;
+  const legendH = 12 + rows.length * lineHeight;
+  const shown = samples.filter((p): p is [number, number] => p !== null && p[1] >= area.y1 && p[1] <= area.y0);
+  let box = rows.length ? freeCorner(area, legendW, legendH, points, r, shown) : null;
+  const gap = 16;
+  const f = rows.length && !box ? new Frame(width + legendW + gap, 540, margin.left, margin.top, margin.right + legendW + gap, margin.bottom) : area;
+  if (rows.length && !box) box = { x: f.x1 + gap, y: f.y1, w: legendW, h: legendH };
+
+  const clip = clipId(`scatter\u0000${title}`);
+  const out = open(f, title, [{ id: clip, frame: f }]);
+  out.push(...axes(f, x, y));
+  out.push(`<g clip-path="url(#${clip})" fill="${POINT_COLOUR}" fill-opacity="${alpha}" stroke="${POINT_COLOUR}" stroke-opacity="0.8" stroke-width="0.5">`);
+  for (const [cx, cy] of points) out.push(`<circle cx="${px(cx)}" cy="${px(cy)}" r="${r}"/>`);
+  out.push('</g>');
+  const d = pathData(samples);
+  if (d) out.push(`<path d="${d}" clip-path="url(#${clip})" fill="none" stroke="${FIT_COLOUR}" stroke-width="2.2" stroke-linejoin="round"/>`);
+
+  if (box) {
     out.push(`<g font-size="${fontSize}" fill="#222">`);
-    out.push(`<rect x="${px(bx)}" y="${px(by)}" width="${px(w)}" height="${px(h)}" rx="4" fill="#ffffff" fill-opacity="0.9" stroke="#999" stroke-width="1"/>`);
+    out.push(`<rect x="${px(box.x)}" y="${px(box.y)}" width="${px(box.w)}" height="${px(box.h)}" rx="4" fill="#ffffff" fill-opacity="0.9" stroke="#999" stroke-width="1"/>`);
     rows.forEach((row, k) => {
-      const baseline = by + 6 + lineHeight * (k + 1) - 5;
-      if (row.swatch) out.push(`<line x1="${px(bx + 10)}" y1="${px(baseline - 4)}" x2="${px(bx + 10 + swatchW - 6)}" y2="${px(baseline - 4)}" stroke="${FIT_COLOUR}" stroke-width="2.2"/>`);
-      out.push(`<text x="${px(bx + 10 + swatchW)}" y="${px(baseline)}">${esc(row.text)}</text>`);
+      const baseline = box.y + 6 + lineHeight * (k + 1) - 5;
+      if (row.swatch) out.push(`<line x1="${px(box.x + 10)}" y1="${px(baseline - 4)}" x2="${px(box.x + 10 + swatchW - 6)}" y2="${px(baseline - 4)}" stroke="${FIT_COLOUR}" stroke-width="2.2"/>`);
+      out.push(`<text x="${px(box.x + 10 + swatchW)}" y="${px(baseline)}">${esc(row.text)}</text>`);
     });
     out.push('</g>');
   }
 
-  out.push(...axisLabels(f, opts.xLabel ?? 'Predicted score', opts.yLabel ?? 'MOS'));
+  out.push(xAxisLabel(f, opts.xLabel ?? 'Predicted score'), yAxisLabel(f, opts.yLabel ?? 'MOS'));
   out.push('</svg>');
   return out.join('\n') + '\n';
 }
 
+export interface LineSeries {
+  name: string;
+  x: number[];
+  y: number[];
+}
+
+export interface LinePanel {
+  /** the panel's y axis label */
+  yLabel?: string;
+  series: LineSeries[];
+}
+
 /**
- * One line per series over a shared x axis (e.g. epochs); series with `axis: 'right'` use a second y
- * axis on the right (e.g. validation SRCC beside the training loss). Series with at most 60 points get
- * a dot per point. A non-finite y breaks the line. The legend runs above the plot, so it never hides
- * data. When every series is on the right axis they are drawn on the left one instead.
+ * Lines over a shared x axis (e.g. epochs), in panels stacked top to bottom, each with its own y axis
+ * (e.g. training loss above validation SRCC): quantities of different units never share an axis, so two
+ * autoscaled series cannot land on the same pixels. Series with at most 60 points get a dot per point; a
+ * non-finite y breaks the line. The legend runs above the plot, so it never hides data. `mark` draws a
+ * dashed vertical line through every panel at x (e.g. the chosen epoch), rings the points there and
+ * labels it above the top panel.
  */
-export function linePlotSvg(opts: { title: string; xLabel: string; series: Array<{ name: string; x: number[]; y: number[]; axis?: 'left' | 'right' }>; yLabel?: string; y2Label?: string }): string {
-  const { title, series } = opts;
-  for (const s of series) {
+export function linePlotSvg(opts: { title: string; xLabel: string; panels: LinePanel[]; mark?: { x: number; label: string } }): string {
+  const { title, mark } = opts;
+  const panels = opts.panels.length ? opts.panels : [{ series: [] }];
+  const all = panels.flatMap((p) => p.series);
+  for (const s of all) {
     if (s.x.length !== s.y.length) throw new Error(`linePlotSvg: series "${s.name}" has ${s.x.length} x values but ${s.y.length} y values`);
   }
-  const allRight = series.length > 0 && series.every((s) => s.axis === 'right');
-  const onRight = (s: (typeof series)[number]): boolean => s.axis === 'right' && !allRight;
-  const hasRight = series.some(onRight);
+  const finite = (s: LineSeries, i: number): boolean => Number.isFinite(s.x[i]) && Number.isFinite(s.y[i]);
 
   // Legend entries wrap into rows above the plot area; the top margin grows with them.
   const fontSize = 13;
-  const entries = series.map((s, k) => ({ text: onRight(s) ? `${s.name} (right axis)` : s.name, colour: PALETTE[k % PALETTE.length]!, dashed: onRight(s) }));
+  const entries = all.map((s, k) => ({ text: s.name, colour: PALETTE[k % PALETTE.length]! }));
   const width = 760;
   const legendRows: Array<Array<{ entry: (typeof entries)[number]; x: number }>> = [];
   let cursor = Infinity;
@@ -260,33 +309,59 @@ export function linePlotSvg(opts: { title: string; xLabel: string; series: Array
     legendRows[legendRows.length - 1]!.push({ entry, x: cursor });
     cursor += w;
   }
-  const f = new Frame(width, 500 + 20 * legendRows.length, 80, 48 + 20 * legendRows.length + 8, hasRight ? 80 : 30, 62);
 
-  const xAll = series.flatMap((s) => s.x.filter((v, i) => Number.isFinite(v) && Number.isFinite(s.y[i])));
+  // Panels: one of 400 px, or several of 220 px with a gap; the mark's label gets a line above them.
+  const panelH = panels.length === 1 ? 400 : 220;
+  const panelGap = 16;
+  const top = 48 + 20 * legendRows.length + 8 + (mark ? 20 : 0);
+  const bottom = 62;
+  const height = top + panels.length * panelH + (panels.length - 1) * panelGap + bottom;
+  const frames = panels.map((_, k) => {
+    const y1 = top + k * (panelH + panelGap);
+    return new Frame(width, height, 80, y1, 30, height - (y1 + panelH));
+  });
+  const whole = new Frame(width, height, 80, top, 30, bottom);
+
+  const xAll = all.flatMap((s) => s.x.filter((_, i) => finite(s, i)));
+  if (mark && Number.isFinite(mark.x)) xAll.push(mark.x);
   const integerX = xAll.length > 0 && xAll.every(Number.isInteger);
   const x = niceAxis(...extent(xAll), 6, integerX);
-  const yOf = (right: boolean): Axis =>
-    niceAxis(...extent(series.filter((s) => onRight(s) === right).flatMap((s) => s.y.filter((v, i) => Number.isFinite(s.x[i]) && Number.isFinite(v)))));
-  const y = yOf(false);
-  const y2 = hasRight ? yOf(true) : undefined;
 
   const clip = clipId(`line\u0000${title}`);
-  const out = open(f, title, clip);
-  out.push(...axes(f, x, y, y2));
-
-  series.forEach((s, k) => {
-    const axis = onRight(s) ? y2! : y;
-    const { colour, dashed } = entries[k]!;
-    const pts = s.x.map((xv, i): [number, number] | null =>
-      Number.isFinite(xv) && Number.isFinite(s.y[i]) ? [f.sx(x, xv), f.sy(axis, s.y[i]!)] : null);
-    const d = pathData(pts);
-    out.push(`<g clip-path="url(#${clip})">`);
-    if (d) out.push(`<path d="${d}" fill="none" stroke="${colour}" stroke-width="2"${dashed ? ' stroke-dasharray="7 4"' : ''} stroke-linejoin="round" stroke-linecap="round"/>`);
-    if (s.x.length <= 60) {
-      for (const p of pts) if (p) out.push(`<circle cx="${px(p[0])}" cy="${px(p[1])}" r="2.8" fill="${colour}"/>`);
+  const out = open(whole, title, frames.map((frame, k) => ({ id: `${clip}-${k}`, frame })));
+  let colourIndex = 0;
+  const rings: string[] = [];
+  panels.forEach((panel, k) => {
+    const f = frames[k]!;
+    const y = niceAxis(...extent(panel.series.flatMap((s) => s.y.filter((_, i) => finite(s, i)))));
+    out.push(...axes(f, x, y, k === panels.length - 1));
+    if (panel.yLabel) out.push(yAxisLabel(f, panel.yLabel));
+    for (const s of panel.series) {
+      const colour = entries[colourIndex++]!.colour;
+      const pts = s.x.map((xv, i): [number, number] | null => (finite(s, i) ? [f.sx(x, xv), f.sy(y, s.y[i]!)] : null));
+      const d = pathData(pts);
+      out.push(`<g clip-path="url(#${clip}-${k})">`);
+      if (d) out.push(`<path d="${d}" fill="none" stroke="${colour}" stroke-width="2" stroke-linejoin="round" stroke-linecap="round"/>`);
+      if (s.x.length <= 60) {
+        for (const p of pts) if (p) out.push(`<circle cx="${px(p[0])}" cy="${px(p[1])}" r="2.8" fill="${colour}"/>`);
+      }
+      out.push('</g>');
+      if (mark) {
+        const at = pts.find((p, i) => p && s.x[i] === mark.x);
+        if (at) rings.push(`<circle cx="${px(at[0])}" cy="${px(at[1])}" r="6.5" fill="none" stroke="#222" stroke-width="1.6"/>`);
+      }
     }
-    out.push('</g>');
   });
+
+  if (mark && Number.isFinite(mark.x)) {
+    const mx = whole.sx(x, mark.x);
+    const first = frames[0]!;
+    const last = frames[frames.length - 1]!;
+    out.push(`<line x1="${px(mx)}" y1="${px(first.y1)}" x2="${px(mx)}" y2="${px(last.y0)}" stroke="#222" stroke-width="1.2" stroke-dasharray="5 4"/>`);
+    out.push(...rings);
+    const anchor = mx < (whole.x0 + whole.x1) / 2 ? 'start' : 'end';
+    out.push(`<text x="${px(mx + (anchor === 'start' ? -4 : 4))}" y="${px(first.y1 - 7)}" text-anchor="${anchor}" font-size="12" fill="#222">${esc(mark.label)}</text>`);
+  }
 
   if (entries.length) {
     out.push(`<g font-size="${fontSize}" fill="#222">`);
@@ -295,14 +370,14 @@ export function linePlotSvg(opts: { title: string; xLabel: string; series: Array
       const left = (width - rowWidth) / 2;
       const baseline = 52 + 20 * r;
       for (const { entry, x: dx } of row) {
-        out.push(`<line x1="${px(left + dx)}" y1="${px(baseline - 4)}" x2="${px(left + dx + 24)}" y2="${px(baseline - 4)}" stroke="${entry.colour}" stroke-width="2.5"${entry.dashed ? ' stroke-dasharray="7 4"' : ''}/>`);
+        out.push(`<line x1="${px(left + dx)}" y1="${px(baseline - 4)}" x2="${px(left + dx + 24)}" y2="${px(baseline - 4)}" stroke="${entry.colour}" stroke-width="2.5"/>`);
         out.push(`<text x="${px(left + dx + 30)}" y="${px(baseline)}">${esc(entry.text)}</text>`);
       }
     });
     out.push('</g>');
   }
 
-  out.push(...axisLabels(f, opts.xLabel, opts.yLabel, hasRight ? opts.y2Label : undefined));
+  out.push(xAxisLabel(whole, opts.xLabel));
   out.push('</svg>');
   return out.join('\n') + '\n';
 }

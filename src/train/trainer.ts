@@ -257,13 +257,14 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     log({ kind: 'epoch', ...rec });
     emit({ kind: 'epoch', epoch, loss: rec.loss, val });
     saveState(statePath, runKey, params, state, optimizer);
+    const epochs = state.history.map((h) => h.epoch);
     writeFileAtomic(join(out, 'training.svg'), linePlotSvg({
       title: `${method.info.name} on ${opts.dataset}`, xLabel: 'epoch',
-      series: [
-        { name: 'training loss', x: state.history.map((h) => h.epoch), y: state.history.map((h) => h.loss), axis: 'left' },
-        { name: `${selectOn} SRCC`, x: state.history.map((h) => h.epoch), y: state.history.map((h) => h.val.srcc ?? NaN), axis: 'right' },
+      panels: [
+        { yLabel: 'training loss', series: [{ name: 'training loss', x: epochs, y: state.history.map((h) => h.loss) }] },
+        { yLabel: `${selectOn} SRCC`, series: [{ name: `${selectOn} SRCC`, x: epochs, y: state.history.map((h) => h.val.srcc ?? NaN) }] },
       ],
-      yLabel: 'loss', y2Label: 'SRCC',
+      mark: state.bestEpoch > 0 ? { x: state.bestEpoch, label: `chosen epoch ${state.bestEpoch} (on ${selectOn})` } : undefined,
     }));
     if (o.patience > 0 && epoch - state.bestEpoch >= o.patience) break;
   }
