@@ -333,7 +333,7 @@ export function linePlotSvg(opts: { title: string; xLabel: string; panels: LineP
   const rings: string[] = [];
   panels.forEach((panel, k) => {
     const f = frames[k]!;
-    const y = niceAxis(...extent(panel.series.flatMap((s) => s.y.filter((_, i) => finite(s, i)))));
+    const y = niceAxis(...extent(panel.series.flatMap((s) => s.y.filter((_, i) => finite(s, i)))), panels.length === 1 ? 6 : 5);
     out.push(...axes(f, x, y, k === panels.length - 1));
     if (panel.yLabel) out.push(yAxisLabel(f, panel.yLabel));
     for (const s of panel.series) {
