@@ -7,8 +7,9 @@
  * the checkpoint records (unit, shares, seed, round, limit) and checked against its digest of the test
  * images; the split options given here are then not used (a note says so).
  */
-import { join, resolve } from 'node:path';
-import { mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { closeSync, existsSync, openSync, rmSync, statSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { createMetric } from '../methods/index.js';
 import { loadCheckpointMeta, type CheckpointMeta } from '../train/checkpoint.js';
 import { loadDataset, imagePath, type Dataset } from '../data/datasets.js';
@@ -41,7 +42,7 @@ export interface EvalReport {
 export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
   checkOptions(opts);
   const out = resolve(opts.out);
-  checkOutputFolder(out);
+  checkWritableFolder(out);
   const ckpt = opts.checkpoint !== undefined ? loadCheckpointMeta(opts.checkpoint).meta : undefined;
   const trainedOn = ckpt?.dataset?.name === opts.dataset ? ckpt.dataset : undefined;
   const split = opts.split ?? 'all';
@@ -174,18 +175,20 @@ function checkOptions(opts: EvalOptions): void {
 }
 
 /**
- * Fails now, not after the scoring, when the report cannot be written: the folder is created if needed
- * and a probe file is written and removed. (Small on purpose: a shared output check can replace it.)
+ * Fails now, not after the scoring, when the report cannot be written: the folder, or its nearest existing
+ * parent, must be a folder where a probe file can be made; nothing is left behind. (Small on purpose, with
+ * the name and signature of a shared check that can replace it.)
  */
-function checkOutputFolder(out: string): void {
+function checkWritableFolder(out: string): void {
+  let dir = out;
+  while (!existsSync(dir) && dirname(dir) !== dir) dir = dirname(dir);
+  const fail = (why: string): never => { throw new Error(`${out}: cannot write the evaluation report there (${why})`); };
+  if (!statSync(dir).isDirectory()) fail(`${dir} is not a folder`);
+  const probe = join(dir, `.promptiqa-write-check-${process.pid}-${randomBytes(4).toString('hex')}`);
   try {
-    mkdirSync(out, { recursive: true });
-    if (!statSync(out).isDirectory()) throw new Error('not a folder');
-    const probe = join(out, `.promptiqa-write-check-${process.pid}`);
-    writeFileSync(probe, '');
-    rmSync(probe, { force: true });
+    closeSync(openSync(probe, 'wx'));
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new Error(`${out}: cannot write the evaluation report there (${code ?? (err as Error).message})`);
+    fail(`${dir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
+  rmSync(probe, { force: true });
 }
