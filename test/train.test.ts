@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join, relative } from 'node:path';
-import { mkdtempSync, readFileSync, existsSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, existsSync, writeFileSync, mkdirSync, readdirSync, copyFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { spawn } from 'node:child_process';
 import { train, trainRounds, type TrainOptions } from '../src/train/trainer.js';
@@ -152,4 +152,32 @@ test('rounds.json names the split unit the rounds used (the dataset\'s own), and
   assert.deepEqual(sides.map((s) => [s.seed, s.round, s.limit]), [[5, 0, 30], [5, 1, 30]]);
   assert.equal(sides[0].train + sides[0].val + sides[0].test.n, 30);
   assert.notEqual(sides[0].test.sha256, sides[1].test.sha256);
+});
+
+test('a checkpoint of a hub model records the repo and the commit of its files, and loads that commit', async () => {
+  const cache = tmp();
+  const commit = 'a'.repeat(40);
+  const snapshot = join(cache, 'models--test-owner--tiny-clip', 'snapshots', commit);
+  mkdirSync(snapshot, { recursive: true });
+  for (const f of readdirSync(tiny)) copyFileSync(join(tiny, f), join(snapshot, f));
+  mkdirSync(join(cache, 'models--test-owner--tiny-clip', 'refs'));
+  writeFileSync(join(cache, 'models--test-owner--tiny-clip', 'refs', 'main'), commit);
+  const saved = { cache: process.env.HF_HUB_CACHE, offline: process.env.HF_HUB_OFFLINE };
+  process.env.HF_HUB_CACHE = cache;
+  process.env.HF_HUB_OFFLINE = '1';
+  try {
+    const out = tmp();
+    await train(base('clip-iqa+', out, { epochs: 1, model: 'test-owner/tiny-clip' }));
+    const meta = JSON.parse(readFileSync(join(out, 'checkpoint.json'), 'utf8'));
+    assert.deepEqual({ repo: meta.backbone.repo, revision: meta.backbone.revision, path: meta.backbone.path }, { repo: 'test-owner/tiny-clip', revision: commit, path: undefined });
+    // main moves on to a commit this cache does not hold: the checkpoint still loads the commit it was trained on
+    writeFileSync(join(cache, 'models--test-owner--tiny-clip', 'refs', 'main'), 'b'.repeat(40));
+    const metric = await createMetric('clip-iqa+', { checkpoint: out });
+    await metric.close();
+  } finally {
+    for (const [k, v] of [['HF_HUB_CACHE', saved.cache], ['HF_HUB_OFFLINE', saved.offline]] as const) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  }
 });
