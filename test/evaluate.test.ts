@@ -58,13 +58,15 @@ test("eval --split test reproduces train's test figures exactly, whatever seed, 
   const pool = sampleIndices(ds.items.length, 60, 3);
   const sides = splitDataset(pool.map((i) => ds.items[i]!), { by: 'group', ratios: [0.6, 0.2, 0.2], seed: 3 });
   const seen = new Set([...sides.train, ...sides.val].map((i) => ds.items[pool[i]!]!.image));
+  const seenPrompts = new Set([...sides.train, ...sides.val].map((i) => ds.items[pool[i]!]!.group));
+  const groupOf = new Map(ds.items.map((it) => [it.image, it.group]));
   const variants: Array<Partial<EvalOptions>> = [{}, { seed: 0 }, { limit: 200 }, { seed: 7, limit: 30, ratios: [0.8, 0.1, 0.1], splitBy: 'image' }];
   for (const [v, extra] of variants.entries()) {
     const rep = await evaluate({ method: 'clip-iqa+', checkpoint: run.checkpoint, dataset: 'agiqa-3k', root, split: 'test', out: join(dir, `eval-${v}`), ...extra });
     assert.equal(rep.n, run.test!.n, `variant ${v}`);
     for (const k of ['srcc', 'krcc', 'plcc', 'plcc_logistic', 'rmse']) assert.equal(rep.metrics[k], run.test![k], `variant ${v}: ${k}`);
-    // no training or validation image among those scored
-    assert.deepEqual(rep.scores.filter((s) => seen.has(s.file)), [], `variant ${v}`);
+    // no training or validation image, nor one of their generation prompts, among those scored
+    assert.deepEqual(rep.scores.filter((s) => seen.has(s.file) || seenPrompts.has(groupOf.get(s.file)!)), [], `variant ${v}`);
     assert.match(rep.protocol, /seed 3, a seeded subset of 60 images/);
     if (Object.keys(extra).length) assert.match(rep.notes.join('\n'), /not used: .*the test side is the training run's/);
     else assert.deepEqual(rep.notes, []);

@@ -33,8 +33,8 @@ export interface CheckpointMeta {
   seed: number;
   epoch: number;
   metrics: Record<string, number>;
-  /** the tensor file beside this description (its name) and its sha256 */
-  tensors: { file: string; sha256: string };
+  /** the sha256 of the tensor file beside this description (`<base>.safetensors`) */
+  tensors: { sha256: string };
 }
 
 /** `<dir>/checkpoint`, or the path without its .json / .safetensors extension. */
@@ -51,7 +51,7 @@ export function describeBackbone(b: BackboneSource): string {
 export function saveCheckpoint(base: string, params: ParamSet, meta: Omit<CheckpointMeta, 'format' | 'tensors'>): void {
   const file = `${base}.safetensors`;
   writeSafetensors(file, Object.fromEntries(params), { format: CHECKPOINT_FORMAT, method: meta.method, epoch: String(meta.epoch) });
-  const full: CheckpointMeta = { format: CHECKPOINT_FORMAT, ...meta, tensors: { file: file.replace(/^.*[/\\]/, ''), sha256: fileSha256Sync(file) } };
+  const full: CheckpointMeta = { format: CHECKPOINT_FORMAT, ...meta, tensors: { sha256: fileSha256Sync(file) } };
   writeFileAtomic(`${base}.json`, JSON.stringify(full, null, 2) + '\n');
 }
 
