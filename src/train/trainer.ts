@@ -113,8 +113,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const alignment = !!method.usesAlignment?.(o);
   const distortion = !!method.distortionClasses && split.train.some((i) => ds.items[i]!.distortion);
 
-  // the run's identity: a state written by another configuration is not resumed
-  const runKey = JSON.stringify({ method: method.info.name, o, backbone: backbone.weights.id, dataset: opts.dataset, target: ds.target, split: splitSpec, limit: opts.limit ?? 0, batch });
+  // the run's identity (the split's digests included): a state written by another configuration or dataset is not resumed
+  const runKey = JSON.stringify({ method: method.info.name, o, backbone: backbone.weights.id, dataset: opts.dataset, target: ds.target, split: split.record, batch });
   const statePath = join(out, 'state');
   let params: ParamSet;
   let state: State;
