@@ -1,10 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
-import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { mkdtempSync, readFileSync, existsSync, writeFileSync, mkdirSync, readdirSync, copyFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { spawn } from 'node:child_process';
-import { train, type TrainOptions } from '../src/train/trainer.js';
+import { train, trainRounds, type TrainOptions } from '../src/train/trainer.js';
 import { createMetric } from '../src/methods/index.js';
 import { loadCheckpoint } from '../src/train/checkpoint.js';
 import { sharedDir } from '../src/util/fs.js';
@@ -101,4 +101,83 @@ test('a run shorter than the paper warm-up still trains (tang: one epoch, one wa
   // warm-up at 1e-5, then the cosine from the base rate
   assert.equal(steps[0].lr, 1e-5);
   assert.ok(steps.at(-1).lr > 1e-5);
+});
+
+test('a checkpoint tensor corrupted in place (same size) is refused on load', async () => {
+  const out = tmp();
+  await train(base('tang', out, { epochs: 1 }));
+  const file = join(out, 'checkpoint.safetensors');
+  const bytes = readFileSync(file);
+  // flip bytes of the last tensor's data: the header, and so the shapes, stay valid
+  for (let i = bytes.length - 8; i < bytes.length; i++) bytes[i] = bytes[i]! ^ 0x5a;
+  writeFileSync(file, bytes);
+  await assert.rejects(createMetric('tang', { checkpoint: out }), /checkpoint\.safetensors: corrupted or replaced: its sha256 is [0-9a-f]{64}, but .*checkpoint\.json records/);
+  assert.throws(() => loadCheckpoint(out), /corrupted or replaced/);
+});
+
+test('a checkpoint records where its backbone is, not the path as typed, and says so when it is gone', async () => {
+  const out = tmp();
+  // --model as typed, relative to the working directory
+  await train(base('clip-iqa+', out, { epochs: 1, model: relative(process.cwd(), tiny) }));
+  const meta = JSON.parse(readFileSync(join(out, 'checkpoint.json'), 'utf8'));
+  assert.equal(meta.backbone.path, tiny);
+  assert.match(meta.backbone.id, /^sha256:[0-9a-f]{64}$/);
+  const cwd = process.cwd();
+  process.chdir(tmp());
+  try {
+    const metric = await createMetric('clip-iqa+', { checkpoint: out });
+    await metric.close();
+  } finally {
+    process.chdir(cwd);
+  }
+  // the recorded folder is gone: the message says where the path came from and that --model overrides it
+  meta.backbone.path = join(tmp(), 'moved-away');
+  writeFileSync(join(out, 'checkpoint.json'), JSON.stringify(meta));
+  await assert.rejects(createMetric('clip-iqa+', { checkpoint: out }), /cannot load the backbone recorded in .*checkpoint\.json \(.*moved-away\).*--model .*overrides it/);
+  const metric = await createMetric('clip-iqa+', { checkpoint: out, model: tiny });
+  await metric.close();
+});
+
+test('rounds.json names the split unit the rounds used (the dataset\'s own), and rounds share the limit subset', async () => {
+  const dir = tmp();
+  // a CSV label file: its items are split by image
+  const lines = readFileSync(join(root, 'data.csv'), 'utf8').trim().split('\n').slice(1, 41).map((l) => l.split(','));
+  const labels = join(dir, 'labels.csv');
+  writeFileSync(labels, ['image,mos', ...lines.map((c) => `images/${c[0]},${c[5]}`)].join('\n') + '\n');
+  const res = await trainRounds({ ...base('tang', join(dir, 'runs'), { epochs: 1, limit: 30, seed: 5 }), dataset: 'csv', labelFile: labels, rounds: 2 });
+  const rounds = JSON.parse(readFileSync(join(dir, 'runs', 'rounds.json'), 'utf8'));
+  assert.match(rounds.protocol, /split by image 0\.7\/0\.1\/0\.2, split seeds 5…6, the same seeded subset of 30 images/);
+  assert.equal(rounds.split.by, 'image');
+  const sides = res.rounds.map((r) => JSON.parse(readFileSync(r.checkpoint, 'utf8')).split);
+  assert.deepEqual(sides.map((s) => [s.seed, s.round, s.limit]), [[5, 0, 30], [5, 1, 30]]);
+  assert.equal(sides[0].train + sides[0].val + sides[0].test.n, 30);
+  assert.notEqual(sides[0].test.sha256, sides[1].test.sha256);
+});
+
+test('a checkpoint of a hub model records the repo and the commit of its files, and loads that commit', async () => {
+  const cache = tmp();
+  const commit = 'a'.repeat(40);
+  const snapshot = join(cache, 'models--test-owner--tiny-clip', 'snapshots', commit);
+  mkdirSync(snapshot, { recursive: true });
+  for (const f of readdirSync(tiny)) copyFileSync(join(tiny, f), join(snapshot, f));
+  mkdirSync(join(cache, 'models--test-owner--tiny-clip', 'refs'));
+  writeFileSync(join(cache, 'models--test-owner--tiny-clip', 'refs', 'main'), commit);
+  const saved = { cache: process.env.HF_HUB_CACHE, offline: process.env.HF_HUB_OFFLINE };
+  process.env.HF_HUB_CACHE = cache;
+  process.env.HF_HUB_OFFLINE = '1';
+  try {
+    const out = tmp();
+    await train(base('clip-iqa+', out, { epochs: 1, model: 'test-owner/tiny-clip' }));
+    const meta = JSON.parse(readFileSync(join(out, 'checkpoint.json'), 'utf8'));
+    assert.deepEqual({ repo: meta.backbone.repo, revision: meta.backbone.revision, path: meta.backbone.path }, { repo: 'test-owner/tiny-clip', revision: commit, path: undefined });
+    // main moves on to a commit this cache does not hold: the checkpoint still loads the commit it was trained on
+    writeFileSync(join(cache, 'models--test-owner--tiny-clip', 'refs', 'main'), 'b'.repeat(40));
+    const metric = await createMetric('clip-iqa+', { checkpoint: out });
+    await metric.close();
+  } finally {
+    for (const [k, v] of [['HF_HUB_CACHE', saved.cache], ['HF_HUB_OFFLINE', saved.offline]] as const) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  }
 });

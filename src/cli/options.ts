@@ -111,7 +111,7 @@ export const opt = {
   splitBy: (): Option =>
     new Option('--split-by <unit>', 'split unit: image, group (generation prompt or reference image: nothing seen in training is tested on), official (the dataset\'s own split)')
       .choices(['image', 'group', 'official']),
-  limit: (): Option => new Option('--limit <n>', 'use only the first n items of the dataset (quick trials)').argParser(parsePositiveInt),
+  limit: (): Option => new Option('--limit <n>', 'a seeded subset of n items (drawn with --seed; the same --seed and --limit give the same images), for quick trials').argParser(parsePositiveInt),
   out: (): Option => new Option('--out <dir>', 'folder for the run: checkpoints, reports, plots').makeOptionMandatory(),
   methodOption: (): Option =>
     new Option('--option <key=value>', "a method parameter (repeatable); values are JSON when they parse, else strings; see the method's description")

@@ -16,7 +16,11 @@ export interface Backbone {
   tokenizer: ClipTokenizer;
   /** what the user named: a folder or a hub repo id */
   model: string;
+  /** where the weights were found, whatever the working directory: a hub repo at a commit, or an absolute folder (absent for weights made in memory) */
+  source?: BackboneSource;
 }
+
+export type BackboneSource = { repo: string; revision: string } | { path: string };
 
 function context(g: Graph, b: Backbone, params: ParamSet, batch: number, training: boolean): BuildContext {
   const { param } = paramAccessor(g, params);

@@ -3,12 +3,14 @@
  * paths, buffers or decoded images, singly or in batches. Images are always run in batches of one fixed
  * size (the last one padded), so an image gets the same score whatever batch it comes in.
  */
+import { statSync } from 'node:fs';
+import { basename, resolve } from 'node:path';
 import { type Method, type MethodInfo, type Options, parseOptions } from './method.js';
 import { clipIqa, clipIqaPlus } from './clip-iqa.js';
 import { tang } from './tang.js';
 import { fu } from './fu.js';
 import { mpIqe } from './mp-iqe.js';
-import { type Backbone, textGraph, scoreGraph } from './graphs.js';
+import { type Backbone, type BackboneSource, textGraph, scoreGraph } from './graphs.js';
 import { testViews } from './views.js';
 import { type ParamSet, PARAM_PREFIX } from '../prompts/context.js';
 import { type CompiledGraph, SessionCache, type RuntimeOptions, type Feed } from '../graph/runtime.js';
@@ -16,7 +18,7 @@ import { loadClipWeights } from '../clip/weights.js';
 import { ClipTokenizer } from '../clip/tokenizer.js';
 import { resolveModel } from '../clip/hub.js';
 import { decodeImage, type RgbImage } from '../data/image.js';
-import { loadCheckpoint } from '../train/checkpoint.js';
+import { loadCheckpoint, describeBackbone, type CheckpointMeta } from '../train/checkpoint.js';
 import { Rng } from '../util/rng.js';
 
 export type { MethodInfo, Method, Options } from './method.js';
@@ -35,24 +37,30 @@ export function listMetrics(): MethodInfo[] {
 
 const backbones = new Map<string, Promise<Backbone>>();
 
-/** Loads (once per process) a CLIP from a folder, a weight file or a hub repo id. */
-export function loadBackbone(model: string): Promise<Backbone> {
-  let p = backbones.get(model);
+/**
+ * Loads (once per process) a CLIP from a folder or a hub repo id (at `revision`, default main), and notes
+ * where it was found: the absolute folder, or the repo and the commit of its files.
+ */
+export function loadBackbone(model: string, revision?: string): Promise<Backbone> {
+  const key = revision === undefined ? model : `${model}@${revision}`;
+  let p = backbones.get(key);
   if (!p) {
     p = (async () => {
-      const dir = await resolveModel(model);
+      const local = statSync(model, { throwIfNoEntry: false })?.isDirectory() === true;
+      const dir = await resolveModel(model, revision === undefined ? undefined : { revision });
       const weights = await loadClipWeights(dir);
-      const folder = dir.endsWith('.safetensors') ? dir.replace(/[/\\][^/\\]*$/, '') : dir;
       let tokenizer: ClipTokenizer;
       try {
-        tokenizer = ClipTokenizer.fromFolder(folder);
+        tokenizer = ClipTokenizer.fromFolder(dir);
       } catch {
         tokenizer = ClipTokenizer.default();
       }
-      return { weights, tokenizer, model };
+      // a hub download lives in snapshots/<commit>
+      const source: BackboneSource = local ? { path: resolve(model) } : { repo: model, revision: basename(dir) };
+      return { weights, tokenizer, model, source };
     })();
-    backbones.set(model, p);
-    p.catch(() => backbones.delete(model));
+    backbones.set(key, p);
+    p.catch(() => backbones.delete(key));
   }
   return p;
 }
@@ -169,6 +177,50 @@ export class Scorer {
   }
 }
 
+/**
+ * A checkpoint's parameters, options and backbone: the backbone it records unless `opts.model` overrides
+ * it (the weights must be the same either way), and its tensors checked against the shapes its method
+ * and options call for, so an option that changes them (e.g. nCtx) is refused by name.
+ */
+async function fromCheckpoint(method: Method, checkpoint: string, opts: MetricOptions): Promise<{ params: ParamSet; options: Options; backbone: Backbone }> {
+  const { base, meta, params } = loadCheckpoint(checkpoint);
+  if (meta.method !== method.info.name) throw new Error(`${checkpoint}: a checkpoint of method "${meta.method}", not "${method.info.name}"`);
+  const recorded = describeBackbone(meta.backbone);
+  let backbone: Backbone;
+  if (opts.model !== undefined) {
+    backbone = await loadBackbone(opts.model);
+  } else {
+    try {
+      backbone = await loadBackbone('repo' in meta.backbone ? meta.backbone.repo : meta.backbone.path, 'repo' in meta.backbone ? meta.backbone.revision : undefined);
+    } catch (err) {
+      throw new Error(`${checkpoint}: cannot load the backbone recorded in ${base}.json (${recorded}): ${(err as Error).message}; --model (the \`model\` option) overrides it with another copy of the same weights (${meta.backbone.id})`);
+    }
+  }
+  if (backbone.weights.id !== meta.backbone.id) {
+    throw new Error(`${checkpoint} was trained on backbone ${recorded} (${meta.backbone.id.slice(0, 19)}…), not on ${backbone.model} (${backbone.weights.id.slice(0, 19)}…): refusing to score with mismatched weights`);
+  }
+  const options = parseOptions(method, { ...meta.options, ...(opts.options ?? {}) });
+  checkTensors(checkpoint, meta, params, method.init(backbone.weights, backbone.tokenizer, options, new Rng(0)), opts.options ?? {});
+  return { params, options, backbone };
+}
+
+/** Refuses a checkpoint whose tensors are not those the method, with these options, reads. */
+function checkTensors(checkpoint: string, meta: CheckpointMeta, params: ParamSet, expected: ParamSet, given: Record<string, unknown>): void {
+  const problems: string[] = [];
+  for (const [k, want] of expected) {
+    const have = params.get(k);
+    if (!have) problems.push(`tensor "${k}" is missing`);
+    else if (have.shape.join(',') !== want.shape.join(',')) problems.push(`tensor "${k}" is [${have.shape.join(', ')}] where [${want.shape.join(', ')}] is expected`);
+  }
+  for (const k of params.keys()) if (!expected.has(k)) problems.push(`tensor "${k}" is not one the method reads`);
+  if (!problems.length) return;
+  const changed = Object.entries(given).filter(([k, v]) => JSON.stringify(v) !== JSON.stringify(meta.options[k]));
+  const why = changed.length
+    ? `the options given (${changed.map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(', ')}) differ from those it was trained with (${changed.map(([k]) => `${k}=${JSON.stringify(meta.options[k])}`).join(', ')}); drop them`
+    : 'it does not fit this version of the method';
+  throw new Error(`${checkpoint}: ${problems.slice(0, 3).join('; ')}${problems.length > 3 ? ` (and ${problems.length - 3} more)` : ''}: ${why}`);
+}
+
 async function toImage(input: ImageInput): Promise<RgbImage> {
   if (typeof input === 'string' || input instanceof Uint8Array) return decodeImage(input);
   return input;
@@ -178,28 +230,18 @@ export async function createMetric(name: string, opts: MetricOptions = {}): Prom
   const method = getMethod(name);
   let params: ParamSet;
   let options: Options;
-  let model = opts.model;
+  let backbone: Backbone;
   if (opts.checkpoint) {
-    const { meta, params: p } = loadCheckpoint(opts.checkpoint);
-    if (meta.method !== name) throw new Error(`${opts.checkpoint}: a checkpoint of method "${meta.method}", not "${name}"`);
-    model ??= meta.backbone.model;
-    const backbone = await loadBackbone(model);
-    if (backbone.weights.id !== meta.backbone.id) {
-      throw new Error(`${opts.checkpoint} was trained on backbone ${meta.backbone.model} (${meta.backbone.id.slice(0, 19)}…), not on ${model} (${backbone.weights.id.slice(0, 19)}…): refusing to score with mismatched weights`);
-    }
-    params = p;
-    options = parseOptions(method, { ...meta.options, ...(opts.options ?? {}) });
+    ({ params, options, backbone } = await fromCheckpoint(method, opts.checkpoint, opts));
   } else {
     if (method.info.trainable && !opts.options?.allowUntrained) {
       throw new Error(`${name} needs a trained checkpoint (--checkpoint); train one with \`promptiqa train --method ${name}\``);
     }
     const { allowUntrained: _unused, ...rest } = opts.options ?? {};
     options = parseOptions(method, rest);
-    model ??= method.info.defaultModel;
-    const backbone = await loadBackbone(model);
+    backbone = await loadBackbone(opts.model ?? method.info.defaultModel);
     params = method.init(backbone.weights, backbone.tokenizer, options, new Rng(0));
   }
-  const backbone = await loadBackbone(model);
   const scorer = new Scorer(method, options, backbone, params, { provider: opts.device, threads: opts.threads }, opts.batchSize ?? 8);
   const batch = Math.max(1, opts.batchSize ?? 8);
   return {

@@ -1,28 +1,40 @@
 /**
  * Checkpoints: the trained tensors only (safetensors) and a JSON description beside them (method, its
- * options, the backbone's id and a hash of its weights, dataset, split, seed, epoch, metrics). Both are
- * written atomically, tensors first, so the JSON never names tensors that are not on disk.
+ * options, where the backbone came from and a hash of its weights, dataset, split, seed, epoch, metrics,
+ * and the sha256 of the tensor file). Both are written atomically, tensors first, so the JSON never names
+ * tensors that are not on disk; the tensors are checked against that sha256 whenever they are loaded.
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { readSafetensors, writeSafetensors } from '../clip/safetensors.js';
 import { type ParamSet } from '../prompts/context.js';
+import type { BackboneSource } from '../methods/graphs.js';
+import type { SplitRecord } from '../data/splits.js';
 import { writeFileAtomic } from '../util/fs.js';
 
-export const CHECKPOINT_FORMAT = 'promptiqa-checkpoint/1';
+export const CHECKPOINT_FORMAT = 'promptiqa-checkpoint/2';
+
+/** A description larger than this is not a checkpoint's (they are a few kilobytes): refuse before parsing. */
+const MAX_META_BYTES = 16 << 20;
+
+/** The backbone as a checkpoint records it: where it came from (not as typed) and the sha256 of its weights. */
+export type CheckpointBackbone = BackboneSource & { id: string };
 
 export interface CheckpointMeta {
   format: typeof CHECKPOINT_FORMAT;
   method: string;
   options: Record<string, unknown>;
-  backbone: { model: string; id: string };
-  dataset?: { name: string; target: string };
-  split?: { by: string; ratios: number[]; seed: number };
+  backbone: CheckpointBackbone;
+  /** the training set: registry name, target, and the label file when one was given */
+  dataset?: { name: string; target: string; labelFile?: string };
+  /** the run's split settings and digests, so that `eval --split test` rebuilds exactly its test side */
+  split?: SplitRecord;
   seed: number;
   epoch: number;
   metrics: Record<string, number>;
-  /** sha256 of the tensor file, to notice a mismatched pair */
-  tensors: string;
+  /** the sha256 of the tensor file beside this description (`<base>.safetensors`) */
+  tensors: { sha256: string };
 }
 
 /** `<dir>/checkpoint`, or the path without its .json / .safetensors extension. */
@@ -31,32 +43,78 @@ export function checkpointBase(path: string): string {
   return path.replace(/\.(json|safetensors)$/, '');
 }
 
+/** One line naming a recorded backbone: the repo at its commit, or the folder. */
+export function describeBackbone(b: BackboneSource): string {
+  return 'repo' in b ? `${b.repo} at revision ${b.revision}` : b.path;
+}
+
 export function saveCheckpoint(base: string, params: ParamSet, meta: Omit<CheckpointMeta, 'format' | 'tensors'>): void {
-  const tensors = Object.fromEntries(params);
-  writeSafetensors(`${base}.safetensors`, tensors, { format: CHECKPOINT_FORMAT, method: meta.method, epoch: String(meta.epoch) });
-  const full: CheckpointMeta = { format: CHECKPOINT_FORMAT, ...meta, tensors: `${meta.method}@epoch${meta.epoch}` };
+  const file = `${base}.safetensors`;
+  writeSafetensors(file, Object.fromEntries(params), { format: CHECKPOINT_FORMAT, method: meta.method, epoch: String(meta.epoch) });
+  const full: CheckpointMeta = { format: CHECKPOINT_FORMAT, ...meta, tensors: { sha256: fileSha256Sync(file) } };
   writeFileAtomic(`${base}.json`, JSON.stringify(full, null, 2) + '\n');
 }
 
 /** The JSON description of a checkpoint, without reading its tensors. */
 export function loadCheckpointMeta(path: string): { base: string; meta: CheckpointMeta } {
   const base = checkpointBase(path);
-  if (!existsSync(`${base}.json`)) throw new Error(`${path}: no checkpoint here (expected ${base}.json and ${base}.safetensors)`);
+  const json = `${base}.json`;
+  if (!existsSync(json)) throw new Error(`${path}: no checkpoint here (expected ${base}.json and ${base}.safetensors)`);
+  const size = statSync(json).size;
+  if (size > MAX_META_BYTES) throw new Error(`${json}: ${size} bytes, too large for a checkpoint description`);
   let meta: CheckpointMeta;
   try {
-    meta = JSON.parse(readFileSync(`${base}.json`, 'utf8')) as CheckpointMeta;
+    meta = JSON.parse(readFileSync(json, 'utf8')) as CheckpointMeta;
   } catch (err) {
-    throw new Error(`${base}.json: not a readable checkpoint description (${(err as Error).message})`);
+    throw new Error(`${json}: not a readable checkpoint description (${(err as Error).message})`);
   }
-  if (meta.format !== CHECKPOINT_FORMAT) throw new Error(`${base}.json: not a promptiqa checkpoint (format ${String(meta.format)})`);
+  if (typeof meta !== 'object' || meta === null) throw new Error(`${json}: not a promptiqa checkpoint description`);
+  if ((meta.format as string) === 'promptiqa-checkpoint/1') {
+    throw new Error(`${json}: written by an earlier promptiqa (format promptiqa-checkpoint/1), which recorded neither the tensors' hash nor the full split; train it again`);
+  }
+  if (meta.format !== CHECKPOINT_FORMAT) throw new Error(`${json}: not a promptiqa checkpoint (format ${String(meta.format)}; expected ${CHECKPOINT_FORMAT})`);
+  const problem = describeProblem(meta);
+  if (problem) throw new Error(`${json}: ${problem}`);
   return { base, meta };
 }
 
-export function loadCheckpoint(path: string): { meta: CheckpointMeta; params: ParamSet } {
+/** The description and the tensors, after checking the tensor file's sha256 against the description. */
+export function loadCheckpoint(path: string): { base: string; meta: CheckpointMeta; params: ParamSet } {
   const { base, meta } = loadCheckpointMeta(path);
-  const { tensors, metadata } = readSafetensors(`${base}.safetensors`);
-  if (metadata.method !== meta.method || metadata.epoch !== String(meta.epoch)) {
-    throw new Error(`${base}.safetensors does not belong to ${base}.json (epoch ${metadata.epoch} vs ${meta.epoch})`);
+  const file = `${base}.safetensors`;
+  if (!existsSync(file)) throw new Error(`${file}: missing (${base}.json names it as its tensors)`);
+  const sha = fileSha256Sync(file);
+  if (sha !== meta.tensors.sha256) {
+    throw new Error(`${file}: corrupted or replaced: its sha256 is ${sha}, but ${base}.json records ${meta.tensors.sha256}`);
   }
-  return { meta, params: tensors };
+  const { tensors, metadata } = readSafetensors(file);
+  if (metadata.method !== meta.method || metadata.epoch !== String(meta.epoch)) {
+    throw new Error(`${file} does not belong to ${base}.json (epoch ${metadata.epoch} vs ${meta.epoch})`);
+  }
+  return { base, meta, params: tensors };
+}
+
+/** What is missing or mistyped in a description that the loaders rely on, or undefined. */
+function describeProblem(meta: CheckpointMeta): string | undefined {
+  if (typeof meta.method !== 'string') return 'no method';
+  if (typeof meta.options !== 'object' || meta.options === null) return 'no options';
+  const b = meta.backbone as Partial<{ id: string; repo: string; revision: string; path: string }> | undefined;
+  if (!b || typeof b.id !== 'string' || !(typeof b.path === 'string' || (typeof b.repo === 'string' && typeof b.revision === 'string'))) {
+    return 'no backbone (a repo and revision, or a path, and the weights\' id)';
+  }
+  if (!meta.tensors || typeof meta.tensors.sha256 !== 'string') return 'no sha256 of its tensors';
+  return undefined;
+}
+
+/** sha256 of a file, read in chunks (checkpoint files are small; this keeps memory flat regardless). */
+function fileSha256Sync(path: string): string {
+  const h = createHash('sha256');
+  const fd = openSync(path, 'r');
+  try {
+    const buf = Buffer.alloc(1 << 20);
+    for (let n; (n = readSync(fd, buf, 0, buf.length, null)) > 0;) h.update(buf.subarray(0, n));
+  } finally {
+    closeSync(fd);
+  }
+  return h.digest('hex');
 }

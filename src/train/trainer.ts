@@ -15,12 +15,12 @@ import { trainView } from '../methods/views.js';
 import { type ParamSet, PARAM_PREFIX } from '../prompts/context.js';
 import { CompiledGraph, type RuntimeOptions } from '../graph/runtime.js';
 import { loadDataset, imagePath, type Dataset } from '../data/datasets.js';
-import { splitDataset, sampleIndices, type Split } from '../data/splits.js';
+import { runSplit, resolveSplitSettings, describeSplit, type SplitSettings } from '../data/splits.js';
 import { decodeImage, type RgbImage } from '../data/image.js';
 import { correlations, summarise } from '../eval/metrics.js';
 import { linePlotSvg } from '../eval/plot.js';
 import { sgd, adam, adamw, clipGradNorm, cosineWithWarmup, constantLr, type Optimizer, type Schedule, optimizerStateToSafetensors, optimizerStateFromSafetensors } from './optim.js';
-import { saveCheckpoint } from './checkpoint.js';
+import { saveCheckpoint, loadCheckpoint, type CheckpointMeta } from './checkpoint.js';
 import { readSafetensors, writeSafetensors } from '../clip/safetensors.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { Rng } from '../util/rng.js';
@@ -32,12 +32,14 @@ export interface TrainOptions {
   epochs?: number; batchSize?: number; lr?: number; seed?: number; limit?: number;
   splitBy?: 'image' | 'group' | 'official'; ratios?: [number, number, number]; selectOn?: 'val' | 'test';
   patience?: number; threads?: number; device?: 'cpu' | 'cuda'; methodOptions?: Record<string, unknown>;
+  /** round r of a multi-round run: the split and the training use seed + r; the `limit` subset stays that of `seed` */
+  round?: number;
   onEvent?: (e: TrainEvent) => void;
   /** for tests: stop (as if killed) after this many optimiser steps */
   stopAfterSteps?: number;
 }
 
-export interface TrainResult { out: string; checkpoint: string; bestEpoch: number; best: Record<string, number>; test?: Record<string, number>; epochs: number }
+export interface TrainResult { out: string; checkpoint: string; bestEpoch: number; best: Record<string, number>; test?: Record<string, number>; epochs: number; selectOn: 'val' | 'test'; split: SplitSettings }
 
 interface EpochRecord { epoch: number; loss: number; val: Record<string, number>; lr: number }
 
@@ -88,22 +90,21 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   if (opts.lr !== undefined) overrides.lr = opts.lr;
   if (opts.patience !== undefined) overrides.patience = opts.patience;
   const o = parseOptions(method, overrides);
-  const seed = opts.seed ?? 0;
+  const seed = (opts.seed ?? 0) + (opts.round ?? 0);
   const out = resolve(opts.out);
   mkdirSync(out, { recursive: true });
   const emit = opts.onEvent ?? (() => undefined);
 
   const ds = loadDataset(opts.dataset, { root: opts.root, labelFile: opts.labelFile, target: opts.target });
-  const items = sampleIndices(ds.items.length, opts.limit, seed);
-  const sub = items.map((i) => ds.items[i]!);
-  const splitSpec = { seed, ratios: opts.ratios ?? [0.7, 0.1, 0.2] as [number, number, number], by: opts.splitBy ?? (ds.info.groupBy === 'image' ? 'image' : 'group') } as const;
-  const local = splitDataset(sub, splitSpec);
-  const split: Split = { train: local.train.map((i) => items[i]!), val: local.val.map((i) => items[i]!), test: local.test.map((i) => items[i]!) };
+  const split = runSplit(ds.items, resolveSplitSettings(ds.info, { by: opts.splitBy, ratios: opts.ratios, seed: opts.seed, round: opts.round, limit: opts.limit }));
+  const splitSpec = split.settings;
   const selectOn = opts.selectOn ?? (split.val.length ? 'val' : 'test');
   const selectIdx = selectOn === 'val' ? split.val : split.test;
   if (!split.train.length) throw new Error(`${opts.dataset}: the split leaves no training images`);
 
   const backbone = await loadBackbone(opts.model);
+  if (!backbone.source) throw new Error(`${opts.model}: weights without a source cannot be recorded in a checkpoint`);
+  const backboneSource = backbone.source;
   const runtime: RuntimeOptions = { provider: opts.device, threads: opts.threads };
   const batch = Math.min(o.batchSize, split.train.length);
   const stepsPerEpoch = Math.ceil(split.train.length / batch);
@@ -112,8 +113,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const alignment = !!method.usesAlignment?.(o);
   const distortion = !!method.distortionClasses && split.train.some((i) => ds.items[i]!.distortion);
 
-  // the run's identity: a state written by another configuration is not resumed
-  const runKey = JSON.stringify({ method: method.info.name, o, backbone: backbone.weights.id, dataset: opts.dataset, target: ds.target, split: splitSpec, limit: opts.limit ?? 0, batch });
+  // the run's identity (the split's digests included): a state written by another configuration or dataset is not resumed
+  const runKey = JSON.stringify({ method: method.info.name, o, backbone: backbone.weights.id, dataset: opts.dataset, target: ds.target, split: split.record, batch });
   const statePath = join(out, 'state');
   let params: ParamSet;
   let state: State;
@@ -270,7 +271,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   }
 
   // the test figures of the selected epoch
-  const best = readSafetensors(join(out, 'checkpoint.safetensors')).tensors;
+  const best = loadCheckpoint(join(out, 'checkpoint')).params;
   params = best;
   const test = split.test.length >= 4 ? await validate(split.test) : undefined;
   const bestVal = state.history.find((h) => h.epoch === state.bestEpoch)?.val ?? {};
@@ -278,15 +279,16 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   writeFileAtomic(join(out, 'result.json'), JSON.stringify({ bestEpoch: state.bestEpoch, selectOn, best: bestVal, test, history: state.history, protocol: protocol() }, null, 2) + '\n');
   await closeAll();
   emit({ kind: 'done', epoch: state.bestEpoch, val: test ?? bestVal });
-  return { out, checkpoint: join(out, 'checkpoint.json'), bestEpoch: state.bestEpoch, best: bestVal, test, epochs: state.epoch };
+  return { out, checkpoint: join(out, 'checkpoint.json'), bestEpoch: state.bestEpoch, best: bestVal, test, epochs: state.epoch, selectOn, split: splitSpec };
 
   function protocol(): string {
-    return `${opts.dataset} (${ds.target}), split by ${splitSpec.by} ${splitSpec.ratios.join('/')} seed ${seed}${opts.limit ? `, limited to ${opts.limit} images` : ''}; best epoch chosen on ${selectOn}; ${o.epochs} epochs max, batch ${batch}`;
+    return `${opts.dataset} (${ds.target}), ${describeSplit(splitSpec)}; ${split.train.length}/${split.val.length}/${split.test.length} images; best epoch chosen on ${selectOn}; ${o.epochs} epochs max, batch ${batch}`;
   }
-  function meta(epoch: number, metrics: Record<string, number>) {
+  function meta(epoch: number, metrics: Record<string, number>): Omit<CheckpointMeta, 'format' | 'tensors'> {
     return {
-      method: method.info.name, options: o, backbone: { model: opts.model, id: backbone.weights.id },
-      dataset: { name: opts.dataset, target: ds.target }, split: { by: splitSpec.by, ratios: [...splitSpec.ratios], seed }, seed, epoch, metrics,
+      method: method.info.name, options: o, backbone: { ...backboneSource, id: backbone.weights.id },
+      dataset: { name: opts.dataset, target: ds.target, ...(opts.labelFile !== undefined ? { labelFile: opts.labelFile } : {}) },
+      split: split.record, seed, epoch, metrics,
     };
   }
   async function closeAll(): Promise<void> {
@@ -324,11 +326,14 @@ function loadState(base: string, runKey: string): { params: ParamSet; state: Sta
   return { params, state: saved.state, optim: optimizerStateFromSafetensors(tensors, metadata) };
 }
 
-/** The whole protocol: N rounds with split seeds seed, seed+1, …; mean, median and std of the test figures. */
+/**
+ * The whole protocol: N rounds with split seeds seed, seed+1, … (the `limit` subset, if any, is the same
+ * in every round); mean, median and std of the test figures.
+ */
 export async function trainRounds(opts: TrainOptions & { rounds: number }): Promise<{ rounds: TrainResult[]; summary: Record<string, { mean: number; median: number; std: number }>; protocol: string }> {
   const rounds: TrainResult[] = [];
   for (let r = 0; r < opts.rounds; r++) {
-    rounds.push(await train({ ...opts, seed: (opts.seed ?? 0) + r, out: join(opts.out, `round-${r}`) }));
+    rounds.push(await train({ ...opts, round: r, out: join(opts.out, `round-${r}`) }));
   }
   const summary: Record<string, { mean: number; median: number; std: number }> = {};
   for (const k of ['srcc', 'plcc', 'krcc', 'plcc_logistic', 'rmse']) {
@@ -338,8 +343,11 @@ export async function trainRounds(opts: TrainOptions & { rounds: number }): Prom
       summary[k] = { mean: s.mean, median: s.median, std: s.std };
     }
   }
-  const protocol = `${opts.rounds} rounds of ${opts.method} on ${opts.dataset}, split by ${opts.splitBy ?? 'group'} ${(opts.ratios ?? [0.7, 0.1, 0.2]).join('/')}, seeds ${opts.seed ?? 0}…${(opts.seed ?? 0) + opts.rounds - 1}; test figures of the epoch chosen on ${opts.selectOn ?? 'val'}; std with ddof=1`;
-  writeFileAtomic(join(opts.out, 'rounds.json'), JSON.stringify({ protocol, summary, rounds: rounds.map((r) => ({ out: r.out, bestEpoch: r.bestEpoch, test: r.test })) }, null, 2) + '\n');
+  // the settings the rounds actually used (the dataset's own split unit, the default shares), not the options as given
+  const first = rounds[0]!;
+  const s = first.split;
+  const limit = s.limit !== null ? `, the same seeded subset of ${s.limit} images in each` : '';
+  const protocol = `${opts.rounds} rounds of ${opts.method} on ${opts.dataset}, split by ${s.by} ${s.ratios.join('/')}, split seeds ${s.seed}…${s.seed + opts.rounds - 1}${limit}; test figures of the epoch chosen on ${first.selectOn}; std with ddof=1`;
+  writeFileAtomic(join(opts.out, 'rounds.json'), JSON.stringify({ protocol, split: { by: s.by, ratios: s.ratios, seed: s.seed, limit: s.limit }, summary, rounds: rounds.map((r) => ({ out: r.out, round: r.split.round, bestEpoch: r.bestEpoch, test: r.test })) }, null, 2) + '\n');
   return { rounds, summary, protocol };
 }
-

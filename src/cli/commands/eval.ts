@@ -1,8 +1,9 @@
 /** `promptiqa eval`: scores a dataset with a method and reports the agreement with MOS. */
 import { Option } from 'commander';
 import type { EvalOptions, EvalReport } from '../../eval/evaluate.js';
-import { fmt, formatPairs, jsonLine } from '../io.js';
+import { UsageError, fmt, formatPairs, jsonLine } from '../io.js';
 import { opt } from '../options.js';
+import { toCsv } from '../../util/csv.js';
 import { createProgress } from '../progress.js';
 import { checkDataset, checkMethod } from '../lib/names.js';
 import { examples, type Register } from '../context.js';
@@ -21,6 +22,9 @@ interface EvalCliOptions {
   splitBy?: 'image' | 'group' | 'official';
   limit?: number;
   out: string;
+  batch?: number;
+  option?: Record<string, unknown>;
+  format: 'table' | 'json' | 'csv';
   device: 'cpu' | 'cuda';
   threads?: number;
   json?: boolean;
@@ -32,10 +36,16 @@ export const register: Register = (program, { io }) => {
     .command('eval')
     .summary('evaluate a method on a dataset: SRCC, KRCC, PLCC, RMSE, report and plot')
     .description(
-      'Scores the images of a dataset (all of them, or the test side of the seeded split that `train` used: give the same ' +
-        '--seed, --ratios and --split-by) and compares with the MOS: SRCC, KRCC, PLCC raw and after the 4-parameter ' +
-        'logistic fit, RMSE. Writes a JSON report (with the protocol, the per-image scores and the images that failed) and ' +
-        'an SVG scatter plot to --out. A trained method needs --checkpoint; zero-shot methods need only --model.',
+      'Scores the images of a dataset (all of them, or the test side of a seeded split) and compares with the MOS: SRCC, ' +
+        'KRCC, PLCC raw and after the 4-parameter logistic fit, RMSE. Writes a JSON report (with the protocol, the per-image ' +
+        'scores and the images that failed) and an SVG scatter plot to --out, which is checked before any work. A trained ' +
+        'method needs --checkpoint; zero-shot methods need only --model.\n\n' +
+        'With --checkpoint, --split test is the test side of the training run\'s own split, rebuilt from what the checkpoint ' +
+        'records (unit, shares, seed, round, --limit) and checked against its digest of the test images, so the figures are ' +
+        "those `train` reported; --seed, --limit, --ratios and --split-by are then not used (a note says so), and a dataset " +
+        'whose images differ is refused. Without a checkpoint they define the split.\n\n' +
+        'Formats: table (default), json (the figures, protocol and notes; as --json), csv (the per-image file, mos, score, ' +
+        'for `promptiqa metrics`).',
     )
     .addOption(opt.method().makeOptionMandatory())
     .addOption(opt.checkpoint())
@@ -50,6 +60,9 @@ export const register: Register = (program, { io }) => {
     .addOption(opt.splitBy())
     .addOption(opt.limit())
     .addOption(opt.out())
+    .addOption(opt.batch())
+    .addOption(opt.methodOption())
+    .addOption(opt.format(['table', 'json', 'csv'], 'table'))
     .addOption(opt.device())
     .addOption(opt.threads())
     .addOption(opt.json())
@@ -58,11 +71,14 @@ export const register: Register = (program, { io }) => {
       'after',
       examples(
         'promptiqa eval --method clip-iqa --model openai/clip-vit-base-patch32 --dataset agiqa-3k --root ./AGIQA-3K --out runs/eval-clip-iqa',
-        'promptiqa eval --method tang --checkpoint runs/tang --dataset agiqa-3k --root ./AGIQA-3K --split test --seed 0 --out runs/tang/eval',
+        'promptiqa eval --method tang --checkpoint runs/tang --dataset agiqa-3k --root ./AGIQA-3K --split test --out runs/tang/eval',
+        'promptiqa eval --method tang --checkpoint runs/tang --dataset agiqa-3k --root ./AGIQA-3K --format csv --out runs/tang/eval-all > scores.csv',
         'promptiqa eval --method clip-iqa --dataset csv --root ./my-set --label-file labels.csv --json --out runs/my-set',
       ),
     )
     .action(async (o: EvalCliOptions) => {
+      if (o.json && o.format !== 'table' && o.format !== 'json') throw new UsageError(`--json and --format ${o.format} disagree: give one of them`);
+      const format = o.json ? 'json' : o.format;
       checkDataset(o.dataset);
       await checkMethod(o.method);
       const progress = createProgress(io, o.quiet);
@@ -81,6 +97,8 @@ export const register: Register = (program, { io }) => {
         seed: o.seed,
         limit: o.limit,
         out: o.out,
+        batchSize: o.batch,
+        methodOptions: o.option,
         threads: o.threads,
         device: o.device,
         onEvent: (e: { done: number; total: number }) => {
@@ -101,8 +119,14 @@ export const register: Register = (program, { io }) => {
       if (report.failed.length > 0 && !o.quiet) {
         io.stderr(`${report.failed.length} image(s) could not be scored (listed in ${report.reportPath})\n`);
       }
-      if (o.json) {
-        io.stdout(jsonLine(report));
+      if (!o.quiet) for (const note of report.notes) io.stderr(`note: ${note}\n`);
+      if (format === 'json') {
+        const { scores: _perImage, ...summary } = report;
+        io.stdout(jsonLine(summary));
+        return;
+      }
+      if (format === 'csv') {
+        io.stdout(toCsv(['file', 'mos', 'score'], report.scores.map((s) => [s.file, s.mos, s.score])));
         return;
       }
       const m = report.metrics;

@@ -60,7 +60,7 @@ export const register: Register = (program, { io }) => {
     .addOption(new Option('--lr <rate>', 'learning rate (default: the method\'s)').argParser(parsePositiveNumber))
     .addOption(opt.seed())
     .addOption(opt.limit())
-    .addOption(new Option('--rounds <n>', 'train on this many seeded splits and summarise').argParser(parsePositiveInt).default(1))
+    .addOption(new Option('--rounds <n>', 'train on this many seeded splits (split seeds --seed, --seed+1, …; with --limit, the same subset in each) and summarise').argParser(parsePositiveInt).default(1))
     .addOption(opt.splitBy())
     .addOption(opt.ratios())
     .addOption(new Option('--select-on <split>', 'split that picks the best epoch').choices(['val', 'test']).default('val'))
