@@ -36,6 +36,7 @@ export type { EmbedOptions, EmbedResult } from './cli/lib/embed.js';
 // images and datasets
 export { decodeImage, ImageDecodeError } from './data/image.js';
 export type { RgbImage, DecodeOptions } from './data/image.js';
+export type { WindowPlacement } from './data/preprocess.js';
 export {
   clipPreprocess, toTensor, resizeBicubic, resizeShortSide, centerCrop, randomCrop, randomResizedCrop, flipHorizontal,
   slidingWindowBoxes, CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD,

@@ -11,6 +11,9 @@ import { trainGraph } from '../src/methods/graphs.js';
 import { PARAM_PREFIX } from '../src/prompts/context.js';
 import { sharedDir } from '../src/util/fs.js';
 import { Rng } from '../src/util/rng.js';
+import { testViews } from '../src/methods/views.js';
+import { crop, toTensor, IMAGENET_MEAN, IMAGENET_STD } from '../src/data/preprocess.js';
+import { type RgbImage } from '../src/data/image.js';
 
 const ref = join(sharedDir(), 'reference');
 const tinyP32 = join(ref, 'tiny-vit-p32');
@@ -57,6 +60,52 @@ test('an image gets the same score whatever batch it is in', async () => {
   const shifted = await metric.scoreBatch(imgs.slice(1));
   assert.equal(shifted[0], alone);
   await metric.close();
+});
+
+test('fu: test windows at the authors\' nn.Unfold positions by default, edge to edge on request, one padded window on a short side', () => {
+  const fu = getMethod('fu');
+  const rng = new Rng(3);
+  const img: RgbImage = { width: 512, height: 300, data: Uint8Array.from({ length: 512 * 300 * 3 }, () => rng.int(256)) };
+  const expect = (xs: number[], ys: number[]): Float32Array[] =>
+    ys.flatMap((y) => xs.map((x) => toTensor(crop(img, x, y, 224, 224), IMAGENET_MEAN, IMAGENET_STD)));
+  assert.deepEqual(testViews(img, parseOptions(fu, {}), 224), expect([0, 64, 128, 192, 256], [0, 64]));
+  assert.deepEqual(testViews(img, parseOptions(fu, { windows: 'edge-to-edge' }), 224), expect([0, 72, 144, 216, 288], [0, 76]));
+  const narrow: RgbImage = { width: 150, height: 300, data: img.data.slice(0, 150 * 300 * 3) };
+  assert.deepEqual(testViews(narrow, parseOptions(fu, {}), 224), [0, 64].map((y) => toTensor(crop(narrow, 0, y, 224, 224), IMAGENET_MEAN, IMAGENET_STD)));
+  assert.throws(() => parseOptions(fu, { windows: 'centre' }), /fu: windows = "centre", must be unfold or edge-to-edge/);
+});
+
+test('tang: context from "a photo of a" by default, 16 random tokens with preset=readme, nCtx validated', async () => {
+  const tang = getMethod('tang');
+  const b = await loadBackbone(tinyP32);
+  const w = b.weights.config.textWidth;
+  const o = parseOptions(tang, {});
+  assert.equal(o.nCtx, 4);
+  const phrase = tang.init(b.weights, b.tokenizer, o, new Rng(1)).get('text.ctx')!;
+  assert.deepEqual(phrase.shape, [4, w]);
+  const ids = b.tokenizer.tokenizeBatch(['a photo of a'], b.weights.config.contextLength);
+  assert.deepEqual(phrase.data, tokenEmbeddings(b.weights, ids, 1).slice(w, 5 * w), 'the phrase\'s own token embeddings');
+
+  const readme = parseOptions(tang, { preset: 'readme' });
+  assert.equal(readme.nCtx, 16);
+  assert.equal(readme.initPhrase, '');
+  const random = tang.init(b.weights, b.tokenizer, readme, new Rng(1)).get('text.ctx')!;
+  assert.deepEqual(random.shape, [16, w]);
+  const std = Math.sqrt(random.data.reduce((a, v) => a + v * v, 0) / random.data.length);
+  assert.ok(Math.abs(std - 0.02) < 0.004, `N(0, 0.02) init, std ${std}`);
+  assert.equal(parseOptions(tang, { preset: 'readme', nCtx: '8' }).nCtx, 8, 'options beside a preset override it');
+  assert.deepEqual(parseOptions(tang, { preset: 'ctxv1' }), o);
+  // the 16-token prompts build and score
+  const metric = await createMetric('tang', { model: tinyP32, options: { allowUntrained: true, preset: 'readme' } });
+  const rng = new Rng(2);
+  const score = await metric.score({ width: 40, height: 30, data: Uint8Array.from({ length: 40 * 30 * 3 }, () => rng.int(256)) });
+  assert.ok(Number.isFinite(score));
+  await metric.close();
+
+  assert.throws(() => parseOptions(tang, { nCtx: '0', initPhrase: '' }), /tang: nCtx = 0, must be an integer ≥ 1/);
+  assert.throws(() => parseOptions(tang, { nCtx: '2.5', initPhrase: '' }), /tang: nCtx = 2.5, must be an integer ≥ 1/);
+  assert.throws(() => parseOptions(tang, { nCtx: '8' }), /initPhrase "a photo of a" has 4 words but nCtx = 8/);
+  assert.throws(() => parseOptions(tang, { preset: 'paper' }), /tang has no preset "paper" \(presets: ctxv1, readme\)/);
 });
 
 test('visual prompts: sequence length grows by n, deep prompts replace the last n tokens from layer 1', async () => {

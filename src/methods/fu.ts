@@ -32,6 +32,10 @@ export const fu: Method = {
     optimizer: 'adam', lr: 1e-4, batchSize: 64, epochs: 50, patience: 15,
     augment: 'crop+flip', testViews: 'sliding', stride: 64, normalize: 'imagenet',
   },
+  validate(o) {
+    if (o.windows !== 'unfold' && o.windows !== 'edge-to-edge') throw new Error(`fu: windows = "${String(o.windows)}", must be unfold or edge-to-edge`);
+    if (!Number.isInteger(o.stride) || o.stride < 1) throw new Error(`fu: stride = ${o.stride}, must be an integer ≥ 1`);
+  },
   imageInput: 'pixels',
   usesAlignment: (o) => Number(o.alignWeight) > 0,
   init(weights, tokenizer, o, rng) {

@@ -9,6 +9,7 @@ import { type ClipWeights } from '../clip/weights.js';
 import { type ClipTokenizer } from '../clip/tokenizer.js';
 import { type BuildContext, type ParamSet } from '../prompts/context.js';
 import { type Rng } from '../util/rng.js';
+import { type WindowPlacement } from '../data/preprocess.js';
 
 export interface MethodInfo {
   name: string;
@@ -41,6 +42,8 @@ export interface CommonOptions {
   /** test views: one resized centre view, or every crop of the unresized image at a stride */
   testViews: 'resize' | 'sliding';
   stride: number;
+  /** where sliding windows go: from the top-left corner at `stride` (nn.Unfold, Fu's code) or spread edge to edge */
+  windows: WindowPlacement;
   normalize: 'clip' | 'imagenet';
   /** the quality loss: the papers use MSE; L1, PLCC and the fidelity ranking loss are offered */
   qualityLoss: 'mse' | 'l1' | 'plcc' | 'fidelity';
@@ -90,11 +93,15 @@ export interface Method {
   loss(ctx: BuildContext, o: Options, pred: Predictions, targets: Targets): Value;
   /** maps a dataset MOS (higher = better, scaled to [0, 1]) to the training target */
   target(unit: number, range: [number, number]): number;
+  /** named option sets (e.g. the authors' published set-ups), chosen with the option `preset=NAME` */
+  presets?: Record<string, { description: string; options: Record<string, unknown> }>;
+  /** checks the options together, with an error naming the option, before any work starts */
+  validate?(o: Options): void;
 }
 
 export const COMMON_DEFAULTS: CommonOptions = {
   optimizer: 'adam', lr: 1e-4, momentum: 0.9, weightDecay: 0, batchSize: 32, epochs: 50, schedule: 'constant',
-  warmupEpochs: 0, warmupLr: 0, patience: 0, gradClip: 0, augment: 'none', testViews: 'resize', stride: 64, normalize: 'clip',
+  warmupEpochs: 0, warmupLr: 0, patience: 0, gradClip: 0, augment: 'none', testViews: 'resize', stride: 64, windows: 'unfold', normalize: 'clip',
   qualityLoss: 'mse',
 };
 
@@ -155,10 +162,17 @@ export function qualityLoss(o: Options, pred: Value, target: Value): Value {
   }
 }
 
-/** Options from `key=value` strings: numbers and booleans parsed, unknown keys refused. */
+/** Options from `key=value` strings: numbers and booleans parsed, unknown keys refused, `preset=NAME` expanded, then validated. */
 export function parseOptions(method: Method, pairs: Record<string, unknown>): Options {
   const out: Options = { ...method.defaults };
-  for (const [k, v] of Object.entries(pairs)) {
+  // a preset's values first, so that options given beside it override them
+  const { preset, ...rest } = pairs;
+  if (preset !== undefined) {
+    const found = method.presets?.[String(preset)];
+    if (!found) throw new Error(`${method.info.name} has no preset "${String(preset)}" (presets: ${Object.keys(method.presets ?? {}).join(', ') || 'none'})`);
+    Object.assign(out, found.options);
+  }
+  for (const [k, v] of Object.entries(rest)) {
     if (!(k in method.defaults)) throw new Error(`${method.info.name} has no option "${k}" (options: ${Object.keys(method.defaults).join(', ')})`);
     const def = method.defaults[k];
     if (typeof v !== 'string') { out[k] = v; continue; }
@@ -175,5 +189,6 @@ export function parseOptions(method: Method, pairs: Record<string, unknown>): Op
       out[k] = v;
     }
   }
+  method.validate?.(out);
   return out;
 }
