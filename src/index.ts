@@ -54,7 +54,7 @@ export { CompiledGraph, SessionCache, InputError } from './graph/runtime.js';
 export type { RuntimeOptions, Provider, Tensor, Feed } from './graph/runtime.js';
 
 // optimisers and schedules
-export { sgd, adam, adamw, clipGradNorm, cosineWithWarmup, constantLr } from './train/optim.js';
+export { sgd, adam, adamw, clipGradNorm, cosineWithWarmup, epochCosineWithWarmup, constantLr } from './train/optim.js';
 export type { Optimizer, OptimizerState, Params, Schedule } from './train/optim.js';
 
 // utilities

@@ -72,7 +72,7 @@ test('fu: test windows at the authors\' nn.Unfold positions by default, edge to 
   assert.deepEqual(testViews(img, parseOptions(fu, { windows: 'edge-to-edge' }), 224), expect([0, 72, 144, 216, 288], [0, 76]));
   const narrow: RgbImage = { width: 150, height: 300, data: img.data.slice(0, 150 * 300 * 3) };
   assert.deepEqual(testViews(narrow, parseOptions(fu, {}), 224), [0, 64].map((y) => toTensor(crop(narrow, 0, y, 224, 224), IMAGENET_MEAN, IMAGENET_STD)));
-  assert.throws(() => parseOptions(fu, { windows: 'centre' }), /fu: windows = "centre", must be unfold or edge-to-edge/);
+  assert.throws(() => parseOptions(fu, { windows: 'centre' }), /fu: option windows = "centre", must be one of unfold, edge-to-edge/);
 });
 
 test('tang: context from "a photo of a" by default, 16 random tokens with preset=readme, nCtx validated', async () => {

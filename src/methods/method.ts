@@ -33,6 +33,10 @@ export interface CommonOptions {
   schedule: 'cosine' | 'constant';
   warmupEpochs: number;
   warmupLr: number;
+  /** when the schedule moves: at every optimiser step (decaying to 0), or once per epoch as Dassl does */
+  lrStep: 'step' | 'epoch';
+  /** drop the last partial batch of an epoch (Dassl's training loader does) */
+  dropLast: boolean;
   /** stop after this many epochs without a better validation figure (0: never) */
   patience: number;
   /** clip the gradient norm (0: off) */
@@ -101,8 +105,14 @@ export interface Method {
 
 export const COMMON_DEFAULTS: CommonOptions = {
   optimizer: 'adam', lr: 1e-4, momentum: 0.9, weightDecay: 0, batchSize: 32, epochs: 50, schedule: 'constant',
-  warmupEpochs: 0, warmupLr: 0, patience: 0, gradClip: 0, augment: 'none', testViews: 'resize', stride: 64, windows: 'unfold', normalize: 'clip',
+  warmupEpochs: 0, warmupLr: 0, lrStep: 'step', dropLast: false, patience: 0, gradClip: 0, augment: 'none', testViews: 'resize', stride: 64, windows: 'unfold', normalize: 'clip',
   qualityLoss: 'mse',
+};
+
+/** The common options that take one of a few words, checked when options are parsed. */
+const CHOICES: Partial<Record<keyof CommonOptions, readonly string[]>> = {
+  windows: ['unfold', 'edge-to-edge'],
+  lrStep: ['step', 'epoch'],
 };
 
 /** Softmax over (exp(logit_scale) · cosine) against class texts: [B, C] probabilities. */
@@ -188,6 +198,9 @@ export function parseOptions(method: Method, pairs: Record<string, unknown>): Op
     } else {
       out[k] = v;
     }
+  }
+  for (const [k, allowed] of Object.entries(CHOICES)) {
+    if (!allowed.includes(String(out[k]))) throw new Error(`${method.info.name}: option ${k} = "${String(out[k])}", must be one of ${allowed.join(', ')}`);
   }
   method.validate?.(out);
   return out;

@@ -29,7 +29,7 @@ export const tang: Method = {
   defaults: {
     ...COMMON_DEFAULTS, nCtx: 4, initPhrase: 'a photo of a', hidden: 512, dropout: 0.5,
     optimizer: 'sgd', lr: 0.002, momentum: 0.9, weightDecay: 5e-4, batchSize: 32, epochs: 100,
-    schedule: 'cosine', warmupEpochs: 1, warmupLr: 1e-5, augment: 'random-resized-crop+flip', testViews: 'resize',
+    schedule: 'cosine', warmupEpochs: 1, warmupLr: 1e-5, lrStep: 'epoch', dropLast: true, augment: 'random-resized-crop+flip', testViews: 'resize',
   },
   presets: {
     ctxv1: { description: 'the authors\' *_ctxv1 configs: 4 context tokens initialised from "a photo of a" (the default)', options: { nCtx: 4, initPhrase: 'a photo of a' } },

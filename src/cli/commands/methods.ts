@@ -20,7 +20,9 @@ export const register: Register = (program, { io }) => {
         'number of windows edge to edge instead. A side shorter than 224, where the authors\' code fails, gets one ' +
         'window padded with zeros.\n\n' +
         'tang learns 4 context tokens from "a photo of a" (the authors\' *_ctxv1 configs); --option preset=readme ' +
-        'gives their README command\'s 16 random tokens (or set nCtx and initPhrase=, empty).',
+        'gives their README command\'s 16 random tokens (or set nCtx and initPhrase=, empty). It moves the warm-up + ' +
+        'cosine schedule once per epoch and drops the last partial batch, as Dassl does; --option lrStep=step and ' +
+        '--option dropLast=false decay the rate at every step, to 0, over every batch.',
     )
     .addOption(opt.json())
     .addHelpText('after', examples('promptiqa methods', 'promptiqa methods --json'))
