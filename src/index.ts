@@ -36,6 +36,7 @@ export type { EmbedOptions, EmbedResult } from './cli/lib/embed.js';
 // images and datasets
 export { decodeImage, ImageDecodeError } from './data/image.js';
 export type { RgbImage, DecodeOptions } from './data/image.js';
+export type { WindowPlacement } from './data/preprocess.js';
 export {
   clipPreprocess, toTensor, resizeBicubic, resizeShortSide, centerCrop, randomCrop, randomResizedCrop, flipHorizontal,
   slidingWindowBoxes, CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD,
@@ -53,7 +54,7 @@ export { CompiledGraph, SessionCache, InputError } from './graph/runtime.js';
 export type { RuntimeOptions, Provider, Tensor, Feed } from './graph/runtime.js';
 
 // optimisers and schedules
-export { sgd, adam, adamw, clipGradNorm, cosineWithWarmup, constantLr } from './train/optim.js';
+export { sgd, adam, adamw, clipGradNorm, cosineWithWarmup, epochCosineWithWarmup, constantLr } from './train/optim.js';
 export type { Optimizer, OptimizerState, Params, Schedule } from './train/optim.js';
 
 // utilities

@@ -225,19 +225,38 @@ describe('crops', () => {
 
 // -------------------------------------------------------------------------------------------------------
 describe('sliding windows', () => {
-  it('gives 25 windows on 512x512 at size 224, stride 64, flush with the edges', () => {
+  it('by default sits at 0, 64, 128, … as nn.Unfold(224, stride=64): 25 windows on 512x512, the last 32 px unseen', () => {
     const boxes = slidingWindowBoxes(512, 512, 224, 64);
+    assert.equal(boxes.length, 25);
+    assert.deepEqual([...new Set(boxes.map((b) => b.left))], [0, 64, 128, 192, 256]);
+    assert.deepEqual(boxes[1], { left: 64, top: 0 }, 'row by row, as nn.Unfold orders its columns');
+    assert.deepEqual(boxes[24], { left: 256, top: 256 });
+    assert.deepEqual(slidingWindowBoxes(512, 300, 224, 64).map((b) => b.top).filter((t, i, a) => a.indexOf(t) === i), [0, 64]);
+  });
+
+  it('unfold positions are exactly those of nn.Unfold: every k·stride whose window fits', () => {
+    const rng = new Rng(7);
+    for (let t = 0; t < 200; t++) {
+      const size = 16 + rng.int(300), len = size + 1 + rng.int(900), stride = 1 + rng.int(2 * size);
+      const expected: number[] = [];
+      for (let p = 0; p + size <= len; p += stride) expected.push(p);
+      assert.deepEqual(slidingWindowBoxes(len, size, size, stride, 'unfold').map((b) => b.left), expected, `L ${len}, size ${size}, stride ${stride}`);
+    }
+  });
+
+  it('edge-to-edge: 25 windows on 512x512 at size 224, stride 64, flush with the edges', () => {
+    const boxes = slidingWindowBoxes(512, 512, 224, 64, 'edge-to-edge');
     assert.equal(boxes.length, 25);
     assert.deepEqual([...new Set(boxes.map((b) => b.left))], [0, 72, 144, 216, 288]);
     assert.deepEqual(boxes[0], { left: 0, top: 0 });
     assert.deepEqual(boxes[24], { left: 288, top: 288 });
   });
 
-  it('covers every pixel, within the image', () => {
+  it('edge-to-edge covers every pixel, within the image', () => {
     const rng = new Rng(5);
     for (let t = 0; t < 200; t++) {
       const w = 1 + rng.int(900), h = 1 + rng.int(900), size = 16 + rng.int(300), stride = 1 + rng.int(size);
-      const boxes = slidingWindowBoxes(w, h, size, stride);
+      const boxes = slidingWindowBoxes(w, h, size, stride, 'edge-to-edge');
       const xs = [...new Set(boxes.map((b) => b.left))], ys = [...new Set(boxes.map((b) => b.top))];
       assert.equal(boxes.length, xs.length * ys.length);
       for (const [pos, len] of [[xs, w], [ys, h]] as const) {
@@ -253,8 +272,15 @@ describe('sliding windows', () => {
     }
   });
 
-  it('gives one window when the image is not larger than the window', () => {
-    assert.deepEqual(slidingWindowBoxes(224, 100, 224, 64), [{ left: 0, top: 0 }]);
+  it('gives one window at 0 on a side not longer than the window, with either placement (nn.Unfold fails there)', () => {
+    for (const placement of ['unfold', 'edge-to-edge'] as const) {
+      assert.deepEqual(slidingWindowBoxes(224, 100, 224, 64, placement), [{ left: 0, top: 0 }]);
+      assert.deepEqual(slidingWindowBoxes(100, 400, 224, 64, placement).map((b) => b.left), [0, 0, 0]);
+    }
+  });
+
+  it('refuses an unknown placement', () => {
+    assert.throws(() => slidingWindowBoxes(512, 512, 224, 64, 'middle' as never), /unknown placement "middle" \(unfold, edge-to-edge\)/);
   });
 });
 

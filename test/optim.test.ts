@@ -9,6 +9,7 @@ import {
   clipGradNorm,
   constantLr,
   cosineWithWarmup,
+  epochCosineWithWarmup,
   optimizerStateFromSafetensors,
   optimizerStateToSafetensors,
   sgd,
@@ -296,4 +297,60 @@ test('cosineWithWarmup: constant warm-up (Tang), cosine from baseLr to minLr', (
   assert.throws(() => cosineWithWarmup({ baseLr: 1, totalSteps: 0 }), /totalSteps = 0/);
   assert.throws(() => cosineWithWarmup({ baseLr: 1, totalSteps: 10, minLr: 2 }), /minLr = 2/);
   assert.equal(constantLr(3e-4).lrAt(12345), 3e-4);
+});
+
+/**
+ * Dassl's build_lr_scheduler as torch 1.13 runs it, one scheduler.step() at each epoch's end:
+ * CosineAnnealingLR(T_max = epochs) in its recursive (chainable) form, wrapped by ConstantWarmupScheduler
+ * with WARMUP_RECOUNT (the cosine counts its own epochs from the end of the warm-up). Returns the rate each
+ * epoch trains at.
+ */
+function dasslEpochRates(baseLr: number, epochs: number, warmupEpochs: number, consLr: number): number[] {
+  let lr = baseLr; // CosineAnnealingLR's constructor step leaves the base rate in the optimiser
+  let cosineEpoch = 0;
+  let warmupEpoch = -1;
+  const warmupStep = (): void => {
+    if (warmupEpoch >= warmupEpochs) {
+      // the successor's step: torch's recursive cosine from the rate in the optimiser
+      cosineEpoch++;
+      lr = ((1 + Math.cos((Math.PI * cosineEpoch) / epochs)) / (1 + Math.cos((Math.PI * (cosineEpoch - 1)) / epochs))) * lr;
+    } else {
+      warmupEpoch++;
+      // the warm-up's get_lr: its constant, or the successor's last rate once the warm-up is over
+      lr = warmupEpoch >= warmupEpochs ? baseLr : consLr;
+    }
+  };
+  if (warmupEpochs > 0) warmupStep(); // the wrapper's constructor step
+  const rates: number[] = [];
+  for (let e = 0; e < epochs; e++) {
+    rates.push(lr);
+    if (warmupEpochs > 0) warmupStep();
+    else { cosineEpoch++; lr = ((1 + Math.cos((Math.PI * cosineEpoch) / epochs)) / (1 + Math.cos((Math.PI * (cosineEpoch - 1)) / epochs))) * lr; }
+  }
+  return rates;
+}
+
+test('epochCosineWithWarmup: the rate of every step is the rate Dassl gives its epoch (Tang: 100 epochs, one at 1e-5)', () => {
+  for (const [epochs, warmupEpochs, stepsPerEpoch] of [[100, 1, 7], [10, 2, 3], [5, 0, 4], [1, 0, 2]] as const) {
+    const expected = dasslEpochRates(0.002, epochs, warmupEpochs, 1e-5);
+    const s = epochCosineWithWarmup({ baseLr: 0.002, epochs, stepsPerEpoch, warmupEpochs, warmupLr: 1e-5 });
+    for (let step = 0; step < epochs * stepsPerEpoch; step++) {
+      const want = expected[Math.floor(step / stepsPerEpoch)]!;
+      assert.ok(Math.abs(s.lrAt(step) - want) <= 1e-12 * want, `${epochs} epochs, warm-up ${warmupEpochs}: step ${step} at ${s.lrAt(step)}, Dassl ${want}`);
+    }
+  }
+  // by hand, Tang: epoch 0 at 1e-5, epoch 1 at the base rate, then the cosine with T_max = 100, never 0
+  const tang = epochCosineWithWarmup({ baseLr: 0.002, epochs: 100, stepsPerEpoch: 10, warmupEpochs: 1, warmupLr: 1e-5 });
+  assert.equal(tang.lrAt(9), 1e-5);
+  assert.equal(tang.lrAt(10), 0.002);
+  assert.equal(tang.lrAt(19), 0.002);
+  assert.ok(Math.abs(tang.lrAt(20) - 0.001 * (1 + Math.cos(Math.PI / 100))) < 1e-15);
+  assert.ok(Math.abs(tang.lrAt(999) - 0.001 * (1 + Math.cos((98 * Math.PI) / 100))) < 1e-15, 'the last epoch stays above 0');
+  assert.ok(tang.lrAt(999) > 1e-6);
+  // without a warm-up rate: a ramp to the base rate
+  const ramp = epochCosineWithWarmup({ baseLr: 1, epochs: 10, stepsPerEpoch: 1, warmupEpochs: 3 });
+  assert.deepEqual([0, 1, 2, 3].map((e) => ramp.lrAt(e)), [0.25, 0.5, 0.75, 1]);
+  assert.throws(() => epochCosineWithWarmup({ baseLr: 1, epochs: 10, stepsPerEpoch: 0 }), /stepsPerEpoch = 0/);
+  assert.throws(() => epochCosineWithWarmup({ baseLr: 1, epochs: 2, stepsPerEpoch: 1, warmupEpochs: 2 }), /warmupEpochs = 2/);
+  assert.throws(() => tang.lrAt(-1), RangeError);
 });

@@ -95,7 +95,7 @@ test('a checkpoint is refused on another backbone', async () => {
 
 test('a run shorter than the paper warm-up still trains (tang: one epoch, one warm-up epoch)', async () => {
   const out = tmp();
-  const r = await train(base('tang', out, { epochs: 1 }));
+  const r = await train(base('tang', out, { epochs: 1, methodOptions: { lrStep: 'step' } }));
   assert.equal(r.epochs, 1);
   const steps = readFileSync(join(out, 'train.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((x) => x.kind === 'step');
   // warm-up at 1e-5, then the cosine from the base rate
@@ -180,4 +180,32 @@ test('a checkpoint of a hub model records the repo and the commit of its files, 
       else process.env[k] = v;
     }
   }
+});
+
+test('tang as Dassl: the rate moves once per epoch (warm-up, then cosine with T_max = epochs) and the last partial batch is dropped', async () => {
+  const run = async (methodOptions: Record<string, unknown>) => {
+    const out = tmp();
+    let images = 0, perEpoch = 0;
+    await train(base('tang', out, {
+      epochs: 3, methodOptions,
+      onEvent: (e) => {
+        const m = /on (\d+) images/.exec(e.message ?? '');
+        if (m) images = Number(m[1]);
+        if (e.stepsPerEpoch) perEpoch = e.stepsPerEpoch;
+      },
+    }));
+    const steps = readFileSync(join(out, 'train.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((x) => x.kind === 'step');
+    return { images, perEpoch, steps: steps as Array<{ epoch: number; lr: number }> };
+  };
+  const dassl = await run({});
+  assert.ok(dassl.images % 8 !== 0, `${dassl.images} training images: a partial batch must exist for this test to mean anything`);
+  assert.equal(dassl.perEpoch, Math.floor(dassl.images / 8));
+  assert.equal(dassl.steps.length, 3 * dassl.perEpoch);
+  const rates = [1e-5, 0.002, 0.001 * (1 + Math.cos(Math.PI / 3))];
+  for (const s of dassl.steps) assert.ok(Math.abs(s.lr - rates[s.epoch - 1]!) < 1e-15, `epoch ${s.epoch}: lr ${s.lr}`);
+
+  const perStep = await run({ lrStep: 'step', dropLast: false });
+  assert.equal(perStep.perEpoch, Math.ceil(perStep.images / 8));
+  const lrs = perStep.steps.map((s) => s.lr);
+  assert.ok(new Set(lrs.slice(perStep.perEpoch)).size === lrs.length - perStep.perEpoch, 'per step: a new rate at every step after the warm-up');
 });

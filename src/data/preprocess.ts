@@ -280,28 +280,38 @@ export function randomResizedCrop(
 }
 
 /**
- * Top-left corners of size×size windows tiling a width×height image.
- *
- * Rule, per axis of length L: n = floor((L - size) / stride) + 1 windows (the paper's count), spread evenly
- * from 0 to L - size, so the first and last are flush with the edges and the whole image is covered; the
- * actual step (L - size) / (n - 1) is therefore at least `stride`. If that step would exceed `size` (a
- * stride larger than half a window can leave gaps) more windows are added until neighbours touch. A side
- * not longer than `size` has one window at 0 (a crop there pads with zeros). 512 at size 224 and stride 64
- * gives positions 0, 72, 144, 216, 288: 5×5 = 25 windows.
+ * Where sliding windows go along a side:
+ * - 'unfold': at 0, stride, 2·stride, … while the window fits, as PyTorch's `nn.Unfold(size, stride)` (Fu's
+ *   test path). Pixels past the last window are not seen: 512 at size 224 and stride 64 gives 0, 64, 128,
+ *   192, 256, and the last 32 pixels are left out.
+ * - 'edge-to-edge': the same number of windows spread evenly from 0 to L − size, so the whole side is
+ *   covered (steps of at least `stride`; more windows are added if a step would leave a gap): 512 gives
+ *   0, 72, 144, 216, 288.
  */
-export function slidingWindowBoxes(width: number, height: number, size: number, stride: number): Array<{ left: number; top: number }> {
+export type WindowPlacement = 'unfold' | 'edge-to-edge';
+
+/**
+ * Top-left corners of size×size windows over a width×height image, top row first. Per side of length L,
+ * n = floor((L − size) / stride) + 1 windows (the count `nn.Unfold` gives), placed as `placement` says. A side
+ * not longer than `size` has one window at 0, which a crop pads with zeros (`nn.Unfold` fails there).
+ */
+export function slidingWindowBoxes(
+  width: number, height: number, size: number, stride: number, placement: WindowPlacement = 'unfold',
+): Array<{ left: number; top: number }> {
   checkSize(width, height, 'slidingWindowBoxes');
   checkSize(size, stride, 'slidingWindowBoxes size/stride');
-  const xs = windowPositions(width, size, stride);
-  const ys = windowPositions(height, size, stride);
+  if (placement !== 'unfold' && placement !== 'edge-to-edge') throw new RangeError(`slidingWindowBoxes: unknown placement "${String(placement)}" (unfold, edge-to-edge)`);
+  const xs = windowPositions(width, size, stride, placement);
+  const ys = windowPositions(height, size, stride, placement);
   const boxes: Array<{ left: number; top: number }> = [];
   for (const top of ys) for (const left of xs) boxes.push({ left, top });
   return boxes;
 }
 
-function windowPositions(length: number, size: number, stride: number): number[] {
+function windowPositions(length: number, size: number, stride: number, placement: WindowPlacement): number[] {
   if (length <= size) return [0];
   const span = length - size;
+  if (placement === 'unfold') return Array.from({ length: Math.floor(span / stride) + 1 }, (_, i) => i * stride);
   const n = Math.max(Math.floor(span / stride) + 1, Math.ceil(span / size) + 1);
   return Array.from({ length: n }, (_, i) => Math.round((i * span) / (n - 1)));
 }

@@ -30,7 +30,10 @@ export const fu: Method = {
   defaults: {
     ...COMMON_DEFAULTS, nCtx: 8, nVisual: 8, depth: 12, alignWeight: 0.1,
     optimizer: 'adam', lr: 1e-4, batchSize: 64, epochs: 50, patience: 15,
-    augment: 'crop+flip', testViews: 'sliding', stride: 64, normalize: 'imagenet',
+    augment: 'crop+flip', testViews: 'sliding', stride: 64, windows: 'unfold', normalize: 'imagenet',
+  },
+  validate(o) {
+    if (!Number.isInteger(o.stride) || o.stride < 1) throw new Error(`fu: stride = ${o.stride}, must be an integer ≥ 1`);
   },
   imageInput: 'pixels',
   usesAlignment: (o) => Number(o.alignWeight) > 0,

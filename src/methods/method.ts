@@ -9,6 +9,7 @@ import { type ClipWeights } from '../clip/weights.js';
 import { type ClipTokenizer } from '../clip/tokenizer.js';
 import { type BuildContext, type ParamSet } from '../prompts/context.js';
 import { type Rng } from '../util/rng.js';
+import { type WindowPlacement } from '../data/preprocess.js';
 
 export interface MethodInfo {
   name: string;
@@ -32,6 +33,10 @@ export interface CommonOptions {
   schedule: 'cosine' | 'constant';
   warmupEpochs: number;
   warmupLr: number;
+  /** when the schedule moves: at every optimiser step (decaying to 0), or once per epoch as Dassl does */
+  lrStep: 'step' | 'epoch';
+  /** drop the last partial batch of an epoch (Dassl's training loader does) */
+  dropLast: boolean;
   /** stop after this many epochs without a better validation figure (0: never) */
   patience: number;
   /** clip the gradient norm (0: off) */
@@ -41,6 +46,8 @@ export interface CommonOptions {
   /** test views: one resized centre view, or every crop of the unresized image at a stride */
   testViews: 'resize' | 'sliding';
   stride: number;
+  /** where sliding windows go: from the top-left corner at `stride` (nn.Unfold, Fu's code) or spread edge to edge */
+  windows: WindowPlacement;
   normalize: 'clip' | 'imagenet';
   /** the quality loss: the papers use MSE; L1, PLCC and the fidelity ranking loss are offered */
   qualityLoss: 'mse' | 'l1' | 'plcc' | 'fidelity';
@@ -90,12 +97,22 @@ export interface Method {
   loss(ctx: BuildContext, o: Options, pred: Predictions, targets: Targets): Value;
   /** maps a dataset MOS (higher = better, scaled to [0, 1]) to the training target */
   target(unit: number, range: [number, number]): number;
+  /** named option sets (e.g. the authors' published set-ups), chosen with the option `preset=NAME` */
+  presets?: Record<string, { description: string; options: Record<string, unknown> }>;
+  /** checks the options together, with an error naming the option, before any work starts */
+  validate?(o: Options): void;
 }
 
 export const COMMON_DEFAULTS: CommonOptions = {
   optimizer: 'adam', lr: 1e-4, momentum: 0.9, weightDecay: 0, batchSize: 32, epochs: 50, schedule: 'constant',
-  warmupEpochs: 0, warmupLr: 0, patience: 0, gradClip: 0, augment: 'none', testViews: 'resize', stride: 64, normalize: 'clip',
+  warmupEpochs: 0, warmupLr: 0, lrStep: 'step', dropLast: false, patience: 0, gradClip: 0, augment: 'none', testViews: 'resize', stride: 64, windows: 'unfold', normalize: 'clip',
   qualityLoss: 'mse',
+};
+
+/** The common options that take one of a few words, checked when options are parsed. */
+const CHOICES: Partial<Record<keyof CommonOptions, readonly string[]>> = {
+  windows: ['unfold', 'edge-to-edge'],
+  lrStep: ['step', 'epoch'],
 };
 
 /** Softmax over (exp(logit_scale) · cosine) against class texts: [B, C] probabilities. */
@@ -155,10 +172,17 @@ export function qualityLoss(o: Options, pred: Value, target: Value): Value {
   }
 }
 
-/** Options from `key=value` strings: numbers and booleans parsed, unknown keys refused. */
+/** Options from `key=value` strings: numbers and booleans parsed, unknown keys refused, `preset=NAME` expanded, then validated. */
 export function parseOptions(method: Method, pairs: Record<string, unknown>): Options {
   const out: Options = { ...method.defaults };
-  for (const [k, v] of Object.entries(pairs)) {
+  // a preset's values first, so that options given beside it override them
+  const { preset, ...rest } = pairs;
+  if (preset !== undefined) {
+    const found = method.presets?.[String(preset)];
+    if (!found) throw new Error(`${method.info.name} has no preset "${String(preset)}" (presets: ${Object.keys(method.presets ?? {}).join(', ') || 'none'})`);
+    Object.assign(out, found.options);
+  }
+  for (const [k, v] of Object.entries(rest)) {
     if (!(k in method.defaults)) throw new Error(`${method.info.name} has no option "${k}" (options: ${Object.keys(method.defaults).join(', ')})`);
     const def = method.defaults[k];
     if (typeof v !== 'string') { out[k] = v; continue; }
@@ -175,5 +199,9 @@ export function parseOptions(method: Method, pairs: Record<string, unknown>): Op
       out[k] = v;
     }
   }
+  for (const [k, allowed] of Object.entries(CHOICES)) {
+    if (!allowed.includes(String(out[k]))) throw new Error(`${method.info.name}: option ${k} = "${String(out[k])}", must be one of ${allowed.join(', ')}`);
+  }
+  method.validate?.(out);
   return out;
 }

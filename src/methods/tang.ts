@@ -1,17 +1,24 @@
 /**
- * Tang et al. (ICPR 2024, "CLIP-AGIQA"): a shared 4-token context initialised from "a photo of a" for
- * six quality classes, and a regression head on the image feature concatenated with the six class
- * text features. Both encoders are frozen, so image features can be computed apart from the head.
+ * Tang et al. (ICPR 2024, "CLIP-AGIQA"): a shared CoOp context for six quality classes, and a regression
+ * head on the image feature concatenated with the six class text features. Both encoders are frozen, so
+ * image features can be computed apart from the head. The authors publish two contexts: 4 tokens from
+ * "a photo of a" (their `*_ctxv1` configs, the default here) and 16 random tokens (their README command).
  */
 import * as G from '../graph/graph.js';
 import { TextPrompts } from '../prompts/text.js';
 import { linearInit } from '../prompts/context.js';
-import { type Method, COMMON_DEFAULTS, qualityLoss } from './method.js';
+import { type Method, type Options, COMMON_DEFAULTS, qualityLoss } from './method.js';
+import { type ClipWeights } from '../clip/weights.js';
+import { type ClipTokenizer } from '../clip/tokenizer.js';
 
 const CLASSES = ['terrible', 'bad', 'poor', 'average', 'good', 'perfect'];
 
-function prompts(o: Record<string, unknown>, ...rest: ConstructorParameters<typeof TextPrompts> extends [unknown, ...infer R] ? R : never): TextPrompts {
-  return new TextPrompts({ name: 'text', classes: CLASSES, nCtx: 4, initPhrase: String(o.initPhrase) }, ...rest);
+/** As CoOp: an init phrase sets the context (its words are the tokens); without one, nCtx tokens drawn N(0, 0.02). */
+function prompts(o: Options, weights: ClipWeights, tokenizer: ClipTokenizer): TextPrompts {
+  const phrase = String(o.initPhrase);
+  const p = new TextPrompts({ name: 'text', classes: CLASSES, nCtx: Number(o.nCtx), ...(phrase ? { initPhrase: phrase } : {}) }, weights, tokenizer);
+  if (p.nCtx !== Number(o.nCtx)) throw new Error(`tang: initPhrase "${phrase}" is ${p.nCtx} tokens, but nCtx = ${o.nCtx}; give a phrase of nCtx single-token words`);
+  return p;
 }
 
 export const tang: Method = {
@@ -20,9 +27,21 @@ export const tang: Method = {
     lowerBetter: false, scoreRange: [0, 5], trainable: true, defaultModel: 'openai/clip-vit-base-patch16',
   },
   defaults: {
-    ...COMMON_DEFAULTS, initPhrase: 'a photo of a', hidden: 512, dropout: 0.5,
+    ...COMMON_DEFAULTS, nCtx: 4, initPhrase: 'a photo of a', hidden: 512, dropout: 0.5,
     optimizer: 'sgd', lr: 0.002, momentum: 0.9, weightDecay: 5e-4, batchSize: 32, epochs: 100,
-    schedule: 'cosine', warmupEpochs: 1, warmupLr: 1e-5, augment: 'random-resized-crop+flip', testViews: 'resize',
+    schedule: 'cosine', warmupEpochs: 1, warmupLr: 1e-5, lrStep: 'epoch', dropLast: true, augment: 'random-resized-crop+flip', testViews: 'resize',
+  },
+  presets: {
+    ctxv1: { description: 'the authors\' *_ctxv1 configs: 4 context tokens initialised from "a photo of a" (the default)', options: { nCtx: 4, initPhrase: 'a photo of a' } },
+    readme: { description: 'the authors\' README command (scripts/main.sh … vit_b16_ep100 end 16 1 False): 16 random context tokens', options: { nCtx: 16, initPhrase: '' } },
+  },
+  validate(o) {
+    const n = Number(o.nCtx);
+    if (!Number.isInteger(n) || n < 1) throw new Error(`tang: nCtx = ${String(o.nCtx)}, must be an integer ≥ 1`);
+    const words = String(o.initPhrase).trim().split(/\s+/).filter(Boolean).length;
+    if (words && words !== n) {
+      throw new Error(`tang: initPhrase "${String(o.initPhrase)}" has ${words} words but nCtx = ${n}; set nCtx=${words}, or initPhrase= (empty) for ${n} random tokens (or --option preset=readme)`);
+    }
   },
   imageInput: 'features',
   init(weights, tokenizer, o, rng) {

@@ -15,7 +15,7 @@ function norm(o: Options): [readonly number[], readonly number[]] {
 export function testViews(img: RgbImage, o: Options, size: number): Float32Array[] {
   const [mean, std] = norm(o);
   if (o.testViews === 'sliding') {
-    return slidingWindowBoxes(img.width, img.height, size, Number(o.stride)).map(({ left, top }) => toTensor(crop(img, left, top, size, size), mean, std));
+    return slidingWindowBoxes(img.width, img.height, size, Number(o.stride), o.windows).map(({ left, top }) => toTensor(crop(img, left, top, size, size), mean, std));
   }
   return [toTensor(centerCrop(resizeShortSide(img, size), size), mean, std)];
 }

@@ -309,6 +309,34 @@ export function cosineWithWarmup(opts: { baseLr: number; totalSteps: number; war
   };
 }
 
+/**
+ * Dassl's schedule (CoOp, and Tang's code built on it): the rate changes once per epoch, at the epoch's end.
+ * Epochs 0 … warmupEpochs − 1 run at the constant `warmupLr` (ConstantWarmupScheduler), or without one at
+ * baseLr·(e + 1)/(warmupEpochs + 1); then CosineAnnealingLR(T_max = epochs) counts from 0 again (Dassl's
+ * WARMUP_RECOUNT), so epoch e runs at minLr + (baseLr − minLr)·(1 + cos(π·(e − warmupEpochs)/epochs))/2 and the
+ * last epoch stays above minLr. `lrAt` takes the optimiser step, of which there are `stepsPerEpoch` per epoch.
+ */
+export function epochCosineWithWarmup(opts: { baseLr: number; epochs: number; stepsPerEpoch: number; warmupEpochs?: number; warmupLr?: number; minLr?: number }): Schedule {
+  const { baseLr, epochs, stepsPerEpoch, warmupEpochs = 0, warmupLr, minLr = 0 } = opts;
+  const what = 'epochCosineWithWarmup';
+  checkHyper(what, 'baseLr', baseLr, (v) => v >= 0, '≥ 0');
+  checkHyper(what, 'epochs', epochs, (v) => Number.isInteger(v) && v > 0, 'a positive integer');
+  checkHyper(what, 'stepsPerEpoch', stepsPerEpoch, (v) => Number.isInteger(v) && v > 0, 'a positive integer');
+  checkHyper(what, 'warmupEpochs', warmupEpochs, (v) => Number.isInteger(v) && v >= 0 && v < epochs, 'an integer in [0, epochs)');
+  if (warmupLr !== undefined) checkHyper(what, 'warmupLr', warmupLr, (v) => v >= 0, '≥ 0');
+  checkHyper(what, 'minLr', minLr, (v) => v >= 0 && v <= baseLr, 'in [0, baseLr]');
+  return {
+    lrAt(step: number): number {
+      if (!(step >= 0)) throw new RangeError(`${what}: step ${step} is negative`);
+      const epoch = Math.floor(step / stepsPerEpoch);
+      if (epoch < warmupEpochs) return warmupLr ?? (baseLr * (epoch + 1)) / (warmupEpochs + 1);
+      // past the last epoch the rate stays where the cosine ends, rather than rising again as torch's would
+      const t = Math.min(epoch - warmupEpochs, epochs);
+      return minLr + (baseLr - minLr) * 0.5 * (1 + Math.cos((Math.PI * t) / epochs));
+    },
+  };
+}
+
 export function constantLr(lr: number): Schedule {
   checkHyper('constantLr', 'lr', lr, (v) => v >= 0, '≥ 0');
   return { lrAt: () => lr };

@@ -19,7 +19,7 @@ import { runSplit, resolveSplitSettings, describeSplit, type SplitSettings } fro
 import { decodeImage, type RgbImage } from '../data/image.js';
 import { correlations, summarise } from '../eval/metrics.js';
 import { linePlotSvg } from '../eval/plot.js';
-import { sgd, adam, adamw, clipGradNorm, cosineWithWarmup, constantLr, type Optimizer, type Schedule, optimizerStateToSafetensors, optimizerStateFromSafetensors } from './optim.js';
+import { sgd, adam, adamw, clipGradNorm, cosineWithWarmup, epochCosineWithWarmup, constantLr, type Optimizer, type Schedule, optimizerStateToSafetensors, optimizerStateFromSafetensors } from './optim.js';
 import { saveCheckpoint, loadCheckpoint, type CheckpointMeta } from './checkpoint.js';
 import { readSafetensors, writeSafetensors } from '../clip/safetensors.js';
 import { writeFileAtomic } from '../util/fs.js';
@@ -68,10 +68,14 @@ function makeOptimizer(o: Options): Optimizer {
 
 function makeSchedule(o: Options, stepsPerEpoch: number): Schedule {
   if (o.schedule !== 'cosine') return constantLr(o.lr);
-  const totalSteps = o.epochs * stepsPerEpoch;
+  const warmupLr = o.warmupLr ? { warmupLr: o.warmupLr } : {};
   // a run shorter than the paper's warm-up (e.g. one epoch to try things) keeps at least one cosine step
+  if (o.lrStep === 'epoch') {
+    return epochCosineWithWarmup({ baseLr: o.lr, epochs: o.epochs, stepsPerEpoch, warmupEpochs: Math.min(o.warmupEpochs, o.epochs - 1), ...warmupLr });
+  }
+  const totalSteps = o.epochs * stepsPerEpoch;
   const warmupSteps = Math.min(o.warmupEpochs * stepsPerEpoch, totalSteps - 1);
-  return cosineWithWarmup({ baseLr: o.lr, totalSteps, warmupSteps, ...(o.warmupLr ? { warmupLr: o.warmupLr } : {}) });
+  return cosineWithWarmup({ baseLr: o.lr, totalSteps, warmupSteps, ...warmupLr });
 }
 
 /** Unit-scaled, higher-is-better MOS. */
@@ -107,7 +111,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const backboneSource = backbone.source;
   const runtime: RuntimeOptions = { provider: opts.device, threads: opts.threads };
   const batch = Math.min(o.batchSize, split.train.length);
-  const stepsPerEpoch = Math.ceil(split.train.length / batch);
+  // Dassl drops the last partial batch (batch ≤ the training set here, so at least one step remains)
+  const stepsPerEpoch = o.dropLast ? Math.floor(split.train.length / batch) : Math.ceil(split.train.length / batch);
+  const imagesPerEpoch = Math.min(split.train.length, stepsPerEpoch * batch);
   const schedule = makeSchedule(o, stepsPerEpoch);
   const optimizer = makeOptimizer(o);
   const alignment = !!method.usesAlignment?.(o);
@@ -246,7 +252,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       }
     }
     const val = selectIdx.length >= 4 ? await validate(selectIdx) : {};
-    const rec: EpochRecord = { epoch, loss: lossSum / split.train.length, val, lr: optimizer.lr };
+    const rec: EpochRecord = { epoch, loss: lossSum / imagesPerEpoch, val, lr: optimizer.lr };
     state.history.push(rec);
     state.epoch = epoch;
     const figure = Number.isFinite(val.srcc) ? val.srcc! : -rec.loss;

@@ -13,7 +13,16 @@ export const register: Register = (program, { io }) => {
     .summary('list the quality methods')
     .description(
       'Lists the methods for --method: whether they train (prompts, heads) or work zero-shot, the score range and ' +
-        'direction, the CLIP model they use by default, and what they compute.',
+        'direction, the CLIP model they use by default, and what they compute. Their options are set with ' +
+        '--option key=value (train, score); the defaults follow the authors\' code:\n\n' +
+        'fu scores every 224 window at stride 64 from the top-left corner, as the authors\' nn.Unfold: pixels past ' +
+        'the last window are not seen (the last 32 of a 512 side); --option windows=edge-to-edge spreads the same ' +
+        'number of windows edge to edge instead. A side shorter than 224, where the authors\' code fails, gets one ' +
+        'window padded with zeros.\n\n' +
+        'tang learns 4 context tokens from "a photo of a" (the authors\' *_ctxv1 configs); --option preset=readme ' +
+        'gives their README command\'s 16 random tokens (or set nCtx and initPhrase=, empty). It moves the warm-up + ' +
+        'cosine schedule once per epoch and drops the last partial batch, as Dassl does; --option lrStep=step and ' +
+        '--option dropLast=false decay the rate at every step, to 0, over every batch.',
     )
     .addOption(opt.json())
     .addHelpText('after', examples('promptiqa methods', 'promptiqa methods --json'))
