@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { deflateSync } from 'node:zlib';
 import sharp from 'sharp';
 import { SafeTensorsFile } from '../src/clip/safetensors.js';
-import { decodeImage, ImageDecodeError, type RgbImage } from '../src/data/image.js';
+import { decodeImage, ImageDecodeError, readImageHeader, type RgbImage } from '../src/data/image.js';
+import { findUnreadableImages } from '../src/data/check.js';
 import {
   CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, centerCrop, clipPreprocess, crop, flipHorizontal, randomCrop,
   randomResizedCrop, resizeBicubic, resizeNearest, resizeShortSide, roundHalfEven, slidingWindowBoxes, toTensor,
@@ -659,5 +660,55 @@ describe('decodeImage: CMYK, end markers, error attribution', () => {
     assert.doesNotMatch(pngMessage!, /VipsJpeg/);
     assert.match(jpgMessage!, /VipsJpeg/);
     assert.doesNotMatch(jpgMessage!, /vipspng/);
+  });
+});
+
+// -------------------------------------------------------------------------------------------------------
+describe('readImageHeader and findUnreadableImages: the check before work', () => {
+  let dir = '';
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'promptiqa-check-'));
+  });
+  after(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const save = (name: string, bytes: Uint8Array): string => {
+    const path = join(dir, name);
+    writeFileSync(path, bytes);
+    return path;
+  };
+
+  it('finds missing, empty, truncated, non-image and oversized files by their header and end, in the order given', async () => {
+    const img = { create: { width: 48, height: 32, channels: 3 as const, background: 'grey', noise: { type: 'gaussian' as const, mean: 128, sigma: 40 } } };
+    const jpg = await sharp(img).jpeg().toBuffer();
+    const png = await sharp(img).png().toBuffer();
+    const files = [
+      save('good.jpg', jpg),
+      save('cut.jpg', jpg.subarray(0, jpg.length - 100)),
+      save('no-eoi.jpg', jpg.subarray(0, jpg.length - 2)),
+      save('cut.png', png.subarray(0, png.length - 30)),
+      save('good.png', png),
+      save('empty.png', new Uint8Array(0)),
+      join(dir, 'missing.jpg'),
+      save('text.jpg', new TextEncoder().encode('not an image')),
+      save('bomb.png', pngClaiming(100000, 100000)),
+    ];
+    const found = await findUnreadableImages(files);
+    assert.deepEqual(found.map((u) => u.file.slice(dir.length + 1)), ['cut.jpg', 'cut.png', 'empty.png', 'missing.jpg', 'text.jpg', 'bomb.png']);
+    assert.match(found[0]!.problem, /truncated/);
+    assert.match(found[1]!.problem, /truncated/);
+    assert.match(found[3]!.problem, /no such file/);
+    assert.match(found[5]!.problem, /decompression bomb/);
+    assert.deepEqual(await readImageHeader(files[0]!), { format: 'jpeg', width: 48, height: 32 });
+  });
+
+  it('decodes in full the files asked for, which finds damage inside', async () => {
+    const png = Buffer.from(await sharp({ create: { width: 64, height: 64, channels: 3, background: 'grey', noise: { type: 'gaussian', mean: 128, sigma: 40 } } }).png().toBuffer());
+    for (let i = png.length >> 1; i < (png.length >> 1) + 64; i++) png[i] = png[i]! ^ 0x5a;
+    const file = save('damaged.png', png);
+    assert.deepEqual(await findUnreadableImages([file]), []);
+    const found = await findUnreadableImages([file], { decodeFully: new Set([file]) });
+    assert.equal(found.length, 1);
+    assert.equal(found[0]!.file, file);
   });
 });

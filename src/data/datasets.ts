@@ -61,6 +61,9 @@ export interface Dataset {
   warnings?: string[];
 }
 
+/** The columns of the generic 'csv' dataset; the registry's datasets have their own. */
+export type DatasetColumns = Pick<LoadOptions, 'imageCol' | 'mosCol' | 'promptCol'>;
+
 export interface LoadOptions {
   root: string;
   /** Label file, relative to the root or absolute; default `info.labelFile`. */

@@ -7,23 +7,26 @@ import { join, resolve } from 'node:path';
 import { mkdirSync } from 'node:fs';
 import { createMetric } from '../methods/index.js';
 import { loadCheckpointMeta } from '../train/checkpoint.js';
-import { loadDataset, imagePath } from '../data/datasets.js';
+import { loadDataset, imagePath, type DatasetColumns } from '../data/datasets.js';
 import { splitDataset, sampleIndices } from '../data/splits.js';
 import { correlations, fitLogistic4 } from './metrics.js';
 import { scatterPlotSvg } from './plot.js';
 import { writeFileAtomic } from '../util/fs.js';
 
-export interface EvalOptions {
+export interface EvalOptions extends DatasetColumns {
   method: string; model?: string; checkpoint?: string; dataset: string; root: string; labelFile?: string; target?: string;
   split?: 'all' | 'test'; splitBy?: 'image' | 'group' | 'official'; ratios?: [number, number, number]; seed?: number; limit?: number;
   out: string; threads?: number; device?: 'cpu' | 'cuda'; batchSize?: number;
   onEvent?: (e: { done: number; total: number }) => void;
+  /** Label rows left out while loading (`Dataset.warnings`), told before the work starts. */
+  onWarning?: (message: string, cases: string[]) => void;
 }
 
 export interface EvalReport { protocol: string; method: string; dataset: string; n: number; failed: string[]; metrics: Record<string, number>; reportPath: string; plotPath: string }
 
 export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
-  const ds = loadDataset(opts.dataset, { root: opts.root, labelFile: opts.labelFile, target: opts.target });
+  const ds = loadDataset(opts.dataset, { root: opts.root, labelFile: opts.labelFile, target: opts.target, imageCol: opts.imageCol, mosCol: opts.mosCol, promptCol: opts.promptCol });
+  if (ds.warnings?.length) opts.onWarning?.(`${opts.dataset}: ${ds.warnings.length} label row problem(s); the rows were left out`, ds.warnings);
   const seed = opts.seed ?? 0;
   let idx = sampleIndices(ds.items.length, opts.limit, seed);
   let splitNote = 'every image';
