@@ -682,7 +682,10 @@ describe('readImageHeader and findUnreadableImages: the check before work', () =
     const img = { create: { width: 48, height: 32, channels: 3 as const, background: 'grey', noise: { type: 'gaussian' as const, mean: 128, sigma: 40 } } };
     const jpg = await sharp(img).jpeg().toBuffer();
     const png = await sharp(img).png().toBuffer();
+    const webp = await sharp(img).webp().toBuffer();
     const files = [
+      save('cut.webp', webp.subarray(0, webp.length - 50)),
+      save('good.webp', webp),
       save('good.jpg', jpg),
       save('cut.jpg', jpg.subarray(0, jpg.length - 100)),
       save('no-eoi.jpg', jpg.subarray(0, jpg.length - 2)),
@@ -694,12 +697,12 @@ describe('readImageHeader and findUnreadableImages: the check before work', () =
       save('bomb.png', pngClaiming(100000, 100000)),
     ];
     const found = await findUnreadableImages(files);
-    assert.deepEqual(found.map((u) => u.file.slice(dir.length + 1)), ['cut.jpg', 'cut.png', 'empty.png', 'missing.jpg', 'text.jpg', 'bomb.png']);
-    assert.match(found[0]!.problem, /truncated/);
+    assert.deepEqual(found.map((u) => u.file.slice(dir.length + 1)), ['cut.webp', 'cut.jpg', 'cut.png', 'empty.png', 'missing.jpg', 'text.jpg', 'bomb.png']);
     assert.match(found[1]!.problem, /truncated/);
-    assert.match(found[3]!.problem, /no such file/);
-    assert.match(found[5]!.problem, /decompression bomb/);
-    assert.deepEqual(await readImageHeader(files[0]!), { format: 'jpeg', width: 48, height: 32 });
+    assert.match(found[2]!.problem, /truncated/);
+    assert.match(found[4]!.problem, /no such file/);
+    assert.match(found[6]!.problem, /decompression bomb/);
+    assert.deepEqual(await readImageHeader(files[2]!), { format: 'jpeg', width: 48, height: 32 });
   });
 
   it('decodes in full the files asked for, which finds damage inside', async () => {
