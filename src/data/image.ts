@@ -81,9 +81,8 @@ export interface ImageHeader {
 
 /**
  * Reads an image's header (format and size) without decoding its pixels, and checks what can be checked
- * cheaply: the size against `maxPixels`, and that a JPEG, PNG or GIF ends with its end marker and a WebP
- * is as long as its header says; a file that fails that is decoded in full, which tells a missing marker
- * (readable) from missing image data.
+ * cheaply: the size against `maxPixels`, and that a JPEG, PNG or GIF ends with its end marker; a file
+ * without one is decoded in full, which tells a missing marker (readable) from missing image data.
  * Corrupt data in the middle of a file is only found by decoding it. Failures are `ImageDecodeError`s.
  */
 export async function readImageHeader(source: string | Uint8Array, opts: Pick<DecodeOptions, 'maxPixels'> & { name?: string } = {}): Promise<ImageHeader> {
@@ -117,24 +116,19 @@ const PNG_IEND = [0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82]; // 'IEND' and
 const PNG_SIGNATURE = [0x89, 0x50, 0x4e, 0x47];
 const GIF_SIGNATURE = [0x47, 0x49, 0x46, 0x38];
 const GIF_TRAILER = [0x3b];
-const RIFF = [0x52, 0x49, 0x46, 0x46];
 
 const startsWith = (bytes: Uint8Array, sig: readonly number[]): boolean => bytes.length >= sig.length && sig.every((b, i) => bytes[i] === b);
 const endsWith = (bytes: Uint8Array, sig: readonly number[]): boolean =>
   bytes.length >= sig.length && sig.every((b, i) => bytes[bytes.length - sig.length + i] === b);
 
 /**
- * False when a JPEG, PNG or GIF lacks its end marker or a WebP is shorter than its RIFF header says (cut
- * short, or written without the marker); true for other formats, which have no such check.
+ * False when a JPEG, PNG or GIF lacks its end marker (cut short, or written without it); true for other
+ * formats (libwebp's header check already compares a WebP's length with its RIFF size).
  */
 function looksComplete(bytes: Uint8Array): boolean {
   if (startsWith(bytes, JPEG_SOI)) return endsWith(bytes, JPEG_EOI);
   if (startsWith(bytes, PNG_SIGNATURE)) return endsWith(bytes, PNG_IEND);
   if (startsWith(bytes, GIF_SIGNATURE)) return endsWith(bytes, GIF_TRAILER);
-  if (startsWith(bytes, RIFF) && bytes.length >= 12) {
-    const size = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(4, true);
-    return bytes.length >= size + 8;
-  }
   return true;
 }
 
