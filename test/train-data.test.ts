@@ -66,6 +66,7 @@ test('a dataset copy with one truncated image: train refuses before the first st
   const s = await cli(...args, '--out', skipped, '--skip-unreadable');
   assert.equal(s.code, 0, s.err);
   assert.match(s.err, /warning: left out 1 unreadable image/);
+  assert.match(s.out, /left out +1 unreadable image\(s\), listed in result\.json/);
   assert.ok(s.err.includes(bad), s.err);
   const result = JSON.parse(readFileSync(join(skipped, 'result.json'), 'utf8')) as { unreadable?: Array<{ file: string; problem: string }> };
   assert.equal(result.unreadable?.length, 1);

@@ -211,7 +211,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
 
   const validate = async (idx: number[]): Promise<Record<string, number>> => {
     scorer.setParams(params);
-    const got = await readable(idx, 'while validating');
+    const got = await readable(idx, 'while scoring');
     if (got.idx.length < 4) return {};
     const pred = await scorer.scoreImages(got.imgs);
     const mos = got.idx.map((i) => ds.items[i]!.mos);

@@ -180,6 +180,7 @@ export const register: Register = (program, { io }) => {
             ['best epoch', `${res.bestEpoch} of ${res.epochs}`],
             [`selected on ${o.selectOn}`, orNone(figures(res.best))],
             ...(res.test ? [['test', orNone(figures(res.test))] as [string, string]] : []),
+            ...(res.unreadable ? [['left out', `${res.unreadable.length} unreadable image(s), listed in result.json`] as [string, string]] : []),
             ['checkpoint', res.checkpoint],
             ['run folder', res.out],
           ]),
