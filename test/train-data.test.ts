@@ -1,7 +1,7 @@
 /** Training on real folders: unreadable images, the log after a resume, options checked up front, csv columns. */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
@@ -113,13 +113,14 @@ test('an image that fails to decode after the check (a test image, read last) st
   assert.equal(result.history.length, 2);
 });
 
-test('after a resume, train.jsonl holds each step once, as a straight run does', async () => {
+test('after a resume, train.jsonl holds each step once, as a straight run does, and no torn line', async () => {
   const opts = (out: string): TrainOptions => ({ ...base(agiqa, out, { epochs: 2, limit: 24, batchSize: 4 }), method: 'tang' });
   const straight = join(tmp, 'log-straight');
   await train(opts(straight));
   const broken = join(tmp, 'log-broken');
   // 24 × 0.7 ≈ 17 training images, 5 steps an epoch: stop in the middle of epoch 2
   await assert.rejects(train({ ...opts(broken), stopAfterSteps: 7 }), /stopped/);
+  appendFileSync(join(broken, 'train.jsonl'), '{"kind":"step","epo'); // a kill in the middle of a write
   await train(opts(broken));
   const key = (r: { kind: string; epoch: number; step?: number }): string => `${r.kind} ${r.epoch} ${r.step ?? ''}`;
   const keys = logRecords(broken).map(key);
