@@ -705,6 +705,23 @@ describe('readImageHeader and findUnreadableImages: the check before work', () =
     assert.deepEqual(await readImageHeader(files[2]!), { format: 'jpeg', width: 48, height: 32 });
   });
 
+  it('reads only the ends of a large file, and still finds one cut short', async () => {
+    const big = (): sharp.Sharp => sharp({ create: { width: 1200, height: 900, channels: 3, background: 'grey', noise: { type: 'gaussian', mean: 128, sigma: 40 } } });
+    const jpg = await big().jpeg({ quality: 95 }).toBuffer();
+    const png = await big().png().toBuffer();
+    assert.ok(jpg.length > 512 * 1024 && png.length > 512 * 1024, 'larger than the part read for the header');
+    const files = [
+      save('big.jpg', jpg),
+      save('big-cut.jpg', jpg.subarray(0, Math.floor(jpg.length * 0.9))),
+      save('big-no-eoi.jpg', jpg.subarray(0, jpg.length - 2)),
+      save('big.png', png),
+      save('big-cut.png', png.subarray(0, Math.floor(png.length * 0.9))),
+    ];
+    const found = await findUnreadableImages(files);
+    assert.deepEqual(found.map((u) => u.file.slice(dir.length + 1)), ['big-cut.jpg', 'big-cut.png']);
+    assert.deepEqual(await readImageHeader(files[3]!), { format: 'png', width: 1200, height: 900 });
+  });
+
   it('decodes in full the files asked for, which finds damage inside', async () => {
     const png = Buffer.from(await sharp({ create: { width: 64, height: 64, channels: 3, background: 'grey', noise: { type: 'gaussian', mean: 128, sigma: 40 } } }).png().toBuffer());
     for (let i = png.length >> 1; i < (png.length >> 1) + 64; i++) png[i] = png[i]! ^ 0x5a;

@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { open, readFile, type FileHandle } from 'node:fs/promises';
 import sharp, { type Metadata, type Sharp } from 'sharp';
 import { decodeBmp, isBmp } from './bmp.js';
 
@@ -88,26 +88,55 @@ export interface ImageHeader {
 export async function readImageHeader(source: string | Uint8Array, opts: Pick<DecodeOptions, 'maxPixels'> & { name?: string } = {}): Promise<ImageHeader> {
   const name = opts.name ?? (typeof source === 'string' ? source : '<buffer>');
   const maxPixels = opts.maxPixels ?? DEFAULT_MAX_PIXELS;
-  const bytes = typeof source === 'string' ? await readImageFile(source, name) : source;
-  if (bytes.length === 0) throw new ImageDecodeError(name, 'empty file (0 bytes)');
-  if (isBmp(bytes)) {
+  const ends = typeof source === 'string' ? await readEnds(source, name) : { head: source, tail: source, whole: true };
+  const readWhole = async (): Promise<ImageHeader> => readImageHeader(await readImageFile(source as string, name), { name, maxPixels });
+  if (ends.head.length === 0) throw new ImageDecodeError(name, 'empty file (0 bytes)');
+  if (isBmp(ends.head)) {
+    if (!ends.whole) return readWhole();
     // BMP decoding is a quick parse with exact size checks: do it all
-    const img = await decodeImage(bytes, { name, maxPixels });
+    const img = await decodeImage(ends.head, { name, maxPixels });
     return { format: 'bmp', width: img.width, height: img.height };
   }
   let meta: Metadata;
   try {
-    meta = await alone(() => sharp(bytes, { limitInputPixels: false }).metadata());
+    meta = await alone(() => sharp(ends.head, { limitInputPixels: false }).metadata());
   } catch (err) {
-    throw new ImageDecodeError(name, await decoding.exclusive(() => describeSharpError(err, bytes, maxPixels)), { cause: err });
+    if (!ends.whole) return readWhole(); // a header longer than the part read, or a format that wants the whole file (TIFF)
+    throw new ImageDecodeError(name, await decoding.exclusive(() => describeSharpError(err, ends.head, maxPixels)), { cause: err });
   }
   const { format, width, height } = meta;
   if (!width || !height) throw new ImageDecodeError(name, `cannot decode: the ${format} header gives no size`);
   if (width * height > maxPixels) {
     throw new ImageDecodeError(name, `image is ${width}x${height} = ${width * height} pixels, over the limit of ${maxPixels} (decompression bomb?)`);
   }
-  if (!looksComplete(bytes)) await decodeImage(bytes, { name, maxPixels });
+  if (!looksComplete(ends.head, ends.tail)) await decodeImage(ends.whole ? ends.head : source, { name, maxPixels });
   return { format, width, height };
+}
+
+/** Bytes read for a header: JPEG headers with EXIF and ICC segments, and PNG, GIF and WebP headers, fit. */
+const HEAD_BYTES = 256 * 1024;
+const TAIL_BYTES = 16;
+
+/** The first HEAD_BYTES and the last TAIL_BYTES of a file, or all of it (`whole`) when it is no longer than HEAD_BYTES. */
+async function readEnds(path: string, name: string): Promise<{ head: Uint8Array; tail: Uint8Array; whole: boolean }> {
+  let file: FileHandle | undefined;
+  try {
+    file = await open(path, 'r');
+    const { size } = await file.stat();
+    if (size <= HEAD_BYTES) {
+      const all = await file.readFile();
+      return { head: all, tail: all, whole: true };
+    }
+    const head = new Uint8Array(HEAD_BYTES);
+    const tail = new Uint8Array(TAIL_BYTES);
+    await file.read(head, 0, HEAD_BYTES, 0);
+    await file.read(tail, 0, TAIL_BYTES, size - TAIL_BYTES);
+    return { head, tail, whole: false };
+  } catch (err) {
+    throw new ImageDecodeError(name, describeFsError(err), { cause: err });
+  } finally {
+    await file?.close();
+  }
 }
 
 const JPEG_SOI = [0xff, 0xd8];
@@ -123,12 +152,13 @@ const endsWith = (bytes: Uint8Array, sig: readonly number[]): boolean =>
 
 /**
  * False when a JPEG, PNG or GIF lacks its end marker (cut short, or written without it); true for other
- * formats (libwebp's header check already compares a WebP's length with its RIFF size).
+ * formats (libwebp's header check already compares a WebP's length with its RIFF size). `head` and `tail`
+ * are the file's first and last bytes.
  */
-function looksComplete(bytes: Uint8Array): boolean {
-  if (startsWith(bytes, JPEG_SOI)) return endsWith(bytes, JPEG_EOI);
-  if (startsWith(bytes, PNG_SIGNATURE)) return endsWith(bytes, PNG_IEND);
-  if (startsWith(bytes, GIF_SIGNATURE)) return endsWith(bytes, GIF_TRAILER);
+function looksComplete(head: Uint8Array, tail: Uint8Array): boolean {
+  if (startsWith(head, JPEG_SOI)) return endsWith(tail, JPEG_EOI);
+  if (startsWith(head, PNG_SIGNATURE)) return endsWith(tail, PNG_IEND);
+  if (startsWith(head, GIF_SIGNATURE)) return endsWith(tail, GIF_TRAILER);
   return true;
 }
 
