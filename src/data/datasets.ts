@@ -618,10 +618,8 @@ function loadGeneric(opts: LoadOptions): Dataset {
   }
   const ds = { root, items, target: 'quality' };
   const warnings = dropConflictingDuplicates(ds, table.file, lines);
-  // the observed range is that of the rows kept
-  let range: [number, number] = [Infinity, -Infinity];
-  for (const it of ds.items) range = [Math.min(range[0], it.mos), Math.max(range[1], it.mos)];
-  if (given !== undefined) range = given;
+  // without a given scale, the observed one: that of the rows kept
+  const range = given ?? ds.items.reduce<[number, number]>((r, it) => [Math.min(r[0], it.mos), Math.max(r[1], it.mos)], [Infinity, -Infinity]);
   const info: DatasetInfo = {
     ...GENERIC,
     title: `CSV ${basename(table.file)}`,
