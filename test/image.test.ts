@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { deflateSync } from 'node:zlib';
-import sharp from 'sharp';
+import sharp, { type Sharp } from 'sharp';
 import { SafeTensorsFile } from '../src/clip/safetensors.js';
 import { decodeImage, ImageDecodeError, readImageHeader, type RgbImage } from '../src/data/image.js';
 import { findUnreadableImages } from '../src/data/check.js';
@@ -706,7 +706,7 @@ describe('readImageHeader and findUnreadableImages: the check before work', () =
   });
 
   it('reads only the ends of a large file, and still finds one cut short', async () => {
-    const big = (): sharp.Sharp => sharp({ create: { width: 1200, height: 900, channels: 3, background: 'grey', noise: { type: 'gaussian', mean: 128, sigma: 40 } } });
+    const big = (): Sharp => sharp({ create: { width: 1200, height: 900, channels: 3, background: 'grey', noise: { type: 'gaussian', mean: 128, sigma: 40 } } });
     const jpg = await big().jpeg({ quality: 95 }).toBuffer();
     const png = await big().png().toBuffer();
     assert.ok(jpg.length > 512 * 1024 && png.length > 512 * 1024, 'larger than the part read for the header');
