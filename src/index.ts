@@ -37,12 +37,17 @@ export type { EmbedOptions, EmbedResult } from './cli/lib/embed.js';
 export { decodeImage, ImageDecodeError } from './data/image.js';
 export type { RgbImage, DecodeOptions } from './data/image.js';
 export type { WindowPlacement } from './data/preprocess.js';
+export { readImageHeader } from './data/image.js';
+export type { ImageHeader } from './data/image.js';
+export { findUnreadableImages, listUnreadable } from './data/check.js';
+export type { UnreadableImage, CheckImagesOptions } from './data/check.js';
 export {
   clipPreprocess, toTensor, resizeBicubic, resizeShortSide, centerCrop, randomCrop, randomResizedCrop, flipHorizontal,
   slidingWindowBoxes, CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD,
 } from './data/preprocess.js';
 export { listDatasets, loadDataset, imagePath, DatasetError } from './data/datasets.js';
 export type { Dataset, DatasetInfo, DatasetItem, LoadOptions } from './data/datasets.js';
+export type { DatasetColumns } from './data/datasets.js';
 export { splitDataset, splitRounds } from './data/splits.js';
 export type { Split, SplitSpec } from './data/splits.js';
 

@@ -239,7 +239,7 @@ describe('image checks and malformed rows', () => {
   });
 
   const malformed: Array<[string, string, RegExp]> = [
-    ['a non-numeric MOS', 'name,prompt,mos_quality\na.jpg,p,1.5\nb.jpg,p,abc\n', /data\.csv:3: 'mos_quality' is "abc", not a number/],
+    ['a non-numeric MOS', 'name,prompt,mos_quality\na.jpg,p,1.5\nb.jpg,p,abc\n', /data\.csv:3: 'mos_quality' is "abc", not a finite number/],
     ['an empty MOS', 'name,prompt,mos_quality\na.jpg,p,1.5\nb.jpg,p,2\nc.jpg,p,\n', /data\.csv:4: empty 'mos_quality' field/],
     ['an empty image name', 'name,prompt,mos_quality\n,p,1.5\n', /data\.csv:2: empty 'name' field/],
     ['a missing field', 'name,prompt,mos_quality\na.jpg,p,1.5\nb.jpg,2\n', /data\.csv:3: expected 3 fields/],
@@ -388,3 +388,35 @@ describe('splits', () => {
 // Computed once with this implementation; a change here changes every published split.
 const GOLDEN_GROUP_TEST = [0, 1, 10, 11, 12, 21, 22, 23, 32, 33, 34];
 const GOLDEN_IMAGE_TEST = [0, 2, 5, 7, 10, 11, 23, 27];
+
+describe('label rows that cannot be used', () => {
+  test('an infinite MOS (1e400) or a hexadecimal one is refused while loading, naming the line', () => {
+    for (const [value, line] of [['1e400', 3], ['0x1', 3], ['-1e999', 3]] as const) {
+      const root = makeRoot(`inf-${value}`, { 'labels.csv': `image,mos\na.png,1\nb.png,${value}\nc.png,2\n` });
+      assert.throws(
+        () => loadDataset('csv', { root, labelFile: 'labels.csv', checkImages: false }),
+        (e: Error) => e instanceof DatasetError && e.message.includes(`labels.csv:${line}: 'mos' is "${value}", not a finite number`),
+        value,
+      );
+    }
+    const root = makeRoot('inf-registry', { 'data.csv': 'name,prompt,mos_quality\na.jpg,p,1e400\n' });
+    assert.throws(() => loadDataset('agiqa-3k', { root, checkImages: false }), /data\.csv:2: 'mos_quality' is "1e400", not a finite number/);
+  });
+
+  test('the observed MOS range of a csv leaves out the rows dropped as conflicting duplicates', () => {
+    const root = makeRoot('dup-range', { 'labels.csv': 'image,mos\na.png,2\nb.png,3\nc.png,1\nc.png,9\nd.png,4\n' });
+    const ds = loadDataset('csv', { root, labelFile: 'labels.csv', checkImages: false });
+    assert.deepEqual(ds.items.map((i) => i.image), ['a.png', 'b.png', 'd.png']);
+    assert.deepEqual(ds.info.mosRange, [2, 4]);
+    assert.equal(ds.warnings?.length, 1);
+    assert.match(ds.warnings![0]!, /c\.png is listed 2 times with different scores \(lines 4, 5\)/);
+  });
+
+  test('column options are for the generic csv dataset only', () => {
+    const root = makeRoot('cols-registry', { 'data.csv': 'name,prompt,mos_quality\na.jpg,p,1\n' });
+    assert.throws(
+      () => loadDataset('agiqa-3k', { root, checkImages: false, mosCol: 'mos_align' }),
+      (e: Error) => e instanceof DatasetError && /agiqa-3k: mosCol choose the columns of the generic 'csv' dataset/.test(e.message),
+    );
+  });
+});

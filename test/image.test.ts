@@ -4,9 +4,10 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { deflateSync } from 'node:zlib';
-import sharp from 'sharp';
+import sharp, { type Sharp } from 'sharp';
 import { SafeTensorsFile } from '../src/clip/safetensors.js';
-import { decodeImage, ImageDecodeError, type RgbImage } from '../src/data/image.js';
+import { decodeImage, ImageDecodeError, readImageHeader, type RgbImage } from '../src/data/image.js';
+import { findUnreadableImages } from '../src/data/check.js';
 import {
   CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, centerCrop, clipPreprocess, crop, flipHorizontal, randomCrop,
   randomResizedCrop, resizeBicubic, resizeNearest, resizeShortSide, roundHalfEven, slidingWindowBoxes, toTensor,
@@ -622,5 +623,138 @@ describe('decodeImage', () => {
     console.log(`  RSS growth over decodes 20..100 of a 1024x768 JPEG: ${growth.toFixed(1)} MiB`);
     // each decode makes 2.3 MiB of pixels; a leak or an unbounded cache would grow by about 180 MiB
     assert.ok(growth < 60, `RSS grew ${growth.toFixed(1)} MiB`);
+  });
+});
+
+// -------------------------------------------------------------------------------------------------------
+describe('decodeImage: CMYK, end markers, error attribution', () => {
+  let dir = '';
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'promptiqa-image-'));
+  });
+  after(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const save = (name: string, bytes: Uint8Array): string => {
+    const path = join(dir, name);
+    writeFileSync(path, bytes);
+    return path;
+  };
+  const noise = (): Promise<Buffer> =>
+    sharp({ create: { width: 64, height: 48, channels: 3, background: 'grey', noise: { type: 'gaussian', mean: 128, sigma: 40 } } }).jpeg().toBuffer();
+
+  it('converts an Adobe CMYK JPEG to RGB as PIL does', async () => {
+    // a 12x8 CMYK JPEG (Adobe marker, inverted) and its pixels from PIL 9.4: Image.open(f).convert('RGB').tobytes()
+    const jpg = Buffer.from('/9j/7gAOQWRvYmUAZAAAAAAA/9sAQwADAgIDAgIDAwMDBAMDBAUIBQUEBAUKBwcGCAwKDAwLCgsLDQ4SEA0OEQ4LCxAWEBETFBUVFQwPFxgWFBgSFBUU/8AAFAgACAAMBEMRAE0RAFkRAEsRAP/EABgAAAIDAAAAAAAAAAAAAAAAAAYJBAcI/8QAKRAAAQMDBAEDBAMAAAAAAAAAAQIDBAUGEQAHCCETEiJRCRYjMUFh0f/aAA4EQwBNAFkASwAAPwAI4i8c3bU3DptarVsVGtNtOhSIbSg2FKz7ckgkjP8AAAz86t2N9LnbWBDl13cGuFFNgsuSpKg8mOww2hJUpx15fSUJAJV0AAD3rXXIbmtRdo466fSqXJrlakfhjNtdep1R9KAlIBUslWAAAMnoaY5uXDuqq0KXHodSp1useMl+pTsrUhAGVYAwlPWfcScfGm20+6Y70JlyRGdpy1pz4HylKgP67/X+aBlcUOLbq1qpu7lhORc9H7ghKIPxkO6TZcdkbnckLqrt5UGy7pupl2atiRLplGkTENvABSmlLQ2oBQC0kpJyAoHHY1HsW36tRLcjwy/EnePrzsO+pKv1r//Z', 'base64');
+    const pil = Buffer.from('113afc0d36ff152cfb141cfb2114fe3b07ff5f09f78e04e2ab099ecb0b67e40f32f71304134bff1136fa0f30ff1531ff3029f84a21fe6e18ea9222b0a9276dc32d42dd351ff442121b54f1165afe205afc2d55fd3652ff5251e47549a780476da2514fbd5831dc610ff16e022d85ff2985fd2d80f7377ff24a83ce61748b60635981784c9b7d37b78822d28e15e8950832b2fb38abf740b7e24cbeaf52b18663c3767bc65989b23ea1b329b9bc1fcebd0ce0c20c47ddee4aefde50eeb759f89c62f87c74fb5f8bf64f9bfc2eaef61ebef414cbec0ee5ea1268fbdc62ffbb75f7a287fc9291ff689af749a7ff33b7f417cbff10d9fe09e7ff0bf1ff058fffc89bf7b2a5fea8a4ff69b7fc5ac2ff40c5f6149f026ac1012dd60003e70a02e11efd', 'hex');
+    const img = await decodeImage(save('cmyk.jpg', jpg));
+    assert.deepEqual([img.width, img.height], [12, 8]);
+    let worst = 0;
+    for (let i = 0; i < pil.length; i++) worst = Math.max(worst, Math.abs(img.data[i]! - pil[i]!));
+    assert.ok(worst <= 1, `largest difference from PIL ${worst}`);
+  });
+
+  it('reads a JPEG that lacks only its end marker, and refuses one whose data stops early', async () => {
+    const jpg = await noise();
+    assert.deepEqual([...jpg.subarray(-2)], [0xff, 0xd9]);
+    const whole = await decodeImage(jpg);
+    const noEnd = await decodeImage(save('no-eoi.jpg', jpg.subarray(0, jpg.length - 2)));
+    assert.deepEqual(noEnd, whole);
+    const cut = save('cut.jpg', jpg.subarray(0, jpg.length - 40));
+    await rejects(decodeImage(cut), cut, /truncated/);
+  });
+
+  it('names each file\'s own problem when truncated PNGs and JPEGs fail at the same time', async () => {
+    const png = await sharp({ create: { width: 64, height: 48, channels: 3, background: 'grey', noise: { type: 'gaussian', mean: 128, sigma: 40 } } }).png().toBuffer();
+    const jpg = await noise();
+    const badPng = save('cut.png', png.subarray(0, png.length >> 1));
+    const badJpg = save('cut-half.jpg', jpg.subarray(0, jpg.length >> 1));
+    const messages = new Map<string, Set<string>>([[badPng, new Set()], [badJpg, new Set()]]);
+    for (let round = 0; round < 10; round++) {
+      const files = Array.from({ length: 16 }, (_, i) => (i % 2 ? badPng : badJpg));
+      const results = await Promise.allSettled(files.map((f) => decodeImage(f)));
+      results.forEach((r, i) => {
+        assert.equal(r.status, 'rejected');
+        messages.get(files[i]!)!.add(((r as PromiseRejectedResult).reason as Error).message);
+      });
+    }
+    assert.deepEqual([...messages.get(badPng)!].length, 1, [...messages.get(badPng)!].join('\n'));
+    assert.deepEqual([...messages.get(badJpg)!].length, 1, [...messages.get(badJpg)!].join('\n'));
+    const [pngMessage] = messages.get(badPng)!;
+    const [jpgMessage] = messages.get(badJpg)!;
+    assert.match(pngMessage!, /png/i);
+    assert.doesNotMatch(pngMessage!, /VipsJpeg/);
+    assert.match(jpgMessage!, /VipsJpeg/);
+    assert.doesNotMatch(jpgMessage!, /vipspng/);
+  });
+});
+
+// -------------------------------------------------------------------------------------------------------
+describe('readImageHeader and findUnreadableImages: the check before work', () => {
+  let dir = '';
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'promptiqa-check-'));
+  });
+  after(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const save = (name: string, bytes: Uint8Array): string => {
+    const path = join(dir, name);
+    writeFileSync(path, bytes);
+    return path;
+  };
+
+  it('finds missing, empty, truncated, non-image and oversized files by their header and end, in the order given', async () => {
+    const img = { create: { width: 48, height: 32, channels: 3 as const, background: 'grey', noise: { type: 'gaussian' as const, mean: 128, sigma: 40 } } };
+    const jpg = await sharp(img).jpeg().toBuffer();
+    const png = await sharp(img).png().toBuffer();
+    const webp = await sharp(img).webp().toBuffer();
+    const files = [
+      save('cut.webp', webp.subarray(0, webp.length - 50)),
+      save('good.webp', webp),
+      save('good.jpg', jpg),
+      save('cut.jpg', jpg.subarray(0, jpg.length - 100)),
+      save('no-eoi.jpg', jpg.subarray(0, jpg.length - 2)),
+      save('cut.png', png.subarray(0, png.length - 30)),
+      save('good.png', png),
+      save('empty.png', new Uint8Array(0)),
+      join(dir, 'missing.jpg'),
+      save('text.jpg', new TextEncoder().encode('not an image')),
+      save('bomb.png', pngClaiming(100000, 100000)),
+    ];
+    const found = await findUnreadableImages(files);
+    assert.deepEqual(found.map((u) => u.file.slice(dir.length + 1)), ['cut.webp', 'cut.jpg', 'cut.png', 'empty.png', 'missing.jpg', 'text.jpg', 'bomb.png']);
+    assert.match(found[1]!.problem, /truncated/);
+    assert.match(found[2]!.problem, /truncated/);
+    assert.match(found[4]!.problem, /no such file/);
+    assert.match(found[6]!.problem, /decompression bomb/);
+    assert.deepEqual(await readImageHeader(files[2]!), { format: 'jpeg', width: 48, height: 32 });
+  });
+
+  it('reads only the ends of a large file, and still finds one cut short', async () => {
+    const big = (): Sharp => sharp({ create: { width: 1200, height: 900, channels: 3, background: 'grey', noise: { type: 'gaussian', mean: 128, sigma: 40 } } });
+    const jpg = await big().jpeg({ quality: 95 }).toBuffer();
+    const png = await big().png().toBuffer();
+    assert.ok(jpg.length > 512 * 1024 && png.length > 512 * 1024, 'larger than the part read for the header');
+    const files = [
+      save('big.jpg', jpg),
+      save('big-cut.jpg', jpg.subarray(0, Math.floor(jpg.length * 0.9))),
+      save('big-no-eoi.jpg', jpg.subarray(0, jpg.length - 2)),
+      save('big.png', png),
+      save('big-cut.png', png.subarray(0, Math.floor(png.length * 0.9))),
+    ];
+    const found = await findUnreadableImages(files);
+    assert.deepEqual(found.map((u) => u.file.slice(dir.length + 1)), ['big-cut.jpg', 'big-cut.png']);
+    assert.deepEqual(await readImageHeader(files[3]!), { format: 'png', width: 1200, height: 900 });
+  });
+
+  it('decodes in full the files asked for, which finds damage inside', async () => {
+    const png = Buffer.from(await sharp({ create: { width: 64, height: 64, channels: 3, background: 'grey', noise: { type: 'gaussian', mean: 128, sigma: 40 } } }).png().toBuffer());
+    for (let i = png.length >> 1; i < (png.length >> 1) + 64; i++) png[i] = png[i]! ^ 0x5a;
+    const file = save('damaged.png', png);
+    assert.deepEqual(await findUnreadableImages([file]), []);
+    const found = await findUnreadableImages([file], { decodeFully: new Set([file]) });
+    assert.equal(found.length, 1);
+    assert.equal(found[0]!.file, file);
   });
 });

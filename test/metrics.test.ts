@@ -1,9 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { correlations, fitLogistic4, krcc, plcc, srcc, summarise } from '../src/eval/metrics.js';
 import { sharedDir } from '../src/util/fs.js';
+import { readColumns } from '../src/cli/commands/metrics.js';
 import { Rng } from '../src/util/rng.js';
 
 interface RefCase {
@@ -151,4 +153,19 @@ test('summarise: mean, median, sample std (ddof = 1), range', () => {
   assert.ok(Number.isNaN(one.std), 'sample std of one value is undefined');
   assert.ok(Number.isNaN(summarise([1, NaN, 3]).mean));
   assert.throws(() => summarise([]), RangeError);
+});
+
+test('metrics CSV columns take finite decimals only: 0x1, 1e400, Infinity are refused naming the row', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'promptiqa-metrics-'));
+  try {
+    const csv = join(dir, 'scores.csv');
+    writeFileSync(csv, 'score,mos\n1,2\n.5,3e0\n-2,+4\n');
+    assert.deepEqual(readColumns(csv, 'score', 'mos'), { pred: [1, 0.5, -2], mos: [2, 3, 4], skipped: 0 });
+    for (const bad of ['0x1', '1e400', 'Infinity', '0b1']) {
+      writeFileSync(csv, `score,mos\n1,2\n${bad},3\n`);
+      assert.throws(() => readColumns(csv, 'score', 'mos'), new RegExp(`data row 2: column 'score' is '${bad}', not a number`), bad);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -111,6 +111,10 @@ export const opt = {
   splitBy: (): Option =>
     new Option('--split-by <unit>', 'split unit: image, group (generation prompt or reference image: nothing seen in training is tested on), official (the dataset\'s own split)')
       .choices(['image', 'group', 'official']),
+  imageCol: (): Option => new Option('--image-col <name>', "--dataset csv: column of image paths, relative to --root (default: image)"),
+  // one option for metrics (a CSV of scores) and train/eval (the label file of --dataset csv)
+  mosCol: (): Option => new Option('--mos-col <name>', 'column of mean opinion scores (train, eval: in the label file of --dataset csv, default mos)'),
+  promptCol: (): Option => new Option('--prompt-col <name>', '--dataset csv: column of generation prompts; images are then grouped by prompt'),
   limit: (): Option => new Option('--limit <n>', 'a seeded subset of n items (drawn with --seed; the same --seed and --limit give the same images), for quick trials').argParser(parsePositiveInt),
   out: (): Option => new Option('--out <dir>', 'folder for the run: checkpoints, reports, plots').makeOptionMandatory(),
   methodOption: (): Option =>

@@ -15,6 +15,7 @@
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { basename, extname, join, resolve } from 'node:path';
 import { parseCsv } from '../util/csv.js';
+import { parseDecimal } from '../util/number.js';
 
 export interface DatasetItem {
   /** Path relative to the dataset root, '/'-separated. */
@@ -60,6 +61,9 @@ export interface Dataset {
   warnings?: string[];
 }
 
+/** The columns of the generic 'csv' dataset; the registry's datasets have their own. */
+export type DatasetColumns = Pick<LoadOptions, 'imageCol' | 'mosCol' | 'promptCol'>;
+
 export interface LoadOptions {
   root: string;
   /** Label file, relative to the root or absolute; default `info.labelFile`. */
@@ -94,8 +98,6 @@ export function imagePath(dataset: Pick<Dataset, 'root'>, item: Pick<DatasetItem
 
 // ---------------------------------------------------------------------------------------------------
 // Label tables
-
-const NUMBER = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
 
 class Table {
   private readonly index = new Map<string, number>();
@@ -158,8 +160,9 @@ class Row {
   optNum(col: string): number | undefined {
     const v = this.opt(col);
     if (v === undefined) return undefined;
-    if (!NUMBER.test(v)) this.fail(`'${col}' is ${JSON.stringify(v)}, not a number`);
-    return Number(v);
+    const n = parseDecimal(v);
+    if (n === undefined) this.fail(`'${col}' is ${JSON.stringify(v)}, not a finite number`);
+    return n;
   }
 
   num(col: string): number {
@@ -535,6 +538,10 @@ export function loadDataset(name: string, opts: LoadOptions): Dataset {
   if (!def) {
     throw new DatasetError(`unknown dataset '${name}'; known: ${[...REGISTRY.keys(), GENERIC.name].join(', ')}`);
   }
+  const columns = (['imageCol', 'mosCol', 'promptCol'] as const).filter((k) => opts[k] !== undefined);
+  if (columns.length > 0) {
+    throw new DatasetError(`${def.info.name}: ${columns.join(', ')} choose the columns of the generic 'csv' dataset; ${def.info.name} has its own`);
+  }
   const target = opts.target ?? 'quality';
   const t = def.targets[target];
   if (!t) throw new DatasetError(`${def.info.name} has no target '${target}'; it has ${Object.keys(def.targets).join(', ')}`);
@@ -575,7 +582,8 @@ export function loadDataset(name: string, opts: LoadOptions): Dataset {
     items.push(item);
     lines.push(row.line);
   });
-  return finish({ info: infoOf(def, target), root, items, target }, table, lines, opts);
+  const ds: Dataset = { info: infoOf(def, target), root, items, target };
+  return finish(ds, table, opts, dropConflictingDuplicates(ds, table.file, lines));
 }
 
 function loadGeneric(opts: LoadOptions): Dataset {
@@ -600,17 +608,18 @@ function loadGeneric(opts: LoadOptions): Dataset {
   });
   if (items.length === 0) throw new DatasetError(`${table.file}: no rows`);
 
-  let range = opts.mosRange;
-  if (range === undefined) {
-    range = [Infinity, -Infinity];
-    for (const it of items) range = [Math.min(range[0], it.mos), Math.max(range[1], it.mos)];
-  } else {
+  const given = opts.mosRange;
+  if (given !== undefined) {
     items.forEach((it, i) => {
-      if (it.mos < range![0] || it.mos > range![1]) {
-        throw new DatasetError(`${table.file}:${lines[i]}: '${mosCol}' is ${it.mos}, outside the given range [${range![0]}, ${range![1]}]`);
+      if (it.mos < given[0] || it.mos > given[1]) {
+        throw new DatasetError(`${table.file}:${lines[i]}: '${mosCol}' is ${it.mos}, outside the given range [${given[0]}, ${given[1]}]`);
       }
     });
   }
+  const ds = { root, items, target: 'quality' };
+  const warnings = dropConflictingDuplicates(ds, table.file, lines);
+  // without a given scale, the observed one: that of the rows kept
+  const range = given ?? ds.items.reduce<[number, number]>((r, it) => [Math.min(r[0], it.mos), Math.max(r[1], it.mos)], [Infinity, -Infinity]);
   const info: DatasetInfo = {
     ...GENERIC,
     title: `CSV ${basename(table.file)}`,
@@ -621,7 +630,7 @@ function loadGeneric(opts: LoadOptions): Dataset {
     targets: ['quality'],
     groupBy: opts.promptCol === undefined ? 'image' : 'prompt',
   };
-  return finish({ info, root, items, target: 'quality' }, table, lines, opts);
+  return finish({ info, ...ds }, table, opts, warnings);
 }
 
 function labelPath(info: Pick<DatasetInfo, 'name' | 'labelFile'>, root: string, labelFile?: string): string {
@@ -646,9 +655,8 @@ function checkRange(row: Row, dataset: string, target: string, t: TargetDef, v: 
   }
 }
 
-/** Duplicate handling and the image check, common to every loader. */
-function finish(ds: Dataset, table: Table, lines: number[], opts: LoadOptions): Dataset {
-  const warnings = dropConflictingDuplicates(ds, table.file, lines);
+/** The image check and the warnings, common to every loader; `warnings` are those of `dropConflictingDuplicates`. */
+function finish(ds: Dataset, table: Table, opts: LoadOptions, warnings: string[]): Dataset {
   if (ds.items.length === 0) throw new DatasetError(`${table.file}: no usable rows`);
   if (opts.checkImages ?? true) checkImages(ds, table.file);
   return warnings.length > 0 ? { ...ds, warnings } : ds;
@@ -658,7 +666,7 @@ function finish(ds: Dataset, table: Table, lines: number[], opts: LoadOptions): 
  * An image listed twice with the same scores is kept once. With different scores (AGIQA-1K lists
  * dreamStudio_8_9_1_1.jpg twice) neither label can be trusted, so all its rows are left out and reported.
  */
-function dropConflictingDuplicates(ds: Dataset, file: string, lines: number[]): string[] {
+function dropConflictingDuplicates(ds: Pick<Dataset, 'items'>, file: string, lines: number[]): string[] {
   const rowsOf = new Map<string, number[]>();
   ds.items.forEach((it, i) => {
     const rows = rowsOf.get(it.image);

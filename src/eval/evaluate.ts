@@ -12,13 +12,13 @@ import { closeSync, existsSync, openSync, rmSync, statSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { createMetric } from '../methods/index.js';
 import { loadCheckpointMeta, type CheckpointMeta } from '../train/checkpoint.js';
-import { loadDataset, imagePath, type Dataset } from '../data/datasets.js';
+import { loadDataset, imagePath, type Dataset, type DatasetColumns } from '../data/datasets.js';
 import { runSplit, reproduceSplit, resolveSplitSettings, sampleIndices, describeSplit, type SplitUnit } from '../data/splits.js';
 import { correlations, fitLogistic4 } from './metrics.js';
 import { scatterPlotSvg } from './plot.js';
 import { writeFileAtomic } from '../util/fs.js';
 
-export interface EvalOptions {
+export interface EvalOptions extends DatasetColumns {
   method: string; model?: string; checkpoint?: string; dataset: string; root: string; labelFile?: string; target?: string;
   /** every image (default), or the test side of the split: the checkpoint's own when there is one */
   split?: 'all' | 'test';
@@ -29,6 +29,8 @@ export interface EvalOptions {
   /** method options (e.g. testViews); with a checkpoint, one that changes its tensors' shapes is refused */
   methodOptions?: Record<string, unknown>;
   onEvent?: (e: { done: number; total: number }) => void;
+  /** Label rows left out while loading (`Dataset.warnings`), told before the work starts. */
+  onWarning?: (message: string, cases: string[]) => void;
 }
 
 export interface EvalReport {
@@ -53,8 +55,12 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
       throw new Error(`${opts.checkpoint}: trained on the ${ckpt.dataset.target} scores of ${opts.dataset}; its test side has no ${opts.target} figures to reproduce (use split 'all' for another target)`);
     }
   }
-  // the training run's label file and target, unless others are given
-  const ds = loadDataset(opts.dataset, { root: opts.root, labelFile: opts.labelFile ?? trainedOn?.labelFile, target: opts.target ?? trainedOn?.target });
+  // the training run's label file, columns and target, unless others are given
+  const ds = loadDataset(opts.dataset, {
+    root: opts.root, labelFile: opts.labelFile ?? trainedOn?.labelFile, target: opts.target ?? trainedOn?.target,
+    imageCol: opts.imageCol ?? trainedOn?.columns?.imageCol, mosCol: opts.mosCol ?? trainedOn?.columns?.mosCol, promptCol: opts.promptCol ?? trainedOn?.columns?.promptCol,
+  });
+  if (ds.warnings?.length) opts.onWarning?.(`${opts.dataset}: ${ds.warnings.length} label row problem(s); the rows were left out`, ds.warnings);
   const notes: string[] = [];
   const { idx, splitNote } = pickImages(opts, ds, split, ckpt, notes);
 
@@ -151,7 +157,7 @@ function checkOptions(opts: EvalOptions): void {
   for (const [k, what] of Object.entries(need)) {
     if (typeof o[k] !== 'string' || o[k] === '') throw new TypeError(`evaluate: option ${k} (${what}) is required and must be a non-empty string; got ${JSON.stringify(o[k])}`);
   }
-  for (const k of ['model', 'checkpoint', 'labelFile', 'target']) {
+  for (const k of ['model', 'checkpoint', 'labelFile', 'target', 'imageCol', 'mosCol', 'promptCol']) {
     if (o[k] !== undefined && (typeof o[k] !== 'string' || o[k] === '')) throw new TypeError(`evaluate: option ${k} must be a non-empty string; got ${JSON.stringify(o[k])}`);
   }
   const oneOf = (k: string, choices: readonly string[]): void => {

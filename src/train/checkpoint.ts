@@ -11,6 +11,7 @@ import { readSafetensors, writeSafetensors } from '../clip/safetensors.js';
 import { type ParamSet } from '../prompts/context.js';
 import type { BackboneSource } from '../methods/graphs.js';
 import type { SplitRecord } from '../data/splits.js';
+import type { DatasetColumns } from '../data/datasets.js';
 import { writeFileAtomic } from '../util/fs.js';
 
 export const CHECKPOINT_FORMAT = 'promptiqa-checkpoint/2';
@@ -27,7 +28,7 @@ export interface CheckpointMeta {
   options: Record<string, unknown>;
   backbone: CheckpointBackbone;
   /** the training set: registry name, target, and the label file when one was given */
-  dataset?: { name: string; target: string; labelFile?: string };
+  dataset?: { name: string; target: string; labelFile?: string; columns?: DatasetColumns };
   /** the run's split settings and digests, so that `eval --split test` rebuilds exactly its test side */
   split?: SplitRecord;
   seed: number;

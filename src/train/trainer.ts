@@ -14,9 +14,10 @@ import { imageFeatureGraph } from '../clip/encoders.js';
 import { trainView } from '../methods/views.js';
 import { type ParamSet, PARAM_PREFIX } from '../prompts/context.js';
 import { CompiledGraph, type RuntimeOptions } from '../graph/runtime.js';
-import { loadDataset, imagePath, type Dataset } from '../data/datasets.js';
-import { runSplit, resolveSplitSettings, describeSplit, type SplitSettings } from '../data/splits.js';
-import { decodeImage, type RgbImage } from '../data/image.js';
+import { loadDataset, imagePath, type Dataset, type DatasetColumns } from '../data/datasets.js';
+import { runSplit, resolveSplitSettings, describeSplit, type SplitSettings, type Split } from '../data/splits.js';
+import { decodeImage, ImageDecodeError, type RgbImage } from '../data/image.js';
+import { findUnreadableImages, listUnreadable, type UnreadableImage } from '../data/check.js';
 import { correlations, summarise } from '../eval/metrics.js';
 import { linePlotSvg } from '../eval/plot.js';
 import { sgd, adam, adamw, clipGradNorm, cosineWithWarmup, epochCosineWithWarmup, constantLr, type Optimizer, type Schedule, optimizerStateToSafetensors, optimizerStateFromSafetensors } from './optim.js';
@@ -25,9 +26,10 @@ import { readSafetensors, writeSafetensors } from '../clip/safetensors.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { Rng } from '../util/rng.js';
 
-export interface TrainEvent { kind: 'start' | 'step' | 'epoch' | 'done'; epoch?: number; step?: number; stepsPerEpoch?: number; loss?: number; val?: Record<string, number>; message?: string }
+/** `warning`: `message` says what, `warnings` lists the cases (dataset rows left out, unreadable images skipped). */
+export interface TrainEvent { kind: 'start' | 'step' | 'epoch' | 'done' | 'warning'; epoch?: number; step?: number; stepsPerEpoch?: number; loss?: number; val?: Record<string, number>; message?: string; warnings?: string[] }
 
-export interface TrainOptions {
+export interface TrainOptions extends DatasetColumns {
   method: string; model: string; dataset: string; root: string; labelFile?: string; target?: string; out: string;
   epochs?: number; batchSize?: number; lr?: number; seed?: number; limit?: number;
   splitBy?: 'image' | 'group' | 'official'; ratios?: [number, number, number]; selectOn?: 'val' | 'test';
@@ -35,11 +37,16 @@ export interface TrainOptions {
   /** round r of a multi-round run: the split and the training use seed + r; the `limit` subset stays that of `seed` */
   round?: number;
   onEvent?: (e: TrainEvent) => void;
+  /**
+   * Images that cannot be read are left out (and listed in the run's result.json and unreadable.json)
+   * rather than refused. Every image is checked before the first step either way.
+   */
+  skipUnreadable?: boolean;
   /** for tests: stop (as if killed) after this many optimiser steps */
   stopAfterSteps?: number;
 }
 
-export interface TrainResult { out: string; checkpoint: string; bestEpoch: number; best: Record<string, number>; test?: Record<string, number>; epochs: number; selectOn: 'val' | 'test'; split: SplitSettings }
+export interface TrainResult { out: string; checkpoint: string; bestEpoch: number; best: Record<string, number>; test?: Record<string, number>; epochs: number; selectOn: 'val' | 'test'; split: SplitSettings; unreadable?: UnreadableImage[] }
 
 interface EpochRecord { epoch: number; loss: number; val: Record<string, number>; lr: number }
 
@@ -94,17 +101,27 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   if (opts.lr !== undefined) overrides.lr = opts.lr;
   if (opts.patience !== undefined) overrides.patience = opts.patience;
   const o = parseOptions(method, overrides);
+  checkTrainOptions(opts, o);
   const seed = (opts.seed ?? 0) + (opts.round ?? 0);
   const out = resolve(opts.out);
   mkdirSync(out, { recursive: true });
   const emit = opts.onEvent ?? (() => undefined);
 
-  const ds = loadDataset(opts.dataset, { root: opts.root, labelFile: opts.labelFile, target: opts.target });
+  const columns: DatasetColumns = { imageCol: opts.imageCol, mosCol: opts.mosCol, promptCol: opts.promptCol };
+  const ds = loadDataset(opts.dataset, { root: opts.root, labelFile: opts.labelFile, target: opts.target, ...columns });
+  if (ds.warnings?.length) emit({ kind: 'warning', message: `${opts.dataset}: ${ds.warnings.length} label row problem(s); the rows were left out`, warnings: ds.warnings });
   const split = runSplit(ds.items, resolveSplitSettings(ds.info, { by: opts.splitBy, ratios: opts.ratios, seed: opts.seed, round: opts.round, limit: opts.limit }));
   const splitSpec = split.settings;
   const selectOn = opts.selectOn ?? (split.val.length ? 'val' : 'test');
   const selectIdx = selectOn === 'val' ? split.val : split.test;
   if (!split.train.length) throw new Error(`${opts.dataset}: the split leaves no training images`);
+  const unreadablePath = join(out, 'unreadable.json');
+  const skipped = await checkRunImages(ds, split, unreadablePath, !!opts.skipUnreadable);
+  if (skipped.size > 0) {
+    const list = [...skipped.values()];
+    emit({ kind: 'warning', message: `left out ${list.length} unreadable image(s) (listed in ${unreadablePath})`, warnings: list.map((u) => `${u.file}: ${u.problem}`) });
+    if (split.train.every((i) => skipped.has(i))) throw new Error(`${opts.dataset}: no training image can be read`);
+  }
 
   const backbone = await loadBackbone(opts.model);
   if (!backbone.source) throw new Error(`${opts.model}: weights without a source cannot be recorded in a checkpoint`);
@@ -113,14 +130,13 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const batch = Math.min(o.batchSize, split.train.length);
   // Dassl drops the last partial batch (batch ≤ the training set here, so at least one step remains)
   const stepsPerEpoch = o.dropLast ? Math.floor(split.train.length / batch) : Math.ceil(split.train.length / batch);
-  const imagesPerEpoch = Math.min(split.train.length, stepsPerEpoch * batch);
   const schedule = makeSchedule(o, stepsPerEpoch);
   const optimizer = makeOptimizer(o);
   const alignment = !!method.usesAlignment?.(o);
   const distortion = !!method.distortionClasses && split.train.some((i) => ds.items[i]!.distortion);
 
   // the run's identity (the split's digests included): a state written by another configuration or dataset is not resumed
-  const runKey = JSON.stringify({ method: method.info.name, o, backbone: backbone.weights.id, dataset: opts.dataset, target: ds.target, split: split.record, batch });
+  const runKey = JSON.stringify({ method: method.info.name, o, backbone: backbone.weights.id, dataset: opts.dataset, target: ds.target, split: split.record, batch, ...(Object.values(columns).some((c) => c !== undefined) ? { columns } : {}) });
   const statePath = join(out, 'state');
   let params: ParamSet;
   let state: State;
@@ -129,6 +145,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     params = resumed.params;
     state = resumed.state;
     optimizer.load(resumed.optim);
+    trimLog(join(out, 'train.jsonl'), state.epoch);
     emit({ kind: 'start', message: `resuming ${out} after epoch ${state.epoch}` });
   } else {
     params = method.init(backbone.weights, backbone.tokenizer, o, rngAt(seed, 'init'));
@@ -159,14 +176,51 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     }
     return img;
   };
+  /**
+   * The images of `idx` that can be read, in order. One that the check before the run passed but that
+   * fails to decode now is left out with skipUnreadable; without, it stops the run, whose state of the
+   * last finished epoch stays for a rerun (which then refuses the file before its first step).
+   */
+  const readable = async (idx: readonly number[], where: string): Promise<{ idx: number[]; imgs: RgbImage[] }> => {
+    const keep = idx.filter((i) => !skipped.has(i));
+    const settled = await Promise.allSettled(keep.map(load));
+    const kept = { idx: [] as number[], imgs: [] as RgbImage[] };
+    const failed: UnreadableImage[] = [];
+    settled.forEach((r, j) => {
+      if (r.status === 'fulfilled') {
+        kept.idx.push(keep[j]!);
+        kept.imgs.push(r.value);
+      } else if (r.reason instanceof ImageDecodeError) {
+        const u = { file: r.reason.file, problem: r.reason.problem };
+        skipped.set(keep[j]!, u);
+        failed.push(u);
+      } else {
+        throw r.reason;
+      }
+    });
+    if (failed.length > 0) {
+      writeUnreadable(unreadablePath, sortedValues(skipped));
+      if (!opts.skipUnreadable) {
+        await closeAll();
+        throw new Error(
+          `${failed.length} image(s) could not be decoded ${where}:\n${listUnreadable(failed)}\n` +
+            `The run is kept in ${out} at epoch ${state.epoch}: run it again with skipUnreadable (--skip-unreadable) to leave ` +
+            `${failed.length > 1 ? 'them' : 'it'} out and resume, or replace the file${failed.length > 1 ? 's' : ''}.`,
+        );
+      }
+      emit({ kind: 'warning', message: `left out ${failed.length} image(s) that could not be decoded ${where}`, warnings: failed.map((u) => `${u.file}: ${u.problem}`) });
+    }
+    return kept;
+  };
   const size = backbone.weights.config.imageSize;
   const log = (rec: object): void => appendFileSync(join(out, 'train.jsonl'), JSON.stringify(rec) + '\n');
 
   const validate = async (idx: number[]): Promise<Record<string, number>> => {
     scorer.setParams(params);
-    const imgs = await Promise.all(idx.map(load));
-    const pred = await scorer.scoreImages(imgs);
-    const mos = idx.map((i) => ds.items[i]!.mos);
+    const got = await readable(idx, 'while scoring');
+    if (got.idx.length < 4) return {};
+    const pred = await scorer.scoreImages(got.imgs);
+    const mos = got.idx.map((i) => ds.items[i]!.mos);
     const c = correlations(pred, mos);
     return { srcc: c.srcc, plcc: c.plcc, krcc: c.krcc, plcc_logistic: c.plcc_logistic, rmse: c.rmse, n: c.n };
   };
@@ -175,18 +229,19 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   for (let epoch = state.epoch + 1; epoch <= o.epochs; epoch++) {
     const order = rngAt(seed, 'order', epoch).shuffle([...split.train]);
     let lossSum = 0;
+    let imagesSeen = 0;
     for (let s = 0; s < stepsPerEpoch; s++) {
-      const idx = order.slice(s * batch, (s + 1) * batch);
-      const b = idx.length;
-      const rng = rngAt(seed, 'step', epoch, s);
+      let idx = order.slice(s * batch, (s + 1) * batch).filter((i) => !skipped.has(i));
       // frozen features: without augmentation an image's features never change, so each is computed once
       const cached = method.imageInput === 'features' && o.augment === 'none' && idx.every((i) => featureCache.has(i));
+      let imgs: RgbImage[] = [];
+      if (!cached) ({ idx, imgs } = await readable(idx, `at epoch ${epoch}, step ${s}`));
+      if (idx.length === 0) continue; // every image of this batch is left out
+      const b = idx.length;
+      const rng = rngAt(seed, 'step', epoch, s);
       const per = 3 * size * size;
       const pixels = new Float32Array(cached ? 0 : b * per);
-      if (!cached) {
-        const imgs = await Promise.all(idx.map(load));
-        imgs.forEach((img, j) => pixels.set(trainView(img, o, size, rng), j * per));
-      }
+      imgs.forEach((img, j) => pixels.set(trainView(img, o, size, rng), j * per));
       const { compiled, info } = await graphFor(b);
       const feeds: Record<string, Float32Array> = {};
       if (method.imageInput === 'features') {
@@ -243,6 +298,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       optimizer.step(new Map([...params].map(([k, v]) => [k, v.data])), grads);
       state.steps++;
       lossSum += loss * b;
+      imagesSeen += b;
       log({ kind: 'step', epoch, step: s, loss, lr: optimizer.lr });
       emit({ kind: 'step', epoch, step: s + 1, stepsPerEpoch, loss });
       stepsThisRun++;
@@ -252,7 +308,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       }
     }
     const val = selectIdx.length >= 4 ? await validate(selectIdx) : {};
-    const rec: EpochRecord = { epoch, loss: lossSum / imagesPerEpoch, val, lr: optimizer.lr };
+    const rec: EpochRecord = { epoch, loss: lossSum / imagesSeen, val, lr: optimizer.lr };
     state.history.push(rec);
     state.epoch = epoch;
     const figure = Number.isFinite(val.srcc) ? val.srcc! : -rec.loss;
@@ -282,10 +338,11 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const test = split.test.length >= 4 ? await validate(split.test) : undefined;
   const bestVal = state.history.find((h) => h.epoch === state.bestEpoch)?.val ?? {};
   saveCheckpoint(join(out, 'checkpoint'), best, { ...meta(state.bestEpoch, bestVal), metrics: { ...prefix(bestVal, selectOn), ...prefix(test ?? {}, 'test') } });
-  writeFileAtomic(join(out, 'result.json'), JSON.stringify({ bestEpoch: state.bestEpoch, selectOn, best: bestVal, test, history: state.history, protocol: protocol() }, null, 2) + '\n');
+  const unreadable = skipped.size > 0 ? sortedValues(skipped) : undefined;
+  writeFileAtomic(join(out, 'result.json'), JSON.stringify({ bestEpoch: state.bestEpoch, selectOn, best: bestVal, test, history: state.history, protocol: protocol(), ...(unreadable ? { unreadable } : {}) }, null, 2) + '\n');
   await closeAll();
   emit({ kind: 'done', epoch: state.bestEpoch, val: test ?? bestVal });
-  return { out, checkpoint: join(out, 'checkpoint.json'), bestEpoch: state.bestEpoch, best: bestVal, test, epochs: state.epoch, selectOn, split: splitSpec };
+  return { out, checkpoint: join(out, 'checkpoint.json'), bestEpoch: state.bestEpoch, best: bestVal, test, epochs: state.epoch, selectOn, split: splitSpec, ...(unreadable ? { unreadable } : {}) };
 
   function protocol(): string {
     return `${opts.dataset} (${ds.target}), ${describeSplit(splitSpec)}; ${split.train.length}/${split.val.length}/${split.test.length} images; best epoch chosen on ${selectOn}; ${o.epochs} epochs max, batch ${batch}`;
@@ -293,7 +350,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   function meta(epoch: number, metrics: Record<string, number>): Omit<CheckpointMeta, 'format' | 'tensors'> {
     return {
       method: method.info.name, options: o, backbone: { ...backboneSource, id: backbone.weights.id },
-      dataset: { name: opts.dataset, target: ds.target, ...(opts.labelFile !== undefined ? { labelFile: opts.labelFile } : {}) },
+      dataset: { name: opts.dataset, target: ds.target, ...(opts.labelFile !== undefined ? { labelFile: opts.labelFile } : {}), ...(Object.values(columns).some((c) => c !== undefined) ? { columns } : {}) },
       split: split.record, seed, epoch, metrics,
     };
   }
@@ -302,6 +359,82 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     for (const g of features.values()) await g.release();
     await scorer.close();
   }
+}
+
+/** Library callers get what the command line's parsers would have refused, before any work starts. */
+function checkTrainOptions(opts: TrainOptions, o: Options): void {
+  if (typeof opts.out !== 'string' || opts.out.trim() === '') throw new TypeError('train: out (the folder for the run) is required');
+  const wholeAtLeast = (name: string, v: unknown, min: number): void => {
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) throw new RangeError(`train: ${name} must be a whole number ≥ ${min}, not ${String(v)}`);
+  };
+  wholeAtLeast('epochs', o.epochs, 1);
+  wholeAtLeast('batchSize', o.batchSize, 1);
+  if (typeof o.lr !== 'number' || !Number.isFinite(o.lr) || o.lr <= 0) throw new RangeError(`train: lr must be a number > 0, not ${String(o.lr)}`);
+  if (opts.limit !== undefined) wholeAtLeast('limit', opts.limit, 1);
+  if (opts.seed !== undefined) wholeAtLeast('seed', opts.seed, 0);
+  if (o.patience !== undefined) wholeAtLeast('patience', o.patience, 0);
+}
+
+/**
+ * Checks every image the run reads (training, validation and test sides) before the first step; files
+ * that failed in an earlier run of this folder are decoded in full. Throws with the list, or with
+ * `skip` returns them by item index; records them in `listPath` either way.
+ */
+async function checkRunImages(ds: Dataset, split: Split, listPath: string, skip: boolean): Promise<Map<number, UnreadableImage>> {
+  const used = [...new Set([...split.train, ...split.val, ...split.test])].sort((a, b) => a - b);
+  const files = used.map((i) => imagePath(ds, ds.items[i]!));
+  const before = readUnreadable(listPath);
+  const found = await findUnreadableImages(files, { decodeFully: new Set(before.map((u) => u.file)) });
+  if (found.length === 0) {
+    rmSync(listPath, { force: true });
+    return new Map();
+  }
+  writeUnreadable(listPath, found);
+  if (!skip) {
+    throw new Error(
+      `${found.length} of the ${files.length} images of this run cannot be read:\n${listUnreadable(found)}\n` +
+        `Replace or remove ${found.length > 1 ? 'them' : 'it'}, or pass skipUnreadable (--skip-unreadable) to train without ${found.length > 1 ? 'them' : 'it'}` +
+        `${found.length > 20 ? `; all are listed in ${listPath}` : ''}.`,
+    );
+  }
+  const index = new Map(used.map((i, k) => [files[k]!, i]));
+  return new Map(found.map((u) => [index.get(u.file)!, u]));
+}
+
+function readUnreadable(path: string): UnreadableImage[] {
+  if (!existsSync(path)) return [];
+  try {
+    const list = JSON.parse(readFileSync(path, 'utf8')) as unknown;
+    return Array.isArray(list) ? list.filter((u): u is UnreadableImage => typeof (u as UnreadableImage | null)?.file === 'string') : [];
+  } catch {
+    return []; // a damaged list only loses the hint of which files to decode in full
+  }
+}
+
+function writeUnreadable(path: string, list: UnreadableImage[]): void {
+  writeFileAtomic(path, JSON.stringify(list, null, 2) + '\n');
+}
+
+/** A map's values in the order of its keys: the same list however the failures were found. */
+function sortedValues<T>(m: Map<number, T>): T[] {
+  return [...m.entries()].sort((a, b) => a[0] - b[0]).map(([, v]) => v);
+}
+
+/**
+ * Keeps the log's records up to the resumed epoch: the steps of an interrupted epoch are run again after a
+ * resume and must appear once. A torn last line (a kill mid-write) goes too.
+ */
+function trimLog(path: string, epoch: number): void {
+  if (!existsSync(path)) return;
+  const kept = readFileSync(path, 'utf8').split('\n').filter((line) => {
+    try {
+      const rec = JSON.parse(line) as { epoch?: unknown };
+      return typeof rec.epoch !== 'number' || rec.epoch <= epoch;
+    } catch {
+      return false;
+    }
+  });
+  writeFileAtomic(path, kept.map((l) => l + '\n').join(''));
 }
 
 function prefix(m: Record<string, number>, p: string): Record<string, number> {

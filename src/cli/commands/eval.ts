@@ -6,6 +6,7 @@ import { opt } from '../options.js';
 import { toCsv } from '../../util/csv.js';
 import { createProgress } from '../progress.js';
 import { checkDataset, checkMethod } from '../lib/names.js';
+import { warningLines } from '../lib/warnings.js';
 import { examples, type Register } from '../context.js';
 
 interface EvalCliOptions {
@@ -15,6 +16,9 @@ interface EvalCliOptions {
   dataset: string;
   root: string;
   labelFile?: string;
+  imageCol?: string;
+  mosCol?: string;
+  promptCol?: string;
   target?: string;
   split: 'all' | 'test';
   seed?: number;
@@ -53,6 +57,9 @@ export const register: Register = (program, { io }) => {
     .addOption(opt.dataset().makeOptionMandatory())
     .addOption(opt.root().makeOptionMandatory())
     .addOption(opt.labelFile())
+    .addOption(opt.imageCol())
+    .addOption(opt.mosCol())
+    .addOption(opt.promptCol())
     .addOption(opt.target())
     .addOption(new Option('--split <which>', 'all images, or the test side of the split').choices(['all', 'test']).default('all'))
     .addOption(opt.seed())
@@ -90,6 +97,9 @@ export const register: Register = (program, { io }) => {
         dataset: o.dataset,
         root: o.root,
         labelFile: o.labelFile,
+        imageCol: o.imageCol,
+        mosCol: o.mosCol,
+        promptCol: o.promptCol,
         target: o.target,
         split: o.split,
         splitBy: o.splitBy,
@@ -101,6 +111,9 @@ export const register: Register = (program, { io }) => {
         methodOptions: o.option,
         threads: o.threads,
         device: o.device,
+        onWarning: (message, cases) => {
+          for (const line of warningLines(message, cases)) progress.note(line, true);
+        },
         onEvent: (e: { done: number; total: number }) => {
           if (!started) {
             progress.start(e.total, o.method);

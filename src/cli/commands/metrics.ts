@@ -1,6 +1,7 @@
 /** `promptiqa metrics <csv>`: SRCC, KRCC, PLCC (raw and logistic) and RMSE of two columns of a CSV. */
 import { readFileSync } from 'node:fs';
 import { parseCsv } from '../../util/csv.js';
+import { parseDecimal } from '../../util/number.js';
 import { correlations, type Correlations } from '../../eval/metrics.js';
 import { CliError, fmt, formatPairs, jsonLine } from '../io.js';
 import { opt } from '../options.js';
@@ -46,8 +47,8 @@ export function readColumns(path: string, predCol: string, mosCol: string): { pr
       return;
     }
     const num = (s: string, name: string): number => {
-      const v = Number(s);
-      if (!Number.isFinite(v)) throw new CliError(`${path}: data row ${r + 1}: column '${name}' is '${s}', not a number`);
+      const v = parseDecimal(s);
+      if (v === undefined) throw new CliError(`${path}: data row ${r + 1}: column '${name}' is '${s}', not a number (a finite decimal such as 3.5 or 1e-3)`);
       return v;
     };
     pred.push(num(a, predCol));
@@ -67,7 +68,7 @@ export const register: Register = (program, { io }) => {
     )
     .argument('<csv>', 'CSV file with a header row')
     .option('--pred-col <name>', 'column of predicted scores', 'score')
-    .option('--mos-col <name>', 'column of mean opinion scores', 'mos')
+    .addOption(opt.mosCol().default('mos'))
     .addOption(opt.json())
     .addOption(opt.quiet())
     .addHelpText(

@@ -5,6 +5,7 @@ import { UsageError, fmt, formatPairs, formatTable, jsonLine } from '../io.js';
 import { opt, parsePositiveInt, parsePositiveNumber, parseNonNegativeInt } from '../options.js';
 import { createProgress } from '../progress.js';
 import { checkDataset, checkMethod } from '../lib/names.js';
+import { warningLines } from '../lib/warnings.js';
 import { examples, type Register } from '../context.js';
 
 interface TrainCliOptions {
@@ -12,6 +13,10 @@ interface TrainCliOptions {
   dataset: string;
   root: string;
   labelFile?: string;
+  imageCol?: string;
+  mosCol?: string;
+  promptCol?: string;
+  skipUnreadable?: boolean;
   target?: string;
   model?: string;
   epochs?: number;
@@ -53,8 +58,12 @@ export const register: Register = (program, { io }) => {
     .addOption(opt.dataset().makeOptionMandatory())
     .addOption(opt.root().makeOptionMandatory())
     .addOption(opt.labelFile())
+    .addOption(opt.imageCol())
+    .addOption(opt.mosCol())
+    .addOption(opt.promptCol())
     .addOption(opt.target())
     .addOption(opt.model())
+    .addOption(new Option('--skip-unreadable', 'leave out images that cannot be read (listed in the run\'s result.json) instead of refusing to start'))
     .addOption(new Option('--epochs <n>', 'epochs (default: the method\'s)').argParser(parsePositiveInt))
     .addOption(opt.batch())
     .addOption(new Option('--lr <rate>', 'learning rate (default: the method\'s)').argParser(parsePositiveNumber))
@@ -90,7 +99,9 @@ export const register: Register = (program, { io }) => {
       const progress = createProgress(io, o.quiet);
       let barEpoch: number | undefined;
       const onEvent = (e: TrainEvent): void => {
-        if (e.kind === 'start') {
+        if (e.kind === 'warning') {
+          for (const line of warningLines(e.message ?? 'warning', e.warnings)) progress.note(line, true);
+        } else if (e.kind === 'start') {
           if (e.message) progress.note(e.message);
         } else if (e.kind === 'step') {
           if (barEpoch === undefined || e.epoch !== barEpoch) {
@@ -115,6 +126,10 @@ export const register: Register = (program, { io }) => {
         dataset: o.dataset,
         root: o.root,
         labelFile: o.labelFile,
+        imageCol: o.imageCol,
+        mosCol: o.mosCol,
+        promptCol: o.promptCol,
+        skipUnreadable: o.skipUnreadable,
         target: o.target,
         out: o.out,
         epochs: o.epochs,
@@ -165,6 +180,7 @@ export const register: Register = (program, { io }) => {
             ['best epoch', `${res.bestEpoch} of ${res.epochs}`],
             [`selected on ${o.selectOn}`, orNone(figures(res.best))],
             ...(res.test ? [['test', orNone(figures(res.test))] as [string, string]] : []),
+            ...(res.unreadable ? [['left out', `${res.unreadable.length} unreadable image(s), listed in result.json`] as [string, string]] : []),
             ['checkpoint', res.checkpoint],
             ['run folder', res.out],
           ]),
