@@ -22,7 +22,8 @@ import { linePlotSvg } from '../eval/plot.js';
 import { sgd, adam, adamw, clipGradNorm, cosineWithWarmup, constantLr, type Optimizer, type Schedule, optimizerStateToSafetensors, optimizerStateFromSafetensors } from './optim.js';
 import { saveCheckpoint } from './checkpoint.js';
 import { readSafetensors, writeSafetensors } from '../clip/safetensors.js';
-import { writeFileAtomic } from '../util/fs.js';
+import { checkWritableFolder, writeFileAtomic } from '../util/fs.js';
+import { acquireLock, withLock } from '../util/lock.js';
 import { Rng } from '../util/rng.js';
 
 export interface TrainEvent { kind: 'start' | 'step' | 'epoch' | 'done'; epoch?: number; step?: number; stepsPerEpoch?: number; loss?: number; val?: Record<string, number>; message?: string }
@@ -79,7 +80,13 @@ function unitMos(ds: Dataset, mos: number): number {
   return ds.info.higherIsBetter ? u : 1 - u;
 }
 
+/** Trains holding the lock on `opts.out` for the whole run: a second run on the same folder refuses at once. */
 export async function train(opts: TrainOptions): Promise<TrainResult> {
+  checkWritableFolder(opts.out);
+  return withLock(opts.out, 'folder', () => trainLocked(opts));
+}
+
+async function trainLocked(opts: TrainOptions): Promise<TrainResult> {
   const method = getMethod(opts.method);
   if (!method.info.trainable) throw new Error(`${method.info.name} is zero-shot: there is nothing to train`);
   const overrides: Record<string, unknown> = { ...(opts.methodOptions ?? {}) };
@@ -325,6 +332,16 @@ function loadState(base: string, runKey: string): { params: ParamSet; state: Sta
 
 /** The whole protocol: N rounds with split seeds seed, seed+1, …; mean, median and std of the test figures. */
 export async function trainRounds(opts: TrainOptions & { rounds: number }): Promise<{ rounds: TrainResult[]; summary: Record<string, { mean: number; median: number; std: number }>; protocol: string }> {
+  checkWritableFolder(opts.out);
+  const lock = acquireLock(opts.out, 'folder');
+  try {
+    return await trainRoundsLocked(opts);
+  } finally {
+    lock.release();
+  }
+}
+
+async function trainRoundsLocked(opts: TrainOptions & { rounds: number }): ReturnType<typeof trainRounds> {
   const rounds: TrainResult[] = [];
   for (let r = 0; r < opts.rounds; r++) {
     rounds.push(await train({ ...opts, seed: (opts.seed ?? 0) + r, out: join(opts.out, `round-${r}`) }));

@@ -103,7 +103,11 @@ function isStale(holder: LockHolder | undefined, mtimeMs: number): boolean {
  */
 export function acquireLock(target: string, kind: 'file' | 'folder'): Lock {
   const path = lockPathFor(target, kind);
-  mkdirSync(dirname(path), { recursive: true });
+  try {
+    mkdirSync(dirname(path), { recursive: true });
+  } catch (err) {
+    throw new Error(`cannot lock ${target}: ${describeFsError(err, dirname(path))}`, { cause: err });
+  }
   const holder: LockHolder = {
     pid: process.pid,
     host: hostname(),

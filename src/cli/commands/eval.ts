@@ -6,6 +6,7 @@ import { opt } from '../options.js';
 import { createProgress } from '../progress.js';
 import { checkDataset, checkMethod } from '../lib/names.js';
 import { examples, type Register } from '../context.js';
+import { checkWritableFolder } from '../../util/fs.js';
 
 interface EvalCliOptions {
   method: string;
@@ -65,6 +66,7 @@ export const register: Register = (program, { io }) => {
     .action(async (o: EvalCliOptions) => {
       checkDataset(o.dataset);
       await checkMethod(o.method);
+      checkWritableFolder(o.out); // before any scoring: a run never ends unable to write its report
       const progress = createProgress(io, o.quiet);
       let started = false;
       const opts: EvalOptions = {
