@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { acquireLock, LockedError, lockPathFor } from '../src/util/lock.js';
 import { checkWritableFile, checkWritableFolder, writeFileAtomic } from '../src/util/fs.js';
+import { train, trainRounds } from '../src/train/trainer.js';
 
 function tempDir(): string {
   return mkdtempSync(join(tmpdir(), 'promptiqa-lock-'));
@@ -103,6 +104,29 @@ test('output checks: a folder, a path under a file and an unwritable folder fail
     mkdirSync(join(dir, 'taken'));
     assert.throws(() => writeFileAtomic(join(dir, 'taken'), 'data'));
     assert.deepEqual(readdirSync(dir).sort(), ['file.txt', ...(process.getuid?.() !== 0 ? ['ro'] : []), 'taken']);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('train holds the lock on its --out: a second train on the same folder refuses at once, naming the first', async () => {
+  const dir = tempDir();
+  try {
+    const out = join(dir, 'run');
+    const held = acquireLock(out, 'folder'); // as a first train would
+    // the dataset root does not exist: refusing on the lock must come before anything is read
+    await assert.rejects(
+      train({ method: 'tang', model: join(dir, 'no-model'), dataset: 'agiqa-3k', root: join(dir, 'no-root'), out }),
+      (err: unknown) => err instanceof LockedError && err.holder?.pid === process.pid && /run is in use by another run/.test(err.message),
+    );
+    await assert.rejects(
+      trainRounds({ method: 'tang', model: join(dir, 'no-model'), dataset: 'agiqa-3k', root: join(dir, 'no-root'), out, rounds: 2 }),
+      LockedError,
+    );
+    held.release();
+    // without the lock the same call gets as far as the dataset
+    await assert.rejects(train({ method: 'tang', model: join(dir, 'no-model'), dataset: 'agiqa-3k', root: join(dir, 'no-root'), out }), (err: unknown) => !(err instanceof LockedError));
+    assert.deepEqual(readdirSync(out), [], 'the failed run released its lock');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
