@@ -196,7 +196,7 @@ test('library: wrong values fail with a sentence; a failed file\'s error does no
     const results = [];
     for await (const r of metric.scoreFiles([empty, join(dir, 'nope.png')])) results.push(r);
     assert.deepEqual(results, [{ file: empty, error: 'empty file (0 bytes)' }, { file: join(dir, 'nope.png'), error: 'no such file' }]);
-    await assert.rejects(createMetric('clip-iqa', { model: tiny, batchSize: 100000 }), /batch size 100000 is not a whole number from 1 to 1024/);
+    await assert.rejects(createMetric('clip-iqa', { model: tiny, batchSize: 100000 }), /batch size 100000 is not a whole number from 1 to 4096/);
   } finally {
     await metric.close();
     rmSync(dir, { recursive: true, force: true });
@@ -223,12 +223,12 @@ test('--batch: memory for the images there are, not for the batch; absurd sizes 
 
   const { dir, imgs: folder } = imageFolder(2);
   try {
-    const big = await cli('score', folder, '--method', 'clip-iqa', '--model', tiny, '--batch', '1000', '--format', 'json', '--quiet');
+    const big = await cli('score', folder, '--method', 'clip-iqa', '--model', tiny, '--batch', '2000', '--format', 'json', '--quiet');
     assert.equal(big.code, 0, big.err);
     assert.equal((JSON.parse(big.out) as Rec[]).length, 2);
     const absurd = await cli('score', folder, '--method', 'clip-iqa', '--model', tiny, '--batch', '100000');
     assert.equal(absurd.code, 2);
-    assert.match(absurd.err, /--batch 100000 is not a whole number from 1 to 1024/);
+    assert.match(absurd.err, /--batch 100000 is not a whole number from 1 to 4096/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -61,7 +61,7 @@ export function loadBackbone(model: string): Promise<Backbone> {
  * The most images scored at once. Beyond this a batch only costs memory (one 224x224 view is 0.6 MB
  * of pixels before the activations), and a typo such as --batch 100000 would exhaust it.
  */
-export const MAX_BATCH = 1024;
+export const MAX_BATCH = 4096;
 
 /** Refuses a batch size that is not a whole number in [1, MAX_BATCH], naming it. */
 export function checkBatchSize(batchSize: number, what = 'batch size'): number {
