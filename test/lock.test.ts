@@ -4,6 +4,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, mkdirSync, readdirSync, rmSync, utimesSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { acquireLock, LockedError, lockPathFor } from '../src/util/lock.js';
 import { checkWritableFile, checkWritableFolder, writeFileAtomic } from '../src/util/fs.js';
@@ -46,7 +47,7 @@ test('a lock left by a process killed with kill -9 is taken over; a live one is 
   const dir = tempDir();
   try {
     const target = join(dir, 'scores.jsonl');
-    const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'helpers', 'lock-child.ts'), target], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./helpers/lock-child.ts', import.meta.url)), target], { stdio: ['ignore', 'pipe', 'inherit'] });
     const [first] = (await once(child.stdout, 'data')) as [Buffer];
     assert.equal(first.toString().trim(), 'locked');
     assert.throws(() => acquireLock(target, 'file'), (err: unknown) => err instanceof LockedError && err.holder?.pid === child.pid);

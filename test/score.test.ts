@@ -5,6 +5,7 @@ import { writeFile } from 'node:fs/promises';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
+import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { cli } from './helpers/cli.js';
@@ -111,7 +112,7 @@ test('two runs on one --output: the second refuses at once naming the first, who
     execFileSync('mkfifo', [fifo]);
     const out = join(dir, 'scores.jsonl');
     const child = (...args: string[]): ChildProcess => {
-      const p = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'helpers', 'cli-child.ts'), 'score', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const p = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./helpers/cli-child.ts', import.meta.url)), 'score', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
       started.push(p);
       return p;
     };
