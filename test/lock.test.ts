@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, mkdirSync, readdirSync, rmSync, utimesSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readdirSync, rmSync, symlinkSync, utimesSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
@@ -19,7 +19,8 @@ test('a lock refuses a second holder at once, naming the first, and is gone afte
   try {
     const target = join(dir, 'scores.jsonl');
     const lock = acquireLock(target, 'file');
-    assert.equal(lock.path, `${target}.lock`);
+    assert.equal(lock.path, lockPathFor(target, 'file'));
+    assert.ok(lock.path.endsWith('scores.jsonl.lock'));
     assert.ok(existsSync(lock.path));
     assert.throws(() => acquireLock(target, 'file'), (err: unknown) => {
       assert.ok(err instanceof LockedError);
@@ -27,6 +28,10 @@ test('a lock refuses a second holder at once, naming the first, and is gone afte
       assert.match(err.message, new RegExp(`scores\\.jsonl is in use by another run \\(process ${process.pid} on `));
       return true;
     });
+    // another spelling of the same output (through a link to its folder) meets the same lock
+    symlinkSync(dir, join(dir, 'via-link'));
+    assert.throws(() => acquireLock(join(dir, 'via-link', 'scores.jsonl'), 'file'), LockedError);
+    rmSync(join(dir, 'via-link'));
     lock.release();
     lock.release();
     assert.deepEqual(readdirSync(dir), [], 'no lock or temporary file left');

@@ -5,8 +5,8 @@
  * host a lock whose pid is gone is taken over; from another host (a shared disk) a lock that the holder
  * has not touched for LOCK_STALE_MS is, as the holder touches it every LOCK_HEARTBEAT_MS.
  */
-import { closeSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { closeSync, linkSync, mkdirSync, openSync, readFileSync, realpathSync, renameSync, rmSync, statSync, utimesSync, writeSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { describeFsError } from './fs.js';
@@ -40,9 +40,19 @@ export interface Lock {
   release(): void;
 }
 
-/** The lock file of an output: `FILE.lock` beside a file, `.lock` inside a run folder. */
+/**
+ * The lock file of an output: `FILE.lock` beside a file, `.lock` inside a run folder; through the real
+ * path of the folder where it exists, so that two spellings of one output (a link, `..`) share one lock.
+ */
 export function lockPathFor(target: string, kind: 'file' | 'folder'): string {
-  return kind === 'folder' ? join(resolve(target), '.lock') : `${resolve(target)}.lock`;
+  const dir = kind === 'folder' ? resolve(target) : dirname(resolve(target));
+  let real = dir;
+  try {
+    real = realpathSync(dir);
+  } catch {
+    // not there yet: the writer creates it
+  }
+  return kind === 'folder' ? join(real, '.lock') : join(real, `${basename(target)}.lock`);
 }
 
 const held = new Set<{ path: string; text: string }>();
@@ -102,12 +112,13 @@ function isStale(holder: LockHolder | undefined, mtimeMs: number): boolean {
  * of a finished temporary file), so a reader never sees a half-written holder.
  */
 export function acquireLock(target: string, kind: 'file' | 'folder'): Lock {
-  const path = lockPathFor(target, kind);
+  const folder = kind === 'folder' ? resolve(target) : dirname(resolve(target));
   try {
-    mkdirSync(dirname(path), { recursive: true });
+    mkdirSync(folder, { recursive: true });
   } catch (err) {
-    throw new Error(`cannot lock ${target}: ${describeFsError(err, dirname(path))}`, { cause: err });
+    throw new Error(`cannot lock ${target}: ${describeFsError(err, folder)}`, { cause: err });
   }
+  const path = lockPathFor(target, kind);
   const holder: LockHolder = {
     pid: process.pid,
     host: hostname(),
