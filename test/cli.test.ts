@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildProgram, type CliIo } from '../src/cli/main.js';
@@ -210,13 +210,17 @@ test('score inputs: folders expand recursively to image files, sorted, hidden fi
     for (const f of ['z.JPG', 'a.png', 'notes.txt', '.hidden.jpg', 'b/c.webp', 'b/deep/d.TIFF', 'b/e.gif', 'b/f.bmp', 'b/g.jpeg', 'b/h.tif']) {
       writeFileSync(join(dir, f), '');
     }
-    const { files, empty } = expandInputs([dir, join(dir, 'a.png')]);
+    const { files, empty, failed } = expandInputs([dir, join(dir, 'a.png')]);
     assert.deepEqual(empty, []);
+    assert.deepEqual(failed, []);
     assert.deepEqual(
       files.map((f) => f.slice(dir.length + 1)),
       ['a.png', 'b/c.webp', 'b/deep/d.TIFF', 'b/e.gif', 'b/f.bmp', 'b/g.jpeg', 'b/h.tif', 'z.JPG'],
     );
-    assert.throws(() => expandInputs([join(dir, 'missing')]), /missing: no such file or folder/);
+    // a missing path is a failed entry, not the end of the run
+    assert.deepEqual(expandInputs([join(dir, 'missing'), join(dir, 'a.png')]), {
+      files: [join(dir, 'a.png')], empty: [], failed: [{ file: join(dir, 'missing'), error: 'no such file or folder' }],
+    });
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -235,7 +239,30 @@ test('score resume: records already written are skipped and a torn last line is 
 
     writeFileSync(out, '{"file":"a.jpg","score":0.5}\nnot json\n{"file":"b.jpg","score":1}\n');
     assert.throws(() => prepareResume(out), /scores\.jsonl:2: not a score record/);
-    assert.deepEqual(prepareResume(join(dir, 'new.jsonl')), { done: new Set(), records: 0, dropped: false });
+    assert.deepEqual(prepareResume(join(dir, 'new.jsonl')), { done: new Set(), records: 0, dropped: false, retried: 0 });
+
+    // a file that is not a score output, however large, is refused without being read whole
+    writeFileSync(out, Buffer.alloc(3 << 20, 0x61));
+    assert.throws(() => prepareResume(out), /scores\.jsonl:1: not a score record/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('score resume: --retry-failed takes the records of failed files out, keeping the rest byte for byte', () => {
+  const dir = tempDir();
+  try {
+    const out = join(dir, 'scores.jsonl');
+    const a = join(dir, 'a.jpg');
+    const b = join(dir, 'b.jpg');
+    writeFileSync(out, `{"file":${JSON.stringify(a)},"score":0.5}\n{"file":${JSON.stringify(b)},"error":"truncated"}\n`);
+    const plain = prepareResume(out);
+    assert.deepEqual([plain.records, plain.retried, plain.done.size], [2, 0, 2]);
+    const retry = prepareResume(out, { retryFailed: true });
+    assert.deepEqual([retry.records, retry.retried], [1, 1]);
+    assert.deepEqual([...retry.done], [a]);
+    assert.equal(readFileSync(out, 'utf8'), `{"file":${JSON.stringify(a)},"score":0.5}\n`);
+    assert.deepEqual(readdirSync(dir).sort(), ['scores.jsonl'], 'no temporary file left');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -1,11 +1,19 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync, readFileSync, copyFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, readFileSync, copyFileSync, mkdirSync, readdirSync, rmSync, existsSync, symlinkSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import { tmpdir } from 'node:os';
+import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { cli } from './helpers/cli.js';
 import { sharedDir } from '../src/util/fs.js';
+import { createMetric, getMethod, loadBackbone, Scorer } from '../src/methods/index.js';
+import { parseOptions } from '../src/methods/method.js';
+import { decodeImage } from '../src/data/image.js';
+import { Rng } from '../src/util/rng.js';
 
 const tiny = join(sharedDir(), 'reference', 'tiny-vit-p32');
 
@@ -38,4 +46,252 @@ test('scoring a folder of 200 images with 3 unreadable ones scores the 197 and n
   writeFileSync(join(onlyBad, 'x.jpg'), 'not an image');
   const bad = await cli('score', onlyBad, '--method', 'clip-iqa', '--model', tiny, '--format', 'json', '--quiet');
   assert.notEqual(bad.code, 0);
+});
+
+const refImages = join(sharedDir(), 'reference', 'images');
+const REF = ['AttnGAN_normal_000.jpg', 'grey_640x480.png', 'midjourney_normal_105.jpg', 'palette_157x301.png', 'tall_157x301.png', 'wide_640x480.png'];
+
+/** A temporary folder with `n` of the reference images copied into `imgs/`. */
+function imageFolder(n: number): { dir: string; imgs: string; files: string[] } {
+  const dir = mkdtempSync(join(tmpdir(), 'promptiqa-score-'));
+  const imgs = join(dir, 'imgs');
+  mkdirSync(imgs);
+  const files = REF.slice(0, n).map((f) => {
+    copyFileSync(join(refImages, f), join(imgs, f));
+    return join(imgs, f);
+  });
+  return { dir, imgs, files };
+}
+
+type Rec = { file: string; score?: number; error?: string; mos?: number };
+const readJsonl = (path: string): Rec[] => readFileSync(path, 'utf8').trim().split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Rec);
+
+test('an output that cannot be written fails before any work (the model is not even looked for), leaving nothing', async () => {
+  const { dir, imgs } = imageFolder(2);
+  try {
+    const blocker = join(dir, 'blocker');
+    writeFileSync(blocker, 'a regular file where a folder would be');
+    const noModel = join(dir, 'no-such-model');
+    // root ignores chmod, so the unwritable places are a path under a regular file, a folder, and sysfs
+    const underFile = await cli('score', imgs, '--method', 'clip-iqa', '--model', noModel, '--format', 'jsonl', '--output', join(blocker, 'scores.jsonl'));
+    assert.equal(underFile.code, 1);
+    assert.equal(underFile.err, `promptiqa score: cannot write ${join(blocker, 'scores.jsonl')}: ${blocker} is a file, not a folder\n`);
+
+    const folder = join(dir, 'out');
+    mkdirSync(folder);
+    const isFolder = await cli('score', imgs, '--method', 'clip-iqa', '--model', noModel, '--format', 'csv', '--output', folder);
+    assert.equal(isFolder.code, 1);
+    assert.match(isFolder.err, /cannot write .*out: it is a folder; give a file name/);
+    assert.deepEqual(readdirSync(folder), [], 'no stray temporary file');
+
+    if (process.platform === 'linux' && existsSync('/sys/kernel')) {
+      const sys = await cli('score', imgs, '--method', 'clip-iqa', '--model', noModel, '--output', '/sys/promptiqa-scores.csv');
+      assert.equal(sys.code, 1);
+      assert.match(sys.err, /cannot write \/sys\/promptiqa-scores\.csv: (permission denied|read-only)/);
+    }
+
+    // eval's and train's --out: checked before the dataset is read
+    const evalOut = await cli('eval', '--method', 'clip-iqa', '--model', noModel, '--dataset', 'agiqa-3k', '--root', join(dir, 'no-such-root'), '--out', join(blocker, 'eval'));
+    assert.equal(evalOut.code, 1);
+    assert.match(evalOut.err, /cannot write .*blocker.eval: .*blocker is a file, not a folder/);
+    const trainOut = await cli('train', '--method', 'tang', '--model', noModel, '--dataset', 'agiqa-3k', '--root', join(dir, 'no-such-root'), '--out', join(blocker, 'run'));
+    assert.equal(trainOut.code, 1);
+    assert.match(trainOut.err, /cannot write .*blocker.run: .*blocker is a file, not a folder/);
+    assert.deepEqual(readdirSync(dir).sort(), ['blocker', 'imgs', 'out']);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('two runs on one --output: the second refuses at once naming the first, whose output has no duplicates', { skip: process.platform === 'win32' && 'needs a named pipe', timeout: 600_000 }, async () => {
+  const { dir, imgs, files } = imageFolder(6);
+  const started: ChildProcess[] = [];
+  try {
+    // the first run blocks on reading a named pipe until the second has been refused: no timing involved
+    const fifo = join(dir, 'gate.png');
+    execFileSync('mkfifo', [fifo]);
+    const out = join(dir, 'scores.jsonl');
+    const child = (...args: string[]): ChildProcess => {
+      const p = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./helpers/cli-child.ts', import.meta.url)), 'score', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      started.push(p);
+      return p;
+    };
+    const collect = (p: ReturnType<typeof child>): Promise<{ code: number | null; err: string }> => {
+      let err = '';
+      p.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
+      return once(p, 'exit').then(([code]) => ({ code: code as number | null, err }));
+    };
+    const args = [imgs, fifo, '--method', 'clip-iqa', '--model', tiny, '--format', 'jsonl', '--output', out, '--batch', '2', '--quiet'];
+    const first = child(...args);
+    const firstDone = collect(first);
+    while (!existsSync(`${out}.lock`)) await new Promise((r) => setTimeout(r, 50));
+
+    const second = await collect(child(...args));
+    assert.equal(second.code, 1, second.err);
+    assert.match(second.err, new RegExp(`scores\\.jsonl is in use by another run \\(process ${first.pid} on `));
+    assert.ok(existsSync(`${out}.lock`), "the refused run leaves the first one's lock alone");
+
+    await writeFile(fifo, 'not an image'); // lets the first run go on
+    const done = await firstDone;
+    assert.equal(done.code, 0, done.err);
+    const records = readJsonl(out);
+    assert.equal(records.length, files.length + 1);
+    assert.equal(new Set(records.map((r) => r.file)).size, records.length, 'no duplicates');
+    assert.deepEqual(records.filter((r) => r.error !== undefined).map((r) => r.file), [fifo]);
+    assert.ok(!existsSync(`${out}.lock`), 'the lock is gone after the run');
+  } finally {
+    // a failed assertion must not leave a run blocked on the pipe
+    for (const p of started) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('bad entries (a link loop, a missing file, a dangling link) are failed records and the run goes on', async () => {
+  const { dir, imgs } = imageFolder(2);
+  try {
+    symlinkSync('loop.jpg', join(imgs, 'loop.jpg')); // a link to itself: ELOOP
+    symlinkSync(join(dir, 'gone.png'), join(imgs, 'dangling.png'));
+    symlinkSync('.', join(imgs, 'again')); // a folder cycle: followed once, not an error
+    const selfLoop = join(dir, 'self');
+    symlinkSync('self', selfLoop);
+    const missing = join(dir, 'missing.png');
+    const out = join(dir, 'scores.jsonl');
+    const r = await cli('score', imgs, missing, selfLoop, '--method', 'clip-iqa', '--model', tiny, '--format', 'jsonl', '--output', out, '--quiet');
+    assert.equal(r.code, 0, r.err);
+    const records = readJsonl(out);
+    assert.equal(records.filter((x) => typeof x.score === 'number').length, 2);
+    const failed = Object.fromEntries(records.filter((x) => x.error !== undefined).map((x) => [x.file, x.error]));
+    assert.deepEqual(failed, {
+      [join(imgs, 'dangling.png')]: 'a link to a file that does not exist',
+      [join(imgs, 'loop.jpg')]: 'a symbolic link loop',
+      [missing]: 'no such file or folder',
+      [selfLoop]: 'a symbolic link loop',
+    });
+    // stderr: one "file: problem" line each, the file named once
+    for (const [file, error] of Object.entries(failed)) assert.ok(r.err.includes(`${file}: ${error}\n`), `${file} on stderr: ${r.err}`);
+    assert.doesNotMatch(r.err, /(\S+): \1:/, 'no file named twice');
+
+    if (process.getuid?.() !== 0) {
+      const closed = join(imgs, 'closed');
+      mkdirSync(closed, { mode: 0o000 });
+      const c = await cli('score', imgs, '--method', 'clip-iqa', '--model', tiny, '--format', 'json', '--quiet');
+      assert.equal(c.code, 0, c.err);
+      assert.match(c.err, /closed: cannot list the folder: permission denied/);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('library: wrong values fail with a sentence; a failed file\'s error does not repeat its name', async () => {
+  const metric = await createMetric('clip-iqa', { model: tiny });
+  const dir = mkdtempSync(join(tmpdir(), 'promptiqa-score-'));
+  try {
+    await assert.rejects(metric.score(undefined as never), { name: 'TypeError', message: 'score: expected an image file path, its bytes (Uint8Array) or a decoded image {width, height, data}; got undefined' });
+    await assert.rejects(metric.score({ width: 2, height: 2, data: new Uint8Array(3) }), /a decoded image of 2x2 needs 12 bytes of RGB data, not 3/);
+    await assert.rejects(metric.scoreBatch('a.jpg' as never), /scoreBatch: expected an array of images; got a string/);
+    await assert.rejects(metric.scoreBatch([join(refImages, REF[0]!), null as never]), /scoreBatch: image 1: expected .* got null/);
+    await assert.rejects(metric.scoreFiles([undefined as never]).next(), /scoreFiles: file 0: expected a path; got undefined/);
+    const empty = join(dir, 'x.png');
+    writeFileSync(empty, '');
+    const results = [];
+    for await (const r of metric.scoreFiles([empty, join(dir, 'nope.png')])) results.push(r);
+    assert.deepEqual(results, [{ file: empty, error: 'empty file (0 bytes)' }, { file: join(dir, 'nope.png'), error: 'no such file' }]);
+    await assert.rejects(createMetric('clip-iqa', { model: tiny, batchSize: 100000 }), /batch size 100000 is not a whole number from 1 to 4096/);
+  } finally {
+    await metric.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('--batch: memory for the images there are, not for the batch; absurd sizes refused', async () => {
+  const method = getMethod('clip-iqa');
+  const options = parseOptions(method, {});
+  const backbone = await loadBackbone(tiny);
+  const scorer = new Scorer(method, options, backbone, method.init(backbone.weights, backbone.tokenizer, options, new Rng(0)), {}, 1000);
+  const graphs: string[] = [];
+  const sessions = (scorer as unknown as { sessions: { get: (key: string, build: () => unknown) => unknown } }).sessions;
+  const get = sessions.get.bind(sessions);
+  sessions.get = (key, build) => {
+    graphs.push(key);
+    return get(key, build);
+  };
+  const imgs = await Promise.all(REF.slice(0, 3).map((f) => decodeImage(join(refImages, f))));
+  const scores = await scorer.scoreImages(imgs);
+  assert.equal(scores.length, 3);
+  assert.deepEqual(graphs.filter((k) => k.startsWith('score')), ['score|3'], 'a graph (and pixel buffer) for 3 images, not 1000');
+  await scorer.close();
+
+  const { dir, imgs: folder } = imageFolder(2);
+  try {
+    const big = await cli('score', folder, '--method', 'clip-iqa', '--model', tiny, '--batch', '2000', '--format', 'json', '--quiet');
+    assert.equal(big.code, 0, big.err);
+    assert.equal((JSON.parse(big.out) as Rec[]).length, 2);
+    const absurd = await cli('score', folder, '--method', 'clip-iqa', '--model', tiny, '--batch', '100000');
+    assert.equal(absurd.code, 2);
+    assert.match(absurd.err, /--batch 100000 is not a whole number from 1 to 4096/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('resume matches real paths (a run resumed from another folder adds nothing); --retry-failed scores failed files again', async () => {
+  const { dir } = imageFolder(2);
+  const cwd = process.cwd();
+  try {
+    writeFileSync(join(dir, 'imgs', 'later.png'), ''); // unreadable for now
+    process.chdir(dir);
+    const base = ['--method', 'clip-iqa', '--model', tiny, '--format', 'jsonl', '--quiet'];
+    const first = await cli('score', 'imgs', ...base, '--output', 'scores.jsonl');
+    assert.equal(first.code, 0, first.err);
+    assert.equal(readJsonl(join(dir, 'scores.jsonl')).length, 3);
+
+    process.chdir(join(dir, 'imgs'));
+    const again = await cli('score', '.', ...base, '--output', '../scores.jsonl');
+    assert.equal(again.code, 0, again.err);
+    assert.equal(readJsonl(join(dir, 'scores.jsonl')).length, 3, 'nothing added');
+
+    copyFileSync(join(refImages, 'wide_640x480.png'), join(dir, 'imgs', 'later.png'));
+    await cli('score', '.', ...base, '--output', '../scores.jsonl');
+    assert.equal(readJsonl(join(dir, 'scores.jsonl')).filter((r) => r.error !== undefined).length, 1, 'without --retry-failed a failed file stays failed');
+    const retry = await cli('score', '.', ...base, '--output', '../scores.jsonl', '--retry-failed');
+    assert.equal(retry.code, 0, retry.err);
+    const records = readJsonl(join(dir, 'scores.jsonl'));
+    assert.equal(records.length, 3);
+    assert.equal(new Set(records.map((r) => r.file)).size, 3);
+    assert.ok(records.every((r) => typeof r.score === 'number'), 'the failed record was replaced by a score');
+
+    const usage = await cli('score', '.', ...base.filter((x) => x !== 'jsonl' && x !== '--format'), '--retry-failed');
+    assert.equal(usage.code, 2);
+  } finally {
+    process.chdir(cwd);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('score --dataset --root: records carry the MOS, so metrics reads the output as it is', async () => {
+  const { dir, imgs } = imageFolder(5);
+  try {
+    const mos = [1.5, 2.25, 4, 3.5, 2];
+    writeFileSync(join(dir, 'labels.csv'), `image,mos\n${REF.slice(0, 5).map((f, i) => `imgs/${f},${mos[i]}`).join('\n')}\n`);
+    const out = join(dir, 'scores.csv');
+    const r = await cli('score', '--dataset', 'csv', '--root', dir, '--label-file', 'labels.csv', '--method', 'clip-iqa', '--model', tiny, '--format', 'csv', '--output', out, '--quiet');
+    assert.equal(r.code, 0, r.err);
+    assert.match(readFileSync(out, 'utf8'), /^file,score,mos,error\n/);
+    const m = await cli('metrics', out, '--json');
+    assert.equal(m.code, 0, m.err);
+    assert.equal((JSON.parse(m.out) as { n: number }).n, 5);
+
+    // files given as well: matched to the label file by real path
+    const jsonl = join(dir, 'scores.jsonl');
+    const j = await cli('score', join(imgs, REF[2]!), '--dataset', 'csv', '--root', dir, '--label-file', 'labels.csv', '--method', 'clip-iqa', '--model', tiny, '--format', 'jsonl', '--output', jsonl, '--quiet');
+    assert.equal(j.code, 0, j.err);
+    assert.deepEqual(readJsonl(jsonl).map((x) => x.mos), [4]);
+
+    const alone = await cli('score', imgs, '--root', dir, '--method', 'clip-iqa');
+    assert.equal(alone.code, 2);
+    assert.match(alone.err, /--dataset and --root go together/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -17,7 +17,7 @@ import { type CompiledGraph, SessionCache, type RuntimeOptions, type Feed } from
 import { loadClipWeights } from '../clip/weights.js';
 import { ClipTokenizer } from '../clip/tokenizer.js';
 import { resolveModel } from '../clip/hub.js';
-import { decodeImage, type RgbImage } from '../data/image.js';
+import { decodeImage, ImageDecodeError, type RgbImage } from '../data/image.js';
 import { loadCheckpoint, describeBackbone, type CheckpointMeta } from '../train/checkpoint.js';
 import { Rng } from '../util/rng.js';
 
@@ -65,6 +65,20 @@ export function loadBackbone(model: string, revision?: string): Promise<Backbone
   return p;
 }
 
+/**
+ * The most images scored at once. Beyond this a batch only costs memory (one 224x224 view is 0.6 MB
+ * of pixels before the activations), and a typo such as --batch 100000 would exhaust it.
+ */
+export const MAX_BATCH = 4096;
+
+/** Refuses a batch size that is not a whole number in [1, MAX_BATCH], naming it. */
+export function checkBatchSize(batchSize: number, what = 'batch size'): number {
+  if (!Number.isSafeInteger(batchSize) || batchSize < 1 || batchSize > MAX_BATCH) {
+    throw new RangeError(`${what} ${batchSize} is not a whole number from 1 to ${MAX_BATCH}${batchSize > MAX_BATCH ? ' (images scored at once; more only costs memory)' : ''}`);
+  }
+  return batchSize;
+}
+
 export interface MetricOptions {
   model?: string;
   checkpoint?: string;
@@ -103,6 +117,7 @@ export class Scorer {
     runtime: RuntimeOptions,
     readonly batchSize = 8,
   ) {
+    checkBatchSize(batchSize);
     this.sessions = new SessionCache(runtime);
   }
 
@@ -138,10 +153,15 @@ export class Scorer {
     return this.textFeeds;
   }
 
-  /** Scores view tensors [3, S, S] in fixed-size batches (the last padded with zeros). */
-  async scoreViews(views: readonly Float32Array[]): Promise<number[]> {
+  /**
+   * Scores view tensors [3, S, S] in fixed-size batches (the last padded with zeros) of `batch` views:
+   * by default the batch size, or fewer when there are fewer views, so that memory never goes to views
+   * that do not exist. A caller scoring a long list in parts gives one `batch` for all of them.
+   */
+  async scoreViews(views: readonly Float32Array[], batch?: number): Promise<number[]> {
+    if (views.length === 0) return [];
     const text = await this.text();
-    const b = this.batchSize;
+    const b = batch ?? Math.min(this.batchSize, views.length);
     const c = this.backbone.weights.config;
     const graph = await this.sessions.get(`score|${b}`, () => scoreGraph(this.method, this.options, this.backbone, this.params, b, this.textShapes));
     const per = 3 * c.imageSize * c.imageSize;
@@ -160,10 +180,10 @@ export class Scorer {
   }
 
   /** Scores decoded images: each image's score is the mean over its test views. */
-  async scoreImages(images: readonly RgbImage[]): Promise<number[]> {
+  async scoreImages(images: readonly RgbImage[], batch?: number): Promise<number[]> {
     const size = this.backbone.weights.config.imageSize;
     const views = images.map((img) => testViews(img, this.options, size));
-    const flat = await this.scoreViews(views.flat());
+    const flat = await this.scoreViews(views.flat(), batch);
     let k = 0;
     return views.map((v) => {
       let sum = 0;
@@ -221,13 +241,41 @@ function checkTensors(checkpoint: string, meta: CheckpointMeta, params: ParamSet
   throw new Error(`${checkpoint}: ${problems.slice(0, 3).join('; ')}${problems.length > 3 ? ` (and ${problems.length - 3} more)` : ''}: ${why}`);
 }
 
+function describeValue(v: unknown): string {
+  if (v === null || v === undefined) return String(v);
+  if (typeof v === 'string') return v === '' ? 'an empty string' : 'a string';
+  if (Array.isArray(v)) return 'an array';
+  return typeof v === 'object' ? `an object with keys ${Object.keys(v).slice(0, 5).join(', ') || '(none)'}` : `a ${typeof v}`;
+}
+
+/** Checks what the library was given, so that a wrong value fails with a sentence, not deep in ONNX Runtime. */
+function checkInput(input: unknown, where: string): asserts input is ImageInput {
+  if (typeof input === 'string' && input !== '') return;
+  if (input instanceof Uint8Array) return;
+  const img = input as Partial<RgbImage> | null | undefined;
+  if (img && typeof img === 'object' && Number.isSafeInteger(img.width) && Number.isSafeInteger(img.height) && img.width! > 0 && img.height! > 0 && img.data instanceof Uint8Array) {
+    if (img.data.length !== img.width! * img.height! * 3) {
+      throw new TypeError(`${where}: a decoded image of ${img.width}x${img.height} needs ${img.width! * img.height! * 3} bytes of RGB data, not ${img.data.length}`);
+    }
+    return;
+  }
+  throw new TypeError(`${where}: expected an image file path, its bytes (Uint8Array) or a decoded image {width, height, data}; got ${describeValue(input)}`);
+}
+
 async function toImage(input: ImageInput): Promise<RgbImage> {
   if (typeof input === 'string' || input instanceof Uint8Array) return decodeImage(input);
   return input;
 }
 
+/** The problem without the file name, which a ScoreResult gives beside it. */
+function problemOf(err: unknown): string {
+  if (err instanceof ImageDecodeError) return err.problem;
+  return err instanceof Error ? err.message : String(err);
+}
+
 export async function createMetric(name: string, opts: MetricOptions = {}): Promise<Metric> {
   const method = getMethod(name);
+  const batch = checkBatchSize(opts.batchSize ?? 8);
   let params: ParamSet;
   let options: Options;
   let backbone: Backbone;
@@ -242,17 +290,25 @@ export async function createMetric(name: string, opts: MetricOptions = {}): Prom
     backbone = await loadBackbone(opts.model ?? method.info.defaultModel);
     params = method.init(backbone.weights, backbone.tokenizer, options, new Rng(0));
   }
-  const scorer = new Scorer(method, options, backbone, params, { provider: opts.device, threads: opts.threads }, opts.batchSize ?? 8);
-  const batch = Math.max(1, opts.batchSize ?? 8);
+  const scorer = new Scorer(method, options, backbone, params, { provider: opts.device, threads: opts.threads }, batch);
   return {
     info: { ...method.info },
     async score(input) {
+      checkInput(input, 'score');
       return (await scorer.scoreImages([await toImage(input)]))[0]!;
     },
     async scoreBatch(inputs) {
+      if (!Array.isArray(inputs)) throw new TypeError(`scoreBatch: expected an array of images; got ${describeValue(inputs)}`);
+      inputs.forEach((x, i) => checkInput(x, `scoreBatch: image ${i}`));
       return scorer.scoreImages(await Promise.all(inputs.map(toImage)));
     },
     async *scoreFiles(files) {
+      if (!Array.isArray(files)) throw new TypeError(`scoreFiles: expected an array of file paths; got ${describeValue(files)}`);
+      files.forEach((f, i) => {
+        if (typeof f !== 'string' || f === '') throw new TypeError(`scoreFiles: file ${i}: expected a path; got ${describeValue(f)}`);
+      });
+      // one graph for every part, sized to the files there are
+      const graphBatch = Math.min(batch, files.length);
       for (let i = 0; i < files.length; i += batch) {
         const chunk = files.slice(i, i + batch);
         const decoded = await Promise.all(chunk.map(async (f) => {
@@ -263,11 +319,11 @@ export async function createMetric(name: string, opts: MetricOptions = {}): Prom
           }
         }));
         const ok = decoded.filter((d): d is RgbImage => !(d instanceof Error));
-        const scores = ok.length ? await scorer.scoreImages(ok) : [];
+        const scores = ok.length ? await scorer.scoreImages(ok, graphBatch) : [];
         let k = 0;
         for (let j = 0; j < chunk.length; j++) {
           const d = decoded[j]!;
-          if (d instanceof Error) yield { file: chunk[j]!, error: d.message };
+          if (d instanceof Error) yield { file: chunk[j]!, error: problemOf(d) };
           else yield { file: chunk[j]!, score: scores[k++]! };
         }
       }

@@ -23,7 +23,8 @@ import { linePlotSvg } from '../eval/plot.js';
 import { sgd, adam, adamw, clipGradNorm, cosineWithWarmup, epochCosineWithWarmup, constantLr, type Optimizer, type Schedule, optimizerStateToSafetensors, optimizerStateFromSafetensors } from './optim.js';
 import { saveCheckpoint, loadCheckpoint, type CheckpointMeta } from './checkpoint.js';
 import { readSafetensors, writeSafetensors } from '../clip/safetensors.js';
-import { writeFileAtomic } from '../util/fs.js';
+import { checkWritableFolder, writeFileAtomic } from '../util/fs.js';
+import { acquireLock, withLock } from '../util/lock.js';
 import { Rng } from '../util/rng.js';
 
 /** `warning`: `message` says what, `warnings` lists the cases (dataset rows left out, unreadable images skipped). */
@@ -92,7 +93,13 @@ function unitMos(ds: Dataset, mos: number): number {
   return ds.info.higherIsBetter ? u : 1 - u;
 }
 
+/** Trains holding the lock on `opts.out` for the whole run: a second run on the same folder refuses at once. */
 export async function train(opts: TrainOptions): Promise<TrainResult> {
+  checkWritableFolder(opts.out);
+  return withLock(opts.out, 'folder', () => trainLocked(opts));
+}
+
+async function trainLocked(opts: TrainOptions): Promise<TrainResult> {
   const method = getMethod(opts.method);
   if (!method.info.trainable) throw new Error(`${method.info.name} is zero-shot: there is nothing to train`);
   const overrides: Record<string, unknown> = { ...(opts.methodOptions ?? {}) };
@@ -470,6 +477,16 @@ function loadState(base: string, runKey: string): { params: ParamSet; state: Sta
  * in every round); mean, median and std of the test figures.
  */
 export async function trainRounds(opts: TrainOptions & { rounds: number }): Promise<{ rounds: TrainResult[]; summary: Record<string, { mean: number; median: number; std: number }>; protocol: string }> {
+  checkWritableFolder(opts.out);
+  const lock = acquireLock(opts.out, 'folder');
+  try {
+    return await trainRoundsLocked(opts);
+  } finally {
+    lock.release();
+  }
+}
+
+async function trainRoundsLocked(opts: TrainOptions & { rounds: number }): ReturnType<typeof trainRounds> {
   const rounds: TrainResult[] = [];
   for (let r = 0; r < opts.rounds; r++) {
     rounds.push(await train({ ...opts, round: r, out: join(opts.out, `round-${r}`) }));

@@ -1,14 +1,16 @@
 /** `promptiqa score <files-or-folders>...`: quality scores of images with a method. */
 import { closeSync, fsyncSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { writeFileAtomic } from '../../util/fs.js';
+import { Option } from 'commander';
+import { checkWritableFile, writeFileAtomic } from '../../util/fs.js';
+import { acquireLock } from '../../util/lock.js';
 import { toCsv } from '../../util/csv.js';
-import { CliError, fmt, formatTable } from '../io.js';
+import { CliError, UsageError, fmt, formatTable } from '../io.js';
 import { opt } from '../options.js';
 import { createProgress } from '../progress.js';
-import { checkMethod } from '../lib/names.js';
+import { checkDataset, checkMethod } from '../lib/names.js';
 import { examples, type Register } from '../context.js';
-import { expandInputs, prepareResume, type ScoreRecord, IMAGE_EXTENSIONS } from '../lib/files.js';
+import { canonicalPath, expandInputs, prepareResume, type ScoreRecord, IMAGE_EXTENSIONS } from '../lib/files.js';
 
 type Format = 'table' | 'json' | 'csv' | 'jsonl';
 
@@ -22,15 +24,23 @@ interface ScoreOptions {
   device: 'cpu' | 'cuda';
   threads?: number;
   option?: Record<string, unknown>;
+  dataset?: string;
+  root?: string;
+  labelFile?: string;
+  target?: string;
+  retryFailed?: boolean;
   quiet?: boolean;
 }
 
-function render(format: Exclude<Format, 'jsonl'>, records: readonly ScoreRecord[]): string {
+/** table, json or csv; `withMos` adds the dataset's MOS column. */
+function render(format: Exclude<Format, 'jsonl'>, records: readonly ScoreRecord[], withMos: boolean): string {
   if (format === 'json') return records.length === 0 ? '[]\n' : `[\n${records.map((r) => `  ${JSON.stringify(r)}`).join(',\n')}\n]\n`;
+  const header = withMos ? ['file', 'score', 'mos', 'error'] : ['file', 'score', 'error'];
+  const mos = (r: ScoreRecord, show: (x: number) => string | number): Array<string | number> => (withMos ? [r.mos === undefined ? '' : show(r.mos)] : []);
   if (format === 'csv') {
-    return toCsv(['file', 'score', 'error'], records.map((r) => ('score' in r ? [r.file, r.score, ''] : [r.file, '', r.error])));
+    return toCsv(header, records.map((r) => ('score' in r ? [r.file, r.score, ...mos(r, (x) => x), ''] : [r.file, '', ...mos(r, (x) => x), r.error])));
   }
-  return formatTable(['file', 'score', 'error'], records.map((r) => ('score' in r ? [r.file, fmt(r.score), ''] : [r.file, '', r.error])));
+  return formatTable(header, records.map((r) => ('score' in r ? [r.file, fmt(r.score), ...mos(r, fmt), ''] : [r.file, '', ...mos(r, fmt), r.error]).map(String)));
 }
 
 /** Appends lines to a file, each in one write, so a kill leaves at most one torn last line. */
@@ -60,20 +70,31 @@ export const register: Register = (program, { io }) => {
     .summary('score the quality of images (files or folders) with a method')
     .description(
       `Scores images with a quality method. Folders are searched recursively for image files (${IMAGE_EXTENSIONS.map((e) => e.slice(1)).join(', ')}; ` +
-        'any case), taken in sorted order; hidden files are skipped. Images that cannot be read are reported on stderr ' +
-        '(file: problem) and in the output as {"file", "error"}; the run goes on. A summary line ends the run on stderr. ' +
+        'any case), taken in sorted order; hidden files are skipped. Images that cannot be read, paths that do not exist, ' +
+        'folders that cannot be listed and links that lead nowhere are reported on stderr (file: problem) and in the output ' +
+        'as {"file", "error"}; the run goes on. A summary line ends the run on stderr. ' +
         'The exit code is non-zero only when no image could be scored.\n\n' +
+        'With --dataset and --root, every record carries the MOS of its image (the dataset\'s images are scored when no ' +
+        'file or folder is given), so `promptiqa metrics` reads the output as it is.\n\n' +
+        '--output is checked (writable, not a folder) and locked before any work: a second run on the same --output ' +
+        'refuses at once, naming the first (a lock left by a killed run is taken over).\n\n' +
         'Formats: table, json and csv are printed when all images are done (written atomically with --output); jsonl ' +
         'streams one {"file","score"} record per line as results arrive. With --format jsonl --output FILE an interrupted ' +
-        'run resumes: files already in FILE are skipped (a torn last line is rewritten) and the rest are appended. ' +
-        'Resume from the same folder (paths are compared as absolute paths); delete a line to score that file again.',
+        'run resumes: files already in FILE are skipped (a torn last line is rewritten) and the rest are appended; FILE ' +
+        'names files by absolute path, so a run resumed from another folder finds them. --retry-failed scores again the ' +
+        'files whose records in FILE are errors (those records are replaced).',
     )
-    .argument('<files-or-folders...>', 'image files and folders of images')
+    .argument('[files-or-folders...]', "image files and folders of images (default with --dataset: the dataset's images)")
     .addOption(opt.method().makeOptionMandatory())
     .addOption(opt.model())
     .addOption(opt.checkpoint())
+    .addOption(opt.dataset())
+    .addOption(opt.root())
+    .addOption(opt.labelFile())
+    .addOption(opt.target())
     .addOption(opt.format(['table', 'json', 'csv', 'jsonl'], 'table'))
     .addOption(opt.output())
+    .addOption(new Option('--retry-failed', 'with --format jsonl --output FILE: score again the files whose records in FILE are errors'))
     .addOption(opt.batch())
     .addOption(opt.device())
     .addOption(opt.threads())
@@ -86,60 +107,83 @@ export const register: Register = (program, { io }) => {
         'promptiqa score a.jpg b.png --method clip-iqa --format json',
         'promptiqa score ./images --method tang --checkpoint runs/tang --format csv --output scores.csv',
         'promptiqa score ./images --method clip-iqa --format jsonl --output scores.jsonl   # run again to resume',
+        'promptiqa score ./images --method clip-iqa --format jsonl --output scores.jsonl --retry-failed',
+        'promptiqa score --dataset agiqa-3k --root ./AGIQA-3K --method clip-iqa --format csv --output s.csv && promptiqa metrics s.csv',
       ),
     )
     .action(async (inputs: string[], o: ScoreOptions) => {
+      if ((o.dataset === undefined) !== (o.root === undefined)) throw new UsageError('--dataset and --root go together');
+      if (inputs.length === 0 && o.dataset === undefined) throw new UsageError('give image files or folders to score, or --dataset and --root');
+      const streaming = o.format === 'jsonl';
+      const resumable = streaming && o.output !== undefined;
+      if (o.retryFailed && !resumable) throw new UsageError('--retry-failed works on a resumed output: give --format jsonl --output FILE');
       await checkMethod(o.method);
+      if (o.dataset !== undefined) checkDataset(o.dataset);
       const note = (s: string): void => {
         if (!o.quiet) io.stderr(s + '\n');
       };
-      const { files, empty } = expandInputs(inputs);
-      for (const dir of empty) note(`${dir}: no image files in this folder`);
-      if (files.length === 0) throw new CliError(`no image files found in ${inputs.join(', ')}`);
 
-      // resuming a jsonl output: skip what it already holds
-      let todo = files;
-      let skipped = 0;
-      const streaming = o.format === 'jsonl';
-      if (streaming && o.output !== undefined) {
-        const prev = prepareResume(o.output);
-        if (prev.records > 0 || prev.dropped) {
-          todo = files.filter((f) => !prev.done.has(resolve(f)));
-          skipped = files.length - todo.length;
-          note(`${o.output}: resuming; ${skipped} of ${files.length} image(s) already there${prev.dropped ? ', a torn last line dropped' : ''}`);
-        }
-      }
-      if (todo.length === 0) {
-        note(`scored 0, failed 0 (all ${files.length} already in ${o.output})`);
-        return;
-      }
-
-      const { createMetric } = await import('../../methods/index.js');
-      const metric = await createMetric(o.method, {
-        model: o.model,
-        checkpoint: o.checkpoint,
-        device: o.device,
-        threads: o.threads,
-        batchSize: o.batch,
-        options: o.option,
-      });
-      const sink = streaming && o.output !== undefined ? new LineAppender(o.output) : undefined;
-      const progress = createProgress(io, o.quiet);
-      const collected: ScoreRecord[] = [];
-      let scored = 0;
-      let failed = 0;
+      // the output is checked and locked before anything long: a run never ends unable to write its results
+      if (o.output !== undefined) checkWritableFile(o.output);
+      const lock = o.output !== undefined ? acquireLock(o.output, 'file') : undefined;
       try {
-        progress.start(todo.length, o.method);
-        for await (const r of metric.scoreFiles(todo)) {
-          // the problem without the file name, which the record (and the stderr line) already give
-          const rec: ScoreRecord =
-            'error' in r ? { file: r.file, error: r.error.startsWith(`${r.file}: `) ? r.error.slice(r.file.length + 2) : r.error } : { file: r.file, score: r.score };
-          if ('error' in rec) {
-            failed++;
-            progress.note(`${rec.file}: ${rec.error}`, true);
-          } else {
-            scored++;
+        const { createMetric, checkBatchSize } = await import('../../methods/index.js');
+        if (o.batch !== undefined) {
+          try {
+            checkBatchSize(o.batch, '--batch');
+          } catch (err) {
+            throw new UsageError((err as Error).message);
           }
+        }
+
+        // the dataset's MOS by image, so that the output needs no join with the label file
+        let mosOf: ((f: string) => number | undefined) | undefined;
+        let datasetImages: string[] = [];
+        if (o.dataset !== undefined && o.root !== undefined) {
+          const { loadDataset, imagePath } = await import('../../data/datasets.js');
+          const ds = loadDataset(o.dataset, { root: o.root, labelFile: o.labelFile, target: o.target });
+          const byPath = new Map<string, number>();
+          datasetImages = ds.items.map((it) => imagePath(ds, it));
+          ds.items.forEach((it, i) => byPath.set(canonicalPath(datasetImages[i]!), it.mos));
+          mosOf = (f) => byPath.get(canonicalPath(f));
+        }
+
+        const { files, empty, failed: unreadable } = expandInputs(inputs.length > 0 ? inputs : datasetImages);
+        for (const dir of empty) note(`${dir}: no image files in this folder`);
+        if (files.length === 0 && unreadable.length === 0) throw new CliError(`no image files found in ${inputs.join(', ')}`);
+        if (mosOf) {
+          const unlabelled = files.filter((f) => mosOf(f) === undefined).length;
+          if (unlabelled > 0) note(`${o.dataset}: no MOS for ${unlabelled} of ${files.length} image(s) (not in its label file)`);
+        }
+
+        // resuming a jsonl output: skip what it already holds
+        let todo = files;
+        let failedInputs = unreadable;
+        let skipped = 0;
+        const total = files.length + unreadable.length;
+        if (resumable) {
+          const prev = prepareResume(o.output!, { retryFailed: o.retryFailed });
+          if (prev.records > 0 || prev.dropped || prev.retried > 0) {
+            const isNew = (f: string): boolean => !prev.done.has(canonicalPath(f));
+            todo = files.filter(isNew);
+            failedInputs = unreadable.filter((x) => isNew(x.file));
+            skipped = total - todo.length - failedInputs.length;
+            const extra = [prev.dropped ? 'a torn last line dropped' : '', prev.retried > 0 ? `${prev.retried} failed record(s) to retry` : ''].filter((x) => x);
+            note(`${o.output}: resuming; ${skipped} of ${total} already there${extra.length ? `, ${extra.join(', ')}` : ''}`);
+          }
+        }
+        if (todo.length === 0 && failedInputs.length === 0) {
+          note(`scored 0, failed 0 (all ${total} already in ${o.output})`);
+          return;
+        }
+
+        // a resumable output names files by absolute path, so that a run from another folder matches them
+        const named = (f: string): string => (resumable ? resolve(f) : f);
+        const sink = resumable ? new LineAppender(o.output!) : undefined;
+        const collected: ScoreRecord[] = [];
+        let scored = 0;
+        let failed = 0;
+        const emit = (rec: ScoreRecord): void => {
           if (streaming) {
             const line = JSON.stringify(rec) + '\n';
             if (sink) sink.write(line);
@@ -147,20 +191,56 @@ export const register: Register = (program, { io }) => {
           } else {
             collected.push(rec);
           }
-          progress.increment();
+        };
+        const withMos = (file: string): { mos?: number } => {
+          const mos = mosOf?.(file);
+          return mos === undefined ? {} : { mos };
+        };
+        const progress = createProgress(io, o.quiet);
+        let metric: Awaited<ReturnType<typeof createMetric>> | undefined;
+        try {
+          for (const x of failedInputs) {
+            failed++;
+            progress.note(`${x.file}: ${x.error}`, true);
+            emit({ file: named(x.file), error: x.error });
+          }
+          if (todo.length > 0) {
+            metric = await createMetric(o.method, {
+              model: o.model,
+              checkpoint: o.checkpoint,
+              device: o.device,
+              threads: o.threads,
+              batchSize: o.batch,
+              options: o.option,
+            });
+            progress.start(todo.length, o.method);
+            for await (const r of metric.scoreFiles(todo)) {
+              if ('error' in r) {
+                failed++;
+                progress.note(`${r.file}: ${r.error}`, true);
+                emit({ file: named(r.file), error: r.error, ...withMos(r.file) });
+              } else {
+                scored++;
+                emit({ file: named(r.file), score: r.score, ...withMos(r.file) });
+              }
+              progress.increment();
+            }
+          }
+        } finally {
+          progress.stop();
+          sink?.close();
+          await metric?.close();
         }
-      } finally {
-        progress.stop();
-        sink?.close();
-        await metric.close();
-      }
 
-      if (!streaming) {
-        const text = render(o.format as Exclude<Format, 'jsonl'>, collected);
-        if (o.output !== undefined) writeFileAtomic(o.output, text);
-        else io.stdout(text);
+        if (!streaming) {
+          const text = render(o.format as Exclude<Format, 'jsonl'>, collected, mosOf !== undefined);
+          if (o.output !== undefined) writeFileAtomic(o.output, text);
+          else io.stdout(text);
+        }
+        note(`scored ${scored}, failed ${failed}${skipped > 0 ? ` (${skipped} already in ${o.output})` : ''}${o.output !== undefined ? ` → ${o.output}` : ''}`);
+        if (scored === 0 && skipped === 0) throw new CliError(`no image could be scored (${failed} of ${todo.length + failedInputs.length} failed)`);
+      } finally {
+        lock?.release();
       }
-      note(`scored ${scored}, failed ${failed}${skipped > 0 ? ` (${skipped} already in ${o.output})` : ''}${o.output !== undefined ? ` → ${o.output}` : ''}`);
-      if (scored === 0) throw new CliError(`no image could be scored (${failed} of ${todo.length} failed)`);
     });
 };
