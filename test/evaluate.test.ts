@@ -101,7 +101,7 @@ test('evaluate() checks its options and the output folder before any work', asyn
   const file = join(dir, 'a-file');
   writeFileSync(file, '');
   let events = 0;
-  await assert.rejects(evaluate({ ...given, out: join(file, 'eval'), onEvent: () => { events++; } }), /a-file[/\\]eval: cannot write the evaluation report there \(.*a-file is not a folder\)/);
+  await assert.rejects(evaluate({ ...given, out: join(file, 'eval'), onEvent: () => { events++; } }), /cannot write .*a-file[/\\]eval: .*a-file is a file, not a folder/);
   assert.equal(events, 0);
 });
 

@@ -7,16 +7,14 @@
  * the checkpoint records (unit, shares, seed, round, limit) and checked against its digest of the test
  * images; the split options given here are then not used (a note says so).
  */
-import { dirname, join, resolve } from 'node:path';
-import { closeSync, existsSync, openSync, rmSync, statSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
+import { join, resolve } from 'node:path';
 import { createMetric } from '../methods/index.js';
 import { loadCheckpointMeta, type CheckpointMeta } from '../train/checkpoint.js';
 import { loadDataset, imagePath, type Dataset, type DatasetColumns } from '../data/datasets.js';
 import { runSplit, reproduceSplit, resolveSplitSettings, sampleIndices, describeSplit, type SplitUnit } from '../data/splits.js';
 import { correlations, fitLogistic4 } from './metrics.js';
 import { scatterPlotSvg } from './plot.js';
-import { writeFileAtomic } from '../util/fs.js';
+import { checkWritableFolder, writeFileAtomic } from '../util/fs.js';
 
 export interface EvalOptions extends DatasetColumns {
   method: string; model?: string; checkpoint?: string; dataset: string; root: string; labelFile?: string; target?: string;
@@ -178,23 +176,4 @@ function checkOptions(opts: EvalOptions): void {
     throw new TypeError(`evaluate: option methodOptions must be an object of method parameters; got ${JSON.stringify(o.methodOptions)}`);
   }
   if (o.onEvent !== undefined && typeof o.onEvent !== 'function') throw new TypeError('evaluate: option onEvent must be a function');
-}
-
-/**
- * Fails now, not after the scoring, when the report cannot be written: the folder, or its nearest existing
- * parent, must be a folder where a probe file can be made; nothing is left behind. (Small on purpose, with
- * the name and signature of a shared check that can replace it.)
- */
-function checkWritableFolder(out: string): void {
-  let dir = out;
-  while (!existsSync(dir) && dirname(dir) !== dir) dir = dirname(dir);
-  const fail = (why: string): never => { throw new Error(`${out}: cannot write the evaluation report there (${why})`); };
-  if (!statSync(dir).isDirectory()) fail(`${dir} is not a folder`);
-  const probe = join(dir, `.promptiqa-write-check-${process.pid}-${randomBytes(4).toString('hex')}`);
-  try {
-    closeSync(openSync(probe, 'wx'));
-  } catch (err) {
-    fail(`${dir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-  }
-  rmSync(probe, { force: true });
 }

@@ -8,7 +8,6 @@ import { createProgress } from '../progress.js';
 import { checkDataset, checkMethod } from '../lib/names.js';
 import { warningLines } from '../lib/warnings.js';
 import { examples, type Register } from '../context.js';
-import { checkWritableFolder } from '../../util/fs.js';
 
 interface EvalCliOptions {
   method: string;
@@ -89,7 +88,6 @@ export const register: Register = (program, { io }) => {
       const format = o.json ? 'json' : o.format;
       checkDataset(o.dataset);
       await checkMethod(o.method);
-      checkWritableFolder(o.out); // before any scoring: a run never ends unable to write its report
       const progress = createProgress(io, o.quiet);
       let started = false;
       const opts: EvalOptions = {
