@@ -8,7 +8,7 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, appendFileSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { getMethod, loadBackbone, Scorer } from '../methods/index.js';
-import { type Options, parseOptions } from '../methods/method.js';
+import { type Method, type Options, parseOptions } from '../methods/method.js';
 import { trainGraph } from '../methods/graphs.js';
 import { imageFeatureGraph } from '../clip/encoders.js';
 import { trainView } from '../methods/views.js';
@@ -93,13 +93,9 @@ function unitMos(ds: Dataset, mos: number): number {
   return ds.info.higherIsBetter ? u : 1 - u;
 }
 
-/** Trains holding the lock on `opts.out` for the whole run: a second run on the same folder refuses at once. */
 export async function train(opts: TrainOptions): Promise<TrainResult> {
-  checkWritableFolder(opts.out);
-  return withLock(opts.out, 'folder', () => trainLocked(opts));
-}
-
-async function trainLocked(opts: TrainOptions): Promise<TrainResult> {
+  // everything that can be refused is refused before the run folder is made or locked
+  if (typeof opts.out !== 'string' || opts.out.trim() === '') throw new TypeError('train: out (the folder for the run) is required');
   const method = getMethod(opts.method);
   if (!method.info.trainable) throw new Error(`${method.info.name} is zero-shot: there is nothing to train`);
   const overrides: Record<string, unknown> = { ...(opts.methodOptions ?? {}) };
@@ -109,6 +105,12 @@ async function trainLocked(opts: TrainOptions): Promise<TrainResult> {
   if (opts.patience !== undefined) overrides.patience = opts.patience;
   const o = parseOptions(method, overrides);
   checkTrainOptions(opts, o);
+  checkWritableFolder(opts.out);
+  return withLock(opts.out, 'folder', () => trainLocked(opts, method, o));
+}
+
+/** The run itself, holding the lock on `opts.out`: a second run on the same folder refuses at once. */
+async function trainLocked(opts: TrainOptions, method: Method, o: Options): Promise<TrainResult> {
   const seed = (opts.seed ?? 0) + (opts.round ?? 0);
   const out = resolve(opts.out);
   mkdirSync(out, { recursive: true });
@@ -370,7 +372,6 @@ async function trainLocked(opts: TrainOptions): Promise<TrainResult> {
 
 /** Library callers get what the command line's parsers would have refused, before any work starts. */
 function checkTrainOptions(opts: TrainOptions, o: Options): void {
-  if (typeof opts.out !== 'string' || opts.out.trim() === '') throw new TypeError('train: out (the folder for the run) is required');
   const wholeAtLeast = (name: string, v: unknown, min: number): void => {
     if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) throw new RangeError(`train: ${name} must be a whole number ≥ ${min}, not ${String(v)}`);
   };
