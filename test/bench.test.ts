@@ -5,11 +5,26 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { rateSummary, median } from '../src/bench/timing.js';
 import { findTorchPython, parseTorchOutput, runTorchBench } from '../src/cli/lib/torch.js';
+import { benchTable, putRates } from '../src/cli/commands/bench.js';
 
 test('rateSummary: images/s of the slowest, median and fastest run', () => {
   assert.deepEqual(rateSummary(8, [2, 4, 1]), { min: 2, median: 4, max: 8 });
   assert.equal(median([4, 1, 3, 2]), 2.5);
   assert.throws(() => rateSummary(8, []), /no timed runs/);
+});
+
+test('bench figures: JSON and table carry min, median and max img/s of both engines', () => {
+  const result: Record<string, unknown> = { torch_version: '1.13.0' };
+  putRates(result, '', 'fu', 3, [2, 4, 5]);
+  putRates(result, 'torch_', 'fu', 3, [10, 6, 4]);
+  result.fu_ratio = 1.5;
+  assert.deepEqual(
+    [result.fu_train_img_s, result.fu_train_img_s_min, result.fu_train_img_s_max, result.torch_fu_train_img_s, result.torch_fu_train_img_s_min, result.torch_fu_train_img_s_max],
+    [0.75, 0.6, 1.5, 0.5, 0.3, 0.75],
+  );
+  const table = benchTable(result, ['fu']);
+  assert.match(table, /fu step img\/s +0\.75 \(0\.60–1\.50\) +0\.50 \(0\.30–0\.75\) +1\.50/);
+  assert.match(table, /torch 1\.13\.0/);
 });
 
 test('parseTorchOutput reads the per-run seconds of each mode from the last stdout line', () => {
