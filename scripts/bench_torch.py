@@ -347,8 +347,8 @@ def main(args):
     # Debian's torch is built against the generic BLAS interface: it is fast only
     # when the system's libblas.so.3 is an optimised one (libopenblas0-pthread).
     blas = blas_library()
-    if blas is None or "openblas" not in blas:
-        log(f"[bench_torch] warning: torch's BLAS is {blas or 'unknown'}, not OpenBLAS; "
+    if blas is not None and "openblas" not in blas and "mkl" not in blas and blas != "built in":
+        log(f"[bench_torch] warning: torch's BLAS is {blas}, not OpenBLAS; "
             "fp32 matrix products may be slow and ignore --threads")
 
     modes = args.modes
@@ -390,7 +390,8 @@ def main(args):
 
 
 def blas_library():
-    """The BLAS shared library this process loaded (from /proc/self/maps), or None."""
+    """The BLAS shared library this process loaded (from /proc/self/maps): its path,
+    "built in" when torch loaded none (MKL linked into torch), None without /proc."""
     try:
         with open("/proc/self/maps", encoding="utf8") as f:
             libs = {line.split()[-1] for line in f if "blas" in line.lower()}
@@ -400,7 +401,7 @@ def blas_library():
         real = os.path.realpath(lib)
         if "openblas" in real.lower() or "mkl" in real.lower():
             return real
-    return os.path.realpath(sorted(libs)[0]) if libs else None
+    return os.path.realpath(sorted(libs)[0]) if libs else "built in"
 
 
 def blas_threads(lib):

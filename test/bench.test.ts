@@ -78,6 +78,8 @@ test('the PyTorch peer runs every mode and sets its own thread pools, whatever t
   try {
     const r = await runTorchBench({ python: torchPython!.python, arch: 'vit-b-32', batch: 1, threads: 1, warmup: 0, iters: 1, modes: ['forward', 'train', 'fu'], prompts: 2 });
     assert.equal(r.threads, 1);
+    // the peer names its BLAS (from /proc on Linux) and, for OpenBLAS, the size of OpenBLAS's own pool
+    if (process.platform === 'linux') assert.ok(r.blas, 'the peer reports its BLAS');
     if (r.blas?.includes('openblas')) assert.equal(r.blasThreads, 1, `OpenBLAS threads (${r.blas})`);
     for (const m of ['forward', 'train', 'fu'] as const) assert.equal(r.seconds[m]?.length, 1, m);
   } finally {
