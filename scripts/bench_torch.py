@@ -4,29 +4,79 @@
 Builds CLIP's vision (and, for the "fu" mode, text) transformer from scratch
 with random weights, then times three workloads on the CPU in fp32:
 
-  forward  image features under torch.no_grad()
+  forward  image features (inference mode)
   train    forward + backward w.r.t. deep visual prompts (CLIP frozen)
-  fu       one full Adam step of the two-branch "Fu" prompt learner
+  fu       one full Adam step of Fu's two-branch prompt learner, as the
+           authors' MaPLe-based code trains it: an auxiliary learner and a
+           target learner (each: 8 context tokens, 11 deep text prompt sets,
+           12 visual prompt sets), both text encoders, two vision passes (the
+           target's visual prompts are Linear(1536->768) of its own and the
+           auxiliary's at each depth), MSE(quality) + 0.1 MSE(alignment)
 
 Usage:
   /usr/bin/python3 scripts/bench_torch.py --arch vit-b-32 --batch 8 \
-      --threads 2 --warmup 1 --iters 3 [--mode forward,train,fu] [--prompts 8]
+      --threads 2 --warmup 2 --iters 3 [--mode forward,train,fu] [--prompts 8]
 
 Prints exactly one JSON object on stdout; diagnostics go to stderr.
 
+Threads: the script fixes every thread pool itself before torch is loaded,
+so the figures do not depend on the caller's environment. torch's OpenMP
+pool and the BLAS's own pool (Debian's torch calls OpenBLAS, which keeps a
+separate pthread pool) both get --threads; OpenBLAS's idle workers sleep at
+once instead of spinning for ~0.1 s, because a spinning BLAS worker steals
+the core from torch's OpenMP worker between matrix products (the pools never
+run at the same time). Inter-op threads are 1: these graphs have no
+independent branches worth running concurrently.
+
 Layout note: like OpenAI's CLIP, the transformers run sequence-first
-([tokens, batch, width]) through nn.MultiheadAttention(batch_first=False).
+([tokens, batch, width]) through nn.MultiheadAttention(batch_first=False),
+and parameters carry CLIP's state-dict names (transformer.resblocks.N...),
+so a real CLIP state dict loads into them.
 """
 
 import argparse
+import ctypes
 import json
+import os
 import statistics
 import sys
 import time
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", default="vit-b-32", choices=("vit-b-32", "vit-b-16", "vit-l-14"))
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--mode", default="forward,train,fu",
+                    help="comma-separated subset of forward,train,fu")
+    ap.add_argument("--prompts", type=int, default=8, help="prompt tokens per set")
+    args = ap.parse_args(argv)
+    modes = [m.strip() for m in args.mode.split(",") if m.strip()]
+    bad = [m for m in modes if m not in ("forward", "train", "fu")]
+    if bad or not modes:
+        ap.error(f"unknown mode(s): {bad or args.mode}")
+    if args.iters < 1 or args.batch < 1 or args.threads < 1 or args.warmup < 0 or args.prompts < 1:
+        ap.error("--iters, --batch, --threads, --prompts must be >= 1 and --warmup >= 0")
+    args.modes = modes
+    return args
+
+
+# Thread pools read their sizes when the libraries load: set them before torch
+# is imported (only when run as a script; an importer owns its environment).
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+if __name__ == "__main__":
+    ARGS = parse_args()
+    for _name in THREAD_ENV:
+        os.environ[_name] = str(ARGS.threads)
+    # OpenBLAS: idle workers sleep after 2^4 cycles instead of 2^28 (spinning)
+    os.environ["OPENBLAS_THREAD_TIMEOUT"] = "4"
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 # name -> (patch, width, layers, heads, embed_dim); input is always 224x224
 ARCHS = {
@@ -40,7 +90,8 @@ IMAGE_SIZE = 224
 TEXT_WIDTH, TEXT_LAYERS, TEXT_HEADS = 512, 12, 8
 CONTEXT_LEN, VOCAB = 77, 49408
 SOT, EOT = 49406, 49407
-EOT_POS = 12  # position of the EOT token in the synthetic class prompts
+EOT_POS = 12  # EOT of "SOT X*8 good photo . EOT": the class prompts' length
+LOGIT_SCALE = 100.0  # exp(logit_scale) of the released CLIPs
 
 
 def log(*a):
@@ -60,12 +111,13 @@ class ResidualAttentionBlock(nn.Module):
 
     def __init__(self, width, heads, attn_mask=None):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(width)
         self.attn = nn.MultiheadAttention(width, heads)
+        self.ln_1 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential()
+        self.mlp.add_module("c_fc", nn.Linear(width, width * 4))
+        self.mlp.add_module("gelu", QuickGELU())
+        self.mlp.add_module("c_proj", nn.Linear(width * 4, width))
         self.ln_2 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(
-            nn.Linear(width, width * 4), QuickGELU(), nn.Linear(width * 4, width)
-        )
         self.attn_mask = attn_mask
 
     def forward(self, x):
@@ -74,11 +126,12 @@ class ResidualAttentionBlock(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
-def replace_last(x, prompt):
-    """Replace the last n tokens of x [L, N, D] by prompt [n, D] (all images)."""
-    n = prompt.shape[0]
-    p = prompt.unsqueeze(1).expand(n, x.shape[1], x.shape[2])
-    return torch.cat([x[:-n], p], dim=0)
+class Transformer(nn.Module):
+    def __init__(self, width, layers, heads, attn_mask=None):
+        super().__init__()
+        self.resblocks = nn.ModuleList(
+            [ResidualAttentionBlock(width, heads, attn_mask) for _ in range(layers)]
+        )
 
 
 class VisionTransformer(nn.Module):
@@ -90,9 +143,7 @@ class VisionTransformer(nn.Module):
         self.class_embedding = nn.Parameter(scale * torch.randn(width))
         self.positional_embedding = nn.Parameter(scale * torch.randn(grid * grid + 1, width))
         self.ln_pre = nn.LayerNorm(width)
-        self.blocks = nn.ModuleList(
-            [ResidualAttentionBlock(width, heads) for _ in range(layers)]
-        )
+        self.transformer = Transformer(width, layers, heads)
         self.ln_post = nn.LayerNorm(width)
         self.proj = nn.Parameter(scale * torch.randn(width, embed_dim))
 
@@ -112,9 +163,10 @@ class VisionTransformer(nn.Module):
             n = prompts[0].shape[0]
             x = torch.cat([x, prompts[0].expand(x.shape[0], n, -1)], dim=1)
         x = self.ln_pre(x).transpose(0, 1)                     # [L, N, W]
-        for i, block in enumerate(self.blocks):
+        for i, block in enumerate(self.transformer.resblocks):
             if prompts and 1 <= i < len(prompts):
-                x = replace_last(x, prompts[i])
+                p = prompts[i]
+                x = torch.cat([x[:-p.shape[0]], p.unsqueeze(1).expand(-1, x.shape[1], -1)], dim=0)
             x = block(x)
         x = self.ln_post(x[0])                                 # CLS token
         return x @ self.proj
@@ -127,9 +179,7 @@ class TextTransformer(nn.Module):
         self.positional_embedding = nn.Parameter(0.01 * torch.randn(CONTEXT_LEN, TEXT_WIDTH))
         # causal mask: -inf above the diagonal
         mask = torch.full((CONTEXT_LEN, CONTEXT_LEN), float("-inf")).triu_(1)
-        self.blocks = nn.ModuleList(
-            [ResidualAttentionBlock(TEXT_WIDTH, TEXT_HEADS, mask) for _ in range(TEXT_LAYERS)]
-        )
+        self.transformer = Transformer(TEXT_WIDTH, TEXT_LAYERS, TEXT_HEADS, mask)
         self.ln_final = nn.LayerNorm(TEXT_WIDTH)
         self.text_projection = nn.Parameter(TEXT_WIDTH ** -0.5 * torch.randn(TEXT_WIDTH, embed_dim))
 
@@ -144,7 +194,7 @@ class TextTransformer(nn.Module):
         x = self.token_embedding(tokens)                       # [C, 77, 512]
         x = torch.cat([x[:, :1], ctx.expand(c, n, -1), x[:, 1 + n:]], dim=1)
         x = (x + self.positional_embedding).transpose(0, 1)    # [77, C, 512]
-        for i, block in enumerate(self.blocks):
+        for i, block in enumerate(self.transformer.resblocks):
             if 1 <= i <= len(deep):
                 p = deep[i - 1].unsqueeze(1).expand(n, c, -1)
                 x = torch.cat([x[:1], p, x[1 + n:]], dim=0)
@@ -157,14 +207,78 @@ class TextTransformer(nn.Module):
 def freeze(module):
     for p in module.parameters():
         p.requires_grad_(False)
-    return module
+    return module.eval()
 
 
 def prob_first(img_feat, text_feat):
     """softmax(100 * cos(img, text)) -> probability of class 0, shape [N]."""
     img = F.normalize(img_feat, dim=-1)
     txt = F.normalize(text_feat, dim=-1)
-    return (100.0 * img @ txt.t()).softmax(dim=-1)[:, 0]
+    return (LOGIT_SCALE * img @ txt.t()).softmax(dim=-1)[:, 0]
+
+
+def params(n, width, sets):
+    """sets prompt tensors [n, width], N(0, 0.02) as CoOp/MaPLe initialise them."""
+    return nn.ParameterList([nn.Parameter(0.02 * torch.randn(n, width)) for _ in range(sets)])
+
+
+def class_tokens(n_ctx):
+    """Two class prompts [SOT, n_ctx context slots, 3 random ids, EOT, 0...]."""
+    tokens = torch.zeros(2, CONTEXT_LEN, dtype=torch.long)
+    tokens[:, 0] = SOT
+    tokens[:, 1:n_ctx + 4] = torch.randint(1, SOT, (2, n_ctx + 3))
+    tokens[:, n_ctx + 4] = EOT
+    return tokens
+
+
+# ---------------------------------------------------------------- Fu
+
+
+class FuLearner(nn.Module):
+    """One of Fu's two prompt learners: context, deep text and visual prompts.
+
+    With fuse=True (the target learner) it also owns one Linear(2W -> W) per
+    visual depth, applied to [own prompt, auxiliary prompt] at that depth.
+    """
+
+    def __init__(self, n, vision_width, vision_depth, fuse):
+        super().__init__()
+        self.ctx = nn.Parameter(0.02 * torch.randn(n, TEXT_WIDTH))
+        self.text = params(n, TEXT_WIDTH, TEXT_LAYERS - 1)
+        self.vis = params(n, vision_width, vision_depth)
+        self.fuse = nn.ModuleList(
+            [nn.Linear(2 * vision_width, vision_width) for _ in range(vision_depth)]
+        ) if fuse else None
+
+    def visual(self, aux=None):
+        if self.fuse is None:
+            return list(self.vis)
+        return [f(torch.cat([v, a], dim=-1)) for f, v, a in zip(self.fuse, self.vis, aux)]
+
+
+class Fu(nn.Module):
+    """The authors' CustomCLIP.forward: alignment branch, then quality branch."""
+
+    def __init__(self, visual, textenc, n):
+        super().__init__()
+        width, depth = visual.class_embedding.shape[0], len(visual.transformer.resblocks)
+        self.visual, self.textenc = visual, textenc
+        self.aux = FuLearner(n, width, depth, fuse=False)
+        self.target = FuLearner(n, width, depth, fuse=True)
+        self.register_buffer("aux_tokens", class_tokens(n))
+        self.register_buffer("target_tokens", class_tokens(n))
+
+    def forward(self, image):
+        aux_vis = self.aux.visual()
+        a = prob_first(self.visual(image, aux_vis),
+                       self.textenc(self.aux_tokens, self.aux.ctx, list(self.aux.text)))
+        q = prob_first(self.visual(image, self.target.visual(aux_vis)),
+                       self.textenc(self.target_tokens, self.target.ctx, list(self.target.text)))
+        return q, a
+
+
+def fu_loss(q, a, y_q, y_a, align_weight=0.1):
+    return F.mse_loss(q, y_q) + align_weight * F.mse_loss(a, y_a)
 
 
 # ---------------------------------------------------------------- timing
@@ -182,23 +296,19 @@ def time_it(fn, warmup, iters):
     return out
 
 
-def params(shape_n, width, sets):
-    return [nn.Parameter(0.02 * torch.randn(shape_n, width)) for _ in range(sets)]
-
-
 # ---------------------------------------------------------------- workloads
 
 
 def bench_forward(visual, image, warmup, iters):
     def step():
-        with torch.no_grad():
+        with torch.inference_mode():
             visual(image)
 
     return time_it(step, warmup, iters)
 
 
 def bench_train(visual, image, embed_dim, n_prompts, warmup, iters):
-    width, layers = visual.class_embedding.shape[0], len(visual.blocks)
+    width, layers = visual.class_embedding.shape[0], len(visual.transformer.resblocks)
     prompts = params(n_prompts, width, layers)          # input + layers 1..L-1
     text = F.normalize(torch.randn(2, embed_dim), dim=-1)
     target = torch.rand(image.shape[0])
@@ -206,50 +316,22 @@ def bench_train(visual, image, embed_dim, n_prompts, warmup, iters):
     def step():
         for p in prompts:
             p.grad = None
-        q = prob_first(visual(image, prompts), text)
+        q = prob_first(visual(image, list(prompts)), text)
         F.mse_loss(q, target).backward()
 
     return time_it(step, warmup, iters)
 
 
 def bench_fu(visual, textenc, image, n_prompts, warmup, iters):
-    width, layers = visual.class_embedding.shape[0], len(visual.blocks)
-    n = n_prompts
+    model = Fu(visual, textenc, n_prompts)
     batch = image.shape[0]
-
-    # visual prompts: input + (layers - 1) deep sets, for each branch
-    aux_v = params(n, width, layers)
-    tgt_v = params(n, width, layers)
-    fuse = nn.ModuleList([nn.Linear(2 * width, width) for _ in range(layers)])
-    # text prompts: context + 11 deep sets, for each branch
-    aux_ctx, tgt_ctx = params(n, TEXT_WIDTH, 1)[0], params(n, TEXT_WIDTH, 1)[0]
-    aux_t = params(n, TEXT_WIDTH, TEXT_LAYERS - 1)
-    tgt_t = params(n, TEXT_WIDTH, TEXT_LAYERS - 1)
-
-    # two class prompts: [SOT, random ids..., EOT at EOT_POS, 0 padding]
-    tokens = torch.zeros(2, CONTEXT_LEN, dtype=torch.long)
-    tokens[:, 0] = SOT
-    tokens[:, 1:EOT_POS] = torch.randint(1, SOT, (2, EOT_POS - 1))
-    tokens[:, EOT_POS] = EOT
-
     y_q, y_a = torch.rand(batch), torch.rand(batch)
-    trainable = (aux_v + tgt_v + list(fuse.parameters())
-                 + [aux_ctx, tgt_ctx] + aux_t + tgt_t)
-    opt = torch.optim.Adam(trainable, lr=1e-4)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        # alignment branch: auxiliary prompts
-        a_img = visual(image, aux_v)
-        a_txt = textenc(tokens, aux_ctx, aux_t)
-        a = prob_first(a_img, a_txt)
-        # quality branch: target prompts fused with auxiliary ones per depth
-        fused = [fuse[d](torch.cat([tgt_v[d], aux_v[d]], dim=-1)) for d in range(layers)]
-        q_img = visual(image, fused)
-        q_txt = textenc(tokens, tgt_ctx, tgt_t)
-        q = prob_first(q_img, q_txt)
-        loss = F.mse_loss(q, y_q) + 0.1 * F.mse_loss(a, y_a)
-        loss.backward()
+        q, a = model(image)
+        fu_loss(q, a, y_q, y_a).backward()
         opt.step()
 
     return time_it(step, warmup, iters)
@@ -258,41 +340,28 @@ def bench_fu(visual, textenc, image, n_prompts, warmup, iters):
 # ---------------------------------------------------------------- main
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--arch", default="vit-b-32", choices=sorted(ARCHS))
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--iters", type=int, default=3)
-    ap.add_argument("--mode", default="forward,train,fu",
-                    help="comma-separated subset of forward,train,fu")
-    ap.add_argument("--prompts", type=int, default=8, help="prompt tokens per set")
-    args = ap.parse_args()
-
-    modes = [m.strip() for m in args.mode.split(",") if m.strip()]
-    bad = [m for m in modes if m not in ("forward", "train", "fu")]
-    if bad or not modes:
-        ap.error(f"unknown mode(s): {bad or args.mode}")
-    if args.iters < 1 or args.batch < 1 or args.threads < 1 or args.warmup < 0:
-        ap.error("--iters, --batch, --threads must be >= 1 and --warmup >= 0")
-
+def main(args):
     torch.set_num_threads(args.threads)
+    torch.set_num_interop_threads(1)
     torch.manual_seed(0)
-    # Debian's torch links the reference (netlib) BLAS: Linear layers then run
-    # single-threaded and unblocked, far slower than MKL/OpenBLAS builds.
-    if "BLAS_INFO=generic" in torch.__config__.show():
-        log("[bench_torch] warning: torch uses the generic reference BLAS "
-            "(BLAS_INFO=generic); fp32 matmuls are slow and ignore --threads")
+    # Debian's torch is built against the generic BLAS interface: it is fast only
+    # when the system's libblas.so.3 is an optimised one (libopenblas0-pthread).
+    blas = blas_library()
+    if blas is not None and "openblas" not in blas and "mkl" not in blas and blas != "built in":
+        log(f"[bench_torch] warning: torch's BLAS is {blas}, not OpenBLAS; "
+            "fp32 matrix products may be slow and ignore --threads")
 
+    modes = args.modes
     patch, width, layers, heads, embed_dim = ARCHS[args.arch]
-    visual = freeze(VisionTransformer(patch, width, layers, heads, embed_dim)).eval()
-    textenc = freeze(TextTransformer(embed_dim)).eval() if "fu" in modes else None
+    visual = freeze(VisionTransformer(patch, width, layers, heads, embed_dim))
+    textenc = freeze(TextTransformer(embed_dim)) if "fu" in modes else None
     image = torch.randn(args.batch, 3, IMAGE_SIZE, IMAGE_SIZE)
 
     result = {
         "torch_version": torch.__version__,
         "threads": torch.get_num_threads(),
+        "blas": blas,
+        "blas_threads": blas_threads(blas),
         "arch": args.arch,
         "batch": args.batch,
     }
@@ -313,13 +382,39 @@ def main():
     list_key = {"forward": "forward_s", "train": "train_s", "fu": "fu_s"}
     for m, secs in runs.items():
         result[rate_key[m]] = args.batch / statistics.median(secs)
-    for m, secs in runs.items():
         result[list_key[m]] = secs
-        log(f"[bench_torch] {m}: median {statistics.median(secs):.3f} s, "
-            f"{result[rate_key[m]]:.2f} img/s")
+        log(f"[bench_torch] {m}: img/s min {args.batch / max(secs):.2f}, "
+            f"median {result[rate_key[m]]:.2f}, max {args.batch / min(secs):.2f}")
 
     print(json.dumps(result))
 
 
+def blas_library():
+    """The BLAS shared library this process loaded (from /proc/self/maps): its path,
+    "built in" when torch loaded none (MKL linked into torch), None without /proc."""
+    try:
+        with open("/proc/self/maps", encoding="utf8") as f:
+            libs = {line.split()[-1] for line in f if "blas" in line.lower()}
+    except OSError:
+        return None
+    for lib in sorted(libs):
+        real = os.path.realpath(lib)
+        if "openblas" in real.lower() or "mkl" in real.lower():
+            return real
+    return os.path.realpath(sorted(libs)[0]) if libs else "built in"
+
+
+def blas_threads(lib):
+    """OpenBLAS's own thread count (it ignores torch.set_num_threads), or None."""
+    if lib is None:
+        return None
+    try:
+        get = ctypes.CDLL(lib).openblas_get_num_threads  # the copy already loaded
+    except (OSError, AttributeError):
+        return None
+    get.restype = ctypes.c_int
+    return get()
+
+
 if __name__ == "__main__":
-    main()
+    main(ARGS)

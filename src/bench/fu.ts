@@ -11,7 +11,7 @@ import { trainGraph } from '../methods/graphs.js';
 import { PARAM_PREFIX } from '../prompts/context.js';
 import { adam } from '../train/optim.js';
 import { Rng } from '../util/rng.js';
-import { timeIt } from './vision.js';
+import { timeIt } from './timing.js';
 
 export async function benchFu(weights: ClipWeights, opts: { batch: number; warmup: number; iters: number; runtime: RuntimeOptions }): Promise<{ fu_train_img_s: number; fu_s: number[] }> {
   const method = getMethod('fu');

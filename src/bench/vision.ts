@@ -11,24 +11,7 @@ import { type ClipWeights } from '../clip/weights.js';
 import { WeightBank, visionEncoder, imageFeatureGraph } from '../clip/encoders.js';
 import { normalInit } from '../prompts/context.js';
 import { Rng } from '../util/rng.js';
-
-export interface TimedRun {
-  seconds: number[];
-  median: number;
-}
-
-export async function timeIt(fn: () => Promise<unknown>, warmup: number, iters: number): Promise<TimedRun> {
-  for (let i = 0; i < warmup; i++) await fn();
-  const seconds: number[] = [];
-  for (let i = 0; i < iters; i++) {
-    const t0 = process.hrtime.bigint();
-    await fn();
-    seconds.push(Number(process.hrtime.bigint() - t0) / 1e9);
-  }
-  const sorted = [...seconds].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return { seconds, median: sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2 };
-}
+import { timeIt } from './timing.js';
 
 /**
  * Forward + backward to deep visual prompts (n tokens at the input and at every later layer), with a

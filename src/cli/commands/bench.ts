@@ -4,8 +4,20 @@ import { ARCHS, archConfig, visionFlops } from '../../clip/config.js';
 import { UsageError, fmt, formatTable, jsonLine } from '../io.js';
 import { defaultThreads, opt, parseNonNegativeInt, parsePositiveInt } from '../options.js';
 import { examples, type Register } from '../context.js';
+import { rateSummary } from '../../bench/timing.js';
 
 const MODES = ['forward', 'train', 'fu'] as const;
+export type Mode = (typeof MODES)[number];
+
+/**
+ * Each mode's JSON keys: its median img/s (with `_min` and `_max` beside it: the slowest and fastest run), its
+ * per-run seconds, and the ratio of medians. The PyTorch peer's figures carry the same keys prefixed `torch_`.
+ */
+const FIGURES: Record<Mode, { rate: string; seconds: string; ratio: string; label: string }> = {
+  forward: { rate: 'forward_img_s', seconds: 'forward_s', ratio: 'forward_ratio', label: 'forward img/s' },
+  train: { rate: 'train_img_s', seconds: 'train_s', ratio: 'train_ratio', label: 'train img/s' },
+  fu: { rate: 'fu_train_img_s', seconds: 'fu_s', ratio: 'fu_ratio', label: 'fu step img/s' },
+};
 
 interface BenchOptions {
   arch: string;
@@ -22,7 +34,7 @@ interface BenchOptions {
   quiet?: boolean;
 }
 
-export function parseModes(value: string): string[] {
+export function parseModes(value: string): Mode[] {
   const modes = [...new Set(value.split(',').map((s) => s.trim()).filter(Boolean))];
   const bad = modes.filter((m) => !(MODES as readonly string[]).includes(m));
   if (modes.length === 0 || bad.length > 0) {
@@ -33,24 +45,55 @@ export function parseModes(value: string): string[] {
 
 const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
 
+/** The table of a bench result: img/s as "median (min–max)" over the timed runs; GFLOP/s and ratios from the medians. */
+export function benchTable(result: Readonly<Record<string, unknown>>, modes: readonly Mode[]): string {
+  const hasTorch = result.torch_version !== undefined;
+  const rows: string[][] = [];
+  const range = (key: string): string => {
+    const med = num(result[key]);
+    return med === undefined ? '' : `${fmt(med, 2)} (${fmt(num(result[`${key}_min`]), 2)}–${fmt(num(result[`${key}_max`]), 2)})`;
+  };
+  const gflop = (key: string): string => fmt(num(result[key]), 1);
+  const row = (label: string, ours: string, theirs: string, ratio: string, cell: (key: string) => string): void => {
+    if (num(result[ours]) === undefined && num(result[theirs]) === undefined) return;
+    rows.push([label, cell(ours), ...(hasTorch ? [cell(theirs), fmt(num(result[ratio]), 2)] : [])]);
+  };
+  for (const m of modes) {
+    const f = FIGURES[m];
+    row(f.label, f.rate, `torch_${f.rate}`, f.ratio, range);
+    if (m !== 'fu') row(`${m} GFLOP/s`, `${m}_gflop_s`, `torch_${m}_gflop_s`, f.ratio, gflop);
+  }
+  return formatTable(['', 'onnxruntime', ...(hasTorch ? [`torch ${result.torch_version as string}`, 'ratio'] : [])], rows);
+}
+
+/** Puts each mode's img/s (median, `_min`, `_max`) from its per-run seconds, under `prefix` + the mode's rate key. */
+export function putRates(result: Record<string, unknown>, prefix: string, mode: Mode, batch: number, seconds: readonly number[]): void {
+  const r = rateSummary(batch, seconds);
+  const key = prefix + FIGURES[mode].rate;
+  result[key] = r.median;
+  result[`${key}_min`] = r.min;
+  result[`${key}_max`] = r.max;
+}
+
 export const register: Register = (program, { io }) => {
   program
     .command('bench')
     .summary('time CLIP image encoders (random weights) on ONNX Runtime, against PyTorch')
     .description(
-      'Builds a CLIP of the chosen architecture with random weights and times, at the given batch size (median of --iters ' +
-        'runs after --warmup): forward = image features; train = forward + backward to deep visual prompts at every layer ' +
+      'Builds a CLIP of the chosen architecture with random weights and times, at the given batch size (median, min and ' +
+        'max of --iters runs after --warmup): forward = image features; train = forward + backward to deep visual prompts at every layer ' +
         '(--prompts tokens each; CLIP frozen), the work of one prompt-learning step; fu = one full Adam step of the ' +
-        'two-branch Fu prompt learner (text encoder included). Reports images/s and GFLOP/s (matrix products only). ' +
-        'Then, unless --no-torch, runs the PyTorch peer (scripts/bench_torch.py: the same model in PyTorch, fp32, CPU) ' +
-        'with the same settings and adds torch_* figures and ratios (ours / PyTorch; above 1 = faster). The peer needs a ' +
+        'two-branch Fu prompt learner (both text encoders, two vision passes). Reports images/s and GFLOP/s (matrix products only). ' +
+        'Then, unless --no-torch, runs the PyTorch peer (scripts/bench_torch.py: the same models in PyTorch, fp32, CPU; its fu ' +
+        'step computes what the Fu authors\' code trains) with the same settings and adds torch_* figures and ratios of the ' +
+        'medians (ours / PyTorch; above 1 = faster). The peer needs a ' +
         'Python with torch: `apt-get install python3-torch` (Debian/Ubuntu) or `pip install torch`; without one it is ' +
         'skipped with a note.',
     )
     .addOption(new Option('--arch <name>', 'architecture').choices(Object.keys(ARCHS)).default('vit-b-32'))
     .addOption(opt.batch(8))
     .addOption(opt.threads())
-    .addOption(new Option('--iters <n>', 'timed runs (the median is reported)').argParser(parsePositiveInt).default(3))
+    .addOption(new Option('--iters <n>', 'timed runs (median, min and max are reported)').argParser(parsePositiveInt).default(3))
     .addOption(new Option('--warmup <n>', 'untimed runs first (a training graph needs two before its memory arena settles)').argParser(parseNonNegativeInt).default(2))
     .addOption(new Option('--mode <list>', 'comma-separated subset of forward,train,fu').default('forward,train'))
     .addOption(new Option('--prompts <n>', 'visual prompt tokens per layer in train and fu').argParser(parsePositiveInt).default(8))
@@ -95,6 +138,7 @@ export const register: Register = (program, { io }) => {
         result.fu_train_img_s = fu.fu_train_img_s;
         result.fu_s = fu.fu_s;
       }
+      for (const m of modes) putRates(result, '', m, o.batch, result[FIGURES[m].seconds] as number[]);
 
       if (o.torch) {
         const { findTorchPython, runTorchBench } = await import('../lib/torch.js');
@@ -110,20 +154,15 @@ export const register: Register = (program, { io }) => {
               python: found.python, arch: o.arch, batch: o.batch, threads, warmup: o.warmup, iters: o.iters, modes, prompts: o.prompts,
               onStderr: o.quiet ? undefined : (s) => io.stderr(s),
             });
-            result.torch_version = typeof t.torch_version === 'string' ? t.torch_version : found.version;
-            if (num(t.threads) !== undefined) result.torch_threads = t.threads;
-            const pairs: Array<[string, string, string, string]> = [
-              ['forward_img_s', 'forward_s', 'torch_forward_img_s', 'forward_ratio'],
-              ['train_img_s', 'train_s', 'torch_train_img_s', 'train_ratio'],
-              ['fu_train_img_s', 'fu_s', 'torch_fu_train_img_s', 'fu_ratio'],
-            ];
-            for (const [ours, secs, theirs, ratio] of pairs) {
-              const v = num(t[ours]);
-              if (v === undefined) continue;
-              result[theirs] = v;
-              if (Array.isArray(t[secs])) result[`torch_${secs}`] = t[secs];
-              const mine = num(result[ours]);
-              if (mine !== undefined) result[ratio] = mine / v;
+            result.torch_version = t.torchVersion ?? found.version;
+            if (t.threads !== undefined) result.torch_threads = t.threads;
+            if (t.blas !== undefined) result.torch_blas = t.blas;
+            if (t.blasThreads !== undefined) result.torch_blas_threads = t.blasThreads;
+            for (const m of modes) {
+              const secs = t.seconds[m]!;
+              putRates(result, 'torch_', m, o.batch, secs);
+              result[`torch_${FIGURES[m].seconds}`] = secs;
+              result[FIGURES[m].ratio] = (result[FIGURES[m].rate] as number) / (result[`torch_${FIGURES[m].rate}`] as number);
             }
             // the same operation counts as ours, so GFLOP/s compare directly
             const fwd = num(result.torch_forward_img_s);
@@ -142,20 +181,9 @@ export const register: Register = (program, { io }) => {
         return;
       }
       const hasTorch = result.torch_version !== undefined;
-      const rows: string[][] = [];
-      const row = (label: string, ours: string, theirs: string, ratio: string, digits = 2): void => {
-        const a = num(result[ours]);
-        if (a === undefined && num(result[theirs]) === undefined) return;
-        rows.push([label, fmt(a, digits), ...(hasTorch ? [fmt(num(result[theirs]), digits), fmt(num(result[ratio]), 2)] : [])]);
-      };
-      row('forward img/s', 'forward_img_s', 'torch_forward_img_s', 'forward_ratio');
-      row('forward GFLOP/s', 'forward_gflop_s', 'torch_forward_gflop_s', 'forward_ratio', 1);
-      row('train img/s', 'train_img_s', 'torch_train_img_s', 'train_ratio');
-      row('train GFLOP/s', 'train_gflop_s', 'torch_train_gflop_s', 'train_ratio', 1);
-      row('fu step img/s', 'fu_train_img_s', 'torch_fu_train_img_s', 'fu_ratio');
       io.stdout(
-        `${o.arch}, batch ${o.batch}, ${threads} thread(s), ${o.device}, median of ${o.iters} after ${o.warmup} warm-up\n` +
-          formatTable(['', 'onnxruntime', ...(hasTorch ? [`torch ${result.torch_version as string}`, 'ratio'] : [])], rows),
+        `${o.arch}, batch ${o.batch}, ${threads} thread(s), ${o.device}, ${o.iters} timed run(s) after ${o.warmup} warm-up: median (min–max)\n` +
+          benchTable(result, modes),
       );
       if (!hasTorch && o.torch) io.stdout(`(no PyTorch figures: ${(result.torch_skipped ?? result.torch_error) as string})\n`);
     });

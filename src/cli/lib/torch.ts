@@ -22,6 +22,8 @@ export function findTorchPython(candidates: readonly string[] = PYTHON_CANDIDATE
 
 export interface TorchBenchOptions {
   python: string;
+  /** the peer script (default TORCH_SCRIPT) */
+  script?: string;
   arch: string;
   batch: number;
   threads: number;
@@ -33,15 +35,63 @@ export interface TorchBenchOptions {
   onStderr?: (text: string) => void;
 }
 
-/** Runs the peer and returns its JSON object. */
-export function runTorchBench(opts: TorchBenchOptions): Promise<Record<string, unknown>> {
-  if (!existsSync(TORCH_SCRIPT)) return Promise.reject(new Error(`the PyTorch peer ${TORCH_SCRIPT} is missing`));
+/** What the peer measured: per-run seconds by mode, and how it ran. */
+export interface TorchBenchResult {
+  torchVersion?: string;
+  threads?: number;
+  /** the BLAS library torch loaded, as the peer found it */
+  blas?: string;
+  /** OpenBLAS's own thread count, where torch uses OpenBLAS */
+  blasThreads?: number;
+  seconds: Partial<Record<'forward' | 'train' | 'fu', number[]>>;
+}
+
+/** The peer's JSON keys of the per-run seconds, by mode. */
+export const TORCH_SECONDS_KEYS = { forward: 'forward_s', train: 'train_s', fu: 'fu_s' } as const;
+
+/**
+ * Reads the peer's stdout: its last line must be a JSON object; each mode asked for must come with a
+ * non-empty list of positive seconds.
+ */
+export function parseTorchOutput(stdout: string, modes: readonly string[]): TorchBenchResult {
+  const line = stdout.trim().split('\n').filter(Boolean).slice(-1)[0] ?? '';
+  let obj: unknown;
+  try {
+    obj = JSON.parse(line);
+  } catch {
+    obj = undefined;
+  }
+  if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) {
+    throw new Error(`the PyTorch peer did not print a JSON object (stdout: ${JSON.stringify(stdout.slice(0, 200))})`);
+  }
+  const o = obj as Record<string, unknown>;
+  const out: TorchBenchResult = { seconds: {} };
+  if (typeof o.torch_version === 'string') out.torchVersion = o.torch_version;
+  if (typeof o.threads === 'number' && Number.isInteger(o.threads) && o.threads > 0) out.threads = o.threads;
+  if (typeof o.blas === 'string') out.blas = o.blas;
+  if (typeof o.blas_threads === 'number' && Number.isInteger(o.blas_threads) && o.blas_threads > 0) out.blasThreads = o.blas_threads;
+  for (const [mode, key] of Object.entries(TORCH_SECONDS_KEYS)) {
+    if (!modes.includes(mode)) continue;
+    const v = o[key];
+    if (!Array.isArray(v) || v.length === 0 || !v.every((x) => typeof x === 'number' && Number.isFinite(x) && x > 0)) {
+      throw new Error(`the PyTorch peer's JSON has no valid ${key} (a non-empty list of positive seconds): ${JSON.stringify(v)?.slice(0, 100)}`);
+    }
+    out.seconds[mode as keyof typeof TORCH_SECONDS_KEYS] = v as number[];
+  }
+  return out;
+}
+
+/** Runs the peer and returns what it measured. */
+export function runTorchBench(opts: TorchBenchOptions): Promise<TorchBenchResult> {
+  const script = opts.script ?? TORCH_SCRIPT;
+  if (!existsSync(script)) return Promise.reject(new Error(`the PyTorch peer ${script} is missing`));
   const args = [
-    TORCH_SCRIPT, '--arch', opts.arch, '--batch', String(opts.batch), '--threads', String(opts.threads),
+    script, '--arch', opts.arch, '--batch', String(opts.batch), '--threads', String(opts.threads),
     '--warmup', String(opts.warmup), '--iters', String(opts.iters), '--mode', opts.modes.join(','), '--prompts', String(opts.prompts),
   ];
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(opts.python, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, OMP_NUM_THREADS: String(opts.threads) } });
+    // the peer sets its thread pools itself from --threads, before torch loads
+    const child = spawn(opts.python, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => { out += d; });
@@ -56,13 +106,10 @@ export function runTorchBench(opts: TorchBenchOptions): Promise<Record<string, u
         reject(new Error(`the PyTorch peer exited with ${signal ?? `code ${code}`}${last ? `: ${last}` : ''}`));
         return;
       }
-      const line = out.trim().split('\n').filter(Boolean).slice(-1)[0] ?? '';
       try {
-        const obj = JSON.parse(line) as unknown;
-        if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) throw new Error('not an object');
-        resolvePromise(obj as Record<string, unknown>);
-      } catch {
-        reject(new Error(`the PyTorch peer did not print a JSON object (stdout: ${JSON.stringify(out.slice(0, 200))})`));
+        resolvePromise(parseTorchOutput(out, opts.modes));
+      } catch (e) {
+        reject(e as Error);
       }
     });
   });
