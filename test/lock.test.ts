@@ -108,7 +108,9 @@ test('output checks: a folder, a path under a file and an unwritable folder fail
 
     // an atomic write that cannot rename (a folder in the way) leaves no temporary file
     mkdirSync(join(dir, 'taken'));
-    assert.throws(() => writeFileAtomic(join(dir, 'taken'), 'data'));
+    assert.throws(() => writeFileAtomic(join(dir, 'taken'), 'data'), new RegExp(`cannot write ${join(dir, 'taken')}: `));
+    // one whose folder cannot be made names the file too
+    assert.throws(() => writeFileAtomic(join(dir, 'file.txt', 'x.json'), 'data'), /cannot write .*file\.txt.x\.json: a part of the path is a file, not a folder/);
     assert.deepEqual(readdirSync(dir).sort(), ['file.txt', ...(process.getuid?.() !== 0 ? ['ro'] : []), 'taken']);
   } finally {
     rmSync(dir, { recursive: true, force: true });

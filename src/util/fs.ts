@@ -9,10 +9,10 @@ import { randomBytes } from 'node:crypto';
  * temporary file behind.
  */
 export function writeFileAtomic(path: string, data: string | Uint8Array | readonly Uint8Array[]): void {
-  mkdirSync(dirname(path), { recursive: true });
   const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
-  const fd = openSync(tmp, 'w');
   try {
+    mkdirSync(dirname(path), { recursive: true });
+    const fd = openSync(tmp, 'w');
     try {
       const parts = typeof data === 'string' ? [Buffer.from(data, 'utf8')] : data instanceof Uint8Array ? [data] : data;
       for (const part of parts) {
@@ -25,8 +25,12 @@ export function writeFileAtomic(path: string, data: string | Uint8Array | readon
     }
     renameSync(tmp, path);
   } catch (err) {
-    rmSync(tmp, { force: true });
-    throw err;
+    try {
+      rmSync(tmp, { force: true });
+    } catch {
+      // the temporary file was never made (its folder could not be)
+    }
+    throw new OutputError(`cannot write ${path}: ${describeFsError(err)}`, { cause: err });
   }
 }
 
@@ -43,6 +47,9 @@ export function describeFsError(err: unknown, path?: string): string {
       return 'no space left on the device';
     case 'ENOENT':
       return `no such file or folder${path ? ` (${path})` : ''}`;
+    case 'EEXIST':
+      // mkdir of a folder that is a file
+      return e.syscall === 'mkdir' ? `a part of the path is a file, not a folder${path ? ` (${path})` : ''}` : e.message;
     case 'ENOTDIR':
       return `a part of the path is a file, not a folder${path ? ` (${path})` : ''}`;
     case 'EISDIR':

@@ -2,7 +2,7 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Option } from 'commander';
-import { checkWritableFile, writeFileAtomic } from '../../util/fs.js';
+import { checkWritableFile, describeFsError, writeFileAtomic } from '../../util/fs.js';
 import { acquireLock } from '../../util/lock.js';
 import { toCsv } from '../../util/csv.js';
 import { CliError, UsageError, fmt, formatTable } from '../io.js';
@@ -46,14 +46,19 @@ function render(format: Exclude<Format, 'jsonl'>, records: readonly ScoreRecord[
 /** Appends lines to a file, each in one write, so a kill leaves at most one torn last line. */
 class LineAppender {
   private readonly fd: number;
-  constructor(path: string) {
+  constructor(private readonly path: string) {
     mkdirSync(dirname(resolve(path)), { recursive: true });
     this.fd = openSync(path, 'a');
   }
   write(line: string): void {
     const buf = Buffer.from(line, 'utf8');
     let off = 0;
-    while (off < buf.length) off += writeSync(this.fd, buf, off, buf.length - off);
+    try {
+      while (off < buf.length) off += writeSync(this.fd, buf, off, buf.length - off);
+    } catch (err) {
+      // what is in the file stays; a torn last line is rewritten when the run is resumed
+      throw new CliError(`cannot write ${this.path}: ${describeFsError(err)}; the records already in it are kept: run the same command again to resume`);
+    }
   }
   close(): void {
     try {
@@ -234,8 +239,16 @@ export const register: Register = (program, { io }) => {
 
         if (!streaming) {
           const text = render(o.format as Exclude<Format, 'jsonl'>, collected, mosOf !== undefined);
-          if (o.output !== undefined) writeFileAtomic(o.output, text);
-          else io.stdout(text);
+          if (o.output === undefined) io.stdout(text);
+          else {
+            try {
+              writeFileAtomic(o.output, text);
+            } catch (err) {
+              // the output was checked before the work, yet can still fail (a full disk): the scores are not lost
+              io.stdout(text);
+              throw new CliError(`${(err as Error).message}; the results were printed on standard output instead`);
+            }
+          }
         }
         note(`scored ${scored}, failed ${failed}${skipped > 0 ? ` (${skipped} already in ${o.output})` : ''}${o.output !== undefined ? ` → ${o.output}` : ''}`);
         if (scored === 0 && skipped === 0) throw new CliError(`no image could be scored (${failed} of ${todo.length + failedInputs.length} failed)`);
