@@ -416,7 +416,7 @@ describe('label rows that cannot be used', () => {
     const root = makeRoot('cols-registry', { 'data.csv': 'name,prompt,mos_quality\na.jpg,p,1\n' });
     assert.throws(
       () => loadDataset('agiqa-3k', { root, checkImages: false, mosCol: 'mos_align' }),
-      (e: Error) => e instanceof DatasetError && /agiqa-3k: mosCol choose the columns of the generic 'csv' dataset/.test(e.message),
+      (e: Error) => e instanceof DatasetError && /agiqa-3k: --mos-col \(mosCol in the library\) choose the columns of the generic 'csv' dataset/.test(e.message),
     );
   });
 });

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, mkdirSync, readdirSync, rmSync, symlinkSync, utimesSync, writeFileSync, existsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { acquireLock, LockedError, lockPathFor } from '../src/util/lock.js';
@@ -135,6 +135,34 @@ test('train holds the lock on its --out: a second train on the same folder refus
     // without the lock the same call gets as far as the dataset
     await assert.rejects(train({ method: 'tang', model: join(dir, 'no-model'), dataset: 'agiqa-3k', root: join(dir, 'no-root'), out }), (err: unknown) => !(err instanceof LockedError));
     assert.deepEqual(readdirSync(out), [], 'the failed run released its lock');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a lock naming a reused pid, or one nobody has touched for long, is taken over; one held here is not', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'promptiqa-lock-'));
+  try {
+    const target = join(dir, 'out.jsonl');
+    const path = lockPathFor(target, 'file');
+    const write = (pid: number, ageMs = 0): void => {
+      writeFileSync(path, JSON.stringify({ pid, host: hostname(), since: 'earlier', command: 'promptiqa score', id: 'x' }) + '\n');
+      const t = new Date(Date.now() - ageMs);
+      utimesSync(path, t, t);
+    };
+    // this process's pid, written by an earlier process that had it (a restarted container): not a holder
+    write(process.pid);
+    acquireLock(target, 'file').release();
+    // a live pid (this machine's init) whose lock has had no heartbeat for an hour: the pid was reused
+    write(1, 3_600_000);
+    acquireLock(target, 'file').release();
+    // a fresh lock of a live process is respected, and so is one this process holds
+    write(1);
+    assert.throws(() => acquireLock(target, 'file'), LockedError);
+    rmSync(path);
+    const mine = acquireLock(target, 'file');
+    assert.throws(() => acquireLock(target, 'file'), LockedError);
+    mine.release();
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

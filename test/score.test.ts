@@ -219,7 +219,9 @@ test('--batch: memory for the images there are, not for the batch; absurd sizes 
   const imgs = await Promise.all(REF.slice(0, 3).map((f) => decodeImage(join(refImages, f))));
   const scores = await scorer.scoreImages(imgs);
   assert.equal(scores.length, 3);
-  assert.deepEqual(graphs.filter((k) => k.startsWith('score')), ['score|3'], 'a graph (and pixel buffer) for 3 images, not 1000');
+  assert.deepEqual(graphs.filter((k) => k.startsWith('score')), ['score|4'], 'a graph (and pixel buffer) for 3 images (the power of two that holds them), not 1000');
+  // calls of 1 to 1000 images share the few graph sizes of powers of two, not one graph per count
+  assert.deepEqual([1, 2, 3, 5, 8, 9, 600, 1000].map((n) => scorer.graphBatch(n)), [1, 2, 4, 8, 8, 16, 1000, 1000]);
   await scorer.close();
 
   const { dir, imgs: folder } = imageFolder(2);

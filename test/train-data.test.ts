@@ -165,5 +165,5 @@ test('--image-col, --mos-col, --prompt-col choose the columns of a csv dataset i
 
   const wrong = await cli('eval', '--method', 'clip-iqa', '--model', tiny, '--dataset', 'agiqa-3k', '--root', root, '--mos-col', 'mos', '--out', join(tmp, 'x'));
   assert.equal(wrong.code, 1);
-  assert.match(wrong.err, /mosCol choose the columns of the generic 'csv' dataset/);
+  assert.match(wrong.err, /--mos-col \(mosCol in the library\) choose the columns of the generic 'csv' dataset/);
 });

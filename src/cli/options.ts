@@ -5,7 +5,8 @@
  */
 import { availableParallelism } from 'node:os';
 import { InvalidArgumentError, Option } from 'commander';
-import { cudaProviderProblem, type Provider } from '../graph/runtime.js';
+import { cudaProviderProblem } from '../graph/cuda.js';
+import type { Provider } from '../graph/runtime.js';
 
 export function parsePositiveInt(value: string): number {
   const n = Number(value);
@@ -113,7 +114,7 @@ export const opt = {
       .choices(['image', 'group', 'official']),
   imageCol: (): Option => new Option('--image-col <name>', "--dataset csv: column of image paths, relative to --root (default: image)"),
   // one option for metrics (a CSV of scores) and train/eval (the label file of --dataset csv)
-  mosCol: (): Option => new Option('--mos-col <name>', 'column of mean opinion scores (train, eval: in the label file of --dataset csv, default mos)'),
+  mosCol: (what = '--dataset csv: column of mean opinion scores in the label file (default mos)'): Option => new Option('--mos-col <name>', what),
   promptCol: (): Option => new Option('--prompt-col <name>', '--dataset csv: column of generation prompts; images are then grouped by prompt'),
   limit: (): Option => new Option('--limit <n>', 'a seeded subset of n items (drawn with --seed; the same --seed and --limit give the same images), for quick trials').argParser(parsePositiveInt),
   out: (): Option => new Option('--out <dir>', 'folder for the run: checkpoints, reports, plots').makeOptionMandatory(),

@@ -540,7 +540,8 @@ export function loadDataset(name: string, opts: LoadOptions): Dataset {
   }
   const columns = (['imageCol', 'mosCol', 'promptCol'] as const).filter((k) => opts[k] !== undefined);
   if (columns.length > 0) {
-    throw new DatasetError(`${def.info.name}: ${columns.join(', ')} choose the columns of the generic 'csv' dataset; ${def.info.name} has its own`);
+    const flags = columns.map((k) => `--${k.replace('Col', '-col')}`);
+    throw new DatasetError(`${def.info.name}: ${flags.join(', ')} (${columns.join(', ')} in the library) choose the columns of the generic 'csv' dataset; ${def.info.name} has its own`);
   }
   const target = opts.target ?? 'quality';
   const t = def.targets[target];

@@ -2,12 +2,10 @@
  * Runs Graphs on ONNX Runtime: session creation with the chosen execution provider and threads, input
  * checking with clear messages, and a cache so each graph is built and optimised once.
  */
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { type DType, type Graph, type TypedData, shapeSize } from './graph.js';
 import { serialize } from './onnx.js';
+import { cudaProviderProblem } from './cuda.js';
 
 export type Provider = 'cpu' | 'cuda';
 
@@ -42,46 +40,7 @@ function typeOf(data: TypedData): DType | 'uint8' {
 
 export class InputError extends Error {}
 
-/** How to add the CUDA provider to an installed onnxruntime-node (the README's Install section explains it). */
-export const CUDA_INSTALL_COMMAND = 'ONNXRUNTIME_NODE_INSTALL=cuda12 node node_modules/onnxruntime-node/script/install';
-
-/**
- * The CUDA provider library that onnxruntime-node's install script adds on Linux x64, the one platform where
- * it is not shipped in the npm package.
- */
-const LINUX_CUDA_PROVIDER = 'libonnxruntime_providers_cuda.so';
-
-/** Where onnxruntime-node keeps its native libraries for this platform (as its own binding.js loads them). */
-function ortBinaryDir(): string {
-  const packageRoot = dirname(dirname(createRequire(import.meta.url).resolve('onnxruntime-node')));
-  return join(packageRoot, 'bin', 'napi-v6', process.platform, process.arch);
-}
-
-export interface CudaCheckEnv {
-  /** `${platform}/${arch}` */
-  platform: string;
-  /** whether this onnxruntime-node build knows the CUDA provider at all */
-  hasCudaBuild: boolean;
-  binaryDir: string;
-}
-
-function currentEnv(): CudaCheckEnv {
-  return {
-    platform: `${process.platform}/${process.arch}`,
-    hasCudaBuild: ort.listSupportedBackends().some((b) => b.name === 'cuda'),
-    binaryDir: ortBinaryDir(),
-  };
-}
-
-/**
- * Why `--device cuda` cannot work here, or null when nothing is known to be missing. Checked before a
- * session is made: ONNX Runtime's own failure is a native log on stderr followed by a vague error.
- */
-export function cudaProviderProblem(env: CudaCheckEnv = currentEnv()): string | null {
-  if (!env.hasCudaBuild) return `onnxruntime-node has no CUDA provider for ${env.platform}; use --device cpu`;
-  if (env.platform !== 'linux/x64' || existsSync(join(env.binaryDir, LINUX_CUDA_PROVIDER))) return null;
-  return `onnxruntime-node's CUDA provider is not installed (no ${LINUX_CUDA_PROVIDER} in ${env.binaryDir}); add it with \`${CUDA_INSTALL_COMMAND}\`, or use --device cpu`;
-}
+export { CUDA_INSTALL_COMMAND, cudaProviderProblem, type CudaCheckEnv } from './cuda.js';
 
 /** A graph loaded into an ONNX Runtime session. */
 export class CompiledGraph {

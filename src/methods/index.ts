@@ -155,13 +155,12 @@ export class Scorer {
 
   /**
    * Scores view tensors [3, S, S] in fixed-size batches (the last padded with zeros) of `batch` views:
-   * by default the batch size, or fewer when there are fewer views, so that memory never goes to views
-   * that do not exist. A caller scoring a long list in parts gives one `batch` for all of them.
+   * by default `graphBatch(views.length)`. A caller scoring a long list in parts gives one `batch` for all.
    */
   async scoreViews(views: readonly Float32Array[], batch?: number): Promise<number[]> {
     if (views.length === 0) return [];
     const text = await this.text();
-    const b = batch ?? Math.min(this.batchSize, views.length);
+    const b = batch ?? this.graphBatch(views.length);
     const c = this.backbone.weights.config;
     const graph = await this.sessions.get(`score|${b}`, () => scoreGraph(this.method, this.options, this.backbone, this.params, b, this.textShapes));
     const per = 3 * c.imageSize * c.imageSize;
@@ -177,6 +176,16 @@ export class Scorer {
       for (let j = 0; j < chunk.length; j++) scores.push(s[j]!);
     }
     return scores;
+  }
+
+  /**
+   * The graph batch for n views: the batch size, or the power of two that holds n when that is smaller,
+   * so memory goes to at most twice the views there are and a few graph sizes serve every call.
+   */
+  graphBatch(n: number): number {
+    let b = 1;
+    while (b < n && b < this.batchSize) b *= 2;
+    return Math.min(b, this.batchSize);
   }
 
   /** Scores decoded images: each image's score is the mean over its test views. */
@@ -219,7 +228,14 @@ async function fromCheckpoint(method: Method, checkpoint: string, opts: MetricOp
   if (backbone.weights.id !== meta.backbone.id) {
     throw new Error(`${checkpoint} was trained on backbone ${recorded} (${meta.backbone.id.slice(0, 19)}…), not on ${backbone.model} (${backbone.weights.id.slice(0, 19)}…): refusing to score with mismatched weights`);
   }
-  const options = parseOptions(method, { ...meta.options, ...(opts.options ?? {}) });
+  // a preset names a whole set-up, which the checkpoint's own recorded options would silently override
+  if (opts.options && 'preset' in opts.options) throw new Error(`${checkpoint}: option preset sets up training; a checkpoint keeps the options it was trained with (in ${base}.json)`);
+  let options: Options;
+  try {
+    options = parseOptions(method, { ...meta.options, ...(opts.options ?? {}) });
+  } catch (err) {
+    throw new Error(`${checkpoint}: ${(err as Error).message} (with the options recorded in ${base}.json)`, { cause: err });
+  }
   checkTensors(checkpoint, meta, params, method.init(backbone.weights, backbone.tokenizer, options, new Rng(0)), opts.options ?? {});
   return { params, options, backbone };
 }
@@ -308,7 +324,7 @@ export async function createMetric(name: string, opts: MetricOptions = {}): Prom
         if (typeof f !== 'string' || f === '') throw new TypeError(`scoreFiles: file ${i}: expected a path; got ${describeValue(f)}`);
       });
       // one graph for every part, sized to the files there are
-      const graphBatch = Math.min(batch, files.length);
+      const graphBatch = scorer.graphBatch(Math.min(batch, files.length));
       for (let i = 0; i < files.length; i += batch) {
         const chunk = files.slice(i, i + batch);
         const decoded = await Promise.all(chunk.map(async (f) => {

@@ -24,7 +24,7 @@ import { sgd, adam, adamw, clipGradNorm, cosineWithWarmup, epochCosineWithWarmup
 import { saveCheckpoint, loadCheckpoint, type CheckpointMeta } from './checkpoint.js';
 import { readSafetensors, writeSafetensors } from '../clip/safetensors.js';
 import { checkWritableFolder, writeFileAtomic } from '../util/fs.js';
-import { acquireLock, withLock } from '../util/lock.js';
+import { withLock } from '../util/lock.js';
 import { Rng } from '../util/rng.js';
 
 /** `warning`: `message` says what, `warnings` lists the cases (dataset rows left out, unreadable images skipped). */
@@ -136,9 +136,11 @@ async function trainLocked(opts: TrainOptions, method: Method, o: Options): Prom
   if (!backbone.source) throw new Error(`${opts.model}: weights without a source cannot be recorded in a checkpoint`);
   const backboneSource = backbone.source;
   const runtime: RuntimeOptions = { provider: opts.device, threads: opts.threads };
-  const batch = Math.min(o.batchSize, split.train.length);
+  // the images trained on: batches and drop-last count only those that can be read
+  const trainIdx = split.train.filter((i) => !skipped.has(i));
+  const batch = Math.min(o.batchSize, trainIdx.length);
   // Dassl drops the last partial batch (batch ≤ the training set here, so at least one step remains)
-  const stepsPerEpoch = o.dropLast ? Math.floor(split.train.length / batch) : Math.ceil(split.train.length / batch);
+  const stepsPerEpoch = o.dropLast ? Math.floor(trainIdx.length / batch) : Math.ceil(trainIdx.length / batch);
   const schedule = makeSchedule(o, stepsPerEpoch);
   const optimizer = makeOptimizer(o);
   const alignment = !!method.usesAlignment?.(o);
@@ -160,7 +162,7 @@ async function trainLocked(opts: TrainOptions, method: Method, o: Options): Prom
     params = method.init(backbone.weights, backbone.tokenizer, o, rngAt(seed, 'init'));
     state = { epoch: 0, bestEpoch: -1, bestScore: -Infinity, history: [], steps: 0 };
     rmSync(join(out, 'train.jsonl'), { force: true });
-    emit({ kind: 'start', message: `training ${method.info.name} on ${split.train.length} images, validating on ${selectIdx.length} (${selectOn})` });
+    emit({ kind: 'start', message: `training ${method.info.name} on ${trainIdx.length} images, validating on ${selectIdx.length} (${selectOn})` });
   }
 
   const scorer = new Scorer(method, o, backbone, params, runtime, Math.min(8, batch));
@@ -235,8 +237,10 @@ async function trainLocked(opts: TrainOptions, method: Method, o: Options): Prom
   };
 
   let stepsThisRun = 0;
-  for (let epoch = state.epoch + 1; epoch <= o.epochs; epoch++) {
-    const order = rngAt(seed, 'order', epoch).shuffle([...split.train]);
+  // a run that stopped early (patience) and is run again only finishes: its epochs are done
+  const stoppedEarly = o.patience > 0 && state.epoch > 0 && state.epoch - state.bestEpoch >= o.patience;
+  for (let epoch = state.epoch + 1; epoch <= o.epochs && !stoppedEarly; epoch++) {
+    const order = rngAt(seed, 'order', epoch).shuffle([...trainIdx]);
     let lossSum = 0;
     let imagesSeen = 0;
     for (let s = 0; s < stepsPerEpoch; s++) {
@@ -303,7 +307,8 @@ async function trainLocked(opts: TrainOptions, method: Method, o: Options): Prom
       const grads = new Map<string, Float32Array>();
       for (const [name, p] of params) grads.set(name, (res[`grad:${name}`]?.data as Float32Array | undefined) ?? new Float32Array(p.data.length));
       if (o.gradClip > 0) clipGradNorm(grads, o.gradClip);
-      optimizer.lr = schedule.lrAt(state.steps);
+      // the step's place in the run, not the count of steps taken: a batch left out shifts no epoch boundary
+      optimizer.lr = schedule.lrAt((epoch - 1) * stepsPerEpoch + s);
       optimizer.step(new Map([...params].map(([k, v]) => [k, v.data])), grads);
       state.steps++;
       lossSum += loss * b;
@@ -316,6 +321,7 @@ async function trainLocked(opts: TrainOptions, method: Method, o: Options): Prom
         throw new Error('stopped (stopAfterSteps)');
       }
     }
+    if (imagesSeen === 0) throw new Error(`no image of epoch ${epoch} could be read (listed in ${unreadablePath}): the run is kept at epoch ${state.epoch}`);
     const val = selectIdx.length >= 4 ? await validate(selectIdx) : {};
     const rec: EpochRecord = { epoch, loss: lossSum / imagesSeen, val, lr: optimizer.lr };
     state.history.push(rec);
@@ -465,7 +471,12 @@ function saveState(base: string, runKey: string, params: ParamSet, state: State,
 
 function loadState(base: string, runKey: string): { params: ParamSet; state: State; optim: ReturnType<Optimizer['state']> } | null {
   if (!existsSync(`${base}.json`)) return null;
-  const saved = JSON.parse(readFileSync(`${base}.json`, 'utf8')) as { runKey: string; state: State; tensors: string };
+  let saved: { runKey: string; state: State; tensors: string };
+  try {
+    saved = JSON.parse(readFileSync(`${base}.json`, 'utf8')) as typeof saved;
+  } catch (err) {
+    throw new Error(`${base}.json: the run's saved state cannot be read (${(err as Error).message}); delete it to start the run again`);
+  }
   if (saved.runKey !== runKey) throw new Error(`${base}.json belongs to a run with other settings; use another --out or delete it`);
   const { tensors, metadata } = readSafetensors(saved.tensors);
   const params: ParamSet = new Map();
@@ -478,13 +489,10 @@ function loadState(base: string, runKey: string): { params: ParamSet; state: Sta
  * in every round); mean, median and std of the test figures.
  */
 export async function trainRounds(opts: TrainOptions & { rounds: number }): Promise<{ rounds: TrainResult[]; summary: Record<string, { mean: number; median: number; std: number }>; protocol: string }> {
+  if (!Number.isSafeInteger(opts.rounds) || opts.rounds < 1) throw new RangeError(`trainRounds: rounds must be a whole number ≥ 1, not ${String(opts.rounds)}`);
+  if (typeof opts.out !== 'string' || opts.out.trim() === '') throw new TypeError('train: out (the folder for the run) is required');
   checkWritableFolder(opts.out);
-  const lock = acquireLock(opts.out, 'folder');
-  try {
-    return await trainRoundsLocked(opts);
-  } finally {
-    lock.release();
-  }
+  return withLock(opts.out, 'folder', () => trainRoundsLocked(opts));
 }
 
 async function trainRoundsLocked(opts: TrainOptions & { rounds: number }): ReturnType<typeof trainRounds> {

@@ -101,9 +101,13 @@ function parseHolder(text: string): LockHolder | undefined {
   return undefined;
 }
 
-function isStale(holder: LockHolder | undefined, mtimeMs: number): boolean {
-  if (holder && holder.host === hostname()) return !pidAlive(holder.pid);
-  return Date.now() - mtimeMs > LOCK_STALE_MS;
+function isStale(holder: LockHolder | undefined, mtimeMs: number, path: string): boolean {
+  // a live holder touches its lock every LOCK_HEARTBEAT_MS: an old one is stale whoever it names (a reused pid too)
+  if (Date.now() - mtimeMs > LOCK_STALE_MS) return true;
+  if (!holder || holder.host !== hostname()) return false;
+  // this process's pid on a lock it does not hold: written by an earlier process that had the same pid
+  if (holder.pid === process.pid) return ![...held].some((h) => h.path === path);
+  return !pidAlive(holder.pid);
 }
 
 /**
@@ -169,7 +173,7 @@ export function acquireLock(target: string, kind: 'file' | 'folder'): Lock {
       const st = statSync(path, { throwIfNoEntry: false });
       if (other === undefined || !st) continue; // released meanwhile
       const owner = parseHolder(other);
-      if (!isStale(owner, st.mtimeMs)) throw new LockedError(target, path, owner);
+      if (!isStale(owner, st.mtimeMs, path)) throw new LockedError(target, path, owner);
       takeOverStale(path, other);
     }
     throw new LockedError(target, path, parseHolder(readText(path) ?? ''));

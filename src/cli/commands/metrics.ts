@@ -68,7 +68,7 @@ export const register: Register = (program, { io }) => {
     )
     .argument('<csv>', 'CSV file with a header row')
     .option('--pred-col <name>', 'column of predicted scores', 'score')
-    .addOption(opt.mosCol().default('mos'))
+    .addOption(opt.mosCol('column of mean opinion scores').default('mos'))
     .addOption(opt.json())
     .addOption(opt.quiet())
     .addHelpText(

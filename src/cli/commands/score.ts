@@ -63,6 +63,8 @@ class LineAppender {
   close(): void {
     try {
       fsyncSync(this.fd);
+    } catch (err) {
+      throw new CliError(`cannot write ${this.path}: ${describeFsError(err)}; the records already in it are kept: run the same command again to resume`);
     } finally {
       closeSync(this.fd);
     }
@@ -155,7 +157,7 @@ export const register: Register = (program, { io }) => {
 
         const { files, empty, failed: unreadable } = expandInputs(inputs.length > 0 ? inputs : datasetImages);
         for (const dir of empty) note(`${dir}: no image files in this folder`);
-        if (files.length === 0 && unreadable.length === 0) throw new CliError(`no image files found in ${inputs.join(', ')}`);
+        if (files.length === 0 && unreadable.length === 0) throw new CliError(`no image files found in ${inputs.length > 0 ? inputs.join(', ') : `the label file of ${o.dataset} under ${o.root}`}`);
         if (mosOf) {
           const unlabelled = files.filter((f) => mosOf(f) === undefined).length;
           if (unlabelled > 0) note(`${o.dataset}: no MOS for ${unlabelled} of ${files.length} image(s) (not in its label file)`);
@@ -233,8 +235,11 @@ export const register: Register = (program, { io }) => {
           }
         } finally {
           progress.stop();
-          sink?.close();
-          await metric?.close();
+          try {
+            sink?.close();
+          } finally {
+            await metric?.close();
+          }
         }
 
         if (!streaming) {
