@@ -1,15 +1,14 @@
 /** Timing of benchmark runs, shared by both engines' figures (no runtime imports: the CLI loads it eagerly). */
+import { summarise } from '../eval/metrics.js';
 
 export interface TimedRun {
   seconds: number[];
   median: number;
 }
 
-/** The median of a non-empty list. */
+/** The median of a non-empty list (the statistics of the evaluation, which load nothing else). */
 export function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+  return summarise([...values]).median;
 }
 
 /** Images per second of timed runs: the slowest, median and fastest run (one place for both engines). */

@@ -197,10 +197,17 @@ async function decodeWithSharp(bytes: Uint8Array, maxPixels: number, applyIcc: b
       ignoreIcc: !applyIcc,
       autoOrient: true,
     });
-  if (!applyIcc && (await input().metadata()).space === 'cmyk') return cmykToRgb(input());
+  // CMYK exists only in JPEG and TIFF: other files skip the extra header read on the training path
+  if (!applyIcc && mayBeCmyk(bytes) && (await input().metadata()).space === 'cmyk') return cmykToRgb(input());
   const { data, info } = await input().removeAlpha().toColourspace('srgb').raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
   if (info.channels !== 3) throw new Error(`decoder gave ${info.channels} channels, not 3`);
   return { width: info.width, height: info.height, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+}
+
+/** JPEG (FF D8) or TIFF (II*\0, MM\0*) by their first bytes. */
+function mayBeCmyk(b: Uint8Array): boolean {
+  if (b[0] === 0xff && b[1] === 0xd8) return true;
+  return (b[0] === 0x49 && b[1] === 0x49 && b[2] === 0x2a && b[3] === 0) || (b[0] === 0x4d && b[1] === 0x4d && b[2] === 0 && b[3] === 0x2a);
 }
 
 /**
