@@ -290,6 +290,14 @@ test('score --dataset --root: records carry the MOS, so metrics reads the output
     assert.equal(j.code, 0, j.err);
     assert.deepEqual(readJsonl(jsonl).map((x) => x.mos), [4]);
 
+    // an image of the label file that is missing is one failed record; the others are scored
+    rmSync(join(imgs, REF[4]!));
+    const gone = await cli('score', '--dataset', 'csv', '--root', dir, '--label-file', 'labels.csv', '--method', 'clip-iqa', '--model', tiny, '--format', 'json', '--quiet');
+    assert.equal(gone.code, 0, gone.err);
+    const recs = JSON.parse(gone.out) as Array<{ file: string; score?: number; error?: string }>;
+    assert.equal(recs.filter((x) => x.score !== undefined).length, 4);
+    assert.match(recs.find((x) => x.error !== undefined)?.file ?? '', new RegExp(REF[4]!.replace('.', '\\.')));
+
     const alone = await cli('score', imgs, '--root', dir, '--method', 'clip-iqa');
     assert.equal(alone.code, 2);
     assert.match(alone.err, /--dataset and --root go together/);

@@ -148,7 +148,8 @@ export const register: Register = (program, { io }) => {
         let datasetImages: string[] = [];
         if (o.dataset !== undefined && o.root !== undefined) {
           const { loadDataset, imagePath } = await import('../../data/datasets.js');
-          const ds = loadDataset(o.dataset, { root: o.root, labelFile: o.labelFile, target: o.target });
+          // a missing image is a failed record like any other, not a reason to score nothing
+          const ds = loadDataset(o.dataset, { root: o.root, labelFile: o.labelFile, target: o.target, checkImages: false });
           const byPath = new Map<string, number>();
           datasetImages = ds.items.map((it) => imagePath(ds, it));
           ds.items.forEach((it, i) => byPath.set(canonicalPath(datasetImages[i]!), it.mos));
@@ -209,7 +210,7 @@ export const register: Register = (program, { io }) => {
           for (const x of failedInputs) {
             failed++;
             progress.note(`${x.file}: ${x.error}`, true);
-            emit({ file: named(x.file), error: x.error });
+            emit({ file: named(x.file), error: x.error, ...withMos(x.file) });
           }
           if (todo.length > 0) {
             metric = await createMetric(o.method, {
