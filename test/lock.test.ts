@@ -42,7 +42,7 @@ test('a lock refuses a second holder at once, naming the first, and is gone afte
     assert.equal(folderLock.path, lockPathFor(run, 'folder'));
     assert.throws(() => acquireLock(run, 'folder'), LockedError);
     folderLock.release();
-    assert.deepEqual(readdirSync(run), []);
+    assert.ok(!existsSync(run), 'the folder the lock made, left empty, goes with it');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -134,7 +134,7 @@ test('train holds the lock on its --out: a second train on the same folder refus
     held.release();
     // without the lock the same call gets as far as the dataset
     await assert.rejects(train({ method: 'tang', model: join(dir, 'no-model'), dataset: 'agiqa-3k', root: join(dir, 'no-root'), out }), (err: unknown) => !(err instanceof LockedError));
-    assert.deepEqual(readdirSync(out), [], 'the failed run released its lock');
+    assert.ok(!existsSync(out), 'the failed run released its lock and left no empty folder');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -163,6 +163,18 @@ test('a lock naming a reused pid, or one nobody has touched for long, is taken o
     const mine = acquireLock(target, 'file');
     assert.throws(() => acquireLock(target, 'file'), LockedError);
     mine.release();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a run refused after taking its lock leaves no folder the lock made', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'promptiqa-lock-'));
+  try {
+    const out = join(dir, 'a', 'b', 'run');
+    // the column options belong to csv datasets: refused once the run holds its folder
+    await assert.rejects(train({ method: 'tang', model: 'unused', dataset: 'agiqa-3k', root: dir, out, mosCol: 'x', epochs: 1 }), /--mos-col/);
+    assert.deepEqual(readdirSync(dir), [], 'the folders a, a/b and a/b/run are gone');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

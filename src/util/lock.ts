@@ -5,7 +5,7 @@
  * host a lock whose pid is gone is taken over; from another host (a shared disk) a lock that the holder
  * has not touched for LOCK_STALE_MS is, as the holder touches it every LOCK_HEARTBEAT_MS.
  */
-import { closeSync, linkSync, mkdirSync, openSync, readFileSync, realpathSync, renameSync, rmSync, statSync, utimesSync, writeSync } from 'node:fs';
+import { closeSync, linkSync, mkdirSync, openSync, readFileSync, realpathSync, renameSync, rmdirSync, rmSync, statSync, utimesSync, writeSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
@@ -79,6 +79,18 @@ function removeIfMine(path: string, text: string): void {
   if (readText(path) === text) rmSync(path, { force: true });
 }
 
+/** The folders the lock made, from `folder` up to `top`, where a refused run left them empty. */
+function removeEmptyFolders(folder: string, top: string): void {
+  for (let dir = folder; ; dir = dirname(dir)) {
+    try {
+      rmdirSync(dir);
+    } catch {
+      return; // not empty (the run wrote something) or already gone
+    }
+    if (dir === top || dirname(dir) === dir) return;
+  }
+}
+
 function pidAlive(pid: number): boolean {
   if (!Number.isInteger(pid) || pid <= 0) return false;
   try {
@@ -117,8 +129,9 @@ function isStale(holder: LockHolder | undefined, mtimeMs: number, path: string):
  */
 export function acquireLock(target: string, kind: 'file' | 'folder'): Lock {
   const folder = kind === 'folder' ? resolve(target) : dirname(resolve(target));
+  let created: string | undefined;
   try {
-    mkdirSync(folder, { recursive: true });
+    created = mkdirSync(folder, { recursive: true });
   } catch (err) {
     throw new Error(`cannot lock ${target}: ${describeFsError(err, folder)}`, { cause: err });
   }
@@ -164,6 +177,7 @@ export function acquireLock(target: string, kind: 'file' | 'folder'): Lock {
             clearInterval(heartbeat);
             held.delete(entry);
             removeIfMine(path, text);
+            if (created !== undefined) removeEmptyFolders(folder, created);
           },
         };
       } catch (err) {
