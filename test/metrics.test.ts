@@ -83,15 +83,13 @@ test('Kendall tau-b agrees with its O(n²) definition on random data with many t
   }
 });
 
-test('Kendall on 10,000 points is quick (O(n log n))', () => {
+test('Kendall on 10,000 points (the O(n log n) merge counting) equals the pairwise count', () => {
   const rng = new Rng(3);
   const x = Array.from({ length: 10_000 }, () => rng.normal());
   const y = x.map((v) => v + rng.normal());
-  const t0 = performance.now();
   const tau = krcc(x, y);
-  const ms = performance.now() - t0;
   assert.ok(tau > 0.4 && tau < 0.6, `tau ${tau}`);
-  assert.ok(ms < 2000, `took ${ms} ms`);
+  close(tau, kendallBruteForce(x, y), 1e-12, 'n=10000');
 });
 
 test('constant input gives NaN (as scipy), and fitLogistic4 refuses a constant pred', () => {
