@@ -30,12 +30,13 @@ export type { HubOptions } from './clip/hub.js';
 export { WeightBank, visionEncoder, textEncoder, tokenEmbeddings, eotOneHot, similarityLogits } from './clip/encoders.js';
 export type { VisionHooks, TextHooks, EncoderOutput } from './clip/encoders.js';
 export { SafeTensorsFile, readSafetensors, writeSafetensors } from './clip/safetensors.js';
-export { embed } from './cli/lib/embed.js';
-export type { EmbedOptions, EmbedResult } from './cli/lib/embed.js';
+export { embed } from './clip/embed.js';
+export type { EmbedOptions, EmbedResult } from './clip/embed.js';
 
 // images and datasets
 export { decodeImage, ImageDecodeError } from './data/image.js';
-export type { RgbImage, DecodeOptions } from './data/image.js';
+export type { DecodeOptions } from './data/image.js';
+export type { RgbImage } from './data/rgb.js';
 export type { WindowPlacement } from './data/preprocess.js';
 export { readImageHeader } from './data/image.js';
 export type { ImageHeader } from './data/image.js';

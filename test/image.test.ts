@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { deflateSync } from 'node:zlib';
 import sharp, { type Sharp } from 'sharp';
 import { SafeTensorsFile } from '../src/clip/safetensors.js';
-import { decodeImage, ImageDecodeError, readImageHeader, type RgbImage } from '../src/data/image.js';
+import { decodeImage, ImageDecodeError, readImageHeader } from '../src/data/image.js';
+import type { RgbImage } from '../src/data/rgb.js';
 import { findUnreadableImages } from '../src/data/check.js';
 import {
   CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, centerCrop, clipPreprocess, crop, flipHorizontal, randomCrop,

@@ -13,7 +13,7 @@ import { sharedDir } from '../src/util/fs.js';
 import { Rng } from '../src/util/rng.js';
 import { testViews } from '../src/methods/views.js';
 import { crop, toTensor, IMAGENET_MEAN, IMAGENET_STD } from '../src/data/preprocess.js';
-import { type RgbImage } from '../src/data/image.js';
+import { type RgbImage } from '../src/data/rgb.js';
 
 const ref = join(sharedDir(), 'reference');
 const tinyP32 = join(ref, 'tiny-vit-p32');

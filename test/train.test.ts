@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { spawn } from 'node:child_process';
 import { train, trainRounds, type TrainOptions } from '../src/train/trainer.js';
 import { createMetric } from '../src/methods/index.js';
-import { loadCheckpoint } from '../src/train/checkpoint.js';
+import { loadCheckpoint } from '../src/methods/checkpoint.js';
 import { sharedDir } from '../src/util/fs.js';
 
 const tiny = join(sharedDir(), 'reference', 'tiny-vit-p32');

@@ -1,5 +1,6 @@
 import { openSync, readSync, closeSync, fstatSync } from 'node:fs';
 import { writeFileAtomic } from '../util/fs.js';
+import type { HostTensor } from '../graph/tensor.js';
 
 /** dtypes of the safetensors format that promptiqa reads. */
 export type SafeDType = 'F32' | 'F16' | 'BF16' | 'F64' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
@@ -11,12 +12,6 @@ export interface TensorInfo {
   shape: number[];
   /** byte offsets relative to the start of the data section */
   offsets: [number, number];
-}
-
-/** A float32 tensor in host memory: the currency between loaders, graphs and trainers. */
-export interface HostTensor {
-  shape: number[];
-  data: Float32Array;
 }
 
 /**

@@ -7,7 +7,8 @@
 import { existsSync, readFileSync, statSync, readdirSync, createReadStream } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { type HostTensor, SafeTensorsFile } from './safetensors.js';
+import { SafeTensorsFile } from './safetensors.js';
+import type { HostTensor } from '../graph/tensor.js';
 import { type ClipConfig } from './config.js';
 import { Rng } from '../util/rng.js';
 

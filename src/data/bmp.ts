@@ -1,4 +1,4 @@
-import type { RgbImage } from './image.js';
+import type { RgbImage } from './rgb.js';
 
 /**
  * A Windows BMP decoder. libvips has no BMP loader, and LIVE and TID2013 ship their images as BMP.

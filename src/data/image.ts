@@ -1,17 +1,11 @@
 import { open, readFile, type FileHandle } from 'node:fs/promises';
 import sharp, { type Metadata, type Sharp } from 'sharp';
 import { decodeBmp, isBmp } from './bmp.js';
+import type { RgbImage } from './rgb.js';
 
 // libvips caches recent operations with their pixel buffers; a data loader decodes each file once, so the
 // cache only makes memory grow over an epoch.
 sharp.cache(false);
-
-/** An 8-bit sRGB image: packed RGB, row-major, 3 bytes per pixel. */
-export interface RgbImage {
-  width: number;
-  height: number;
-  data: Uint8Array;
-}
 
 /** A file that cannot be decoded: missing, empty, truncated, corrupt, unsupported or too large. */
 export class ImageDecodeError extends Error {

@@ -1,4 +1,4 @@
-import type { RgbImage } from './image.js';
+import type { RgbImage } from './rgb.js';
 import type { Rng } from '../util/rng.js';
 
 /** OpenAI CLIP's normalisation. */

@@ -9,7 +9,7 @@
  */
 import { join, resolve } from 'node:path';
 import { createMetric } from '../methods/index.js';
-import { loadCheckpointMeta, type CheckpointMeta } from '../train/checkpoint.js';
+import { loadCheckpointMeta, type CheckpointMeta } from '../methods/checkpoint.js';
 import { loadDataset, imagePath, type Dataset, type DatasetColumns } from '../data/datasets.js';
 import { runSplit, reproduceSplit, resolveSplitSettings, sampleIndices, describeSplit, type SplitUnit } from '../data/splits.js';
 import { correlations, fitLogistic4 } from './metrics.js';

@@ -17,8 +17,9 @@ import { type CompiledGraph, SessionCache, type RuntimeOptions, type Feed } from
 import { loadClipWeights } from '../clip/weights.js';
 import { ClipTokenizer } from '../clip/tokenizer.js';
 import { resolveModel } from '../clip/hub.js';
-import { decodeImage, ImageDecodeError, type RgbImage } from '../data/image.js';
-import { loadCheckpoint, describeBackbone, type CheckpointMeta } from '../train/checkpoint.js';
+import { decodeImage, ImageDecodeError } from '../data/image.js';
+import type { RgbImage } from '../data/rgb.js';
+import { loadCheckpoint, describeBackbone, type CheckpointMeta } from './checkpoint.js';
 import { Rng } from '../util/rng.js';
 
 export type { MethodInfo, Method, Options } from './method.js';

@@ -1,5 +1,5 @@
 /** How a method's images become tensors: its test views and its training augmentation. */
-import { type RgbImage } from '../data/image.js';
+import { type RgbImage } from '../data/rgb.js';
 import {
   CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, resizeShortSide, centerCrop, crop, flipHorizontal,
   randomCrop, randomResizedCrop, slidingWindowBoxes, toTensor,

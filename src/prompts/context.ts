@@ -7,7 +7,7 @@ import { type Graph, type Value } from '../graph/graph.js';
 import { type WeightBank } from '../clip/encoders.js';
 import { type ClipWeights } from '../clip/weights.js';
 import { type ClipTokenizer } from '../clip/tokenizer.js';
-import { type HostTensor } from '../clip/safetensors.js';
+import { type HostTensor } from '../graph/tensor.js';
 import { Rng } from '../util/rng.js';
 
 export type ParamSet = Map<string, HostTensor>;

@@ -14,7 +14,7 @@
  *   hyper-parameters, as torch's `load_state_dict` restores the param groups.
  */
 
-import type { HostTensor } from '../clip/safetensors.js';
+import type { HostTensor } from '../graph/tensor.js';
 
 export type Params = Map<string, Float32Array>;
 

@@ -47,7 +47,7 @@ export const register: Register = (program, { io }) => {
       const images = o.image ?? [];
       const texts = o.text ?? [];
       if (images.length === 0 && texts.length === 0) throw new UsageError('give at least one --image or --text');
-      const { embed } = await import('../lib/embed.js');
+      const { embed } = await import('../../clip/embed.js');
       const progress = createProgress(io, o.quiet);
       if (images.length > 0) progress.start(images.length, 'embed');
       let result;

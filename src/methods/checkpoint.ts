@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { readSafetensors, writeSafetensors } from '../clip/safetensors.js';
 import { type ParamSet } from '../prompts/context.js';
-import type { BackboneSource } from '../methods/graphs.js';
+import type { BackboneSource } from './graphs.js';
 import type { SplitRecord } from '../data/splits.js';
 import type { DatasetColumns } from '../data/datasets.js';
 import { writeFileAtomic } from '../util/fs.js';

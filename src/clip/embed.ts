@@ -4,14 +4,14 @@
  * images decoded and preprocessed as CLIP does (short side to the model's input size, bicubic, centre
  * crop, CLIP mean/std).
  */
-import { resolveModel, type HubOptions } from '../../clip/hub.js';
-import { ClipTokenizer } from '../../clip/tokenizer.js';
-import { loadClipWeights, type ClipWeights } from '../../clip/weights.js';
-import { WeightBank, textEncoder, tokenEmbeddings, eotOneHot, imageFeatureGraph } from '../../clip/encoders.js';
-import { Graph } from '../../graph/graph.js';
-import { CompiledGraph, type RuntimeOptions } from '../../graph/runtime.js';
-import { decodeImage } from '../../data/image.js';
-import { clipPreprocess } from '../../data/preprocess.js';
+import { resolveModel, type HubOptions } from './hub.js';
+import { ClipTokenizer } from './tokenizer.js';
+import { loadClipWeights, type ClipWeights } from './weights.js';
+import { WeightBank, textEncoder, tokenEmbeddings, eotOneHot, imageFeatureGraph } from './encoders.js';
+import { Graph } from '../graph/graph.js';
+import { CompiledGraph, type RuntimeOptions } from '../graph/runtime.js';
+import { decodeImage } from '../data/image.js';
+import { clipPreprocess } from '../data/preprocess.js';
 
 export interface EmbedOptions {
   /** a model folder or a Hugging Face repo id */
