@@ -5,7 +5,7 @@
  * frozen weights get no gradient and cost no gradient work.
  */
 import {
-  type Node, type Value, GraphError, add, sub, mul, div, neg, exp, matmul, transposeLast, transpose, reshape,
+  type Node, type OpType, type Value, GraphError, add, sub, mul, div, neg, exp, matmul, transposeLast, transpose, reshape,
   reduceSum, reduceMean, expand, slice, pad, where, cast, pow, sign, greater, shapeSize, isFloat,
 } from './graph.js';
 
@@ -23,12 +23,21 @@ export function unbroadcast(g: Value, shape: readonly number[]): Value {
 
 type Rule = (node: Node, gOut: readonly (Value | null)[], need: readonly boolean[]) => (Value | null)[];
 
+/** An op no gradient flows through, with the reason the error gives when one would have to. */
+interface NotDifferentiable {
+  readonly notDifferentiable: string;
+}
+const notDifferentiable = (why: string): NotDifferentiable => ({ notDifferentiable: why });
+
 const x0 = (n: Node): Value => n.inputs[0]!;
 const x1 = (n: Node): Value => n.inputs[1]!;
 const y0 = (n: Node): Value => n.outputs[0]!;
 
-/** The rules, keyed by ONNX op type. gOut[0] is the gradient of the first output. */
-const RULES: Record<string, Rule> = {
+/**
+ * One entry for every op graph.ts can emit (the type demands it): a rule, or the reason there is none.
+ * gOut[0] is the gradient of the first output.
+ */
+const RULES: { readonly [Op in OpType]: Rule | NotDifferentiable } = {
   Identity: (_n, [g]) => [g!],
   Add: (n, [g]) => [unbroadcast(g!, x0(n).shape), unbroadcast(g!, x1(n).shape)],
   Sub: (n, [g], need) => [unbroadcast(g!, x0(n).shape), need[1] ? unbroadcast(neg(g!), x1(n).shape) : null],
@@ -176,9 +185,13 @@ const RULES: Record<string, Rule> = {
     const g2 = reshape(g!, [idx.length, shapeSize(rest)]);
     return [reshape(matmul(oh, g2), data.shape), null];
   },
-  Conv: () => {
-    throw new GraphError('Conv: no gradient rule; use patchify + matmul for a differentiable patch embedding');
-  },
+  // comparisons give bool, which never carries a gradient; the others are piecewise constant or
+  // not needed by any trained graph yet
+  Greater: notDifferentiable('its output is boolean'),
+  Less: notDifferentiable('its output is boolean'),
+  Sign: notDifferentiable('no gradient rule (it is piecewise constant)'),
+  ReduceMax: notDifferentiable('no gradient rule'),
+  Conv: notDifferentiable('no gradient rule; use patchify + matmul for a differentiable patch embedding'),
 };
 
 /** Reads an int64 constant's values (shape operands). */
@@ -186,11 +199,6 @@ function constInts(v: Value): number[] {
   const init = v.graph.initializers.find((i) => i.value === v);
   if (!init) throw new GraphError(`expected a constant for ${v}`);
   return Array.from(init.data as BigInt64Array, Number);
-}
-
-/** Ops that `gradients` can pass through. */
-export function hasGradRule(op: string): boolean {
-  return op in RULES;
 }
 
 /**
@@ -229,7 +237,7 @@ export function gradients(loss: Value, wrt: readonly Value[]): Value[] {
     const gOut = node.outputs.map((o) => grads.get(o) ?? null);
     if (gOut.every((x) => x === null)) continue;
     const rule = RULES[node.op];
-    if (!rule) throw new GraphError(`no gradient rule for op ${node.op}`);
+    if (typeof rule !== 'function') throw new GraphError(`${node.op} is not differentiable: ${rule.notDifferentiable}`);
     const need = node.inputs.map((v) => !!v && dependsOnWrt.has(v) && isFloat(v.dtype));
     // rules read gOut[0]; outputs other than the first (LayerNorm statistics) carry no gradient here
     if (gOut[0] === null) continue;

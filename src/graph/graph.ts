@@ -45,8 +45,18 @@ export type Attr =
   | { ints: readonly number[] }
   | { floats: readonly number[] };
 
+/**
+ * Every ONNX op the builder below can emit. grad.ts keys its rules by this type, so a new op does not
+ * compile until it has a gradient rule or is marked not differentiable there.
+ */
+export type OpType =
+  | 'Identity' | 'Add' | 'Sub' | 'Mul' | 'Div' | 'Pow' | 'Greater' | 'Less'
+  | 'Neg' | 'Exp' | 'Log' | 'Sqrt' | 'Tanh' | 'Sigmoid' | 'Relu' | 'Erf' | 'Abs' | 'Sign' | 'Cast' | 'Where'
+  | 'MatMul' | 'Reshape' | 'Transpose' | 'Concat' | 'Slice' | 'Pad' | 'Expand' | 'Gather'
+  | 'ReduceSum' | 'ReduceMean' | 'ReduceMax' | 'Softmax' | 'LayerNormalization' | 'Conv';
+
 export interface Node {
-  readonly op: string;
+  readonly op: OpType;
   readonly inputs: readonly (Value | null)[];
   readonly outputs: readonly Value[];
   readonly attrs: Readonly<Record<string, Attr>>;
@@ -157,7 +167,7 @@ export class Graph {
   }
 
   /** Adds a node; used by the op functions below and by grad rules. */
-  addNode(op: string, inputs: readonly (Value | null)[], outs: ReadonlyArray<{ shape: readonly number[]; dtype: DType }>, attrs: Record<string, Attr> = {}, domain = ''): Value[] {
+  addNode(op: OpType, inputs: readonly (Value | null)[], outs: ReadonlyArray<{ shape: readonly number[]; dtype: DType }>, attrs: Record<string, Attr> = {}, domain = ''): Value[] {
     for (const v of inputs) if (v && v.graph !== this) throw new GraphError(`${op}: operand ${v.name} belongs to another graph`);
     const outputs: Value[] = [];
     const node: Node = { op, inputs, outputs, attrs, domain };
@@ -166,7 +176,7 @@ export class Graph {
     return outputs;
   }
 
-  add1(op: string, inputs: readonly (Value | null)[], shape: readonly number[], dtype: DType, attrs: Record<string, Attr> = {}): Value {
+  add1(op: OpType, inputs: readonly (Value | null)[], shape: readonly number[], dtype: DType, attrs: Record<string, Attr> = {}): Value {
     return this.addNode(op, inputs, [{ shape, dtype }], attrs)[0]!;
   }
 }
@@ -187,11 +197,11 @@ function toTyped(data: readonly number[] | TypedData, dtype: DType): TypedData {
 // ---------------------------------------------------------------------------------------------------
 // Ops. Each checks its operands, infers the output shape and adds one ONNX node (or a few).
 
-function sameDtype(op: string, a: Value, b: Value): void {
+function sameDtype(op: OpType, a: Value, b: Value): void {
   if (a.dtype !== b.dtype) throw new GraphError(`${op}: dtypes differ (${a} and ${b})`);
 }
 
-function binary(op: string, a: Value, b: Value | number): Value {
+function binary(op: 'Add' | 'Sub' | 'Mul' | 'Div', a: Value, b: Value | number): Value {
   const g = a.graph;
   const bv = typeof b === 'number' ? g.scalar(b, a.dtype) : b;
   sameDtype(op, a, bv);
@@ -207,7 +217,7 @@ export function pow(a: Value, p: number): Value {
   return a.graph.add1('Pow', [a, a.graph.scalar(p, a.dtype)], a.shape, a.dtype);
 }
 
-function compare(op: string, a: Value, b: Value | number): Value {
+function compare(op: 'Greater' | 'Less', a: Value, b: Value | number): Value {
   const g = a.graph;
   const bv = typeof b === 'number' ? g.scalar(b, a.dtype) : b;
   sameDtype(op, a, bv);
@@ -216,7 +226,7 @@ function compare(op: string, a: Value, b: Value | number): Value {
 export const greater = (a: Value, b: Value | number): Value => compare('Greater', a, b);
 export const less = (a: Value, b: Value | number): Value => compare('Less', a, b);
 
-function unary(op: string, a: Value): Value {
+function unary(op: 'Neg' | 'Exp' | 'Log' | 'Sqrt' | 'Tanh' | 'Sigmoid' | 'Relu' | 'Erf' | 'Abs' | 'Sign', a: Value): Value {
   if (!isFloat(a.dtype) && op !== 'Neg' && op !== 'Abs') throw new GraphError(`${op}: needs a floating-point operand, got ${a}`);
   return a.graph.add1(op, [a], a.shape, a.dtype);
 }
@@ -353,7 +363,7 @@ export function gather(a: Value, indices: Value, axis = 0): Value {
   return a.graph.add1('Gather', [a, indices], shape, a.dtype, { axis: { i: ax } });
 }
 
-function reduce(op: string, a: Value, axes: readonly number[], keepDims: boolean): Value {
+function reduce(op: 'ReduceSum' | 'ReduceMean' | 'ReduceMax', a: Value, axes: readonly number[], keepDims: boolean): Value {
   const axs = [...new Set(axes.map((x) => normAxis(x, a.rank, op)))].sort((x, y) => x - y);
   if (axs.length === 0) return a;
   const shape = keepDims ? a.shape.map((d, i) => (axs.includes(i) ? 1 : d)) : a.shape.filter((_, i) => !axs.includes(i));
