@@ -36,6 +36,22 @@ test('a row with the wrong number of fields names the file and the line', () => 
   assert.throws(() => parseCsv('a,b\n"x\ny",1\n1,2,3\n', 'f.csv'), /f\.csv:4: expected 2 fields.*found 3/);
 });
 
+test('each row carries the line it starts on: quoted line breaks, blank lines and every line ending counted', () => {
+  // Line 1 header; 2-3 a quoted LF; 4-5 a quoted CRLF; 6 blank; 7 a lone-CR ending; 8-9 a quoted CR; 10 last.
+  const text = '\uFEFFname,prompt\na,"x\ny"\r\nb,"x\r\ny"\n\r\nc,z\rd,"x\ry"\ne,z';
+  const csv = parseCsv(text);
+  assert.deepEqual(csv.rows.map((r) => r[0]), ['a', 'b', 'c', 'd', 'e']);
+  assert.deepEqual(csv.lines, [2, 4, 7, 8, 10]);
+});
+
+test('error lines stay right after a quoted CRLF (counted once, not as two breaks)', () => {
+  const crlf = 'a,b\r\n"x\r\ny",1\r\n\r\n';
+  assert.throws(() => parseCsv(crlf + '1,2,3\r\n', 'f.csv'), /f\.csv:5: expected 2 fields.*found 3/);
+  assert.throws(() => parseCsv(crlf + '"open\r\n', 'f.csv'), /f\.csv:5: quoted field is never closed/);
+  assert.throws(() => parseCsv(crlf + 'x"y,1\r\n', 'f.csv'), /f\.csv:5: a quote inside an unquoted field/);
+  assert.throws(() => parseCsv(crlf + '"x"y,1\r\n', 'f.csv'), /f\.csv:5: unexpected character "y" after a closing quote/);
+});
+
 test('malformed quoting is an error with a line number', () => {
   assert.throws(() => parseCsv('a,b\n"open,1\n', 'f.csv'), /f\.csv:2: quoted field is never closed/);
   assert.throws(() => parseCsv('a,b\nx"y,1\n', 'f.csv'), /f\.csv:2: a quote inside an unquoted field/);

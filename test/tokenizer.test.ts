@@ -159,6 +159,17 @@ test('HTML unescaping follows Python html.unescape', () => {
   assert.equal(htmlUnescape('&bogus; & &; &#; AT&T'), '&bogus; & &; &#; AT&T');
 });
 
+test('HTML unescaping knows all of HTML5\'s names, as Python does (values from Python 3 html.unescape)', () => {
+  // Names beyond HTML 4, some of two code points; without the ';' only legacy names are read.
+  assert.equal(
+    htmlUnescape('&Abreve;&ac;&NotEqualTilde;&fjlig;&CounterClockwiseContourIntegral;&bne;&nGt;'),
+    '\u0102\u223e\u2242\u0338fj\u2233=\u20e5\u226b\u20d2',
+  );
+  assert.equal(htmlUnescape('&Abreve &ac &lbrke;x'), '&Abreve &ac \u298bx');
+  // A huge number is out of range (U+FFFD); noncharacters vanish; CR and C1 0x81 stand for themselves.
+  assert.equal(htmlUnescape('&#99999999999999999999;&#x10FFFF;&#xFFFE;&#x1FFFF;&#xFDD0;&#13;&#x81;'), '\ufffd\r\u0081');
+});
+
 test('a folder without tokenizer files gives an error that names it', () => {
   const dir = mkdtempSync(join(tmpdir(), 'promptiqa-tok-'));
   try {

@@ -1,6 +1,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
+import { decodeHTML, replaceCodePoint } from 'entities/decode';
 import { sharedDir } from '../util/fs.js';
 
 /**
@@ -45,122 +46,32 @@ function pyStrip(text: string): string {
   return text.slice(start, end);
 }
 
-// HTML character references, following Python's `html.unescape` (which follows the HTML5 rules).
-
-/** Names of U+00A0..U+00FF in code-point order. HTML5 accepts these legacy names without the ';' too. */
-const LATIN1_NAMES = (
-  'nbsp iexcl cent pound curren yen brvbar sect uml copy ordf laquo not shy reg macr ' +
-  'deg plusmn sup2 sup3 acute micro para middot cedil sup1 ordm raquo frac14 frac12 frac34 iquest ' +
-  'Agrave Aacute Acirc Atilde Auml Aring AElig Ccedil Egrave Eacute Ecirc Euml Igrave Iacute Icirc Iuml ' +
-  'ETH Ntilde Ograve Oacute Ocirc Otilde Ouml times Oslash Ugrave Uacute Ucirc Uuml Yacute THORN szlig ' +
-  'agrave aacute acirc atilde auml aring aelig ccedil egrave eacute ecirc euml igrave iacute icirc iuml ' +
-  'eth ntilde ograve oacute ocirc otilde ouml divide oslash ugrave uacute ucirc uuml yacute thorn yuml'
-).split(' ');
-
-/** Other legacy names that also work without the ';'. */
-const LEGACY_OTHERS: Record<string, number> = {
-  amp: 0x26, lt: 0x3c, gt: 0x3e, quot: 0x22, AMP: 0x26, LT: 0x3c, GT: 0x3e, QUOT: 0x22, COPY: 0xa9, REG: 0xae,
-};
+// HTML character references as Python's `html.unescape` reads them. The entity table and the HTML5
+// numeric fixes (NUL, surrogates and out-of-range values to U+FFFD, C1 controls as Windows-1252) are
+// the `entities` package's; Python's rules for where a reference ends and what it drops are kept here.
 
 /**
- * Names that need the ';': the rest of HTML 4's entities (Greek, punctuation, arrows, mathematics), with
- * HTML5's values, plus HTML5 names often met in scraped captions. Python knows all 2,231 HTML5 names;
- * one missing here is left as written, which only matters for rare symbols.
+ * Code points that Python drops when they come from a numeric reference (controls and noncharacters);
+ * HTML5 and `entities` keep them. C1 controls (0x80..0x9F) are not here: they are Windows-1252.
  */
-const NAMED_ONLY: Record<string, number> = {
-  // Latin Extended and spacing modifiers
-  OElig: 0x152, oelig: 0x153, Scaron: 0x160, scaron: 0x161, Yuml: 0x178, fnof: 0x192, circ: 0x2c6, tilde: 0x2dc,
-  // Greek
-  Alpha: 0x391, Beta: 0x392, Gamma: 0x393, Delta: 0x394, Epsilon: 0x395, Zeta: 0x396, Eta: 0x397, Theta: 0x398,
-  Iota: 0x399, Kappa: 0x39a, Lambda: 0x39b, Mu: 0x39c, Nu: 0x39d, Xi: 0x39e, Omicron: 0x39f, Pi: 0x3a0,
-  Rho: 0x3a1, Sigma: 0x3a3, Tau: 0x3a4, Upsilon: 0x3a5, Phi: 0x3a6, Chi: 0x3a7, Psi: 0x3a8, Omega: 0x3a9,
-  alpha: 0x3b1, beta: 0x3b2, gamma: 0x3b3, delta: 0x3b4, epsilon: 0x3b5, zeta: 0x3b6, eta: 0x3b7, theta: 0x3b8,
-  iota: 0x3b9, kappa: 0x3ba, lambda: 0x3bb, mu: 0x3bc, nu: 0x3bd, xi: 0x3be, omicron: 0x3bf, pi: 0x3c0,
-  rho: 0x3c1, sigmaf: 0x3c2, sigma: 0x3c3, tau: 0x3c4, upsilon: 0x3c5, phi: 0x3c6, chi: 0x3c7, psi: 0x3c8,
-  omega: 0x3c9, thetasym: 0x3d1, upsih: 0x3d2, piv: 0x3d6,
-  // General punctuation
-  ensp: 0x2002, emsp: 0x2003, thinsp: 0x2009, zwnj: 0x200c, zwj: 0x200d, lrm: 0x200e, rlm: 0x200f,
-  hyphen: 0x2010, dash: 0x2010, ndash: 0x2013, mdash: 0x2014, horbar: 0x2015, lsquo: 0x2018, rsquo: 0x2019,
-  sbquo: 0x201a, ldquo: 0x201c, rdquo: 0x201d, bdquo: 0x201e, dagger: 0x2020, Dagger: 0x2021, bull: 0x2022,
-  bullet: 0x2022, hellip: 0x2026, mldr: 0x2026, permil: 0x2030, prime: 0x2032, Prime: 0x2033,
-  lsaquo: 0x2039, rsaquo: 0x203a, oline: 0x203e, frasl: 0x2044, euro: 0x20ac,
-  // Letter-like symbols
-  image: 0x2111, weierp: 0x2118, real: 0x211c, trade: 0x2122, TRADE: 0x2122, alefsym: 0x2135, incare: 0x2105,
-  // Arrows
-  larr: 0x2190, uarr: 0x2191, rarr: 0x2192, darr: 0x2193, harr: 0x2194, crarr: 0x21b5,
-  lArr: 0x21d0, uArr: 0x21d1, rArr: 0x21d2, dArr: 0x21d3, hArr: 0x21d4,
-  // Mathematical operators
-  forall: 0x2200, part: 0x2202, exist: 0x2203, empty: 0x2205, nabla: 0x2207, isin: 0x2208, notin: 0x2209,
-  ni: 0x220b, prod: 0x220f, sum: 0x2211, minus: 0x2212, lowast: 0x2217, radic: 0x221a, prop: 0x221d,
-  infin: 0x221e, ang: 0x2220, and: 0x2227, or: 0x2228, cap: 0x2229, cup: 0x222a, int: 0x222b, there4: 0x2234,
-  sim: 0x223c, cong: 0x2245, asymp: 0x2248, ne: 0x2260, equiv: 0x2261, le: 0x2264, ge: 0x2265, sub: 0x2282,
-  sup: 0x2283, nsub: 0x2284, sube: 0x2286, supe: 0x2287, oplus: 0x2295, otimes: 0x2297, perp: 0x22a5,
-  sdot: 0x22c5, lceil: 0x2308, rceil: 0x2309, lfloor: 0x230a, rfloor: 0x230b, lang: 0x27e8, rang: 0x27e9,
-  // Shapes and symbols
-  loz: 0x25ca, spades: 0x2660, clubs: 0x2663, hearts: 0x2665, diams: 0x2666, star: 0x2606, starf: 0x2605,
-  bigstar: 0x2605, check: 0x2713, cross: 0x2717, sharp: 0x266f, flat: 0x266d, natural: 0x266e, female: 0x2640,
-  male: 0x2642, phone: 0x260e, half: 0xbd, angst: 0xc5, ohm: 0x3a9, micro: 0xb5,
-  // ASCII punctuation by name (HTML5)
-  apos: 0x27, Tab: 0x09, NewLine: 0x0a, excl: 0x21, num: 0x23, dollar: 0x24, percnt: 0x25, lpar: 0x28,
-  rpar: 0x29, ast: 0x2a, midast: 0x2a, plus: 0x2b, comma: 0x2c, period: 0x2e, sol: 0x2f, colon: 0x3a,
-  semi: 0x3b, equals: 0x3d, quest: 0x3f, commat: 0x40, lsqb: 0x5b, lbrack: 0x5b, bsol: 0x5c, rsqb: 0x5d,
-  rbrack: 0x5d, Hat: 0x5e, lowbar: 0x5f, UnderBar: 0x5f, grave: 0x60, DiacriticalGrave: 0x60, lcub: 0x7b,
-  lbrace: 0x7b, verbar: 0x7c, vert: 0x7c, VerticalLine: 0x7c, rcub: 0x7d, rbrace: 0x7d, NonBreakingSpace: 0xa0,
-};
-
-/** Entity names as Python's `html.entities.html5` keys them: with the ';', and legacy ones also without. */
-const ENTITIES: ReadonlyMap<string, string> = (() => {
-  const m = new Map<string, string>();
-  const legacy = (name: string, cp: number): void => {
-    m.set(name, String.fromCodePoint(cp));
-    m.set(`${name};`, String.fromCodePoint(cp));
-  };
-  LATIN1_NAMES.forEach((name, i) => legacy(name, 0xa0 + i));
-  for (const [name, cp] of Object.entries(LEGACY_OTHERS)) legacy(name, cp);
-  for (const [name, cp] of Object.entries(NAMED_ONLY)) if (!m.has(`${name};`)) m.set(`${name};`, String.fromCodePoint(cp));
-  return m;
-})();
-
-/** Numeric references to C1 controls mean Windows-1252 characters (and a few other fixes), per HTML5. */
-const INVALID_CHARREFS: ReadonlyMap<number, string> = (() => {
-  const m = new Map<number, string>([[0x00, '\ufffd'], [0x0d, '\r']]);
-  // 0x80..0x9F as Windows-1252; the five bytes it leaves undefined stand for themselves.
-  const cp1252 = '\u20ac\x81\u201a\u0192\u201e\u2026\u2020\u2021\u02c6\u2030\u0160\u2039\u0152\x8d\u017d\x8f' +
-    '\x90\u2018\u2019\u201c\u201d\u2022\u2013\u2014\u02dc\u2122\u0161\u203a\u0153\x9d\u017e\u0178';
-  for (let i = 0; i < 32; i++) m.set(0x80 + i, cp1252[i]!);
-  return m;
-})();
-
-/** Code points that HTML5 drops when they come from a numeric reference (controls and noncharacters). */
 function isDroppedCodePoint(cp: number): boolean {
-  return (cp >= 0x1 && cp <= 0x8) || cp === 0xb || (cp >= 0xe && cp <= 0x1f) || (cp >= 0x7f && cp <= 0x9f) ||
-    (cp >= 0xfdd0 && cp <= 0xfdef) || (cp & 0xfffe) === 0xfffe;
+  return (cp >= 0x1 && cp <= 0x8) || cp === 0xb || (cp >= 0xe && cp <= 0x1f) || cp === 0x7f ||
+    (cp >= 0xfdd0 && cp <= 0xfdef) || (cp <= 0x10ffff && (cp & 0xfffe) === 0xfffe);
 }
 
-// The `u` flag makes `{1,32}` count code points, as Python's `re` does.
+// Python's `html._charref`. The `u` flag makes `{1,32}` count code points, as Python's `re` does.
 const CHARREF = /&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\f <&#;]{1,32};?)/gu;
 
-function replaceCharref(_match: string, ref: string): string {
+function replaceCharref(match: string, ref: string): string {
   if (ref[0] === '#') {
     const hex = ref[1] === 'x' || ref[1] === 'X';
-    const digits = ref.slice(hex ? 2 : 1).replace(/;$/, '');
-    const cp = parseInt(digits, hex ? 16 : 10);
-    const fixed = INVALID_CHARREFS.get(cp);
-    if (fixed !== undefined) return fixed;
-    if ((cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff) return '\ufffd';
+    const cp = parseInt(ref.slice(hex ? 2 : 1), hex ? 16 : 10); // parseInt stops at the ';'
     if (isDroppedCodePoint(cp)) return '';
-    return String.fromCodePoint(cp);
+    // A huge number parses inexactly or to Infinity; out of range is all that matters (U+FFFD).
+    return String.fromCodePoint(replaceCodePoint(Number.isFinite(cp) ? cp : 0x110000));
   }
-  const whole = ENTITIES.get(ref);
-  if (whole !== undefined) return whole;
-  // Like browsers, take the longest known name that starts the reference (e.g. "&copy2024" is "©2024").
-  const cps = Array.from(ref);
-  for (let x = cps.length - 1; x > 1; x--) {
-    const prefix = cps.slice(0, x).join('');
-    const hit = ENTITIES.get(prefix);
-    if (hit !== undefined) return hit + cps.slice(x).join('');
-  }
-  return `&${ref}`;
+  // A named reference: the whole name, else the longest legacy name that starts it ("&copy2024" is "©2024").
+  return decodeHTML(match);
 }
 
 /** Python's `html.unescape`: named, decimal and hexadecimal character references. */

@@ -14,7 +14,7 @@
  */
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { basename, extname, join, resolve } from 'node:path';
-import { parseCsv } from '../util/csv.js';
+import { parseCsv, type Csv } from '../util/csv.js';
 import { parseDecimal } from '../util/number.js';
 
 export interface DatasetItem {
@@ -170,40 +170,6 @@ class Row {
   }
 }
 
-/**
- * The 1-based line on which each data row starts, by the same rules as `parseCsv` (quoted line breaks
- * are data, blank lines are skipped): row index and line differ as soon as either occurs.
- */
-function rowLines(text: string): number[] {
-  const starts: number[] = [];
-  let line = 1;
-  let start = 1;
-  let blank = true;
-  let quoted = false;
-  for (let i = text.charCodeAt(0) === 0xfeff ? 1 : 0; i < text.length; i++) {
-    const ch = text[i];
-    if (quoted) {
-      if (ch === '"') {
-        if (text[i + 1] === '"') i++;
-        else quoted = false;
-      } else if (ch === '\n' || (ch === '\r' && text[i + 1] !== '\n')) {
-        line++;
-      }
-    } else if (ch === '\n' || ch === '\r') {
-      if (!blank) starts.push(start);
-      if (ch === '\r' && text[i + 1] === '\n') i++;
-      line++;
-      start = line;
-      blank = true;
-    } else {
-      if (ch === '"') quoted = true;
-      blank = false;
-    }
-  }
-  if (!blank) starts.push(start);
-  return starts.slice(1); // the first record is the header
-}
-
 function readTable(file: string): Table {
   let text: string;
   try {
@@ -211,16 +177,13 @@ function readTable(file: string): Table {
   } catch (err) {
     throw new DatasetError(`cannot read label file ${file}: ${(err as Error).message}`, { cause: err });
   }
-  let csv: { header: string[]; rows: string[][] };
+  let csv: Csv;
   try {
     csv = parseCsv(text, file);
   } catch (err) {
     throw new DatasetError((err as Error).message, { cause: err });
   }
-  const lines = rowLines(text);
-  // Should the two scans ever disagree, fall back to "row N" rather than print a wrong line number.
-  const where = lines.length === csv.rows.length ? lines : csv.rows.map((_, i) => i + 2);
-  return new Table(file, csv.header, csv.rows, where);
+  return new Table(file, csv.header, csv.rows, csv.lines);
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -1,95 +1,77 @@
 /**
- * A small RFC 4180 CSV reader and writer: enough for label files and score tables, no dependency.
+ * CSV reading (a thin layer over csv-parse) and writing.
  *
- * Reading: the first record is the header. Fields may be quoted; inside quotes a doubled quote is a
- * quote, and commas and line breaks are data. Records end with LF, CRLF or a lone CR. A leading UTF-8
- * BOM is dropped. Blank lines (outside quotes) are skipped, so a trailing newline or an empty last line
- * is harmless. Every record must have as many fields as the header; errors name the file and the line
- * on which the offending record starts (1-based).
+ * Reading follows RFC 4180: the first record is the header. Fields may be quoted; inside quotes a
+ * doubled quote is a quote, and commas and line breaks are data. Records end with LF, CRLF or a lone CR,
+ * mixed freely. A leading UTF-8 BOM is dropped. Blank lines (outside quotes) are skipped, so a trailing
+ * newline or an empty last line is harmless. Every record must have as many fields as the header; errors
+ * name the file and the line on which the offending record starts (1-based).
  */
+import { parse, CsvError } from 'csv-parse/sync';
 
 export interface Csv {
   header: string[];
   rows: string[][];
+  /** The 1-based line on which each row starts (quoted line breaks and blank lines make it differ from the index). */
+  lines: number[];
+}
+
+/** Line breaks inside a record's quoted fields, each of CRLF, LF and CR counting once. */
+function lineBreaks(fields: readonly string[]): number {
+  let n = 0;
+  for (const f of fields) n += f.match(/\r\n|\r|\n/g)?.length ?? 0;
+  return n;
+}
+
+/** Our wording of csv-parse's errors (its own line count takes a quoted CRLF for two lines, so ours is used). */
+function csvErrorText(err: CsvError): string {
+  switch (err.code) {
+    case 'CSV_QUOTE_NOT_CLOSED':
+      return 'quoted field is never closed';
+    case 'INVALID_OPENING_QUOTE':
+      return 'a quote inside an unquoted field (quote the whole field and double the quote)';
+    case 'CSV_INVALID_CLOSING_QUOTE': {
+      // csv-parse reports the offending byte: name it only when it is a whole (ASCII) character.
+      const got = /got "([\x20-\x7e])"/.exec(err.message)?.[1];
+      return `unexpected character ${got === undefined ? '' : `${JSON.stringify(got)} `}after a closing quote`;
+    }
+    default:
+      return err.message;
+  }
 }
 
 export function parseCsv(text: string, file = '<csv>'): Csv {
-  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
-  const records: Array<{ line: number; fields: string[] }> = [];
-
-  let line = 1; // current physical line
-  let recordLine = 1; // line on which the current record started
-  let fields: string[] = [];
-  let field = '';
-  let quoted = false; // the current field was quoted, so it exists even when empty
-
-  const endField = (): void => {
-    fields.push(field);
-    field = '';
-    quoted = false;
-  };
-  const endRecord = (): void => {
-    const blank = fields.length === 0 && field === '' && !quoted;
-    endField();
-    if (!blank) records.push({ line: recordLine, fields });
-    fields = [];
-  };
-
-  let i = 0;
-  while (i < text.length) {
-    const ch = text[i]!;
-    if (ch === '"') {
-      if (field !== '') throw new Error(`${file}:${line}: a quote inside an unquoted field (quote the whole field and double the quote)`);
-      const startLine = line;
-      quoted = true;
-      i++;
-      for (;;) {
-        if (i >= text.length) throw new Error(`${file}:${startLine}: quoted field is never closed`);
-        const c = text[i]!;
-        if (c === '"') {
-          if (text[i + 1] !== '"') break;
-          field += '"';
-          i += 2;
-          continue;
-        }
-        if (c === '\n' || (c === '\r' && text[i + 1] !== '\n')) line++;
-        field += c;
-        i++;
-      }
-      i++; // the closing quote
-      // After the closing quote only a separator, a line break or the end may follow.
-      const next = text[i];
-      if (next !== undefined && next !== ',' && next !== '\n' && next !== '\r') {
-        throw new Error(`${file}:${line}: unexpected character ${JSON.stringify(next)} after a closing quote`);
-      }
-    } else if (ch === ',') {
-      endField();
-      i++;
-    } else if (ch === '\n' || ch === '\r') {
-      endRecord();
-      i += ch === '\r' && text[i + 1] === '\n' ? 2 : 1;
-      line++;
-      recordLine = line;
-    } else {
-      field += ch;
-      i++;
-    }
+  const records: string[][] = [];
+  const lines: number[] = [];
+  // Lines taken by the records so far; with csv-parse's count of skipped blank lines this places each record.
+  let recordLines = 0;
+  try {
+    parse(text, {
+      bom: true,
+      skip_empty_lines: true,
+      relax_column_count: true, // checked below, with the line
+      record_delimiter: ['\r\n', '\n', '\r'],
+      on_record: (fields: string[], info) => {
+        records.push(fields);
+        lines.push(1 + recordLines + info.empty_lines);
+        recordLines += 1 + lineBreaks(fields);
+        return null; // kept here, not in csv-parse's result
+      },
+    });
+  } catch (err) {
+    if (!(err instanceof CsvError)) throw err;
+    const line = 1 + recordLines + ((err as CsvError & { empty_lines?: number }).empty_lines ?? 0);
+    throw new Error(`${file}:${line}: ${csvErrorText(err)}`, { cause: err });
   }
-  if (field !== '' || quoted || fields.length > 0) endRecord();
-  return finish(records, file);
-}
-
-function finish(records: Array<{ line: number; fields: string[] }>, file: string): Csv {
   if (records.length === 0) throw new Error(`${file}: empty CSV, no header`);
-  const header = records[0]!.fields;
-  const rows: string[][] = [];
-  for (const rec of records.slice(1)) {
-    if (rec.fields.length !== header.length) {
-      throw new Error(`${file}:${rec.line}: expected ${header.length} fields as in the header, found ${rec.fields.length}`);
+  const header = records[0]!;
+  const rows = records.slice(1);
+  rows.forEach((row, i) => {
+    if (row.length !== header.length) {
+      throw new Error(`${file}:${lines[i + 1]!}: expected ${header.length} fields as in the header, found ${row.length}`);
     }
-    rows.push(rec.fields);
-  }
-  return { header, rows };
+  });
+  return { header, rows, lines: lines.slice(1) };
 }
 
 /** Quotes a field only when it must be: it holds a comma, a quote or a line break. */
