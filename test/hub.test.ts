@@ -72,7 +72,7 @@ async function startHub(opts: FakeHubOptions = {}): Promise<FakeHub> {
     let body = content.get(file)!;
     if (opts.corrupt === file) {
       body = Buffer.from(body);
-      body[body.length >> 1] ^= 0xff;
+      body[body.length >> 1]! ^= 0xff;
     }
     const range = opts.ignoreRange ? null : /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
     if (range) {
@@ -113,8 +113,8 @@ async function startHub(opts: FakeHubOptions = {}): Promise<FakeHub> {
       res.writeHead(404, { 'x-error-code': 'RepoNotFound' }).end();
       return;
     }
-    const revision = decodeURIComponent(m[2]);
-    const file = decodeURIComponent(m[3]);
+    const revision = decodeURIComponent(m[2]!);
+    const file = decodeURIComponent(m[3]!);
     if (revision !== 'main' && revision !== COMMIT) {
       res.writeHead(404, { 'x-error-code': 'RevisionNotFound' }).end();
       return;
@@ -276,9 +276,9 @@ test('a connection cut midway is resumed with a Range request', async () => {
     assertNoLeftovers(cache);
     const cdnGets = gets(hub, 'cdn');
     assert.equal(cdnGets.length, 2);
-    assert.equal(cdnGets[0].headers.range, undefined);
-    const range = /^bytes=(\d+)-$/.exec(String(cdnGets[1].headers.range));
-    assert.ok(range, `second request has a Range header: ${cdnGets[1].headers.range}`);
+    assert.equal(cdnGets[0]!.headers.range, undefined);
+    const range = /^bytes=(\d+)-$/.exec(String(cdnGets[1]!.headers.range));
+    assert.ok(range, `second request has a Range header: ${cdnGets[1]!.headers.range}`);
     const from = Number(range[1]);
     assert.ok(from > 0 && from <= 5_000_000, `resumed from ${from}`);
   } finally {
@@ -311,7 +311,7 @@ test('a server that ignores Range (200) makes the download start over', async ()
     writeFileSync(join(blobs, `${MODEL_SHA}.incomplete`), Buffer.alloc(777, 1));
     const path = await downloadFile(REPO, 'model.safetensors', options(hub, cache));
     assert.ok(readFileSync(path).equals(content.get('model.safetensors')!));
-    assert.equal(gets(hub, 'cdn')[0].headers.range, 'bytes=777-');
+    assert.equal(gets(hub, 'cdn')[0]?.headers.range, 'bytes=777-');
   } finally {
     await hub.close();
   }

@@ -110,7 +110,7 @@ export function resizeBicubic(img: RgbImage, width: number, height: number): Rgb
         tmp[rowOut + xx * 3 + 2] = clip8(s2);
       }
     }
-    if (height !== img.height) for (let i = 0; i < height; i++) cv.bounds[i * 2] -= yFirst;
+    if (height !== img.height) for (let i = 0; i < height; i++) cv.bounds[i * 2]! -= yFirst;
     src = { width, height: rows, data: tmp };
   }
   if (height === img.height) return src;
