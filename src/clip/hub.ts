@@ -6,9 +6,9 @@
  * with Git LFS are checked against their sha256, and a lock file per blob keeps two processes from writing
  * the same file at once.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import {
-  closeSync, copyFileSync, createReadStream, createWriteStream, mkdirSync, openSync, readFileSync, renameSync,
+  closeSync, copyFileSync, createWriteStream, mkdirSync, openSync, readFileSync, renameSync,
   rmSync, statSync, symlinkSync, utimesSync, writeSync,
 } from 'node:fs';
 import { homedir, hostname } from 'node:os';
@@ -16,6 +16,7 @@ import { basename, dirname, join, relative } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import cliProgress from 'cli-progress';
 import { writeFileAtomic } from '../util/fs.js';
+import { fileSha256 } from '../util/hash.js';
 
 export interface HubOptions {
   /** default `HF_ENDPOINT`, else https://huggingface.co */
@@ -472,12 +473,6 @@ function progressBar(ctx: Ctx, filename: string, total: number | undefined): cli
   }, cliProgress.Presets.legacy);
 }
 
-async function sha256File(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
-}
-
 /**
  * Downloads one file into `<blob>.incomplete`, resuming from what is already there, then checks its size
  * and sha256 and renames it to `blob`. The caller holds the blob's lock.
@@ -521,7 +516,7 @@ async function downloadBlob(ctx: Ctx, filename: string, meta: FileMeta, blob: st
     bar?.stop();
   }
   if (SHA256_RE.test(meta.etag)) {
-    const actual = await sha256File(part);
+    const actual = await fileSha256(part);
     if (actual !== meta.etag) {
       rmSync(part, { force: true });
       throw new HubError(

@@ -4,13 +4,13 @@
  * Both become one `ClipWeights`, with linear weights stored transposed ([in, out]) so the graphs
  * multiply by them directly.
  */
-import { existsSync, readFileSync, statSync, readdirSync, createReadStream } from 'node:fs';
-import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, statSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { SafeTensorsFile } from './safetensors.js';
 import type { HostTensor } from '../graph/tensor.js';
 import { type ClipConfig } from './config.js';
 import { Rng } from '../util/rng.js';
+import { fileSha256 } from '../util/hash.js';
 
 export interface LayerWeights {
   ln1: [Float32Array, Float32Array];
@@ -108,13 +108,6 @@ function findWeightFile(dir: string): string {
   const any = readdirSync(dir).filter((f) => f.endsWith('.safetensors') && f !== 'outputs.safetensors');
   if (any.length === 1) return join(dir, any[0]!);
   throw new WeightError(`${dir}: no CLIP weights found (expected model.safetensors or open_clip_model.safetensors)`);
-}
-
-/** sha256 of a file, streamed. */
-export async function fileSha256(path: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
-  return h.digest('hex');
 }
 
 /**

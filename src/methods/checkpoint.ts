@@ -4,8 +4,7 @@
  * and the sha256 of the tensor file). Both are written atomically, tensors first, so the JSON never names
  * tensors that are not on disk; the tensors are checked against that sha256 whenever they are loaded.
  */
-import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
-import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { readSafetensors, writeSafetensors } from '../clip/safetensors.js';
 import { type ParamSet } from '../prompts/context.js';
@@ -13,6 +12,7 @@ import type { BackboneSource } from './graphs.js';
 import type { SplitRecord } from '../data/splits.js';
 import type { DatasetColumns } from '../data/datasets.js';
 import { writeFileAtomic } from '../util/fs.js';
+import { fileSha256Sync } from '../util/hash.js';
 
 export const CHECKPOINT_FORMAT = 'promptiqa-checkpoint/2';
 
@@ -105,17 +105,4 @@ function describeProblem(meta: CheckpointMeta): string | undefined {
   }
   if (!meta.tensors || typeof meta.tensors.sha256 !== 'string') return 'no sha256 of its tensors';
   return undefined;
-}
-
-/** sha256 of a file, read in chunks (checkpoint files are small; this keeps memory flat regardless). */
-function fileSha256Sync(path: string): string {
-  const h = createHash('sha256');
-  const fd = openSync(path, 'r');
-  try {
-    const buf = Buffer.alloc(1 << 20);
-    for (let n; (n = readSync(fd, buf, 0, buf.length, null)) > 0;) h.update(buf.subarray(0, n));
-  } finally {
-    closeSync(fd);
-  }
-  return h.digest('hex');
 }
