@@ -420,3 +420,12 @@ describe('label rows that cannot be used', () => {
     );
   });
 });
+
+test('a missing label file is named, with the flag that names another', () => {
+  const root = mkdtempSync(join(tmpdir(), 'promptiqa-labels-'));
+  try {
+    assert.throws(() => loadDataset('agiqa-3k', { root }), (e: Error) => e instanceof DatasetError && /data\.csv.*--label-file/.test(e.message));
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});

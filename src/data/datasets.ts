@@ -602,7 +602,7 @@ function labelPath(info: Pick<DatasetInfo, 'name' | 'labelFile'>, root: string, 
   if (!existsSync(path)) {
     throw new DatasetError(
       `${info.name}: label file not found: ${path}` +
-        (labelFile === undefined ? ` (expected '${info.labelFile}' in the root; pass labelFile to use another)` : ''),
+        (labelFile === undefined ? ` (expected '${info.labelFile}' in the root; --label-file (labelFile in the library) names another)` : ''),
     );
   }
   return path;
