@@ -428,10 +428,10 @@ test('a lock held by a live process is waited for; a dead one is taken over', as
   try {
     const lockOf = (cache: string) => join(cache, '.locks', 'models--tiny--clip-p16', `${MODEL_SHA}.lock`);
 
-    // held by this (live) process: the download waits until it is released
+    // held by another live process of this host (init): the download waits until it is released
     const cache = tempCache();
     mkdirSync(join(cache, '.locks', 'models--tiny--clip-p16'), { recursive: true });
-    writeFileSync(lockOf(cache), JSON.stringify({ pid: process.pid, host: hostname() }));
+    writeFileSync(lockOf(cache), JSON.stringify({ pid: 1, host: hostname() }));
     const t0 = Date.now();
     setTimeout(() => rmSync(lockOf(cache)), 300);
     const path = await downloadFile(REPO, 'model.safetensors', options(hub, cache));

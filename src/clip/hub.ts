@@ -8,15 +8,15 @@
  */
 import { randomBytes } from 'node:crypto';
 import {
-  closeSync, copyFileSync, createWriteStream, mkdirSync, openSync, readFileSync, renameSync,
-  rmSync, statSync, symlinkSync, utimesSync, writeSync,
+  copyFileSync, createWriteStream, mkdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync,
 } from 'node:fs';
-import { homedir, hostname } from 'node:os';
+import { homedir } from 'node:os';
 import { basename, dirname, join, relative } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import cliProgress from 'cli-progress';
 import { writeFileAtomic } from '../util/fs.js';
 import { fileSha256 } from '../util/hash.js';
+import { withLockWaiting } from '../util/lock.js';
 
 export interface HubOptions {
   /** default `HF_ENDPOINT`, else https://huggingface.co */
@@ -104,9 +104,6 @@ const SHA256_RE = /^[0-9a-f]{64}$/;
 const REPO_RE = /^[A-Za-z0-9][\w.-]*\/[A-Za-z0-9][\w.-]*$/;
 const HEAD_TIMEOUT_MS = 10_000;
 const MAX_REDIRECTS = 10;
-const LOCK_STALE_MS = 10 * 60_000;
-const LOCK_HEARTBEAT_MS = 60_000;
-const LOCK_POLL_MS = 100;
 
 function envFlag(value: string | undefined): boolean {
   return ['1', 'on', 'yes', 'true'].includes((value ?? '').trim().toLowerCase());
@@ -393,72 +390,6 @@ async function headFile(ctx: Ctx, filename: string, revision: string): Promise<H
 // ---------------------------------------------------------------------------------------------------------
 // Lock files
 
-function pidAlive(pid: unknown): boolean {
-  if (typeof pid !== 'number' || !Number.isInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as { code?: string }).code === 'EPERM';
-  }
-}
-
-/** Removes a lock whose owner died (same host) or that has not been touched for LOCK_STALE_MS; true if the caller may try again now. */
-function removeIfStale(lockPath: string): boolean {
-  const text = readText(lockPath);
-  const stat = statSync(lockPath, { throwIfNoEntry: false });
-  if (text === undefined || !stat) return true; // released meanwhile
-  let owner: { pid?: unknown; host?: unknown } | undefined;
-  try {
-    owner = JSON.parse(text) as typeof owner;
-  } catch {
-    owner = undefined; // being written right now, or garbage: only its age tells
-  }
-  const dead = owner?.host === hostname() && !pidAlive(owner.pid);
-  if (!dead && Date.now() - stat.mtimeMs < LOCK_STALE_MS) return false;
-  // read again just before removing, so that a lock another process took over meanwhile stays
-  if (readText(lockPath) === text) rmSync(lockPath, { force: true });
-  return true;
-}
-
-/**
- * Runs `fn` holding the lock file `lockPath` (created with O_EXCL). A waiter polls until the lock is
- * released or goes stale; the holder touches the file every minute so a long download never looks stale.
- */
-async function withLock<T>(lockPath: string, fn: () => Promise<T>): Promise<T> {
-  mkdirSync(dirname(lockPath), { recursive: true });
-  const mine = JSON.stringify({ pid: process.pid, host: hostname(), id: randomBytes(8).toString('hex'), since: new Date().toISOString() });
-  for (;;) {
-    try {
-      const fd = openSync(lockPath, 'wx');
-      try {
-        writeSync(fd, mine);
-      } finally {
-        closeSync(fd);
-      }
-      break;
-    } catch (err) {
-      if ((err as { code?: string }).code !== 'EEXIST') throw err;
-    }
-    if (!removeIfStale(lockPath)) await sleep(LOCK_POLL_MS);
-  }
-  const heartbeat = setInterval(() => {
-    try {
-      const now = new Date();
-      utimesSync(lockPath, now, now);
-    } catch {
-      // nothing to do: at worst another process takes the lock over as stale
-    }
-  }, LOCK_HEARTBEAT_MS);
-  heartbeat.unref();
-  try {
-    return await fn();
-  } finally {
-    clearInterval(heartbeat);
-    if (readText(lockPath) === mine) rmSync(lockPath, { force: true });
-  }
-}
-
 // ---------------------------------------------------------------------------------------------------------
 // Downloads
 
@@ -611,8 +542,8 @@ async function fetchFile(ctx: Ctx, filename: string, revision: string, useCache:
   if (isFile(pointer)) return { path: pointer, commit: meta.commit };
   const blob = join(ctx.dir, 'blobs', meta.etag);
   if (!isFile(blob)) {
-    const lock = join(ctx.cacheDir, '.locks', basename(ctx.dir), `${meta.etag}.lock`);
-    await withLock(lock, async () => {
+    // the lock file is <etag>.lock under .locks/, where Python's huggingface_hub keeps its own
+    await withLockWaiting(join(ctx.cacheDir, '.locks', basename(ctx.dir), meta.etag), 'file', async () => {
       // another process may have finished it while this one waited for the lock
       if (!isFile(blob)) await downloadBlob(ctx, filename, meta, blob);
     });

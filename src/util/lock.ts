@@ -220,9 +220,30 @@ function takeOverStale(path: string, staleText: string): void {
   }
 }
 
-/** Runs `fn` holding the lock on `target`. */
+/** Runs `fn` holding the lock on `target`; refuses at once while another live run holds it. */
 export async function withLock<T>(target: string, kind: 'file' | 'folder', fn: () => Promise<T>): Promise<T> {
-  const lock = acquireLock(target, kind);
+  return holding(acquireLock(target, kind), fn);
+}
+
+/**
+ * Runs `fn` holding the lock on `target`, waiting (polling every `pollMs`) while another live run holds
+ * it: for work that one run does for all, such as a shared download.
+ */
+export async function withLockWaiting<T>(target: string, kind: 'file' | 'folder', fn: () => Promise<T>, pollMs = 100): Promise<T> {
+  for (;;) {
+    let lock: Lock;
+    try {
+      lock = acquireLock(target, kind);
+    } catch (err) {
+      if (!(err instanceof LockedError)) throw err;
+      await new Promise((done) => setTimeout(done, pollMs));
+      continue;
+    }
+    return holding(lock, fn);
+  }
+}
+
+async function holding<T>(lock: Lock, fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } finally {
