@@ -8,7 +8,7 @@
 
 // methods, training, evaluation
 export { createMetric, listMetrics } from './methods/index.js';
-export type { MethodInfo, MetricOptions, Metric, ImageInput, ScoreResult } from './methods/index.js';
+export type { MethodInfo, MethodDescription, MetricOptions, Metric, ImageInput, ScoreResult } from './methods/index.js';
 export { train, trainRounds } from './train/trainer.js';
 export type { TrainEvent, TrainOptions, TrainResult } from './train/trainer.js';
 export { evaluate } from './eval/evaluate.js';

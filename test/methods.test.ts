@@ -6,9 +6,9 @@ import { CompiledGraph } from '../src/graph/runtime.js';
 import { SafeTensorsFile } from '../src/clip/safetensors.js';
 import { WeightBank, visionEncoder, textEncoder, tokenEmbeddings, eotOneHot } from '../src/clip/encoders.js';
 import { METHODS, getMethod, loadBackbone, Scorer, listMetrics, createMetric } from '../src/methods/index.js';
-import { parseOptions } from '../src/methods/method.js';
-import { trainGraph } from '../src/methods/graphs.js';
-import { PARAM_PREFIX } from '../src/prompts/context.js';
+import { enabledAuxiliary, parseOptions } from '../src/methods/method.js';
+import { TrainStep, setUp, type TrainBatch } from '../src/methods/graphs.js';
+import { tang as tangMethod } from '../src/methods/tang.js';
 import { sharedDir } from '../src/util/fs.js';
 import { Rng } from '../src/util/rng.js';
 import { testViews } from '../src/methods/views.js';
@@ -39,7 +39,7 @@ test('zero-shot clip-iqa equals a hand computation from the reference embeddings
   const n = pixels.shape[0]!;
   const per = pixels.data.length / n;
   const method = getMethod('clip-iqa');
-  const scorer = new Scorer(method, parseOptions(method, {}), b, new Map(), {}, 4);
+  const scorer = new Scorer(setUp(method, parseOptions(method, {}), b), new Map(), {}, 4);
   const scores = await scorer.scoreViews(Array.from({ length: n }, (_, i) => pixels.data.slice(i * per, (i + 1) * per)));
   const nt = texts.length;
   for (let i = 0; i < n; i++) {
@@ -76,12 +76,12 @@ test('fu: test windows at the authors\' nn.Unfold positions by default, edge to 
 });
 
 test('tang: context from "a photo of a" by default, 16 random tokens with preset=readme, nCtx validated', async () => {
-  const tang = getMethod('tang');
+  const tang = tangMethod;
   const b = await loadBackbone(tinyP32);
   const w = b.weights.config.textWidth;
   const o = parseOptions(tang, {});
   assert.equal(o.nCtx, 4);
-  const phrase = tang.init(b.weights, b.tokenizer, o, new Rng(1)).get('text.ctx')!;
+  const phrase = tang.build(o, b).init(new Rng(1)).get('text.ctx')!;
   assert.deepEqual(phrase.shape, [4, w]);
   const ids = b.tokenizer.tokenizeBatch(['a photo of a'], b.weights.config.contextLength);
   assert.deepEqual(phrase.data, tokenEmbeddings(b.weights, ids, 1).slice(w, 5 * w), 'the phrase\'s own token embeddings');
@@ -89,7 +89,7 @@ test('tang: context from "a photo of a" by default, 16 random tokens with preset
   const readme = parseOptions(tang, { preset: 'readme' });
   assert.equal(readme.nCtx, 16);
   assert.equal(readme.initPhrase, '');
-  const random = tang.init(b.weights, b.tokenizer, readme, new Rng(1)).get('text.ctx')!;
+  const random = tang.build(readme, b).init(new Rng(1)).get('text.ctx')!;
   assert.deepEqual(random.shape, [16, w]);
   const std = Math.sqrt(random.data.reduce((a, v) => a + v * v, 0) / random.data.length);
   assert.ok(Math.abs(std - 0.02) < 0.004, `N(0, 0.02) init, std ${std}`);
@@ -102,8 +102,8 @@ test('tang: context from "a photo of a" by default, 16 random tokens with preset
   assert.ok(Number.isFinite(score));
   await metric.close();
 
-  assert.throws(() => parseOptions(tang, { nCtx: '0', initPhrase: '' }), /tang: nCtx = 0, must be an integer ≥ 1/);
-  assert.throws(() => parseOptions(tang, { nCtx: '2.5', initPhrase: '' }), /tang: nCtx = 2.5, must be an integer ≥ 1/);
+  assert.throws(() => parseOptions(tang, { nCtx: '0', initPhrase: '' }), /tang: option nCtx = "0", must be a whole number ≥ 1/);
+  assert.throws(() => parseOptions(tang, { nCtx: 2.5, initPhrase: '' }), /tang: option nCtx = 2.5, must be a whole number ≥ 1/);
   assert.throws(() => parseOptions(tang, { nCtx: '8' }), /initPhrase "a photo of a" has 4 words but nCtx = 8/);
   assert.throws(() => parseOptions(tang, { preset: 'paper' }), /tang has no preset "paper" \(presets: ctxv1, readme\)/);
 });
@@ -176,24 +176,34 @@ for (const method of METHODS.filter((m) => m.info.trainable)) {
   test(`${method.info.name}: gradient of the full training graph matches finite differences`, async () => {
     const b = await loadBackbone(tinyP32);
     const o = parseOptions(method, method.info.name === 'tang' ? { dropout: 0 } : {});
-    const params = method.init(b.weights, b.tokenizer, o, new Rng(5));
+    const setup = setUp(method, o, b);
+    const params = setup.model.init(new Rng(5));
     const batch = 2;
-    const info = trainGraph(method, o, b, params, batch, { alignment: !!method.usesAlignment?.(o), distortion: method.info.name === 'mp-iqe' });
-    const compiled = await CompiledGraph.create(info.graph, { threads: 1 });
     const rng = new Rng(9);
-    const feeds: Record<string, Float32Array> = {};
-    for (const [name, spec] of compiled.inputs) {
-      const n = spec.shape.reduce((a, c) => a * c, 1);
-      if (name.startsWith(PARAM_PREFIX)) feeds[name] = params.get(name.slice(PARAM_PREFIX.length))!.data;
-      else if (name === 'target:distortion') feeds[name] = Float32Array.from({ length: n }, (_, i) => (i % 11 === (i < 11 ? 2 : 5) ? 1 : 0));
-      else if (name.startsWith('target:') || name.startsWith('dropout:')) feeds[name] = Float32Array.from({ length: n }, () => (name.startsWith('dropout:') ? 1 : rng.uniform()));
-      else feeds[name] = Float32Array.from({ length: n }, () => rng.normal());
-    }
-    const res = await compiled.run(feeds);
-    const lossAt = async (): Promise<number> => Number((await compiled.run(feeds, ['loss'])).loss!.data[0]);
+    const train = [{ image: 'a', mos: 1, group: 'a', distortion: 'blur' }, { image: 'b', mos: 2, group: 'b', distortion: 'jpeg' }];
+    const auxiliary = enabledAuxiliary(method, o, train);
+    assert.equal(auxiliary.length, method.auxiliary?.length ?? 0, 'every auxiliary target is on');
+    const c = b.weights.config;
+    const data: TrainBatch = {
+      image: Float32Array.from({ length: batch * (method.imageInput === 'features' ? c.embedDim : 3 * c.imageSize * c.imageSize) }, () => rng.normal()),
+      quality: Float32Array.from({ length: batch }, () => rng.uniform()),
+      auxiliary: Object.fromEntries(auxiliary.map((t) => {
+        const info = { mosRange: [0, 5] } as Parameters<typeof t.read>[1];
+        const values = new Float32Array(batch * t.size);
+        train.forEach((it, j) => {
+          const v = t.read({ ...it, extra: { alignment: rng.uniform() * 5 } }, info)!;
+          if (typeof v === 'number') values[j] = v;
+          else values.set(v, j * t.size);
+        });
+        return [t.name, { values, mask: new Float32Array(batch).fill(1) }];
+      })),
+    };
+    const step = await TrainStep.create(setup, params, batch, auxiliary, { threads: 1 });
+    const res = await step.run(data, params, new Rng(0));
+    const lossAt = (): Promise<number> => step.loss(data, params, new Rng(0));
     /** The smallest relative gap between the slope `grad` claims for `name` and central differences. */
     const gap = async (name: string, grad: Float32Array): Promise<{ rel: number; analytic: number; numeric: number }> => {
-      const x = feeds[`${PARAM_PREFIX}${name}`]!;
+      const x = params.get(name)!.data;
       const orig = x.slice();
       const r = new Rng(11);
       const v = Float64Array.from(grad, (g) => g * (0.5 + r.uniform()));
@@ -214,21 +224,21 @@ for (const method of METHODS.filter((m) => m.info.trainable)) {
       return best;
     };
     let checked = 0;
-    for (const name of info.trained) {
-      const grad = res[`grad:${name}`]!.data as Float32Array;
+    for (const name of step.trained) {
+      const grad = res.grads.get(name)!;
       if (l2(grad) < 1e-4) continue;
       const g = await gap(name, grad);
       checked++;
       assert.ok(g.rel < 1e-2, `${method.info.name} ${name}: slope along g⊙r analytic ${g.analytic}, numeric ${g.numeric}`);
     }
-    assert.ok(checked >= Math.min(2, info.trained.length), `${method.info.name}: only ${checked} parameter tensors had a usable gradient`);
+    assert.ok(checked >= Math.min(2, step.trained.length), `${method.info.name}: only ${checked} parameter tensors had a usable gradient`);
     // negative controls on the first tensor: wrong gradients must be caught
-    const first = info.trained[0]!;
-    const grad = res[`grad:${first}`]!.data as Float32Array;
+    const first = step.trained[0]!;
+    const grad = res.grads.get(first)!;
     assert.ok((await gap(first, grad.map((g) => g * 1.05))).rel >= 1e-2, `${first}: a gradient 5% too large passed`);
     const flip = new Rng(13);
     assert.ok((await gap(first, grad.map((g) => (flip.uniform() < 0.5 ? -g : g)))).rel >= 1e-2, `${first}: a gradient with flipped signs passed`);
-    await compiled.release();
+    await step.release();
   });
 }
 
@@ -240,11 +250,11 @@ test('Fu: about 14.4 M trainable parameters at ViT-B/32 shapes', async () => {
   // only the shapes matter: tiny random tables keep this test light
   const w = randomClipWeights({ ...c, visionLayers: 12 }, 0, { text: true });
   const fu = getMethod('fu');
-  const params = fu.init(w, ClipTokenizer.default(), parseOptions(fu, {}), new Rng(0));
+  const params = fu.build(parseOptions(fu, {}), { weights: w, tokenizer: ClipTokenizer.default() }).init(new Rng(0));
   const total = [...params.values()].reduce((a, t) => a + t.data.length, 0);
   assert.ok(Math.abs(total - 14.4e6) < 0.1e6, `fu has ${total} parameters`);
   const tang = getMethod('tang');
-  const tp = tang.init(w, ClipTokenizer.default(), parseOptions(tang, {}), new Rng(0));
+  const tp = tang.build(parseOptions(tang, {}), { weights: w, tokenizer: ClipTokenizer.default() }).init(new Rng(0));
   const head = [...tp].filter(([k]) => k.startsWith('head.')).reduce((a, [, t]) => a + t.data.length, 0);
   assert.ok(Math.abs(head - 1.84e6) < 0.01e6, `tang's head has ${head} parameters`);
 });

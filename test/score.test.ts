@@ -12,6 +12,7 @@ import { cli } from './helpers/cli.js';
 import { sharedDir } from '../src/util/fs.js';
 import { createMetric, getMethod, loadBackbone, Scorer } from '../src/methods/index.js';
 import { parseOptions } from '../src/methods/method.js';
+import { setUp } from '../src/methods/graphs.js';
 import { decodeImage } from '../src/data/image.js';
 import { Rng } from '../src/util/rng.js';
 
@@ -208,7 +209,8 @@ test('--batch: memory for the images there are, not for the batch; absurd sizes 
   const method = getMethod('clip-iqa');
   const options = parseOptions(method, {});
   const backbone = await loadBackbone(tiny);
-  const scorer = new Scorer(method, options, backbone, method.init(backbone.weights, backbone.tokenizer, options, new Rng(0)), {}, 1000);
+  const setup = setUp(method, options, backbone);
+  const scorer = new Scorer(setup, setup.model.init(new Rng(0)), {}, 1000);
   const graphs: string[] = [];
   const sessions = (scorer as unknown as { sessions: { get: (key: string, build: () => unknown) => unknown } }).sessions;
   const get = sessions.get.bind(sessions);

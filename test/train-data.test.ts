@@ -131,12 +131,13 @@ test('after a resume, train.jsonl holds each step once, as a straight run does, 
 test('library train(): bad batchSize, epochs, lr, limit or a missing out are clear errors before any work', async () => {
   const out = join(tmp, 'never');
   const cases: Array<[Partial<TrainOptions>, RegExp]> = [
-    [{ batchSize: 0 }, /train: batchSize must be a whole number ≥ 1, not 0/],
-    [{ batchSize: -4 }, /train: batchSize must be a whole number ≥ 1, not -4/],
-    [{ epochs: 0 }, /train: epochs must be a whole number ≥ 1, not 0/],
-    [{ epochs: 1.5 }, /train: epochs must be a whole number ≥ 1, not 1.5/],
-    [{ epochs: undefined, methodOptions: { epochs: 0 } }, /train: epochs must be a whole number ≥ 1, not 0/],
-    [{ lr: 0 }, /train: lr must be a number > 0, not 0/],
+    [{ batchSize: 0 }, /: option batchSize = 0, must be a whole number ≥ 1$/],
+    [{ batchSize: -4 }, /: option batchSize = -4, must be a whole number ≥ 1$/],
+    [{ epochs: 0 }, /: option epochs = 0, must be a whole number ≥ 1$/],
+    [{ epochs: 1.5 }, /: option epochs = 1.5, must be a whole number ≥ 1$/],
+    [{ epochs: undefined, methodOptions: { epochs: 0 } }, /: option epochs = 0, must be a whole number ≥ 1$/],
+    [{ lr: 0 }, /: option lr = 0, must be a number > 0$/],
+    [{ methodOptions: { nCtx: 'many' } }, /: option nCtx = "many", must be a whole number ≥ 1$/],
     [{ limit: 0 }, /train: limit must be a whole number ≥ 1, not 0/],
     [{ out: undefined as unknown as string }, /train: out \(the folder for the run\) is required/],
   ];

@@ -4,11 +4,10 @@
  */
 import { type ClipWeights } from '../clip/weights.js';
 import { ClipTokenizer } from '../clip/tokenizer.js';
-import { CompiledGraph, type RuntimeOptions } from '../graph/runtime.js';
+import { type RuntimeOptions } from '../graph/runtime.js';
 import { getMethod } from '../methods/index.js';
-import { parseOptions } from '../methods/method.js';
-import { trainGraph } from '../methods/graphs.js';
-import { PARAM_PREFIX } from '../prompts/context.js';
+import { enabledAuxiliary, parseOptions } from '../methods/method.js';
+import { TrainStep, setUp } from '../methods/graphs.js';
 import { adam } from '../train/optim.js';
 import { Rng } from '../util/rng.js';
 import { timeIt } from './timing.js';
@@ -16,26 +15,25 @@ import { timeIt } from './timing.js';
 export async function benchFu(weights: ClipWeights, opts: { batch: number; warmup: number; iters: number; runtime: RuntimeOptions }): Promise<{ fu_train_img_s: number; fu_s: number[] }> {
   const method = getMethod('fu');
   const o = parseOptions(method, {});
-  const backbone = { weights, tokenizer: ClipTokenizer.default(), model: 'random' };
+  const setup = setUp(method, o, { weights, tokenizer: ClipTokenizer.default(), model: 'random' });
   const rng = new Rng(2);
-  const params = method.init(weights, backbone.tokenizer, o, rng);
-  const info = trainGraph(method, o, backbone, params, opts.batch, { alignment: true, distortion: false });
-  const compiled = await CompiledGraph.create(info.graph, opts.runtime);
+  const params = setup.model.init(rng);
+  // the alignment task is on by default: both vision passes and both text encoders
+  const auxiliary = enabledAuxiliary(method, o, []);
+  const step = await TrainStep.create(setup, params, opts.batch, auxiliary, opts.runtime);
   const c = weights.config;
-  const feeds: Record<string, Float32Array> = {
-    pixels: Float32Array.from({ length: opts.batch * 3 * c.imageSize * c.imageSize }, () => rng.normal()),
-    'target:quality': Float32Array.from({ length: opts.batch }, () => rng.uniform()),
-    'target:alignment': Float32Array.from({ length: opts.batch }, () => rng.uniform()),
+  const random = (n: number, draw: () => number): Float32Array => Float32Array.from({ length: n }, draw);
+  const batch = {
+    image: random(opts.batch * 3 * c.imageSize * c.imageSize, () => rng.normal()),
+    quality: random(opts.batch, () => rng.uniform()),
+    auxiliary: Object.fromEntries(auxiliary.map((t) => [t.name, { values: random(opts.batch * t.size, () => rng.uniform()), mask: new Float32Array(opts.batch).fill(1) }])),
   };
-  const optimizer = adam({ lr: Number(o.lr) });
+  const optimizer = adam({ lr: o.lr });
   const data = new Map([...params].map(([k, v]) => [k, v.data]));
-  const step = async (): Promise<void> => {
-    for (const name of compiled.inputs.keys()) if (name.startsWith(PARAM_PREFIX)) feeds[name] = data.get(name.slice(PARAM_PREFIX.length))!;
-    const res = await compiled.run(feeds);
-    const grads = new Map([...data].map(([k, v]) => [k, (res[`grad:${k}`]?.data as Float32Array | undefined) ?? new Float32Array(v.length)]));
+  const t = await timeIt(async () => {
+    const { grads } = await step.run(batch, params, rng);
     optimizer.step(data, grads);
-  };
-  const t = await timeIt(step, opts.warmup, opts.iters);
-  await compiled.release();
+  }, opts.warmup, opts.iters);
+  await step.release();
   return { fu_train_img_s: opts.batch / t.median, fu_s: t.seconds };
 }

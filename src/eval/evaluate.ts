@@ -12,7 +12,7 @@ import { createMetric } from '../methods/index.js';
 import { loadCheckpointMeta, type CheckpointMeta } from '../methods/checkpoint.js';
 import { loadDataset, imagePath, type Dataset, type DatasetColumns } from '../data/datasets.js';
 import { runSplit, reproduceSplit, resolveSplitSettings, sampleIndices, describeSplit, type SplitUnit } from '../data/splits.js';
-import { correlations, fitLogistic4 } from './metrics.js';
+import { FIGURES, correlations, figuresOf, fitLogistic4 } from './metrics.js';
 import { scatterPlotSvg } from './plot.js';
 import { checkWritableFolder, writeFileAtomic } from '../util/fs.js';
 
@@ -86,7 +86,7 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
   }
   if (pred.length < 4) throw new Error(`${opts.dataset}: only ${pred.length} images could be scored; at least 4 are needed for the figures`);
   const c = correlations(pred, mos);
-  const metrics = { srcc: c.srcc, krcc: c.krcc, plcc: c.plcc, plcc_logistic: c.plcc_logistic, rmse: c.rmse };
+  const metrics = figuresOf(c);
   if (split === 'test' && ckpt && failed.length === 0) {
     const trained = ckpt.metrics.test_srcc;
     if (trained !== undefined && Math.abs(trained - c.srcc) > 1e-6) notes.push(`the test SRCC ${c.srcc} differs from the ${trained} that training reported (other batch size, device or options?)`);
@@ -102,7 +102,7 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
   }
   writeFileAtomic(plotPath, scatterPlotSvg({
     pred, mos, title: `${opts.method} on ${opts.dataset}`, xLabel: 'predicted score', yLabel: `MOS (${ds.target})`, fit,
-    legend: [`n ${c.n}`, `SRCC ${c.srcc.toFixed(4)}`, `KRCC ${c.krcc.toFixed(4)}`, `PLCC ${c.plcc.toFixed(4)}`, `PLCC (logistic) ${c.plcc_logistic.toFixed(4)}`, `RMSE ${c.rmse.toFixed(4)}`],
+    legend: [`n ${c.n}`, ...FIGURES.map(({ key, label }) => `${label} ${c[key].toFixed(4)}`)],
   }));
   const report = { protocol, method: opts.method, dataset: opts.dataset, target: ds.target, n: c.n, metrics, notes, failed, scores: rows };
   writeFileAtomic(reportPath, JSON.stringify(report, null, 2) + '\n');

@@ -25,6 +25,22 @@ export interface Correlations {
   rmse: number;
 }
 
+/** The figures every report gives, in this order, with their labels: the one list of their names. */
+export const FIGURES = [
+  { key: 'srcc', label: 'SRCC' },
+  { key: 'krcc', label: 'KRCC' },
+  { key: 'plcc', label: 'PLCC' },
+  { key: 'plcc_logistic', label: 'PLCC (logistic)' },
+  { key: 'rmse', label: 'RMSE (logistic)' },
+] as const satisfies ReadonlyArray<{ key: keyof Correlations; label: string }>;
+
+export type Figure = (typeof FIGURES)[number]['key'];
+
+/** The report's figures of a set of correlations, in FIGURES' order. */
+export function figuresOf(c: Correlations): Record<Figure, number> {
+  return Object.fromEntries(FIGURES.map(({ key }) => [key, c[key]])) as Record<Figure, number>;
+}
+
 type Values = ArrayLike<number>;
 
 function checkPair(pred: Values, mos: Values, minN: number, what: string): void {

@@ -1,15 +1,20 @@
 /**
- * Assembles a method's graphs: the text graph (image-independent features, once per model), the score
- * graph (pixels → score), the frozen feature graph (pixels → embeddings, for 'features' methods) and
- * the training graph (inputs → loss and the gradient of every trainable parameter).
+ * A method's graphs and the step objects that run them: the text graph (image-independent features, once
+ * per set of parameters), the score graph (pixels → score) behind `Scorer`, and the training graph
+ * (inputs → loss and the gradient of every trainable parameter) behind `TrainStep`. The graphs' input and
+ * output names are private to this file: callers hand over arrays and get arrays back.
  */
 import { Graph, type Value } from '../graph/graph.js';
 import { gradients } from '../graph/grad.js';
+import { CompiledGraph, SessionCache, type Feed, type RuntimeOptions } from '../graph/runtime.js';
 import { WeightBank, visionEncoder } from '../clip/encoders.js';
 import { type ClipWeights } from '../clip/weights.js';
 import { type ClipTokenizer } from '../clip/tokenizer.js';
-import { type BuildContext, type ParamSet, paramAccessor } from '../prompts/context.js';
-import { type Method, type Options, type Targets } from './method.js';
+import { type BuildContext, type ParamSet, paramAccessor, paramFeeds } from '../prompts/context.js';
+import { type RgbImage } from '../data/rgb.js';
+import { type Rng } from '../util/rng.js';
+import { type AuxiliaryTarget, type Method, type MethodModel, type Options, trainingLoss } from './method.js';
+import { testViews } from './views.js';
 
 export interface Backbone {
   weights: ClipWeights;
@@ -22,67 +27,254 @@ export interface Backbone {
 
 export type BackboneSource = { repo: string; revision: string } | { path: string };
 
-function context(g: Graph, b: Backbone, params: ParamSet, batch: number, training: boolean): BuildContext {
-  const { param } = paramAccessor(g, params);
-  return { g, bank: new WeightBank(g), weights: b.weights, tokenizer: b.tokenizer, batch, training, param };
+/** A method with its options on one backbone, and the model (prompt learners) built once for them. */
+export interface MethodSetup {
+  method: Method;
+  options: Options;
+  backbone: Backbone;
+  model: MethodModel;
 }
 
-function imageSize(b: Backbone): number[] {
+export function setUp(method: Method, options: Options, backbone: Backbone): MethodSetup {
+  return { method, options, backbone, model: method.build(options, backbone) };
+}
+
+const NAMES = {
+  pixels: 'pixels',
+  features: 'features',
+  score: 'score',
+  loss: 'loss',
+  text: (name: string) => `text:${name}`,
+  target: (name: string) => `target:${name}`,
+  mask: (name: string) => `mask:${name}`,
+  grad: (param: string) => `grad:${param}`,
+};
+const QUALITY = 'quality';
+
+function context(g: Graph, b: Backbone, params: ParamSet, batch: number, training: boolean, auxiliary: ReadonlySet<string> = new Set()): BuildContext & { used: Map<string, Value> } {
+  const { param, used } = paramAccessor(g, params);
+  return { g, bank: new WeightBank(g), weights: b.weights, tokenizer: b.tokenizer, batch, training, auxiliary, param, used };
+}
+
+function imageShape(b: Backbone): number[] {
   return [3, b.weights.config.imageSize, b.weights.config.imageSize];
 }
 
-/** Image-independent features: outputs `text:<name>`. */
-export function textGraph(method: Method, o: Options, b: Backbone, params: ParamSet): Graph {
-  const g = new Graph(`${method.info.name}_text`);
-  const text = method.text(context(g, b, params, 0, false), o);
-  for (const [k, v] of Object.entries(text)) g.output(`text:${k}`, v);
+/** Image-independent features, one output per name the model's `text` returns. */
+function textGraph(s: MethodSetup, params: ParamSet): Graph {
+  const g = new Graph(`${s.method.info.name}_text`);
+  const text = s.model.text(context(g, s.backbone, params, 0, false));
+  for (const [k, v] of Object.entries(text)) g.output(NAMES.text(k), v);
   return g;
 }
 
-/** pixels [B, 3, S, S] (+ `text:<name>` inputs) → score [B]. */
-export function scoreGraph(method: Method, o: Options, b: Backbone, params: ParamSet, batch: number, textShapes: Record<string, number[]>): Graph {
-  const g = new Graph(`${method.info.name}_score_b${batch}`);
-  const ctx = context(g, b, params, batch, false);
-  const pixels = g.input('pixels', [batch, ...imageSize(b)]);
+/** pixels [B, 3, S, S] and the text features → score [B]. */
+function scoreGraph(s: MethodSetup, params: ParamSet, batch: number, textShapes: Record<string, number[]>): Graph {
+  const g = new Graph(`${s.method.info.name}_score_b${batch}`);
+  const ctx = context(g, s.backbone, params, batch, false);
+  const pixels = g.input(NAMES.pixels, [batch, ...imageShape(s.backbone)]);
   const text: Record<string, Value> = {};
-  for (const [k, shape] of Object.entries(textShapes)) text[k] = g.input(`text:${k}`, shape);
-  const image = method.imageInput === 'features' ? visionEncoder(ctx.bank, b.weights, pixels).embeds : pixels;
-  g.output('score', method.forward(ctx, o, image, text).score);
+  for (const [k, shape] of Object.entries(textShapes)) text[k] = g.input(NAMES.text(k), shape);
+  const image = s.method.imageInput === 'features' ? visionEncoder(ctx.bank, s.backbone.weights, pixels).embeds : pixels;
+  g.output(NAMES.score, s.model.forward(ctx, image, text).score);
   return g;
 }
 
-export interface TrainGraphInfo {
-  graph: Graph;
-  /** parameters that have a gradient output `grad:<name>` */
-  trained: string[];
-  /** dropout mask inputs to fill */
-  dropout: Array<{ name: string; p: number; size: number }>;
+/** A training batch as arrays. */
+export interface TrainBatch {
+  /** pixels [B, 3, S, S] or frozen image embeddings [B, E], as the method's `imageInput` says */
+  image: Float32Array;
+  /** the quality targets [B] (already mapped by the method's `target`) */
+  quality: Float32Array;
+  /** each auxiliary target the step was made with, by name: [B × size] values, and a 0/1 mask [B] for those that mask */
+  auxiliary: Record<string, { values: Float32Array; mask?: Float32Array }>;
+}
+
+export interface StepResult {
+  loss: number;
+  /** the gradient of every parameter of the set given to `run` (zeros for those the loss does not reach) */
+  grads: Map<string, Float32Array>;
 }
 
 /**
- * The training graph: image input ('pixels' or 'features'), targets `target:quality` (and
- * `target:alignment`, `target:distortion` + `target:distortion_mask` when asked), outputs `loss`,
- * `score` and `grad:<param>`.
+ * One training step's graph for a batch size: the image, the quality target and each auxiliary target in;
+ * the loss and every trainable parameter's gradient out, in one ONNX Runtime run.
  */
-export function trainGraph(method: Method, o: Options, b: Backbone, params: ParamSet, batch: number, opts: { alignment: boolean; distortion: boolean }): TrainGraphInfo {
-  const g = new Graph(`${method.info.name}_train_b${batch}`);
-  const acc = paramAccessor(g, params);
-  const ctx: BuildContext = { g, bank: new WeightBank(g), weights: b.weights, tokenizer: b.tokenizer, batch, training: true, param: acc.param };
-  const image = method.imageInput === 'features'
-    ? g.input('features', [batch, b.weights.config.embedDim])
-    : g.input('pixels', [batch, ...imageSize(b)]);
-  const targets: Targets = { quality: g.input('target:quality', [batch]) };
-  if (opts.alignment) targets.alignment = g.input('target:alignment', [batch]);
-  if (opts.distortion && method.distortionClasses) {
-    targets.distortion = { onehot: g.input('target:distortion', [batch, method.distortionClasses.length]), mask: g.input('target:distortion_mask', [batch]) };
+export class TrainStep {
+  private constructor(
+    private readonly compiled: CompiledGraph,
+    /** the parameters the loss reaches, in the graph's order */
+    readonly trained: readonly string[],
+    private readonly dropout: ReadonlyArray<{ name: string; p: number; size: number }>,
+    private readonly auxiliary: readonly AuxiliaryTarget[],
+  ) {}
+
+  static async create(s: MethodSetup, params: ParamSet, batch: number, auxiliary: readonly AuxiliaryTarget[], runtime: RuntimeOptions): Promise<TrainStep> {
+    const g = new Graph(`${s.method.info.name}_train_b${batch}`);
+    const ctx = context(g, s.backbone, params, batch, true, new Set(auxiliary.map((t) => t.name)));
+    const image = s.method.imageInput === 'features'
+      ? g.input(NAMES.features, [batch, s.backbone.weights.config.embedDim])
+      : g.input(NAMES.pixels, [batch, ...imageShape(s.backbone)]);
+    const quality = g.input(NAMES.target(QUALITY), [batch]);
+    const aux = auxiliary.map((target) => ({
+      target,
+      value: g.input(NAMES.target(target.name), target.size === 1 ? [batch] : [batch, target.size]),
+      ...(target.missing.kind === 'mask' ? { mask: g.input(NAMES.mask(target.name), [batch]) } : {}),
+    }));
+    const pred = s.model.forward(ctx, image, s.model.text(ctx));
+    const loss = trainingLoss(s.options, pred, quality, aux);
+    const trained = [...ctx.used.keys()];
+    const grads = gradients(loss, trained.map((n) => ctx.used.get(n)!));
+    g.output(NAMES.loss, loss);
+    trained.forEach((n, i) => g.output(NAMES.grad(n), grads[i]!));
+    const dropout = g.dropoutMasks.map((m) => ({ name: m.value.name, p: m.p, size: m.value.size }));
+    return new TrainStep(await CompiledGraph.create(g, runtime), trained, dropout, auxiliary);
   }
-  const text = method.text(ctx, o);
-  const pred = method.forward(ctx, o, image, text);
-  const loss = method.loss(ctx, o, pred, targets);
-  const trained = [...acc.used.keys()];
-  const grads = gradients(loss, trained.map((n) => acc.used.get(n)!));
-  g.output('loss', loss);
-  g.output('score', pred.score);
-  trained.forEach((n, i) => g.output(`grad:${n}`, grads[i]!));
-  return { graph: g, trained, dropout: g.dropoutMasks.map((m) => ({ name: m.value.name, p: m.p, size: m.value.size })) };
+
+  /** The graph's feeds: the batch, fresh dropout masks drawn from `rng`, and the parameters' values. */
+  private feeds(batch: TrainBatch, params: ParamSet, rng: Rng): Record<string, Feed> {
+    const feeds: Record<string, Feed> = {
+      [this.compiled.inputs.has(NAMES.features) ? NAMES.features : NAMES.pixels]: batch.image,
+      [NAMES.target(QUALITY)]: batch.quality,
+    };
+    for (const t of this.auxiliary) {
+      const given = batch.auxiliary[t.name];
+      if (!given) throw new Error(`the training batch lacks the auxiliary target "${t.name}"`);
+      feeds[NAMES.target(t.name)] = given.values;
+      if (t.missing.kind === 'mask') {
+        if (!given.mask) throw new Error(`the training batch lacks the mask of the auxiliary target "${t.name}"`);
+        feeds[NAMES.mask(t.name)] = given.mask;
+      }
+    }
+    for (const d of this.dropout) {
+      const m = new Float32Array(d.size);
+      const keep = 1 / (1 - d.p);
+      for (let j = 0; j < m.length; j++) m[j] = rng.uniform() < d.p ? 0 : keep;
+      feeds[d.name] = m;
+    }
+    return { ...feeds, ...paramFeeds(this.compiled.inputs.keys(), params) };
+  }
+
+  async run(batch: TrainBatch, params: ParamSet, rng: Rng): Promise<StepResult> {
+    const res = await this.compiled.run(this.feeds(batch, params, rng));
+    const grads = new Map<string, Float32Array>();
+    for (const [name, p] of params) grads.set(name, (res[NAMES.grad(name)]?.data as Float32Array | undefined) ?? new Float32Array(p.data.length));
+    return { loss: Number(res[NAMES.loss]!.data[0]), grads };
+  }
+
+  /** The loss alone (for gradient checks). */
+  async loss(batch: TrainBatch, params: ParamSet, rng: Rng): Promise<number> {
+    return Number((await this.compiled.run(this.feeds(batch, params, rng), [NAMES.loss]))[NAMES.loss]!.data[0]);
+  }
+
+  release(): Promise<void> {
+    return this.compiled.release();
+  }
+}
+
+/** The most images scored at once. Beyond this a batch only costs memory, and a typo such as --batch 100000 would exhaust it. */
+export const MAX_BATCH = 4096;
+
+/** Refuses a batch size that is not a whole number in [1, MAX_BATCH], naming it. */
+export function checkBatchSize(batchSize: number, what = 'batch size'): number {
+  if (!Number.isSafeInteger(batchSize) || batchSize < 1 || batchSize > MAX_BATCH) {
+    throw new RangeError(`${what} ${batchSize} is not a whole number from 1 to ${MAX_BATCH}${batchSize > MAX_BATCH ? ' (images scored at once; more only costs memory)' : ''}`);
+  }
+  return batchSize;
+}
+
+/**
+ * Scores images with a method, its options and its parameters: the scoring step. Used by `createMetric`
+ * and by the trainer's validation (with the parameters of the moment).
+ */
+export class Scorer {
+  private readonly sessions: SessionCache;
+  private textFeeds: Promise<Record<string, Feed>> | null = null;
+  private textShapes: Record<string, number[]> = {};
+
+  constructor(
+    readonly setup: MethodSetup,
+    private params: ParamSet,
+    runtime: RuntimeOptions,
+    readonly batchSize = 8,
+  ) {
+    checkBatchSize(batchSize);
+    this.sessions = new SessionCache(runtime);
+  }
+
+  /** New parameter values (e.g. after a training epoch): the text features are recomputed. */
+  setParams(params: ParamSet): void {
+    this.params = params;
+    this.textFeeds = null;
+  }
+
+  private text(): Promise<Record<string, Feed>> {
+    if (!this.textFeeds) {
+      this.textFeeds = (async () => {
+        // parameters are inputs: one compiled text graph serves every new set of values
+        const graph = await this.sessions.get('text', () => textGraph(this.setup, this.params));
+        const out = await graph.run(paramFeeds(graph.inputs.keys(), this.params));
+        const feeds: Record<string, Feed> = {};
+        this.textShapes = {};
+        for (const [k, v] of Object.entries(out)) {
+          feeds[k] = v.data;
+          this.textShapes[k.slice(NAMES.text('').length)] = v.shape;
+        }
+        return feeds;
+      })();
+    }
+    return this.textFeeds;
+  }
+
+  /**
+   * Scores view tensors [3, S, S] in fixed-size batches (the last padded with zeros) of `batch` views:
+   * by default `graphBatch(views.length)`. A caller scoring a long list in parts gives one `batch` for all.
+   */
+  async scoreViews(views: readonly Float32Array[], batch?: number): Promise<number[]> {
+    if (views.length === 0) return [];
+    const text = await this.text();
+    const b = batch ?? this.graphBatch(views.length);
+    const c = this.setup.backbone.weights.config;
+    const graph = await this.sessions.get(`score|${b}`, () => scoreGraph(this.setup, this.params, b, this.textShapes));
+    const per = 3 * c.imageSize * c.imageSize;
+    const scores: number[] = [];
+    const pixels = new Float32Array(b * per);
+    const params = paramFeeds(graph.inputs.keys(), this.params);
+    for (let i = 0; i < views.length; i += b) {
+      pixels.fill(0);
+      const chunk = views.slice(i, i + b);
+      chunk.forEach((v, j) => pixels.set(v, j * per));
+      const out = await graph.run({ [NAMES.pixels]: pixels, ...text, ...params });
+      const s = out[NAMES.score]!.data as Float32Array;
+      for (let j = 0; j < chunk.length; j++) scores.push(s[j]!);
+    }
+    return scores;
+  }
+
+  /**
+   * The graph batch for n views: the batch size, or the power of two that holds n when that is smaller,
+   * so memory goes to at most twice the views there are and a few graph sizes serve every call.
+   */
+  graphBatch(n: number): number {
+    let b = 1;
+    while (b < n && b < this.batchSize) b *= 2;
+    return Math.min(b, this.batchSize);
+  }
+
+  /** Scores decoded images: each image's score is the mean over its test views. */
+  async scoreImages(images: readonly RgbImage[], batch?: number): Promise<number[]> {
+    const size = this.setup.backbone.weights.config.imageSize;
+    const views = images.map((img) => testViews(img, this.setup.options, size));
+    const flat = await this.scoreViews(views.flat(), batch);
+    let k = 0;
+    return views.map((v) => {
+      let sum = 0;
+      for (let j = 0; j < v.length; j++) sum += flat[k++]!;
+      return sum / v.length;
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.sessions.clear();
+  }
 }

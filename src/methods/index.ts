@@ -6,14 +6,13 @@
 import { statSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import { type Method, type MethodInfo, type Options, parseOptions } from './method.js';
+import { describeSchema } from './options.js';
 import { clipIqa, clipIqaPlus } from './clip-iqa.js';
 import { tang } from './tang.js';
 import { fu } from './fu.js';
 import { mpIqe } from './mp-iqe.js';
-import { type Backbone, type BackboneSource, textGraph, scoreGraph } from './graphs.js';
-import { testViews } from './views.js';
-import { type ParamSet, PARAM_PREFIX } from '../prompts/context.js';
-import { type CompiledGraph, SessionCache, type RuntimeOptions, type Feed } from '../graph/runtime.js';
+import { type Backbone, type BackboneSource, type MethodSetup, Scorer, checkBatchSize, setUp } from './graphs.js';
+import { type ParamSet } from '../prompts/context.js';
 import { loadClipWeights } from '../clip/weights.js';
 import { ClipTokenizer } from '../clip/tokenizer.js';
 import { resolveModel } from '../clip/hub.js';
@@ -22,9 +21,26 @@ import type { RgbImage } from '../data/rgb.js';
 import { loadCheckpoint, describeBackbone, type CheckpointMeta } from './checkpoint.js';
 import { Rng } from '../util/rng.js';
 
-export type { MethodInfo, Method, Options } from './method.js';
+export type { MethodInfo, Method, MethodModel, AuxiliaryTarget, Predictions, Options } from './method.js';
+export { Scorer, checkBatchSize, MAX_BATCH } from './graphs.js';
 
-export const METHODS: readonly Method[] = [clipIqa, clipIqaPlus, tang, fu, mpIqe];
+const registry: Method[] = [clipIqa, clipIqaPlus, tang, fu, mpIqe];
+
+/** The registered methods, in the order `promptiqa methods` lists them. */
+export const METHODS: readonly Method[] = registry;
+
+/**
+ * Adds a method to the registry: a method is its own file and this one line (or a call from a library
+ * user's code). Its defaults and presets are checked now, so a bad declaration fails at start-up.
+ */
+export function registerMethod(method: Method): void {
+  const name = method.info.name;
+  if (!/^[a-z][a-z0-9+-]*$/.test(name)) throw new Error(`method name "${name}": use lower-case letters, digits, + and -`);
+  if (registry.some((m) => m.info.name === name)) throw new Error(`a method named "${name}" is already registered`);
+  parseOptions(method, {});
+  for (const preset of Object.keys(method.presets ?? {})) parseOptions(method, { preset });
+  registry.push(method);
+}
 
 export function getMethod(name: string): Method {
   const m = METHODS.find((x) => x.info.name === name);
@@ -32,8 +48,18 @@ export function getMethod(name: string): Method {
   return m;
 }
 
-export function listMetrics(): MethodInfo[] {
-  return METHODS.map((m) => ({ ...m.info }));
+/** A method as `promptiqa methods --json` lists it: what it is, its options (kind, default, what it takes) and its presets. */
+export interface MethodDescription extends MethodInfo {
+  options: ReturnType<typeof describeSchema>;
+  presets: Array<{ name: string; description: string; options: Record<string, unknown> }>;
+}
+
+export function listMetrics(): MethodDescription[] {
+  return METHODS.map((m) => ({
+    ...m.info,
+    options: describeSchema(m.options),
+    presets: Object.entries(m.presets ?? {}).map(([name, p]) => ({ name, description: p.description, options: { ...p.options } })),
+  }));
 }
 
 const backbones = new Map<string, Promise<Backbone>>();
@@ -66,20 +92,6 @@ export function loadBackbone(model: string, revision?: string): Promise<Backbone
   return p;
 }
 
-/**
- * The most images scored at once. Beyond this a batch only costs memory (one 224x224 view is 0.6 MB
- * of pixels before the activations), and a typo such as --batch 100000 would exhaust it.
- */
-export const MAX_BATCH = 4096;
-
-/** Refuses a batch size that is not a whole number in [1, MAX_BATCH], naming it. */
-export function checkBatchSize(batchSize: number, what = 'batch size'): number {
-  if (!Number.isSafeInteger(batchSize) || batchSize < 1 || batchSize > MAX_BATCH) {
-    throw new RangeError(`${what} ${batchSize} is not a whole number from 1 to ${MAX_BATCH}${batchSize > MAX_BATCH ? ' (images scored at once; more only costs memory)' : ''}`);
-  }
-  return batchSize;
-}
-
 export interface MetricOptions {
   model?: string;
   checkpoint?: string;
@@ -102,117 +114,11 @@ export interface Metric {
 }
 
 /**
- * Scores images with a method, its options and its parameters. Used by `createMetric` and by the
- * trainer's validation (with the parameters of the moment).
- */
-export class Scorer {
-  private readonly sessions: SessionCache;
-  private textFeeds: Promise<Record<string, Feed>> | null = null;
-  private textShapes: Record<string, number[]> = {};
-
-  constructor(
-    readonly method: Method,
-    readonly options: Options,
-    readonly backbone: Backbone,
-    private params: ParamSet,
-    runtime: RuntimeOptions,
-    readonly batchSize = 8,
-  ) {
-    checkBatchSize(batchSize);
-    this.sessions = new SessionCache(runtime);
-  }
-
-  /** New parameter values (e.g. after a training epoch): the text features are recomputed. */
-  setParams(params: ParamSet): void {
-    this.params = params;
-    this.textFeeds = null;
-  }
-
-  private paramFeeds(graph: CompiledGraph): Record<string, Feed> {
-    const feeds: Record<string, Feed> = {};
-    for (const name of graph.inputs.keys()) {
-      if (name.startsWith(PARAM_PREFIX)) feeds[name] = this.params.get(name.slice(PARAM_PREFIX.length))!.data;
-    }
-    return feeds;
-  }
-
-  private text(): Promise<Record<string, Feed>> {
-    if (!this.textFeeds) {
-      this.textFeeds = (async () => {
-        // parameters are inputs: one compiled text graph serves every new set of values
-        const graph = await this.sessions.get('text', () => textGraph(this.method, this.options, this.backbone, this.params));
-        const out = await graph.run(this.paramFeeds(graph));
-        const feeds: Record<string, Feed> = {};
-        this.textShapes = {};
-        for (const [k, v] of Object.entries(out)) {
-          feeds[k] = v.data;
-          this.textShapes[k.slice('text:'.length)] = v.shape;
-        }
-        return feeds;
-      })();
-    }
-    return this.textFeeds;
-  }
-
-  /**
-   * Scores view tensors [3, S, S] in fixed-size batches (the last padded with zeros) of `batch` views:
-   * by default `graphBatch(views.length)`. A caller scoring a long list in parts gives one `batch` for all.
-   */
-  async scoreViews(views: readonly Float32Array[], batch?: number): Promise<number[]> {
-    if (views.length === 0) return [];
-    const text = await this.text();
-    const b = batch ?? this.graphBatch(views.length);
-    const c = this.backbone.weights.config;
-    const graph = await this.sessions.get(`score|${b}`, () => scoreGraph(this.method, this.options, this.backbone, this.params, b, this.textShapes));
-    const per = 3 * c.imageSize * c.imageSize;
-    const scores: number[] = [];
-    const pixels = new Float32Array(b * per);
-    const params = this.paramFeeds(graph);
-    for (let i = 0; i < views.length; i += b) {
-      pixels.fill(0);
-      const chunk = views.slice(i, i + b);
-      chunk.forEach((v, j) => pixels.set(v, j * per));
-      const out = await graph.run({ pixels, ...text, ...params });
-      const s = out.score!.data as Float32Array;
-      for (let j = 0; j < chunk.length; j++) scores.push(s[j]!);
-    }
-    return scores;
-  }
-
-  /**
-   * The graph batch for n views: the batch size, or the power of two that holds n when that is smaller,
-   * so memory goes to at most twice the views there are and a few graph sizes serve every call.
-   */
-  graphBatch(n: number): number {
-    let b = 1;
-    while (b < n && b < this.batchSize) b *= 2;
-    return Math.min(b, this.batchSize);
-  }
-
-  /** Scores decoded images: each image's score is the mean over its test views. */
-  async scoreImages(images: readonly RgbImage[], batch?: number): Promise<number[]> {
-    const size = this.backbone.weights.config.imageSize;
-    const views = images.map((img) => testViews(img, this.options, size));
-    const flat = await this.scoreViews(views.flat(), batch);
-    let k = 0;
-    return views.map((v) => {
-      let sum = 0;
-      for (let j = 0; j < v.length; j++) sum += flat[k++]!;
-      return sum / v.length;
-    });
-  }
-
-  async close(): Promise<void> {
-    await this.sessions.clear();
-  }
-}
-
-/**
  * A checkpoint's parameters, options and backbone: the backbone it records unless `opts.model` overrides
  * it (the weights must be the same either way), and its tensors checked against the shapes its method
  * and options call for, so an option that changes them (e.g. nCtx) is refused by name.
  */
-async function fromCheckpoint(method: Method, checkpoint: string, opts: MetricOptions): Promise<{ params: ParamSet; options: Options; backbone: Backbone }> {
+async function fromCheckpoint(method: Method, checkpoint: string, opts: MetricOptions): Promise<{ params: ParamSet; setup: MethodSetup }> {
   const { base, meta, params } = loadCheckpoint(checkpoint);
   if (meta.method !== method.info.name) throw new Error(`${checkpoint}: a checkpoint of method "${meta.method}", not "${method.info.name}"`);
   const recorded = describeBackbone(meta.backbone);
@@ -237,8 +143,9 @@ async function fromCheckpoint(method: Method, checkpoint: string, opts: MetricOp
   } catch (err) {
     throw new Error(`${checkpoint}: ${(err as Error).message} (with the options recorded in ${base}.json)`, { cause: err });
   }
-  checkTensors(checkpoint, meta, params, method.init(backbone.weights, backbone.tokenizer, options, new Rng(0)), opts.options ?? {});
-  return { params, options, backbone };
+  const setup = setUp(method, options, backbone);
+  checkTensors(checkpoint, meta, params, setup.model.init(new Rng(0)), opts.options ?? {});
+  return { params, setup };
 }
 
 /** Refuses a checkpoint whose tensors are not those the method, with these options, reads. */
@@ -294,20 +201,19 @@ export async function createMetric(name: string, opts: MetricOptions = {}): Prom
   const method = getMethod(name);
   const batch = checkBatchSize(opts.batchSize ?? 8);
   let params: ParamSet;
-  let options: Options;
-  let backbone: Backbone;
+  let setup: MethodSetup;
   if (opts.checkpoint) {
-    ({ params, options, backbone } = await fromCheckpoint(method, opts.checkpoint, opts));
+    ({ params, setup } = await fromCheckpoint(method, opts.checkpoint, opts));
   } else {
     if (method.info.trainable && !opts.options?.allowUntrained) {
       throw new Error(`${name} needs a trained checkpoint (--checkpoint); train one with \`promptiqa train --method ${name}\``);
     }
     const { allowUntrained: _unused, ...rest } = opts.options ?? {};
-    options = parseOptions(method, rest);
-    backbone = await loadBackbone(opts.model ?? method.info.defaultModel);
-    params = method.init(backbone.weights, backbone.tokenizer, options, new Rng(0));
+    const options = parseOptions(method, rest);
+    setup = setUp(method, options, await loadBackbone(opts.model ?? method.info.defaultModel));
+    params = setup.model.init(new Rng(0));
   }
-  const scorer = new Scorer(method, options, backbone, params, { provider: opts.device, threads: opts.threads }, batch);
+  const scorer = new Scorer(setup, params, { provider: opts.device, threads: opts.threads }, batch);
   return {
     info: { ...method.info },
     async score(input) {

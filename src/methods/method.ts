@@ -1,7 +1,9 @@
 /**
- * A method is a declaration: its options with the paper's settings as defaults, its trainable
- * parameters, the graph from image to score, its loss, and how it wants images prepared. The training
- * loop, the scorer and the evaluation protocol are shared and read these declarations.
+ * The method contract. A method declares its options (one typed schema), its auxiliary training targets,
+ * how a dataset score becomes its target, and `build`: for one set of options and one CLIP, the model
+ * (its prompt learners, made once) that initialises the trainable parameters and builds the graph from
+ * image to score. The training loop, the scorer and the evaluation protocol are shared; they read these
+ * declarations and know no method's targets by name.
  */
 import * as G from '../graph/graph.js';
 import { type Value } from '../graph/graph.js';
@@ -9,7 +11,10 @@ import { type ClipWeights } from '../clip/weights.js';
 import { type ClipTokenizer } from '../clip/tokenizer.js';
 import { type BuildContext, type ParamSet } from '../prompts/context.js';
 import { type Rng } from '../util/rng.js';
-import { type WindowPlacement } from '../data/preprocess.js';
+import { type DatasetInfo, type DatasetItem } from '../data/datasets.js';
+import { type CommonOptions, type Schema, readOptions } from './options.js';
+
+export type { CommonOptions } from './options.js';
 
 export interface MethodInfo {
   name: string;
@@ -21,99 +26,93 @@ export interface MethodInfo {
   defaultModel: string;
 }
 
-/** Options every method has: training and image preparation (the paper's values as defaults). */
-export interface CommonOptions {
-  optimizer: 'sgd' | 'adam' | 'adamw';
-  lr: number;
-  momentum: number;
-  weightDecay: number;
-  batchSize: number;
-  epochs: number;
-  /** warm-up epochs at `warmupLr` before the cosine schedule; schedule 'constant' ignores both */
-  schedule: 'cosine' | 'constant';
-  warmupEpochs: number;
-  warmupLr: number;
-  /** when the schedule moves: at every optimiser step (decaying to 0), or once per epoch as Dassl does */
-  lrStep: 'step' | 'epoch';
-  /** drop the last partial batch of an epoch (Dassl's training loader does) */
-  dropLast: boolean;
-  /** stop after this many epochs without a better validation figure (0: never) */
-  patience: number;
-  /** clip the gradient norm (0: off) */
-  gradClip: number;
-  /** training augmentation */
-  augment: 'random-resized-crop+flip' | 'crop+flip' | 'none';
-  /** test views: one resized centre view, or every crop of the unresized image at a stride */
-  testViews: 'resize' | 'sliding';
-  stride: number;
-  /** where sliding windows go: from the top-left corner at `stride` (nn.Unfold, Fu's code) or spread edge to edge */
-  windows: WindowPlacement;
-  normalize: 'clip' | 'imagenet';
-  /** the quality loss: the papers use MSE; L1, PLCC and the fidelity ranking loss are offered */
-  qualityLoss: 'mse' | 'l1' | 'plcc' | 'fidelity';
-}
-
-export type Options = CommonOptions & Record<string, unknown>;
-
-/** What a method's forward returns per image. */
+/** What a model's forward returns for a batch of images. */
 export interface Predictions {
   /** the quality score [B] */
   score: Value;
-  /** Fu's alignment score [B] */
-  alignment?: Value;
-  /** MP-IQE's distortion-class probabilities [B, K] */
-  distortionProbs?: Value;
+  /** one prediction per auxiliary target the graph was asked for (`ctx.auxiliary`), by the target's name */
+  auxiliary?: Record<string, Value>;
 }
 
-/** Targets fed to the training graph: quality scaled as the method wants, and optional alignment. */
-export interface Targets {
-  quality: Value;
-  alignment?: Value;
-  /** one-hot distortion class [B, K] and a 0/1 mask [B] of the images that have one (MP-IQE) */
-  distortion?: { onehot: Value; mask: Value };
+/**
+ * A second thing a method learns from besides quality (e.g. how well an image matches its prompt, or the
+ * kind of degradation it shows): read from each training item, fed to the training graph, and compared to the model's prediction
+ * of the same name by its own loss term, added to the quality loss.
+ */
+export interface AuxiliaryTarget<O extends CommonOptions = CommonOptions> {
+  /** the key of the model's prediction in `Predictions.auxiliary` */
+  name: string;
+  /** values per image: 1 for a score, K for a one-hot class */
+  size: number;
+  /** whether a run uses it, from its options and its training items (e.g. a weight above 0 and items that have it) */
+  enabled(o: O, train: readonly DatasetItem[]): boolean;
+  /** the item's target (`size` values), or undefined when it has none */
+  read(item: DatasetItem, info: DatasetInfo): number | Float32Array | undefined;
+  /**
+   * An item without it: 'mask' leaves the item out of this term (the loss gets a 0/1 mask [B]); 'refuse'
+   * stops the run before its first step, saying `why` the method needs it.
+   */
+  missing: { kind: 'mask' } | { kind: 'refuse'; why: string };
+  /** the term added to the quality loss */
+  loss(o: O, predicted: Value, target: Value, mask: Value | undefined): Value;
 }
 
-export interface Method {
+/** A method for one set of options and one CLIP. */
+export interface MethodModel {
+  /** the trainable parameters, initialised */
+  init(rng: Rng): ParamSet;
+  /**
+   * The image-independent part (text features from the prompts), computed once per training step and
+   * once per model when scoring. Returns named values; `forward` receives them (as graph inputs when scoring).
+   */
+  text(ctx: BuildContext): Record<string, Value>;
+  /** `image` is pixels [B, 3, S, S] or frozen image embeddings [B, E] as `imageInput` says */
+  forward(ctx: BuildContext, image: Value, text: Record<string, Value>): Predictions;
+}
+
+export interface Method<O extends CommonOptions = CommonOptions> {
   info: MethodInfo;
-  defaults: Options;
+  options: Schema<O>;
+  /** named option sets (e.g. the authors' published set-ups), chosen with the option `preset=NAME` */
+  presets?: Record<string, { description: string; options: Partial<O> }>;
+  /** checks the options together, with an error naming the option, before any work starts (each alone is checked by the schema) */
+  validate?(o: O): void;
   /**
    * 'pixels': the image goes through the encoder inside the method's graph (prompts inside the encoder);
    * 'features': the method reads frozen image embeddings, which can be computed once and cached.
    */
   imageInput: 'pixels' | 'features';
-  /** the targets the loss needs besides quality */
-  usesAlignment?: (o: Options) => boolean;
-  /** distortion classes the method can learn from, and how a dataset's distortion name maps to one */
-  distortionClasses?: readonly string[];
-  distortionClass?: (name: string) => number;
-  init(weights: ClipWeights, tokenizer: ClipTokenizer, o: Options, rng: Rng): ParamSet;
-  /**
-   * The image-independent part (text features from the prompts), computed once per training step and
-   * once per model when scoring. Returns named values; `forward` receives them (as graph inputs when
-   * scoring).
-   */
-  text(ctx: BuildContext, o: Options): Record<string, Value>;
-  forward(ctx: BuildContext, o: Options, image: Value, text: Record<string, Value>): Predictions;
-  loss(ctx: BuildContext, o: Options, pred: Predictions, targets: Targets): Value;
+  auxiliary?: readonly AuxiliaryTarget<O>[];
   /** maps a dataset MOS (higher = better, scaled to [0, 1]) to the training target */
   target(unit: number, range: [number, number]): number;
-  /** named option sets (e.g. the authors' published set-ups), chosen with the option `preset=NAME` */
-  presets?: Record<string, { description: string; options: Record<string, unknown> }>;
-  /** checks the options together, with an error naming the option, before any work starts */
-  validate?(o: Options): void;
+  build(o: O, clip: { weights: ClipWeights; tokenizer: ClipTokenizer }): MethodModel;
 }
 
-export const COMMON_DEFAULTS: CommonOptions = {
-  optimizer: 'adam', lr: 1e-4, momentum: 0.9, weightDecay: 0, batchSize: 32, epochs: 50, schedule: 'constant',
-  warmupEpochs: 0, warmupLr: 0, lrStep: 'step', dropLast: false, patience: 0, gradClip: 0, augment: 'none', testViews: 'resize', stride: 64, windows: 'unfold', normalize: 'clip',
-  qualityLoss: 'mse',
-};
+/** The options of some method: the common ones typed, the method's own read by the method itself. */
+export type Options = CommonOptions;
 
-/** The common options that take one of a few words, checked when options are parsed. */
-const CHOICES: Partial<Record<keyof CommonOptions, readonly string[]>> = {
-  windows: ['unfold', 'edge-to-edge'],
-  lrStep: ['step', 'epoch'],
-};
+/** Options from `key: value` pairs (strings from the command line, or JSON values), `preset=NAME` expanded, then validated together. */
+export function parseOptions<O extends CommonOptions>(method: Method<O>, given: Readonly<Record<string, unknown>>): O {
+  const o = readOptions(method.info.name, method.options, given, method.presets);
+  method.validate?.(o);
+  return o;
+}
+
+/** The auxiliary targets a run with these options and training items uses. */
+export function enabledAuxiliary<O extends CommonOptions>(method: Method<O>, o: O, train: readonly DatasetItem[]): AuxiliaryTarget<O>[] {
+  return (method.auxiliary ?? []).filter((t) => t.enabled(o, train));
+}
+
+/** The training loss: the quality loss the options name, plus each auxiliary target's term. */
+export function trainingLoss(o: CommonOptions, pred: Predictions, quality: Value, auxiliary: ReadonlyArray<{ target: AuxiliaryTarget; value: Value; mask?: Value }>): Value {
+  let loss = qualityLoss(o, pred.score, quality);
+  for (const { target, value, mask } of auxiliary) {
+    const p = pred.auxiliary?.[target.name];
+    if (!p) throw new Error(`the model predicted no "${target.name}", which its auxiliary target needs`);
+    loss = G.add(loss, target.loss(o, p, value, mask));
+  }
+  return loss;
+}
 
 /** Softmax over (exp(logit_scale) · cosine) against class texts: [B, C] probabilities. */
 export function classProbs(weights: ClipWeights, image: Value, text: Value): Value {
@@ -162,7 +161,7 @@ export function fidelityLoss(a: Value, b: Value): Value {
 }
 
 /** The quality loss the options name, between predictions and targets [B]. */
-export function qualityLoss(o: Options, pred: Value, target: Value): Value {
+export function qualityLoss(o: CommonOptions, pred: Value, target: Value): Value {
   switch (o.qualityLoss) {
     case 'mse': return mse(pred, target);
     case 'l1': return l1(pred, target);
@@ -170,38 +169,4 @@ export function qualityLoss(o: Options, pred: Value, target: Value): Value {
     case 'fidelity': return fidelityLoss(pred, target);
     default: throw new Error(`unknown qualityLoss "${String(o.qualityLoss)}" (mse, l1, plcc, fidelity)`);
   }
-}
-
-/** Options from `key=value` strings: numbers and booleans parsed, unknown keys refused, `preset=NAME` expanded, then validated. */
-export function parseOptions(method: Method, pairs: Record<string, unknown>): Options {
-  const out: Options = { ...method.defaults };
-  // a preset's values first, so that options given beside it override them
-  const { preset, ...rest } = pairs;
-  if (preset !== undefined) {
-    const found = method.presets?.[String(preset)];
-    if (!found) throw new Error(`${method.info.name} has no preset "${String(preset)}" (presets: ${Object.keys(method.presets ?? {}).join(', ') || 'none'})`);
-    Object.assign(out, found.options);
-  }
-  for (const [k, v] of Object.entries(rest)) {
-    if (!(k in method.defaults)) throw new Error(`${method.info.name} has no option "${k}" (options: ${Object.keys(method.defaults).join(', ')})`);
-    const def = method.defaults[k];
-    if (typeof v !== 'string') { out[k] = v; continue; }
-    if (typeof def === 'number') {
-      const n = Number(v);
-      if (!Number.isFinite(n)) throw new Error(`${method.info.name}: option ${k} must be a number, got "${v}"`);
-      out[k] = n;
-    } else if (typeof def === 'boolean') {
-      if (v !== 'true' && v !== 'false') throw new Error(`${method.info.name}: option ${k} must be true or false, got "${v}"`);
-      out[k] = v === 'true';
-    } else if (Array.isArray(def)) {
-      out[k] = v.split('|');
-    } else {
-      out[k] = v;
-    }
-  }
-  for (const [k, allowed] of Object.entries(CHOICES)) {
-    if (!allowed.includes(String(out[k]))) throw new Error(`${method.info.name}: option ${k} = "${String(out[k])}", must be one of ${allowed.join(', ')}`);
-  }
-  method.validate?.(out);
-  return out;
 }

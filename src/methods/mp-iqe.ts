@@ -8,9 +8,8 @@ import * as G from '../graph/graph.js';
 import { visionEncoder } from '../clip/encoders.js';
 import { TextPrompts } from '../prompts/text.js';
 import { VisualPrompts, visionHooks } from '../prompts/visual.js';
-import { type Method, type Options, type Predictions, COMMON_DEFAULTS, classProbs, qualityLoss } from './method.js';
-import { type ClipWeights } from '../clip/weights.js';
-import { type ClipTokenizer } from '../clip/tokenizer.js';
+import { type AuxiliaryTarget, type Method, classProbs } from './method.js';
+import { type CommonOptions, type Schema, commonSchema, spec } from './options.js';
 
 const LEVELS = ['bad', 'poor', 'fair', 'good', 'perfect'];
 export const SCENES = ['animal', 'cityscape', 'human', 'indoor scene', 'landscape', 'night scene', 'plant', 'still-life', 'others'];
@@ -35,56 +34,68 @@ export function distortionClass(name: string): number {
   return DISTORTIONS.indexOf('other');
 }
 
-function learners(o: Options, weights: ClipWeights, tokenizer: ClipTokenizer) {
-  const n = Number(o.nCtx);
-  return {
-    quality: new TextPrompts({ name: 'quality', classes: LEVELS.map((l) => `${l} quality`), nCtx: n }, weights, tokenizer),
-    scene: new TextPrompts({ name: 'scene', classes: SCENES, nCtx: n }, weights, tokenizer),
-    distortion: new TextPrompts({ name: 'distortion', classes: DISTORTIONS, nCtx: n }, weights, tokenizer),
-    visual: new VisualPrompts({ name: 'visual', nTokens: Number(o.nVisual), depth: weights.config.visionLayers }, weights),
-  };
+export interface MpIqeOptions extends CommonOptions {
+  nCtx: number;
+  nVisual: number;
+  distortionWeight: number;
 }
 
-export const mpIqe: Method = {
+const options: Schema<MpIqeOptions> = {
+  ...commonSchema({ optimizer: 'adamw', lr: 1e-3, weightDecay: 1e-3, batchSize: 32, epochs: 30, schedule: 'cosine', augment: 'crop+flip', testViews: 'resize' }),
+  nCtx: spec.integer(8, 'learned text context tokens of each prompt', { min: 1 }),
+  nVisual: spec.integer(8, 'learned visual prompt tokens per layer', { min: 1 }),
+  distortionWeight: spec.number(0.1, 'the weight of the distortion classification loss (0: off)', { min: 0 }),
+};
+
+/** LIQE's distortion class, learnt from the images that carry a distortion label (the others are masked out). */
+const distortion: AuxiliaryTarget<MpIqeOptions> = {
+  name: 'distortion',
+  size: DISTORTIONS.length,
+  enabled: (o, train) => o.distortionWeight > 0 && train.some((it) => it.distortion),
+  read(item) {
+    if (!item.distortion) return undefined;
+    const onehot = new Float32Array(DISTORTIONS.length);
+    onehot[distortionClass(item.distortion)] = 1;
+    return onehot;
+  },
+  missing: { kind: 'mask' },
+  loss(o, probs, onehot, mask) {
+    // cross-entropy over the images that have a label
+    const logp = G.log(G.add(probs, 1e-8));
+    const perImage = G.neg(G.reduceSum(G.mul(logp, onehot), [1], false));
+    const ce = G.div(G.sumAll(G.mul(perImage, mask!)), G.add(G.sumAll(mask!), 1e-8));
+    return G.mul(ce, o.distortionWeight);
+  },
+};
+
+export const mpIqe: Method<MpIqeOptions> = {
   info: {
     name: 'mp-iqe', description: 'MP-IQE (Pan et al. 2024): visual prompts at every layer, dual scene/distortion text prompts, quality from five levels',
     lowerBetter: false, scoreRange: [1, 5], trainable: true, defaultModel: 'openai/clip-vit-base-patch32',
   },
-  defaults: { ...COMMON_DEFAULTS, nCtx: 8, nVisual: 8, distortionWeight: 0.1, optimizer: 'adamw', lr: 1e-3, weightDecay: 1e-3, batchSize: 32, epochs: 30, schedule: 'cosine', augment: 'crop+flip', testViews: 'resize' },
+  options,
   imageInput: 'pixels',
-  distortionClasses: DISTORTIONS,
-  distortionClass,
-  init(weights, tokenizer, o, rng) {
-    const l = learners(o, weights, tokenizer);
-    return new Map([...l.quality.init(rng), ...l.scene.init(rng), ...l.distortion.init(rng), ...l.visual.init(rng)]);
-  },
-  text(ctx, o) {
-    const l = learners(o, ctx.weights, ctx.tokenizer);
-    const out = { quality: l.quality.build(ctx) };
-    return ctx.training && Number(o.distortionWeight) > 0 ? { ...out, distortion: l.distortion.build(ctx) } : out;
-  },
-  forward(ctx, o, image, text) {
-    const l = learners(o, ctx.weights, ctx.tokenizer);
-    const feats = visionEncoder(ctx.bank, ctx.weights, image, visionHooks(l.visual.values(ctx))).embeds;
-    const p = classProbs(ctx.weights, feats, text.quality!);
-    const levels = ctx.g.constant([1, 2, 3, 4, 5], [5, 1]);
-    const score = G.reshape(G.matmul(p, levels), [image.shape[0]!]);
-    const out: Predictions = { score };
-    if (text.distortion) out.distortionProbs = classProbs(ctx.weights, feats, text.distortion);
-    return out;
-  },
-  loss(_ctx, o, pred, t) {
-    let loss = qualityLoss(o, pred.score, t.quality);
-    const probs = pred.distortionProbs;
-    if (probs && t.distortion) {
-      // cross-entropy over the images that have a label
-      const logp = G.log(G.add(probs, 1e-8));
-      const perImage = G.neg(G.reduceSum(G.mul(logp, t.distortion.onehot), [1], false));
-      const ce = G.div(G.sumAll(G.mul(perImage, t.distortion.mask)), G.add(G.sumAll(t.distortion.mask), 1e-8));
-      loss = G.add(loss, G.mul(ce, Number(o.distortionWeight)));
-    }
-    return loss;
-  },
+  auxiliary: [distortion],
   // MOS scaled to the five levels' range [1, 5]
   target: (unit) => 1 + 4 * unit,
+  build(o, { weights, tokenizer }) {
+    const quality = new TextPrompts({ name: 'quality', classes: LEVELS.map((l) => `${l} quality`), nCtx: o.nCtx }, weights, tokenizer);
+    const scene = new TextPrompts({ name: 'scene', classes: SCENES, nCtx: o.nCtx }, weights, tokenizer);
+    const distortions = new TextPrompts({ name: 'distortion', classes: DISTORTIONS, nCtx: o.nCtx }, weights, tokenizer);
+    const visual = new VisualPrompts({ name: 'visual', nTokens: o.nVisual, depth: weights.config.visionLayers }, weights);
+    return {
+      init: (rng) => new Map([...quality.init(rng), ...scene.init(rng), ...distortions.init(rng), ...visual.init(rng)]),
+      text(ctx) {
+        const out = { quality: quality.build(ctx) };
+        return ctx.auxiliary.has(distortion.name) ? { ...out, distortion: distortions.build(ctx) } : out;
+      },
+      forward(ctx, image, text) {
+        const feats = visionEncoder(ctx.bank, weights, image, visionHooks(visual.values(ctx))).embeds;
+        const p = classProbs(weights, feats, text.quality!);
+        const levels = ctx.g.constant([1, 2, 3, 4, 5], [5, 1]);
+        const score = G.reshape(G.matmul(p, levels), [image.shape[0]!]);
+        return text.distortion ? { score, auxiliary: { [distortion.name]: classProbs(weights, feats, text.distortion) } } : { score };
+      },
+    };
+  },
 };

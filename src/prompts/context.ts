@@ -20,10 +20,12 @@ export interface BuildContext {
   batch: number;
   /** true in the training graph (dropout on) */
   training: boolean;
+  /** the auxiliary predictions the graph computes (by target name): none when scoring */
+  auxiliary: ReadonlySet<string>;
   param(name: string): Value;
 }
 
-export const PARAM_PREFIX = 'param:';
+const PARAM_PREFIX = 'param:';
 
 /** Makes `param(name)` for a graph: inputs shaped as the parameter set says. */
 export function paramAccessor(g: Graph, params: ParamSet): { param: (name: string) => Value; used: Map<string, Value> } {
@@ -41,6 +43,18 @@ export function paramAccessor(g: Graph, params: ParamSet): { param: (name: strin
       return v;
     },
   };
+}
+
+/** The values of the parameters a graph reads, by its input names: the one place that feeds parameters. */
+export function paramFeeds(inputs: Iterable<string>, params: ParamSet): Record<string, Float32Array> {
+  const feeds: Record<string, Float32Array> = {};
+  for (const name of inputs) {
+    if (!name.startsWith(PARAM_PREFIX)) continue;
+    const t = params.get(name.slice(PARAM_PREFIX.length));
+    if (!t) throw new Error(`no value for the graph's parameter "${name.slice(PARAM_PREFIX.length)}"`);
+    feeds[name] = t.data;
+  }
+  return feeds;
 }
 
 /** N(0, std) initialisation. */

@@ -7,19 +7,19 @@
  */
 import { existsSync, mkdirSync, readFileSync, rmSync, appendFileSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { getMethod, loadBackbone, Scorer } from '../methods/index.js';
-import { type Method, type Options, parseOptions } from '../methods/method.js';
-import { trainGraph } from '../methods/graphs.js';
+import { getMethod, loadBackbone } from '../methods/index.js';
+import { type AuxiliaryTarget, type Method, type Options, enabledAuxiliary, parseOptions } from '../methods/method.js';
+import { type BackboneSource, type MethodSetup, type TrainBatch, Scorer, TrainStep, setUp } from '../methods/graphs.js';
 import { imageFeatureGraph } from '../clip/encoders.js';
 import { trainView } from '../methods/views.js';
-import { type ParamSet, PARAM_PREFIX } from '../prompts/context.js';
+import { type ParamSet } from '../prompts/context.js';
 import { CompiledGraph, type RuntimeOptions } from '../graph/runtime.js';
 import { loadDataset, imagePath, type Dataset, type DatasetColumns } from '../data/datasets.js';
-import { runSplit, resolveSplitSettings, describeSplit, type SplitSettings, type Split } from '../data/splits.js';
+import { runSplit, resolveSplitSettings, describeSplit, type SplitSettings, type Split, type RunSplit } from '../data/splits.js';
 import { decodeImage, ImageDecodeError } from '../data/image.js';
 import type { RgbImage } from '../data/rgb.js';
 import { findUnreadableImages, listUnreadable, type UnreadableImage } from '../data/check.js';
-import { correlations, summarise } from '../eval/metrics.js';
+import { FIGURES, correlations, figuresOf, summarise } from '../eval/metrics.js';
 import { linePlotSvg } from '../eval/plot.js';
 import { sgd, adam, adamw, clipGradNorm, cosineWithWarmup, epochCosineWithWarmup, constantLr, type Optimizer, type Schedule, optimizerStateToSafetensors, optimizerStateFromSafetensors } from './optim.js';
 import { saveCheckpoint, loadCheckpoint, type CheckpointMeta } from '../methods/checkpoint.js';
@@ -60,13 +60,6 @@ interface State {
   steps: number;
 }
 
-/** A seeded generator for one purpose at one point of the run, independent of what ran before. */
-function rngAt(seed: number, ...labels: (string | number)[]): Rng {
-  let h = (seed >>> 0) ^ 0x9e3779b9;
-  for (const ch of labels.join('/')) h = Math.imul(h ^ ch.charCodeAt(0), 16777619) >>> 0;
-  return new Rng(h);
-}
-
 function makeOptimizer(o: Options): Optimizer {
   switch (o.optimizer) {
     case 'sgd': return sgd({ lr: o.lr, momentum: o.momentum, weightDecay: o.weightDecay });
@@ -105,97 +98,56 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   if (opts.lr !== undefined) overrides.lr = opts.lr;
   if (opts.patience !== undefined) overrides.patience = opts.patience;
   const o = parseOptions(method, overrides);
-  checkTrainOptions(opts, o);
+  checkTrainOptions(opts);
   checkWritableFolder(opts.out);
-  return withLock(opts.out, 'folder', () => trainLocked(opts, method, o));
+  // a second run on the same folder refuses at once
+  return withLock(opts.out, 'folder', async () => {
+    const run = await TrainingRun.prepare(opts, method, o);
+    try {
+      return await run.execute();
+    } finally {
+      await run.close();
+    }
+  });
 }
 
-/** The run itself, holding the lock on `opts.out`: a second run on the same folder refuses at once. */
-async function trainLocked(opts: TrainOptions, method: Method, o: Options): Promise<TrainResult> {
-  const seed = (opts.seed ?? 0) + (opts.round ?? 0);
-  const out = resolve(opts.out);
-  mkdirSync(out, { recursive: true });
-  const emit = opts.onEvent ?? (() => undefined);
+/**
+ * Batch assembly: the images of a batch decoded (and kept, up to a bound), those that cannot be read left
+ * out or refused, training views drawn (or frozen features computed once when nothing augments them),
+ * and the quality and auxiliary targets read from the items.
+ */
+class BatchSource {
+  private readonly decoded = new Map<number, RgbImage>();
+  private readonly featureCache = new Map<number, Float32Array>();
+  private readonly featureGraphs = new Map<number, CompiledGraph>();
 
-  const columns: DatasetColumns = { imageCol: opts.imageCol, mosCol: opts.mosCol, promptCol: opts.promptCol };
-  const ds = loadDataset(opts.dataset, { root: opts.root, labelFile: opts.labelFile, target: opts.target, ...columns });
-  if (ds.warnings?.length) emit({ kind: 'warning', message: `${opts.dataset}: ${ds.warnings.length} label row problem(s); the rows were left out`, warnings: ds.warnings });
-  const split = runSplit(ds.items, resolveSplitSettings(ds.info, { by: opts.splitBy, ratios: opts.ratios, seed: opts.seed, round: opts.round, limit: opts.limit }));
-  const splitSpec = split.settings;
-  const selectOn = opts.selectOn ?? (split.val.length ? 'val' : 'test');
-  const selectIdx = selectOn === 'val' ? split.val : split.test;
-  if (!split.train.length) throw new Error(`${opts.dataset}: the split leaves no training images`);
-  const unreadablePath = join(out, 'unreadable.json');
-  const skipped = await checkRunImages(ds, split, unreadablePath, !!opts.skipUnreadable);
-  if (skipped.size > 0) {
-    const list = [...skipped.values()];
-    emit({ kind: 'warning', message: `left out ${list.length} unreadable image(s) (listed in ${unreadablePath})`, warnings: list.map((u) => `${u.file}: ${u.problem}`) });
-    if (split.train.every((i) => skipped.has(i))) throw new Error(`${opts.dataset}: no training image can be read`);
-  }
+  constructor(
+    private readonly ds: Dataset,
+    private readonly setup: MethodSetup,
+    private readonly auxiliary: readonly AuxiliaryTarget[],
+    private readonly runtime: RuntimeOptions,
+    /** images left out, by item index: found before the run, or failing to decode during it */
+    readonly skipped: Map<number, UnreadableImage>,
+    private readonly unreadable: { path: string; skip: boolean; emit: (e: TrainEvent) => void; keptAt: () => string },
+  ) {}
 
-  const backbone = await loadBackbone(opts.model);
-  if (!backbone.source) throw new Error(`${opts.model}: weights without a source cannot be recorded in a checkpoint`);
-  const backboneSource = backbone.source;
-  const runtime: RuntimeOptions = { provider: opts.device, threads: opts.threads };
-  // the images trained on: batches and drop-last count only those that can be read
-  const trainIdx = split.train.filter((i) => !skipped.has(i));
-  const batch = Math.min(o.batchSize, trainIdx.length);
-  // Dassl drops the last partial batch (batch ≤ the training set here, so at least one step remains)
-  const stepsPerEpoch = o.dropLast ? Math.floor(trainIdx.length / batch) : Math.ceil(trainIdx.length / batch);
-  const schedule = makeSchedule(o, stepsPerEpoch);
-  const optimizer = makeOptimizer(o);
-  const alignment = !!method.usesAlignment?.(o);
-  const distortion = !!method.distortionClasses && split.train.some((i) => ds.items[i]!.distortion);
-
-  // the run's identity (the split's digests included): a state written by another configuration or dataset is not resumed
-  const runKey = JSON.stringify({ method: method.info.name, o, backbone: backbone.weights.id, dataset: opts.dataset, target: ds.target, split: split.record, batch, ...(Object.values(columns).some((c) => c !== undefined) ? { columns } : {}) });
-  const statePath = join(out, 'state');
-  let params: ParamSet;
-  let state: State;
-  const resumed = loadState(statePath, runKey);
-  if (resumed) {
-    params = resumed.params;
-    state = resumed.state;
-    optimizer.load(resumed.optim);
-    trimLog(join(out, 'train.jsonl'), state.epoch);
-    emit({ kind: 'start', message: `resuming ${out} after epoch ${state.epoch}` });
-  } else {
-    params = method.init(backbone.weights, backbone.tokenizer, o, rngAt(seed, 'init'));
-    state = { epoch: 0, bestEpoch: -1, bestScore: -Infinity, history: [], steps: 0 };
-    rmSync(join(out, 'train.jsonl'), { force: true });
-    emit({ kind: 'start', message: `training ${method.info.name} on ${trainIdx.length} images, validating on ${selectIdx.length} (${selectOn})` });
-  }
-
-  const scorer = new Scorer(method, o, backbone, params, runtime, Math.min(8, batch));
-  const graphs = new Map<number, { compiled: CompiledGraph; info: ReturnType<typeof trainGraph> }>();
-  const graphFor = async (b: number) => {
-    let gr = graphs.get(b);
-    if (!gr) {
-      const info = trainGraph(method, o, backbone, params, b, { alignment, distortion });
-      gr = { compiled: await CompiledGraph.create(info.graph, runtime), info };
-      graphs.set(b, gr);
-    }
-    return gr;
-  };
-  const features = new Map<number, CompiledGraph>();
-  const featureCache = new Map<number, Float32Array>();
-  const decoded = new Map<number, RgbImage>();
-  const load = async (i: number): Promise<RgbImage> => {
-    let img = decoded.get(i);
+  private async load(i: number): Promise<RgbImage> {
+    let img = this.decoded.get(i);
     if (!img) {
-      img = await decodeImage(imagePath(ds, ds.items[i]!));
-      if (decoded.size < 4096) decoded.set(i, img);
+      img = await decodeImage(imagePath(this.ds, this.ds.items[i]!));
+      if (this.decoded.size < 4096) this.decoded.set(i, img);
     }
     return img;
-  };
+  }
+
   /**
    * The images of `idx` that can be read, in order. One that the check before the run passed but that
    * fails to decode now is left out with skipUnreadable; without, it stops the run, whose state of the
    * last finished epoch stays for a rerun (which then refuses the file before its first step).
    */
-  const readable = async (idx: readonly number[], where: string): Promise<{ idx: number[]; imgs: RgbImage[] }> => {
-    const keep = idx.filter((i) => !skipped.has(i));
-    const settled = await Promise.allSettled(keep.map(load));
+  async readable(idx: readonly number[], where: string): Promise<{ idx: number[]; imgs: RgbImage[] }> {
+    const keep = idx.filter((i) => !this.skipped.has(i));
+    const settled = await Promise.allSettled(keep.map((i) => this.load(i)));
     const kept = { idx: [] as number[], imgs: [] as RgbImage[] };
     const failed: UnreadableImage[] = [];
     settled.forEach((r, j) => {
@@ -204,190 +156,321 @@ async function trainLocked(opts: TrainOptions, method: Method, o: Options): Prom
         kept.imgs.push(r.value);
       } else if (r.reason instanceof ImageDecodeError) {
         const u = { file: r.reason.file, problem: r.reason.problem };
-        skipped.set(keep[j]!, u);
+        this.skipped.set(keep[j]!, u);
         failed.push(u);
       } else {
         throw r.reason;
       }
     });
     if (failed.length > 0) {
-      writeUnreadable(unreadablePath, sortedValues(skipped));
-      if (!opts.skipUnreadable) {
-        await closeAll();
+      writeUnreadable(this.unreadable.path, sortedValues(this.skipped));
+      if (!this.unreadable.skip) {
         throw new Error(
           `${failed.length} image(s) could not be decoded ${where}:\n${listUnreadable(failed)}\n` +
-            `The run is kept in ${out} at epoch ${state.epoch}: run it again with skipUnreadable (--skip-unreadable) to leave ` +
+            `The run is kept in ${this.unreadable.keptAt()}: run it again with skipUnreadable (--skip-unreadable) to leave ` +
             `${failed.length > 1 ? 'them' : 'it'} out and resume, or replace the file${failed.length > 1 ? 's' : ''}.`,
         );
       }
-      emit({ kind: 'warning', message: `left out ${failed.length} image(s) that could not be decoded ${where}`, warnings: failed.map((u) => `${u.file}: ${u.problem}`) });
+      this.unreadable.emit({ kind: 'warning', message: `left out ${failed.length} image(s) that could not be decoded ${where}`, warnings: failed.map((u) => `${u.file}: ${u.problem}`) });
     }
     return kept;
-  };
-  const size = backbone.weights.config.imageSize;
-  const log = (rec: object): void => appendFileSync(join(out, 'train.jsonl'), JSON.stringify(rec) + '\n');
+  }
 
-  const validate = async (idx: number[]): Promise<Record<string, number>> => {
-    scorer.setParams(params);
-    const got = await readable(idx, 'while scoring');
-    if (got.idx.length < 4) return {};
-    const pred = await scorer.scoreImages(got.imgs);
-    const mos = got.idx.map((i) => ds.items[i]!.mos);
-    const c = correlations(pred, mos);
-    return { srcc: c.srcc, plcc: c.plcc, krcc: c.krcc, plcc_logistic: c.plcc_logistic, rmse: c.rmse, n: c.n };
-  };
+  /** The batch of the items `order` that can be read, its views drawn with `rng`; null when none can. */
+  async batch(order: readonly number[], rng: Rng, where: string): Promise<{ idx: number[]; batch: TrainBatch } | null> {
+    const { method, options: o, backbone } = this.setup;
+    let idx = order.filter((i) => !this.skipped.has(i));
+    // frozen features: without augmentation an image's features never change, so each is computed once
+    const cached = method.imageInput === 'features' && o.augment === 'none' && idx.every((i) => this.featureCache.has(i));
+    let imgs: RgbImage[] = [];
+    if (!cached) ({ idx, imgs } = await this.readable(idx, where));
+    if (idx.length === 0) return null;
+    const b = idx.length;
+    const size = backbone.weights.config.imageSize;
+    const per = 3 * size * size;
+    const pixels = new Float32Array(cached ? 0 : b * per);
+    imgs.forEach((img, j) => pixels.set(trainView(img, o, size, rng), j * per));
+    let image: Float32Array = pixels;
+    if (method.imageInput === 'features') {
+      const e = backbone.weights.config.embedDim;
+      if (cached) {
+        image = new Float32Array(b * e);
+        idx.forEach((i, j) => image.set(this.featureCache.get(i)!, j * e));
+      } else {
+        let fg = this.featureGraphs.get(b);
+        if (!fg) {
+          fg = await CompiledGraph.create(imageFeatureGraph(backbone.weights, b), this.runtime);
+          this.featureGraphs.set(b, fg);
+        }
+        image = (await fg.run({ pixels })).features!.data as Float32Array;
+        if (o.augment === 'none') idx.forEach((i, j) => this.featureCache.set(i, image.slice(j * e, (j + 1) * e)));
+      }
+    }
+    const quality = Float32Array.from(idx, (i) => method.target(unitMos(this.ds, this.ds.items[i]!.mos), this.ds.info.mosRange));
+    const auxiliary: TrainBatch['auxiliary'] = {};
+    for (const t of this.auxiliary) {
+      const values = new Float32Array(b * t.size);
+      const mask = new Float32Array(b);
+      idx.forEach((i, j) => {
+        const v = t.read(this.ds.items[i]!, this.ds.info);
+        if (v === undefined) return;
+        if (typeof v === 'number') values[j] = v;
+        else values.set(v, j * t.size);
+        mask[j] = 1;
+      });
+      auxiliary[t.name] = { values, ...(t.missing.kind === 'mask' ? { mask } : {}) };
+    }
+    return { idx, batch: { image, quality, auxiliary } };
+  }
 
-  let stepsThisRun = 0;
-  // a run that stopped early (patience) and is run again only finishes: its epochs are done
-  const stoppedEarly = o.patience > 0 && state.epoch > 0 && state.epoch - state.bestEpoch >= o.patience;
-  for (let epoch = state.epoch + 1; epoch <= o.epochs && !stoppedEarly; epoch++) {
-    const order = rngAt(seed, 'order', epoch).shuffle([...trainIdx]);
+  async release(): Promise<void> {
+    for (const g of this.featureGraphs.values()) await g.release();
+    this.featureGraphs.clear();
+  }
+}
+
+/**
+ * One training run, holding the lock on its folder: `prepare` checks and loads everything the run needs
+ * (refusing before the first step what can be refused) and resumes a saved state; `execute` runs the
+ * epochs (a step at a time, then the end of the epoch) and finishes with the test figures of the chosen epoch.
+ */
+class TrainingRun {
+  private readonly steps = new Map<number, TrainStep>();
+  private readonly scorer: Scorer;
+  private stepsThisRun = 0;
+
+  private constructor(
+    private readonly opts: TrainOptions,
+    private readonly setup: MethodSetup,
+    private readonly ds: Dataset,
+    private readonly split: RunSplit,
+    private readonly source: BatchSource,
+    private readonly auxiliary: readonly AuxiliaryTarget[],
+    private readonly run: {
+      out: string; seed: number; selectOn: 'val' | 'test'; selectIdx: number[]; trainIdx: number[]; batch: number; stepsPerEpoch: number;
+      runtime: RuntimeOptions; backboneSource: BackboneSource; columns: DatasetColumns; unreadablePath: string; statePath: string; runKey: string;
+    },
+    private readonly schedule: Schedule,
+    private readonly optimizer: Optimizer,
+    private params: ParamSet,
+    private readonly state: State,
+    private readonly emit: (e: TrainEvent) => void,
+  ) {
+    this.scorer = new Scorer(setup, params, run.runtime, Math.min(8, run.batch));
+  }
+
+  static async prepare(opts: TrainOptions, method: Method, o: Options): Promise<TrainingRun> {
+    const seed = (opts.seed ?? 0) + (opts.round ?? 0);
+    const out = resolve(opts.out);
+    mkdirSync(out, { recursive: true });
+    const emit = opts.onEvent ?? (() => undefined);
+
+    const columns: DatasetColumns = { imageCol: opts.imageCol, mosCol: opts.mosCol, promptCol: opts.promptCol };
+    const ds = loadDataset(opts.dataset, { root: opts.root, labelFile: opts.labelFile, target: opts.target, ...columns });
+    if (ds.warnings?.length) emit({ kind: 'warning', message: `${opts.dataset}: ${ds.warnings.length} label row problem(s); the rows were left out`, warnings: ds.warnings });
+    const split = runSplit(ds.items, resolveSplitSettings(ds.info, { by: opts.splitBy, ratios: opts.ratios, seed: opts.seed, round: opts.round, limit: opts.limit }));
+    const selectOn = opts.selectOn ?? (split.val.length ? 'val' : 'test');
+    const selectIdx = selectOn === 'val' ? split.val : split.test;
+    if (!split.train.length) throw new Error(`${opts.dataset}: the split leaves no training images`);
+    const auxiliary = enabledAuxiliary(method, o, split.train.map((i) => ds.items[i]!));
+    checkAuxiliaryTargets(opts.dataset, method, auxiliary, ds, split.train);
+    const unreadablePath = join(out, 'unreadable.json');
+    const skipped = await checkRunImages(ds, split, unreadablePath, !!opts.skipUnreadable);
+    if (skipped.size > 0) {
+      const list = [...skipped.values()];
+      emit({ kind: 'warning', message: `left out ${list.length} unreadable image(s) (listed in ${unreadablePath})`, warnings: list.map((u) => `${u.file}: ${u.problem}`) });
+      if (split.train.every((i) => skipped.has(i))) throw new Error(`${opts.dataset}: no training image can be read`);
+    }
+
+    const backbone = await loadBackbone(opts.model);
+    if (!backbone.source) throw new Error(`${opts.model}: weights without a source cannot be recorded in a checkpoint`);
+    const setup = setUp(method, o, backbone);
+    const runtime: RuntimeOptions = { provider: opts.device, threads: opts.threads };
+    // the images trained on: batches and drop-last count only those that can be read
+    const trainIdx = split.train.filter((i) => !skipped.has(i));
+    const batch = Math.min(o.batchSize, trainIdx.length);
+    // Dassl drops the last partial batch (batch ≤ the training set here, so at least one step remains)
+    const stepsPerEpoch = o.dropLast ? Math.floor(trainIdx.length / batch) : Math.ceil(trainIdx.length / batch);
+
+    // the run's identity (the split's digests included): a state written by another configuration or dataset is not resumed
+    const runKey = JSON.stringify({ method: method.info.name, o, backbone: backbone.weights.id, dataset: opts.dataset, target: ds.target, split: split.record, batch, ...(Object.values(columns).some((c) => c !== undefined) ? { columns } : {}) });
+    const statePath = join(out, 'state');
+    const optimizer = makeOptimizer(o);
+    let params: ParamSet;
+    let state: State;
+    const resumed = loadState(statePath, runKey);
+    if (resumed) {
+      params = resumed.params;
+      state = resumed.state;
+      optimizer.load(resumed.optim);
+      trimLog(join(out, 'train.jsonl'), state.epoch);
+      emit({ kind: 'start', message: `resuming ${out} after epoch ${state.epoch}` });
+    } else {
+      params = setup.model.init(Rng.at(seed, 'init'));
+      state = { epoch: 0, bestEpoch: -1, bestScore: -Infinity, history: [], steps: 0 };
+      rmSync(join(out, 'train.jsonl'), { force: true });
+      emit({ kind: 'start', message: `training ${method.info.name} on ${trainIdx.length} images, validating on ${selectIdx.length} (${selectOn})` });
+    }
+    const source = new BatchSource(ds, setup, auxiliary, runtime, skipped, { path: unreadablePath, skip: !!opts.skipUnreadable, emit, keptAt: () => `${out} at epoch ${state.epoch}` });
+    return new TrainingRun(
+      opts, setup, ds, split, source, auxiliary,
+      { out, seed, selectOn, selectIdx, trainIdx, batch, stepsPerEpoch, runtime, backboneSource: backbone.source, columns, unreadablePath, statePath, runKey },
+      makeSchedule(o, stepsPerEpoch), optimizer, params, state, emit,
+    );
+  }
+
+  async execute(): Promise<TrainResult> {
+    const o = this.setup.options;
+    const { state } = this;
+    // a run that stopped early (patience) and is run again only finishes: its epochs are done
+    const stoppedEarly = o.patience > 0 && state.epoch > 0 && state.epoch - state.bestEpoch >= o.patience;
+    for (let epoch = state.epoch + 1; epoch <= o.epochs && !stoppedEarly; epoch++) {
+      await this.runEpoch(epoch);
+      if (o.patience > 0 && epoch - state.bestEpoch >= o.patience) break;
+    }
+    return this.finish();
+  }
+
+  private async runEpoch(epoch: number): Promise<void> {
+    const { seed, trainIdx, batch, stepsPerEpoch } = this.run;
+    const order = Rng.at(seed, 'order', epoch).shuffle([...trainIdx]);
     let lossSum = 0;
     let imagesSeen = 0;
     for (let s = 0; s < stepsPerEpoch; s++) {
-      let idx = order.slice(s * batch, (s + 1) * batch).filter((i) => !skipped.has(i));
-      // frozen features: without augmentation an image's features never change, so each is computed once
-      const cached = method.imageInput === 'features' && o.augment === 'none' && idx.every((i) => featureCache.has(i));
-      let imgs: RgbImage[] = [];
-      if (!cached) ({ idx, imgs } = await readable(idx, `at epoch ${epoch}, step ${s}`));
-      if (idx.length === 0) continue; // every image of this batch is left out
-      const b = idx.length;
-      const rng = rngAt(seed, 'step', epoch, s);
-      const per = 3 * size * size;
-      const pixels = new Float32Array(cached ? 0 : b * per);
-      imgs.forEach((img, j) => pixels.set(trainView(img, o, size, rng), j * per));
-      const { compiled, info } = await graphFor(b);
-      const feeds: Record<string, Float32Array> = {};
-      if (method.imageInput === 'features') {
-        const e = backbone.weights.config.embedDim;
-        if (cached) {
-          feeds.features = new Float32Array(b * e);
-          idx.forEach((i, j) => feeds.features!.set(featureCache.get(i)!, j * e));
-        } else {
-          let fg = features.get(b);
-          if (!fg) { fg = await CompiledGraph.create(imageFeatureGraph(backbone.weights, b), runtime); features.set(b, fg); }
-          feeds.features = (await fg.run({ pixels })).features!.data as Float32Array;
-          if (o.augment === 'none') idx.forEach((i, j) => featureCache.set(i, feeds.features!.slice(j * e, (j + 1) * e)));
-        }
-      } else {
-        feeds.pixels = pixels;
-      }
-      feeds['target:quality'] = Float32Array.from(idx, (i) => method.target(unitMos(ds, ds.items[i]!.mos), ds.info.mosRange));
-      if (alignment) {
-        feeds['target:alignment'] = Float32Array.from(idx, (i) => {
-          const it = ds.items[i]!;
-          const a = it.extra?.alignment ?? it.extra?.correspondence;
-          if (a === undefined) throw new Error(`${opts.dataset}: ${it.image} has no alignment score, which ${method.info.name}'s auxiliary task needs (set --option alignWeight=0)`);
-          const [lo, hi] = ds.info.mosRange;
-          return (a - lo) / (hi - lo);
-        });
-      }
-      if (distortion) {
-        const k = method.distortionClasses!.length;
-        const onehot = new Float32Array(b * k);
-        const mask = new Float32Array(b);
-        idx.forEach((i, j) => {
-          const d = ds.items[i]!.distortion;
-          if (d) { onehot[j * k + method.distortionClass!(d)] = 1; mask[j] = 1; }
-        });
-        feeds['target:distortion'] = onehot;
-        feeds['target:distortion_mask'] = mask;
-      }
-      for (const d of info.dropout) {
-        const m = new Float32Array(d.size);
-        const keep = 1 / (1 - d.p);
-        for (let j = 0; j < m.length; j++) m[j] = rng.uniform() < d.p ? 0 : keep;
-        feeds[d.name] = m;
-      }
-      for (const name of compiled.inputs.keys()) {
-        if (name.startsWith(PARAM_PREFIX)) feeds[name] = params.get(name.slice(PARAM_PREFIX.length))!.data;
-      }
-      const res = await compiled.run(feeds);
-      const loss = Number(res.loss!.data[0]);
-      if (!Number.isFinite(loss)) throw new Error(`training diverged: the loss is ${loss} at epoch ${epoch}, step ${s} (try a lower --lr)`);
-      const grads = new Map<string, Float32Array>();
-      for (const [name, p] of params) grads.set(name, (res[`grad:${name}`]?.data as Float32Array | undefined) ?? new Float32Array(p.data.length));
-      if (o.gradClip > 0) clipGradNorm(grads, o.gradClip);
-      // the step's place in the run, not the count of steps taken: a batch left out shifts no epoch boundary
-      optimizer.lr = schedule.lrAt((epoch - 1) * stepsPerEpoch + s);
-      optimizer.step(new Map([...params].map(([k, v]) => [k, v.data])), grads);
-      state.steps++;
-      lossSum += loss * b;
-      imagesSeen += b;
-      log({ kind: 'step', epoch, step: s, loss, lr: optimizer.lr });
-      emit({ kind: 'step', epoch, step: s + 1, stepsPerEpoch, loss });
-      stepsThisRun++;
-      if (opts.stopAfterSteps !== undefined && stepsThisRun >= opts.stopAfterSteps) {
-        await closeAll();
-        throw new Error('stopped (stopAfterSteps)');
-      }
+      const done = await this.step(epoch, s, order.slice(s * batch, (s + 1) * batch));
+      if (!done) continue; // every image of this batch is left out
+      lossSum += done.loss * done.images;
+      imagesSeen += done.images;
     }
-    if (imagesSeen === 0) throw new Error(`no image of epoch ${epoch} could be read (listed in ${unreadablePath}): the run is kept at epoch ${state.epoch}`);
-    const val = selectIdx.length >= 4 ? await validate(selectIdx) : {};
-    const rec: EpochRecord = { epoch, loss: lossSum / imagesSeen, val, lr: optimizer.lr };
+    if (imagesSeen === 0) throw new Error(`no image of epoch ${epoch} could be read (listed in ${this.run.unreadablePath}): the run is kept at epoch ${this.state.epoch}`);
+    await this.endEpoch(epoch, lossSum / imagesSeen);
+  }
+
+  /** One optimiser step on the batch of items `order`: null when none of them can be read. */
+  private async step(epoch: number, s: number, order: readonly number[]): Promise<{ loss: number; images: number } | null> {
+    const rng = Rng.at(this.run.seed, 'step', epoch, s);
+    const got = await this.source.batch(order, rng, `at epoch ${epoch}, step ${s}`);
+    if (!got) return null;
+    const b = got.idx.length;
+    let step = this.steps.get(b);
+    if (!step) {
+      step = await TrainStep.create(this.setup, this.params, b, this.auxiliary, this.run.runtime);
+      this.steps.set(b, step);
+    }
+    const { loss, grads } = await step.run(got.batch, this.params, rng);
+    if (!Number.isFinite(loss)) throw new Error(`training diverged: the loss is ${loss} at epoch ${epoch}, step ${s} (try a lower --lr)`);
+    const o = this.setup.options;
+    if (o.gradClip > 0) clipGradNorm(grads, o.gradClip);
+    // the step's place in the run, not the count of steps taken: a batch left out shifts no epoch boundary
+    this.optimizer.lr = this.schedule.lrAt((epoch - 1) * this.run.stepsPerEpoch + s);
+    this.optimizer.step(new Map([...this.params].map(([k, v]) => [k, v.data])), grads);
+    this.state.steps++;
+    this.log({ kind: 'step', epoch, step: s, loss, lr: this.optimizer.lr });
+    this.emit({ kind: 'step', epoch, step: s + 1, stepsPerEpoch: this.run.stepsPerEpoch, loss });
+    this.stepsThisRun++;
+    if (this.opts.stopAfterSteps !== undefined && this.stepsThisRun >= this.opts.stopAfterSteps) throw new Error('stopped (stopAfterSteps)');
+    return { loss, images: b };
+  }
+
+  /** Validation, the best epoch's checkpoint, the saved state (the point a killed run resumes from) and the plot. */
+  private async endEpoch(epoch: number, loss: number): Promise<void> {
+    const { state } = this;
+    const { selectIdx, selectOn, out } = this.run;
+    const val = selectIdx.length >= 4 ? await this.validate(selectIdx) : {};
+    const rec: EpochRecord = { epoch, loss, val, lr: this.optimizer.lr };
     state.history.push(rec);
     state.epoch = epoch;
     const figure = Number.isFinite(val.srcc) ? val.srcc! : -rec.loss;
     if (figure > state.bestScore) {
       state.bestScore = figure;
       state.bestEpoch = epoch;
-      saveCheckpoint(join(out, 'checkpoint'), params, meta(epoch, val));
+      saveCheckpoint(join(out, 'checkpoint'), this.params, this.meta(epoch, val));
     }
-    log({ kind: 'epoch', ...rec });
-    emit({ kind: 'epoch', epoch, loss: rec.loss, val });
-    saveState(statePath, runKey, params, state, optimizer);
+    this.log({ kind: 'epoch', ...rec });
+    this.emit({ kind: 'epoch', epoch, loss: rec.loss, val });
+    saveState(this.run.statePath, this.run.runKey, this.params, state, this.optimizer);
     const epochs = state.history.map((h) => h.epoch);
     writeFileAtomic(join(out, 'training.svg'), linePlotSvg({
-      title: `${method.info.name} on ${opts.dataset}`, xLabel: 'epoch',
+      title: `${this.setup.method.info.name} on ${this.opts.dataset}`, xLabel: 'epoch',
       panels: [
         { yLabel: 'training loss', series: [{ name: 'training loss', x: epochs, y: state.history.map((h) => h.loss) }] },
         { yLabel: `${selectOn} SRCC`, series: [{ name: `${selectOn} SRCC`, x: epochs, y: state.history.map((h) => h.val.srcc ?? NaN) }] },
       ],
       mark: state.bestEpoch > 0 ? { x: state.bestEpoch, label: `chosen epoch ${state.bestEpoch} (on ${selectOn})` } : undefined,
     }));
-    if (o.patience > 0 && epoch - state.bestEpoch >= o.patience) break;
   }
 
-  // the test figures of the selected epoch
-  const best = loadCheckpoint(join(out, 'checkpoint')).params;
-  params = best;
-  const test = split.test.length >= 4 ? await validate(split.test) : undefined;
-  const bestVal = state.history.find((h) => h.epoch === state.bestEpoch)?.val ?? {};
-  saveCheckpoint(join(out, 'checkpoint'), best, { ...meta(state.bestEpoch, bestVal), metrics: { ...prefix(bestVal, selectOn), ...prefix(test ?? {}, 'test') } });
-  const unreadable = skipped.size > 0 ? sortedValues(skipped) : undefined;
-  writeFileAtomic(join(out, 'result.json'), JSON.stringify({ bestEpoch: state.bestEpoch, selectOn, best: bestVal, test, history: state.history, protocol: protocol(), ...(unreadable ? { unreadable } : {}) }, null, 2) + '\n');
-  await closeAll();
-  emit({ kind: 'done', epoch: state.bestEpoch, val: test ?? bestVal });
-  return { out, checkpoint: join(out, 'checkpoint.json'), bestEpoch: state.bestEpoch, best: bestVal, test, epochs: state.epoch, selectOn, split: splitSpec, ...(unreadable ? { unreadable } : {}) };
-
-  function protocol(): string {
-    return `${opts.dataset} (${ds.target}), ${describeSplit(splitSpec)}; ${split.train.length}/${split.val.length}/${split.test.length} images; best epoch chosen on ${selectOn}; ${o.epochs} epochs max, batch ${batch}`;
+  /** The test figures of the chosen epoch, in the checkpoint and result.json. */
+  private async finish(): Promise<TrainResult> {
+    const { state, split } = this;
+    const { out, selectOn } = this.run;
+    const best = loadCheckpoint(join(out, 'checkpoint')).params;
+    this.params = best;
+    const test = split.test.length >= 4 ? await this.validate(split.test) : undefined;
+    const bestVal = state.history.find((h) => h.epoch === state.bestEpoch)?.val ?? {};
+    saveCheckpoint(join(out, 'checkpoint'), best, { ...this.meta(state.bestEpoch, bestVal), metrics: { ...prefix(bestVal, selectOn), ...prefix(test ?? {}, 'test') } });
+    const skipped = this.source.skipped;
+    const unreadable = skipped.size > 0 ? sortedValues(skipped) : undefined;
+    writeFileAtomic(join(out, 'result.json'), JSON.stringify({ bestEpoch: state.bestEpoch, selectOn, best: bestVal, test, history: state.history, protocol: this.protocol(), ...(unreadable ? { unreadable } : {}) }, null, 2) + '\n');
+    this.emit({ kind: 'done', epoch: state.bestEpoch, val: test ?? bestVal });
+    return { out, checkpoint: join(out, 'checkpoint.json'), bestEpoch: state.bestEpoch, best: bestVal, test, epochs: state.epoch, selectOn, split: split.settings, ...(unreadable ? { unreadable } : {}) };
   }
-  function meta(epoch: number, metrics: Record<string, number>): Omit<CheckpointMeta, 'format' | 'tensors'> {
+
+  /** The report's figures on the items `idx` that can be read, with the parameters of the moment. */
+  private async validate(idx: number[]): Promise<Record<string, number>> {
+    this.scorer.setParams(this.params);
+    const got = await this.source.readable(idx, 'while scoring');
+    if (got.idx.length < 4) return {};
+    const pred = await this.scorer.scoreImages(got.imgs);
+    const c = correlations(pred, got.idx.map((i) => this.ds.items[i]!.mos));
+    return { ...figuresOf(c), n: c.n };
+  }
+
+  private log(rec: object): void {
+    appendFileSync(join(this.run.out, 'train.jsonl'), JSON.stringify(rec) + '\n');
+  }
+
+  private protocol(): string {
+    const { split, setup, opts } = this;
+    return `${opts.dataset} (${this.ds.target}), ${describeSplit(split.settings)}; ${split.train.length}/${split.val.length}/${split.test.length} images; best epoch chosen on ${this.run.selectOn}; ${setup.options.epochs} epochs max, batch ${this.run.batch}`;
+  }
+
+  private meta(epoch: number, metrics: Record<string, number>): Omit<CheckpointMeta, 'format' | 'tensors'> {
+    const { opts, ds, setup } = this;
+    const { columns } = this.run;
     return {
-      method: method.info.name, options: o, backbone: { ...backboneSource, id: backbone.weights.id },
+      method: setup.method.info.name, options: { ...setup.options }, backbone: { ...this.run.backboneSource, id: setup.backbone.weights.id },
       dataset: { name: opts.dataset, target: ds.target, ...(opts.labelFile !== undefined ? { labelFile: opts.labelFile } : {}), ...(Object.values(columns).some((c) => c !== undefined) ? { columns } : {}) },
-      split: split.record, seed, epoch, metrics,
+      split: this.split.record, seed: this.run.seed, epoch, metrics,
     };
   }
-  async function closeAll(): Promise<void> {
-    for (const g of graphs.values()) await g.compiled.release();
-    for (const g of features.values()) await g.release();
-    await scorer.close();
+
+  async close(): Promise<void> {
+    for (const s of this.steps.values()) await s.release();
+    this.steps.clear();
+    await this.source.release();
+    await this.scorer.close();
   }
 }
 
-/** Library callers get what the command line's parsers would have refused, before any work starts. */
-function checkTrainOptions(opts: TrainOptions, o: Options): void {
+/** Library callers get what the command line's parsers would have refused, before any work starts (the method's options are checked by its schema). */
+function checkTrainOptions(opts: TrainOptions): void {
   const wholeAtLeast = (name: string, v: unknown, min: number): void => {
     if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) throw new RangeError(`train: ${name} must be a whole number ≥ ${min}, not ${String(v)}`);
   };
-  wholeAtLeast('epochs', o.epochs, 1);
-  wholeAtLeast('batchSize', o.batchSize, 1);
-  if (typeof o.lr !== 'number' || !Number.isFinite(o.lr) || o.lr <= 0) throw new RangeError(`train: lr must be a number > 0, not ${String(o.lr)}`);
   if (opts.limit !== undefined) wholeAtLeast('limit', opts.limit, 1);
   if (opts.seed !== undefined) wholeAtLeast('seed', opts.seed, 0);
-  if (o.patience !== undefined) wholeAtLeast('patience', o.patience, 0);
+}
+
+/** Refuses, before the first step, training items that lack an auxiliary target the method cannot do without. */
+function checkAuxiliaryTargets(dataset: string, method: Method, auxiliary: readonly AuxiliaryTarget[], ds: Dataset, train: readonly number[]): void {
+  for (const t of auxiliary) {
+    if (t.missing.kind !== 'refuse') continue;
+    const lacking = train.filter((i) => t.read(ds.items[i]!, ds.info) === undefined).map((i) => ds.items[i]!.image);
+    if (lacking.length === 0) continue;
+    const first = lacking.slice(0, 3).join(', ');
+    throw new Error(`${dataset}: ${lacking.length} training image(s) have no ${t.name} score (${first}${lacking.length > 3 ? ', …' : ''}); ${method.info.name}: ${t.missing.why}`);
+  }
 }
 
 /**
@@ -502,7 +585,7 @@ async function trainRoundsLocked(opts: TrainOptions & { rounds: number }): Retur
     rounds.push(await train({ ...opts, round: r, out: join(opts.out, `round-${r}`) }));
   }
   const summary: Record<string, { mean: number; median: number; std: number }> = {};
-  for (const k of ['srcc', 'plcc', 'krcc', 'plcc_logistic', 'rmse']) {
+  for (const { key: k } of FIGURES) {
     const vals = rounds.map((r) => r.test?.[k]).filter((v): v is number => v !== undefined);
     if (vals.length) {
       const s = summarise(vals);

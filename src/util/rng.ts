@@ -33,11 +33,14 @@ export class Rng {
     return [this.a, this.b, this.c, this.d];
   }
 
-  /** A fresh generator derived from this one and a label, so independent streams do not interfere. */
-  fork(label: string): Rng {
-    let h = 2166136261;
-    for (let i = 0; i < label.length; i++) h = Math.imul(h ^ label.charCodeAt(i), 16777619) >>> 0;
-    return new Rng((this.nextUint32() ^ h) >>> 0);
+  /**
+   * A generator for one purpose at one point of a run (`Rng.at(seed, 'step', epoch, s)`), independent of
+   * what ran before: a resumed run draws the same numbers as an uninterrupted one.
+   */
+  static at(seed: number, ...labels: (string | number)[]): Rng {
+    let h = (seed >>> 0) ^ 0x9e3779b9;
+    for (const ch of labels.join('/')) h = Math.imul(h ^ ch.charCodeAt(0), 16777619) >>> 0;
+    return new Rng(h);
   }
 
   nextUint32(): number {

@@ -4,6 +4,7 @@ import type { EvalOptions, EvalReport } from '../../eval/evaluate.js';
 import { UsageError, fmt, formatPairs, jsonLine } from '../io.js';
 import { opt } from '../options.js';
 import { toCsv } from '../../util/csv.js';
+import { FIGURES } from '../../eval/metrics.js';
 import { createProgress } from '../progress.js';
 import { checkDataset, checkMethod } from '../lib/names.js';
 import { warningLines } from '../lib/warnings.js';
@@ -143,9 +144,7 @@ export const register: Register = (program, { io }) => {
         return;
       }
       const m = report.metrics;
-      const known: Array<[string, string]> = [
-        ['srcc', 'SRCC'], ['krcc', 'KRCC'], ['plcc', 'PLCC'], ['plcc_logistic', 'PLCC (logistic)'], ['rmse', 'RMSE (logistic)'],
-      ];
+      const known: Array<[string, string]> = FIGURES.map(({ key, label }) => [key, label]);
       io.stdout(
         formatPairs([
           ['method', report.method],

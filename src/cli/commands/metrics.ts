@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { parseCsv } from '../../util/csv.js';
 import { parseDecimal } from '../../util/number.js';
-import { correlations, type Correlations } from '../../eval/metrics.js';
+import { FIGURES, correlations, figuresOf, type Correlations } from '../../eval/metrics.js';
 import { CliError, fmt, formatPairs, jsonLine } from '../io.js';
 import { opt } from '../options.js';
 import { examples, type Register } from '../context.js';
@@ -85,17 +85,13 @@ export const register: Register = (program, { io }) => {
       if (pred.length < 4) throw new CliError(`${csvPath}: needs at least 4 rows with both '${o.predCol}' and '${o.mosCol}', found ${pred.length}`);
       const r: Correlations = correlations(pred, mos);
       if (o.json) {
-        io.stdout(jsonLine({ n: r.n, srcc: r.srcc, krcc: r.krcc, plcc: r.plcc, plcc_logistic: r.plcc_logistic, rmse: r.rmse }));
+        io.stdout(jsonLine({ n: r.n, ...figuresOf(r) }));
         return;
       }
       io.stdout(
         formatPairs([
           ['n', String(r.n)],
-          ['SRCC', fmt(r.srcc)],
-          ['KRCC', fmt(r.krcc)],
-          ['PLCC', fmt(r.plcc)],
-          ['PLCC (logistic)', fmt(r.plcc_logistic)],
-          ['RMSE (logistic)', fmt(r.rmse)],
+          ...FIGURES.map(({ key, label }): [string, string] => [label, fmt(r[key])]),
         ]),
       );
     });
