@@ -2,6 +2,7 @@
 import { formatTable, jsonLine } from '../io.js';
 import { opt } from '../options.js';
 import { examples, type Register } from '../context.js';
+import { checkMethod } from '../lib/names.js';
 
 interface MethodsOptions {
   json?: boolean;
@@ -10,7 +11,8 @@ interface MethodsOptions {
 export const register: Register = (program, { io }) => {
   program
     .command('methods')
-    .summary('list the quality methods')
+    .argument('[name]', "one method: its options (kind, default, what each takes) and presets")
+    .summary('list the quality methods, or one method\'s options')
     .description(
       'Lists the methods for --method: whether they train (prompts, heads) or work zero-shot, the score range and ' +
         'direction, the CLIP model they use by default, and what they compute. Their options are set with ' +
@@ -25,10 +27,25 @@ export const register: Register = (program, { io }) => {
         '--option dropLast=false decay the rate at every step, to 0, over every batch.',
     )
     .addOption(opt.json())
-    .addHelpText('after', examples('promptiqa methods', 'promptiqa methods --json'))
-    .action(async (o: MethodsOptions) => {
+    .addHelpText('after', examples('promptiqa methods', 'promptiqa methods tang', 'promptiqa methods --json'))
+    .action(async (name: string | undefined, o: MethodsOptions) => {
       const { listMetrics } = await import('../../methods/index.js');
       const all = listMetrics();
+      if (name !== undefined) {
+        await checkMethod(name);
+        const m = all.find((x) => x.name === name)!;
+        if (o.json) {
+          io.stdout(jsonLine(m));
+          return;
+        }
+        io.stdout(`${m.name}: ${m.description}\n\noptions (--option key=value):\n`);
+        io.stdout(formatTable(['option', 'default', 'takes', 'what'], m.options.map((x) => [x.name, JSON.stringify(x.default), x.takes, x.help])));
+        if (m.presets.length > 0) {
+          io.stdout('\npresets (--option preset=NAME):\n');
+          io.stdout(formatTable(['preset', 'sets', 'what'], m.presets.map((p) => [p.name, Object.entries(p.options).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(' '), p.description])));
+        }
+        return;
+      }
       if (o.json) {
         io.stdout(jsonLine({ methods: all }));
         return;
