@@ -65,4 +65,4 @@ export type { Optimizer, OptimizerState, Params, Schedule } from './train/optim.
 
 // utilities
 export { parseCsv, toCsv } from './util/csv.js';
-export { writeFileAtomic, sharedDir } from './util/fs.js';
+export { writeFileAtomic } from './util/fs.js';

@@ -8,7 +8,7 @@ import { cli } from './helpers/cli.js';
 import { correlations } from '../src/eval/metrics.js';
 import { SafeTensorsFile } from '../src/clip/safetensors.js';
 import { expandInputs, prepareResume } from '../src/cli/lib/files.js';
-import { sharedDir } from '../src/util/fs.js';
+import { sharedDir } from './helpers/shared.js';
 
 const ref = join(sharedDir(), 'reference');
 

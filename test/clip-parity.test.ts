@@ -6,7 +6,7 @@ import { CompiledGraph } from '../src/graph/runtime.js';
 import { SafeTensorsFile } from '../src/clip/safetensors.js';
 import { loadClipWeights, type ClipWeights } from '../src/clip/weights.js';
 import { WeightBank, visionEncoder, textEncoder, tokenEmbeddings, eotOneHot } from '../src/clip/encoders.js';
-import { sharedDir } from '../src/util/fs.js';
+import { sharedDir } from './helpers/shared.js';
 
 const ref = join(sharedDir(), 'reference');
 /** The bound: embeddings and every block's hidden state within 1e-4 absolute. */

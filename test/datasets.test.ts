@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatasetError, imagePath, listDatasets, loadDataset, type Dataset, type DatasetItem } from '../src/data/datasets.js';
 import { splitDataset, splitRounds, type Split, type SplitSpec } from '../src/data/splits.js';
-import { sharedDir } from '../src/util/fs.js';
+import { sharedDir } from './helpers/shared.js';
 
 const labels = (file: string): string => join(sharedDir(), 'datasets', 'labels', file);
 const agiqa3kRoot = (): string => join(sharedDir(), 'datasets', 'agiqa-3k');

@@ -9,7 +9,7 @@ import { loadDataset } from '../src/data/datasets.js';
 import { sampleIndices, splitDataset } from '../src/data/splits.js';
 import { cli } from './helpers/cli.js';
 import { correlations } from '../src/eval/metrics.js';
-import { sharedDir } from '../src/util/fs.js';
+import { sharedDir } from './helpers/shared.js';
 
 const tiny = join(sharedDir(), 'reference', 'tiny-vit-p32');
 const root = join(sharedDir(), 'datasets', 'agiqa-3k');

@@ -8,7 +8,7 @@ import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSyn
 import { hostname, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { sharedDir } from '../src/util/fs.js';
+import { sharedDir } from './helpers/shared.js';
 import {
   CLIP_MODEL_FILES, HubError, downloadFile, downloadRepo, repoCacheDir, resolveHubOptions, resolveModel, type HubOptions,
 } from '../src/clip/hub.js';

@@ -13,7 +13,7 @@ import {
   CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, centerCrop, clipPreprocess, crop, flipHorizontal, randomCrop,
   randomResizedCrop, resizeBicubic, resizeNearest, resizeShortSide, roundHalfEven, slidingWindowBoxes, toTensor,
 } from '../src/data/preprocess.js';
-import { sharedDir } from '../src/util/fs.js';
+import { sharedDir } from './helpers/shared.js';
 import { Rng } from '../src/util/rng.js';
 
 /** An image whose every byte differs from its neighbours, so misplaced pixels show. */

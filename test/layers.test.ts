@@ -21,18 +21,6 @@ const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'src');
 const LAYERS = ['util', 'graph', 'data', 'clip', 'prompts', 'methods', 'eval', 'train', 'bench', 'cli'] as const;
 const ENTRY_RANK = LAYERS.length;
 
-/**
- * Files allowed to name the shared data folder, each with the issue that removes it. Keep this list short:
- * a new entry needs a reason, not a habit.
- */
-const SHARED_PATH_EXCEPTIONS: Record<string, string> = {
-  // issue: ship the BPE vocabulary — sharedDir() takes PROMPTIQA_SHARED, else ../shared beside the checkout
-  'util/fs.ts': 'defines sharedDir',
-  // issue: ship the BPE vocabulary — ClipTokenizer.fromSharedBpe and the public export go with it
-  'clip/tokenizer.ts': 'uses sharedDir',
-  'index.ts': 'exports sharedDir',
-};
-
 interface ImportRef { specifier: string; line: number }
 
 /** Every module specifier a source names: import/export declarations, `import x = require()`, `import()`, `import('x').T`. */
@@ -251,15 +239,10 @@ test('the package entry reaches no file under src/cli/: library code lives in th
   assert.deepEqual(libraryFilesUnderCli(graph), []);
 });
 
-test('no path into the shared data folder under src/, beyond the known exceptions', () => {
+test('no path into the shared data folder under src/: it holds test data, which the library never reads', () => {
   const found: string[] = [];
   for (const [file, text] of sources) {
-    if (file in SHARED_PATH_EXCEPTIONS) continue;
     for (const hit of sharedPathsIn(text, file)) found.push(`src/${file}:${hit.line}: ${hit.text}`);
   }
   assert.deepEqual(found, []);
-  // an exception that no longer names the folder is stale: drop it
-  for (const file of Object.keys(SHARED_PATH_EXCEPTIONS)) {
-    assert.ok(sources.has(file) && sharedPathsIn(sources.get(file)!, file).length > 0, `SHARED_PATH_EXCEPTIONS lists src/${file}, which no longer names the shared folder`);
-  }
 });

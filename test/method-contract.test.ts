@@ -15,7 +15,7 @@ import { loadCheckpoint } from '../src/methods/checkpoint.js';
 import { evaluate } from '../src/eval/evaluate.js';
 import { train } from '../src/train/trainer.js';
 import { normalInit } from '../src/prompts/context.js';
-import { sharedDir } from '../src/util/fs.js';
+import { sharedDir } from './helpers/shared.js';
 import { Rng } from '../src/util/rng.js';
 
 const tiny = join(sharedDir(), 'reference', 'tiny-vit-p32');

@@ -9,7 +9,7 @@ import { METHODS, getMethod, loadBackbone, Scorer, listMetrics, createMetric } f
 import { enabledAuxiliary, parseOptions } from '../src/methods/method.js';
 import { TrainStep, setUp, type TrainBatch } from '../src/methods/graphs.js';
 import { tang as tangMethod } from '../src/methods/tang.js';
-import { sharedDir } from '../src/util/fs.js';
+import { sharedDir } from './helpers/shared.js';
 import { Rng } from '../src/util/rng.js';
 import { testViews } from '../src/methods/views.js';
 import { crop, toTensor, IMAGENET_MEAN, IMAGENET_STD } from '../src/data/preprocess.js';

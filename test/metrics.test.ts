@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { correlations, fitLogistic4, krcc, plcc, srcc, summarise } from '../src/eval/metrics.js';
-import { sharedDir } from '../src/util/fs.js';
+import { sharedDir } from './helpers/shared.js';
 import { readColumns } from '../src/cli/commands/metrics.js';
 import { Rng } from '../src/util/rng.js';
 

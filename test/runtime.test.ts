@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CUDA_INSTALL_COMMAND, cudaProviderProblem } from '../src/graph/runtime.js';
-import { sharedDir } from '../src/util/fs.js';
+import { sharedDir } from './helpers/shared.js';
 
 test('cudaProviderProblem: names the missing Linux provider library and the command that adds it', () => {
   const dir = mkdtempSync(join(tmpdir(), 'promptiqa-ort-'));

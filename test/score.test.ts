@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { cli } from './helpers/cli.js';
-import { sharedDir } from '../src/util/fs.js';
+import { sharedDir } from './helpers/shared.js';
 import { createMetric, getMethod, loadBackbone, Scorer } from '../src/methods/index.js';
 import { parseOptions } from '../src/methods/method.js';
 import { setUp } from '../src/methods/graphs.js';

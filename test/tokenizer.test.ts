@@ -1,19 +1,27 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { ClipTokenizer, cleanText, eotIndex, htmlUnescape } from '../src/clip/tokenizer.js';
 import { SafeTensorsFile } from '../src/clip/safetensors.js';
-import { sharedDir } from '../src/util/fs.js';
+import { embed } from '../src/clip/embed.js';
+import { loadBackbone } from '../src/methods/index.js';
+import { sharedDir } from './helpers/shared.js';
 
 const HF_DIR = join(sharedDir(), 'reference', 'tiny-vit-p32');
 const OPENAI_GZ = join(sharedDir(), 'clip', 'bpe_simple_vocab_16e6.txt.gz');
+const SHIPPED_GZ = fileURLToPath(new URL('../assets/clip/bpe_simple_vocab_16e6.txt.gz', import.meta.url));
 
 // Loading takes a few hundred milliseconds, so each source is loaded once for the whole file.
 const openai = ClipTokenizer.fromOpenAIBpe(OPENAI_GZ);
 const hf = ClipTokenizer.fromFolder(HF_DIR);
-const SOURCES = [['OpenAI gz', openai], ['Hugging Face folder', hf]] as const;
+const shipped = ClipTokenizer.default();
+const SOURCES = [['OpenAI gz', openai], ['Hugging Face folder', hf], ['shipped with the package', shipped]] as const;
 
 interface Reference {
   context_length: number;
@@ -34,12 +42,9 @@ test('both sources load with the special tokens and vocabulary size of the refer
   assert.equal(openai.eot, 49407);
 });
 
-test('default() and fromFolder() on the OpenAI folder read the shared gz', () => {
-  const viaFolder = ClipTokenizer.fromFolder(join(sharedDir(), 'clip'));
-  const viaDefault = ClipTokenizer.default();
-  const text = 'a high quality photo of a red fox, 4k';
-  assert.deepEqual(viaFolder.tokenize(text), openai.tokenize(text));
-  assert.deepEqual(viaDefault.tokenize(text), openai.tokenize(text));
+test('the shipped vocabulary is byte for byte the shared copy of OpenAI\'s file', () => {
+  const sha = (file: string): string => createHash('sha256').update(readFileSync(file)).digest('hex');
+  assert.equal(sha(SHIPPED_GZ), sha(OPENAI_GZ));
 });
 
 for (const [name, tok] of SOURCES) {
@@ -170,18 +175,100 @@ test('HTML unescaping knows all of HTML5\'s names, as Python does (values from P
   assert.equal(htmlUnescape('&#99999999999999999999;&#x10FFFF;&#xFFFE;&#x1FFFF;&#xFDD0;&#13;&#x81;'), '\ufffd\r\u0081');
 });
 
-test('a folder without tokenizer files gives an error that names it', () => {
+/** A fresh temporary folder holding `files` (name -> contents, or a file to copy), removed after `body`. */
+function withFolder(files: Record<string, string | Buffer | { copy: string }>, body: (dir: string) => void): void {
   const dir = mkdtempSync(join(tmpdir(), 'promptiqa-tok-'));
   try {
-    assert.throws(() => ClipTokenizer.fromFolder(dir), (err: Error) => err.message.includes(dir) && /vocab\.json/.test(err.message));
-    writeFileSync(join(dir, 'vocab.json'), '{}');
-    assert.throws(() => ClipTokenizer.fromFolder(dir), (err: Error) => err.message.includes(dir) && /merges\.txt/.test(err.message));
-    const missing = join(dir, 'nope');
-    assert.throws(() => ClipTokenizer.fromFolder(missing), (err: Error) => err.message.includes(missing));
-    writeFileSync(join(dir, 'merges.txt'), '#version: 0.2\n');
-    assert.throws(() => ClipTokenizer.fromFolder(dir), /lacks/);
-    writeFileSync(join(dir, 'bad.gz'), 'not gzip');
-    assert.throws(() => ClipTokenizer.fromOpenAIBpe(join(dir, 'bad.gz')), (err: Error) => err.message.includes('bad.gz'));
+    for (const [name, data] of Object.entries(files)) {
+      if (typeof data === 'string' || Buffer.isBuffer(data)) writeFileSync(join(dir, name), data);
+      else copyFileSync(data.copy, join(dir, name));
+    }
+    body(dir);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const TEXT = 'a high quality photo of a red fox, 4k';
+const GZ = 'bpe_simple_vocab_16e6.txt.gz';
+
+test('a model folder with vocab.json + merges.txt uses them, before an OpenAI gz beside them', () => {
+  const files = { 'vocab.json': { copy: join(HF_DIR, 'vocab.json') }, 'merges.txt': { copy: join(HF_DIR, 'merges.txt') }, [GZ]: 'not gzip' };
+  withFolder(files, (dir) => assert.deepEqual(ClipTokenizer.fromFolder(dir).tokenize(TEXT), hf.tokenize(TEXT)));
+});
+
+test('a model folder with only OpenAI\'s gz uses that file, not the shipped one', () => {
+  // merges 1 and 2 swapped: ids 512 and 513 trade places, which only this folder's file does
+  const lines = gunzipSync(readFileSync(OPENAI_GZ)).toString('utf8').split('\n');
+  [lines[1], lines[2]] = [lines[2]!, lines[1]!];
+  withFolder({ [GZ]: gzipSync(lines.join('\n')) }, (dir) => {
+    const tok = ClipTokenizer.fromFolder(dir);
+    assert.equal(tok.decode([512]), shipped.decode([513]));
+    assert.equal(tok.decode([513]), shipped.decode([512]));
+  });
+  withFolder({ [GZ]: 'not gzip' }, (dir) => {
+    assert.throws(() => ClipTokenizer.fromFolder(dir), (err: Error) => err.message.includes(join(dir, GZ)));
+  });
+});
+
+test('a model folder without tokenizer files uses the vocabulary shipped with the package', () => {
+  withFolder({ 'config.json': '{}' }, (dir) => {
+    assert.deepEqual(ClipTokenizer.fromFolder(dir).tokenize(TEXT), openai.tokenize(TEXT));
+  });
+});
+
+test('half a Hugging Face pair or a broken file is an error naming the file, never a fallback', () => {
+  const hfMerges = { copy: join(HF_DIR, 'merges.txt') };
+  const named = (file: string, what: RegExp) => (err: Error): boolean => err.message.includes(file) && what.test(err.message);
+  withFolder({ 'vocab.json': { copy: join(HF_DIR, 'vocab.json') } }, (dir) => {
+    assert.throws(() => ClipTokenizer.fromFolder(dir), named(join(dir, 'vocab.json'), /merges\.txt/));
+  });
+  // an OpenAI gz beside half a pair does not hide it
+  withFolder({ 'merges.txt': hfMerges, [GZ]: { copy: OPENAI_GZ } }, (dir) => {
+    assert.throws(() => ClipTokenizer.fromFolder(dir), named(join(dir, 'merges.txt'), /vocab\.json/));
+  });
+  withFolder({ 'vocab.json': '{"a": 1,', 'merges.txt': hfMerges }, (dir) => {
+    assert.throws(() => ClipTokenizer.fromFolder(dir), named(join(dir, 'vocab.json'), /JSON/));
+  });
+  withFolder({ 'vocab.json': '{}', 'merges.txt': '#version: 0.2\n' }, (dir) => {
+    assert.throws(() => ClipTokenizer.fromFolder(dir), named(join(dir, 'vocab.json'), /lacks/));
+  });
+  const missing = join(tmpdir(), 'promptiqa-tok-no-such-folder');
+  assert.throws(() => ClipTokenizer.fromFolder(missing), named(missing, /no such folder/));
+});
+
+test('the shipped vocabulary is found from the module, whatever the working directory', () => {
+  // A child in another folder, with no PROMPTIQA_SHARED, imports the tokenizer by its file URL.
+  const tsx = import.meta.resolve('tsx');
+  const module = new URL('../src/clip/tokenizer.ts', import.meta.url).href;
+  withFolder({}, (empty) => {
+    const code = `const { ClipTokenizer } = await import(${JSON.stringify(module)});
+      const ids = [ClipTokenizer.default(), ClipTokenizer.fromFolder(${JSON.stringify(empty)})].map((t) => t.encode(${JSON.stringify(TEXT)}));
+      process.stdout.write(JSON.stringify(ids));`;
+    const env = { ...process.env };
+    delete env.PROMPTIQA_SHARED;
+    const out = execFileSync(process.execPath, ['--import', tsx, '--input-type=module', '-e', code], { cwd: tmpdir(), env, encoding: 'utf8' });
+    assert.deepEqual(JSON.parse(out), [openai.encode(TEXT), openai.encode(TEXT)]);
+  });
+});
+
+test('the scorer\'s backbone and embed() take a model folder\'s tokenizer the same way', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'promptiqa-tok-'));
+  try {
+    for (const f of ['config.json', 'model.safetensors']) copyFileSync(join(HF_DIR, f), join(dir, f));
+    // no tokenizer files: the shipped vocabulary
+    assert.deepEqual((await embed({ model: dir, texts: [TEXT] })).input_ids, [openai.tokenize(TEXT)]);
+    assert.deepEqual((await loadBackbone(dir)).tokenizer.tokenize(TEXT), openai.tokenize(TEXT));
+    // half a pair: both refuse, naming the file (loadBackbone once fell back to another vocabulary)
+    const other = mkdtempSync(join(tmpdir(), 'promptiqa-tok-'));
+    try {
+      for (const f of ['config.json', 'model.safetensors', 'vocab.json']) copyFileSync(join(HF_DIR, f), join(other, f));
+      const named = (err: Error): boolean => err.message.includes(join(other, 'vocab.json')) && /merges\.txt/.test(err.message);
+      await assert.rejects(embed({ model: other, texts: [TEXT] }), named);
+      await assert.rejects(loadBackbone(other), named);
+    } finally {
+      rmSync(other, { recursive: true, force: true });
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

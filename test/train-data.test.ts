@@ -9,7 +9,7 @@ import { train, type TrainOptions } from '../src/train/trainer.js';
 import { loadDataset } from '../src/data/datasets.js';
 import { splitDataset } from '../src/data/splits.js';
 import { decodeImage, readImageHeader } from '../src/data/image.js';
-import { sharedDir } from '../src/util/fs.js';
+import { sharedDir } from './helpers/shared.js';
 import { cli } from './helpers/cli.js';
 
 const tiny = join(sharedDir(), 'reference', 'tiny-vit-p32');

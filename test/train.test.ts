@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { train, trainRounds, type TrainOptions } from '../src/train/trainer.js';
 import { createMetric } from '../src/methods/index.js';
 import { loadCheckpoint } from '../src/methods/checkpoint.js';
-import { sharedDir } from '../src/util/fs.js';
+import { sharedDir } from './helpers/shared.js';
 
 const tiny = join(sharedDir(), 'reference', 'tiny-vit-p32');
 const root = join(sharedDir(), 'datasets', 'agiqa-3k');

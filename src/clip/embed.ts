@@ -1,6 +1,6 @@
 /**
  * CLIP embeddings of texts and images, as the reference's `encode_text` / `encode_image` give them:
- * the projected features, not normalised. Texts are tokenised with the model's own tokenizer files,
+ * the projected features, not normalised. Texts are tokenised with the model folder's tokenizer (`ClipTokenizer.fromFolder`),
  * images decoded and preprocessed as CLIP does (short side to the model's input size, bicubic, centre
  * crop, CLIP mean/std).
  */

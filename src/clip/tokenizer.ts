@@ -1,18 +1,21 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
 import { decodeHTML, replaceCodePoint } from 'entities/decode';
-import { sharedDir } from '../util/fs.js';
 
 /**
  * CLIP's byte-level BPE tokenizer, a port of OpenAI's `simple_tokenizer.py` that gives the same ids
  * (with `ftfy.fix_text` taken as Unicode NFC normalisation). It loads either a Hugging Face tokenizer
- * folder (`vocab.json` + `merges.txt`) or OpenAI's `bpe_simple_vocab_16e6.txt.gz`.
+ * folder (`vocab.json` + `merges.txt`) or OpenAI's `bpe_simple_vocab_16e6.txt.gz`; the package ships the
+ * latter (OpenAI's CLIP, MIT: assets/clip/LICENSE) for model folders that have no tokenizer files.
  */
 
 const SOT_TOKEN = '<|startoftext|>';
 const EOT_TOKEN = '<|endoftext|>';
 const OPENAI_BPE_FILE = 'bpe_simple_vocab_16e6.txt.gz';
+/** The shipped copy, found from this module: src/clip/ (tsx) and dist/clip/ (built) both sit two levels below the package root. */
+const SHIPPED_BPE = fileURLToPath(new URL(`../../assets/clip/${OPENAI_BPE_FILE}`, import.meta.url));
 /** simple_tokenizer.py keeps merges 1 .. 49152-256-2 of the file (line 0 is the version header). */
 const OPENAI_MERGE_COUNT = 49152 - 256 - 2;
 const DEFAULT_CONTEXT_LENGTH = 77;
@@ -178,7 +181,12 @@ export class ClipTokenizer {
     this.cache.set(EOT_TOKEN, [eot]);
   }
 
-  /** Loads a model folder: Hugging Face's `vocab.json` + `merges.txt`, else OpenAI's `bpe_simple_vocab_16e6.txt.gz`. */
+  /**
+   * The tokenizer of a model folder, the one place that decides it: Hugging Face's `vocab.json` +
+   * `merges.txt`, else OpenAI's `bpe_simple_vocab_16e6.txt.gz`, else (no tokenizer files at all) the
+   * vocabulary shipped with the package, which every CLIP shares. Half a pair or a broken file is an
+   * error naming the file, never a quiet fallback: it means the folder is not what its owner thinks.
+   */
   static fromFolder(dir: string): ClipTokenizer {
     if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new Error(`${dir}: no such folder (looking for CLIP tokenizer files)`);
     const vocabPath = join(dir, 'vocab.json');
@@ -186,12 +194,12 @@ export class ClipTokenizer {
     const hasVocab = existsSync(vocabPath);
     const hasMerges = existsSync(mergesPath);
     if (hasVocab && hasMerges) return ClipTokenizer.fromHuggingFace(vocabPath, mergesPath);
-    const gz = join(dir, OPENAI_BPE_FILE);
-    if (existsSync(gz)) return ClipTokenizer.fromOpenAIBpe(gz);
     if (hasVocab !== hasMerges) {
-      throw new Error(`${dir}: has ${hasVocab ? 'vocab.json' : 'merges.txt'} but not ${hasVocab ? 'merges.txt' : 'vocab.json'}, which the CLIP tokenizer needs too`);
+      const [found, lacking] = hasVocab ? [vocabPath, 'merges.txt'] : [mergesPath, 'vocab.json'];
+      throw new Error(`${found}: there is no ${lacking} beside it, which the CLIP tokenizer needs too`);
     }
-    throw new Error(`${dir}: no CLIP tokenizer files (expected vocab.json + merges.txt, or ${OPENAI_BPE_FILE})`);
+    const gz = join(dir, OPENAI_BPE_FILE);
+    return ClipTokenizer.fromOpenAIBpe(existsSync(gz) ? gz : SHIPPED_BPE);
   }
 
   /** Loads OpenAI's gzipped merge list; the vocabulary is derived from it as simple_tokenizer.py does. */
@@ -214,9 +222,9 @@ export class ClipTokenizer {
     return new ClipTokenizer(encoder, merges, gzPath);
   }
 
-  /** The shared copy of OpenAI's BPE file: for tests and tools; library code loads the model's own folder. */
+  /** OpenAI's BPE vocabulary as shipped with the package, for a CLIP without a folder of its own (e.g. random weights). */
   static default(): ClipTokenizer {
-    return ClipTokenizer.fromOpenAIBpe(join(sharedDir(), 'clip', OPENAI_BPE_FILE));
+    return ClipTokenizer.fromOpenAIBpe(SHIPPED_BPE);
   }
 
   private static fromHuggingFace(vocabPath: string, mergesPath: string): ClipTokenizer {

@@ -75,13 +75,8 @@ export function loadBackbone(model: string, revision?: string): Promise<Backbone
     p = (async () => {
       const local = statSync(model, { throwIfNoEntry: false })?.isDirectory() === true;
       const dir = await resolveModel(model, revision === undefined ? undefined : { revision });
+      const tokenizer = ClipTokenizer.fromFolder(dir); // before the weights: a broken file fails fast
       const weights = await loadClipWeights(dir);
-      let tokenizer: ClipTokenizer;
-      try {
-        tokenizer = ClipTokenizer.fromFolder(dir);
-      } catch {
-        tokenizer = ClipTokenizer.default();
-      }
       // a hub download lives in snapshots/<commit>
       const source: BackboneSource = local ? { path: resolve(model) } : { repo: model, revision: basename(dir) };
       return { weights, tokenizer, model, source };

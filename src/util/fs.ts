@@ -132,8 +132,3 @@ export function checkWritableFolder(dir: string): void {
   if (st && !st.isDirectory()) throw new OutputError(`cannot write in ${dir}: it is a file, not a folder`);
   probeFolder(dir, nearestFolder(dir, dir));
 }
-
-/** The folder of shared data (reference outputs, datasets): `PROMPTIQA_SHARED`, else `../shared` beside the checkout. */
-export function sharedDir(): string {
-  return resolve(process.env.PROMPTIQA_SHARED ?? join(process.cwd(), '..', 'shared'));
-}

@@ -1,7 +1,7 @@
 // Runs one training in a child process, for the kill -9 test: argv = out dir, method.
 import { join } from 'node:path';
 import { train } from '../../src/train/trainer.js';
-import { sharedDir } from '../../src/util/fs.js';
+import { sharedDir } from './shared.js';
 
 const [out, method] = process.argv.slice(2) as [string, string];
 await train({
