@@ -1,5 +1,7 @@
-import { test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Graph } from '../src/graph/graph.js';
 import { CompiledGraph } from '../src/graph/runtime.js';
@@ -83,4 +85,23 @@ test('tiny-vit-p16, Hugging Face layout, equals the reference', async () => {
   const w = await loadClipWeights(join(ref, 'tiny-vit-p16'));
   assert.equal(w.config.visionLayers, 3);
   await checkModel('p16/hf', w, join(ref, 'tiny-vit-p16', 'outputs.safetensors'));
+});
+
+describe('a Hugging Face config.json that cannot be used is named with its problem', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'promptiqa-hfcfg-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  copyFileSync(join(ref, 'tiny-vit-p32', 'model.safetensors'), join(dir, 'model.safetensors'));
+  const cases: Array<[string, string, RegExp]> = [
+    ['not JSON', '{"text_config": ', /config\.json: not valid JSON/],
+    ['not an object', '[1, 2]', /config\.json: expected a JSON object/],
+    ['a section that is not an object', '{"vision_config": 3}', /config\.json: vision_config must be an object/],
+    ['a layer count that is a string', '{"text_config": {"num_hidden_layers": "2"}}', /config\.json: text_config\.num_hidden_layers must be a positive integer, got "2"/],
+    ['an activation that is not a string', '{"text_config": {"hidden_act": 1}}', /config\.json: text_config\.hidden_act must be a string/],
+  ];
+  for (const [what, text, message] of cases) {
+    test(what, async () => {
+      writeFileSync(join(dir, 'config.json'), text);
+      await assert.rejects(loadClipWeights(dir), message);
+    });
+  }
 });

@@ -152,7 +152,7 @@ describe('label files in shared', () => {
   test('AGIQA-1K: the image listed twice with different scores is left out and reported', () => {
     const ds = fromShared('agiqa-1k', 'agiqa-1k.csv');
     assert.equal(ds.warnings?.length, 1);
-    assert.match(ds.warnings![0]!, /dreamStudio_8_9_1_1\.jpg is listed 2 times .*lines 1080, 1081/);
+    assert.match(ds.warnings[0]!, /dreamStudio_8_9_1_1\.jpg is listed 2 times .*lines 1080, 1081/);
     assert.ok(!ds.items.some((i) => i.image.endsWith('dreamStudio_8_9_1_1.jpg')));
   });
 
@@ -409,7 +409,7 @@ describe('label rows that cannot be used', () => {
     assert.deepEqual(ds.items.map((i) => i.image), ['a.png', 'b.png', 'd.png']);
     assert.deepEqual(ds.info.mosRange, [2, 4]);
     assert.equal(ds.warnings?.length, 1);
-    assert.match(ds.warnings![0]!, /c\.png is listed 2 times with different scores \(lines 4, 5\)/);
+    assert.match(ds.warnings[0]!, /c\.png is listed 2 times with different scores \(lines 4, 5\)/);
   });
 
   test('column options are for the generic csv dataset only', () => {

@@ -22,9 +22,9 @@ test('end to end on AGIQA-3K: train two epochs on a small split, evaluate, check
   // the evaluation's test side is the training run's test side
   assert.equal(rep.n, r.test!.n);
   assert.ok(Math.abs(rep.metrics.srcc! - r.test!.srcc!) < 1e-12);
-  const report = JSON.parse(readFileSync(rep.reportPath, 'utf8'));
+  const report = JSON.parse(readFileSync(rep.reportPath, 'utf8')) as { protocol: string; scores: Array<{ score: number; mos: number }> };
   assert.match(report.protocol, /split by group/);
-  const again = correlations(report.scores.map((s: { score: number }) => s.score), report.scores.map((s: { mos: number }) => s.mos));
+  const again = correlations(report.scores.map((s) => s.score), report.scores.map((s) => s.mos));
   assert.ok(Math.abs(again.srcc - rep.metrics.srcc!) < 1e-12);
   const svg = readFileSync(rep.plotPath, 'utf8');
   assert.equal((svg.match(/<circle/g) ?? []).length >= rep.n, true);
@@ -127,7 +127,7 @@ test('promptiqa eval: --batch, --option and --format csv|json, and --limit says 
   const json = await cli('eval', '--method', 'clip-iqa+', '--checkpoint', run.checkpoint, '--dataset', 'agiqa-3k', '--root', root, '--split', 'test', '--seed', '9',
     '--format', 'json', '--out', join(dir, 'cli-json'));
   assert.equal(json.code, 0, json.err);
-  const rep = JSON.parse(json.out);
+  const rep = JSON.parse(json.out) as { metrics: Record<string, number> };
   assert.equal(rep.metrics.srcc, run.test!.srcc);
   assert.match(json.err, /not used: seed 9/);
   const bad = await cli('eval', '--method', 'clip-iqa+', '--checkpoint', run.checkpoint, '--dataset', 'agiqa-3k', '--root', root, '--split', 'test',

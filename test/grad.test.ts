@@ -53,7 +53,7 @@ test('matmul, batched and broadcast, and linear layers', async () => {
   await check('matmul 2d', { a: [3, 4], b: [4, 5] }, (_g, { a, b }) => G.matmul(a!, b!));
   await check('matmul batched·2d', { a: [2, 3, 4], b: [4, 5] }, (_g, { a, b }) => G.matmul(a!, b!));
   await check('matmul batch broadcast', { a: [2, 1, 3, 4], b: [3, 4, 2] }, (_g, { a, b }) => G.matmul(a!, b!));
-  await check('linear', { x: [2, 3, 4], w: [4, 6], b: [6] }, (_g, { x, w, b }) => G.linear(x!, w!, b!));
+  await check('linear', { x: [2, 3, 4], w: [4, 6], b: [6] }, (_g, { x, w, b }) => G.linear(x!, w!, b));
 });
 
 test('shape ops: reshape, transpose, concat, slice, pad, expand, gather', async () => {

@@ -487,8 +487,8 @@ describe('decodeImage', () => {
     assert.deepEqual([img.width, img.height], [20, 40]);
     const [r0, , b0] = pixel(img, 10, 5);
     const [r1, , b1] = pixel(img, 10, 35);
-    assert.ok(r0! > 200 && b0! < 60, `top is red: ${pixel(img, 10, 5)}`);
-    assert.ok(b1! > 200 && r1! < 60, `bottom is blue: ${pixel(img, 10, 35)}`);
+    assert.ok(r0! > 200 && b0! < 60, `top is red: ${pixel(img, 10, 5).join(', ')}`);
+    assert.ok(b1! > 200 && r1! < 60, `bottom is blue: ${pixel(img, 10, 35).join(', ')}`);
   });
 
   it('decodes a buffer, naming it in errors', async () => {
@@ -671,7 +671,7 @@ describe('decodeImage: CMYK, end markers, error attribution', () => {
       const results = await Promise.allSettled(files.map((f) => decodeImage(f)));
       results.forEach((r, i) => {
         assert.equal(r.status, 'rejected');
-        messages.get(files[i]!)!.add(((r as PromiseRejectedResult).reason as Error).message);
+        messages.get(files[i]!)!.add((r.reason as Error).message);
       });
     }
     assert.deepEqual([...messages.get(badPng)!].length, 1, [...messages.get(badPng)!].join('\n'));

@@ -209,7 +209,7 @@ test('line plot: loss and SRCC in panels of their own, so few epochs cannot put 
     const srccY = ys('#d62728');
     assert.equal(lossY.length, epochs.length);
     assert.equal(srccY.length, epochs.length);
-    assert.ok(Math.max(...lossY) < Math.min(...srccY), `loss pixels ${lossY} above SRCC pixels ${srccY}, never shared`);
+    assert.ok(Math.max(...lossY) < Math.min(...srccY), `loss pixels ${lossY.join(', ')} above SRCC pixels ${srccY.join(', ')}, never shared`);
     const t = texts(els);
     for (const s of ['Loss (MSE)', 'Validation SRCC', 'training loss', 'validation SRCC', 'Epoch']) assert.ok(t.includes(s), s);
   }
@@ -258,7 +258,7 @@ test('line plot: gaps at missing values, integer epoch ticks, a PNG that renders
   const panels = els.filter((e) => e.name === 'rect' && e.attrs.fill === '#fbfbfb');
   assert.equal(panels.length, 2);
   const srccTicks = els.filter((e) => e.name === 'text' && e.attrs['text-anchor'] === 'end' && Number(e.attrs.y) > Number(panels[1]!.attrs.y));
-  assert.ok(srccTicks.length >= 3 && srccTicks.every((e) => Number(e.text) > 0.3 && Number(e.text) < 1), `SRCC ticks ${srccTicks.map((e) => e.text)}`);
+  assert.ok(srccTicks.length >= 3 && srccTicks.every((e) => Number(e.text) > 0.3 && Number(e.text) < 1), `SRCC ticks ${srccTicks.map((e) => e.text).join(', ')}`);
 
   const png = await renderPng(svg);
   assert.deepEqual([png.format, png.width], ['png', 760]);

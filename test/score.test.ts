@@ -40,7 +40,7 @@ test('scoring a folder of 200 images with 3 unreadable ones scores the 197 and n
   const failed = records.filter((x) => x.error !== undefined).map((x) => x.file.split('/').pop()).sort();
   assert.deepEqual(failed, ['bad-empty.jpg', 'bad-random.png', 'bad-truncated.jpg']);
   assert.equal(records.filter((x) => typeof x.score === 'number' && Number.isFinite(x.score)).length, 197);
-  for (const name of failed) assert.ok(r.err.includes(name!), `stderr names ${name}`);
+  for (const name of failed) assert.ok(r.err.includes(name), `stderr names ${name}`);
 
   // nothing readable at all: a non-zero exit
   const onlyBad = mkdtempSync(join(tmpdir(), 'promptiqa-score-bad-'));

@@ -44,7 +44,7 @@ const base = (root: string, out: string, extra: Partial<TrainOptions> = {}): Tra
 });
 
 const logRecords = (out: string): Array<{ kind: string; epoch: number; step?: number }> =>
-  readFileSync(join(out, 'train.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  readFileSync(join(out, 'train.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { kind: string; epoch: number; step?: number });
 
 test('a dataset copy with one truncated image: train refuses before the first step naming it; with --skip-unreadable it finishes and records it', async () => {
   const { root, names } = agiqaCopy(12);
@@ -139,7 +139,7 @@ test('library train(): bad batchSize, epochs, lr, limit or a missing out are cle
     [{ lr: 0 }, /: option lr = 0, must be a number > 0$/],
     [{ methodOptions: { nCtx: 'many' } }, /: option nCtx = "many", must be a whole number ≥ 1$/],
     [{ limit: 0 }, /train: limit must be a whole number ≥ 1, not 0/],
-    [{ out: undefined as unknown as string }, /train: out \(the folder for the run\) is required/],
+    [{ out: undefined }, /train: out \(the folder for the run\) is required/],
   ];
   for (const [extra, pattern] of cases) {
     await assert.rejects(train({ ...base(agiqa, out), ...extra }), pattern, JSON.stringify(extra));

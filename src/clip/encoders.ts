@@ -77,7 +77,7 @@ export function visionEncoder(bank: WeightBank, weights: ClipWeights, pixels: Va
   const b = pixels.shape[0]!;
   const p = c.patchSize;
   if (pixels.rank !== 4 || pixels.shape[1] !== 3 || pixels.shape[2] !== c.imageSize || pixels.shape[3] !== c.imageSize) {
-    throw new G.GraphError(`vision encoder: pixels must be [B, 3, ${c.imageSize}, ${c.imageSize}], got [${pixels.shape}]`);
+    throw new G.GraphError(`vision encoder: pixels must be [B, 3, ${c.imageSize}, ${c.imageSize}], got ${G.formatShape(pixels.shape)}`);
   }
   const W = (k: string, d: Float32Array, shape: number[]): Value => bank.get(`visual.${k}`, d, shape);
   // the patch-embedding conv (stride = kernel) as patches times a matrix: differentiable and as fast

@@ -210,11 +210,14 @@ function cachedCommit(ctx: Ctx, revision: string): string | undefined {
   return commit && COMMIT_RE.test(commit) ? commit : undefined;
 }
 
-/** A file of a commit in the cache: its path, 'absent' when the hub said it does not exist, or undefined when unknown. */
-function cachedFile(ctx: Ctx, commit: string, filename: string): string | 'absent' | undefined {
+/** Marks a file the hub said does not exist (a symbol, so that no path string can be mistaken for it). */
+const ABSENT = Symbol('absent');
+
+/** A file of a commit in the cache: its path, ABSENT when the hub said it does not exist, or undefined when unknown. */
+function cachedFile(ctx: Ctx, commit: string, filename: string): string | typeof ABSENT | undefined {
   const pointer = join(ctx.dir, 'snapshots', commit, filename);
   if (isFile(pointer)) return pointer;
-  if (isFile(join(ctx.dir, '.no_exist', commit, filename))) return 'absent';
+  if (isFile(join(ctx.dir, '.no_exist', commit, filename))) return ABSENT;
   return undefined;
 }
 
@@ -486,10 +489,10 @@ async function transfer(
   }
   const start = resumed ? offset : 0; // a 200 to a Range request sends the whole file: start over
   const length = parseSize(res.headers.get('content-length'));
-  const total = expected ?? (resumed && range![2] !== '*' ? Number(range![2]) : length === undefined ? undefined : start + length);
+  const total = expected ?? (resumed && range[2] !== '*' ? Number(range[2]) : length === undefined ? undefined : start + length);
   let done = start;
   bar?.update(done);
-  const body = res.body ?? new ReadableStream<Uint8Array>();
+  const body: ReadableStream<Uint8Array> = res.body ?? new ReadableStream<Uint8Array>();
   await pipeline(
     async function* () {
       for await (const chunk of body) {
@@ -517,8 +520,8 @@ async function fetchFile(ctx: Ctx, filename: string, revision: string, useCache:
   if (useCache || ctx.offline) {
     const commit = cachedCommit(ctx, revision);
     const hit = commit ? cachedFile(ctx, commit, filename) : undefined;
-    if (hit === 'absent' && optional) return { path: undefined, commit };
-    if (hit === 'absent') {
+    if (hit === ABSENT && optional) return { path: undefined, commit };
+    if (hit === ABSENT) {
       throw new HubError(`file '${filename}' not found in ${ctx.repo} at revision '${revision}'`, { repo: ctx.repo, filename, status: 404, code: 'EntryNotFound' });
     }
     if (hit) return { path: hit, commit };
@@ -615,8 +618,8 @@ function cachedSnapshot(ctx: Ctx, specs: FileSpec[]): { snapshot?: string; missi
   const missing: string[] = [];
   for (const spec of specs) {
     const hits = commit ? spec.names.map((name) => cachedFile(ctx, commit, name)) : [];
-    if (hits.some((h) => h !== undefined && h !== 'absent')) continue;
-    if (!spec.required && (ctx.offline || (hits.length > 0 && hits.every((h) => h === 'absent')))) continue;
+    if (hits.some((h) => h !== undefined && h !== ABSENT)) continue;
+    if (!spec.required && (ctx.offline || (hits.length > 0 && hits.every((h) => h === ABSENT)))) continue;
     missing.push(spec.names.join('|'));
   }
   return { snapshot: commit && missing.length === 0 ? join(ctx.dir, 'snapshots', commit) : undefined, missing };

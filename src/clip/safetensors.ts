@@ -1,6 +1,7 @@
 import { openSync, readSync, closeSync, fstatSync } from 'node:fs';
 import { writeFileAtomic } from '../util/fs.js';
 import type { HostTensor } from '../graph/tensor.js';
+import { formatShape } from '../graph/graph.js';
 
 /** dtypes of the safetensors format that promptiqa reads. */
 export type SafeDType = 'F32' | 'F16' | 'BF16' | 'F64' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
@@ -39,7 +40,7 @@ export class SafeTensorsFile {
       const count = v.shape.reduce((a, b) => a * b, 1);
       const bytes = v.data_offsets[1] - v.data_offsets[0];
       if (bytes !== count * DTYPE_BYTES[v.dtype as SafeDType]) {
-        throw new Error(`${path}: tensor "${name}" has ${bytes} bytes, but shape [${v.shape}] of ${v.dtype} needs ${count * DTYPE_BYTES[v.dtype as SafeDType]}`);
+        throw new Error(`${path}: tensor "${name}" has ${bytes} bytes, but shape ${formatShape(v.shape)} of ${v.dtype} needs ${count * DTYPE_BYTES[v.dtype as SafeDType]}`);
       }
       tensors.set(name, { dtype: v.dtype as SafeDType, shape: v.shape, offsets: v.data_offsets });
     }
@@ -183,7 +184,7 @@ export function writeSafetensors(path: string, tensors: Record<string, HostTenso
   for (const name of names) {
     const t = tensors[name]!;
     const count = t.shape.reduce((a, b) => a * b, 1);
-    if (count !== t.data.length) throw new Error(`writeSafetensors: "${name}" has ${t.data.length} values but shape [${t.shape}]`);
+    if (count !== t.data.length) throw new Error(`writeSafetensors: "${name}" has ${t.data.length} values but shape ${formatShape(t.shape)}`);
     header[name] = { dtype: 'F32', shape: t.shape, data_offsets: [offset, offset + count * 4] };
     offset += count * 4;
   }

@@ -8,6 +8,7 @@ import { existsSync, readFileSync, statSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { SafeTensorsFile } from './safetensors.js';
 import type { HostTensor } from '../graph/tensor.js';
+import { formatShape } from '../graph/graph.js';
 import { type ClipConfig } from './config.js';
 import { Rng } from '../util/rng.js';
 import { fileSha256 } from '../util/hash.js';
@@ -91,7 +92,7 @@ class TensorSource {
     const t: HostTensor = this.file.readFloat32(name);
     const squeeze = (s: readonly number[]): number[] => s.filter((d) => d !== 1);
     const same = t.shape.length === shape.length ? t.shape.every((d, i) => d === shape[i]) : squeeze(t.shape).join() === squeeze(shape).join();
-    if (!same) throw new WeightError(`${this.file.path}: tensor "${name}" has shape [${t.shape}], expected [${shape}]`);
+    if (!same) throw new WeightError(`${this.file.path}: tensor "${name}" has shape ${formatShape(t.shape)}, expected ${formatShape(shape)}`);
     return t.data;
   }
 
@@ -124,7 +125,7 @@ export async function loadClipWeights(path: string): Promise<ClipWeights> {
     const id = `sha256:${await fileSha256(file)}`;
     if (src.has('vision_model.embeddings.patch_embedding.weight')) {
       const cfgPath = isDir ? join(path, 'config.json') : join(file, '..', 'config.json');
-      return loadHf(src, existsSync(cfgPath) ? JSON.parse(readFileSync(cfgPath, 'utf8')) : undefined, id);
+      return loadHf(src, existsSync(cfgPath) ? readHfConfig(cfgPath) : undefined, id);
     }
     if (src.has('visual.conv1.weight')) return loadOpenAI(src, id);
     throw new WeightError(`${file}: not a CLIP checkpoint (neither Hugging Face CLIPModel nor OpenAI/open_clip tensor names)`);
@@ -179,6 +180,36 @@ interface HfConfig {
   projection_dim?: number;
   text_config?: { hidden_size?: number; intermediate_size?: number; num_attention_heads?: number; num_hidden_layers?: number; max_position_embeddings?: number; vocab_size?: number; hidden_act?: string; layer_norm_eps?: number };
   vision_config?: { hidden_size?: number; intermediate_size?: number; num_attention_heads?: number; num_hidden_layers?: number; image_size?: number; patch_size?: number };
+}
+
+const HF_NUMBER_FIELDS = ['hidden_size', 'intermediate_size', 'num_attention_heads', 'num_hidden_layers', 'max_position_embeddings', 'vocab_size', 'layer_norm_eps', 'image_size', 'patch_size'];
+
+/** A Hugging Face config.json, checked for the fields loadHf reads: they come from a file, not from this code. */
+function readHfConfig(path: string): HfConfig {
+  let cfg: unknown;
+  try {
+    cfg = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new WeightError(`${path}: not valid JSON (${err instanceof Error ? err.message : String(err)})`, { cause: err });
+  }
+  const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  if (!isObject(cfg)) throw new WeightError(`${path}: expected a JSON object`);
+  for (const part of ['text_config', 'vision_config']) {
+    const sub = cfg[part];
+    if (sub === undefined) continue;
+    if (!isObject(sub)) throw new WeightError(`${path}: ${part} must be an object`);
+    for (const field of HF_NUMBER_FIELDS) {
+      const v = sub[field];
+      const kind = field === 'layer_norm_eps' ? 'number' : 'integer';
+      if (v !== undefined && !(typeof v === 'number' && v > 0 && (kind === 'number' ? Number.isFinite(v) : Number.isInteger(v)))) {
+        throw new WeightError(`${path}: ${part}.${field} must be a positive ${kind}, got ${JSON.stringify(v)}`);
+      }
+    }
+    if (sub.hidden_act !== undefined && typeof sub.hidden_act !== 'string') {
+      throw new WeightError(`${path}: ${part}.hidden_act must be a string, got ${JSON.stringify(sub.hidden_act)}`);
+    }
+  }
+  return cfg; // the fields read are checked above
 }
 
 function loadHf(src: TensorSource, cfg: HfConfig | undefined, id: string): ClipWeights {

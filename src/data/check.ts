@@ -25,7 +25,7 @@ export interface CheckImagesOptions extends Pick<DecodeOptions, 'maxPixels'> {
  */
 export async function findUnreadableImages(files: readonly string[], opts: CheckImagesOptions = {}): Promise<UnreadableImage[]> {
   const concurrency = Math.max(1, Math.floor(opts.concurrency ?? 8));
-  const problems: Array<string | undefined> = new Array(files.length);
+  const problems = new Array<string | undefined>(files.length);
   let next = 0;
   let done = 0;
   const worker = async (): Promise<void> => {
@@ -41,7 +41,7 @@ export async function findUnreadableImages(files: readonly string[], opts: Check
     }
   };
   await Promise.all(Array.from({ length: Math.min(concurrency, files.length) }, worker));
-  return files.flatMap((file, i) => (problems[i] === undefined ? [] : [{ file, problem: problems[i]! }]));
+  return files.flatMap((file, i) => (problems[i] === undefined ? [] : [{ file, problem: problems[i] }]));
 }
 
 /** `file: problem` lines, indented, the first `max` of them and a count of the rest. */

@@ -82,7 +82,8 @@ export function shapeSize(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }
 
-function fmt(shape: readonly number[]): string {
+/** A shape as error messages print it: [1, 3, 224, 224]. */
+export function formatShape(shape: readonly number[]): string {
   return `[${shape.join(', ')}]`;
 }
 
@@ -93,7 +94,7 @@ export function broadcastShapes(a: readonly number[], b: readonly number[], what
   for (let i = 0; i < n; i++) {
     const da = a[a.length - n + i] ?? 1;
     const db = b[b.length - n + i] ?? 1;
-    if (da !== db && da !== 1 && db !== 1) throw new GraphError(`${what}: shapes ${fmt(a)} and ${fmt(b)} do not broadcast`);
+    if (da !== db && da !== 1 && db !== 1) throw new GraphError(`${what}: shapes ${formatShape(a)} and ${formatShape(b)} do not broadcast`);
     out[i] = da === 1 ? db : da;
   }
   return out;
@@ -134,7 +135,7 @@ export class Graph {
 
   /** A frozen weight: stored in the model as an initializer, never differentiated. */
   weight(name: string, shape: readonly number[], data: TypedData, dtype: DType = 'float32'): Value {
-    if (data.length !== shapeSize(shape)) throw new GraphError(`weight "${name}": ${data.length} values do not fill shape ${fmt(shape)}`);
+    if (data.length !== shapeSize(shape)) throw new GraphError(`weight "${name}": ${data.length} values do not fill shape ${formatShape(shape)}`);
     const v = new Value(this, this.nextId++, 'weight', [...shape], dtype, this.claim(name));
     this.initializers.push({ value: v, data });
     return v;
@@ -286,7 +287,7 @@ export function reshape(a: Value, shape: readonly number[]): Value {
   const prod = shapeSize(known);
   const out = shape.map((d) => (d === -1 ? a.size / prod : d));
   if (shape.filter((d) => d === -1).length > 1 || shapeSize(out) !== a.size || out.some((d) => !Number.isInteger(d))) {
-    throw new GraphError(`Reshape: cannot reshape ${a} to ${fmt(shape)}`);
+    throw new GraphError(`Reshape: cannot reshape ${a} to ${formatShape(shape)}`);
   }
   if (out.every((d, i) => d === a.shape[i]) && out.length === a.rank) return a;
   return a.graph.add1('Reshape', [a, a.graph.ints(out)], out, a.dtype);
@@ -294,7 +295,7 @@ export function reshape(a: Value, shape: readonly number[]): Value {
 
 export function transpose(a: Value, perm: readonly number[]): Value {
   if (perm.length !== a.rank || [...perm].sort((x, y) => x - y).some((p, i) => p !== i)) {
-    throw new GraphError(`Transpose: ${fmt(perm)} is not a permutation of ${a.rank} axes (${a})`);
+    throw new GraphError(`Transpose: ${formatShape(perm)} is not a permutation of ${a.rank} axes (${a})`);
   }
   if (perm.every((p, i) => p === i)) return a;
   return a.graph.add1('Transpose', [a], perm.map((p) => a.shape[p]!), a.dtype, { perm: { ints: perm } });
@@ -320,7 +321,7 @@ export function concat(parts: readonly Value[], axis: number): Value {
     if (p.rank !== first.rank || p.shape.some((d, i) => i !== ax && d !== first.shape[i])) {
       throw new GraphError(`Concat on axis ${axis}: ${p} does not fit ${first}`);
     }
-    shape[ax]! += p.shape[ax]!;
+    shape[ax] += p.shape[ax]!;
   }
   return first.graph.add1('Concat', parts, shape, first.dtype, { axis: { i: ax } });
 }
@@ -350,7 +351,7 @@ export function pad(a: Value, pads: ReadonlyArray<readonly [number, number]>): V
 /** Broadcasts to a larger shape. */
 export function expand(a: Value, shape: readonly number[]): Value {
   const out = broadcastShapes(a.shape, shape, 'Expand');
-  if (out.length !== shape.length || out.some((d, i) => d !== shape[i])) throw new GraphError(`Expand: ${a} does not expand to ${fmt(shape)}`);
+  if (out.length !== shape.length || out.some((d, i) => d !== shape[i])) throw new GraphError(`Expand: ${a} does not expand to ${formatShape(shape)}`);
   if (out.length === a.rank && out.every((d, i) => d === a.shape[i])) return a;
   return a.graph.add1('Expand', [a, a.graph.ints(shape)], shape, a.dtype);
 }

@@ -59,7 +59,7 @@ abstract class BaseOptimizer {
   protected readonly slots: Map<string, Map<string, Float32Array>>;
 
   protected constructor(protected hyper: Record<string, number>, slotNames: string[]) {
-    this.slots = new Map(slotNames.map((s) => [s, new Map()]));
+    this.slots = new Map(slotNames.map((s) => [s, new Map<string, Float32Array>()]));
   }
 
   get lr(): number {
@@ -148,7 +148,7 @@ class Sgd extends BaseOptimizer implements Optimizer {
   step(params: Params, grads: Map<string, Float32Array>): void {
     checkGrads('sgd', params, grads);
     this.checkBuffers(params);
-    const { lr, momentum, weightDecay, dampening, nesterov } = this.hyper as Record<string, number>;
+    const { lr, momentum, weightDecay, dampening, nesterov } = this.hyper;
     const buffers = this.slots.get('momentum_buffer')!;
     for (const [name, p] of params) {
       const g = grads.get(name)!;
@@ -190,7 +190,7 @@ class Adam extends BaseOptimizer implements Optimizer {
   step(params: Params, grads: Map<string, Float32Array>): void {
     checkGrads(this.kind, params, grads);
     this.checkBuffers(params);
-    const { lr, beta1, beta2, eps, weightDecay } = this.hyper as Record<string, number>;
+    const { lr, beta1, beta2, eps, weightDecay } = this.hyper;
     const decoupled = this.kind === 'adamw';
     const t = this.steps + 1;
     const stepSize = lr! / (1 - beta1! ** t);

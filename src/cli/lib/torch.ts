@@ -109,7 +109,7 @@ export function runTorchBench(opts: TorchBenchOptions): Promise<TorchBenchResult
       try {
         resolvePromise(parseTorchOutput(out, opts.modes));
       } catch (e) {
-        reject(e as Error);
+        reject(e instanceof Error ? e : new Error(String(e)));
       }
     });
   });
