@@ -24,17 +24,4 @@ export default tseslint.config(
       }],
     },
   },
-  // TEMPORARY: lead fixes these after the merge
-  {
-    files: ['src/eval/evaluate.ts', 'src/methods/checkpoint.ts', 'src/methods/index.ts', 'src/methods/method.ts', 'src/methods/tang.ts', 'test/train.test.ts'],
-    rules: {
-      '@typescript-eslint/unbound-method': 'off',
-      '@typescript-eslint/restrict-template-expressions': 'off',
-      '@typescript-eslint/no-base-to-string': 'off',
-      '@typescript-eslint/no-unsafe-argument': 'off',
-      '@typescript-eslint/no-unsafe-assignment': 'off',
-      '@typescript-eslint/no-unsafe-member-access': 'off',
-      '@typescript-eslint/no-unsafe-return': 'off',
-    },
-  },
 );

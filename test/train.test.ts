@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import { spawn } from 'node:child_process';
 import { train, trainRounds, type TrainOptions } from '../src/train/trainer.js';
 import { createMetric } from '../src/methods/index.js';
-import { loadCheckpoint } from '../src/methods/checkpoint.js';
+import { loadCheckpoint, type CheckpointMeta } from '../src/methods/checkpoint.js';
+import { type SplitRecord } from '../src/data/splits.js';
 import { sharedDir } from './helpers/shared.js';
 
 const tiny = join(sharedDir(), 'reference', 'tiny-vit-p32');
@@ -22,8 +23,19 @@ function tensorsOf(dir: string): Record<string, number[]> {
   return Object.fromEntries([...params].map(([k, v]) => [k, Array.from(v.data)]));
 }
 
+interface LogRecord { kind: 'step' | 'epoch'; epoch: number; step?: number; loss: number; lr: number }
+
+function logRecords(dir: string): LogRecord[] {
+  return readFileSync(join(dir, 'train.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as LogRecord);
+}
+
 function epochLosses(dir: string): number[] {
-  return readFileSync(join(dir, 'train.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((r) => r.kind === 'epoch').map((r) => r.loss as number);
+  return logRecords(dir).filter((r) => r.kind === 'epoch').map((r) => r.loss);
+}
+
+/** The checkpoint's JSON as written (the backbone's fields may be edited to test a moved backbone). */
+function checkpointJson(dir: string): CheckpointMeta & { backbone: { path?: string; repo?: string; revision?: string; id: string } } {
+  return JSON.parse(readFileSync(join(dir, 'checkpoint.json'), 'utf8')) as ReturnType<typeof checkpointJson>;
 }
 
 for (const method of ['clip-iqa+', 'tang', 'fu', 'mp-iqe']) {
@@ -97,10 +109,10 @@ test('a run shorter than the paper warm-up still trains (tang: one epoch, one wa
   const out = tmp();
   const r = await train(base('tang', out, { epochs: 1, methodOptions: { lrStep: 'step' } }));
   assert.equal(r.epochs, 1);
-  const steps = readFileSync(join(out, 'train.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((x) => x.kind === 'step');
+  const steps = logRecords(out).filter((x) => x.kind === 'step');
   // warm-up at 1e-5, then the cosine from the base rate
-  assert.equal(steps[0].lr, 1e-5);
-  assert.ok(steps.at(-1).lr > 1e-5);
+  assert.equal(steps[0]!.lr, 1e-5);
+  assert.ok(steps.at(-1)!.lr > 1e-5);
 });
 
 test('a checkpoint tensor corrupted in place (same size) is refused on load', async () => {
@@ -119,7 +131,7 @@ test('a checkpoint records where its backbone is, not the path as typed, and say
   const out = tmp();
   // --model as typed, relative to the working directory
   await train(base('clip-iqa+', out, { epochs: 1, model: relative(process.cwd(), tiny) }));
-  const meta = JSON.parse(readFileSync(join(out, 'checkpoint.json'), 'utf8'));
+  const meta = checkpointJson(out);
   assert.equal(meta.backbone.path, tiny);
   assert.match(meta.backbone.id, /^sha256:[0-9a-f]{64}$/);
   const cwd = process.cwd();
@@ -145,13 +157,13 @@ test('rounds.json names the split unit the rounds used (the dataset\'s own), and
   const labels = join(dir, 'labels.csv');
   writeFileSync(labels, ['image,mos', ...lines.map((c) => `images/${c[0]},${c[5]}`)].join('\n') + '\n');
   const res = await trainRounds({ ...base('tang', join(dir, 'runs'), { epochs: 1, limit: 30, seed: 5 }), dataset: 'csv', labelFile: labels, rounds: 2 });
-  const rounds = JSON.parse(readFileSync(join(dir, 'runs', 'rounds.json'), 'utf8'));
+  const rounds = JSON.parse(readFileSync(join(dir, 'runs', 'rounds.json'), 'utf8')) as { protocol: string; split: { by: string } };
   assert.match(rounds.protocol, /split by image 0\.7\/0\.1\/0\.2, split seeds 5…6, the same seeded subset of 30 images/);
   assert.equal(rounds.split.by, 'image');
-  const sides = res.rounds.map((r) => JSON.parse(readFileSync(r.checkpoint, 'utf8')).split);
+  const sides = res.rounds.map((r) => (JSON.parse(readFileSync(r.checkpoint, 'utf8')) as { split: SplitRecord }).split);
   assert.deepEqual(sides.map((s) => [s.seed, s.round, s.limit]), [[5, 0, 30], [5, 1, 30]]);
-  assert.equal(sides[0].train + sides[0].val + sides[0].test.n, 30);
-  assert.notEqual(sides[0].test.sha256, sides[1].test.sha256);
+  assert.equal(sides[0]!.train + sides[0]!.val + sides[0]!.test.n, 30);
+  assert.notEqual(sides[0]!.test.sha256, sides[1]!.test.sha256);
 });
 
 test('a checkpoint of a hub model records the repo and the commit of its files, and loads that commit', async () => {
@@ -168,7 +180,7 @@ test('a checkpoint of a hub model records the repo and the commit of its files, 
   try {
     const out = tmp();
     await train(base('clip-iqa+', out, { epochs: 1, model: 'test-owner/tiny-clip' }));
-    const meta = JSON.parse(readFileSync(join(out, 'checkpoint.json'), 'utf8'));
+    const meta = checkpointJson(out);
     assert.deepEqual({ repo: meta.backbone.repo, revision: meta.backbone.revision, path: meta.backbone.path }, { repo: 'test-owner/tiny-clip', revision: commit, path: undefined });
     // main moves on to a commit this cache does not hold: the checkpoint still loads the commit it was trained on
     writeFileSync(join(cache, 'models--test-owner--tiny-clip', 'refs', 'main'), 'b'.repeat(40));
@@ -194,7 +206,7 @@ test('tang as Dassl: the rate moves once per epoch (warm-up, then cosine with T_
         if (e.stepsPerEpoch) perEpoch = e.stepsPerEpoch;
       },
     }));
-    const steps = readFileSync(join(out, 'train.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((x) => x.kind === 'step');
+    const steps = logRecords(out).filter((x) => x.kind === 'step');
     return { images, perEpoch, steps: steps as Array<{ epoch: number; lr: number }> };
   };
   const dassl = await run({});

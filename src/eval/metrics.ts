@@ -235,7 +235,7 @@ const TOL = 1.49012e-8;
  * the scores. The problem is non-convex: a fit can end in another local optimum than scipy's, so expect
  * agreement to about 1e-3 in the resulting correlation, not bit for bit.
  */
-export function fitLogistic4(pred: Values, mos: Values): { params: [number, number, number, number]; predict(x: number): number } {
+export function fitLogistic4(pred: Values, mos: Values): { params: [number, number, number, number]; predict: (x: number) => number } {
   checkPair(pred, mos, 4, 'fitLogistic4');
   if (isConstant(pred)) throw new Error('fitLogistic4: pred is constant, the logistic cannot be fitted');
   const n = pred.length;

@@ -73,7 +73,8 @@ export function loadCheckpointMeta(path: string): { base: string; meta: Checkpoi
   if ((meta.format as string) === 'promptiqa-checkpoint/1') {
     throw new Error(`${json}: written by an earlier promptiqa (format promptiqa-checkpoint/1), which recorded neither the tensors' hash nor the full split; train it again`);
   }
-  if (meta.format !== CHECKPOINT_FORMAT) throw new Error(`${json}: not a promptiqa checkpoint (format ${String(meta.format)}; expected ${CHECKPOINT_FORMAT})`);
+  const format: unknown = meta.format;
+  if (format !== CHECKPOINT_FORMAT) throw new Error(`${json}: not a promptiqa checkpoint (format ${JSON.stringify(format)}; expected ${CHECKPOINT_FORMAT})`);
   const problem = describeProblem(meta);
   if (problem) throw new Error(`${json}: ${problem}`);
   return { base, meta };

@@ -4,7 +4,7 @@ import { type Value } from '../graph/graph.js';
 import { textEncoder, tokenEmbeddings, eotOneHot } from '../clip/encoders.js';
 import { TextPrompts } from '../prompts/text.js';
 import { type Method, classProbs, firstClass } from './method.js';
-import { type CommonOptions, type Schema, commonSchema, spec } from './options.js';
+import { type CommonOptions, commonSchema, spec } from './options.js';
 
 const PAIRS = {
   good: [['Good photo.', 'Bad photo.']],

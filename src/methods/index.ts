@@ -220,8 +220,10 @@ export async function createMetric(name: string, opts: MetricOptions = {}): Prom
       inputs.forEach((x, i) => checkInput(x, `scoreBatch: image ${i}`));
       return scorer.scoreImages(await Promise.all(inputs.map(toImage)));
     },
-    async *scoreFiles(files) {
-      if (!Array.isArray(files)) throw new TypeError(`scoreFiles: expected an array of file paths; got ${describeValue(files)}`);
+    async *scoreFiles(files: readonly string[]) {
+      // a library caller may pass anything; checked as unknown so the check does not widen the type
+      const given: unknown = files;
+      if (!Array.isArray(given)) throw new TypeError(`scoreFiles: expected an array of file paths; got ${describeValue(files)}`);
       files.forEach((f, i) => {
         if (typeof f !== 'string' || f === '') throw new TypeError(`scoreFiles: file ${i}: expected a path; got ${describeValue(f)}`);
       });

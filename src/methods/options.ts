@@ -156,7 +156,7 @@ export function readOptions<O>(
   const values: Record<string, unknown> = {};
   if (preset !== undefined) {
     const found = typeof preset === 'string' ? presets[preset] : undefined;
-    if (!found) throw new Error(`${owner} has no preset "${String(preset)}" (presets: ${Object.keys(presets).join(', ') || 'none'})`);
+    if (!found) throw new Error(`${owner} has no preset ${JSON.stringify(preset)} (presets: ${Object.keys(presets).join(', ') || 'none'})`);
     Object.assign(values, found.options);
   }
   Object.assign(values, rest);
