@@ -5,6 +5,11 @@
  * model downloaded by either is found by the other. Downloads resume after a cut connection, files stored
  * with Git LFS are checked against their sha256, and a lock file per blob keeps two processes from writing
  * the same file at once.
+ *
+ * Why not `@huggingface/hub` (checked at 2.17.5): its per-file download names the snapshot after the file's
+ * last commit rather than the revision's (and writes no refs/), so Python does not find the files; it needs
+ * the hub's /api on top of /resolve/, and has no resume, sha256 check, lock, retries, HF_HUB_OFFLINE,
+ * HF_ENDPOINT or HF_TOKEN.
  */
 import { randomBytes } from 'node:crypto';
 import {
