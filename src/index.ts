@@ -43,8 +43,19 @@ export type { ImageHeader } from './data/image.js';
 export { findUnreadableImages, listUnreadable } from './data/check.js';
 export type { UnreadableImage, CheckImagesOptions } from './data/check.js';
 export {
-  clipPreprocess, toTensor, resizeBicubic, resizeShortSide, centerCrop, randomCrop, randomResizedCrop, flipHorizontal,
-  slidingWindowBoxes, CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD,
+  clipPreprocess,
+  toTensor,
+  resizeBicubic,
+  resizeShortSide,
+  centerCrop,
+  randomCrop,
+  randomResizedCrop,
+  flipHorizontal,
+  slidingWindowBoxes,
+  CLIP_MEAN,
+  CLIP_STD,
+  IMAGENET_MEAN,
+  IMAGENET_STD,
 } from './data/preprocess.js';
 export { listDatasets, loadDataset, imagePath, DatasetError } from './data/datasets.js';
 export type { Dataset, DatasetInfo, DatasetItem, LoadOptions } from './data/datasets.js';

@@ -19,7 +19,14 @@ test('bench figures: JSON and table carry min, median and max img/s of both engi
   putRates(result, 'torch_', 'fu', 3, [10, 6, 4]);
   result.fu_ratio = 1.5;
   assert.deepEqual(
-    [result.fu_train_img_s, result.fu_train_img_s_min, result.fu_train_img_s_max, result.torch_fu_train_img_s, result.torch_fu_train_img_s_min, result.torch_fu_train_img_s_max],
+    [
+      result.fu_train_img_s,
+      result.fu_train_img_s_min,
+      result.fu_train_img_s_max,
+      result.torch_fu_train_img_s,
+      result.torch_fu_train_img_s_min,
+      result.torch_fu_train_img_s_max,
+    ],
     [0.75, 0.6, 1.5, 0.5, 0.3, 0.75],
   );
   const table = benchTable(result, ['fu']);
@@ -28,9 +35,22 @@ test('bench figures: JSON and table carry min, median and max img/s of both engi
 });
 
 test('parseTorchOutput reads the per-run seconds of each mode from the last stdout line', () => {
-  const line = JSON.stringify({ torch_version: '1.13.0', threads: 2, blas: '/lib/libopenblas.so.0', blas_threads: 2, fu_s: [2, 1.5, 3], forward_s: [0.5] });
+  const line = JSON.stringify({
+    torch_version: '1.13.0',
+    threads: 2,
+    blas: '/lib/libopenblas.so.0',
+    blas_threads: 2,
+    fu_s: [2, 1.5, 3],
+    forward_s: [0.5],
+  });
   const r = parseTorchOutput(`a progress line\n${line}\n`, ['forward', 'fu']);
-  assert.deepEqual(r, { torchVersion: '1.13.0', threads: 2, blas: '/lib/libopenblas.so.0', blasThreads: 2, seconds: { forward: [0.5], fu: [2, 1.5, 3] } });
+  assert.deepEqual(r, {
+    torchVersion: '1.13.0',
+    threads: 2,
+    blas: '/lib/libopenblas.so.0',
+    blasThreads: 2,
+    seconds: { forward: [0.5], fu: [2, 1.5, 3] },
+  });
   assert.throws(() => parseTorchOutput(line, ['train']), /no valid train_s/);
   assert.throws(() => parseTorchOutput(JSON.stringify({ fu_s: [1, -1] }), ['fu']), /no valid fu_s/);
   assert.throws(() => parseTorchOutput(JSON.stringify({ fu_s: [] }), ['fu']), /no valid fu_s/);
@@ -42,25 +62,50 @@ test('runTorchBench passes the settings to the peer and parses what it prints', 
   try {
     // a stand-in peer run by node: echoes its arguments and times every mode at 1 s
     const peer = join(dir, 'peer.mjs');
-    writeFileSync(peer, [
-      'const a = process.argv.slice(2);',
-      'const get = (k) => a[a.indexOf(k) + 1];',
-      'process.stderr.write("progress\\n");',
-      'const out = { torch_version: "0.0", threads: Number(get("--threads")), argv: a };',
-      'for (const m of get("--mode").split(",")) out[m + "_s"] = Array(Number(get("--iters"))).fill(1);',
-      'console.log(JSON.stringify(out));',
-    ].join('\n'));
+    writeFileSync(
+      peer,
+      [
+        'const a = process.argv.slice(2);',
+        'const get = (k) => a[a.indexOf(k) + 1];',
+        'process.stderr.write("progress\\n");',
+        'const out = { torch_version: "0.0", threads: Number(get("--threads")), argv: a };',
+        'for (const m of get("--mode").split(",")) out[m + "_s"] = Array(Number(get("--iters"))).fill(1);',
+        'console.log(JSON.stringify(out));',
+      ].join('\n'),
+    );
     let stderr = '';
     const r = await runTorchBench({
-      python: process.execPath, script: peer, arch: 'vit-b-16', batch: 4, threads: 3, warmup: 0, iters: 2, modes: ['train', 'fu'], prompts: 5,
-      onStderr: (s) => { stderr += s; },
+      python: process.execPath,
+      script: peer,
+      arch: 'vit-b-16',
+      batch: 4,
+      threads: 3,
+      warmup: 0,
+      iters: 2,
+      modes: ['train', 'fu'],
+      prompts: 5,
+      onStderr: (s) => {
+        stderr += s;
+      },
     });
     assert.deepEqual(r, { torchVersion: '0.0', threads: 3, seconds: { train: [1, 1], fu: [1, 1] } });
     assert.equal(stderr, 'progress\n');
 
     writeFileSync(peer, 'process.stderr.write("ImportError: no torch\\n"); process.exit(1);');
-    await assert.rejects(runTorchBench({ python: process.execPath, script: peer, arch: 'vit-b-32', batch: 1, threads: 1, warmup: 0, iters: 1, modes: ['fu'], prompts: 8 }),
-      /the PyTorch peer exited with code 1: ImportError: no torch/);
+    await assert.rejects(
+      runTorchBench({
+        python: process.execPath,
+        script: peer,
+        arch: 'vit-b-32',
+        batch: 1,
+        threads: 1,
+        warmup: 0,
+        iters: 1,
+        modes: ['fu'],
+        prompts: 8,
+      }),
+      /the PyTorch peer exited with code 1: ImportError: no torch/,
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -68,24 +113,37 @@ test('runTorchBench passes the settings to the peer and parses what it prints', 
 
 // The real peer needs a Python with torch; CI has none.
 const torchPython = findTorchPython();
-test('the PyTorch peer runs every mode and sets its own thread pools, whatever the environment says', {
-  skip: torchPython ? false : 'no Python with torch here (python3, /usr/bin/python3); the peer is tested where torch is installed',
-}, async () => {
-  const saved = { OMP_NUM_THREADS: process.env.OMP_NUM_THREADS, OPENBLAS_NUM_THREADS: process.env.OPENBLAS_NUM_THREADS };
-  // a caller's environment asking for other pool sizes must not change what the peer measures
-  process.env.OMP_NUM_THREADS = '5';
-  process.env.OPENBLAS_NUM_THREADS = '7';
-  try {
-    const r = await runTorchBench({ python: torchPython!.python, arch: 'vit-b-32', batch: 1, threads: 1, warmup: 0, iters: 1, modes: ['forward', 'train', 'fu'], prompts: 2 });
-    assert.equal(r.threads, 1);
-    // the peer names its BLAS (from /proc on Linux) and, for OpenBLAS, the size of OpenBLAS's own pool
-    if (process.platform === 'linux') assert.ok(r.blas, 'the peer reports its BLAS');
-    if (r.blas?.includes('openblas')) assert.equal(r.blasThreads, 1, `OpenBLAS threads (${r.blas})`);
-    for (const m of ['forward', 'train', 'fu'] as const) assert.equal(r.seconds[m]?.length, 1, m);
-  } finally {
-    for (const [k, v] of Object.entries(saved)) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
+test(
+  'the PyTorch peer runs every mode and sets its own thread pools, whatever the environment says',
+  {
+    skip: torchPython ? false : 'no Python with torch here (python3, /usr/bin/python3); the peer is tested where torch is installed',
+  },
+  async () => {
+    const saved = { OMP_NUM_THREADS: process.env.OMP_NUM_THREADS, OPENBLAS_NUM_THREADS: process.env.OPENBLAS_NUM_THREADS };
+    // a caller's environment asking for other pool sizes must not change what the peer measures
+    process.env.OMP_NUM_THREADS = '5';
+    process.env.OPENBLAS_NUM_THREADS = '7';
+    try {
+      const r = await runTorchBench({
+        python: torchPython!.python,
+        arch: 'vit-b-32',
+        batch: 1,
+        threads: 1,
+        warmup: 0,
+        iters: 1,
+        modes: ['forward', 'train', 'fu'],
+        prompts: 2,
+      });
+      assert.equal(r.threads, 1);
+      // the peer names its BLAS (from /proc on Linux) and, for OpenBLAS, the size of OpenBLAS's own pool
+      if (process.platform === 'linux') assert.ok(r.blas, 'the peer reports its BLAS');
+      if (r.blas?.includes('openblas')) assert.equal(r.blasThreads, 1, `OpenBLAS threads (${r.blas})`);
+      for (const m of ['forward', 'train', 'fu'] as const) assert.equal(r.seconds[m]?.length, 1, m);
+    } finally {
+      for (const [k, v] of Object.entries(saved)) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
     }
-  }
-});
+  },
+);

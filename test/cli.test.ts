@@ -12,7 +12,6 @@ import { sharedDir } from './helpers/shared.js';
 
 const ref = join(sharedDir(), 'reference');
 
-
 function tempDir(): string {
   return mkdtempSync(join(tmpdir(), 'promptiqa-cli-'));
 }
@@ -145,11 +144,17 @@ test('bad usage exits 2 with a message on stderr', async () => {
     [['bench', '--batch', '0'], /--batch <n>' argument '0' is invalid/],
     [['bench', '--arch', 'vit-h-99'], /Allowed choices are vit-b-32, vit-b-16, vit-l-14/],
     [['bench', '--mode', 'forward,sideways', '--no-torch'], /unknown mode 'sideways'/],
-    [['train', '--method', 'tang', '--dataset', 'agiqa-3k', '--root', '.', '--out', 'x', '--ratios', '0.5,0.5'], /three non-negative numbers/],
+    [
+      ['train', '--method', 'tang', '--dataset', 'agiqa-3k', '--root', '.', '--out', 'x', '--ratios', '0.5,0.5'],
+      /three non-negative numbers/,
+    ],
     [['embed', '--model', 'x'], /at least one --image or --text/],
     [['score', 'x.jpg', '--method', 'clip-iqa', '--format', 'xml'], /Allowed choices are table, json, csv, jsonl/],
     [['score', 'x.jpg', '--method', 'no-such-method'], /unknown method 'no-such-method'; choose from .*clip-iqa/],
-    [['eval', '--method', 'clip-iqa', '--dataset', 'no-such-set', '--root', '.', '--out', 'x'], /unknown dataset 'no-such-set'; choose from .*agiqa-3k/],
+    [
+      ['eval', '--method', 'clip-iqa', '--dataset', 'no-such-set', '--root', '.', '--out', 'x'],
+      /unknown dataset 'no-such-set'; choose from .*agiqa-3k/,
+    ],
   ];
   for (const [args, message] of cases) {
     const r = await cli(...args);
@@ -192,7 +197,20 @@ test('--help of every command works and shows examples; --version prints the ver
       else seen.set(key, text);
     }
   }
-  for (const shared of ['--model', '--checkpoint', '--method', '--dataset', '--root', '--label-file', '--target', '--device', '--threads', '--json', '--output', '--quiet']) {
+  for (const shared of [
+    '--model',
+    '--checkpoint',
+    '--method',
+    '--dataset',
+    '--root',
+    '--label-file',
+    '--target',
+    '--device',
+    '--threads',
+    '--json',
+    '--output',
+    '--quiet',
+  ]) {
     assert.ok(seen.has(shared), `${shared} defined`);
   }
   const bench = await cli('bench', '--help');
@@ -208,7 +226,18 @@ test('score inputs: folders expand recursively to image files, sorted, hidden fi
   const dir = tempDir();
   try {
     mkdirSync(join(dir, 'b', 'deep'), { recursive: true });
-    for (const f of ['z.JPG', 'a.png', 'notes.txt', '.hidden.jpg', 'b/c.webp', 'b/deep/d.TIFF', 'b/e.gif', 'b/f.bmp', 'b/g.jpeg', 'b/h.tif']) {
+    for (const f of [
+      'z.JPG',
+      'a.png',
+      'notes.txt',
+      '.hidden.jpg',
+      'b/c.webp',
+      'b/deep/d.TIFF',
+      'b/e.gif',
+      'b/f.bmp',
+      'b/g.jpeg',
+      'b/h.tif',
+    ]) {
       writeFileSync(join(dir, f), '');
     }
     const { files, empty, failed } = expandInputs([dir, join(dir, 'a.png')]);
@@ -220,7 +249,9 @@ test('score inputs: folders expand recursively to image files, sorted, hidden fi
     );
     // a missing path is a failed entry, not the end of the run
     assert.deepEqual(expandInputs([join(dir, 'missing'), join(dir, 'a.png')]), {
-      files: [join(dir, 'a.png')], empty: [], failed: [{ file: join(dir, 'missing'), error: 'no such file or folder' }],
+      files: [join(dir, 'a.png')],
+      empty: [],
+      failed: [{ file: join(dir, 'missing'), error: 'no such file or folder' }],
     });
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -58,12 +58,13 @@ async function checkModel(label: string, weights: ClipWeights, outputsPath: stri
   const te = res.text_embeds!.data as Float32Array;
   const d = c.embedDim;
   const norm = (a: Float32Array, r: number): number => Math.hypot(...a.subarray(r * d, (r + 1) * d));
-  for (let i = 0; i < nImg; i++) for (let j = 0; j < nTxt; j++) {
-    let dot = 0;
-    for (let k = 0; k < d; k++) dot += ie[i * d + k]! * te[j * d + k]!;
-    const logit = Math.exp(weights.logitScale) * dot / (norm(ie, i) * norm(te, j));
-    assert.ok(Math.abs(logit - li.data[i * nTxt + j]!) < 1e-3, `${label} logit ${i},${j}`);
-  }
+  for (let i = 0; i < nImg; i++)
+    for (let j = 0; j < nTxt; j++) {
+      let dot = 0;
+      for (let k = 0; k < d; k++) dot += ie[i * d + k]! * te[j * d + k]!;
+      const logit = (Math.exp(weights.logitScale) * dot) / (norm(ie, i) * norm(te, j));
+      assert.ok(Math.abs(logit - li.data[i * nTxt + j]!) < 1e-3, `${label} logit ${i},${j}`);
+    }
   await compiled.release();
 }
 
@@ -95,7 +96,11 @@ describe('a Hugging Face config.json that cannot be used is named with its probl
     ['not JSON', '{"text_config": ', /config\.json: not valid JSON/],
     ['not an object', '[1, 2]', /config\.json: expected a JSON object/],
     ['a section that is not an object', '{"vision_config": 3}', /config\.json: vision_config must be an object/],
-    ['a layer count that is a string', '{"text_config": {"num_hidden_layers": "2"}}', /config\.json: text_config\.num_hidden_layers must be a positive integer, got "2"/],
+    [
+      'a layer count that is a string',
+      '{"text_config": {"num_hidden_layers": "2"}}',
+      /config\.json: text_config\.num_hidden_layers must be a positive integer, got "2"/,
+    ],
     ['an activation that is not a string', '{"text_config": {"hidden_act": 1}}', /config\.json: text_config\.hidden_act must be a string/],
   ];
   for (const [what, text, message] of cases) {

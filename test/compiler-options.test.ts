@@ -15,12 +15,16 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const REQUIRED = ['strict', 'noUncheckedIndexedAccess', 'noImplicitOverride', 'noFallthroughCasesInSwitch'] as const;
 
 function resolvedOptions(file: string): ts.CompilerOptions {
-  const parsed = ts.getParsedCommandLineOfConfigFile(join(ROOT, file), {}, {
-    ...ts.sys,
-    onUnRecoverableConfigFileDiagnostic: (d) => {
-      throw new Error(`${file}: ${ts.flattenDiagnosticMessageText(d.messageText, '\n')}`);
+  const parsed = ts.getParsedCommandLineOfConfigFile(
+    join(ROOT, file),
+    {},
+    {
+      ...ts.sys,
+      onUnRecoverableConfigFileDiagnostic: (d) => {
+        throw new Error(`${file}: ${ts.flattenDiagnosticMessageText(d.messageText, '\n')}`);
+      },
     },
-  });
+  );
   assert.ok(parsed, `${file} could not be read`);
   return parsed.options;
 }

@@ -5,7 +5,10 @@ import { parseCsv, toCsv } from '../src/util/csv.js';
 test('parses a plain table', () => {
   const csv = parseCsv('name,mos\na.jpg,3.5\nb.jpg,1.25\n');
   assert.deepEqual(csv.header, ['name', 'mos']);
-  assert.deepEqual(csv.rows, [['a.jpg', '3.5'], ['b.jpg', '1.25']]);
+  assert.deepEqual(csv.rows, [
+    ['a.jpg', '3.5'],
+    ['b.jpg', '1.25'],
+  ]);
 });
 
 test('quoted fields: escaped quotes, commas and line breaks inside', () => {
@@ -20,12 +23,19 @@ test('quoted fields: escaped quotes, commas and line breaks inside', () => {
 test('CRLF line endings, BOM and missing final newline', () => {
   const csv = parseCsv('\uFEFFname,mos\r\na.jpg,1\r\n"b\r\nc",2');
   assert.deepEqual(csv.header, ['name', 'mos']);
-  assert.deepEqual(csv.rows, [['a.jpg', '1'], ['b\r\nc', '2']]);
+  assert.deepEqual(csv.rows, [
+    ['a.jpg', '1'],
+    ['b\r\nc', '2'],
+  ]);
 });
 
 test('empty fields, quoted empty fields and blank lines', () => {
   const csv = parseCsv('a,b,c\n,,\n"",x,""\n\n1,2,3\n\n');
-  assert.deepEqual(csv.rows, [['', '', ''], ['', 'x', ''], ['1', '2', '3']]);
+  assert.deepEqual(csv.rows, [
+    ['', '', ''],
+    ['', 'x', ''],
+    ['1', '2', '3'],
+  ]);
   // A one-column file keeps a quoted empty value but skips a blank line.
   assert.deepEqual(parseCsv('v\n""\n\nz\n').rows, [[''], ['z']]);
 });
@@ -40,7 +50,10 @@ test('each row carries the line it starts on: quoted line breaks, blank lines an
   // Line 1 header; 2-3 a quoted LF; 4-5 a quoted CRLF; 6 blank; 7 a lone-CR ending; 8-9 a quoted CR; 10 last.
   const text = '\uFEFFname,prompt\na,"x\ny"\r\nb,"x\r\ny"\n\r\nc,z\rd,"x\ry"\ne,z';
   const csv = parseCsv(text);
-  assert.deepEqual(csv.rows.map((r) => r[0]), ['a', 'b', 'c', 'd', 'e']);
+  assert.deepEqual(
+    csv.rows.map((r) => r[0]),
+    ['a', 'b', 'c', 'd', 'e'],
+  );
   assert.deepEqual(csv.lines, [2, 4, 7, 8, 10]);
 });
 
@@ -73,7 +86,10 @@ test('toCsv quotes only what needs quoting and round-trips through parseCsv', ()
   assert.ok(text.endsWith('\n'));
   const back = parseCsv(text);
   assert.deepEqual(back.header, header);
-  assert.deepEqual(back.rows, rows.map((r) => r.map(String)));
+  assert.deepEqual(
+    back.rows,
+    rows.map((r) => r.map(String)),
+  );
   assert.equal(Number(back.rows[0]![2]), 0.1 + 0.2);
   assert.throws(() => toCsv(['a', 'b'], [['1']]), /row 0 has 1 fields/);
 });

@@ -45,7 +45,20 @@ describe('registry', () => {
     const infos = listDatasets();
     assert.deepEqual(
       infos.map((i) => i.name),
-      ['agiqa-3k', 'agiqa-1k', 'aigciqa2023', 'pku-aigiqa-4k', 'csiq', 'kadid-10k', 'live', 'tid2013', 'koniq-10k', 'spaq', 'live-challenge', 'csv'],
+      [
+        'agiqa-3k',
+        'agiqa-1k',
+        'aigciqa2023',
+        'pku-aigiqa-4k',
+        'csiq',
+        'kadid-10k',
+        'live',
+        'tid2013',
+        'koniq-10k',
+        'spaq',
+        'live-challenge',
+        'csv',
+      ],
     );
     for (const info of infos) {
       assert.equal(info.targets[0], 'quality', info.name);
@@ -69,7 +82,10 @@ describe('registry', () => {
   });
 
   test('unknown dataset and unknown target are DatasetErrors that list the choices', () => {
-    assert.throws(() => loadDataset('agiqa-9k', { root: tmp }), (e: Error) => e instanceof DatasetError && /known: agiqa-3k/.test(e.message));
+    assert.throws(
+      () => loadDataset('agiqa-9k', { root: tmp }),
+      (e: Error) => e instanceof DatasetError && /known: agiqa-3k/.test(e.message),
+    );
     assert.throws(
       () => loadDataset('agiqa-3k', { root: agiqa3kRoot(), target: 'aesthetics' }),
       (e: Error) => e instanceof DatasetError && /quality, alignment/.test(e.message),
@@ -89,7 +105,9 @@ describe('label files in shared', () => {
     const ds = loadDataset('agiqa-3k', { root: agiqa3kRoot() }); // checks every image exists
     assert.equal(ds.items.length, 2982);
     assert.equal(count(ds.items.map((i) => i.group)), 300);
-    assert.ok(ds.items.every((i) => i.prompt && i.image.startsWith('images/') && i.extra?.alignment !== undefined && i.extra.std !== undefined));
+    assert.ok(
+      ds.items.every((i) => i.prompt && i.image.startsWith('images/') && i.extra?.alignment !== undefined && i.extra.std !== undefined),
+    );
     const [lo, hi] = range(ds.items);
     assert.ok(lo >= 0 && hi <= 5 && Math.abs(hi - 4.489) < 1e-3, `${lo} ${hi}`);
     const first = ds.items[0]!;
@@ -113,18 +131,91 @@ describe('label files in shared', () => {
 
   // rows = items after parsing; groups = split units; lo/hi = observed quality range.
   const cases: Array<{
-    name: string; file: string; rows: number; groups: number; lo: number; hi: number;
-    targets: string[]; distortions?: number; higherIsBetter: boolean;
+    name: string;
+    file: string;
+    rows: number;
+    groups: number;
+    lo: number;
+    hi: number;
+    targets: string[];
+    distortions?: number;
+    higherIsBetter: boolean;
   }> = [
     { name: 'agiqa-1k', file: 'agiqa-1k.csv', rows: 1078, groups: 720, lo: 0, hi: 5, targets: ['quality'], higherIsBetter: true },
-    { name: 'aigciqa2023', file: 'aigciqa2023.csv', rows: 2400, groups: 100, lo: 1.3314, hi: 3.6055, targets: ['quality', 'authenticity', 'correspondence'], higherIsBetter: true },
-    { name: 'pku-aigiqa-4k', file: 'pku-aigiqa.csv', rows: 2400, groups: 199, lo: 0.9713, hi: 4.173, targets: ['quality', 'authenticity', 'correspondence', 'overall'], higherIsBetter: true },
+    {
+      name: 'aigciqa2023',
+      file: 'aigciqa2023.csv',
+      rows: 2400,
+      groups: 100,
+      lo: 1.3314,
+      hi: 3.6055,
+      targets: ['quality', 'authenticity', 'correspondence'],
+      higherIsBetter: true,
+    },
+    {
+      name: 'pku-aigiqa-4k',
+      file: 'pku-aigiqa.csv',
+      rows: 2400,
+      groups: 199,
+      lo: 0.9713,
+      hi: 4.173,
+      targets: ['quality', 'authenticity', 'correspondence', 'overall'],
+      higherIsBetter: true,
+    },
     { name: 'csiq', file: 'csiq.csv', rows: 866, groups: 30, lo: 0, hi: 1, targets: ['quality'], distortions: 6, higherIsBetter: false },
-    { name: 'kadid-10k', file: 'kadid-10k.csv', rows: 10125, groups: 81, lo: 1, hi: 4.93, targets: ['quality'], distortions: 25, higherIsBetter: true },
-    { name: 'live', file: 'live.csv', rows: 779, groups: 29, lo: 17.9024, hi: 84.489, targets: ['quality'], distortions: 5, higherIsBetter: false },
-    { name: 'tid2013', file: 'tid2013.csv', rows: 3000, groups: 25, lo: 0.24242, hi: 7.21429, targets: ['quality'], distortions: 24, higherIsBetter: true },
-    { name: 'koniq-10k', file: 'koniq-10k.csv', rows: 10073, groups: 10073, lo: 3.9118, hi: 88.3889, targets: ['quality'], higherIsBetter: true },
-    { name: 'spaq', file: 'spaq.csv', rows: 11125, groups: 11125, lo: 2, hi: 96, targets: ['quality', 'brightness', 'colorfulness', 'contrast', 'noisiness', 'sharpness'], higherIsBetter: true },
+    {
+      name: 'kadid-10k',
+      file: 'kadid-10k.csv',
+      rows: 10125,
+      groups: 81,
+      lo: 1,
+      hi: 4.93,
+      targets: ['quality'],
+      distortions: 25,
+      higherIsBetter: true,
+    },
+    {
+      name: 'live',
+      file: 'live.csv',
+      rows: 779,
+      groups: 29,
+      lo: 17.9024,
+      hi: 84.489,
+      targets: ['quality'],
+      distortions: 5,
+      higherIsBetter: false,
+    },
+    {
+      name: 'tid2013',
+      file: 'tid2013.csv',
+      rows: 3000,
+      groups: 25,
+      lo: 0.24242,
+      hi: 7.21429,
+      targets: ['quality'],
+      distortions: 24,
+      higherIsBetter: true,
+    },
+    {
+      name: 'koniq-10k',
+      file: 'koniq-10k.csv',
+      rows: 10073,
+      groups: 10073,
+      lo: 3.9118,
+      hi: 88.3889,
+      targets: ['quality'],
+      higherIsBetter: true,
+    },
+    {
+      name: 'spaq',
+      file: 'spaq.csv',
+      rows: 11125,
+      groups: 11125,
+      lo: 2,
+      hi: 96,
+      targets: ['quality', 'brightness', 'colorfulness', 'contrast', 'noisiness', 'sharpness'],
+      higherIsBetter: true,
+    },
   ];
   for (const c of cases) {
     test(`${c.name}: ${c.rows} items, ${c.groups} groups, MOS ${c.lo}–${c.hi}`, () => {
@@ -140,7 +231,11 @@ describe('label files in shared', () => {
       if (c.distortions !== undefined) assert.equal(count(ds.items.map((i) => i.distortion)), c.distortions);
       if (ds.info.kind === 'aigc') assert.ok(ds.items.every((i) => i.prompt && i.prompt.length > 0));
       // Every other target of the set is carried along in extra.
-      for (const other of c.targets.slice(1)) assert.ok(ds.items.every((i) => Number.isFinite(i.extra?.[other])), other);
+      for (const other of c.targets.slice(1))
+        assert.ok(
+          ds.items.every((i) => Number.isFinite(i.extra?.[other])),
+          other,
+        );
       for (const target of c.targets.slice(1)) {
         const t = fromShared(c.name, c.file, target);
         assert.equal(t.items.length, c.rows);
@@ -180,10 +275,13 @@ describe('label files in shared', () => {
     assert.equal(csiq.items[0]!.image, 'dst_imgs/awgn/1600.AWGN.1.png');
     assert.equal(csiq.items[0]!.group, '1600');
     const live = fromShared('live', 'live.csv');
-    assert.deepEqual(
-      [...new Set(live.items.map((i) => i.distortion))].sort(),
-      ['fast fading', 'gaussian blur', 'jpeg', 'jpeg2000', 'white noise'],
-    );
+    assert.deepEqual([...new Set(live.items.map((i) => i.distortion))].sort(), [
+      'fast fading',
+      'gaussian blur',
+      'jpeg',
+      'jpeg2000',
+      'white noise',
+    ]);
     assert.equal(live.items[0]!.group, 'studentsculpture');
   });
 
@@ -234,24 +332,45 @@ describe('image checks and malformed rows', () => {
       'distorted_images/i01_01_2.bmp': '',
     });
     const ds = loadDataset('tid2013', { root });
-    assert.deepEqual(ds.items.map((i) => i.image), ['distorted_images/i01_11_1.bmp', 'distorted_images/i01_01_2.bmp']);
-    assert.deepEqual(ds.items.map((i) => i.group), ['i01', 'i01']);
+    assert.deepEqual(
+      ds.items.map((i) => i.image),
+      ['distorted_images/i01_11_1.bmp', 'distorted_images/i01_01_2.bmp'],
+    );
+    assert.deepEqual(
+      ds.items.map((i) => i.group),
+      ['i01', 'i01'],
+    );
   });
 
   const malformed: Array<[string, string, RegExp]> = [
-    ['a non-numeric MOS', 'name,prompt,mos_quality\na.jpg,p,1.5\nb.jpg,p,abc\n', /data\.csv:3: 'mos_quality' is "abc", not a finite number/],
+    [
+      'a non-numeric MOS',
+      'name,prompt,mos_quality\na.jpg,p,1.5\nb.jpg,p,abc\n',
+      /data\.csv:3: 'mos_quality' is "abc", not a finite number/,
+    ],
     ['an empty MOS', 'name,prompt,mos_quality\na.jpg,p,1.5\nb.jpg,p,2\nc.jpg,p,\n', /data\.csv:4: empty 'mos_quality' field/],
     ['an empty image name', 'name,prompt,mos_quality\n,p,1.5\n', /data\.csv:2: empty 'name' field/],
     ['a missing field', 'name,prompt,mos_quality\na.jpg,p,1.5\nb.jpg,2\n', /data\.csv:3: expected 3 fields/],
     // The quoted line break and the blank line shift lines against rows: the line must still be right.
-    ['a bad row after a multi-line prompt', 'name,prompt,mos_quality\na.jpg,"two\nlines",1.5\n\nb.jpg,p,1e\n', /data\.csv:5: 'mos_quality' is "1e"/],
-    ['a MOS outside the scale', 'name,prompt,mos_quality\na.jpg,p,55\n', /data\.csv:2: 'mos_quality' is 55, outside agiqa-3k's quality scale \[0, 5\]/],
+    [
+      'a bad row after a multi-line prompt',
+      'name,prompt,mos_quality\na.jpg,"two\nlines",1.5\n\nb.jpg,p,1e\n',
+      /data\.csv:5: 'mos_quality' is "1e"/,
+    ],
+    [
+      'a MOS outside the scale',
+      'name,prompt,mos_quality\na.jpg,p,55\n',
+      /data\.csv:2: 'mos_quality' is 55, outside agiqa-3k's quality scale \[0, 5\]/,
+    ],
     ['a missing column', 'name,text,mos_quality\na.jpg,p,1\n', /missing column 'prompt' \(the header has 'name', 'text', 'mos_quality'\)/],
   ];
   for (const [what, csv, pattern] of malformed) {
     test(`${what} is a DatasetError that points at it`, () => {
       const root = makeRoot(`bad-${what.replace(/\W+/g, '-')}`, { 'data.csv': csv });
-      assert.throws(() => loadDataset('agiqa-3k', { root, checkImages: false }), (e: Error) => e instanceof DatasetError && pattern.test(e.message));
+      assert.throws(
+        () => loadDataset('agiqa-3k', { root, checkImages: false }),
+        (e: Error) => e instanceof DatasetError && pattern.test(e.message),
+      );
     });
   }
 
@@ -263,20 +382,33 @@ describe('image checks and malformed rows', () => {
       'c.png': '',
     });
     const ds = loadDataset('csv', { root, labelFile: 'scores.csv', imageCol: 'file', mosCol: 'score', promptCol: 'text' });
-    assert.deepEqual(ds.items.map((i) => [i.image, i.mos, i.prompt]), [
-      ['sub/a.png', 3, 'a cat, sitting'],
-      ['sub/b.png', 7, 'A  cat,  sitting'],
-      ['c.png', 5, 'a dog'],
-    ]);
+    assert.deepEqual(
+      ds.items.map((i) => [i.image, i.mos, i.prompt]),
+      [
+        ['sub/a.png', 3, 'a cat, sitting'],
+        ['sub/b.png', 7, 'A  cat,  sitting'],
+        ['c.png', 5, 'a dog'],
+      ],
+    );
     // Prompts differing in case and spacing form one group.
     assert.equal(count(ds.items.map((i) => i.group)), 2);
     assert.deepEqual(ds.info.mosRange, [3, 7]);
     assert.equal(ds.info.groupBy, 'prompt');
     assert.equal(ds.info.kind, 'aigc');
 
-    const plain = loadDataset('csv', { root, labelFile: 'scores.csv', imageCol: 'file', mosCol: 'score', mosRange: [0, 10], higherIsBetter: false });
+    const plain = loadDataset('csv', {
+      root,
+      labelFile: 'scores.csv',
+      imageCol: 'file',
+      mosCol: 'score',
+      mosRange: [0, 10],
+      higherIsBetter: false,
+    });
     assert.equal(plain.info.groupBy, 'image');
-    assert.deepEqual(plain.items.map((i) => i.group), ['sub/a.png', 'sub/b.png', 'c.png']);
+    assert.deepEqual(
+      plain.items.map((i) => i.group),
+      ['sub/a.png', 'sub/b.png', 'c.png'],
+    );
     assert.deepEqual(plain.info.mosRange, [0, 10]);
     assert.equal(plain.info.higherIsBetter, false);
     assert.throws(() => loadDataset('csv', { root, labelFile: 'scores.csv' }), /missing columns 'image', 'mos'/);
@@ -296,8 +428,14 @@ describe('image checks and malformed rows', () => {
     });
     const ds = loadDataset('live-challenge', { root });
     // t1–t7 (the raters' training images) are not part of the evaluated set.
-    assert.deepEqual(ds.items.map((i) => i.image), ['Images/100.bmp', 'Images/10.bmp', 'Images/1001.JPG']);
-    assert.deepEqual(ds.items.map((i) => i.mos), [32.56, 82.91, 45.5]);
+    assert.deepEqual(
+      ds.items.map((i) => i.image),
+      ['Images/100.bmp', 'Images/10.bmp', 'Images/1001.JPG'],
+    );
+    assert.deepEqual(
+      ds.items.map((i) => i.mos),
+      [32.56, 82.91, 45.5],
+    );
     assert.deepEqual(ds.items[2]!.extra, { std: 20.1 });
     assert.equal(ds.items[2]!.group, 'Images/1001.JPG');
     assert.deepEqual(ds.info.mosRange, [0, 100]);
@@ -311,9 +449,16 @@ describe('splits', () => {
   function assertPartition(split: Split, n: number): void {
     const all = [...split.train, ...split.val, ...split.test];
     assert.equal(all.length, n);
-    assert.deepEqual([...all].sort((a, b) => a - b), Array.from({ length: n }, (_, i) => i));
+    assert.deepEqual(
+      [...all].sort((a, b) => a - b),
+      Array.from({ length: n }, (_, i) => i),
+    );
     for (const side of [split.train, split.val, split.test]) {
-      assert.deepEqual(side, [...side].sort((a, b) => a - b), 'sorted');
+      assert.deepEqual(
+        side,
+        [...side].sort((a, b) => a - b),
+        'sorted',
+      );
     }
   }
 
@@ -391,7 +536,11 @@ const GOLDEN_IMAGE_TEST = [0, 2, 5, 7, 10, 11, 23, 27];
 
 describe('label rows that cannot be used', () => {
   test('an infinite MOS (1e400) or a hexadecimal one is refused while loading, naming the line', () => {
-    for (const [value, line] of [['1e400', 3], ['0x1', 3], ['-1e999', 3]] as const) {
+    for (const [value, line] of [
+      ['1e400', 3],
+      ['0x1', 3],
+      ['-1e999', 3],
+    ] as const) {
       const root = makeRoot(`inf-${value}`, { 'labels.csv': `image,mos\na.png,1\nb.png,${value}\nc.png,2\n` });
       assert.throws(
         () => loadDataset('csv', { root, labelFile: 'labels.csv', checkImages: false }),
@@ -400,13 +549,19 @@ describe('label rows that cannot be used', () => {
       );
     }
     const root = makeRoot('inf-registry', { 'data.csv': 'name,prompt,mos_quality\na.jpg,p,1e400\n' });
-    assert.throws(() => loadDataset('agiqa-3k', { root, checkImages: false }), /data\.csv:2: 'mos_quality' is "1e400", not a finite number/);
+    assert.throws(
+      () => loadDataset('agiqa-3k', { root, checkImages: false }),
+      /data\.csv:2: 'mos_quality' is "1e400", not a finite number/,
+    );
   });
 
   test('the observed MOS range of a csv leaves out the rows dropped as conflicting duplicates', () => {
     const root = makeRoot('dup-range', { 'labels.csv': 'image,mos\na.png,2\nb.png,3\nc.png,1\nc.png,9\nd.png,4\n' });
     const ds = loadDataset('csv', { root, labelFile: 'labels.csv', checkImages: false });
-    assert.deepEqual(ds.items.map((i) => i.image), ['a.png', 'b.png', 'd.png']);
+    assert.deepEqual(
+      ds.items.map((i) => i.image),
+      ['a.png', 'b.png', 'd.png'],
+    );
     assert.deepEqual(ds.info.mosRange, [2, 4]);
     assert.equal(ds.warnings?.length, 1);
     assert.match(ds.warnings[0]!, /c\.png is listed 2 times with different scores \(lines 4, 5\)/);
@@ -416,7 +571,9 @@ describe('label rows that cannot be used', () => {
     const root = makeRoot('cols-registry', { 'data.csv': 'name,prompt,mos_quality\na.jpg,p,1\n' });
     assert.throws(
       () => loadDataset('agiqa-3k', { root, checkImages: false, mosCol: 'mos_align' }),
-      (e: Error) => e instanceof DatasetError && /agiqa-3k: --mos-col \(mosCol in the library\) choose the columns of the generic 'csv' dataset/.test(e.message),
+      (e: Error) =>
+        e instanceof DatasetError &&
+        /agiqa-3k: --mos-col \(mosCol in the library\) choose the columns of the generic 'csv' dataset/.test(e.message),
     );
   });
 });
@@ -424,7 +581,10 @@ describe('label rows that cannot be used', () => {
 test('a missing label file is named, with the flag that names another', () => {
   const root = mkdtempSync(join(tmpdir(), 'promptiqa-labels-'));
   try {
-    assert.throws(() => loadDataset('agiqa-3k', { root }), (e: Error) => e instanceof DatasetError && /data\.csv.*--label-file/.test(e.message));
+    assert.throws(
+      () => loadDataset('agiqa-3k', { root }),
+      (e: Error) => e instanceof DatasetError && /data\.csv.*--label-file/.test(e.message),
+    );
   } finally {
     rmSync(root, { recursive: true, force: true });
   }

@@ -14,7 +14,12 @@ const TOL = 1e-6;
  */
 const TOL32 = 2e-3;
 
-async function check(name: string, shapes: Record<string, number[]>, build: Parameters<typeof gradCheck>[1], opts: Parameters<typeof gradCheck>[2] = {}): Promise<void> {
+async function check(
+  name: string,
+  shapes: Record<string, number[]>,
+  build: Parameters<typeof gradCheck>[1],
+  opts: Parameters<typeof gradCheck>[2] = {},
+): Promise<void> {
   const r = await gradCheck(shapes, build, opts);
   const tol = opts.dtype === 'float32' ? TOL32 : TOL;
   assert.ok(r.maxRelErr < tol, `${name}: max relative error ${r.maxRelErr} (${r.worst})`);
@@ -35,7 +40,11 @@ test('elementwise binary ops with broadcasting', async () => {
 
 test('unary ops', async () => {
   const cases: Record<string, (x: G.Value) => G.Value> = {
-    neg: G.neg, exp: G.exp, tanh: G.tanh, sigmoid: G.sigmoid, quickGelu: G.quickGelu,
+    neg: G.neg,
+    exp: G.exp,
+    tanh: G.tanh,
+    sigmoid: G.sigmoid,
+    quickGelu: G.quickGelu,
   };
   for (const [name, f] of Object.entries(cases)) await check(name, { a: [3, 5] }, (_g, { a }) => f(a!));
   await check('erf (float32)', { a: [3, 5] }, (_g, { a }) => G.erf(a!), { dtype: 'float32' });
@@ -44,7 +53,9 @@ test('unary ops', async () => {
   await check('sqrt', { a: [3, 5] }, (_g, { a }) => G.sqrt(a!), { init: positive });
   await check('pow', { a: [3, 5] }, (_g, { a }) => G.pow(a!, 3), {});
   // relu and abs: kinks at 0 are avoided by keeping |x| ≥ 0.1
-  const awayFromZero = { a: (rng: { uniform(): number }, n: number) => Array.from({ length: n }, () => (rng.uniform() < 0.5 ? -1 : 1) * (0.1 + rng.uniform())) };
+  const awayFromZero = {
+    a: (rng: { uniform(): number }, n: number) => Array.from({ length: n }, () => (rng.uniform() < 0.5 ? -1 : 1) * (0.1 + rng.uniform())),
+  };
   await check('relu', { a: [3, 5] }, (_g, { a }) => G.relu(a!), { init: awayFromZero });
   await check('abs', { a: [3, 5] }, (_g, { a }) => G.abs(a!), { init: awayFromZero });
 });
@@ -61,7 +72,12 @@ test('shape ops: reshape, transpose, concat, slice, pad, expand, gather', async 
   await check('transpose', { a: [2, 3, 4] }, (_g, { a }) => G.transpose(a!, [2, 0, 1]));
   await check('concat', { a: [2, 3], b: [2, 2], c: [2, 1] }, (_g, { a, b, c }) => G.concat([a!, b!, c!], 1));
   await check('slice', { a: [3, 5, 2] }, (_g, { a }) => G.slice(a!, 1, 1, 4));
-  await check('pad', { a: [3, 2] }, (_g, { a }) => G.pad(a!, [[1, 0], [0, 2]]));
+  await check('pad', { a: [3, 2] }, (_g, { a }) =>
+    G.pad(a!, [
+      [1, 0],
+      [0, 2],
+    ]),
+  );
   await check('expand', { a: [3, 1] }, (_g, { a }) => G.expand(a!, [2, 3, 4]));
   await check('gather', { a: [5, 3] }, (g, { a }) => G.gather(a!, g.constant([4, 0, 4, 2], [4], 'int64')));
   await check('patchify', { x: [2, 3, 4, 6] }, (_g, { x }) => G.patchify(x!, 2));
@@ -73,7 +89,9 @@ test('reductions, softmax, layer norm, l2 normalisation, where, cast', async () 
   await check('reduceMean', { a: [2, 3, 4] }, (_g, { a }) => G.reduceMean(a!, [-1], false));
   await check('softmax last', { a: [2, 3, 5] }, (_g, { a }) => G.softmax(a!, -1));
   await check('softmax middle', { a: [2, 3, 5] }, (_g, { a }) => G.softmax(a!, 1));
-  await check('layerNorm kernel (float32)', { x: [2, 3, 6], s: [6], b: [6] }, (_g, { x, s, b }) => G.layerNorm(x!, s!, b!), { dtype: 'float32' });
+  await check('layerNorm kernel (float32)', { x: [2, 3, 6], s: [6], b: [6] }, (_g, { x, s, b }) => G.layerNorm(x!, s!, b!), {
+    dtype: 'float32',
+  });
   await check('layerNorm composed (float64)', { x: [2, 3, 6], s: [6], b: [6] }, (_g, { x, s, b }) => G.layerNorm(x!, s!, b!));
   await check('l2Normalize', { a: [3, 5] }, (_g, { a }) => G.l2Normalize(a!));
   await check('where', { a: [2, 3], b: [3] }, (g, { a, b }) => G.where(g.constant([1, 0, 1, 0, 0, 1], [2, 3], 'bool'), a!, b!));
@@ -109,7 +127,10 @@ test('unused inputs get zero gradients, frozen weights none', async () => {
   // every node gradients() added computes a returned gradient: none is spent on the frozen weight's
   const feeding = nodesFeeding(grads);
   const wasted = g.nodes.slice(forward).filter((n) => !feeding.has(n));
-  assert.deepEqual(wasted.map((n) => `${n.op}(${n.inputs.map((v) => v?.name).join(', ')})`), []);
+  assert.deepEqual(
+    wasted.map((n) => `${n.op}(${n.inputs.map((v) => v?.name).join(', ')})`),
+    [],
+  );
 
   g.output('grad_a', grads[0]!);
   g.output('grad_unused', grads[1]!);
@@ -118,7 +139,10 @@ test('unused inputs get zero gradients, frozen weights none', async () => {
     const aData = Float64Array.from([0.25, -1, 2, 0.5]);
     const res = await compiled.run({ a: aData, unused: Float64Array.from([3, -4, 5, 6]) });
     assert.deepEqual(Array.from(res.grad_unused!.data as Float64Array), [0, 0, 0, 0]);
-    assert.deepEqual(Array.from(res.grad_a!.data as Float64Array), Array.from(aData, (x, i) => 2 * wData[i]! * x));
+    assert.deepEqual(
+      Array.from(res.grad_a!.data as Float64Array),
+      Array.from(aData, (x, i) => 2 * wData[i]! * x),
+    );
   } finally {
     await compiled.release();
   }
@@ -149,13 +173,20 @@ test('a transformer block differentiates end to end (float64)', async () => {
   const seq = 5;
   const r = await gradCheck({ x: [2, seq, d], prompt: [2, d] }, (g, { x, prompt }) => {
     const rng = { i: 0 };
-    const w = (shape: number[]): G.Value => g.weight(`w${rng.i++}`, shape, Float64Array.from({ length: shape.reduce((a, b) => a * b, 1) }, (_, k) => Math.sin(k * 1.7 + rng.i) * 0.3), 'float64');
+    const w = (shape: number[]): G.Value =>
+      g.weight(
+        `w${rng.i++}`,
+        shape,
+        Float64Array.from({ length: shape.reduce((a, b) => a * b, 1) }, (_, k) => Math.sin(k * 1.7 + rng.i) * 0.3),
+        'float64',
+      );
     // deep visual prompt: replace the last two tokens with learnable ones
     const p = G.expand(G.reshape(prompt!, [1, 2, d]), [2, 2, d]);
     const h0 = G.concat([G.slice(x!, 1, 0, seq - 2), p], 1);
     const ln1 = G.layerNorm(h0, w([d]), w([d]));
     const qkv = G.linear(ln1, w([d, 3 * d]), w([3 * d]));
-    const split = (i: number): G.Value => G.transpose(G.reshape(G.slice(qkv, 2, i * d, (i + 1) * d), [2, seq, heads, d / heads]), [0, 2, 1, 3]);
+    const split = (i: number): G.Value =>
+      G.transpose(G.reshape(G.slice(qkv, 2, i * d, (i + 1) * d), [2, seq, heads, d / heads]), [0, 2, 1, 3]);
     const att = G.softmax(G.mul(G.matmul(split(0), G.transposeLast(split(1))), 1 / Math.sqrt(d / heads)));
     const o = G.reshape(G.transpose(G.matmul(att, split(2)), [0, 2, 1, 3]), [2, seq, d]);
     const h1 = G.add(h0, G.linear(o, w([d, d]), w([d])));

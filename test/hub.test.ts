@@ -4,19 +4,45 @@ import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Serv
 import type { AddressInfo } from 'node:net';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  readlinkSync,
+  rmSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { sharedDir } from './helpers/shared.js';
 import {
-  CLIP_MODEL_FILES, HubError, downloadFile, downloadRepo, repoCacheDir, resolveHubOptions, resolveModel, type HubOptions,
+  CLIP_MODEL_FILES,
+  HubError,
+  downloadFile,
+  downloadRepo,
+  repoCacheDir,
+  resolveHubOptions,
+  resolveModel,
+  type HubOptions,
 } from '../src/clip/hub.js';
 
 const SRC = join(sharedDir(), 'reference', 'tiny-vit-p16');
 const REPO = 'tiny/clip-p16';
 const COMMIT = 'c0ffee'.padEnd(40, '0');
-const FILES = ['config.json', 'model.safetensors', 'vocab.json', 'merges.txt', 'tokenizer_config.json', 'preprocessor_config.json', 'special_tokens_map.json'];
+const FILES = [
+  'config.json',
+  'model.safetensors',
+  'vocab.json',
+  'merges.txt',
+  'tokenizer_config.json',
+  'preprocessor_config.json',
+  'special_tokens_map.json',
+];
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 /** the id git gives a blob: what the hub sends as the ETag of a file not stored with LFS */
@@ -81,7 +107,11 @@ async function startHub(opts: FakeHubOptions = {}): Promise<FakeHub> {
         res.writeHead(416, { 'content-range': `bytes */${body.length}` }).end();
         return;
       }
-      res.writeHead(206, { ...extra, 'content-length': body.length - start, 'content-range': `bytes ${start}-${body.length - 1}/${body.length}` });
+      res.writeHead(206, {
+        ...extra,
+        'content-length': body.length - start,
+        'content-range': `bytes ${start}-${body.length - 1}/${body.length}`,
+      });
       body = body.subarray(start);
     } else {
       res.writeHead(200, { ...extra, 'content-length': body.length, 'accept-ranges': 'bytes' });
@@ -125,10 +155,16 @@ async function startHub(opts: FakeHubOptions = {}): Promise<FakeHub> {
     }
     if (isLfs(file)) {
       const size = content.get(file)!.length;
-      res.writeHead(302, {
-        location: `${cdnUrl}/${etagOf(file)}?file=${file}`,
-        etag: `"${etagOf(file)}"`, 'x-linked-etag': `"${etagOf(file)}"`, 'x-linked-size': size, 'x-repo-commit': COMMIT, 'content-length': 0,
-      }).end();
+      res
+        .writeHead(302, {
+          location: `${cdnUrl}/${etagOf(file)}?file=${file}`,
+          etag: `"${etagOf(file)}"`,
+          'x-linked-etag': `"${etagOf(file)}"`,
+          'x-linked-size': size,
+          'x-repo-commit': COMMIT,
+          'content-length': 0,
+        })
+        .end();
       return;
     }
     serveBody(req, res, file, { etag: `"${etagOf(file)}"`, 'x-repo-commit': COMMIT });
@@ -145,7 +181,8 @@ async function startHub(opts: FakeHubOptions = {}): Promise<FakeHub> {
     serveBody(req, res, file, { etag: `"cdn-${etagOf(file).slice(0, 8)}"` });
   });
 
-  const listen = (s: typeof hub) => new Promise<string>((ok) => s.listen(0, '127.0.0.1', () => ok(`http://127.0.0.1:${(s.address() as AddressInfo).port}`)));
+  const listen = (s: typeof hub) =>
+    new Promise<string>((ok) => s.listen(0, '127.0.0.1', () => ok(`http://127.0.0.1:${(s.address() as AddressInfo).port}`)));
   const cdnUrl = await listen(cdn);
   const endpoint = await listen(hub);
   const close = async () => {
@@ -188,13 +225,19 @@ function assertSnapshotCorrect(snapshot: string, files = FILES): void {
 
 function assertNoLeftovers(cache: string): void {
   const blobs = readdirSync(join(repoDir(cache), 'blobs'));
-  assert.deepEqual(blobs.filter((b) => b.endsWith('.incomplete')), []);
+  assert.deepEqual(
+    blobs.filter((b) => b.endsWith('.incomplete')),
+    [],
+  );
   const locks = join(cache, '.locks', 'models--tiny--clip-p16');
   if (existsSync(locks)) assert.deepEqual(readdirSync(locks), []);
 }
 
 test('CLIP_MODEL_FILES: required config, weights and BPE files; optional settings', () => {
-  assert.deepEqual(CLIP_MODEL_FILES.filter((f) => !f.endsWith('?')), ['config.json', 'model.safetensors|open_clip_model.safetensors', 'vocab.json', 'merges.txt']);
+  assert.deepEqual(
+    CLIP_MODEL_FILES.filter((f) => !f.endsWith('?')),
+    ['config.json', 'model.safetensors|open_clip_model.safetensors', 'vocab.json', 'merges.txt'],
+  );
   assert.ok(CLIP_MODEL_FILES.includes('preprocessor_config.json?'));
 });
 
@@ -210,10 +253,16 @@ test('downloads a repo into the huggingface_hub cache layout', async () => {
     assertNoLeftovers(cache);
     // one GET per file at the hub; the weights' is redirected to the CDN and fetched there once
     assert.equal(gets(hub, 'hub').length, FILES.length);
-    assert.deepEqual(gets(hub, 'cdn').map((r) => r.path), [`/${MODEL_SHA}`]);
+    assert.deepEqual(
+      gets(hub, 'cdn').map((r) => r.path),
+      [`/${MODEL_SHA}`],
+    );
     // later files are asked for at the commit the first one pinned
     assert.ok(hub.requests.slice(1).every((r) => r.server === 'cdn' || r.path.includes(`/resolve/${COMMIT}/`)));
-    assert.ok(hub.requests.every((r) => r.headers.authorization === undefined), 'no token, no header');
+    assert.ok(
+      hub.requests.every((r) => r.headers.authorization === undefined),
+      'no token, no header',
+    );
 
     // a second run is answered by the cache alone
     hub.requests.length = 0;
@@ -295,7 +344,10 @@ test('a partial download left by an earlier process is resumed', async () => {
     writeFileSync(join(blobs, `${MODEL_SHA}.incomplete`), content.get('model.safetensors')!.subarray(0, 1_000_000));
     const path = await downloadFile(REPO, 'model.safetensors', options(hub, cache));
     assert.ok(readFileSync(path).equals(content.get('model.safetensors')!));
-    assert.deepEqual(gets(hub, 'cdn').map((r) => r.headers.range), ['bytes=1000000-']);
+    assert.deepEqual(
+      gets(hub, 'cdn').map((r) => r.headers.range),
+      ['bytes=1000000-'],
+    );
     assertNoLeftovers(cache);
   } finally {
     await hub.close();
@@ -329,7 +381,10 @@ test('corrupt bytes: sha256 mismatch names the file and leaves nothing in blobs'
       return true;
     });
     const blobs = readdirSync(join(repoDir(cache), 'blobs'));
-    assert.deepEqual(blobs.filter((b) => b.startsWith(MODEL_SHA)), []);
+    assert.deepEqual(
+      blobs.filter((b) => b.startsWith(MODEL_SHA)),
+      [],
+    );
     assertNoLeftovers(cache);
     assert.ok(!existsSync(join(snapshotOf(cache), 'model.safetensors')));
   } finally {
@@ -399,18 +454,19 @@ test('two processes downloading the same repo leave a correct cache', async () =
   const script = `const { resolveModel } = await import(${JSON.stringify(hubModule)});
     const { repo, opts } = JSON.parse(process.env.HUB_TEST_ARGS);
     process.stdout.write(await resolveModel(repo, opts));`;
-  const run = () => new Promise<string>((ok, fail) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
-      env: { ...process.env, HUB_TEST_ARGS: JSON.stringify({ repo: REPO, opts: options(hub, cache) }) },
-      stdio: ['ignore', 'pipe', 'pipe'],
+  const run = () =>
+    new Promise<string>((ok, fail) => {
+      const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+        env: { ...process.env, HUB_TEST_ARGS: JSON.stringify({ repo: REPO, opts: options(hub, cache) }) },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let out = '';
+      let err = '';
+      child.stdout.on('data', (d) => (out += d));
+      child.stderr.on('data', (d) => (err += d));
+      child.on('error', fail);
+      child.on('close', (code) => (code === 0 ? ok(out) : fail(new Error(`child exited with ${code}: ${err}`))));
     });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => (err += d));
-    child.on('error', fail);
-    child.on('close', (code) => (code === 0 ? ok(out) : fail(new Error(`child exited with ${code}: ${err}`))));
-  });
   try {
     const [a, b] = await Promise.all([run(), run()]);
     assert.equal(a, snapshotOf(cache));
@@ -439,7 +495,10 @@ test('a lock held by a live process is waited for; a dead one is taken over', as
     assert.ok(readFileSync(path).equals(content.get('model.safetensors')!));
 
     // left by a process that died, and one untouched for an hour on another host: both are stale
-    for (const lock of [{ pid: 2 ** 30, host: hostname() }, { pid: 1, host: 'elsewhere' }]) {
+    for (const lock of [
+      { pid: 2 ** 30, host: hostname() },
+      { pid: 1, host: 'elsewhere' },
+    ]) {
       const stale = tempCache();
       mkdirSync(join(stale, '.locks', 'models--tiny--clip-p16'), { recursive: true });
       writeFileSync(lockOf(stale), JSON.stringify(lock));

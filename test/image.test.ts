@@ -10,8 +10,22 @@ import { decodeImage, ImageDecodeError, readImageHeader } from '../src/data/imag
 import type { RgbImage } from '../src/data/rgb.js';
 import { findUnreadableImages } from '../src/data/check.js';
 import {
-  CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, centerCrop, clipPreprocess, crop, flipHorizontal, randomCrop,
-  randomResizedCrop, resizeBicubic, resizeNearest, resizeShortSide, roundHalfEven, slidingWindowBoxes, toTensor,
+  CLIP_MEAN,
+  CLIP_STD,
+  IMAGENET_MEAN,
+  IMAGENET_STD,
+  centerCrop,
+  clipPreprocess,
+  crop,
+  flipHorizontal,
+  randomCrop,
+  randomResizedCrop,
+  resizeBicubic,
+  resizeNearest,
+  resizeShortSide,
+  roundHalfEven,
+  slidingWindowBoxes,
+  toTensor,
 } from '../src/data/preprocess.js';
 import { sharedDir } from './helpers/shared.js';
 import { Rng } from '../src/util/rng.js';
@@ -48,7 +62,8 @@ describe('CLIP preprocessing against the reference (PIL 9.4 + torchvision 0.14)'
   const n = 3 * 224 * 224;
 
   function errors(x: Float32Array, i: number): { max: number; mean: number } {
-    let max = 0, sum = 0;
+    let max = 0,
+      sum = 0;
     for (let j = 0; j < n; j++) {
       const d = Math.abs(x[j]! - pixels.data[i * n + j]!);
       if (d > max) max = d;
@@ -68,7 +83,9 @@ describe('CLIP preprocessing against the reference (PIL 9.4 + torchvision 0.14)'
       const x = clipPreprocess(img);
       assert.equal(x.length, n);
       const { max, mean } = errors(x, i);
-      console.log(`  ${name} (${img.width}x${img.height}): max abs error ${max.toExponential(3)}, mean ${mean.toExponential(3)} (normalised units)`);
+      console.log(
+        `  ${name} (${img.width}x${img.height}): max abs error ${max.toExponential(3)}, mean ${mean.toExponential(3)} (normalised units)`,
+      );
       if (name.startsWith('palette')) {
         // Documented difference: the reference resized palette indices with nearest-neighbour, we resize RGB.
         assert.ok(max < 2.1 && mean < 0.35, `palette image: max ${max}, mean ${mean}`);
@@ -91,7 +108,12 @@ describe('CLIP preprocessing against the reference (PIL 9.4 + torchvision 0.14)'
 describe('resize', () => {
   it('keeps a constant image constant, up and down', () => {
     const img = { width: 37, height: 23, data: new Uint8Array(37 * 23 * 3).fill(200) };
-    for (const [w, h] of [[10, 7], [100, 50], [37, 60], [5, 23]] as const) {
+    for (const [w, h] of [
+      [10, 7],
+      [100, 50],
+      [37, 60],
+      [5, 23],
+    ] as const) {
       const out = resizeBicubic(img, w, h);
       assert.equal(out.width, w);
       assert.equal(out.height, h);
@@ -124,7 +146,7 @@ describe('resize', () => {
     assert.deepEqual(size(224, 300), [224, 300]);
   });
 
-  it('nearest-neighbour picks PIL\'s source pixels', () => {
+  it("nearest-neighbour picks PIL's source pixels", () => {
     const img = pattern(4, 1);
     const out = resizeNearest(img, 8, 1);
     for (let x = 0; x < 8; x++) assert.deepEqual(pixel(out, x, 0), pixel(img, x >> 1, 0));
@@ -233,16 +255,27 @@ describe('sliding windows', () => {
     assert.deepEqual([...new Set(boxes.map((b) => b.left))], [0, 64, 128, 192, 256]);
     assert.deepEqual(boxes[1], { left: 64, top: 0 }, 'row by row, as nn.Unfold orders its columns');
     assert.deepEqual(boxes[24], { left: 256, top: 256 });
-    assert.deepEqual(slidingWindowBoxes(512, 300, 224, 64).map((b) => b.top).filter((t, i, a) => a.indexOf(t) === i), [0, 64]);
+    assert.deepEqual(
+      slidingWindowBoxes(512, 300, 224, 64)
+        .map((b) => b.top)
+        .filter((t, i, a) => a.indexOf(t) === i),
+      [0, 64],
+    );
   });
 
   it('unfold positions are exactly those of nn.Unfold: every k·stride whose window fits', () => {
     const rng = new Rng(7);
     for (let t = 0; t < 200; t++) {
-      const size = 16 + rng.int(300), len = size + 1 + rng.int(900), stride = 1 + rng.int(2 * size);
+      const size = 16 + rng.int(300),
+        len = size + 1 + rng.int(900),
+        stride = 1 + rng.int(2 * size);
       const expected: number[] = [];
       for (let p = 0; p + size <= len; p += stride) expected.push(p);
-      assert.deepEqual(slidingWindowBoxes(len, size, size, stride, 'unfold').map((b) => b.left), expected, `L ${len}, size ${size}, stride ${stride}`);
+      assert.deepEqual(
+        slidingWindowBoxes(len, size, size, stride, 'unfold').map((b) => b.left),
+        expected,
+        `L ${len}, size ${size}, stride ${stride}`,
+      );
     }
   });
 
@@ -257,11 +290,18 @@ describe('sliding windows', () => {
   it('edge-to-edge covers every pixel, within the image', () => {
     const rng = new Rng(5);
     for (let t = 0; t < 200; t++) {
-      const w = 1 + rng.int(900), h = 1 + rng.int(900), size = 16 + rng.int(300), stride = 1 + rng.int(size);
+      const w = 1 + rng.int(900),
+        h = 1 + rng.int(900),
+        size = 16 + rng.int(300),
+        stride = 1 + rng.int(size);
       const boxes = slidingWindowBoxes(w, h, size, stride, 'edge-to-edge');
-      const xs = [...new Set(boxes.map((b) => b.left))], ys = [...new Set(boxes.map((b) => b.top))];
+      const xs = [...new Set(boxes.map((b) => b.left))],
+        ys = [...new Set(boxes.map((b) => b.top))];
       assert.equal(boxes.length, xs.length * ys.length);
-      for (const [pos, len] of [[xs, w], [ys, h]] as const) {
+      for (const [pos, len] of [
+        [xs, w],
+        [ys, h],
+      ] as const) {
         assert.equal(pos[0], 0);
         if (len > size) {
           assert.equal(pos.at(-1)! + size, len, 'last window flush with the edge');
@@ -277,7 +317,10 @@ describe('sliding windows', () => {
   it('gives one window at 0 on a side not longer than the window, with either placement (nn.Unfold fails there)', () => {
     for (const placement of ['unfold', 'edge-to-edge'] as const) {
       assert.deepEqual(slidingWindowBoxes(224, 100, 224, 64, placement), [{ left: 0, top: 0 }]);
-      assert.deepEqual(slidingWindowBoxes(100, 400, 224, 64, placement).map((b) => b.left), [0, 0, 0]);
+      assert.deepEqual(
+        slidingWindowBoxes(100, 400, 224, 64, placement).map((b) => b.left),
+        [0, 0, 0],
+      );
     }
   });
 
@@ -423,7 +466,14 @@ describe('decodeImage', () => {
 
   it('decodes JPEG close to its source', async () => {
     const flat = { width: 16, height: 16, data: new Uint8Array(16 * 16 * 3).fill(90) };
-    const img = await decodeImage(save('flat.jpg', await sharp(flat.data, { raw: { width: 16, height: 16, channels: 3 } }).jpeg({ quality: 95 }).toBuffer()));
+    const img = await decodeImage(
+      save(
+        'flat.jpg',
+        await sharp(flat.data, { raw: { width: 16, height: 16, channels: 3 } })
+          .jpeg({ quality: 95 })
+          .toBuffer(),
+      ),
+    );
     assert.ok(img.data.every((v) => Math.abs(v - 90) <= 2));
   });
 
@@ -439,8 +489,22 @@ describe('decodeImage', () => {
     const grey = new Uint8Array(35).map((_, i) => i * 7);
     const ga = new Uint8Array(70).map((_, i) => (i % 2 ? (i * 13) & 255 : grey[i >> 1]!));
     for (const [name, bytes, channels] of [
-      ['grey.png', await sharp(grey, { raw: { width: 7, height: 5, channels: 1 } }).toColourspace('b-w').png().toBuffer(), 1],
-      ['grey-alpha.png', await sharp(ga, { raw: { width: 7, height: 5, channels: 2 } }).toColourspace('b-w').png().toBuffer(), 2],
+      [
+        'grey.png',
+        await sharp(grey, { raw: { width: 7, height: 5, channels: 1 } })
+          .toColourspace('b-w')
+          .png()
+          .toBuffer(),
+        1,
+      ],
+      [
+        'grey-alpha.png',
+        await sharp(ga, { raw: { width: 7, height: 5, channels: 2 } })
+          .toColourspace('b-w')
+          .png()
+          .toBuffer(),
+        2,
+      ],
     ] as const) {
       assert.equal((await sharp(bytes).metadata()).channels, channels);
       const img = await decodeImage(save(name, bytes));
@@ -451,13 +515,20 @@ describe('decodeImage', () => {
   it('drops alpha without compositing, as PIL convert("RGB")', async () => {
     const rgba = new Uint8Array(7 * 5 * 4);
     for (let i = 0; i < 35; i++) rgba.set([...src.data.subarray(i * 3, i * 3 + 3), i % 3 === 0 ? 0 : 128], i * 4);
-    const png = await sharp(rgba, { raw: { width: 7, height: 5, channels: 4 } }).png().toBuffer();
+    const png = await sharp(rgba, { raw: { width: 7, height: 5, channels: 4 } })
+      .png()
+      .toBuffer();
     const img = await decodeImage(save('rgba.png', png));
     assert.deepEqual(img.data, src.data);
   });
 
   it('decodes palette PNG', async () => {
-    const colours = [[255, 0, 0], [0, 128, 255], [10, 200, 30], [250, 250, 250]];
+    const colours = [
+      [255, 0, 0],
+      [0, 128, 255],
+      [10, 200, 30],
+      [250, 250, 250],
+    ];
     const data = new Uint8Array(7 * 5 * 3);
     for (let i = 0; i < 35; i++) data.set(colours[(i * 7) % 4]!, i * 3);
     const png = await sharp(data, raw).png({ palette: true, colours: 4, dither: 0 }).toBuffer();
@@ -470,7 +541,9 @@ describe('decodeImage', () => {
     const frames = new Uint8Array(7 * 10 * 3);
     frames.fill(20, 0, 105);
     frames.fill(220, 105);
-    const gif = await sharp(frames, { raw: { width: 7, height: 10, channels: 3, pageHeight: 5 } }).gif().toBuffer();
+    const gif = await sharp(frames, { raw: { width: 7, height: 10, channels: 3, pageHeight: 5 } })
+      .gif()
+      .toBuffer();
     assert.equal((await sharp(gif).metadata()).pages, 2);
     const img = await decodeImage(save('anim.gif', gif));
     assert.deepEqual([img.width, img.height], [7, 5]);
@@ -481,7 +554,10 @@ describe('decodeImage', () => {
     // stored 40x20: left half red, right half blue; displayed 20x40: top red, bottom blue
     const data = new Uint8Array(40 * 20 * 3);
     for (let y = 0; y < 20; y++) for (let x = 0; x < 40; x++) data.set(x < 20 ? [255, 0, 0] : [0, 0, 255], (y * 40 + x) * 3);
-    const jpg = await sharp(data, { raw: { width: 40, height: 20, channels: 3 } }).jpeg({ quality: 95 }).withMetadata({ orientation: 6 }).toBuffer();
+    const jpg = await sharp(data, { raw: { width: 40, height: 20, channels: 3 } })
+      .jpeg({ quality: 95 })
+      .withMetadata({ orientation: 6 })
+      .toBuffer();
     assert.equal((await sharp(jpg).metadata()).orientation, 6);
     const img = await decodeImage(save('exif6.jpg', jpg));
     assert.deepEqual([img.width, img.height], [20, 40]);
@@ -513,7 +589,18 @@ describe('decodeImage', () => {
     };
 
     it('24-bit bottom-up with row padding, and with an OS/2 core header', async () => {
-      const rows = [[[1, 2, 3], [4, 5, 6], [7, 8, 9]], [[10, 11, 12], [13, 14, 15], [16, 17, 18]]];
+      const rows = [
+        [
+          [1, 2, 3],
+          [4, 5, 6],
+          [7, 8, 9],
+        ],
+        [
+          [10, 11, 12],
+          [13, 14, 15],
+          [16, 17, 18],
+        ],
+      ];
       const bgr = rows.map((r) => Uint8Array.from(r.flatMap(([r_, g, b]) => [b!, g!, r_!])));
       expect(await decodeBmpFile('24.bmp', { width: 3, height: 2, bpp: 24, rows: bgr }), rows);
       expect(await decodeBmpFile('24-core.bmp', { width: 3, height: 2, bpp: 24, rows: bgr, headerSize: 12 }), rows);
@@ -521,30 +608,69 @@ describe('decodeImage', () => {
     });
 
     it('8-bit palette with a short colour table', async () => {
-      const palette: Array<[number, number, number]> = [[255, 0, 0], [0, 255, 0], [0, 0, 255]];
-      const idx = [[0, 1, 2, 1, 0], [2, 2, 1, 0, 0]];
+      const palette: Array<[number, number, number]> = [
+        [255, 0, 0],
+        [0, 255, 0],
+        [0, 0, 255],
+      ];
+      const idx = [
+        [0, 1, 2, 1, 0],
+        [2, 2, 1, 0, 0],
+      ];
       const img = await decodeBmpFile('8.bmp', { width: 5, height: 2, bpp: 8, palette, rows: idx.map((r) => Uint8Array.from(r)) });
-      expect(img, idx.map((r) => r.map((i) => palette[i]!)));
+      expect(
+        img,
+        idx.map((r) => r.map((i) => palette[i]!)),
+      );
     });
 
     it('1-bit and 4-bit palette', async () => {
-      const palette: Array<[number, number, number]> = [[0, 0, 0], [255, 255, 255], [9, 8, 7], [1, 2, 3]];
+      const palette: Array<[number, number, number]> = [
+        [0, 0, 0],
+        [255, 255, 255],
+        [9, 8, 7],
+        [1, 2, 3],
+      ];
       // 1-bit, 10 wide: 1010011101 | 0110000000
-      const one = await decodeBmpFile('1.bmp', { width: 10, height: 1, bpp: 1, palette: palette.slice(0, 2), rows: [Uint8Array.from([0b10100111, 0b01000000])] });
+      const one = await decodeBmpFile('1.bmp', {
+        width: 10,
+        height: 1,
+        bpp: 1,
+        palette: palette.slice(0, 2),
+        rows: [Uint8Array.from([0b10100111, 0b01000000])],
+      });
       expect(one, [[1, 0, 1, 0, 0, 1, 1, 1, 0, 1].map((i) => palette[i]!)]);
       const four = await decodeBmpFile('4.bmp', { width: 3, height: 1, bpp: 4, palette, rows: [Uint8Array.from([0x23, 0x10])] });
       expect(four, [[2, 3, 1].map((i) => palette[i]!)]);
     });
 
     it('32-bit BI_RGB top-down and BI_BITFIELDS with a V5 header', async () => {
-      const rows = [[[1, 2, 3], [200, 100, 50]], [[7, 8, 9], [10, 20, 30]]];
+      const rows = [
+        [
+          [1, 2, 3],
+          [200, 100, 50],
+        ],
+        [
+          [7, 8, 9],
+          [10, 20, 30],
+        ],
+      ];
       const bgrx = rows.map((r) => Uint8Array.from(r.flatMap(([r_, g, b]) => [b!, g!, r_!, 99])));
       expect(await decodeBmpFile('32.bmp', { width: 2, height: 2, bpp: 32, rows: bgrx, topDown: true }), rows);
       // RGBA byte order described by masks
       const rgba = rows.map((r) => Uint8Array.from(r.flatMap(([r_, g, b]) => [r_!, g!, b!, 0])));
-      expect(await decodeBmpFile('32-v5.bmp', {
-        width: 2, height: 2, bpp: 32, rows: rgba, headerSize: 124, compression: 3, masks: [0xff, 0xff00, 0xff0000, 0xff000000],
-      }), rows);
+      expect(
+        await decodeBmpFile('32-v5.bmp', {
+          width: 2,
+          height: 2,
+          bpp: 32,
+          rows: rgba,
+          headerSize: 124,
+          compression: 3,
+          masks: [0xff, 0xff00, 0xff0000, 0xff000000],
+        }),
+        rows,
+      );
     });
 
     it('16-bit 5-5-5 and 5-6-5 bit fields', async () => {
@@ -554,13 +680,23 @@ describe('decodeImage', () => {
       expect(rgb555, [[[255, Math.floor((16 * 255) / 31), Math.floor(255 / 31)]]]);
       // 5-6-5 with masks after an INFO header: r=0, g=63, b=16
       const rgb565 = await decodeBmpFile('565.bmp', {
-        width: 1, height: 1, bpp: 16, rows: [word((63 << 5) | 16)], compression: 3, masks: [0xf800, 0x07e0, 0x001f],
+        width: 1,
+        height: 1,
+        bpp: 16,
+        rows: [word((63 << 5) | 16)],
+        compression: 3,
+        masks: [0xf800, 0x07e0, 0x001f],
       });
       expect(rgb565, [[[0, 255, Math.floor((16 * 255) / 31)]]]);
     });
 
     it('RLE8 and RLE4', async () => {
-      const palette: Array<[number, number, number]> = [[0, 0, 0], [10, 10, 10], [20, 20, 20], [30, 30, 30]];
+      const palette: Array<[number, number, number]> = [
+        [0, 0, 0],
+        [10, 10, 10],
+        [20, 20, 20],
+        [30, 30, 30],
+      ];
       // bottom row: 4 × index 1; top row: absolute run 3,2,1 then end of bitmap (last pixel skipped → index 0)
       const rle8 = Uint8Array.from([4, 1, 0, 0, 0, 3, 3, 2, 1, 0, 0, 1]);
       const img8 = await decodeBmpFile('rle8.bmp', { width: 4, height: 2, bpp: 8, palette, compression: 1, raw: rle8 });
@@ -595,14 +731,21 @@ describe('decodeImage', () => {
     });
 
     it('truncated JPEG', async () => {
-      const noise = await sharp({ create: { width: 64, height: 64, channels: 3, background: 'grey', noise: { type: 'gaussian', mean: 128, sigma: 40 } } }).jpeg().toBuffer();
+      const noise = await sharp({
+        create: { width: 64, height: 64, channels: 3, background: 'grey', noise: { type: 'gaussian', mean: 128, sigma: 40 } },
+      })
+        .jpeg()
+        .toBuffer();
       const path = save('truncated.jpg', noise.subarray(0, noise.length >> 1));
       await rejects(decodeImage(path), path, /truncated/);
     });
 
     it('random bytes', async () => {
       const rng = new Rng(9);
-      const path = save('random.png', Uint8Array.from({ length: 4096 }, () => rng.int(256)));
+      const path = save(
+        'random.png',
+        Uint8Array.from({ length: 4096 }, () => rng.int(256)),
+      );
       await rejects(decodeImage(path), path, /not a supported image/);
     });
 
@@ -618,7 +761,11 @@ describe('decodeImage', () => {
   });
 
   it('leaves no growing memory over 100 decodes', async () => {
-    const jpg = await sharp({ create: { width: 1024, height: 768, channels: 3, background: 'grey', noise: { type: 'gaussian', mean: 128, sigma: 30 } } }).jpeg().toBuffer();
+    const jpg = await sharp({
+      create: { width: 1024, height: 768, channels: 3, background: 'grey', noise: { type: 'gaussian', mean: 128, sigma: 30 } },
+    })
+      .jpeg()
+      .toBuffer();
     const path = save('memory.jpg', jpg);
     let rssAfterWarmup = 0;
     for (let i = 0; i < 100; i++) {
@@ -637,12 +784,20 @@ describe('decodeImage', () => {
 describe('decodeImage: CMYK, end markers, error attribution', () => {
   const { save } = tempFiles('promptiqa-image-');
   const noise = (): Promise<Buffer> =>
-    sharp({ create: { width: 64, height: 48, channels: 3, background: 'grey', noise: { type: 'gaussian', mean: 128, sigma: 40 } } }).jpeg().toBuffer();
+    sharp({ create: { width: 64, height: 48, channels: 3, background: 'grey', noise: { type: 'gaussian', mean: 128, sigma: 40 } } })
+      .jpeg()
+      .toBuffer();
 
   it('converts an Adobe CMYK JPEG to RGB as PIL does', async () => {
     // a 12x8 CMYK JPEG (Adobe marker, inverted) and its pixels from PIL 9.4: Image.open(f).convert('RGB').tobytes()
-    const jpg = Buffer.from('/9j/7gAOQWRvYmUAZAAAAAAA/9sAQwADAgIDAgIDAwMDBAMDBAUIBQUEBAUKBwcGCAwKDAwLCgsLDQ4SEA0OEQ4LCxAWEBETFBUVFQwPFxgWFBgSFBUU/8AAFAgACAAMBEMRAE0RAFkRAEsRAP/EABgAAAIDAAAAAAAAAAAAAAAAAAYJBAcI/8QAKRAAAQMDBAEDBAMAAAAAAAAAAQIDBAUGEQAHCCETEiJRCRYjMUFh0f/aAA4EQwBNAFkASwAAPwAI4i8c3bU3DptarVsVGtNtOhSIbSg2FKz7ckgkjP8AAAz86t2N9LnbWBDl13cGuFFNgsuSpKg8mOww2hJUpx15fSUJAJV0AAD3rXXIbmtRdo466fSqXJrlakfhjNtdep1R9KAlIBUslWAAAMnoaY5uXDuqq0KXHodSp1useMl+pTsrUhAGVYAwlPWfcScfGm20+6Y70JlyRGdpy1pz4HylKgP67/X+aBlcUOLbq1qpu7lhORc9H7ghKIPxkO6TZcdkbnckLqrt5UGy7pupl2atiRLplGkTENvABSmlLQ2oBQC0kpJyAoHHY1HsW36tRLcjwy/EnePrzsO+pKv1r//Z', 'base64');
-    const pil = Buffer.from('113afc0d36ff152cfb141cfb2114fe3b07ff5f09f78e04e2ab099ecb0b67e40f32f71304134bff1136fa0f30ff1531ff3029f84a21fe6e18ea9222b0a9276dc32d42dd351ff442121b54f1165afe205afc2d55fd3652ff5251e47549a780476da2514fbd5831dc610ff16e022d85ff2985fd2d80f7377ff24a83ce61748b60635981784c9b7d37b78822d28e15e8950832b2fb38abf740b7e24cbeaf52b18663c3767bc65989b23ea1b329b9bc1fcebd0ce0c20c47ddee4aefde50eeb759f89c62f87c74fb5f8bf64f9bfc2eaef61ebef414cbec0ee5ea1268fbdc62ffbb75f7a287fc9291ff689af749a7ff33b7f417cbff10d9fe09e7ff0bf1ff058fffc89bf7b2a5fea8a4ff69b7fc5ac2ff40c5f6149f026ac1012dd60003e70a02e11efd', 'hex');
+    const jpg = Buffer.from(
+      '/9j/7gAOQWRvYmUAZAAAAAAA/9sAQwADAgIDAgIDAwMDBAMDBAUIBQUEBAUKBwcGCAwKDAwLCgsLDQ4SEA0OEQ4LCxAWEBETFBUVFQwPFxgWFBgSFBUU/8AAFAgACAAMBEMRAE0RAFkRAEsRAP/EABgAAAIDAAAAAAAAAAAAAAAAAAYJBAcI/8QAKRAAAQMDBAEDBAMAAAAAAAAAAQIDBAUGEQAHCCETEiJRCRYjMUFh0f/aAA4EQwBNAFkASwAAPwAI4i8c3bU3DptarVsVGtNtOhSIbSg2FKz7ckgkjP8AAAz86t2N9LnbWBDl13cGuFFNgsuSpKg8mOww2hJUpx15fSUJAJV0AAD3rXXIbmtRdo466fSqXJrlakfhjNtdep1R9KAlIBUslWAAAMnoaY5uXDuqq0KXHodSp1useMl+pTsrUhAGVYAwlPWfcScfGm20+6Y70JlyRGdpy1pz4HylKgP67/X+aBlcUOLbq1qpu7lhORc9H7ghKIPxkO6TZcdkbnckLqrt5UGy7pupl2atiRLplGkTENvABSmlLQ2oBQC0kpJyAoHHY1HsW36tRLcjwy/EnePrzsO+pKv1r//Z',
+      'base64',
+    );
+    const pil = Buffer.from(
+      '113afc0d36ff152cfb141cfb2114fe3b07ff5f09f78e04e2ab099ecb0b67e40f32f71304134bff1136fa0f30ff1531ff3029f84a21fe6e18ea9222b0a9276dc32d42dd351ff442121b54f1165afe205afc2d55fd3652ff5251e47549a780476da2514fbd5831dc610ff16e022d85ff2985fd2d80f7377ff24a83ce61748b60635981784c9b7d37b78822d28e15e8950832b2fb38abf740b7e24cbeaf52b18663c3767bc65989b23ea1b329b9bc1fcebd0ce0c20c47ddee4aefde50eeb759f89c62f87c74fb5f8bf64f9bfc2eaef61ebef414cbec0ee5ea1268fbdc62ffbb75f7a287fc9291ff689af749a7ff33b7f417cbff10d9fe09e7ff0bf1ff058fffc89bf7b2a5fea8a4ff69b7fc5ac2ff40c5f6149f026ac1012dd60003e70a02e11efd',
+      'hex',
+    );
     const img = await decodeImage(save('cmyk.jpg', jpg));
     assert.deepEqual([img.width, img.height], [12, 8]);
     let worst = 0;
@@ -660,12 +815,19 @@ describe('decodeImage: CMYK, end markers, error attribution', () => {
     await rejects(decodeImage(cut), cut, /truncated/);
   });
 
-  it('names each file\'s own problem when truncated PNGs and JPEGs fail at the same time', async () => {
-    const png = await sharp({ create: { width: 64, height: 48, channels: 3, background: 'grey', noise: { type: 'gaussian', mean: 128, sigma: 40 } } }).png().toBuffer();
+  it("names each file's own problem when truncated PNGs and JPEGs fail at the same time", async () => {
+    const png = await sharp({
+      create: { width: 64, height: 48, channels: 3, background: 'grey', noise: { type: 'gaussian', mean: 128, sigma: 40 } },
+    })
+      .png()
+      .toBuffer();
     const jpg = await noise();
     const badPng = save('cut.png', png.subarray(0, png.length >> 1));
     const badJpg = save('cut-half.jpg', jpg.subarray(0, jpg.length >> 1));
-    const messages = new Map<string, Set<string>>([[badPng, new Set()], [badJpg, new Set()]]);
+    const messages = new Map<string, Set<string>>([
+      [badPng, new Set()],
+      [badJpg, new Set()],
+    ]);
     for (let round = 0; round < 10; round++) {
       const files = Array.from({ length: 16 }, (_, i) => (i % 2 ? badPng : badJpg));
       const results = await Promise.allSettled(files.map((f) => decodeImage(f)));
@@ -690,7 +852,15 @@ describe('readImageHeader and findUnreadableImages: the check before work', () =
   const { save, at } = tempFiles('promptiqa-check-');
 
   it('finds missing, empty, truncated, non-image and oversized files by their header and end, in the order given', async () => {
-    const img = { create: { width: 48, height: 32, channels: 3 as const, background: 'grey', noise: { type: 'gaussian' as const, mean: 128, sigma: 40 } } };
+    const img = {
+      create: {
+        width: 48,
+        height: 32,
+        channels: 3 as const,
+        background: 'grey',
+        noise: { type: 'gaussian' as const, mean: 128, sigma: 40 },
+      },
+    };
     const jpg = await sharp(img).jpeg().toBuffer();
     const png = await sharp(img).png().toBuffer();
     const webp = await sharp(img).webp().toBuffer();
@@ -708,7 +878,10 @@ describe('readImageHeader and findUnreadableImages: the check before work', () =
       save('bomb.png', pngClaiming(100000, 100000)),
     ];
     const found = await findUnreadableImages(files);
-    assert.deepEqual(found.map((u) => basename(u.file)), ['cut.webp', 'cut.jpg', 'cut.png', 'empty.png', 'missing.jpg', 'text.jpg', 'bomb.png']);
+    assert.deepEqual(
+      found.map((u) => basename(u.file)),
+      ['cut.webp', 'cut.jpg', 'cut.png', 'empty.png', 'missing.jpg', 'text.jpg', 'bomb.png'],
+    );
     assert.match(found[1]!.problem, /truncated/);
     assert.match(found[2]!.problem, /truncated/);
     assert.match(found[4]!.problem, /no such file/);
@@ -717,7 +890,8 @@ describe('readImageHeader and findUnreadableImages: the check before work', () =
   });
 
   it('reads only the ends of a large file, and still finds one cut short', async () => {
-    const big = (): Sharp => sharp({ create: { width: 1200, height: 900, channels: 3, background: 'grey', noise: { type: 'gaussian', mean: 128, sigma: 40 } } });
+    const big = (): Sharp =>
+      sharp({ create: { width: 1200, height: 900, channels: 3, background: 'grey', noise: { type: 'gaussian', mean: 128, sigma: 40 } } });
     const jpg = await big().jpeg({ quality: 95 }).toBuffer();
     const png = await big().png().toBuffer();
     assert.ok(jpg.length > 512 * 1024 && png.length > 512 * 1024, 'larger than the part read for the header');
@@ -729,12 +903,19 @@ describe('readImageHeader and findUnreadableImages: the check before work', () =
       save('big-cut.png', png.subarray(0, Math.floor(png.length * 0.9))),
     ];
     const found = await findUnreadableImages(files);
-    assert.deepEqual(found.map((u) => basename(u.file)), ['big-cut.jpg', 'big-cut.png']);
+    assert.deepEqual(
+      found.map((u) => basename(u.file)),
+      ['big-cut.jpg', 'big-cut.png'],
+    );
     assert.deepEqual(await readImageHeader(files[3]!), { format: 'png', width: 1200, height: 900 });
   });
 
   it('decodes in full the files asked for, which finds damage inside', async () => {
-    const png = Buffer.from(await sharp({ create: { width: 64, height: 64, channels: 3, background: 'grey', noise: { type: 'gaussian', mean: 128, sigma: 40 } } }).png().toBuffer());
+    const png = Buffer.from(
+      await sharp({ create: { width: 64, height: 64, channels: 3, background: 'grey', noise: { type: 'gaussian', mean: 128, sigma: 40 } } })
+        .png()
+        .toBuffer(),
+    );
     for (let i = png.length >> 1; i < (png.length >> 1) + 64; i++) png[i] = png[i]! ^ 0x5a;
     const file = save('damaged.png', png);
     assert.deepEqual(await findUnreadableImages([file]), []);

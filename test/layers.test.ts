@@ -21,7 +21,10 @@ const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'src');
 const LAYERS = ['util', 'graph', 'data', 'clip', 'prompts', 'methods', 'eval', 'train', 'bench', 'cli'] as const;
 const ENTRY_RANK = LAYERS.length;
 
-interface ImportRef { specifier: string; line: number }
+interface ImportRef {
+  specifier: string;
+  line: number;
+}
 
 /** Every module specifier a source names: import/export declarations, `import x = require()`, `import()`, `import('x').T`. */
 function importsOf(text: string, file: string): ImportRef[] {
@@ -35,7 +38,8 @@ function importsOf(text: string, file: string): ImportRef[] {
   const visit = (node: ts.Node): void => {
     if (ts.isImportDeclaration(node)) add(node, node.moduleSpecifier);
     else if (ts.isExportDeclaration(node) && node.moduleSpecifier) add(node, node.moduleSpecifier);
-    else if (ts.isImportEqualsDeclaration(node) && ts.isExternalModuleReference(node.moduleReference)) add(node, node.moduleReference.expression);
+    else if (ts.isImportEqualsDeclaration(node) && ts.isExternalModuleReference(node.moduleReference))
+      add(node, node.moduleReference.expression);
     else if (ts.isCallExpression(node) && node.expression.kind === ts.SyntaxKind.ImportKeyword) add(node, node.arguments[0]);
     else if (ts.isImportTypeNode(node) && ts.isLiteralTypeNode(node.argument)) add(node, node.argument.literal);
     ts.forEachChild(node, visit);
@@ -53,7 +57,8 @@ function sharedPathsIn(text: string, file: string): { text: string; line: number
   const visit = (node: ts.Node): void => {
     const isText = ts.isStringLiteralLike(node) || ts.isTemplateHead(node) || ts.isTemplateMiddle(node) || ts.isTemplateTail(node);
     if (isText && path.test(node.text)) found.push({ text: node.text, line: sf.getLineAndCharacterOfPosition(node.getStart(sf)).line + 1 });
-    if (ts.isIdentifier(node) && node.text === 'sharedDir') found.push({ text: 'sharedDir', line: sf.getLineAndCharacterOfPosition(node.getStart(sf)).line + 1 });
+    if (ts.isIdentifier(node) && node.text === 'sharedDir')
+      found.push({ text: 'sharedDir', line: sf.getLineAndCharacterOfPosition(node.getStart(sf)).line + 1 });
     ts.forEachChild(node, visit);
   };
   visit(sf);
@@ -118,16 +123,25 @@ function importCycles(graph: ImportGraph): string[][] {
   const cycles: string[][] = [];
   let next = 0;
   const connect = (v: string): void => {
-    index.set(v, next); low.set(v, next); next++;
-    stack.push(v); onStack.add(v);
+    index.set(v, next);
+    low.set(v, next);
+    next++;
+    stack.push(v);
+    onStack.add(v);
     for (const { to } of graph.get(v) ?? []) {
-      if (!index.has(to)) { connect(to); low.set(v, Math.min(low.get(v)!, low.get(to)!)); }
-      else if (onStack.has(to)) low.set(v, Math.min(low.get(v)!, index.get(to)!));
+      if (!index.has(to)) {
+        connect(to);
+        low.set(v, Math.min(low.get(v)!, low.get(to)!));
+      } else if (onStack.has(to)) low.set(v, Math.min(low.get(v)!, index.get(to)!));
     }
     if (low.get(v) !== index.get(v)) return;
     const group: string[] = [];
     let w: string;
-    do { w = stack.pop()!; onStack.delete(w); group.push(w); } while (w !== v);
+    do {
+      w = stack.pop()!;
+      onStack.delete(w);
+      group.push(w);
+    } while (w !== v);
     const selfLoop = (graph.get(v) ?? []).some((e) => e.to === v);
     if (group.length > 1 || selfLoop) cycles.push(group.sort());
   };
@@ -141,7 +155,8 @@ function readSources(root: string): Map<string, string> {
     for (const entry of readdirSync(dir, { withFileTypes: true })) {
       const full = join(dir, entry.name);
       if (entry.isDirectory()) walk(full);
-      else if (/\.(ts|mts|cts|js|mjs|cjs)$/.test(entry.name)) sources.set(relative(root, full).split(sep).join('/'), readFileSync(full, 'utf8'));
+      else if (/\.(ts|mts|cts|js|mjs|cjs)$/.test(entry.name))
+        sources.set(relative(root, full).split(sep).join('/'), readFileSync(full, 'utf8'));
     }
   };
   walk(root);
@@ -164,36 +179,47 @@ test('the checker finds every kind of import, type-only and dynamic included', (
     "import './j.js';",
     '// import k from "./k.js";',
   ].join('\n');
-  assert.deepEqual(importsOf(text, 'x.ts').map((r) => r.specifier), ['./a.js', '../b.js', './c.js', './d.js', './e.js', './f.js', './g.js', './h.js', './i.js', './j.js']);
+  assert.deepEqual(
+    importsOf(text, 'x.ts').map((r) => r.specifier),
+    ['./a.js', '../b.js', './c.js', './d.js', './e.js', './f.js', './g.js', './h.js', './i.js', './j.js'],
+  );
   assert.throws(() => importsOf("const m = 'x'; await import(m);", 'x.ts'), /not a string literal/);
 });
 
 test('the checker reports an import from a lower layer to a higher one, and accepts downward and same-folder ones', () => {
-  const graph = importGraph(new Map([
-    ['data/image.ts', "import type { T } from '../train/trainer.js';\nimport { r } from './rgb.js';\nimport { u } from '../util/fs.js';"],
-    ['data/rgb.ts', ''],
-    ['train/trainer.ts', "import { decode } from '../data/image.js';"],
-    ['util/fs.ts', ''],
-    ['index.ts', "export * from './train/trainer.js';"],
-  ]));
+  const graph = importGraph(
+    new Map([
+      ['data/image.ts', "import type { T } from '../train/trainer.js';\nimport { r } from './rgb.js';\nimport { u } from '../util/fs.js';"],
+      ['data/rgb.ts', ''],
+      ['train/trainer.ts', "import { decode } from '../data/image.js';"],
+      ['util/fs.ts', ''],
+      ['index.ts', "export * from './train/trainer.js';"],
+    ]),
+  );
   assert.deepEqual(upwardImports(graph), ['src/data/image.ts:1 -> src/train/trainer.ts (data imports train)']);
   assert.throws(() => rankOf('extras/x.ts'), /not in the layer order/);
   assert.throws(() => importGraph(new Map([['util/a.ts', "import './gone.js';"]])), /names no file/);
 });
 
 test('the checker reports import cycles, type-only ones included', () => {
-  const graph = importGraph(new Map([
-    ['data/bmp.ts', "import type { RgbImage } from './image.js';"],
-    ['data/image.ts', "import { decodeBmp } from './bmp.js';"],
-    ['data/self.ts', "import type { X } from './self.js';"],
-    ['data/leaf.ts', "import { y } from './image.js';"],
-  ]));
+  const graph = importGraph(
+    new Map([
+      ['data/bmp.ts', "import type { RgbImage } from './image.js';"],
+      ['data/image.ts', "import { decodeBmp } from './bmp.js';"],
+      ['data/self.ts', "import type { X } from './self.js';"],
+      ['data/leaf.ts', "import { y } from './image.js';"],
+    ]),
+  );
   assert.deepEqual(importCycles(graph), [['data/bmp.ts', 'data/image.ts'], ['data/self.ts']]);
 });
 
 test('the checker reports paths into the shared data folder and uses of sharedDir', () => {
-  const text = "const a = '../shared/clip';\nconst b = join(cwd, '..', 'shared');\nconst c = `${root}/shared/x`;\nconst d = sharedDir();\nconst ok = 'a shared context';";
-  assert.deepEqual(sharedPathsIn(text, 'x.ts').map((f) => f.line), [1, 2, 3, 4]);
+  const text =
+    "const a = '../shared/clip';\nconst b = join(cwd, '..', 'shared');\nconst c = `${root}/shared/x`;\nconst d = sharedDir();\nconst ok = 'a shared context';";
+  assert.deepEqual(
+    sharedPathsIn(text, 'x.ts').map((f) => f.line),
+    [1, 2, 3, 4],
+  );
 });
 
 /** Library files (index.ts and what it imports, directly or not) that live under cli/: the command line is built on the library, not part of it. */
@@ -201,19 +227,28 @@ function libraryFilesUnderCli(graph: ImportGraph, entry = 'index.ts'): string[] 
   const seen = new Set<string>([entry]);
   const queue = [entry];
   for (let v = queue.shift(); v !== undefined; v = queue.shift()) {
-    for (const { to } of graph.get(v) ?? []) if (!seen.has(to)) { seen.add(to); queue.push(to); }
+    for (const { to } of graph.get(v) ?? [])
+      if (!seen.has(to)) {
+        seen.add(to);
+        queue.push(to);
+      }
   }
-  return [...seen].filter((f) => f.startsWith('cli/')).map((f) => `src/${f}`).sort();
+  return [...seen]
+    .filter((f) => f.startsWith('cli/'))
+    .map((f) => `src/${f}`)
+    .sort();
 }
 
 test('the checker reports command-line files that the package entry reaches', () => {
-  const graph = importGraph(new Map([
-    ['index.ts', "export { embed } from './clip/embed.js';\nexport { x } from './cli/lib/x.js';"],
-    ['clip/embed.ts', "import { y } from '../cli/lib/y.js';"],
-    ['cli/lib/x.ts', ''],
-    ['cli/lib/y.ts', ''],
-    ['cli/main.ts', "import { embed } from '../clip/embed.js';"],
-  ]));
+  const graph = importGraph(
+    new Map([
+      ['index.ts', "export { embed } from './clip/embed.js';\nexport { x } from './cli/lib/x.js';"],
+      ['clip/embed.ts', "import { y } from '../cli/lib/y.js';"],
+      ['cli/lib/x.ts', ''],
+      ['cli/lib/y.ts', ''],
+      ['cli/main.ts', "import { embed } from '../clip/embed.js';"],
+    ]),
+  );
   assert.deepEqual(libraryFilesUnderCli(graph), ['src/cli/lib/x.ts', 'src/cli/lib/y.ts']);
 });
 
@@ -224,7 +259,11 @@ const graph = importGraph(sources);
 
 test('src/ is read: every layer has files and the package entry is there', () => {
   assert.ok(existsSync(join(SRC, 'index.ts')));
-  for (const layer of LAYERS) assert.ok([...sources.keys()].some((f) => f.startsWith(`${layer}/`)), `no files under src/${layer}/`);
+  for (const layer of LAYERS)
+    assert.ok(
+      [...sources.keys()].some((f) => f.startsWith(`${layer}/`)),
+      `no files under src/${layer}/`,
+    );
 });
 
 test(`imports run downward: ${LAYERS.join(' < ')} < the package entry`, () => {

@@ -22,12 +22,15 @@ test('a lock refuses a second holder at once, naming the first, and is gone afte
     assert.equal(lock.path, lockPathFor(target, 'file'));
     assert.ok(lock.path.endsWith('scores.jsonl.lock'));
     assert.ok(existsSync(lock.path));
-    assert.throws(() => acquireLock(target, 'file'), (err: unknown) => {
-      assert.ok(err instanceof LockedError);
-      assert.equal(err.holder?.pid, process.pid);
-      assert.match(err.message, new RegExp(`scores\\.jsonl is in use by another run \\(process ${process.pid} on `));
-      return true;
-    });
+    assert.throws(
+      () => acquireLock(target, 'file'),
+      (err: unknown) => {
+        assert.ok(err instanceof LockedError);
+        assert.equal(err.holder?.pid, process.pid);
+        assert.match(err.message, new RegExp(`scores\\.jsonl is in use by another run \\(process ${process.pid} on `));
+        return true;
+      },
+    );
     // another spelling of the same output (through a link to its folder) meets the same lock
     symlinkSync(dir, join(dir, 'via-link'));
     assert.throws(() => acquireLock(join(dir, 'via-link', 'scores.jsonl'), 'file'), LockedError);
@@ -52,10 +55,15 @@ test('a lock left by a process killed with kill -9 is taken over; a live one is 
   const dir = tempDir();
   try {
     const target = join(dir, 'scores.jsonl');
-    const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./helpers/lock-child.ts', import.meta.url)), target], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./helpers/lock-child.ts', import.meta.url)), target], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     const [first] = (await once(child.stdout, 'data')) as [Buffer];
     assert.equal(first.toString().trim(), 'locked');
-    assert.throws(() => acquireLock(target, 'file'), (err: unknown) => err instanceof LockedError && err.holder?.pid === child.pid);
+    assert.throws(
+      () => acquireLock(target, 'file'),
+      (err: unknown) => err instanceof LockedError && err.holder?.pid === child.pid,
+    );
     child.kill('SIGKILL');
     await once(child, 'exit');
     assert.ok(existsSync(`${target}.lock`), 'kill -9 leaves the lock file');
@@ -72,7 +80,10 @@ test("another host's lock holds while it is touched and is taken over when it go
   try {
     const target = join(dir, 'out.csv');
     const path = `${target}.lock`;
-    writeFileSync(path, JSON.stringify({ pid: 1, host: 'elsewhere.invalid', since: '2026-01-01T00:00:00Z', command: 'promptiqa score', id: 'x' }));
+    writeFileSync(
+      path,
+      JSON.stringify({ pid: 1, host: 'elsewhere.invalid', since: '2026-01-01T00:00:00Z', command: 'promptiqa score', id: 'x' }),
+    );
     assert.throws(() => acquireLock(target, 'file'), /process 1 on elsewhere\.invalid/);
     const old = new Date(Date.now() - 3600_000);
     utimesSync(path, old, old);
@@ -97,7 +108,10 @@ test('output checks: a folder, a path under a file and an unwritable folder fail
     checkWritableFolder(join(dir, 'run'));
     if (process.platform === 'linux' && existsSync('/sys/kernel')) {
       // sysfs refuses new files even to root, where chmod would not
-      assert.throws(() => checkWritableFile('/sys/promptiqa-out.jsonl'), /cannot write \/sys\/promptiqa-out\.jsonl: (permission denied|read-only)/);
+      assert.throws(
+        () => checkWritableFile('/sys/promptiqa-out.jsonl'),
+        /cannot write \/sys\/promptiqa-out\.jsonl: (permission denied|read-only)/,
+      );
     }
     if (process.getuid?.() !== 0) {
       const ro = join(dir, 'ro');
@@ -110,7 +124,10 @@ test('output checks: a folder, a path under a file and an unwritable folder fail
     mkdirSync(join(dir, 'taken'));
     assert.throws(() => writeFileAtomic(join(dir, 'taken'), 'data'), new RegExp(`cannot write ${join(dir, 'taken')}: `));
     // one whose folder cannot be made names the file too
-    assert.throws(() => writeFileAtomic(join(dir, 'file.txt', 'x.json'), 'data'), /cannot write .*file\.txt.x\.json: a part of the path is a file, not a folder/);
+    assert.throws(
+      () => writeFileAtomic(join(dir, 'file.txt', 'x.json'), 'data'),
+      /cannot write .*file\.txt.x\.json: a part of the path is a file, not a folder/,
+    );
     assert.deepEqual(readdirSync(dir).sort(), ['file.txt', ...(process.getuid?.() !== 0 ? ['ro'] : []), 'taken']);
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -133,7 +150,10 @@ test('train holds the lock on its --out: a second train on the same folder refus
     );
     held.release();
     // without the lock the same call gets as far as the dataset
-    await assert.rejects(train({ method: 'tang', model: join(dir, 'no-model'), dataset: 'agiqa-3k', root: join(dir, 'no-root'), out }), (err: unknown) => !(err instanceof LockedError));
+    await assert.rejects(
+      train({ method: 'tang', model: join(dir, 'no-model'), dataset: 'agiqa-3k', root: join(dir, 'no-root'), out }),
+      (err: unknown) => !(err instanceof LockedError),
+    );
     assert.ok(!existsSync(out), 'the failed run released its lock and left no empty folder');
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -173,7 +193,10 @@ test('a run refused after taking its lock leaves no folder the lock made', async
   try {
     const out = join(dir, 'a', 'b', 'run');
     // the column options belong to csv datasets: refused once the run holds its folder
-    await assert.rejects(train({ method: 'tang', model: 'unused', dataset: 'agiqa-3k', root: dir, out, mosCol: 'x', epochs: 1 }), /--mos-col/);
+    await assert.rejects(
+      train({ method: 'tang', model: 'unused', dataset: 'agiqa-3k', root: dir, out, mosCol: 'x', epochs: 1 }),
+      /--mos-col/,
+    );
     assert.deepEqual(readdirSync(dir), [], 'the folders a, a/b and a/b/run are gone');
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -41,7 +41,14 @@ const options: Schema<ToyOptions> = {
 };
 
 const toy: Method<ToyOptions> = {
-  info: { name: 'toy-spread', description: 'a test method: cosine to a learned anchor, and a spread head', lowerBetter: false, scoreRange: [-1, 1], trainable: true, defaultModel: 'none' },
+  info: {
+    name: 'toy-spread',
+    description: 'a test method: cosine to a learned anchor, and a spread head',
+    lowerBetter: false,
+    scoreRange: [-1, 1],
+    trainable: true,
+    defaultModel: 'none',
+  },
   options,
   imageInput: 'features',
   auxiliary: [spread],
@@ -49,7 +56,12 @@ const toy: Method<ToyOptions> = {
   build(o, { weights }) {
     const e = weights.config.embedDim;
     return {
-      init: (rng) => new Map([['anchor', normalInit(rng, [1, e])], ['spread.w', normalInit(rng, [e, 1])], ['spread.b', normalInit(rng, [1])]]),
+      init: (rng) =>
+        new Map([
+          ['anchor', normalInit(rng, [1, e])],
+          ['spread.w', normalInit(rng, [e, 1])],
+          ['spread.b', normalInit(rng, [1])],
+        ]),
       text: (ctx) => ({ anchor: G.l2Normalize(ctx.param('anchor')) }),
       forward(ctx, image, text) {
         const b = image.shape[0]!;
@@ -75,14 +87,25 @@ function agiqaCopy(n: number): string {
   mkdirSync(join(root, 'images'), { recursive: true });
   const lines = readFileSync(join(agiqa, 'data.csv'), 'utf8').trim().split('\n');
   writeFileSync(join(root, 'data.csv'), lines.slice(0, n + 1).join('\n') + '\n');
-  for (const row of lines.slice(1, n + 1)) copyFileSync(join(agiqa, 'images', row.split(',')[0]!), join(root, 'images', row.split(',')[0]!));
+  for (const row of lines.slice(1, n + 1))
+    copyFileSync(join(agiqa, 'images', row.split(',')[0]!), join(root, 'images', row.split(',')[0]!));
   return root;
 }
 
 test('a method declared outside the library, with an auxiliary target of its own, trains, scores and evaluates', async () => {
   const root = agiqaCopy(16);
   const run = (name: string, spreadWeight: number) =>
-    train({ method: 'toy-spread', model: tiny, dataset: 'agiqa-3k', root, out: join(tmp, name), seed: 3, threads: 1, ratios: [0.5, 0.25, 0.25], methodOptions: { spreadWeight } });
+    train({
+      method: 'toy-spread',
+      model: tiny,
+      dataset: 'agiqa-3k',
+      root,
+      out: join(tmp, name),
+      seed: 3,
+      threads: 1,
+      ratios: [0.5, 0.25, 0.25],
+      methodOptions: { spreadWeight },
+    });
   const backbone = await loadBackbone(tiny);
   const init = toy.build(parseOptions(toy, {}), backbone).init(Rng.at(3, 'init'));
 
@@ -100,31 +123,56 @@ test('a method declared outside the library, with an auxiliary target of its own
   const score = await metric.score(join(root, 'images', readdirSync(join(root, 'images'))[0]!));
   await metric.close();
   assert.ok(score >= -1 && score <= 1, `a cosine: ${score}`);
-  const report = await evaluate({ method: 'toy-spread', checkpoint: on.checkpoint, dataset: 'agiqa-3k', root, out: join(tmp, 'eval'), split: 'test', threads: 1 });
+  const report = await evaluate({
+    method: 'toy-spread',
+    checkpoint: on.checkpoint,
+    dataset: 'agiqa-3k',
+    root,
+    out: join(tmp, 'eval'),
+    split: 'test',
+    threads: 1,
+  });
   assert.equal(report.n, 4);
 
   const listed = listMetrics().find((m) => m.name === 'toy-spread')!;
-  assert.deepEqual(listed.options.find((x) => x.name === 'spreadWeight'), { name: 'spreadWeight', kind: 'number', default: 1, takes: 'a number ≥ 0', help: 'the weight of the spread loss' });
+  assert.deepEqual(
+    listed.options.find((x) => x.name === 'spreadWeight'),
+    { name: 'spreadWeight', kind: 'number', default: 1, takes: 'a number ≥ 0', help: 'the weight of the spread loss' },
+  );
 });
 
 test('items without a target the method cannot do without are refused before the first step, by name', async () => {
   const root = join(tmp, 'no-spread');
   mkdirSync(join(root, 'images'), { recursive: true });
-  const rows = readFileSync(join(agiqa, 'data.csv'), 'utf8').trim().split('\n').slice(1, 9).map((r) => r.split(','));
+  const rows = readFileSync(join(agiqa, 'data.csv'), 'utf8')
+    .trim()
+    .split('\n')
+    .slice(1, 9)
+    .map((r) => r.split(','));
   for (const r of rows) copyFileSync(join(agiqa, 'images', r[0]!), join(root, 'images', r[0]!));
   writeFileSync(join(root, 'labels.csv'), ['image,mos', ...rows.map((r) => `images/${r[0]},${r[5]}`)].join('\n') + '\n');
   const out = join(tmp, 'refused');
   await assert.rejects(
     train({ method: 'toy-spread', model: tiny, dataset: 'csv', root, labelFile: 'labels.csv', out, seed: 1, threads: 1 }),
-    (err: Error) => /csv: \d+ training image\(s\) have no spread score \(images\/.+\); toy-spread: its spread head learns from it \(set --option spreadWeight=0\)/.test(err.message),
+    (err: Error) =>
+      /csv: \d+ training image\(s\) have no spread score \(images\/.+\); toy-spread: its spread head learns from it \(set --option spreadWeight=0\)/.test(
+        err.message,
+      ),
   );
   assert.ok(!existsSync(join(out, 'train.jsonl')), 'no step was taken');
 });
 
-test('the shared trainer, scorer, graphs and evaluator name no method\'s auxiliary target', () => {
-  for (const file of ['src/train/trainer.ts', 'src/methods/graphs.ts', 'src/methods/index.ts', 'src/eval/evaluate.ts', 'src/methods/method.ts']) {
+test("the shared trainer, scorer, graphs and evaluator name no method's auxiliary target", () => {
+  for (const file of [
+    'src/train/trainer.ts',
+    'src/methods/graphs.ts',
+    'src/methods/index.ts',
+    'src/eval/evaluate.ts',
+    'src/methods/method.ts',
+  ]) {
     const code = readFileSync(join(import.meta.dirname, '..', file), 'utf8');
-    for (const word of ['alignment', 'distortion', 'spread']) assert.ok(!new RegExp(`\\b${word}`, 'i').test(code), `${file} mentions "${word}"`);
+    for (const word of ['alignment', 'distortion', 'spread'])
+      assert.ok(!new RegExp(`\\b${word}`, 'i').test(code), `${file} mentions "${word}"`);
   }
 });
 

@@ -53,7 +53,9 @@ test('zero-shot clip-iqa equals a hand computation from the reference embeddings
 
 test('an image gets the same score whatever batch it is in', async () => {
   const metric = await createMetric('clip-iqa', { model: tinyP32, batchSize: 4 });
-  const imgs = ['AttnGAN_normal_000.jpg', 'wide_640x480.png', 'tall_157x301.png', 'grey_640x480.png', 'palette_157x301.png'].map((f) => join(ref, 'images', f));
+  const imgs = ['AttnGAN_normal_000.jpg', 'wide_640x480.png', 'tall_157x301.png', 'grey_640x480.png', 'palette_157x301.png'].map((f) =>
+    join(ref, 'images', f),
+  );
   const alone = await metric.score(imgs[1]!);
   const together = await metric.scoreBatch(imgs);
   assert.equal(together[1], alone);
@@ -62,7 +64,7 @@ test('an image gets the same score whatever batch it is in', async () => {
   await metric.close();
 });
 
-test('fu: test windows at the authors\' nn.Unfold positions by default, edge to edge on request, one padded window on a short side', () => {
+test("fu: test windows at the authors' nn.Unfold positions by default, edge to edge on request, one padded window on a short side", () => {
   const fu = getMethod('fu');
   const rng = new Rng(3);
   const img: RgbImage = { width: 512, height: 300, data: Uint8Array.from({ length: 512 * 300 * 3 }, () => rng.int(256)) };
@@ -71,7 +73,10 @@ test('fu: test windows at the authors\' nn.Unfold positions by default, edge to 
   assert.deepEqual(testViews(img, parseOptions(fu, {}), 224), expect([0, 64, 128, 192, 256], [0, 64]));
   assert.deepEqual(testViews(img, parseOptions(fu, { windows: 'edge-to-edge' }), 224), expect([0, 72, 144, 216, 288], [0, 76]));
   const narrow: RgbImage = { width: 150, height: 300, data: img.data.slice(0, 150 * 300 * 3) };
-  assert.deepEqual(testViews(narrow, parseOptions(fu, {}), 224), [0, 64].map((y) => toTensor(crop(narrow, 0, y, 224, 224), IMAGENET_MEAN, IMAGENET_STD)));
+  assert.deepEqual(
+    testViews(narrow, parseOptions(fu, {}), 224),
+    [0, 64].map((y) => toTensor(crop(narrow, 0, y, 224, 224), IMAGENET_MEAN, IMAGENET_STD)),
+  );
   assert.throws(() => parseOptions(fu, { windows: 'centre' }), /fu: option windows = "centre", must be one of unfold, edge-to-edge/);
 });
 
@@ -84,7 +89,7 @@ test('tang: context from "a photo of a" by default, 16 random tokens with preset
   const phrase = tang.build(o, b).init(new Rng(1)).get('text.ctx')!;
   assert.deepEqual(phrase.shape, [4, w]);
   const ids = b.tokenizer.tokenizeBatch(['a photo of a'], b.weights.config.contextLength);
-  assert.deepEqual(phrase.data, tokenEmbeddings(b.weights, ids, 1).slice(w, 5 * w), 'the phrase\'s own token embeddings');
+  assert.deepEqual(phrase.data, tokenEmbeddings(b.weights, ids, 1).slice(w, 5 * w), "the phrase's own token embeddings");
 
   const readme = parseOptions(tang, { preset: 'readme' });
   assert.equal(readme.nCtx, 16);
@@ -180,23 +185,30 @@ for (const method of METHODS.filter((m) => m.info.trainable)) {
     const params = setup.model.init(new Rng(5));
     const batch = 2;
     const rng = new Rng(9);
-    const train = [{ image: 'a', mos: 1, group: 'a', distortion: 'blur' }, { image: 'b', mos: 2, group: 'b', distortion: 'jpeg' }];
+    const train = [
+      { image: 'a', mos: 1, group: 'a', distortion: 'blur' },
+      { image: 'b', mos: 2, group: 'b', distortion: 'jpeg' },
+    ];
     const auxiliary = enabledAuxiliary(method, o, train);
     assert.equal(auxiliary.length, method.auxiliary?.length ?? 0, 'every auxiliary target is on');
     const c = b.weights.config;
     const data: TrainBatch = {
-      image: Float32Array.from({ length: batch * (method.imageInput === 'features' ? c.embedDim : 3 * c.imageSize * c.imageSize) }, () => rng.normal()),
+      image: Float32Array.from({ length: batch * (method.imageInput === 'features' ? c.embedDim : 3 * c.imageSize * c.imageSize) }, () =>
+        rng.normal(),
+      ),
       quality: Float32Array.from({ length: batch }, () => rng.uniform()),
-      auxiliary: Object.fromEntries(auxiliary.map((t) => {
-        const info = { mosRange: [0, 5] } as Parameters<typeof t.read>[1];
-        const values = new Float32Array(batch * t.size);
-        train.forEach((it, j) => {
-          const v = t.read({ ...it, extra: { alignment: rng.uniform() * 5 } }, info)!;
-          if (typeof v === 'number') values[j] = v;
-          else values.set(v, j * t.size);
-        });
-        return [t.name, { values, mask: new Float32Array(batch).fill(1) }];
-      })),
+      auxiliary: Object.fromEntries(
+        auxiliary.map((t) => {
+          const info = { mosRange: [0, 5] } as Parameters<typeof t.read>[1];
+          const values = new Float32Array(batch * t.size);
+          train.forEach((it, j) => {
+            const v = t.read({ ...it, extra: { alignment: rng.uniform() * 5 } }, info)!;
+            if (typeof v === 'number') values[j] = v;
+            else values.set(v, j * t.size);
+          });
+          return [t.name, { values, mask: new Float32Array(batch).fill(1) }];
+        }),
+      ),
     };
     const step = await TrainStep.create(setup, params, batch, auxiliary, { threads: 1 });
     const res = await step.run(data, params, new Rng(0));
@@ -209,7 +221,10 @@ for (const method of METHODS.filter((m) => m.info.trainable)) {
       const v = Float64Array.from(grad, (g) => g * (0.5 + r.uniform()));
       const norm = l2(v);
       let analytic = 0;
-      for (let i = 0; i < v.length; i++) { v[i] = v[i]! / norm; analytic += grad[i]! * v[i]!; }
+      for (let i = 0; i < v.length; i++) {
+        v[i] = v[i]! / norm;
+        analytic += grad[i]! * v[i]!;
+      }
       let best = { rel: Infinity, analytic, numeric: NaN };
       for (const h of [5e-4, 1e-3, 3e-3, 1e-2, 3e-2]) {
         for (let i = 0; i < x.length; i++) x[i] = orig[i]! + h * v[i]!;
@@ -235,9 +250,25 @@ for (const method of METHODS.filter((m) => m.info.trainable)) {
     // negative controls on the first tensor: wrong gradients must be caught
     const first = step.trained[0]!;
     const grad = res.grads.get(first)!;
-    assert.ok((await gap(first, grad.map((g) => g * 1.05))).rel >= 1e-2, `${first}: a gradient 5% too large passed`);
+    assert.ok(
+      (
+        await gap(
+          first,
+          grad.map((g) => g * 1.05),
+        )
+      ).rel >= 1e-2,
+      `${first}: a gradient 5% too large passed`,
+    );
     const flip = new Rng(13);
-    assert.ok((await gap(first, grad.map((g) => (flip.uniform() < 0.5 ? -g : g)))).rel >= 1e-2, `${first}: a gradient with flipped signs passed`);
+    assert.ok(
+      (
+        await gap(
+          first,
+          grad.map((g) => (flip.uniform() < 0.5 ? -g : g)),
+        )
+      ).rel >= 1e-2,
+      `${first}: a gradient with flipped signs passed`,
+    );
     await step.release();
   });
 }

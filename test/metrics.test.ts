@@ -76,7 +76,12 @@ test('ties: average ranks for Spearman, tau-b for Kendall (values from scipy 1.1
 
 test('Kendall tau-b agrees with its O(n²) definition on random data with many ties', () => {
   const rng = new Rng(7);
-  for (const [n, levels] of [[50, 3], [400, 8], [1500, 40], [300, 1000]] as const) {
+  for (const [n, levels] of [
+    [50, 3],
+    [400, 8],
+    [1500, 40],
+    [300, 1000],
+  ] as const) {
     const x = Array.from({ length: n }, () => rng.int(levels));
     const y = x.map((v) => Math.round(v * 0.5 + rng.normal() * levels * 0.3));
     close(krcc(x, y), kendallBruteForce(x, y), 1e-12, `n=${n}`);

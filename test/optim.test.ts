@@ -46,14 +46,24 @@ function run(opt: Optimizer, params: Params, from: number, to: number): void {
   }
 }
 
-type Hyper = { lr?: number; momentum?: number; dampening?: number; nesterov?: boolean; weightDecay?: number; betas?: [number, number]; eps?: number };
+type Hyper = {
+  lr?: number;
+  momentum?: number;
+  dampening?: number;
+  nesterov?: boolean;
+  weightDecay?: number;
+  betas?: [number, number];
+  eps?: number;
+};
 
 /**
  * torch.optim.SGD's update, written out in float64 for one parameter array:
  *   d = g + wd·p;  buf = d (first step) or μ·buf + (1 − τ)·d;  d = d + μ·buf (Nesterov) or buf;  p = p − lr·d
  */
 function sgdReference(h: Hyper, steps: number): Record<string, number[]> {
-  const mu = h.momentum ?? 0, tau = h.dampening ?? 0, wd = h.weightDecay ?? 0;
+  const mu = h.momentum ?? 0,
+    tau = h.dampening ?? 0,
+    wd = h.weightDecay ?? 0;
   const out: Record<string, number[]> = {};
   for (const name of Object.keys(INIT)) {
     const p = [...INIT[name]!];
@@ -108,11 +118,27 @@ function adamReference(h: Hyper, decoupled: boolean, steps: number): Record<stri
 
 const CASES: Array<{ label: string; make: () => Optimizer; reference: (steps: number) => Record<string, number[]> }> = [
   { label: 'sgd', make: () => sgd({ lr: 1 }), reference: (n) => sgdReference({}, n) },
-  { label: 'sgd momentum 0.9, wd 5e-4 (Tang)', make: () => sgd({ lr: 1, momentum: 0.9, weightDecay: 5e-4 }), reference: (n) => sgdReference({ momentum: 0.9, weightDecay: 5e-4 }, n) },
-  { label: 'sgd nesterov, wd 1e-2', make: () => sgd({ lr: 1, momentum: 0.9, nesterov: true, weightDecay: 1e-2 }), reference: (n) => sgdReference({ momentum: 0.9, nesterov: true, weightDecay: 1e-2 }, n) },
-  { label: 'sgd momentum 0.5, dampening 0.3', make: () => sgd({ lr: 1, momentum: 0.5, dampening: 0.3 }), reference: (n) => sgdReference({ momentum: 0.5, dampening: 0.3 }, n) },
+  {
+    label: 'sgd momentum 0.9, wd 5e-4 (Tang)',
+    make: () => sgd({ lr: 1, momentum: 0.9, weightDecay: 5e-4 }),
+    reference: (n) => sgdReference({ momentum: 0.9, weightDecay: 5e-4 }, n),
+  },
+  {
+    label: 'sgd nesterov, wd 1e-2',
+    make: () => sgd({ lr: 1, momentum: 0.9, nesterov: true, weightDecay: 1e-2 }),
+    reference: (n) => sgdReference({ momentum: 0.9, nesterov: true, weightDecay: 1e-2 }, n),
+  },
+  {
+    label: 'sgd momentum 0.5, dampening 0.3',
+    make: () => sgd({ lr: 1, momentum: 0.5, dampening: 0.3 }),
+    reference: (n) => sgdReference({ momentum: 0.5, dampening: 0.3 }, n),
+  },
   { label: 'adam defaults', make: () => adam({ lr: 1 }), reference: (n) => adamReference({}, false, n) },
-  { label: 'adam L2 0.1, betas (0.8, 0.99), eps 1e-6', make: () => adam({ lr: 1, weightDecay: 0.1, betas: [0.8, 0.99], eps: 1e-6 }), reference: (n) => adamReference({ weightDecay: 0.1, betas: [0.8, 0.99], eps: 1e-6 }, false, n) },
+  {
+    label: 'adam L2 0.1, betas (0.8, 0.99), eps 1e-6',
+    make: () => adam({ lr: 1, weightDecay: 0.1, betas: [0.8, 0.99], eps: 1e-6 }),
+    reference: (n) => adamReference({ weightDecay: 0.1, betas: [0.8, 0.99], eps: 1e-6 }, false, n),
+  },
   { label: 'adamw defaults (wd 0.01)', make: () => adamw({ lr: 1 }), reference: (n) => adamReference({}, true, n) },
   { label: 'adamw wd 0.5', make: () => adamw({ lr: 1, weightDecay: 0.5 }), reference: (n) => adamReference({ weightDecay: 0.5 }, true, n) },
 ];
@@ -150,9 +176,15 @@ for (const c of CASES) {
     run(opt, params, 0, 3);
     const saved = opt.state();
 
-    const asJson = JSON.stringify({ ...saved, buffers: Object.fromEntries(Object.entries(saved.buffers).map(([k, v]) => [k, Array.from(v)])) });
+    const asJson = JSON.stringify({
+      ...saved,
+      buffers: Object.fromEntries(Object.entries(saved.buffers).map(([k, v]) => [k, Array.from(v)])),
+    });
     const parsed = JSON.parse(asJson) as Omit<OptimizerState, 'buffers'> & { buffers: Record<string, number[]> };
-    const fromJson: OptimizerState = { ...parsed, buffers: Object.fromEntries(Object.entries(parsed.buffers).map(([k, v]) => [k, Float32Array.from(v)])) };
+    const fromJson: OptimizerState = {
+      ...parsed,
+      buffers: Object.fromEntries(Object.entries(parsed.buffers).map(([k, v]) => [k, Float32Array.from(v)])),
+    };
 
     const dir = mkdtempSync(join(tmpdir(), 'promptiqa-optim-'));
     let fromFile: OptimizerState;
@@ -222,7 +254,12 @@ test('state() returns a copy and names buffers `${param}.${slot}`', () => {
   const before = s.buffers['head.b.exp_avg']!.slice();
   run(opt, params, 1, 2);
   assert.deepEqual(s.buffers['head.b.exp_avg'], before);
-  assert.deepEqual(sgd({ lr: 0.1 }).state(), { kind: 'sgd', step: 0, hyper: { lr: 0.1, momentum: 0, dampening: 0, weightDecay: 0, nesterov: 0 }, buffers: {} });
+  assert.deepEqual(sgd({ lr: 0.1 }).state(), {
+    kind: 'sgd',
+    step: 0,
+    hyper: { lr: 0.1, momentum: 0, dampening: 0, weightDecay: 0, nesterov: 0 },
+    buffers: {},
+  });
 });
 
 test('errors: missing, extra or mis-sized gradients; wrong state; bad hyper-parameters', () => {
@@ -248,16 +285,24 @@ test('errors: missing, extra or mis-sized gradients; wrong state; bad hyper-para
 
   assert.throws(() => adam({ lr: 0.1 }).load(opt.state()), /cannot load the state of a "sgd" optimiser/);
   const s = opt.state();
-  assert.throws(() => sgd({ lr: 0.1 }).load({ ...s, buffers: { ...s.buffers, 'x.exp_avg': Float32Array.of(0) } }), /unexpected state buffer "x.exp_avg"/);
+  assert.throws(
+    () => sgd({ lr: 0.1 }).load({ ...s, buffers: { ...s.buffers, 'x.exp_avg': Float32Array.of(0) } }),
+    /unexpected state buffer "x.exp_avg"/,
+  );
   assert.throws(() => sgd({ lr: 0.1 }).load({ ...s, hyper: { lr: 0.1 } }), /lacks the hyper-parameter "momentum"/);
   assert.throws(() => sgd({ lr: 0.1, nesterov: true }), /nesterov needs momentum > 0/);
   assert.throws(() => adam({ lr: 0.1, betas: [1, 0.999] }), /beta1 = 1, must be in \[0, 1\)/);
   assert.throws(() => adamw({ lr: -1 }), /lr = -1/);
-  assert.throws(() => { opt.lr = NaN; }, /lr = NaN/);
+  assert.throws(() => {
+    opt.lr = NaN;
+  }, /lr = NaN/);
 });
 
 test('clipGradNorm: returns the norm before clipping and scales as torch', () => {
-  const grads = new Map([['a', Float32Array.of(3, 0)], ['b', Float32Array.of(4)]]);
+  const grads = new Map([
+    ['a', Float32Array.of(3, 0)],
+    ['b', Float32Array.of(4)],
+  ]);
   assert.equal(clipGradNorm(grads, 10), 5);
   assert.deepEqual([...grads.get('a')!, ...grads.get('b')!], [3, 0, 4], 'below the limit: untouched');
   assert.equal(clipGradNorm(grads, 1), 5);
@@ -279,7 +324,7 @@ test('cosineWithWarmup: constant warm-up (Tang), cosine from baseLr to minLr', (
   assert.equal(tang.lrAt(0), 1e-5);
   assert.equal(tang.lrAt(1), 0.002);
   assert.ok(Math.abs(tang.lrAt(50.5) - 0.001) < 1e-15, 'half-way through the cosine');
-  assert.ok(Math.abs(tang.lrAt(99) - 0.002 * 0.5 * (1 + Math.cos(Math.PI * 98 / 99))) < 1e-15);
+  assert.ok(Math.abs(tang.lrAt(99) - 0.002 * 0.5 * (1 + Math.cos((Math.PI * 98) / 99))) < 1e-15);
   assert.ok(Math.abs(tang.lrAt(100)) < 1e-18);
   assert.ok(Math.abs(tang.lrAt(500)) < 1e-18, 'past the end: minLr');
   for (let s = 2; s <= 100; s++) assert.ok(tang.lrAt(s) <= tang.lrAt(s - 1), `non-increasing at ${s}`);
@@ -290,7 +335,10 @@ test('cosineWithWarmup: constant warm-up (Tang), cosine from baseLr to minLr', (
   assert.ok(Math.abs(withMin.lrAt(10) - 0.1) < 1e-15);
 
   const ramp = cosineWithWarmup({ baseLr: 1, totalSteps: 20, warmupSteps: 4 });
-  assert.deepEqual([0, 1, 2, 3, 4].map((s) => ramp.lrAt(s)), [0.2, 0.4, 0.6, 0.8, 1]);
+  assert.deepEqual(
+    [0, 1, 2, 3, 4].map((s) => ramp.lrAt(s)),
+    [0.2, 0.4, 0.6, 0.8, 1],
+  );
 
   assert.throws(() => tang.lrAt(-1), RangeError);
   assert.throws(() => cosineWithWarmup({ baseLr: 1, totalSteps: 10, warmupSteps: 10 }), /warmupSteps = 10/);
@@ -325,18 +373,29 @@ function dasslEpochRates(baseLr: number, epochs: number, warmupEpochs: number, c
   for (let e = 0; e < epochs; e++) {
     rates.push(lr);
     if (warmupEpochs > 0) warmupStep();
-    else { cosineEpoch++; lr = ((1 + Math.cos((Math.PI * cosineEpoch) / epochs)) / (1 + Math.cos((Math.PI * (cosineEpoch - 1)) / epochs))) * lr; }
+    else {
+      cosineEpoch++;
+      lr = ((1 + Math.cos((Math.PI * cosineEpoch) / epochs)) / (1 + Math.cos((Math.PI * (cosineEpoch - 1)) / epochs))) * lr;
+    }
   }
   return rates;
 }
 
 test('epochCosineWithWarmup: the rate of every step is the rate Dassl gives its epoch (Tang: 100 epochs, one at 1e-5)', () => {
-  for (const [epochs, warmupEpochs, stepsPerEpoch] of [[100, 1, 7], [10, 2, 3], [5, 0, 4], [1, 0, 2]] as const) {
+  for (const [epochs, warmupEpochs, stepsPerEpoch] of [
+    [100, 1, 7],
+    [10, 2, 3],
+    [5, 0, 4],
+    [1, 0, 2],
+  ] as const) {
     const expected = dasslEpochRates(0.002, epochs, warmupEpochs, 1e-5);
     const s = epochCosineWithWarmup({ baseLr: 0.002, epochs, stepsPerEpoch, warmupEpochs, warmupLr: 1e-5 });
     for (let step = 0; step < epochs * stepsPerEpoch; step++) {
       const want = expected[Math.floor(step / stepsPerEpoch)]!;
-      assert.ok(Math.abs(s.lrAt(step) - want) <= 1e-12 * want, `${epochs} epochs, warm-up ${warmupEpochs}: step ${step} at ${s.lrAt(step)}, Dassl ${want}`);
+      assert.ok(
+        Math.abs(s.lrAt(step) - want) <= 1e-12 * want,
+        `${epochs} epochs, warm-up ${warmupEpochs}: step ${step} at ${s.lrAt(step)}, Dassl ${want}`,
+      );
     }
   }
   // by hand, Tang: epoch 0 at 1e-5, epoch 1 at the base rate, then the cosine with T_max = 100, never 0
@@ -349,7 +408,10 @@ test('epochCosineWithWarmup: the rate of every step is the rate Dassl gives its 
   assert.ok(tang.lrAt(999) > 1e-6);
   // without a warm-up rate: a ramp to the base rate
   const ramp = epochCosineWithWarmup({ baseLr: 1, epochs: 10, stepsPerEpoch: 1, warmupEpochs: 3 });
-  assert.deepEqual([0, 1, 2, 3].map((e) => ramp.lrAt(e)), [0.25, 0.5, 0.75, 1]);
+  assert.deepEqual(
+    [0, 1, 2, 3].map((e) => ramp.lrAt(e)),
+    [0.25, 0.5, 0.75, 1],
+  );
   assert.throws(() => epochCosineWithWarmup({ baseLr: 1, epochs: 10, stepsPerEpoch: 0 }), /stepsPerEpoch = 0/);
   assert.throws(() => epochCosineWithWarmup({ baseLr: 1, epochs: 2, stepsPerEpoch: 1, warmupEpochs: 2 }), /warmupEpochs = 2/);
   assert.throws(() => tang.lrAt(-1), RangeError);

@@ -80,7 +80,8 @@ function assertFiniteGeometry(svg: string, elements: Element[]): void {
     }
     if (el.name === 'path') {
       assert.match(el.attrs.d!, /^M/);
-      for (const n of el.attrs.d!.match(/-?[\d.]+(e-?\d+)?/g) ?? []) assert.ok(Number.isFinite(Number(n)) && Math.abs(Number(n)) < 1e5, `path number ${n}`);
+      for (const n of el.attrs.d!.match(/-?[\d.]+(e-?\d+)?/g) ?? [])
+        assert.ok(Number.isFinite(Number(n)) && Math.abs(Number(n)) < 1e5, `path number ${n}`);
     }
   }
 }
@@ -119,7 +120,9 @@ test('scatter plot: one circle per finite pair, fitted curve, legend figures, es
 
   assert.equal(els.filter((e) => e.name === 'circle').length, 120, 'pairs with a non-finite value are left out');
   const circles = els.filter((e) => e.name === 'circle');
-  assert.ok(circles.every((c) => Number(c.attrs.cx) >= 0 && Number(c.attrs.cx) <= 720 && Number(c.attrs.cy) >= 0 && Number(c.attrs.cy) <= 540));
+  assert.ok(
+    circles.every((c) => Number(c.attrs.cx) >= 0 && Number(c.attrs.cx) <= 720 && Number(c.attrs.cy) >= 0 && Number(c.attrs.cy) <= 540),
+  );
   const pointGroup = els.find((e) => e.name === 'g' && e.attrs['fill-opacity'] !== undefined)!;
   assert.ok(Number(pointGroup.attrs['fill-opacity']) < 1, 'points are semi-transparent');
   assert.equal(els.filter((e) => e.name === 'path').length, 1, 'the fitted curve');
@@ -164,7 +167,10 @@ test('degenerate inputs still give well-formed SVG without NaN', async () => {
     const svg = scatterPlotSvg({ ...c, title: 'edge', fit: steep, legend: [] });
     const els = parseSvg(svg);
     assertFiniteGeometry(svg, els);
-    assert.equal(els.filter((e) => e.name === 'circle').length, c.pred.filter((p, i) => Number.isFinite(p) && Number.isFinite(c.mos[i])).length);
+    assert.equal(
+      els.filter((e) => e.name === 'circle').length,
+      c.pred.filter((p, i) => Number.isFinite(p) && Number.isFinite(c.mos[i])).length,
+    );
   }
   const png = await renderPng(scatterPlotSvg({ pred: [], mos: [], title: 'empty', legend: ['n = 0'] }));
   assert.equal(png.format, 'png');
@@ -198,7 +204,17 @@ function trainingPlot(epochs: number[], loss: number[], srcc: number[], chosen?:
 
 test('line plot: loss and SRCC in panels of their own, so few epochs cannot put them on one line', () => {
   // Two or three epochs where both rise: autoscaled on two axes of one panel, the lines were identical.
-  for (const [loss, srcc] of [[[0.2, 0.3], [0.5, 0.6]], [[0.9, 0.5, 0.42], [0.55, 0.71, 0.74]], [[1], [0.5]]]) {
+  for (const [loss, srcc] of [
+    [
+      [0.2, 0.3],
+      [0.5, 0.6],
+    ],
+    [
+      [0.9, 0.5, 0.42],
+      [0.55, 0.71, 0.74],
+    ],
+    [[1], [0.5]],
+  ]) {
     const epochs = loss!.map((_, i) => i + 1);
     const svg = trainingPlot(epochs, loss!, srcc!);
     const els = parseSvg(svg);
@@ -209,7 +225,10 @@ test('line plot: loss and SRCC in panels of their own, so few epochs cannot put 
     const srccY = ys('#d62728');
     assert.equal(lossY.length, epochs.length);
     assert.equal(srccY.length, epochs.length);
-    assert.ok(Math.max(...lossY) < Math.min(...srccY), `loss pixels ${lossY.join(', ')} above SRCC pixels ${srccY.join(', ')}, never shared`);
+    assert.ok(
+      Math.max(...lossY) < Math.min(...srccY),
+      `loss pixels ${lossY.join(', ')} above SRCC pixels ${srccY.join(', ')}, never shared`,
+    );
     const t = texts(els);
     for (const s of ['Loss (MSE)', 'Validation SRCC', 'training loss', 'validation SRCC', 'Epoch']) assert.ok(t.includes(s), s);
   }
@@ -226,13 +245,18 @@ test('line plot: the chosen epoch is marked through both panels, its points ring
   const srccDot = at('#d62728');
   const cx = Number(srccDot.attrs.cx);
   assert.equal(Number(lossDot.attrs.cx), cx);
-  const marks = els.filter((e) => e.name === 'line' && e.attrs['stroke-dasharray'] && Number(e.attrs.x1) === cx && Number(e.attrs.x2) === cx);
+  const marks = els.filter(
+    (e) => e.name === 'line' && e.attrs['stroke-dasharray'] && Number(e.attrs.x1) === cx && Number(e.attrs.x2) === cx,
+  );
   assert.equal(marks.length, 1, 'one dashed vertical line at epoch 3');
   const [top, bottom] = [Number(marks[0]!.attrs.y1), Number(marks[0]!.attrs.y2)].sort((a, b) => a - b);
   assert.ok(top! < Number(lossDot.attrs.cy) && bottom! > Number(srccDot.attrs.cy), 'it runs through both panels');
   const rings = els.filter((e) => e.name === 'circle' && e.attrs.fill === 'none');
   for (const dot of [lossDot, srccDot]) {
-    assert.ok(rings.some((r) => r.attrs.cx === dot.attrs.cx && r.attrs.cy === dot.attrs.cy && Number(r.attrs.r) > Number(dot.attrs.r)), 'ringed');
+    assert.ok(
+      rings.some((r) => r.attrs.cx === dot.attrs.cx && r.attrs.cy === dot.attrs.cy && Number(r.attrs.r) > Number(dot.attrs.r)),
+      'ringed',
+    );
   }
   assert.ok(texts(els).includes('chosen epoch 3 (on val)'));
   const unmarked = parseSvg(trainingPlot(epochs, [1, 2, 3, 4, 5], [1, 2, 3, 4, 5]));
@@ -257,8 +281,13 @@ test('line plot: gaps at missing values, integer epoch ticks, a PNG that renders
   assert.equal(new Set(xTicks.map((e) => e.attrs.y)).size, 1);
   const panels = els.filter((e) => e.name === 'rect' && e.attrs.fill === '#fbfbfb');
   assert.equal(panels.length, 2);
-  const srccTicks = els.filter((e) => e.name === 'text' && e.attrs['text-anchor'] === 'end' && Number(e.attrs.y) > Number(panels[1]!.attrs.y));
-  assert.ok(srccTicks.length >= 3 && srccTicks.every((e) => Number(e.text) > 0.3 && Number(e.text) < 1), `SRCC ticks ${srccTicks.map((e) => e.text).join(', ')}`);
+  const srccTicks = els.filter(
+    (e) => e.name === 'text' && e.attrs['text-anchor'] === 'end' && Number(e.attrs.y) > Number(panels[1]!.attrs.y),
+  );
+  assert.ok(
+    srccTicks.length >= 3 && srccTicks.every((e) => Number(e.text) > 0.3 && Number(e.text) < 1),
+    `SRCC ticks ${srccTicks.map((e) => e.text).join(', ')}`,
+  );
 
   const png = await renderPng(svg);
   assert.deepEqual([png.format, png.width], ['png', 760]);
@@ -281,7 +310,10 @@ test('line plot: one panel of many series wraps the legend, long series without 
     const empty = linePlotSvg({ title: 'nothing yet', xLabel: 'epoch', panels, mark: { x: 1, label: 'chosen epoch 1' } });
     assertFiniteGeometry(empty, parseSvg(empty));
   }
-  assert.throws(() => linePlotSvg({ title: 't', xLabel: 'x', panels: [{ series: [{ name: 'a', x: [1, 2], y: [1] }] }] }), /series "a" has 2 x values but 1 y values/);
+  assert.throws(
+    () => linePlotSvg({ title: 't', xLabel: 'x', panels: [{ series: [{ name: 'a', x: [1, 2], y: [1] }] }] }),
+    /series "a" has 2 x values but 1 y values/,
+  );
 });
 
 /** The legend box: the rounded rectangle. */
@@ -314,7 +346,10 @@ test('scatter plot: the legend box covers no point and no part of the fitted cur
     const frame = els.find((e) => e.name === 'rect' && e.attrs.fill === '#fbfbfb')!;
     const [fy0, fy1] = [Number(frame.attrs.y), Number(frame.attrs.y) + Number(frame.attrs.height)];
     const curve = pathPoints(els.find((e) => e.name === 'path')!.attrs.d!).filter(([, y]) => y >= fy0 && y <= fy1);
-    assert.ok(curve.every(([x, y]) => x < box.x || x > box.x + box.w || y < box.y || y > box.y + box.h), 'curve under the legend');
+    assert.ok(
+      curve.every(([x, y]) => x < box.x || x > box.x + box.w || y < box.y || y > box.y + box.h),
+      'curve under the legend',
+    );
     const frameRight = Number(frame.attrs.x) + Number(frame.attrs.width);
     assert.equal(box.x > frameRight, c.beside, c.beside ? 'no free corner: beside the plot' : 'a free corner is used');
     const t = texts(els);

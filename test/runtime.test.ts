@@ -29,14 +29,23 @@ test('cudaProviderProblem: a build without the CUDA provider is named; other pla
 });
 
 // The native log of ONNX Runtime goes to the process's own stderr, so this runs the command in a child.
-test('--device cuda without the CUDA provider: exit 2 and one clear line, no native ONNX Runtime log', { skip: cudaProviderProblem() === null && 'the CUDA provider is installed here' }, () => {
-  const model = join(sharedDir(), 'reference', 'tiny-vit-p32');
-  const entry = "import { main } from './src/cli/main.ts'; process.exitCode = await main(['node', 'promptiqa', ...process.argv.slice(1)]);";
-  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', entry, 'embed', '--model', model, '--text', 'Good photo.', '--device', 'cuda'], { encoding: 'utf8' });
-  assert.equal(r.status, 2, r.stderr);
-  assert.equal(r.stdout, '');
-  assert.doesNotMatch(r.stderr, /onnxruntime:|\[E:|\x1b\[/, 'no native log');
-  const first = r.stderr.split('\n')[0]!;
-  assert.match(first, /^promptiqa embed: .*CUDA provider is not installed/);
-  assert.ok(first.includes(CUDA_INSTALL_COMMAND), first);
-});
+test(
+  '--device cuda without the CUDA provider: exit 2 and one clear line, no native ONNX Runtime log',
+  { skip: cudaProviderProblem() === null && 'the CUDA provider is installed here' },
+  () => {
+    const model = join(sharedDir(), 'reference', 'tiny-vit-p32');
+    const entry =
+      "import { main } from './src/cli/main.ts'; process.exitCode = await main(['node', 'promptiqa', ...process.argv.slice(1)]);";
+    const r = spawnSync(
+      process.execPath,
+      ['--import', 'tsx', '--input-type=module', '-e', entry, 'embed', '--model', model, '--text', 'Good photo.', '--device', 'cuda'],
+      { encoding: 'utf8' },
+    );
+    assert.equal(r.status, 2, r.stderr);
+    assert.equal(r.stdout, '');
+    assert.doesNotMatch(r.stderr, /onnxruntime:|\[E:|\x1b\[/, 'no native log');
+    const first = r.stderr.split('\n')[0]!;
+    assert.match(first, /^promptiqa embed: .*CUDA provider is not installed/);
+    assert.ok(first.includes(CUDA_INSTALL_COMMAND), first);
+  },
+);

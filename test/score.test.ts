@@ -18,14 +18,16 @@ import { Rng } from '../src/util/rng.js';
 
 const tiny = join(sharedDir(), 'reference', 'tiny-vit-p32');
 
-
 test('scoring a folder of 200 images with 3 unreadable ones scores the 197 and names the 3', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'promptiqa-score-'));
   const agiqa = join(sharedDir(), 'datasets', 'agiqa-3k', 'images');
   // 197 readable images: a few real AGIQA-3K JPEGs and small generated PNGs
   for (let i = 0; i < 197; i++) {
     if (i < 5) copyFileSync(join(agiqa, `AttnGAN_normal_00${i}.jpg`), join(dir, `img${String(i).padStart(3, '0')}.jpg`));
-    else await sharp({ create: { width: 40 + i, height: 30 + (i % 7), channels: 3, background: { r: i, g: 255 - i, b: (i * 7) % 256 } } }).png().toFile(join(dir, `img${String(i).padStart(3, '0')}.png`));
+    else
+      await sharp({ create: { width: 40 + i, height: 30 + (i % 7), channels: 3, background: { r: i, g: 255 - i, b: (i * 7) % 256 } } })
+        .png()
+        .toFile(join(dir, `img${String(i).padStart(3, '0')}.png`));
   }
   writeFileSync(join(dir, 'bad-empty.jpg'), '');
   writeFileSync(join(dir, 'bad-random.png'), Buffer.from(Array.from({ length: 500 }, (_, i) => (i * 37) % 256)));
@@ -35,9 +37,15 @@ test('scoring a folder of 200 images with 3 unreadable ones scores the 197 and n
   const out = join(dir, 'scores.jsonl');
   const r = await cli('score', dir, '--method', 'clip-iqa', '--model', tiny, '--format', 'jsonl', '--output', out, '--quiet');
   assert.equal(r.code, 0, r.err);
-  const records = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { file: string; score?: number; error?: string });
+  const records = readFileSync(out, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { file: string; score?: number; error?: string });
   assert.equal(records.length, 200);
-  const failed = records.filter((x) => x.error !== undefined).map((x) => x.file.split('/').pop()).sort();
+  const failed = records
+    .filter((x) => x.error !== undefined)
+    .map((x) => x.file.split('/').pop())
+    .sort();
   assert.deepEqual(failed, ['bad-empty.jpg', 'bad-random.png', 'bad-truncated.jpg']);
   assert.equal(records.filter((x) => typeof x.score === 'number' && Number.isFinite(x.score)).length, 197);
   for (const name of failed) assert.ok(r.err.includes(name), `stderr names ${name}`);
@@ -50,7 +58,14 @@ test('scoring a folder of 200 images with 3 unreadable ones scores the 197 and n
 });
 
 const refImages = join(sharedDir(), 'reference', 'images');
-const REF = ['AttnGAN_normal_000.jpg', 'grey_640x480.png', 'midjourney_normal_105.jpg', 'palette_157x301.png', 'tall_157x301.png', 'wide_640x480.png'];
+const REF = [
+  'AttnGAN_normal_000.jpg',
+  'grey_640x480.png',
+  'midjourney_normal_105.jpg',
+  'palette_157x301.png',
+  'tall_157x301.png',
+  'wide_640x480.png',
+];
 
 /** A temporary folder with `n` of the reference images copied into `imgs/`. */
 function imageFolder(n: number): { dir: string; imgs: string; files: string[] } {
@@ -65,7 +80,12 @@ function imageFolder(n: number): { dir: string; imgs: string; files: string[] } 
 }
 
 type Rec = { file: string; score?: number; error?: string; mos?: number };
-const readJsonl = (path: string): Rec[] => readFileSync(path, 'utf8').trim().split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Rec);
+const readJsonl = (path: string): Rec[] =>
+  readFileSync(path, 'utf8')
+    .trim()
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => JSON.parse(l) as Rec);
 
 test('an output that cannot be written fails before any work (the model is not even looked for), leaving nothing', async () => {
   const { dir, imgs } = imageFolder(2);
@@ -74,7 +94,18 @@ test('an output that cannot be written fails before any work (the model is not e
     writeFileSync(blocker, 'a regular file where a folder would be');
     const noModel = join(dir, 'no-such-model');
     // root ignores chmod, so the unwritable places are a path under a regular file, a folder, and sysfs
-    const underFile = await cli('score', imgs, '--method', 'clip-iqa', '--model', noModel, '--format', 'jsonl', '--output', join(blocker, 'scores.jsonl'));
+    const underFile = await cli(
+      'score',
+      imgs,
+      '--method',
+      'clip-iqa',
+      '--model',
+      noModel,
+      '--format',
+      'jsonl',
+      '--output',
+      join(blocker, 'scores.jsonl'),
+    );
     assert.equal(underFile.code, 1);
     assert.equal(underFile.err, `promptiqa score: cannot write ${join(blocker, 'scores.jsonl')}: ${blocker} is a file, not a folder\n`);
 
@@ -92,10 +123,34 @@ test('an output that cannot be written fails before any work (the model is not e
     }
 
     // eval's and train's --out: checked before the dataset is read
-    const evalOut = await cli('eval', '--method', 'clip-iqa', '--model', noModel, '--dataset', 'agiqa-3k', '--root', join(dir, 'no-such-root'), '--out', join(blocker, 'eval'));
+    const evalOut = await cli(
+      'eval',
+      '--method',
+      'clip-iqa',
+      '--model',
+      noModel,
+      '--dataset',
+      'agiqa-3k',
+      '--root',
+      join(dir, 'no-such-root'),
+      '--out',
+      join(blocker, 'eval'),
+    );
     assert.equal(evalOut.code, 1);
     assert.match(evalOut.err, /cannot write .*blocker.eval: .*blocker is a file, not a folder/);
-    const trainOut = await cli('train', '--method', 'tang', '--model', noModel, '--dataset', 'agiqa-3k', '--root', join(dir, 'no-such-root'), '--out', join(blocker, 'run'));
+    const trainOut = await cli(
+      'train',
+      '--method',
+      'tang',
+      '--model',
+      noModel,
+      '--dataset',
+      'agiqa-3k',
+      '--root',
+      join(dir, 'no-such-root'),
+      '--out',
+      join(blocker, 'run'),
+    );
     assert.equal(trainOut.code, 1);
     assert.match(trainOut.err, /cannot write .*blocker.run: .*blocker is a file, not a folder/);
     assert.deepEqual(readdirSync(dir).sort(), ['blocker', 'imgs', 'out']);
@@ -104,48 +159,61 @@ test('an output that cannot be written fails before any work (the model is not e
   }
 });
 
-test('two runs on one --output: the second refuses at once naming the first, whose output has no duplicates', { skip: process.platform === 'win32' && 'needs a named pipe', timeout: 600_000 }, async () => {
-  const { dir, imgs, files } = imageFolder(6);
-  const started: ChildProcess[] = [];
-  try {
-    // the first run blocks on reading a named pipe until the second has been refused: no timing involved
-    const fifo = join(dir, 'gate.png');
-    execFileSync('mkfifo', [fifo]);
-    const out = join(dir, 'scores.jsonl');
-    const child = (...args: string[]): ChildProcess => {
-      const p = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./helpers/cli-child.ts', import.meta.url)), 'score', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-      started.push(p);
-      return p;
-    };
-    const collect = (p: ReturnType<typeof child>): Promise<{ code: number | null; err: string }> => {
-      let err = '';
-      p.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
-      return once(p, 'exit').then(([code]) => ({ code: code as number | null, err }));
-    };
-    const args = [imgs, fifo, '--method', 'clip-iqa', '--model', tiny, '--format', 'jsonl', '--output', out, '--batch', '2', '--quiet'];
-    const first = child(...args);
-    const firstDone = collect(first);
-    while (!existsSync(`${out}.lock`)) await new Promise((r) => setTimeout(r, 50));
+test(
+  'two runs on one --output: the second refuses at once naming the first, whose output has no duplicates',
+  { skip: process.platform === 'win32' && 'needs a named pipe', timeout: 600_000 },
+  async () => {
+    const { dir, imgs, files } = imageFolder(6);
+    const started: ChildProcess[] = [];
+    try {
+      // the first run blocks on reading a named pipe until the second has been refused: no timing involved
+      const fifo = join(dir, 'gate.png');
+      execFileSync('mkfifo', [fifo]);
+      const out = join(dir, 'scores.jsonl');
+      const child = (...args: string[]): ChildProcess => {
+        const p = spawn(
+          process.execPath,
+          ['--import', 'tsx', fileURLToPath(new URL('./helpers/cli-child.ts', import.meta.url)), 'score', ...args],
+          { stdio: ['ignore', 'pipe', 'pipe'] },
+        );
+        started.push(p);
+        return p;
+      };
+      const collect = (p: ReturnType<typeof child>): Promise<{ code: number | null; err: string }> => {
+        let err = '';
+        p.stderr!.on('data', (d: Buffer) => {
+          err += d.toString();
+        });
+        return once(p, 'exit').then(([code]) => ({ code: code as number | null, err }));
+      };
+      const args = [imgs, fifo, '--method', 'clip-iqa', '--model', tiny, '--format', 'jsonl', '--output', out, '--batch', '2', '--quiet'];
+      const first = child(...args);
+      const firstDone = collect(first);
+      while (!existsSync(`${out}.lock`)) await new Promise((r) => setTimeout(r, 50));
 
-    const second = await collect(child(...args));
-    assert.equal(second.code, 1, second.err);
-    assert.match(second.err, new RegExp(`scores\\.jsonl is in use by another run \\(process ${first.pid} on `));
-    assert.ok(existsSync(`${out}.lock`), "the refused run leaves the first one's lock alone");
+      const second = await collect(child(...args));
+      assert.equal(second.code, 1, second.err);
+      assert.match(second.err, new RegExp(`scores\\.jsonl is in use by another run \\(process ${first.pid} on `));
+      assert.ok(existsSync(`${out}.lock`), "the refused run leaves the first one's lock alone");
 
-    await writeFile(fifo, 'not an image'); // lets the first run go on
-    const done = await firstDone;
-    assert.equal(done.code, 0, done.err);
-    const records = readJsonl(out);
-    assert.equal(records.length, files.length + 1);
-    assert.equal(new Set(records.map((r) => r.file)).size, records.length, 'no duplicates');
-    assert.deepEqual(records.filter((r) => r.error !== undefined).map((r) => r.file), [fifo]);
-    assert.ok(!existsSync(`${out}.lock`), 'the lock is gone after the run');
-  } finally {
-    // a failed assertion must not leave a run blocked on the pipe
-    for (const p of started) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+      await writeFile(fifo, 'not an image'); // lets the first run go on
+      const done = await firstDone;
+      assert.equal(done.code, 0, done.err);
+      const records = readJsonl(out);
+      assert.equal(records.length, files.length + 1);
+      assert.equal(new Set(records.map((r) => r.file)).size, records.length, 'no duplicates');
+      assert.deepEqual(
+        records.filter((r) => r.error !== undefined).map((r) => r.file),
+        [fifo],
+      );
+      assert.ok(!existsSync(`${out}.lock`), 'the lock is gone after the run');
+    } finally {
+      // a failed assertion must not leave a run blocked on the pipe
+      for (const p of started) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+);
 
 test('bad entries (a link loop, a missing file, a dangling link) are failed records and the run goes on', async () => {
   const { dir, imgs } = imageFolder(2);
@@ -157,7 +225,21 @@ test('bad entries (a link loop, a missing file, a dangling link) are failed reco
     symlinkSync('self', selfLoop);
     const missing = join(dir, 'missing.png');
     const out = join(dir, 'scores.jsonl');
-    const r = await cli('score', imgs, missing, selfLoop, '--method', 'clip-iqa', '--model', tiny, '--format', 'jsonl', '--output', out, '--quiet');
+    const r = await cli(
+      'score',
+      imgs,
+      missing,
+      selfLoop,
+      '--method',
+      'clip-iqa',
+      '--model',
+      tiny,
+      '--format',
+      'jsonl',
+      '--output',
+      out,
+      '--quiet',
+    );
     assert.equal(r.code, 0, r.err);
     const records = readJsonl(out);
     assert.equal(records.filter((x) => typeof x.score === 'number').length, 2);
@@ -184,12 +266,18 @@ test('bad entries (a link loop, a missing file, a dangling link) are failed reco
   }
 });
 
-test('library: wrong values fail with a sentence; a failed file\'s error does not repeat its name', async () => {
+test("library: wrong values fail with a sentence; a failed file's error does not repeat its name", async () => {
   const metric = await createMetric('clip-iqa', { model: tiny });
   const dir = mkdtempSync(join(tmpdir(), 'promptiqa-score-'));
   try {
-    await assert.rejects(metric.score(undefined as never), { name: 'TypeError', message: 'score: expected an image file path, its bytes (Uint8Array) or a decoded image {width, height, data}; got undefined' });
-    await assert.rejects(metric.score({ width: 2, height: 2, data: new Uint8Array(3) }), /a decoded image of 2x2 needs 12 bytes of RGB data, not 3/);
+    await assert.rejects(metric.score(undefined as never), {
+      name: 'TypeError',
+      message: 'score: expected an image file path, its bytes (Uint8Array) or a decoded image {width, height, data}; got undefined',
+    });
+    await assert.rejects(
+      metric.score({ width: 2, height: 2, data: new Uint8Array(3) }),
+      /a decoded image of 2x2 needs 12 bytes of RGB data, not 3/,
+    );
     await assert.rejects(metric.scoreBatch('a.jpg' as never), /scoreBatch: expected an array of images; got a string/);
     await assert.rejects(metric.scoreBatch([join(refImages, REF[0]!), null as never]), /scoreBatch: image 1: expected .* got null/);
     await assert.rejects(metric.scoreFiles([undefined as never]).next(), /scoreFiles: file 0: expected a path; got undefined/);
@@ -197,8 +285,14 @@ test('library: wrong values fail with a sentence; a failed file\'s error does no
     writeFileSync(empty, '');
     const results = [];
     for await (const r of metric.scoreFiles([empty, join(dir, 'nope.png')])) results.push(r);
-    assert.deepEqual(results, [{ file: empty, error: 'empty file (0 bytes)' }, { file: join(dir, 'nope.png'), error: 'no such file' }]);
-    await assert.rejects(createMetric('clip-iqa', { model: tiny, batchSize: 100000 }), /batch size 100000 is not a whole number from 1 to 4096/);
+    assert.deepEqual(results, [
+      { file: empty, error: 'empty file (0 bytes)' },
+      { file: join(dir, 'nope.png'), error: 'no such file' },
+    ]);
+    await assert.rejects(
+      createMetric('clip-iqa', { model: tiny, batchSize: 100000 }),
+      /batch size 100000 is not a whole number from 1 to 4096/,
+    );
   } finally {
     await metric.close();
     rmSync(dir, { recursive: true, force: true });
@@ -221,9 +315,16 @@ test('--batch: memory for the images there are, not for the batch; absurd sizes 
   const imgs = await Promise.all(REF.slice(0, 3).map((f) => decodeImage(join(refImages, f))));
   const scores = await scorer.scoreImages(imgs);
   assert.equal(scores.length, 3);
-  assert.deepEqual(graphs.filter((k) => k.startsWith('score')), ['score|4'], 'a graph (and pixel buffer) for 3 images (the power of two that holds them), not 1000');
+  assert.deepEqual(
+    graphs.filter((k) => k.startsWith('score')),
+    ['score|4'],
+    'a graph (and pixel buffer) for 3 images (the power of two that holds them), not 1000',
+  );
   // calls of 1 to 1000 images share the few graph sizes of powers of two, not one graph per count
-  assert.deepEqual([1, 2, 3, 5, 8, 9, 600, 1000].map((n) => scorer.graphBatch(n)), [1, 2, 4, 8, 8, 16, 1000, 1000]);
+  assert.deepEqual(
+    [1, 2, 3, 5, 8, 9, 600, 1000].map((n) => scorer.graphBatch(n)),
+    [1, 2, 4, 8, 8, 16, 1000, 1000],
+  );
   await scorer.close();
 
   const { dir, imgs: folder } = imageFolder(2);
@@ -257,13 +358,20 @@ test('resume matches real paths (a run resumed from another folder adds nothing)
 
     copyFileSync(join(refImages, 'wide_640x480.png'), join(dir, 'imgs', 'later.png'));
     await cli('score', '.', ...base, '--output', '../scores.jsonl');
-    assert.equal(readJsonl(join(dir, 'scores.jsonl')).filter((r) => r.error !== undefined).length, 1, 'without --retry-failed a failed file stays failed');
+    assert.equal(
+      readJsonl(join(dir, 'scores.jsonl')).filter((r) => r.error !== undefined).length,
+      1,
+      'without --retry-failed a failed file stays failed',
+    );
     const retry = await cli('score', '.', ...base, '--output', '../scores.jsonl', '--retry-failed');
     assert.equal(retry.code, 0, retry.err);
     const records = readJsonl(join(dir, 'scores.jsonl'));
     assert.equal(records.length, 3);
     assert.equal(new Set(records.map((r) => r.file)).size, 3);
-    assert.ok(records.every((r) => typeof r.score === 'number'), 'the failed record was replaced by a score');
+    assert.ok(
+      records.every((r) => typeof r.score === 'number'),
+      'the failed record was replaced by a score',
+    );
 
     const usage = await cli('score', '.', ...base.filter((x) => x !== 'jsonl' && x !== '--format'), '--retry-failed');
     assert.equal(usage.code, 2);
@@ -277,9 +385,31 @@ test('score --dataset --root: records carry the MOS, so metrics reads the output
   const { dir, imgs } = imageFolder(5);
   try {
     const mos = [1.5, 2.25, 4, 3.5, 2];
-    writeFileSync(join(dir, 'labels.csv'), `image,mos\n${REF.slice(0, 5).map((f, i) => `imgs/${f},${mos[i]}`).join('\n')}\n`);
+    writeFileSync(
+      join(dir, 'labels.csv'),
+      `image,mos\n${REF.slice(0, 5)
+        .map((f, i) => `imgs/${f},${mos[i]}`)
+        .join('\n')}\n`,
+    );
     const out = join(dir, 'scores.csv');
-    const r = await cli('score', '--dataset', 'csv', '--root', dir, '--label-file', 'labels.csv', '--method', 'clip-iqa', '--model', tiny, '--format', 'csv', '--output', out, '--quiet');
+    const r = await cli(
+      'score',
+      '--dataset',
+      'csv',
+      '--root',
+      dir,
+      '--label-file',
+      'labels.csv',
+      '--method',
+      'clip-iqa',
+      '--model',
+      tiny,
+      '--format',
+      'csv',
+      '--output',
+      out,
+      '--quiet',
+    );
     assert.equal(r.code, 0, r.err);
     assert.match(readFileSync(out, 'utf8'), /^file,score,mos,error\n/);
     const m = await cli('metrics', out, '--json');
@@ -288,13 +418,49 @@ test('score --dataset --root: records carry the MOS, so metrics reads the output
 
     // files given as well: matched to the label file by real path
     const jsonl = join(dir, 'scores.jsonl');
-    const j = await cli('score', join(imgs, REF[2]!), '--dataset', 'csv', '--root', dir, '--label-file', 'labels.csv', '--method', 'clip-iqa', '--model', tiny, '--format', 'jsonl', '--output', jsonl, '--quiet');
+    const j = await cli(
+      'score',
+      join(imgs, REF[2]!),
+      '--dataset',
+      'csv',
+      '--root',
+      dir,
+      '--label-file',
+      'labels.csv',
+      '--method',
+      'clip-iqa',
+      '--model',
+      tiny,
+      '--format',
+      'jsonl',
+      '--output',
+      jsonl,
+      '--quiet',
+    );
     assert.equal(j.code, 0, j.err);
-    assert.deepEqual(readJsonl(jsonl).map((x) => x.mos), [4]);
+    assert.deepEqual(
+      readJsonl(jsonl).map((x) => x.mos),
+      [4],
+    );
 
     // an image of the label file that is missing is one failed record; the others are scored
     rmSync(join(imgs, REF[4]!));
-    const gone = await cli('score', '--dataset', 'csv', '--root', dir, '--label-file', 'labels.csv', '--method', 'clip-iqa', '--model', tiny, '--format', 'json', '--quiet');
+    const gone = await cli(
+      'score',
+      '--dataset',
+      'csv',
+      '--root',
+      dir,
+      '--label-file',
+      'labels.csv',
+      '--method',
+      'clip-iqa',
+      '--model',
+      tiny,
+      '--format',
+      'json',
+      '--quiet',
+    );
     assert.equal(gone.code, 0, gone.err);
     const recs = JSON.parse(gone.out) as Array<{ file: string; score?: number; error?: string }>;
     assert.equal(recs.filter((x) => x.score !== undefined).length, 4);

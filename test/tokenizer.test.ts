@@ -21,7 +21,11 @@ const SHIPPED_GZ = fileURLToPath(new URL('../assets/clip/bpe_simple_vocab_16e6.t
 const openai = ClipTokenizer.fromOpenAIBpe(OPENAI_GZ);
 const hf = ClipTokenizer.fromFolder(HF_DIR);
 const shipped = ClipTokenizer.default();
-const SOURCES = [['OpenAI gz', openai], ['Hugging Face folder', hf], ['shipped with the package', shipped]] as const;
+const SOURCES = [
+  ['OpenAI gz', openai],
+  ['Hugging Face folder', hf],
+  ['shipped with the package', shipped],
+] as const;
 
 interface Reference {
   context_length: number;
@@ -42,7 +46,7 @@ test('both sources load with the special tokens and vocabulary size of the refer
   assert.equal(openai.eot, 49407);
 });
 
-test('the shipped vocabulary is byte for byte the shared copy of OpenAI\'s file', () => {
+test("the shipped vocabulary is byte for byte the shared copy of OpenAI's file", () => {
   const sha = (file: string): string => createHash('sha256').update(readFileSync(file)).digest('hex');
   assert.equal(sha(SHIPPED_GZ), sha(OPENAI_GZ));
 });
@@ -153,7 +157,7 @@ test('text cleaning: NFC, double HTML unescape, whitespace folding, lower case',
 });
 
 test('HTML unescaping follows Python html.unescape', () => {
-  assert.equal(htmlUnescape('&amp; &lt; &gt; &quot; &#39; &apos;'), '& < > " \' \'');
+  assert.equal(htmlUnescape('&amp; &lt; &gt; &quot; &#39; &apos;'), "& < > \" ' '");
   assert.equal(htmlUnescape('&#x263A; &#X263a; &#9731; &#128512;'), '\u263a \u263a \u2603 \u{1f600}');
   assert.equal(htmlUnescape('&eacute;&Eacute;&mdash;&hellip;&euro;&trade;&alpha;&rarr;'), 'éÉ—…€™α→');
   // Legacy names work without ';' and as the longest known prefix.
@@ -164,7 +168,7 @@ test('HTML unescaping follows Python html.unescape', () => {
   assert.equal(htmlUnescape('&bogus; & &; &#; AT&T'), '&bogus; & &; &#; AT&T');
 });
 
-test('HTML unescaping knows all of HTML5\'s names, as Python does (values from Python 3 html.unescape)', () => {
+test("HTML unescaping knows all of HTML5's names, as Python does (values from Python 3 html.unescape)", () => {
   // Names beyond HTML 4, some of two code points; without the ';' only legacy names are read.
   assert.equal(
     htmlUnescape('&Abreve;&ac;&NotEqualTilde;&fjlig;&CounterClockwiseContourIntegral;&bne;&nGt;'),
@@ -193,11 +197,15 @@ const TEXT = 'a high quality photo of a red fox, 4k';
 const GZ = 'bpe_simple_vocab_16e6.txt.gz';
 
 test('a model folder with vocab.json + merges.txt uses them, before an OpenAI gz beside them', () => {
-  const files = { 'vocab.json': { copy: join(HF_DIR, 'vocab.json') }, 'merges.txt': { copy: join(HF_DIR, 'merges.txt') }, [GZ]: 'not gzip' };
+  const files = {
+    'vocab.json': { copy: join(HF_DIR, 'vocab.json') },
+    'merges.txt': { copy: join(HF_DIR, 'merges.txt') },
+    [GZ]: 'not gzip',
+  };
   withFolder(files, (dir) => assert.deepEqual(ClipTokenizer.fromFolder(dir).tokenize(TEXT), hf.tokenize(TEXT)));
 });
 
-test('a model folder with only OpenAI\'s gz uses that file, not the shipped one', () => {
+test("a model folder with only OpenAI's gz uses that file, not the shipped one", () => {
   // merges 1 and 2 swapped: ids 512 and 513 trade places, which only this folder's file does
   const lines = gunzipSync(readFileSync(OPENAI_GZ)).toString('utf8').split('\n');
   [lines[1], lines[2]] = [lines[2]!, lines[1]!];
@@ -207,7 +215,10 @@ test('a model folder with only OpenAI\'s gz uses that file, not the shipped one'
     assert.equal(tok.decode([513]), shipped.decode([512]));
   });
   withFolder({ [GZ]: 'not gzip' }, (dir) => {
-    assert.throws(() => ClipTokenizer.fromFolder(dir), (err: Error) => err.message.includes(join(dir, GZ)));
+    assert.throws(
+      () => ClipTokenizer.fromFolder(dir),
+      (err: Error) => err.message.includes(join(dir, GZ)),
+    );
   });
 });
 
@@ -219,7 +230,10 @@ test('a model folder without tokenizer files uses the vocabulary shipped with th
 
 test('half a Hugging Face pair or a broken file is an error naming the file, never a fallback', () => {
   const hfMerges = { copy: join(HF_DIR, 'merges.txt') };
-  const named = (file: string, what: RegExp) => (err: Error): boolean => err.message.includes(file) && what.test(err.message);
+  const named =
+    (file: string, what: RegExp) =>
+    (err: Error): boolean =>
+      err.message.includes(file) && what.test(err.message);
   withFolder({ 'vocab.json': { copy: join(HF_DIR, 'vocab.json') } }, (dir) => {
     assert.throws(() => ClipTokenizer.fromFolder(dir), named(join(dir, 'vocab.json'), /merges\.txt/));
   });
@@ -247,12 +261,16 @@ test('the shipped vocabulary is found from the module, whatever the working dire
       process.stdout.write(JSON.stringify(ids));`;
     const env = { ...process.env };
     delete env.PROMPTIQA_SHARED;
-    const out = execFileSync(process.execPath, ['--import', tsx, '--input-type=module', '-e', code], { cwd: tmpdir(), env, encoding: 'utf8' });
+    const out = execFileSync(process.execPath, ['--import', tsx, '--input-type=module', '-e', code], {
+      cwd: tmpdir(),
+      env,
+      encoding: 'utf8',
+    });
     assert.deepEqual(JSON.parse(out), [openai.encode(TEXT), openai.encode(TEXT)]);
   });
 });
 
-test('the scorer\'s backbone and embed() take a model folder\'s tokenizer the same way', async () => {
+test("the scorer's backbone and embed() take a model folder's tokenizer the same way", async () => {
   const dir = mkdtempSync(join(tmpdir(), 'promptiqa-tok-'));
   try {
     for (const f of ['config.json', 'model.safetensors']) copyFileSync(join(HF_DIR, f), join(dir, f));

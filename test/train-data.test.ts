@@ -40,17 +40,45 @@ function truncate(file: string): void {
 }
 
 const base = (root: string, out: string, extra: Partial<TrainOptions> = {}): TrainOptions => ({
-  method: 'clip-iqa+', model: tiny, dataset: 'agiqa-3k', root, out, epochs: 1, batchSize: 4, seed: 1, threads: 1, ...extra,
+  method: 'clip-iqa+',
+  model: tiny,
+  dataset: 'agiqa-3k',
+  root,
+  out,
+  epochs: 1,
+  batchSize: 4,
+  seed: 1,
+  threads: 1,
+  ...extra,
 });
 
 const logRecords = (out: string): Array<{ kind: string; epoch: number; step?: number }> =>
-  readFileSync(join(out, 'train.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { kind: string; epoch: number; step?: number });
+  readFileSync(join(out, 'train.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { kind: string; epoch: number; step?: number });
 
 test('a dataset copy with one truncated image: train refuses before the first step naming it; with --skip-unreadable it finishes and records it', async () => {
   const { root, names } = agiqaCopy(12);
   const bad = join(root, 'images', names[5]!);
   truncate(bad);
-  const args = ['train', '--method', 'clip-iqa+', '--model', tiny, '--dataset', 'agiqa-3k', '--root', root, '--epochs', '1', '--batch', '4', '--threads', '1'];
+  const args = [
+    'train',
+    '--method',
+    'clip-iqa+',
+    '--model',
+    tiny,
+    '--dataset',
+    'agiqa-3k',
+    '--root',
+    root,
+    '--epochs',
+    '1',
+    '--batch',
+    '4',
+    '--threads',
+    '1',
+  ];
 
   const refused = join(tmp, 'refused');
   const r = await cli(...args, '--out', refused);
@@ -68,7 +96,9 @@ test('a dataset copy with one truncated image: train refuses before the first st
   assert.match(s.err, /warning: left out 1 unreadable image/);
   assert.match(s.out, /left out +1 unreadable image\(s\), listed in result\.json/);
   assert.ok(s.err.includes(bad), s.err);
-  const result = JSON.parse(readFileSync(join(skipped, 'result.json'), 'utf8')) as { unreadable?: Array<{ file: string; problem: string }> };
+  const result = JSON.parse(readFileSync(join(skipped, 'result.json'), 'utf8')) as {
+    unreadable?: Array<{ file: string; problem: string }>;
+  };
   assert.equal(result.unreadable?.length, 1);
   assert.equal(result.unreadable[0]!.file, bad);
   assert.match(result.unreadable[0]!.problem, /truncated/);
@@ -93,7 +123,12 @@ test('an image that fails to decode after the check (a test image, read last) st
   // damaged once training has ended, before the test side is read
   const damaged = await corruptedInside(victim);
   await assert.rejects(
-    train({ ...opts, onEvent: (e) => { if (e.kind === 'epoch' && e.epoch === 2) writeFileSync(victim, damaged); } }),
+    train({
+      ...opts,
+      onEvent: (e) => {
+        if (e.kind === 'epoch' && e.epoch === 2) writeFileSync(victim, damaged);
+      },
+    }),
     (e: Error) => e.message.includes(victim) && /could not be decoded/.test(e.message) && /kept in .* at epoch 2/.test(e.message),
   );
   await readImageHeader(victim); // the header check alone passes it
@@ -104,12 +139,21 @@ test('an image that fails to decode after the check (a test image, read last) st
   await assert.rejects(train(opts), (e: Error) => e.message.includes(victim) && /cannot be read/.test(e.message));
 
   const events: string[] = [];
-  const r = await train({ ...opts, skipUnreadable: true, onEvent: (e) => events.push(e.kind === 'start' ? e.message ?? '' : e.kind) });
-  assert.ok(events.some((m) => /resuming .* after epoch 2/.test(m)), events.join(', '));
+  const r = await train({ ...opts, skipUnreadable: true, onEvent: (e) => events.push(e.kind === 'start' ? (e.message ?? '') : e.kind) });
+  assert.ok(
+    events.some((m) => /resuming .* after epoch 2/.test(m)),
+    events.join(', '),
+  );
   assert.ok(!events.includes('step'), 'resumed after the last epoch: nothing trained again');
-  assert.deepEqual(r.unreadable?.map((u) => u.file), [victim]);
+  assert.deepEqual(
+    r.unreadable?.map((u) => u.file),
+    [victim],
+  );
   const result = JSON.parse(readFileSync(join(out, 'result.json'), 'utf8')) as { unreadable: Array<{ file: string }>; history: unknown[] };
-  assert.deepEqual(result.unreadable.map((u) => u.file), [victim]);
+  assert.deepEqual(
+    result.unreadable.map((u) => u.file),
+    [victim],
+  );
   assert.equal(result.history.length, 2);
 });
 
@@ -149,22 +193,84 @@ test('library train(): bad batchSize, epochs, lr, limit or a missing out are cle
 
 test('--image-col, --mos-col, --prompt-col choose the columns of a csv dataset in train and eval; dropped label rows are warned about', async () => {
   const { root, names } = agiqaCopy(12);
-  const mos = readFileSync(join(root, 'data.csv'), 'utf8').trim().split('\n').slice(1).map((l) => l.split(',')[5]!);
+  const mos = readFileSync(join(root, 'data.csv'), 'utf8')
+    .trim()
+    .split('\n')
+    .slice(1)
+    .map((l) => l.split(',')[5]!);
   const rows = names.map((n, i) => `images/${n},${mos[i]},prompt ${i % 6}`);
   rows.push(`images/${names[0]},4.9,prompt 0`); // listed again with another score: both rows are left out
   writeFileSync(join(root, 'scores.csv'), ['file,score,text', ...rows].join('\n') + '\n');
-  const dataset = ['--dataset', 'csv', '--root', root, '--label-file', 'scores.csv', '--image-col', 'file', '--mos-col', 'score', '--prompt-col', 'text'];
+  const dataset = [
+    '--dataset',
+    'csv',
+    '--root',
+    root,
+    '--label-file',
+    'scores.csv',
+    '--image-col',
+    'file',
+    '--mos-col',
+    'score',
+    '--prompt-col',
+    'text',
+  ];
 
-  const t = await cli('train', '--method', 'clip-iqa+', '--model', tiny, ...dataset, '--epochs', '1', '--batch', '4', '--threads', '1', '--out', join(tmp, 'csv-train'), '--json');
+  const t = await cli(
+    'train',
+    '--method',
+    'clip-iqa+',
+    '--model',
+    tiny,
+    ...dataset,
+    '--epochs',
+    '1',
+    '--batch',
+    '4',
+    '--threads',
+    '1',
+    '--out',
+    join(tmp, 'csv-train'),
+    '--json',
+  );
   assert.equal(t.code, 0, t.err);
-  assert.match(t.err, /warning: csv: 1 label row problem\(s\); the rows were left out\n {2}.*scores\.csv: images\/AttnGAN_normal_000\.jpg is listed 2 times/);
+  assert.match(
+    t.err,
+    /warning: csv: 1 label row problem\(s\); the rows were left out\n {2}.*scores\.csv: images\/AttnGAN_normal_000\.jpg is listed 2 times/,
+  );
 
-  const e = await cli('eval', '--method', 'clip-iqa', '--model', tiny, ...dataset, '--threads', '1', '--out', join(tmp, 'csv-eval'), '--json');
+  const e = await cli(
+    'eval',
+    '--method',
+    'clip-iqa',
+    '--model',
+    tiny,
+    ...dataset,
+    '--threads',
+    '1',
+    '--out',
+    join(tmp, 'csv-eval'),
+    '--json',
+  );
   assert.equal(e.code, 0, e.err);
   assert.match(e.err, /warning: csv: 1 label row problem/);
   assert.equal((JSON.parse(e.out) as { n: number }).n, 11);
 
-  const wrong = await cli('eval', '--method', 'clip-iqa', '--model', tiny, '--dataset', 'agiqa-3k', '--root', root, '--mos-col', 'mos', '--out', join(tmp, 'x'));
+  const wrong = await cli(
+    'eval',
+    '--method',
+    'clip-iqa',
+    '--model',
+    tiny,
+    '--dataset',
+    'agiqa-3k',
+    '--root',
+    root,
+    '--mos-col',
+    'mos',
+    '--out',
+    join(tmp, 'x'),
+  );
   assert.equal(wrong.code, 1);
   assert.match(wrong.err, /--mos-col \(mosCol in the library\) choose the columns of the generic 'csv' dataset/);
 });

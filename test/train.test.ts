@@ -23,14 +23,25 @@ function tensorsOf(dir: string): Record<string, number[]> {
   return Object.fromEntries([...params].map(([k, v]) => [k, Array.from(v.data)]));
 }
 
-interface LogRecord { kind: 'step' | 'epoch'; epoch: number; step?: number; loss: number; lr: number }
+interface LogRecord {
+  kind: 'step' | 'epoch';
+  epoch: number;
+  step?: number;
+  loss: number;
+  lr: number;
+}
 
 function logRecords(dir: string): LogRecord[] {
-  return readFileSync(join(dir, 'train.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as LogRecord);
+  return readFileSync(join(dir, 'train.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as LogRecord);
 }
 
 function epochLosses(dir: string): number[] {
-  return logRecords(dir).filter((r) => r.kind === 'epoch').map((r) => r.loss);
+  return logRecords(dir)
+    .filter((r) => r.kind === 'epoch')
+    .map((r) => r.loss);
 }
 
 /** The checkpoint's JSON as written (the backbone's fields may be edited to test a moved backbone). */
@@ -81,7 +92,9 @@ test('kill -9 of a training process, then resume, gives the result of a straight
   const straight = tmp();
   await train(base('clip-iqa+', straight));
   const killed = tmp();
-  const child = spawn(process.execPath, ['--import', 'tsx', join('test', 'helpers', 'train-child.ts'), killed, 'clip-iqa+'], { stdio: 'ignore' });
+  const child = spawn(process.execPath, ['--import', 'tsx', join('test', 'helpers', 'train-child.ts'), killed, 'clip-iqa+'], {
+    stdio: 'ignore',
+  });
   // kill it as soon as its first epoch's state is on disk
   await new Promise<void>((resolve, reject) => {
     const timer = setInterval(() => {
@@ -91,7 +104,10 @@ test('kill -9 of a training process, then resume, gives the result of a straight
         resolve();
       }
     }, 5);
-    child.on('exit', () => { clearInterval(timer); resolve(); });
+    child.on('exit', () => {
+      clearInterval(timer);
+      resolve();
+    });
     child.on('error', reject);
   });
   await new Promise((r) => child.on('exit', r));
@@ -102,7 +118,10 @@ test('kill -9 of a training process, then resume, gives the result of a straight
 test('a checkpoint is refused on another backbone', async () => {
   const out = tmp();
   await train(base('clip-iqa+', out, { epochs: 1 }));
-  await assert.rejects(createMetric('clip-iqa+', { checkpoint: out, model: join(sharedDir(), 'reference', 'tiny-vit-p16') }), /trained on backbone/);
+  await assert.rejects(
+    createMetric('clip-iqa+', { checkpoint: out, model: join(sharedDir(), 'reference', 'tiny-vit-p16') }),
+    /trained on backbone/,
+  );
 });
 
 test('a run shorter than the paper warm-up still trains (tang: one epoch, one warm-up epoch)', async () => {
@@ -123,7 +142,10 @@ test('a checkpoint tensor corrupted in place (same size) is refused on load', as
   // flip bytes of the last tensor's data: the header, and so the shapes, stay valid
   for (let i = bytes.length - 8; i < bytes.length; i++) bytes[i] = bytes[i]! ^ 0x5a;
   writeFileSync(file, bytes);
-  await assert.rejects(createMetric('tang', { checkpoint: out }), /checkpoint\.safetensors: corrupted or replaced: its sha256 is [0-9a-f]{64}, but .*checkpoint\.json records/);
+  await assert.rejects(
+    createMetric('tang', { checkpoint: out }),
+    /checkpoint\.safetensors: corrupted or replaced: its sha256 is [0-9a-f]{64}, but .*checkpoint\.json records/,
+  );
   assert.throws(() => loadCheckpoint(out), /corrupted or replaced/);
 });
 
@@ -145,23 +167,41 @@ test('a checkpoint records where its backbone is, not the path as typed, and say
   // the recorded folder is gone: the message says where the path came from and that --model overrides it
   meta.backbone.path = join(tmp(), 'moved-away');
   writeFileSync(join(out, 'checkpoint.json'), JSON.stringify(meta));
-  await assert.rejects(createMetric('clip-iqa+', { checkpoint: out }), /cannot load the backbone recorded in .*checkpoint\.json \(.*moved-away\).*--model .*overrides it/);
+  await assert.rejects(
+    createMetric('clip-iqa+', { checkpoint: out }),
+    /cannot load the backbone recorded in .*checkpoint\.json \(.*moved-away\).*--model .*overrides it/,
+  );
   const metric = await createMetric('clip-iqa+', { checkpoint: out, model: tiny });
   await metric.close();
 });
 
-test('rounds.json names the split unit the rounds used (the dataset\'s own), and rounds share the limit subset', async () => {
+test("rounds.json names the split unit the rounds used (the dataset's own), and rounds share the limit subset", async () => {
   const dir = tmp();
   // a CSV label file: its items are split by image
-  const lines = readFileSync(join(root, 'data.csv'), 'utf8').trim().split('\n').slice(1, 41).map((l) => l.split(','));
+  const lines = readFileSync(join(root, 'data.csv'), 'utf8')
+    .trim()
+    .split('\n')
+    .slice(1, 41)
+    .map((l) => l.split(','));
   const labels = join(dir, 'labels.csv');
   writeFileSync(labels, ['image,mos', ...lines.map((c) => `images/${c[0]},${c[5]}`)].join('\n') + '\n');
-  const res = await trainRounds({ ...base('tang', join(dir, 'runs'), { epochs: 1, limit: 30, seed: 5 }), dataset: 'csv', labelFile: labels, rounds: 2 });
+  const res = await trainRounds({
+    ...base('tang', join(dir, 'runs'), { epochs: 1, limit: 30, seed: 5 }),
+    dataset: 'csv',
+    labelFile: labels,
+    rounds: 2,
+  });
   const rounds = JSON.parse(readFileSync(join(dir, 'runs', 'rounds.json'), 'utf8')) as { protocol: string; split: { by: string } };
   assert.match(rounds.protocol, /split by image 0\.7\/0\.1\/0\.2, split seeds 5…6, the same seeded subset of 30 images/);
   assert.equal(rounds.split.by, 'image');
   const sides = res.rounds.map((r) => (JSON.parse(readFileSync(r.checkpoint, 'utf8')) as { split: SplitRecord }).split);
-  assert.deepEqual(sides.map((s) => [s.seed, s.round, s.limit]), [[5, 0, 30], [5, 1, 30]]);
+  assert.deepEqual(
+    sides.map((s) => [s.seed, s.round, s.limit]),
+    [
+      [5, 0, 30],
+      [5, 1, 30],
+    ],
+  );
   assert.equal(sides[0]!.train + sides[0]!.val + sides[0]!.test.n, 30);
   assert.notEqual(sides[0]!.test.sha256, sides[1]!.test.sha256);
 });
@@ -181,13 +221,19 @@ test('a checkpoint of a hub model records the repo and the commit of its files, 
     const out = tmp();
     await train(base('clip-iqa+', out, { epochs: 1, model: 'test-owner/tiny-clip' }));
     const meta = checkpointJson(out);
-    assert.deepEqual({ repo: meta.backbone.repo, revision: meta.backbone.revision, path: meta.backbone.path }, { repo: 'test-owner/tiny-clip', revision: commit, path: undefined });
+    assert.deepEqual(
+      { repo: meta.backbone.repo, revision: meta.backbone.revision, path: meta.backbone.path },
+      { repo: 'test-owner/tiny-clip', revision: commit, path: undefined },
+    );
     // main moves on to a commit this cache does not hold: the checkpoint still loads the commit it was trained on
     writeFileSync(join(cache, 'models--test-owner--tiny-clip', 'refs', 'main'), 'b'.repeat(40));
     const metric = await createMetric('clip-iqa+', { checkpoint: out });
     await metric.close();
   } finally {
-    for (const [k, v] of [['HF_HUB_CACHE', saved.cache], ['HF_HUB_OFFLINE', saved.offline]] as const) {
+    for (const [k, v] of [
+      ['HF_HUB_CACHE', saved.cache],
+      ['HF_HUB_OFFLINE', saved.offline],
+    ] as const) {
       if (v === undefined) delete process.env[k];
       else process.env[k] = v;
     }
@@ -197,15 +243,19 @@ test('a checkpoint of a hub model records the repo and the commit of its files, 
 test('tang as Dassl: the rate moves once per epoch (warm-up, then cosine with T_max = epochs) and the last partial batch is dropped', async () => {
   const run = async (methodOptions: Record<string, unknown>) => {
     const out = tmp();
-    let images = 0, perEpoch = 0;
-    await train(base('tang', out, {
-      epochs: 3, methodOptions,
-      onEvent: (e) => {
-        const m = /on (\d+) images/.exec(e.message ?? '');
-        if (m) images = Number(m[1]);
-        if (e.stepsPerEpoch) perEpoch = e.stepsPerEpoch;
-      },
-    }));
+    let images = 0,
+      perEpoch = 0;
+    await train(
+      base('tang', out, {
+        epochs: 3,
+        methodOptions,
+        onEvent: (e) => {
+          const m = /on (\d+) images/.exec(e.message ?? '');
+          if (m) images = Number(m[1]);
+          if (e.stepsPerEpoch) perEpoch = e.stepsPerEpoch;
+        },
+      }),
+    );
     const steps = logRecords(out).filter((x) => x.kind === 'step');
     return { images, perEpoch, steps: steps as Array<{ epoch: number; lr: number }> };
   };
@@ -219,5 +269,8 @@ test('tang as Dassl: the rate moves once per epoch (warm-up, then cosine with T_
   const perStep = await run({ lrStep: 'step', dropLast: false });
   assert.equal(perStep.perEpoch, Math.ceil(perStep.images / 8));
   const lrs = perStep.steps.map((s) => s.lr);
-  assert.ok(new Set(lrs.slice(perStep.perEpoch)).size === lrs.length - perStep.perEpoch, 'per step: a new rate at every step after the warm-up');
+  assert.ok(
+    new Set(lrs.slice(perStep.perEpoch)).size === lrs.length - perStep.perEpoch,
+    'per step: a new rate at every step after the warm-up',
+  );
 });

@@ -12,7 +12,10 @@ import { adam } from '../train/optim.js';
 import { Rng } from '../util/rng.js';
 import { timeIt } from './timing.js';
 
-export async function benchFu(weights: ClipWeights, opts: { batch: number; warmup: number; iters: number; runtime: RuntimeOptions }): Promise<{ fu_train_img_s: number; fu_s: number[] }> {
+export async function benchFu(
+  weights: ClipWeights,
+  opts: { batch: number; warmup: number; iters: number; runtime: RuntimeOptions },
+): Promise<{ fu_train_img_s: number; fu_s: number[] }> {
   const method = getMethod('fu');
   const o = parseOptions(method, {});
   const setup = setUp(method, o, { weights, tokenizer: ClipTokenizer.default(), model: 'random' });
@@ -26,14 +29,23 @@ export async function benchFu(weights: ClipWeights, opts: { batch: number; warmu
   const batch = {
     image: random(opts.batch * 3 * c.imageSize * c.imageSize, () => rng.normal()),
     quality: random(opts.batch, () => rng.uniform()),
-    auxiliary: Object.fromEntries(auxiliary.map((t) => [t.name, { values: random(opts.batch * t.size, () => rng.uniform()), mask: new Float32Array(opts.batch).fill(1) }])),
+    auxiliary: Object.fromEntries(
+      auxiliary.map((t) => [
+        t.name,
+        { values: random(opts.batch * t.size, () => rng.uniform()), mask: new Float32Array(opts.batch).fill(1) },
+      ]),
+    ),
   };
   const optimizer = adam({ lr: o.lr });
   const data = new Map([...params].map(([k, v]) => [k, v.data]));
-  const t = await timeIt(async () => {
-    const { grads } = await step.run(batch, params, rng);
-    optimizer.step(data, grads);
-  }, opts.warmup, opts.iters);
+  const t = await timeIt(
+    async () => {
+      const { grads } = await step.run(batch, params, rng);
+      optimizer.step(data, grads);
+    },
+    opts.warmup,
+    opts.iters,
+  );
   await step.release();
   return { fu_train_img_s: opts.batch / t.median, fu_s: t.seconds };
 }

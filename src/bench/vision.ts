@@ -45,7 +45,10 @@ export interface VisionBenchResult {
   train_s: number[];
 }
 
-export async function benchVision(weights: ClipWeights, opts: { batch: number; prompts: number; warmup: number; iters: number; runtime: RuntimeOptions; modes: Set<string> }): Promise<Partial<VisionBenchResult>> {
+export async function benchVision(
+  weights: ClipWeights,
+  opts: { batch: number; prompts: number; warmup: number; iters: number; runtime: RuntimeOptions; modes: Set<string> },
+): Promise<Partial<VisionBenchResult>> {
   const c: ClipConfig = weights.config;
   const rng = new Rng(1);
   const pixels = normalInit(rng, [opts.batch * 3 * c.imageSize * c.imageSize], 1).data;

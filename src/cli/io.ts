@@ -31,7 +31,10 @@ export class UsageError extends Error {
 
 /** A failure to report in one line, without a stack. Exit code 1 (or `exitCode`). */
 export class CliError extends Error {
-  constructor(message: string, readonly exitCode = 1) {
+  constructor(
+    message: string,
+    readonly exitCode = 1,
+  ) {
     super(message);
     this.name = 'CliError';
   }
@@ -69,7 +72,10 @@ export function formatTable(header: readonly string[], rows: ReadonlyArray<Reado
   const widths = header.map((h, c) => Math.max(h.length, ...body.map((r) => (r[c] ?? '').length)));
   const numeric = header.map((_, c) => body.length > 0 && body.every((r) => (r[c] ?? '') === '' || NUMERIC.test(r[c] ?? '')));
   const line = (cells: readonly string[]): string =>
-    cells.map((cell, c) => (numeric[c] ? cell.padStart(widths[c]!) : cell.padEnd(widths[c]!))).join('  ').trimEnd();
+    cells
+      .map((cell, c) => (numeric[c] ? cell.padStart(widths[c]!) : cell.padEnd(widths[c]!)))
+      .join('  ')
+      .trimEnd();
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)].join('\n') + '\n';
 }
 

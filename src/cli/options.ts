@@ -86,39 +86,69 @@ export const opt = {
       '--model <dir|repo>',
       'CLIP weights: a local model folder, or a Hugging Face repo id such as openai/clip-vit-base-patch32 (downloaded into the Hugging Face cache on first use; HF_ENDPOINT, HF_HOME, HF_HUB_OFFLINE are honoured)',
     ),
-  checkpoint: (): Option => new Option('--checkpoint <path>', 'trained parameters written by `promptiqa train`: its --out folder, or the checkpoint file it prints'),
+  checkpoint: (): Option =>
+    new Option(
+      '--checkpoint <path>',
+      'trained parameters written by `promptiqa train`: its --out folder, or the checkpoint file it prints',
+    ),
   method: (): Option => new Option('--method <name>', 'quality method, one of `promptiqa methods` (e.g. clip-iqa)'),
   dataset: (): Option => new Option('--dataset <name>', 'dataset, one of `promptiqa datasets` (e.g. agiqa-3k), or csv for any label file'),
   root: (): Option => new Option('--root <dir>', 'dataset folder holding the label file and the images'),
-  labelFile: (): Option => new Option('--label-file <file>', "label file, relative to --root or absolute (default: the dataset's usual file)"),
-  target: (): Option => new Option('--target <name>', "score to learn or compare with: quality (default) or another of the dataset's targets (e.g. alignment)"),
+  labelFile: (): Option =>
+    new Option('--label-file <file>', "label file, relative to --root or absolute (default: the dataset's usual file)"),
+  target: (): Option =>
+    new Option('--target <name>', "score to learn or compare with: quality (default) or another of the dataset's targets (e.g. alignment)"),
   device: (): Option =>
-    new Option('--device <device>', "where ONNX Runtime computes: cpu, or cuda (needs onnxruntime-node's CUDA provider: see the README's Install section)")
-      .choices(['cpu', 'cuda']).argParser(parseDevice).default('cpu'),
+    new Option(
+      '--device <device>',
+      "where ONNX Runtime computes: cpu, or cuda (needs onnxruntime-node's CUDA provider: see the README's Install section)",
+    )
+      .choices(['cpu', 'cuda'])
+      .argParser(parseDevice)
+      .default('cpu'),
   threads: (): Option => new Option('--threads <n>', 'CPU threads for ONNX Runtime (default: all cores)').argParser(parsePositiveInt),
   batch: (dflt?: number): Option => {
-    const o = new Option('--batch <n>', dflt === undefined ? "images per batch (default: the method's)" : 'images per batch').argParser(parsePositiveInt);
+    const o = new Option('--batch <n>', dflt === undefined ? "images per batch (default: the method's)" : 'images per batch').argParser(
+      parsePositiveInt,
+    );
     return dflt === undefined ? o : o.default(dflt);
   },
   seed: (dflt?: number): Option => {
-    const o = new Option('--seed <n>', 'random seed (splits, initialisation, shuffling); the same seed gives the same run').argParser(parseSeed);
+    const o = new Option('--seed <n>', 'random seed (splits, initialisation, shuffling); the same seed gives the same run').argParser(
+      parseSeed,
+    );
     return dflt === undefined ? o : o.default(dflt);
   },
   json: (): Option => new Option('--json', 'print one JSON object on stdout instead of a table'),
   format: (choices: string[], dflt: string): Option => new Option('--format <format>', 'output format').choices(choices).default(dflt),
   output: (): Option => new Option('--output <file>', 'write the results to this file instead of stdout'),
-  quiet: (): Option => new Option('-q, --quiet', 'no progress bars or notes on stderr (errors are still reported); bars are drawn only when stderr is a terminal and CI is unset'),
-  ratios: (): Option => new Option('--ratios <train,val,test>', 'split shares summing to 1, e.g. 0.7,0.1,0.2 (default: the protocol\'s)').argParser(parseRatios),
+  quiet: (): Option =>
+    new Option(
+      '-q, --quiet',
+      'no progress bars or notes on stderr (errors are still reported); bars are drawn only when stderr is a terminal and CI is unset',
+    ),
+  ratios: (): Option =>
+    new Option('--ratios <train,val,test>', "split shares summing to 1, e.g. 0.7,0.1,0.2 (default: the protocol's)").argParser(parseRatios),
   splitBy: (): Option =>
-    new Option('--split-by <unit>', 'split unit: image, group (generation prompt or reference image: nothing seen in training is tested on), official (the dataset\'s own split)')
-      .choices(['image', 'group', 'official']),
-  imageCol: (): Option => new Option('--image-col <name>', "--dataset csv: column of image paths, relative to --root (default: image)"),
+    new Option(
+      '--split-by <unit>',
+      "split unit: image, group (generation prompt or reference image: nothing seen in training is tested on), official (the dataset's own split)",
+    ).choices(['image', 'group', 'official']),
+  imageCol: (): Option => new Option('--image-col <name>', '--dataset csv: column of image paths, relative to --root (default: image)'),
   // one option for metrics (a CSV of scores) and train/eval (the label file of --dataset csv)
-  mosCol: (what = '--dataset csv: column of mean opinion scores in the label file (default mos)'): Option => new Option('--mos-col <name>', what),
-  promptCol: (): Option => new Option('--prompt-col <name>', '--dataset csv: column of generation prompts; images are then grouped by prompt'),
-  limit: (): Option => new Option('--limit <n>', 'a seeded subset of n items (drawn with --seed; the same --seed and --limit give the same images), for quick trials').argParser(parsePositiveInt),
+  mosCol: (what = '--dataset csv: column of mean opinion scores in the label file (default mos)'): Option =>
+    new Option('--mos-col <name>', what),
+  promptCol: (): Option =>
+    new Option('--prompt-col <name>', '--dataset csv: column of generation prompts; images are then grouped by prompt'),
+  limit: (): Option =>
+    new Option(
+      '--limit <n>',
+      'a seeded subset of n items (drawn with --seed; the same --seed and --limit give the same images), for quick trials',
+    ).argParser(parsePositiveInt),
   out: (): Option => new Option('--out <dir>', 'folder for the run: checkpoints, reports, plots').makeOptionMandatory(),
   methodOption: (): Option =>
-    new Option('--option <key=value>', "a method parameter (repeatable); values are JSON when they parse, else strings; see the method's description")
-      .argParser(collectKeyValue),
+    new Option(
+      '--option <key=value>',
+      "a method parameter (repeatable); values are JSON when they parse, else strings; see the method's description",
+    ).argParser(collectKeyValue),
 };

@@ -19,9 +19,21 @@ export interface ClipConfig {
 
 function preset(patchSize: number, visionWidth: number, visionLayers: number, textWidth: number, embedDim: number): ClipConfig {
   return {
-    embedDim, imageSize: 224, patchSize, visionWidth, visionLayers, visionHeads: visionWidth / 64, visionMlp: 4 * visionWidth,
-    contextLength: 77, vocabSize: 49408, textWidth, textLayers: 12, textHeads: textWidth / 64, textMlp: 4 * textWidth,
-    layerNormEps: 1e-5, activation: 'quick_gelu',
+    embedDim,
+    imageSize: 224,
+    patchSize,
+    visionWidth,
+    visionLayers,
+    visionHeads: visionWidth / 64,
+    visionMlp: 4 * visionWidth,
+    contextLength: 77,
+    vocabSize: 49408,
+    textWidth,
+    textLayers: 12,
+    textHeads: textWidth / 64,
+    textMlp: 4 * textWidth,
+    layerNormEps: 1e-5,
+    activation: 'quick_gelu',
   };
 }
 

@@ -41,7 +41,13 @@ function rows(data: ArrayLike<number>, n: number, width: number): number[][] {
 }
 
 /** Text embeddings of already tokenised ids [n, contextLength]. */
-export async function embedTokenIds(weights: ClipWeights, ids: ArrayLike<number>, n: number, eot: number, runtime: RuntimeOptions = {}): Promise<Float32Array> {
+export async function embedTokenIds(
+  weights: ClipWeights,
+  ids: ArrayLike<number>,
+  n: number,
+  eot: number,
+  runtime: RuntimeOptions = {},
+): Promise<Float32Array> {
   const c = weights.config;
   const g = new Graph('embed_text');
   const bank = new WeightBank(g);

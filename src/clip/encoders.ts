@@ -25,7 +25,16 @@ export class WeightBank {
   }
 }
 
-function block(bank: WeightBank, x: Value, w: LayerWeights, heads: number, eps: number, act: ClipConfig['activation'], mask: Value | null, name: string): Value {
+function block(
+  bank: WeightBank,
+  x: Value,
+  w: LayerWeights,
+  heads: number,
+  eps: number,
+  act: ClipConfig['activation'],
+  mask: Value | null,
+  name: string,
+): Value {
   const [b, s, width] = x.shape as [number, number, number];
   const dh = width / heads;
   const mlp = w.fcB.length;
@@ -33,7 +42,8 @@ function block(bank: WeightBank, x: Value, w: LayerWeights, heads: number, eps: 
 
   const h = G.layerNorm(x, W('ln1.w', w.ln1[0], [width]), W('ln1.b', w.ln1[1], [width]), eps);
   const qkv = G.linear(h, W('qkv.w', w.qkvW, [width, 3 * width]), W('qkv.b', w.qkvB, [3 * width]));
-  const heads4 = (i: number, perm: number[]): Value => G.transpose(G.reshape(G.slice(qkv, 2, i * width, (i + 1) * width), [b, s, heads, dh]), perm);
+  const heads4 = (i: number, perm: number[]): Value =>
+    G.transpose(G.reshape(G.slice(qkv, 2, i * width, (i + 1) * width), [b, s, heads, dh]), perm);
   const q = G.mul(heads4(0, [0, 2, 1, 3]), 1 / Math.sqrt(dh)); // [b, h, s, dh], scaled before the product
   const kT = heads4(1, [0, 2, 3, 1]); // [b, h, dh, s]
   const v = heads4(2, [0, 2, 1, 3]);
@@ -120,7 +130,13 @@ function causalMask(g: Graph, s: number): Value {
  * `tokenEmbeddings`, with learned context vectors already in place). `eotOneHot` [N, context] selects
  * each sequence's end-of-text position, where the text feature is read.
  */
-export function textEncoder(bank: WeightBank, weights: ClipWeights, tokenEmbeds: Value, eotOneHot: Value, hooks: TextHooks = {}): EncoderOutput {
+export function textEncoder(
+  bank: WeightBank,
+  weights: ClipWeights,
+  tokenEmbeds: Value,
+  eotOneHot: Value,
+  hooks: TextHooks = {},
+): EncoderOutput {
   const c = weights.config;
   const tw = weights.text;
   const width = c.textWidth;
@@ -151,7 +167,8 @@ export function tokenEmbeddings(weights: ClipWeights, ids: ArrayLike<number>, nS
   const out = new Float32Array(ids.length * width);
   for (let i = 0; i < ids.length; i++) {
     const id = ids[i]!;
-    if (id < 0 || id >= weights.config.vocabSize) throw new Error(`token id ${id} is outside the vocabulary of ${weights.config.vocabSize}`);
+    if (id < 0 || id >= weights.config.vocabSize)
+      throw new Error(`token id ${id} is outside the vocabulary of ${weights.config.vocabSize}`);
     out.set(table.subarray(id * width, (id + 1) * width), i * width);
   }
   if (ids.length % nSeq !== 0) throw new Error('token ids do not divide into sequences');
@@ -164,7 +181,11 @@ export function eotOneHot(ids: ArrayLike<number>, nSeq: number, eot: number): Fl
   const out = new Float32Array(ids.length);
   for (let r = 0; r < nSeq; r++) {
     let k = -1;
-    for (let j = 0; j < s; j++) if (ids[r * s + j] === eot) { k = j; break; }
+    for (let j = 0; j < s; j++)
+      if (ids[r * s + j] === eot) {
+        k = j;
+        break;
+      }
     if (k < 0) throw new Error(`token sequence ${r} has no end-of-text token`);
     out[r * s + k] = 1;
   }

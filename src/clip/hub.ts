@@ -12,9 +12,7 @@
  * HF_ENDPOINT or HF_TOKEN.
  */
 import { randomBytes } from 'node:crypto';
-import {
-  copyFileSync, createWriteStream, mkdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync,
-} from 'node:fs';
+import { copyFileSync, createWriteStream, mkdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { basename, dirname, join, relative } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -93,7 +91,10 @@ export class HubError extends Error {
   /** worth another attempt (5xx, 429) */
   readonly retryable: boolean;
 
-  constructor(message: string, details: { repo: string; filename?: string; status?: number; code: string; retryable?: boolean; cause?: unknown }) {
+  constructor(
+    message: string,
+    details: { repo: string; filename?: string; status?: number; code: string; retryable?: boolean; cause?: unknown },
+  ) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
     this.name = 'HubError';
     this.repo = details.repo;
@@ -129,7 +130,8 @@ function readTokenFile(path: string): string | undefined {
 /** Fills in the defaults of `opts` from the environment, as huggingface_hub reads it. */
 export function resolveHubOptions(opts: HubOptions = {}, env: NodeJS.ProcessEnv = process.env): HubSettings {
   const hfHome = expandHome(env.HF_HOME ?? join(env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'huggingface'));
-  const token = opts.token ?? env.HF_TOKEN ?? env.HUGGING_FACE_HUB_TOKEN ?? readTokenFile(expandHome(env.HF_TOKEN_PATH ?? join(hfHome, 'token')));
+  const token =
+    opts.token ?? env.HF_TOKEN ?? env.HUGGING_FACE_HUB_TOKEN ?? readTokenFile(expandHome(env.HF_TOKEN_PATH ?? join(hfHome, 'token')));
   return {
     endpoint: (opts.endpoint ?? env.HF_ENDPOINT ?? 'https://huggingface.co').replace(/\/+$/, ''),
     cacheDir: opts.cacheDir ?? expandHome(env.HF_HUB_CACHE ?? env.HUGGINGFACE_HUB_CACHE ?? join(hfHome, 'hub')),
@@ -274,7 +276,12 @@ function backoff(ctx: Ctx, failures: number): number {
  * followed, and an absolute one (to the CDN) is returned: it carries the file's metadata.
  */
 async function request(
-  ctx: Ctx, url: string, method: 'HEAD' | 'GET', extra: Record<string, string>, followAbsolute: boolean, signal?: AbortSignal,
+  ctx: Ctx,
+  url: string,
+  method: 'HEAD' | 'GET',
+  extra: Record<string, string>,
+  followAbsolute: boolean,
+  signal?: AbortSignal,
 ): Promise<Response> {
   const hubOrigin = new URL(ctx.endpoint).origin;
   for (let hops = 0; ; hops++) {
@@ -304,11 +311,17 @@ function httpError(ctx: Ctx, res: Response, filename: string, revision: string):
   if (code === 'RepoNotFound') return fail(`repository '${repo}' not found at ${endpoint} (${tokenHint})`, 'RepoNotFound');
   if (code === 'RevisionNotFound') return fail(`revision '${revision}' not found in ${repo}`, 'RevisionNotFound');
   if (code === 'GatedRepo') {
-    return fail(`${repo} is gated: accept its conditions at ${endpoint}/${repo} with the account of your token (needed for ${filename})`, 'GatedRepo');
+    return fail(
+      `${repo} is gated: accept its conditions at ${endpoint}/${repo} with the account of your token (needed for ${filename})`,
+      'GatedRepo',
+    );
   }
   switch (res.status) {
     case 401:
-      return fail(`unauthorized to download ${where}: ${token ? 'the token was rejected' : 'a token is needed: set HF_TOKEN or pass a token'}`, 'Unauthorized');
+      return fail(
+        `unauthorized to download ${where}: ${token ? 'the token was rejected' : 'a token is needed: set HF_TOKEN or pass a token'}`,
+        'Unauthorized',
+      );
     case 403:
       return fail(`access to ${where} is forbidden (${tokenHint})`, 'Forbidden');
     case 404:
@@ -325,8 +338,13 @@ function isRetryable(err: unknown): boolean {
   const e = err as { name?: string; code?: unknown };
   const code = typeof e.code === 'string' ? e.code : '';
   // fetch reports network failures and cut bodies as TypeError ('fetch failed', 'terminated')
-  return e.name === 'TypeError' || e.name === 'TimeoutError' || e.name === 'AbortError' || code.startsWith('UND_ERR')
-    || ['ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN'].includes(code);
+  return (
+    e.name === 'TypeError' ||
+    e.name === 'TimeoutError' ||
+    e.name === 'AbortError' ||
+    code.startsWith('UND_ERR') ||
+    ['ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN'].includes(code)
+  );
 }
 
 function giveUp(ctx: Ctx, filename: string, err: unknown, attempts: number): unknown {
@@ -352,7 +370,12 @@ async function withRetries<T>(ctx: Ctx, filename: string, fn: () => Promise<T>):
 }
 
 function normalizeEtag(etag: string | null): string | undefined {
-  return etag?.trim().replace(/^W\//, '').replace(/^"(.*)"$/, '$1') || undefined;
+  return (
+    etag
+      ?.trim()
+      .replace(/^W\//, '')
+      .replace(/^"(.*)"$/, '$1') || undefined
+  );
 }
 
 function parseSize(value: string | null): number | undefined {
@@ -404,12 +427,15 @@ async function headFile(ctx: Ctx, filename: string, revision: string): Promise<H
 function progressBar(ctx: Ctx, filename: string, total: number | undefined): cliProgress.SingleBar | undefined {
   if (!ctx.progress || !process.stderr.isTTY || total === undefined) return undefined;
   const mb = (v: number) => (v / 1e6).toFixed(1);
-  return new cliProgress.SingleBar({
-    stream: process.stderr,
-    format: `${filename} [{bar}] {percentage}% | {value}/{total} MB | {eta_formatted}`,
-    formatValue: (v, _opts, type) => (type === 'value' || type === 'total' ? mb(v) : String(v)),
-    hideCursor: true,
-  }, cliProgress.Presets.legacy);
+  return new cliProgress.SingleBar(
+    {
+      stream: process.stderr,
+      format: `${filename} [{bar}] {percentage}% | {value}/{total} MB | {eta_formatted}`,
+      formatValue: (v, _opts, type) => (type === 'value' || type === 'total' ? mb(v) : String(v)),
+      hideCursor: true,
+    },
+    cliProgress.Presets.legacy,
+  );
 }
 
 /**
@@ -439,10 +465,19 @@ async function downloadBlob(ctx: Ctx, filename: string, meta: FileMeta, blob: st
         if (expected === undefined || got === expected) break;
         if (got > expected) {
           rmSync(part, { force: true });
-          throw new HubError(`${ctx.repo}/${filename}: received ${got} bytes, more than its size ${expected}`, { repo: ctx.repo, filename, code: 'SizeMismatch' });
+          throw new HubError(`${ctx.repo}/${filename}: received ${got} bytes, more than its size ${expected}`, {
+            repo: ctx.repo,
+            filename,
+            code: 'SizeMismatch',
+          });
         }
         // fewer bytes than announced, yet no error: the connection was closed early; resume
-        error = new HubError(`${ctx.repo}/${filename}: connection closed after ${got} of ${expected} bytes`, { repo: ctx.repo, filename, code: 'Network', retryable: true });
+        error = new HubError(`${ctx.repo}/${filename}: connection closed after ${got} of ${expected} bytes`, {
+          repo: ctx.repo,
+          filename,
+          code: 'Network',
+          retryable: true,
+        });
       } catch (err) {
         error = err;
       }
@@ -469,7 +504,12 @@ async function downloadBlob(ctx: Ctx, filename: string, meta: FileMeta, blob: st
 
 /** One GET of the file into `part`, from byte `offset` on; returns the file's full size when known. */
 async function transfer(
-  ctx: Ctx, filename: string, commit: string, part: string, offset: number, expected: number | undefined,
+  ctx: Ctx,
+  filename: string,
+  commit: string,
+  part: string,
+  offset: number,
+  expected: number | undefined,
   bar: cliProgress.SingleBar | undefined,
 ): Promise<number | undefined> {
   // the commit, not the branch: a branch that moves during the download cannot mix two versions
@@ -479,7 +519,13 @@ async function transfer(
     // the range no longer fits what the server has: start over
     await res.body?.cancel();
     rmSync(part, { force: true });
-    throw new HubError(`range not satisfiable for ${ctx.repo}/${filename}`, { repo: ctx.repo, filename, status: 416, code: 'ServerError', retryable: true });
+    throw new HubError(`range not satisfiable for ${ctx.repo}/${filename}`, {
+      repo: ctx.repo,
+      filename,
+      status: 416,
+      code: 'ServerError',
+      retryable: true,
+    });
   }
   if (res.status !== 200 && res.status !== 206) {
     await res.body?.cancel();
@@ -490,7 +536,13 @@ async function transfer(
   if (res.status === 206 && !resumed) {
     await res.body?.cancel();
     rmSync(part, { force: true });
-    throw new HubError(`bad Content-Range for ${ctx.repo}/${filename}`, { repo: ctx.repo, filename, status: 206, code: 'ServerError', retryable: true });
+    throw new HubError(`bad Content-Range for ${ctx.repo}/${filename}`, {
+      repo: ctx.repo,
+      filename,
+      status: 206,
+      code: 'ServerError',
+      retryable: true,
+    });
   }
   const start = resumed ? offset : 0; // a 200 to a Range request sends the whole file: start over
   const length = parseSize(res.headers.get('content-length'));
@@ -527,7 +579,12 @@ async function fetchFile(ctx: Ctx, filename: string, revision: string, useCache:
     const hit = commit ? cachedFile(ctx, commit, filename) : undefined;
     if (hit === ABSENT && optional) return { path: undefined, commit };
     if (hit === ABSENT) {
-      throw new HubError(`file '${filename}' not found in ${ctx.repo} at revision '${revision}'`, { repo: ctx.repo, filename, status: 404, code: 'EntryNotFound' });
+      throw new HubError(`file '${filename}' not found in ${ctx.repo} at revision '${revision}'`, {
+        repo: ctx.repo,
+        filename,
+        status: 404,
+        code: 'EntryNotFound',
+      });
     }
     if (hit) return { path: hit, commit };
     if (ctx.offline) throw offlineError(ctx, [filename]);
@@ -603,7 +660,12 @@ export async function downloadRepo(repo: string, files: string[] = CLIP_MODEL_FI
     }
     if (!found && spec.required) {
       const what = spec.names.length > 1 ? `none of ${spec.names.join(', ')} found` : `file '${spec.names[0]}' not found`;
-      throw new HubError(`${what} in ${repo} at revision '${ctx.revision}'`, { repo, filename: spec.names[0], status: 404, code: 'EntryNotFound' });
+      throw new HubError(`${what} in ${repo} at revision '${ctx.revision}'`, {
+        repo,
+        filename: spec.names[0],
+        status: 404,
+        code: 'EntryNotFound',
+      });
     }
   }
   if (!commit) {

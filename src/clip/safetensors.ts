@@ -25,13 +25,21 @@ export class SafeTensorsFile {
   private readonly fd: number;
   private readonly dataStart: number;
 
-  private constructor(readonly path: string, fd: number, header: Record<string, unknown>, dataStart: number) {
+  private constructor(
+    readonly path: string,
+    fd: number,
+    header: Record<string, unknown>,
+    dataStart: number,
+  ) {
     this.fd = fd;
     this.dataStart = dataStart;
     const tensors = new Map<string, TensorInfo>();
     let meta: Record<string, string> = {};
     for (const [name, value] of Object.entries(header)) {
-      if (name === '__metadata__') { meta = (value ?? {}) as Record<string, string>; continue; }
+      if (name === '__metadata__') {
+        meta = (value ?? {}) as Record<string, string>;
+        continue;
+      }
       const v = value as { dtype?: string; shape?: number[]; data_offsets?: [number, number] };
       if (!v || typeof v.dtype !== 'string' || !Array.isArray(v.shape) || !Array.isArray(v.data_offsets)) {
         throw new Error(`${path}: malformed safetensors header entry for tensor "${name}"`);
@@ -40,7 +48,9 @@ export class SafeTensorsFile {
       const count = v.shape.reduce((a, b) => a * b, 1);
       const bytes = v.data_offsets[1] - v.data_offsets[0];
       if (bytes !== count * DTYPE_BYTES[v.dtype as SafeDType]) {
-        throw new Error(`${path}: tensor "${name}" has ${bytes} bytes, but shape ${formatShape(v.shape)} of ${v.dtype} needs ${count * DTYPE_BYTES[v.dtype as SafeDType]}`);
+        throw new Error(
+          `${path}: tensor "${name}" has ${bytes} bytes, but shape ${formatShape(v.shape)} of ${v.dtype} needs ${count * DTYPE_BYTES[v.dtype as SafeDType]}`,
+        );
       }
       tensors.set(name, { dtype: v.dtype as SafeDType, shape: v.shape, offsets: v.data_offsets });
     }
@@ -69,7 +79,8 @@ export class SafeTensorsFile {
       }
       const file = new SafeTensorsFile(path, fd, header, 8 + headerLen);
       for (const [name, info] of file.tensors) {
-        if (file.dataStart + info.offsets[1] > size) throw new Error(`${path}: tensor "${name}" runs past the end of the file (truncated?)`);
+        if (file.dataStart + info.offsets[1] > size)
+          throw new Error(`${path}: tensor "${name}" runs past the end of the file (truncated?)`);
       }
       return file;
     } catch (err) {
@@ -121,12 +132,24 @@ export class SafeTensorsFile {
     const out = new Array<number>(count);
     for (let i = 0; i < count; i++) {
       switch (info.dtype) {
-        case 'I64': out[i] = Number(b.readBigInt64LE(i * 8)); break;
-        case 'I32': out[i] = b.readInt32LE(i * 4); break;
-        case 'I16': out[i] = b.readInt16LE(i * 2); break;
-        case 'I8': out[i] = b.readInt8(i); break;
-        case 'U8': case 'BOOL': out[i] = b[i]!; break;
-        default: throw new Error(`${this.path}: "${name}" is ${info.dtype}, not an integer tensor`);
+        case 'I64':
+          out[i] = Number(b.readBigInt64LE(i * 8));
+          break;
+        case 'I32':
+          out[i] = b.readInt32LE(i * 4);
+          break;
+        case 'I16':
+          out[i] = b.readInt16LE(i * 2);
+          break;
+        case 'I8':
+          out[i] = b.readInt8(i);
+          break;
+        case 'U8':
+        case 'BOOL':
+          out[i] = b[i]!;
+          break;
+        default:
+          throw new Error(`${this.path}: "${name}" is ${info.dtype}, not an integer tensor`);
       }
     }
     return { shape: [...info.shape], data: out };
@@ -184,7 +207,8 @@ export function writeSafetensors(path: string, tensors: Record<string, HostTenso
   for (const name of names) {
     const t = tensors[name]!;
     const count = t.shape.reduce((a, b) => a * b, 1);
-    if (count !== t.data.length) throw new Error(`writeSafetensors: "${name}" has ${t.data.length} values but shape ${formatShape(t.shape)}`);
+    if (count !== t.data.length)
+      throw new Error(`writeSafetensors: "${name}" has ${t.data.length} values but shape ${formatShape(t.shape)}`);
     header[name] = { dtype: 'F32', shape: t.shape, data_offsets: [offset, offset + count * 4] };
     offset += count * 4;
   }
@@ -208,7 +232,8 @@ export function readSafetensors(path: string): { tensors: Map<string, HostTensor
     const tensors = new Map<string, HostTensor>();
     for (const name of f.keys()) {
       const info = f.info(name);
-      if (info.dtype === 'F32' || info.dtype === 'F16' || info.dtype === 'BF16' || info.dtype === 'F64') tensors.set(name, f.readFloat32(name));
+      if (info.dtype === 'F32' || info.dtype === 'F16' || info.dtype === 'BF16' || info.dtype === 'F64')
+        tensors.set(name, f.readFloat32(name));
     }
     return { tensors, metadata: f.metadata };
   } finally {

@@ -30,10 +30,10 @@ const CACHE_LIMIT = 1 << 17;
  * `str.strip()`'s whitespace (Python's `str.isspace`). It differs from JavaScript's: it has U+001C..U+001F
  * and U+0085 but not U+FEFF, so `trim()` won't do.
  */
-const PY_SPACE = new Set(
-  [0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x1c, 0x1d, 0x1e, 0x1f, 0x20, 0x85, 0xa0, 0x1680, 0x2000, 0x2001, 0x2002, 0x2003,
-    0x2004, 0x2005, 0x2006, 0x2007, 0x2008, 0x2009, 0x200a, 0x2028, 0x2029, 0x202f, 0x205f, 0x3000],
-);
+const PY_SPACE = new Set([
+  0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x1c, 0x1d, 0x1e, 0x1f, 0x20, 0x85, 0xa0, 0x1680, 0x2000, 0x2001, 0x2002, 0x2003, 0x2004, 0x2005, 0x2006,
+  0x2007, 0x2008, 0x2009, 0x200a, 0x2028, 0x2029, 0x202f, 0x205f, 0x3000,
+]);
 /**
  * simple_tokenizer.py imports `regex as re`, whose `\s` is Unicode White_Space: the same as `strip()`'s
  * set less U+001C..U+001F, which therefore survive inside the text (as punctuation).
@@ -58,8 +58,14 @@ function pyStrip(text: string): string {
  * HTML5 and `entities` keep them. C1 controls (0x80..0x9F) are not here: they are Windows-1252.
  */
 function isDroppedCodePoint(cp: number): boolean {
-  return (cp >= 0x1 && cp <= 0x8) || cp === 0xb || (cp >= 0xe && cp <= 0x1f) || cp === 0x7f ||
-    (cp >= 0xfdd0 && cp <= 0xfdef) || (cp <= 0x10ffff && (cp & 0xfffe) === 0xfffe);
+  return (
+    (cp >= 0x1 && cp <= 0x8) ||
+    cp === 0xb ||
+    (cp >= 0xe && cp <= 0x1f) ||
+    cp === 0x7f ||
+    (cp >= 0xfdd0 && cp <= 0xfdef) ||
+    (cp <= 0x10ffff && (cp & 0xfffe) === 0xfffe)
+  );
 }
 
 // Python's `html._charref`. The `u` flag makes `{1,32}` count code points, as Python's `re` does.
@@ -99,8 +105,7 @@ export function cleanText(text: string): string {
  * simple_tokenizer.py's split into words. Its `\s` is the `regex` module's, i.e. Unicode White_Space;
  * JavaScript's `\s` would also take U+FEFF, which the reference keeps as punctuation.
  */
-const WORD_PATTERN =
-  /<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\p{White_Space}\p{L}\p{N}]+/giu;
+const WORD_PATTERN = /<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\p{White_Space}\p{L}\p{N}]+/giu;
 
 // ---------------------------------------------------------------------------------------------------
 // Byte-level symbols
@@ -132,7 +137,9 @@ const BYTE_ORDER = bytesToUnicode();
 /** byte value -> its symbol */
 const BYTE_TO_CHAR: readonly string[] = (() => {
   const out = new Array<string>(256);
-  BYTE_ORDER.bytes.forEach((b, i) => { out[b] = BYTE_ORDER.chars[i]!; });
+  BYTE_ORDER.bytes.forEach((b, i) => {
+    out[b] = BYTE_ORDER.chars[i]!;
+  });
   return out;
 })();
 /** symbol -> byte value */
@@ -237,7 +244,8 @@ export class ClipTokenizer {
     if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new Error(`${vocabPath}: expected an object of token -> id`);
     const encoder = new Map<string, number>();
     for (const [tok, id] of Object.entries(raw)) {
-      if (!Number.isInteger(id) || (id as number) < 0) throw new Error(`${vocabPath}: token "${tok}" has id ${String(id)}, not a non-negative integer`);
+      if (!Number.isInteger(id) || (id as number) < 0)
+        throw new Error(`${vocabPath}: token "${tok}" has id ${String(id)}, not a non-negative integer`);
       encoder.set(tok, id as number);
     }
     const lines = readFileSync(mergesPath, 'utf8').split('\n');
@@ -318,7 +326,10 @@ export class ClipTokenizer {
       let at = -1;
       for (let i = 0; i < symbols.length - 1; i++) {
         const r = this.ranks.get(`${symbols[i]} ${symbols[i + 1]}`);
-        if (r !== undefined && r < best) { best = r; at = i; }
+        if (r !== undefined && r < best) {
+          best = r;
+          at = i;
+        }
       }
       if (at < 0) break;
       // Merge every occurrence of that pair, left to right and non-overlapping; `at` is the first.

@@ -91,8 +91,10 @@ class TensorSource {
     if (!this.file.has(name)) throw new WeightError(`${this.file.path}: missing tensor "${name}"`);
     const t: HostTensor = this.file.readFloat32(name);
     const squeeze = (s: readonly number[]): number[] => s.filter((d) => d !== 1);
-    const same = t.shape.length === shape.length ? t.shape.every((d, i) => d === shape[i]) : squeeze(t.shape).join() === squeeze(shape).join();
-    if (!same) throw new WeightError(`${this.file.path}: tensor "${name}" has shape ${formatShape(t.shape)}, expected ${formatShape(shape)}`);
+    const same =
+      t.shape.length === shape.length ? t.shape.every((d, i) => d === shape[i]) : squeeze(t.shape).join() === squeeze(shape).join();
+    if (!same)
+      throw new WeightError(`${this.file.path}: tensor "${name}" has shape ${formatShape(t.shape)}, expected ${formatShape(shape)}`);
     return t.data;
   }
 
@@ -146,7 +148,8 @@ function layerWeights(src: TensorSource, names: (k: string) => string, width: nu
     ['q_proj', 'k_proj', 'v_proj'].forEach((p, j) => qkvB.set(src.get(names(`self_attn.${p}.bias`), [width]), j * width));
     return {
       ln1: [src.get(names('layer_norm1.weight'), [width]), src.get(names('layer_norm1.bias'), [width])],
-      qkvW, qkvB,
+      qkvW,
+      qkvB,
       outW: src.linearT(names('self_attn.out_proj.weight'), width, width),
       outB: src.get(names('self_attn.out_proj.bias'), [width]),
       ln2: [src.get(names('layer_norm2.weight'), [width]), src.get(names('layer_norm2.bias'), [width])],
@@ -178,11 +181,37 @@ function countLayers(src: TensorSource, prefix: string, suffix: string): number 
 
 interface HfConfig {
   projection_dim?: number;
-  text_config?: { hidden_size?: number; intermediate_size?: number; num_attention_heads?: number; num_hidden_layers?: number; max_position_embeddings?: number; vocab_size?: number; hidden_act?: string; layer_norm_eps?: number };
-  vision_config?: { hidden_size?: number; intermediate_size?: number; num_attention_heads?: number; num_hidden_layers?: number; image_size?: number; patch_size?: number };
+  text_config?: {
+    hidden_size?: number;
+    intermediate_size?: number;
+    num_attention_heads?: number;
+    num_hidden_layers?: number;
+    max_position_embeddings?: number;
+    vocab_size?: number;
+    hidden_act?: string;
+    layer_norm_eps?: number;
+  };
+  vision_config?: {
+    hidden_size?: number;
+    intermediate_size?: number;
+    num_attention_heads?: number;
+    num_hidden_layers?: number;
+    image_size?: number;
+    patch_size?: number;
+  };
 }
 
-const HF_NUMBER_FIELDS = ['hidden_size', 'intermediate_size', 'num_attention_heads', 'num_hidden_layers', 'max_position_embeddings', 'vocab_size', 'layer_norm_eps', 'image_size', 'patch_size'];
+const HF_NUMBER_FIELDS = [
+  'hidden_size',
+  'intermediate_size',
+  'num_attention_heads',
+  'num_hidden_layers',
+  'max_position_embeddings',
+  'vocab_size',
+  'layer_norm_eps',
+  'image_size',
+  'patch_size',
+];
 
 /** A Hugging Face config.json, checked for the fields loadHf reads: they come from a file, not from this code. */
 function readHfConfig(path: string): HfConfig {
@@ -221,13 +250,21 @@ function loadHf(src: TensorSource, cfg: HfConfig | undefined, id: string): ClipW
   const tc = cfg?.text_config ?? {};
   const vc = cfg?.vision_config ?? {};
   const config: ClipConfig = {
-    embedDim: embed, imageSize: vc.image_size ?? grid * p, patchSize: p,
-    visionWidth: vw, visionLayers: vc.num_hidden_layers ?? countLayers(src, 'vision_model.encoder.layers.', '.layer_norm1.weight'),
-    visionHeads: vc.num_attention_heads ?? vw / 64, visionMlp: src.shape('vision_model.encoder.layers.0.mlp.fc1.weight')[0]!,
-    contextLength: src.shape('text_model.embeddings.position_embedding.weight')[0]!, vocabSize: vocab,
-    textWidth: tw, textLayers: tc.num_hidden_layers ?? countLayers(src, 'text_model.encoder.layers.', '.layer_norm1.weight'),
-    textHeads: tc.num_attention_heads ?? tw / 64, textMlp: src.shape('text_model.encoder.layers.0.mlp.fc1.weight')[0]!,
-    layerNormEps: tc.layer_norm_eps ?? 1e-5, activation: tc.hidden_act === 'gelu' ? 'gelu' : 'quick_gelu',
+    embedDim: embed,
+    imageSize: vc.image_size ?? grid * p,
+    patchSize: p,
+    visionWidth: vw,
+    visionLayers: vc.num_hidden_layers ?? countLayers(src, 'vision_model.encoder.layers.', '.layer_norm1.weight'),
+    visionHeads: vc.num_attention_heads ?? vw / 64,
+    visionMlp: src.shape('vision_model.encoder.layers.0.mlp.fc1.weight')[0]!,
+    contextLength: src.shape('text_model.embeddings.position_embedding.weight')[0]!,
+    vocabSize: vocab,
+    textWidth: tw,
+    textLayers: tc.num_hidden_layers ?? countLayers(src, 'text_model.encoder.layers.', '.layer_norm1.weight'),
+    textHeads: tc.num_attention_heads ?? tw / 64,
+    textMlp: src.shape('text_model.encoder.layers.0.mlp.fc1.weight')[0]!,
+    layerNormEps: tc.layer_norm_eps ?? 1e-5,
+    activation: tc.hidden_act === 'gelu' ? 'gelu' : 'quick_gelu',
   };
   const c = config;
   const vision: VisionWeights = {
@@ -235,14 +272,18 @@ function loadHf(src: TensorSource, cfg: HfConfig | undefined, id: string): ClipW
     classEmbedding: src.get('vision_model.embeddings.class_embedding', [vw]),
     positionalEmbedding: src.get('vision_model.embeddings.position_embedding.weight', [npos, vw]),
     lnPre: [src.get('vision_model.pre_layrnorm.weight', [vw]), src.get('vision_model.pre_layrnorm.bias', [vw])],
-    layers: Array.from({ length: c.visionLayers }, (_, i) => layerWeights(src, (k) => `vision_model.encoder.layers.${i}.${k}`, vw, c.visionMlp, true)),
+    layers: Array.from({ length: c.visionLayers }, (_, i) =>
+      layerWeights(src, (k) => `vision_model.encoder.layers.${i}.${k}`, vw, c.visionMlp, true),
+    ),
     lnPost: [src.get('vision_model.post_layernorm.weight', [vw]), src.get('vision_model.post_layernorm.bias', [vw])],
     projection: src.linearT('visual_projection.weight', embed, vw),
   };
   const text: TextWeights = {
     tokenEmbedding: src.get('text_model.embeddings.token_embedding.weight', [vocab, tw]),
     positionalEmbedding: src.get('text_model.embeddings.position_embedding.weight', [c.contextLength, tw]),
-    layers: Array.from({ length: c.textLayers }, (_, i) => layerWeights(src, (k) => `text_model.encoder.layers.${i}.${k}`, tw, c.textMlp, true)),
+    layers: Array.from({ length: c.textLayers }, (_, i) =>
+      layerWeights(src, (k) => `text_model.encoder.layers.${i}.${k}`, tw, c.textMlp, true),
+    ),
     lnFinal: [src.get('text_model.final_layer_norm.weight', [tw]), src.get('text_model.final_layer_norm.bias', [tw])],
     projection: src.linearT('text_projection.weight', embed, tw),
   };
@@ -257,13 +298,21 @@ function loadOpenAI(src: TensorSource, id: string): ClipWeights {
   const npos = src.shape('visual.positional_embedding')[0]!;
   const grid = Math.round(Math.sqrt(npos - 1));
   const config: ClipConfig = {
-    embedDim: embed, imageSize: grid * p, patchSize: p,
-    visionWidth: vw, visionLayers: countLayers(src, 'visual.transformer.resblocks.', '.ln_1.weight'),
-    visionHeads: vw / 64, visionMlp: src.shape('visual.transformer.resblocks.0.mlp.c_fc.weight')[0]!,
-    contextLength: src.shape('positional_embedding')[0]!, vocabSize: vocab,
-    textWidth: tw, textLayers: countLayers(src, 'transformer.resblocks.', '.ln_1.weight'),
-    textHeads: tw / 64, textMlp: src.shape('transformer.resblocks.0.mlp.c_fc.weight')[0]!,
-    layerNormEps: 1e-5, activation: 'quick_gelu',
+    embedDim: embed,
+    imageSize: grid * p,
+    patchSize: p,
+    visionWidth: vw,
+    visionLayers: countLayers(src, 'visual.transformer.resblocks.', '.ln_1.weight'),
+    visionHeads: vw / 64,
+    visionMlp: src.shape('visual.transformer.resblocks.0.mlp.c_fc.weight')[0]!,
+    contextLength: src.shape('positional_embedding')[0]!,
+    vocabSize: vocab,
+    textWidth: tw,
+    textLayers: countLayers(src, 'transformer.resblocks.', '.ln_1.weight'),
+    textHeads: tw / 64,
+    textMlp: src.shape('transformer.resblocks.0.mlp.c_fc.weight')[0]!,
+    layerNormEps: 1e-5,
+    activation: 'quick_gelu',
   };
   const c = config;
   const vision: VisionWeights = {
@@ -271,14 +320,18 @@ function loadOpenAI(src: TensorSource, id: string): ClipWeights {
     classEmbedding: src.get('visual.class_embedding', [vw]),
     positionalEmbedding: src.get('visual.positional_embedding', [npos, vw]),
     lnPre: [src.get('visual.ln_pre.weight', [vw]), src.get('visual.ln_pre.bias', [vw])],
-    layers: Array.from({ length: c.visionLayers }, (_, i) => layerWeights(src, (k) => `visual.transformer.resblocks.${i}.${k}`, vw, c.visionMlp, false)),
+    layers: Array.from({ length: c.visionLayers }, (_, i) =>
+      layerWeights(src, (k) => `visual.transformer.resblocks.${i}.${k}`, vw, c.visionMlp, false),
+    ),
     lnPost: [src.get('visual.ln_post.weight', [vw]), src.get('visual.ln_post.bias', [vw])],
     projection: src.get('visual.proj', [vw, embed]),
   };
   const text: TextWeights = {
     tokenEmbedding: src.get('token_embedding.weight', [vocab, tw]),
     positionalEmbedding: src.get('positional_embedding', [c.contextLength, tw]),
-    layers: Array.from({ length: c.textLayers }, (_, i) => layerWeights(src, (k) => `transformer.resblocks.${i}.${k}`, tw, c.textMlp, false)),
+    layers: Array.from({ length: c.textLayers }, (_, i) =>
+      layerWeights(src, (k) => `transformer.resblocks.${i}.${k}`, tw, c.textMlp, false),
+    ),
     lnFinal: [src.get('ln_final.weight', [tw]), src.get('ln_final.bias', [tw])],
     projection: src.get('text_projection', [tw, embed]),
   };
@@ -297,8 +350,16 @@ export function randomClipWeights(config: ClipConfig, seed = 0, parts: { text?: 
   };
   const ln = (w: number): [Float32Array, Float32Array] => [new Float32Array(w).fill(1), rand(w)];
   const layer = (w: number, mlp: number): LayerWeights => ({
-    ln1: ln(w), qkvW: rand(w * 3 * w), qkvB: rand(3 * w), outW: rand(w * w), outB: rand(w),
-    ln2: ln(w), fcW: rand(w * mlp), fcB: rand(mlp), projW: rand(mlp * w), projB: rand(w),
+    ln1: ln(w),
+    qkvW: rand(w * 3 * w),
+    qkvB: rand(3 * w),
+    outW: rand(w * w),
+    outB: rand(w),
+    ln2: ln(w),
+    fcW: rand(w * mlp),
+    fcB: rand(mlp),
+    projW: rand(mlp * w),
+    projB: rand(w),
   });
   const c = config;
   const vw = c.visionWidth;
@@ -307,12 +368,20 @@ export function randomClipWeights(config: ClipConfig, seed = 0, parts: { text?: 
   return {
     config: { ...c },
     vision: {
-      patchW: rand(vw * 3 * c.patchSize ** 2), classEmbedding: rand(vw), positionalEmbedding: rand(((c.imageSize / c.patchSize) ** 2 + 1) * vw),
-      lnPre: ln(vw), layers: Array.from({ length: c.visionLayers }, () => layer(vw, c.visionMlp)), lnPost: ln(vw), projection: rand(vw * c.embedDim),
+      patchW: rand(vw * 3 * c.patchSize ** 2),
+      classEmbedding: rand(vw),
+      positionalEmbedding: rand(((c.imageSize / c.patchSize) ** 2 + 1) * vw),
+      lnPre: ln(vw),
+      layers: Array.from({ length: c.visionLayers }, () => layer(vw, c.visionMlp)),
+      lnPost: ln(vw),
+      projection: rand(vw * c.embedDim),
     },
     text: {
-      tokenEmbedding: withText ? rand(c.vocabSize * tw) : new Float32Array(0), positionalEmbedding: rand(c.contextLength * tw),
-      layers: withText ? Array.from({ length: c.textLayers }, () => layer(tw, c.textMlp)) : [], lnFinal: ln(tw), projection: rand(tw * c.embedDim),
+      tokenEmbedding: withText ? rand(c.vocabSize * tw) : new Float32Array(0),
+      positionalEmbedding: rand(c.contextLength * tw),
+      layers: withText ? Array.from({ length: c.textLayers }, () => layer(tw, c.textMlp)) : [],
+      lnFinal: ln(tw),
+      projection: rand(tw * c.embedDim),
     },
     logitScale: Math.log(100),
     id: `random:${JSON.stringify(c)}:${seed}`,

@@ -22,7 +22,11 @@ export function isBmp(bytes: Uint8Array): boolean {
 }
 
 /** One channel of a BI_BITFIELDS mask: where it sits and how to scale it to 0..255. */
-interface Channel { mask: number; shift: number; max: number }
+interface Channel {
+  mask: number;
+  shift: number;
+  max: number;
+}
 
 function channel(mask: number): Channel {
   mask >>>= 0;
@@ -51,7 +55,11 @@ export function decodeBmp(buf: Uint8Array, maxPixels = Infinity): RgbImage {
   if (headerSize !== 12 && (headerSize < 16 || headerSize > 124)) throw new Error(`unsupported BMP header size ${headerSize}`);
   if (14 + headerSize > len) throw new Error(`truncated BMP header (${len} bytes, header needs ${14 + headerSize})`);
 
-  let width: number, height: number, bpp: number, compression = BI_RGB, colorsUsed = 0;
+  let width: number,
+    height: number,
+    bpp: number,
+    compression = BI_RGB,
+    colorsUsed = 0;
   if (headerSize === 12) {
     width = view.getUint16(18, true);
     height = view.getUint16(20, true);
@@ -156,7 +164,8 @@ export function decodeBmp(buf: Uint8Array, maxPixels = Infinity): RgbImage {
 function checkPixelData(len: number, offset: number, stride: number, width: number, height: number, bpp: number): void {
   // The last row need not carry its padding.
   const needed = offset + stride * (height - 1) + Math.ceil((bpp * width) / 8);
-  if (offset < 14 || needed > len) throw new Error(`truncated BMP pixel data (file has ${len} bytes, ${width}x${height} at ${bpp} bits needs ${needed})`);
+  if (offset < 14 || needed > len)
+    throw new Error(`truncated BMP pixel data (file has ${len} bytes, ${width}x${height} at ${bpp} bits needs ${needed})`);
 }
 
 /** Palette indices of an uncompressed 1/2/4/8-bit image, in file row order. */
@@ -184,24 +193,29 @@ function decodeRle(buf: Uint8Array, offset: number, width: number, height: numbe
   const put = (x: number, y: number, v: number): void => {
     if (x < width && y < height) out[y * width + x] = v;
   };
-  let x = 0, y = 0, p = offset;
+  let x = 0,
+    y = 0,
+    p = offset;
   const need = (n: number): void => {
     if (p + n > buf.length) throw new Error('truncated BMP RLE data');
   };
   for (;;) {
     need(2);
-    const n = buf[p]!, c = buf[p + 1]!;
+    const n = buf[p]!,
+      c = buf[p + 1]!;
     p += 2;
     if (n > 0) {
       // Encoded run: n pixels of one byte (RLE8) or of two alternating nibbles (RLE4).
       for (let i = 0; i < n; i++) put(x++, y, four ? (i % 2 === 0 ? c >> 4 : c & 15) : c);
     } else if (c === 0) {
-      x = 0; y++;
+      x = 0;
+      y++;
     } else if (c === 1) {
       break;
     } else if (c === 2) {
       need(2);
-      x += buf[p]!; y += buf[p + 1]!;
+      x += buf[p]!;
+      y += buf[p + 1]!;
       p += 2;
     } else {
       // Absolute run of c pixels, padded to a 16-bit boundary.

@@ -246,29 +246,83 @@ const quality = (column: string, range: [number, number], std?: string, higherIs
 
 // Distortion codes, as the datasets' documentation names them.
 const KADID_TYPES = [
-  'gaussian blur', 'lens blur', 'motion blur', 'color diffusion', 'color shift', 'color quantization',
-  'color saturation 1', 'color saturation 2', 'jpeg2000', 'jpeg', 'white noise', 'white noise in color component',
-  'impulse noise', 'multiplicative noise', 'denoise', 'brighten', 'darken', 'mean shift', 'jitter',
-  'non-eccentricity patch', 'pixelate', 'quantization', 'color block', 'high sharpen', 'contrast change',
+  'gaussian blur',
+  'lens blur',
+  'motion blur',
+  'color diffusion',
+  'color shift',
+  'color quantization',
+  'color saturation 1',
+  'color saturation 2',
+  'jpeg2000',
+  'jpeg',
+  'white noise',
+  'white noise in color component',
+  'impulse noise',
+  'multiplicative noise',
+  'denoise',
+  'brighten',
+  'darken',
+  'mean shift',
+  'jitter',
+  'non-eccentricity patch',
+  'pixelate',
+  'quantization',
+  'color block',
+  'high sharpen',
+  'contrast change',
 ];
 const TID2013_TYPES = [
-  'additive gaussian noise', 'additive noise in color components', 'spatially correlated noise', 'masked noise',
-  'high frequency noise', 'impulse noise', 'quantization noise', 'gaussian blur', 'image denoising',
-  'jpeg compression', 'jpeg2000 compression', 'jpeg transmission errors', 'jpeg2000 transmission errors',
-  'non eccentricity pattern noise', 'local block-wise distortions', 'mean shift', 'contrast change',
-  'change of color saturation', 'multiplicative gaussian noise', 'comfort noise', 'lossy compression of noisy images',
-  'color quantization with dither', 'chromatic aberrations', 'sparse sampling and reconstruction',
+  'additive gaussian noise',
+  'additive noise in color components',
+  'spatially correlated noise',
+  'masked noise',
+  'high frequency noise',
+  'impulse noise',
+  'quantization noise',
+  'gaussian blur',
+  'image denoising',
+  'jpeg compression',
+  'jpeg2000 compression',
+  'jpeg transmission errors',
+  'jpeg2000 transmission errors',
+  'non eccentricity pattern noise',
+  'local block-wise distortions',
+  'mean shift',
+  'contrast change',
+  'change of color saturation',
+  'multiplicative gaussian noise',
+  'comfort noise',
+  'lossy compression of noisy images',
+  'color quantization with dither',
+  'chromatic aberrations',
+  'sparse sampling and reconstruction',
 ];
 const CSIQ_TYPES: Record<string, string> = {
-  awgn: 'white noise', jpeg: 'jpeg', jpeg2000: 'jpeg2000', fnoise: 'pink noise', blur: 'gaussian blur', contrast: 'contrast change',
+  awgn: 'white noise',
+  jpeg: 'jpeg',
+  jpeg2000: 'jpeg2000',
+  fnoise: 'pink noise',
+  blur: 'gaussian blur',
+  contrast: 'contrast change',
 };
 const LIVE_TYPES: Record<string, string> = {
-  jp2k: 'jpeg2000', jpeg: 'jpeg', wn: 'white noise', gblur: 'gaussian blur', fastfading: 'fast fading',
+  jp2k: 'jpeg2000',
+  jpeg: 'jpeg',
+  wn: 'white noise',
+  gblur: 'gaussian blur',
+  fastfading: 'fast fading',
 };
 /** SPAQ's scene columns, named as LIQE's scene classes. */
 const SPAQ_SCENES: Array<[string, string]> = [
-  ['Animal', 'animal'], ['Cityscape', 'cityscape'], ['Human', 'human'], ['Indoor scene', 'indoor scene'],
-  ['Landscape', 'landscape'], ['Night scene', 'night scene'], ['Plant', 'plant'], ['Still-life', 'still-life'],
+  ['Animal', 'animal'],
+  ['Cityscape', 'cityscape'],
+  ['Human', 'human'],
+  ['Indoor scene', 'indoor scene'],
+  ['Landscape', 'landscape'],
+  ['Night scene', 'night scene'],
+  ['Plant', 'plant'],
+  ['Still-life', 'still-life'],
   ['Others', 'others'],
 ];
 
@@ -283,7 +337,12 @@ function codedDistortion(row: Row, name: string, types: string[]): { distortion:
 const DEFINITIONS: Definition[] = [
   {
     info: {
-      name: 'agiqa-3k', title: 'AGIQA-3K', kind: 'aigc', labelFile: 'data.csv', imageDir: 'images', groupBy: 'prompt',
+      name: 'agiqa-3k',
+      title: 'AGIQA-3K',
+      kind: 'aigc',
+      labelFile: 'data.csv',
+      imageDir: 'images',
+      groupBy: 'prompt',
       howToGet: 'github.com/lcysyzxdxc/AGIQA-3k-Database: data.csv at the root, the 2,982 images in images/',
     },
     targets: {
@@ -295,7 +354,12 @@ const DEFINITIONS: Definition[] = [
   },
   {
     info: {
-      name: 'agiqa-1k', title: 'AGIQA-1K', kind: 'aigc', labelFile: 'agiqa-1k.csv', imageDir: 'file', groupBy: 'prompt',
+      name: 'agiqa-1k',
+      title: 'AGIQA-1K',
+      kind: 'aigc',
+      labelFile: 'agiqa-1k.csv',
+      imageDir: 'file',
+      groupBy: 'prompt',
       howToGet: 'github.com/lcysyzxdxc/AGIQA-1k-Database: labels as agiqa-1k.csv (name,prompt,MOS), the images in file/',
     },
     targets: { quality: quality('MOS', [0, 5]) },
@@ -304,7 +368,12 @@ const DEFINITIONS: Definition[] = [
   },
   {
     info: {
-      name: 'aigciqa2023', title: 'AIGCIQA2023', kind: 'aigc', labelFile: 'aigciqa2023.csv', imageDir: 'Image', groupBy: 'prompt',
+      name: 'aigciqa2023',
+      title: 'AIGCIQA2023',
+      kind: 'aigc',
+      labelFile: 'aigciqa2023.csv',
+      imageDir: 'Image',
+      groupBy: 'prompt',
       howToGet:
         'github.com/wangjiarui153/AIGCIQA2023: labels as aigciqa2023.csv (model,image_name,mosz1,mosz2,mosz3,prompt), images in Image/<model>/<image_name>',
     },
@@ -318,12 +387,20 @@ const DEFINITIONS: Definition[] = [
     describe: (r) => ({
       image: under('Image', `${r.str('model')}/${r.str('image_name')}`),
       // Its prompts carry literal quotes: '"a corgi"'.
-      prompt: r.str('prompt').replace(/^"+|"+$/g, '').trim(),
+      prompt: r
+        .str('prompt')
+        .replace(/^"+|"+$/g, '')
+        .trim(),
     }),
   },
   {
     info: {
-      name: 'pku-aigiqa-4k', title: 'PKU-AIGIQA-4K', kind: 'aigc', labelFile: 'pku-aigiqa.csv', imageDir: 'images', groupBy: 'prompt',
+      name: 'pku-aigiqa-4k',
+      title: 'PKU-AIGIQA-4K',
+      kind: 'aigc',
+      labelFile: 'pku-aigiqa.csv',
+      imageDir: 'images',
+      groupBy: 'prompt',
       howToGet:
         'PKU-AIGIQA-4K from its authors (Peking University): labels as pku-aigiqa.csv (Image_prompt,Text_prompt,Generated_image,MOS_q,MOS_a,MOS_c,MOS), images in images/',
     },
@@ -339,8 +416,14 @@ const DEFINITIONS: Definition[] = [
   },
   {
     info: {
-      name: 'csiq', title: 'CSIQ', kind: 'synthetic', labelFile: 'csiq.csv', imageDir: 'dst_imgs', groupBy: 'reference',
-      howToGet: 'CSIQ (Larson & Chandler, Oklahoma State University): labels as csiq.csv (ref_name,dist_name,dmos), images in dst_imgs/<type>/ as distributed',
+      name: 'csiq',
+      title: 'CSIQ',
+      kind: 'synthetic',
+      labelFile: 'csiq.csv',
+      imageDir: 'dst_imgs',
+      groupBy: 'reference',
+      howToGet:
+        'CSIQ (Larson & Chandler, Oklahoma State University): labels as csiq.csv (ref_name,dist_name,dmos), images in dst_imgs/<type>/ as distributed',
     },
     targets: { quality: quality('dmos', [0, 1], undefined, false) },
     columns: ['ref_name', 'dist_name'],
@@ -360,7 +443,12 @@ const DEFINITIONS: Definition[] = [
   },
   {
     info: {
-      name: 'kadid-10k', title: 'KADID-10k', kind: 'synthetic', labelFile: 'kadid-10k.csv', imageDir: 'images', groupBy: 'reference',
+      name: 'kadid-10k',
+      title: 'KADID-10k',
+      kind: 'synthetic',
+      labelFile: 'kadid-10k.csv',
+      imageDir: 'images',
+      groupBy: 'reference',
       howToGet: 'database.mmsp-kn.de/kadid-10k-database.html: labels as kadid-10k.csv (ref_name,dist_name,dmos,std), images in images/',
     },
     // Its column is called dmos but 5 means an imperceptible distortion: higher is better.
@@ -373,7 +461,12 @@ const DEFINITIONS: Definition[] = [
   },
   {
     info: {
-      name: 'live', title: 'LIVE IQA (Release 2)', kind: 'synthetic', labelFile: 'live.csv', imageDir: '.', groupBy: 'reference',
+      name: 'live',
+      title: 'LIVE IQA (Release 2)',
+      kind: 'synthetic',
+      labelFile: 'live.csv',
+      imageDir: '.',
+      groupBy: 'reference',
       howToGet:
         'live.ece.utexas.edu/research/quality/subjective.htm (Release 2): labels as live.csv (ref_name,dist_name,mos), images in jp2k/, jpeg/, wn/, gblur/, fastfading/',
     },
@@ -388,7 +481,12 @@ const DEFINITIONS: Definition[] = [
   },
   {
     info: {
-      name: 'tid2013', title: 'TID2013', kind: 'synthetic', labelFile: 'tid2013.csv', imageDir: 'distorted_images', groupBy: 'reference',
+      name: 'tid2013',
+      title: 'TID2013',
+      kind: 'synthetic',
+      labelFile: 'tid2013.csv',
+      imageDir: 'distorted_images',
+      groupBy: 'reference',
       howToGet: 'ponomarenko.info/tid2013.htm: labels as tid2013.csv (ref_name,dist_name,mos,std), images in distorted_images/',
     },
     targets: { quality: quality('mos', [0, 9], 'std') },
@@ -400,7 +498,12 @@ const DEFINITIONS: Definition[] = [
   },
   {
     info: {
-      name: 'koniq-10k', title: 'KonIQ-10k', kind: 'authentic', labelFile: 'koniq-10k.csv', imageDir: '1024x768', groupBy: 'image',
+      name: 'koniq-10k',
+      title: 'KonIQ-10k',
+      kind: 'authentic',
+      labelFile: 'koniq-10k.csv',
+      imageDir: '1024x768',
+      groupBy: 'image',
       howToGet: 'database.mmsp-kn.de/koniq-10k-database.html: labels as koniq-10k.csv (img_name,mos,std,split,...), images in 1024x768/',
     },
     targets: { quality: quality('mos', [0, 100], 'std') },
@@ -412,7 +515,12 @@ const DEFINITIONS: Definition[] = [
   },
   {
     info: {
-      name: 'spaq', title: 'SPAQ', kind: 'authentic', labelFile: 'spaq.csv', imageDir: 'TestImage', groupBy: 'image',
+      name: 'spaq',
+      title: 'SPAQ',
+      kind: 'authentic',
+      labelFile: 'spaq.csv',
+      imageDir: 'TestImage',
+      groupBy: 'image',
       howToGet: 'github.com/h4nwei/SPAQ: labels as spaq.csv (Image name,MOS,attribute scores,scene shares,EXIF), images in TestImage/',
     },
     targets: {
@@ -443,9 +551,14 @@ const DEFINITIONS: Definition[] = [
   },
   {
     info: {
-      name: 'live-challenge', title: 'LIVE In the Wild Image Quality Challenge', kind: 'authentic', labelFile: 'live-challenge.csv',
-      imageDir: 'Images', groupBy: 'image',
-      howToGet: 'live.ece.utexas.edu/research/ChallengeDB: labels as live-challenge.csv (img_name,mos,std), images (BMP and JPEG) in Images/',
+      name: 'live-challenge',
+      title: 'LIVE In the Wild Image Quality Challenge',
+      kind: 'authentic',
+      labelFile: 'live-challenge.csv',
+      imageDir: 'Images',
+      groupBy: 'image',
+      howToGet:
+        'live.ece.utexas.edu/research/ChallengeDB: labels as live-challenge.csv (img_name,mos,std), images (BMP and JPEG) in Images/',
     },
     targets: { quality: quality('mos', [0, 100], 'std') },
     columns: ['img_name'],
@@ -460,8 +573,15 @@ const DEFINITIONS: Definition[] = [
 
 /** The generic entry: any CSV, configured by `LoadOptions`; its range here is a placeholder, the loaded one comes from the data. */
 const GENERIC: DatasetInfo = {
-  name: 'csv', title: 'CSV label file', kind: 'authentic', mosRange: [0, 1], higherIsBetter: true, labelFile: 'labels.csv',
-  imageDir: '.', targets: ['quality'], groupBy: 'image',
+  name: 'csv',
+  title: 'CSV label file',
+  kind: 'authentic',
+  mosRange: [0, 1],
+  higherIsBetter: true,
+  labelFile: 'labels.csv',
+  imageDir: '.',
+  targets: ['quality'],
+  groupBy: 'image',
   howToGet: 'any CSV with an image column (paths relative to the root) and a score column; see imageCol, mosCol, promptCol',
 };
 
@@ -469,10 +589,21 @@ const REGISTRY = new Map(DEFINITIONS.map((d) => [d.info.name, d]));
 
 function officialSplit(row: Row, value: string): string {
   switch (value.toLowerCase()) {
-    case '0': case 'train': case 'training': return 'train';
-    case '1': case 'val': case 'valid': case 'validation': return 'val';
-    case '2': case 'test': case 'testing': return 'test';
-    default: return row.fail(`split is ${JSON.stringify(value)}; expected 0/1/2 or train/val/test`);
+    case '0':
+    case 'train':
+    case 'training':
+      return 'train';
+    case '1':
+    case 'val':
+    case 'valid':
+    case 'validation':
+      return 'val';
+    case '2':
+    case 'test':
+    case 'testing':
+      return 'test';
+    default:
+      return row.fail(`split is ${JSON.stringify(value)}; expected 0/1/2 or train/val/test`);
   }
 }
 
@@ -504,7 +635,9 @@ export function loadDataset(name: string, opts: LoadOptions): Dataset {
   const columns = (['imageCol', 'mosCol', 'promptCol'] as const).filter((k) => opts[k] !== undefined);
   if (columns.length > 0) {
     const flags = columns.map((k) => `--${k.replace('Col', '-col')}`);
-    throw new DatasetError(`${def.info.name}: ${flags.join(', ')} (${columns.join(', ')} in the library) choose the columns of the generic 'csv' dataset; ${def.info.name} has its own`);
+    throw new DatasetError(
+      `${def.info.name}: ${flags.join(', ')} (${columns.join(', ')} in the library) choose the columns of the generic 'csv' dataset; ${def.info.name} has its own`,
+    );
   }
   const target = opts.target ?? 'quality';
   const t = def.targets[target];
@@ -583,7 +716,8 @@ function loadGeneric(opts: LoadOptions): Dataset {
   const ds = { root, items, target: 'quality' };
   const warnings = dropConflictingDuplicates(ds, table.file, lines);
   // without a given scale, the observed one: that of the rows kept
-  const range = given ?? ds.items.reduce<[number, number]>((r, it) => [Math.min(r[0], it.mos), Math.max(r[1], it.mos)], [Infinity, -Infinity]);
+  const range =
+    given ?? ds.items.reduce<[number, number]>((r, it) => [Math.min(r[0], it.mos), Math.max(r[1], it.mos)], [Infinity, -Infinity]);
   const info: DatasetInfo = {
     ...GENERIC,
     title: `CSV ${basename(table.file)}`,
@@ -602,7 +736,9 @@ function labelPath(info: Pick<DatasetInfo, 'name' | 'labelFile'>, root: string, 
   if (!existsSync(path)) {
     throw new DatasetError(
       `${info.name}: label file not found: ${path}` +
-        (labelFile === undefined ? ` (expected '${info.labelFile}' in the root; --label-file (labelFile in the library) names another)` : ''),
+        (labelFile === undefined
+          ? ` (expected '${info.labelFile}' in the root; --label-file (labelFile in the library) names another)`
+          : ''),
     );
   }
   return path;

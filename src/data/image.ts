@@ -79,7 +79,10 @@ export interface ImageHeader {
  * without one is decoded in full, which tells a missing marker (readable) from missing image data.
  * Corrupt data in the middle of a file is only found by decoding it. Failures are `ImageDecodeError`s.
  */
-export async function readImageHeader(source: string | Uint8Array, opts: Pick<DecodeOptions, 'maxPixels'> & { name?: string } = {}): Promise<ImageHeader> {
+export async function readImageHeader(
+  source: string | Uint8Array,
+  opts: Pick<DecodeOptions, 'maxPixels'> & { name?: string } = {},
+): Promise<ImageHeader> {
   const name = opts.name ?? (typeof source === 'string' ? source : '<buffer>');
   const maxPixels = opts.maxPixels ?? DEFAULT_MAX_PIXELS;
   const ends = typeof source === 'string' ? await readEnds(source, name) : { head: source, tail: source, whole: true };
@@ -101,7 +104,10 @@ export async function readImageHeader(source: string | Uint8Array, opts: Pick<De
   const { format, width, height } = meta;
   if (!width || !height) throw new ImageDecodeError(name, `cannot decode: the ${format} header gives no size`);
   if (width * height > maxPixels) {
-    throw new ImageDecodeError(name, `image is ${width}x${height} = ${width * height} pixels, over the limit of ${maxPixels} (decompression bomb?)`);
+    throw new ImageDecodeError(
+      name,
+      `image is ${width}x${height} = ${width * height} pixels, over the limit of ${maxPixels} (decompression bomb?)`,
+    );
   }
   if (!looksComplete(ends.head, ends.tail)) await decodeImage(ends.whole ? ends.head : source, { name, maxPixels });
   return { format, width, height };
@@ -140,7 +146,8 @@ const PNG_SIGNATURE = [0x89, 0x50, 0x4e, 0x47];
 const GIF_SIGNATURE = [0x47, 0x49, 0x46, 0x38];
 const GIF_TRAILER = [0x3b];
 
-const startsWith = (bytes: Uint8Array, sig: readonly number[]): boolean => bytes.length >= sig.length && sig.every((b, i) => bytes[i] === b);
+const startsWith = (bytes: Uint8Array, sig: readonly number[]): boolean =>
+  bytes.length >= sig.length && sig.every((b, i) => bytes[i] === b);
 const endsWith = (bytes: Uint8Array, sig: readonly number[]): boolean =>
   bytes.length >= sig.length && sig.every((b, i) => bytes[bytes.length - sig.length + i] === b);
 
@@ -181,7 +188,12 @@ async function readImageFile(path: string, name: string): Promise<Uint8Array> {
   }
 }
 
-async function decodeWithSharp(bytes: Uint8Array, maxPixels: number, applyIcc: boolean, failOn: 'error' | 'warning' = 'error'): Promise<RgbImage> {
+async function decodeWithSharp(
+  bytes: Uint8Array,
+  maxPixels: number,
+  applyIcc: boolean,
+  failOn: 'error' | 'warning' = 'error',
+): Promise<RgbImage> {
   const input = () =>
     sharp(bytes, {
       limitInputPixels: Number.isFinite(maxPixels) ? Math.max(1, Math.floor(maxPixels)) : false,
@@ -211,7 +223,11 @@ function mayBeCmyk(b: Uint8Array): boolean {
  * profile and gives other colours.
  */
 async function cmykToRgb(image: Sharp): Promise<RgbImage> {
-  const { data, info } = await image.pipelineColourspace('cmyk').toColourspace('cmyk').raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
+  const { data, info } = await image
+    .pipelineColourspace('cmyk')
+    .toColourspace('cmyk')
+    .raw({ depth: 'uchar' })
+    .toBuffer({ resolveWithObject: true });
   if (info.channels < 4) throw new Error(`decoder gave ${info.channels} channels for a CMYK image, not 4`);
   const n = info.width * info.height;
   const rgb = new Uint8Array(n * 3);
@@ -332,5 +348,10 @@ async function describeSharpError(err: unknown, bytes: Uint8Array, maxPixels: nu
 }
 
 function firstLine(msg: string): string {
-  return msg.split('\n').map((l) => l.trim()).filter(Boolean).slice(0, 2).join('; ');
+  return msg
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean)
+    .slice(0, 2)
+    .join('; ');
 }

@@ -97,7 +97,9 @@ export function resizeBicubic(img: RgbImage, width: number, height: number): Rgb
         const xmin = ch.bounds[xx * 2]!;
         const n = ch.bounds[xx * 2 + 1]!;
         const kOff = xx * ch.ksize;
-        let s0 = HALF, s1 = HALF, s2 = HALF;
+        let s0 = HALF,
+          s1 = HALF,
+          s2 = HALF;
         for (let x = 0; x < n; x++) {
           const w = ch.kk[kOff + x]!;
           const p = rowIn + (xmin + x) * 3;
@@ -145,12 +147,14 @@ export function resizeNearest(img: RgbImage, width: number, height: number): Rgb
     for (let i = 0; i < outSize; i++, pos += step) t[i] = Math.min(Math.trunc(pos), inSize - 1);
     return t;
   };
-  const xs = table(img.width, width), ys = table(img.height, height);
+  const xs = table(img.width, width),
+    ys = table(img.height, height);
   const out = new Uint8Array(width * height * 3);
   for (let y = 0; y < height; y++) {
     const row = ys[y]! * img.width;
     for (let x = 0; x < width; x++) {
-      const s = (row + xs[x]!) * 3, d = (y * width + x) * 3;
+      const s = (row + xs[x]!) * 3,
+        d = (y * width + x) * 3;
       out[d] = img.data[s]!;
       out[d + 1] = img.data[s + 1]!;
       out[d + 2] = img.data[s + 2]!;
@@ -194,8 +198,10 @@ export function crop(img: RgbImage, left: number, top: number, w: number, h: num
   checkSize(w, h, 'crop');
   if (!Number.isInteger(left) || !Number.isInteger(top)) throw new RangeError(`crop: offsets must be integers, not ${left},${top}`);
   const out = new Uint8Array(w * h * 3);
-  const x0 = Math.max(left, 0), x1 = Math.min(left + w, img.width);
-  const y0 = Math.max(top, 0), y1 = Math.min(top + h, img.height);
+  const x0 = Math.max(left, 0),
+    x1 = Math.min(left + w, img.width);
+  const y0 = Math.max(top, 0),
+    y1 = Math.min(top + h, img.height);
   if (x1 > x0) {
     for (let y = y0; y < y1; y++) {
       const src = (y * img.width + x0) * 3;
@@ -221,7 +227,8 @@ export function flipHorizontal(img: RgbImage): RgbImage {
   for (let y = 0; y < height; y++) {
     const row = y * width * 3;
     for (let x = 0; x < width; x++) {
-      const s = row + x * 3, d = row + (width - 1 - x) * 3;
+      const s = row + x * 3,
+        d = row + (width - 1 - x) * 3;
       out[d] = data[s]!;
       out[d + 1] = data[s + 1]!;
       out[d + 2] = data[s + 2]!;
@@ -272,8 +279,10 @@ export function randomResizedCrop(
     }
   }
   const inRatio = width / height;
-  const lo = Math.min(...ratio), hi = Math.max(...ratio);
-  let w = width, h = height;
+  const lo = Math.min(...ratio),
+    hi = Math.max(...ratio);
+  let w = width,
+    h = height;
   if (inRatio < lo) h = roundHalfEven(w / lo);
   else if (inRatio > hi) w = roundHalfEven(h * hi);
   return resizeBicubic(crop(img, Math.floor((width - w) / 2), Math.floor((height - h) / 2), w, h), size, size);
@@ -296,11 +305,16 @@ export type WindowPlacement = 'unfold' | 'edge-to-edge';
  * not longer than `size` has one window at 0, which a crop pads with zeros (`nn.Unfold` fails there).
  */
 export function slidingWindowBoxes(
-  width: number, height: number, size: number, stride: number, placement: WindowPlacement = 'unfold',
+  width: number,
+  height: number,
+  size: number,
+  stride: number,
+  placement: WindowPlacement = 'unfold',
 ): Array<{ left: number; top: number }> {
   checkSize(width, height, 'slidingWindowBoxes');
   checkSize(size, stride, 'slidingWindowBoxes size/stride');
-  if (placement !== 'unfold' && placement !== 'edge-to-edge') throw new RangeError(`slidingWindowBoxes: unknown placement "${String(placement)}" (unfold, edge-to-edge)`);
+  if (placement !== 'unfold' && placement !== 'edge-to-edge')
+    throw new RangeError(`slidingWindowBoxes: unknown placement "${String(placement)}" (unfold, edge-to-edge)`);
   const xs = windowPositions(width, size, stride, placement);
   const ys = windowPositions(height, size, stride, placement);
   const boxes: Array<{ left: number; top: number }> = [];
@@ -333,7 +347,8 @@ export function toTensor(img: RgbImage, mean: readonly number[], std: readonly n
   for (let c = 0; c < 3; c++) {
     // 256 possible values per channel: a lookup table is exact and cheap.
     const lut = new Float32Array(256);
-    const m = f(mean[c]!), s = f(std[c]!);
+    const m = f(mean[c]!),
+      s = f(std[c]!);
     for (let v = 0; v < 256; v++) lut[v] = f(f(f(v / 255) - m) / s);
     const base = offset + c * plane;
     const data = img.data;
@@ -347,6 +362,11 @@ export function toTensor(img: RgbImage, mean: readonly number[], std: readonly n
  * The image is already RGB, so a palette image is resized in RGB (as Hugging Face's processor does) rather
  * than with PIL's nearest-neighbour on palette indices (as OpenAI's pipeline does).
  */
-export function clipPreprocess(img: RgbImage, size = 224, mean: readonly number[] = CLIP_MEAN, std: readonly number[] = CLIP_STD): Float32Array {
+export function clipPreprocess(
+  img: RgbImage,
+  size = 224,
+  mean: readonly number[] = CLIP_MEAN,
+  std: readonly number[] = CLIP_STD,
+): Float32Array {
   return toTensor(centerCrop(resizeShortSide(img, size), size), mean, std);
 }

@@ -91,10 +91,13 @@ function officialSplit(items: readonly DatasetItem[]): Split {
   const split: Split = { train: [], val: [], test: [] };
   items.forEach((item, i) => {
     if (item.split === undefined) {
-      throw new Error(`official split: item ${i} (${item.image}) has no split; this dataset has no official split, use by 'group' or 'image'`);
+      throw new Error(
+        `official split: item ${i} (${item.image}) has no split; this dataset has no official split, use by 'group' or 'image'`,
+      );
     }
     const side = item.split === 'train' ? split.train : item.split === 'val' ? split.val : item.split === 'test' ? split.test : undefined;
-    if (!side) throw new Error(`official split: item ${i} (${item.image}) has split ${JSON.stringify(item.split)}; expected train, val or test`);
+    if (!side)
+      throw new Error(`official split: item ${i} (${item.image}) has split ${JSON.stringify(item.split)}; expected train, val or test`);
     side.push(i);
   });
   return split;
@@ -107,7 +110,10 @@ function officialSplit(items: readonly DatasetItem[]): Split {
 export function sampleIndices(count: number, limit: number | undefined, seed: number): number[] {
   const all = Array.from({ length: count }, (_, i) => i);
   if (!limit || limit >= count) return all;
-  return new Rng((seed ^ 0x5eed) >>> 0).shuffle(all).slice(0, limit).sort((a, b) => a - b);
+  return new Rng((seed ^ 0x5eed) >>> 0)
+    .shuffle(all)
+    .slice(0, limit)
+    .sort((a, b) => a - b);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -159,12 +165,16 @@ export function resolveSplitSettings(info: Pick<DatasetInfo, 'groupBy'>, given: 
 
 /** The one way a run's split is computed from its items and settings: training and evaluation both use it. */
 export function runSplit(items: readonly DatasetItem[], settings: SplitSettings): RunSplit {
-  if (!Number.isInteger(settings.round) || settings.round < 0) throw new RangeError(`split round must be a whole number ≥ 0, got ${settings.round}`);
+  if (!Number.isInteger(settings.round) || settings.round < 0)
+    throw new RangeError(`split round must be a whole number ≥ 0, got ${settings.round}`);
   if (settings.limit !== null && (!Number.isInteger(settings.limit) || settings.limit < 1)) {
     throw new RangeError(`split limit must be a whole number ≥ 1 or null, got ${settings.limit}`);
   }
   const pool = sampleIndices(items.length, settings.limit ?? undefined, settings.seed);
-  const local = splitDataset(pool.map((i) => items[i]!), { by: settings.by, ratios: settings.ratios, seed: settings.seed + settings.round });
+  const local = splitDataset(
+    pool.map((i) => items[i]!),
+    { by: settings.by, ratios: settings.ratios, seed: settings.seed + settings.round },
+  );
   const toItems = (side: number[]): number[] => side.map((i) => pool[i]!);
   const split: Split = { train: toItems(local.train), val: toItems(local.val), test: toItems(local.test) };
   const record: SplitRecord = {
@@ -190,15 +200,21 @@ export function reproduceSplit(items: readonly DatasetItem[], record: SplitRecor
   const now = again.record.dataset;
   let why: string;
   if (now.items !== was.items) why = `the dataset has ${now.items} images where the training run's had ${was.items}`;
-  else if (now.sha256 !== was.sha256) why = `the dataset has the same number of images (${now.items}) as the training run's, but other image names or scores`;
-  else why = 'the dataset is the same as the training run\'s, but the split comes out differently (a checkpoint of another promptiqa version?)';
-  throw new Error(`the test side cannot be rebuilt: ${why}; the run's test side was ${record.test.n} images (sha256 ${record.test.sha256.slice(0, 12)}…), the rebuilt one is ${again.record.test.n} (sha256 ${again.record.test.sha256.slice(0, 12)}…)`);
+  else if (now.sha256 !== was.sha256)
+    why = `the dataset has the same number of images (${now.items}) as the training run's, but other image names or scores`;
+  else
+    why = "the dataset is the same as the training run's, but the split comes out differently (a checkpoint of another promptiqa version?)";
+  throw new Error(
+    `the test side cannot be rebuilt: ${why}; the run's test side was ${record.test.n} images (sha256 ${record.test.sha256.slice(0, 12)}…), the rebuilt one is ${again.record.test.n} (sha256 ${again.record.test.sha256.slice(0, 12)}…)`,
+  );
 }
 
 /** sha256 of the (image, score) list of some items (all by default), in order: one line per item. */
 export function itemsDigest(items: readonly DatasetItem[], indices?: readonly number[]): string {
   const h = createHash('sha256');
-  const add = (it: DatasetItem): void => { h.update(`${it.image}\t${it.mos}\n`); };
+  const add = (it: DatasetItem): void => {
+    h.update(`${it.image}\t${it.mos}\n`);
+  };
   if (indices) for (const i of indices) add(items[i]!);
   else for (const it of items) add(it);
   return h.digest('hex');
@@ -208,5 +224,7 @@ export function itemsDigest(items: readonly DatasetItem[], indices?: readonly nu
 export function describeSplit(s: SplitSettings): string {
   const round = s.round ? ` (round ${s.round}: split seed ${s.seed + s.round})` : '';
   const limit = s.limit !== null ? `, a seeded subset of ${s.limit} images` : '';
-  return s.by === 'official' ? `the dataset's official split${limit}` : `split by ${s.by} ${s.ratios.join('/')}, seed ${s.seed}${round}${limit}`;
+  return s.by === 'official'
+    ? `the dataset's official split${limit}`
+    : `split by ${s.by} ${s.ratios.join('/')}, seed ${s.seed}${round}${limit}`;
 }

@@ -58,7 +58,9 @@ function niceAxis(min: number, max: number, target = 6, integer = false): Axis {
   const rough = (hi - lo) / target;
   const mag = 10 ** Math.floor(Math.log10(rough));
   // The 1-2-5 step nearest (in ratio) to the rough step.
-  let step = [1, 2, 5, 10].map((m) => m * mag).reduce((best, s) => (Math.abs(Math.log(s / rough)) < Math.abs(Math.log(best / rough)) ? s : best));
+  let step = [1, 2, 5, 10]
+    .map((m) => m * mag)
+    .reduce((best, s) => (Math.abs(Math.log(s / rough)) < Math.abs(Math.log(best / rough)) ? s : best));
   if (integer) step = Math.max(1, Math.round(step));
   const first = Math.ceil(lo / step - 1e-9);
   const ticks: number[] = [];
@@ -88,12 +90,27 @@ function extent(values: Iterable<number>): [number, number] {
 
 /** The plotting area inside the margins, and value → pixel maps for its axes. */
 class Frame {
-  constructor(readonly width: number, readonly height: number, readonly left: number, readonly top: number, readonly right: number, readonly bottom: number) {}
+  constructor(
+    readonly width: number,
+    readonly height: number,
+    readonly left: number,
+    readonly top: number,
+    readonly right: number,
+    readonly bottom: number,
+  ) {}
 
-  get x0(): number { return this.left; }
-  get x1(): number { return this.width - this.right; }
-  get y0(): number { return this.height - this.bottom; }
-  get y1(): number { return this.top; }
+  get x0(): number {
+    return this.left;
+  }
+  get x1(): number {
+    return this.width - this.right;
+  }
+  get y0(): number {
+    return this.height - this.bottom;
+  }
+  get y1(): number {
+    return this.top;
+  }
 
   sx(axis: Axis, v: number): number {
     return this.x0 + ((v - axis.lo) / (axis.hi - axis.lo)) * (this.x1 - this.x0);
@@ -130,13 +147,16 @@ function axes(f: Frame, x: Axis, y: Axis, xLabels = true): string[] {
   for (const t of x.ticks) out.push(`<line x1="${px(f.sx(x, t))}" y1="${px(f.y1)}" x2="${px(f.sx(x, t))}" y2="${px(f.y0)}"/>`);
   for (const t of y.ticks) out.push(`<line x1="${px(f.x0)}" y1="${px(f.sy(y, t))}" x2="${px(f.x1)}" y2="${px(f.sy(y, t))}"/>`);
   out.push('</g>');
-  out.push(`<rect x="${px(f.x0)}" y="${px(f.y1)}" width="${px(f.x1 - f.x0)}" height="${px(f.y0 - f.y1)}" fill="none" stroke="#444" stroke-width="1"/>`);
+  out.push(
+    `<rect x="${px(f.x0)}" y="${px(f.y1)}" width="${px(f.x1 - f.x0)}" height="${px(f.y0 - f.y1)}" fill="none" stroke="#444" stroke-width="1"/>`,
+  );
   out.push('<g stroke="#444" stroke-width="1">');
   for (const t of x.ticks) out.push(`<line x1="${px(f.sx(x, t))}" y1="${px(f.y0)}" x2="${px(f.sx(x, t))}" y2="${px(f.y0 + 5)}"/>`);
   for (const t of y.ticks) out.push(`<line x1="${px(f.x0 - 5)}" y1="${px(f.sy(y, t))}" x2="${px(f.x0)}" y2="${px(f.sy(y, t))}"/>`);
   out.push('</g>');
   out.push('<g font-size="12" fill="#333">');
-  if (xLabels) for (const t of x.ticks) out.push(`<text x="${px(f.sx(x, t))}" y="${px(f.y0 + 19)}" text-anchor="middle">${esc(x.label(t))}</text>`);
+  if (xLabels)
+    for (const t of x.ticks) out.push(`<text x="${px(f.sx(x, t))}" y="${px(f.y0 + 19)}" text-anchor="middle">${esc(x.label(t))}</text>`);
   for (const t of y.ticks) out.push(`<text x="${px(f.x0 - 8)}" y="${px(f.sy(y, t) + 4)}" text-anchor="end">${esc(y.label(t))}</text>`);
   out.push('</g>');
   return out;
@@ -156,14 +176,22 @@ function pathData(points: Array<[number, number] | null>): string {
   let d = '';
   let pen = false;
   for (const p of points) {
-    if (!p) { pen = false; continue; }
+    if (!p) {
+      pen = false;
+      continue;
+    }
     d += `${pen ? 'L' : 'M'}${px(p[0])} ${px(p[1])}`;
     pen = true;
   }
   return d;
 }
 
-interface Box { x: number; y: number; w: number; h: number }
+interface Box {
+  x: number;
+  y: number;
+  w: number;
+  h: number;
+}
 
 /** Whether a point lies inside the box grown by `pad` on every side. */
 function inBox(b: Box, p: readonly [number, number], pad: number): boolean {
@@ -175,13 +203,25 @@ function inBox(b: Box, p: readonly [number, number], pad: number): boolean {
  * bottom-right, bottom-left) that no point (of radius `r`) nor curve sample touches, else null (the
  * legend then goes beside the frame).
  */
-function freeCorner(f: Frame, w: number, h: number, points: ReadonlyArray<readonly [number, number]>, r: number, curve: ReadonlyArray<readonly [number, number]>): Box | null {
+function freeCorner(
+  f: Frame,
+  w: number,
+  h: number,
+  points: ReadonlyArray<readonly [number, number]>,
+  r: number,
+  curve: ReadonlyArray<readonly [number, number]>,
+): Box | null {
   const inset = 12;
   const left = f.x0 + inset;
   const right = f.x1 - inset - w;
   const top = f.y1 + inset;
   const bottom = f.y0 - inset - h;
-  for (const [x, y] of [[left, top], [right, top], [right, bottom], [left, bottom]] as const) {
+  for (const [x, y] of [
+    [left, top],
+    [right, top],
+    [right, bottom],
+    [left, bottom],
+  ] as const) {
     const box = { x, y, w, h };
     if (points.every((p) => !inBox(box, p, r + 2)) && curve.every((p) => !inBox(box, p, 3))) return box;
   }
@@ -194,7 +234,15 @@ function freeCorner(f: Frame, w: number, h: number, points: ReadonlyArray<readon
  * no dot or curve touches, or beside the plot when every corner has data. Pairs with a non-finite value
  * are left out.
  */
-export function scatterPlotSvg(opts: { pred: number[]; mos: number[]; title: string; xLabel?: string; yLabel?: string; fit?: (x: number) => number; legend: string[] }): string {
+export function scatterPlotSvg(opts: {
+  pred: number[];
+  mos: number[];
+  title: string;
+  xLabel?: string;
+  yLabel?: string;
+  fit?: (x: number) => number;
+  legend: string[];
+}): string {
   const { pred, mos, title, fit, legend } = opts;
   if (pred.length !== mos.length) throw new Error(`scatterPlotSvg: ${pred.length} predictions but ${mos.length} MOS values`);
   const keep = pred.map((p, i) => Number.isFinite(p) && Number.isFinite(mos[i]));
@@ -237,24 +285,35 @@ export function scatterPlotSvg(opts: { pred: number[]; mos: number[]; title: str
   const shown = samples.filter((p): p is [number, number] => p !== null && p[1] >= area.y1 && p[1] <= area.y0);
   let box = rows.length ? freeCorner(area, legendW, legendH, points, r, shown) : null;
   const gap = 16;
-  const f = rows.length && !box ? new Frame(width + legendW + gap, 540, margin.left, margin.top, margin.right + legendW + gap, margin.bottom) : area;
+  const f =
+    rows.length && !box
+      ? new Frame(width + legendW + gap, 540, margin.left, margin.top, margin.right + legendW + gap, margin.bottom)
+      : area;
   if (rows.length && !box) box = { x: f.x1 + gap, y: f.y1, w: legendW, h: legendH };
 
   const clip = clipId(`scatter\u0000${title}`);
   const out = open(f, title, [{ id: clip, frame: f }]);
   out.push(...axes(f, x, y));
-  out.push(`<g clip-path="url(#${clip})" fill="${POINT_COLOUR}" fill-opacity="${alpha}" stroke="${POINT_COLOUR}" stroke-opacity="0.8" stroke-width="0.5">`);
+  out.push(
+    `<g clip-path="url(#${clip})" fill="${POINT_COLOUR}" fill-opacity="${alpha}" stroke="${POINT_COLOUR}" stroke-opacity="0.8" stroke-width="0.5">`,
+  );
   for (const [cx, cy] of points) out.push(`<circle cx="${px(cx)}" cy="${px(cy)}" r="${r}"/>`);
   out.push('</g>');
   const d = pathData(samples);
-  if (d) out.push(`<path d="${d}" clip-path="url(#${clip})" fill="none" stroke="${FIT_COLOUR}" stroke-width="2.2" stroke-linejoin="round"/>`);
+  if (d)
+    out.push(`<path d="${d}" clip-path="url(#${clip})" fill="none" stroke="${FIT_COLOUR}" stroke-width="2.2" stroke-linejoin="round"/>`);
 
   if (box) {
     out.push(`<g font-size="${fontSize}" fill="#222">`);
-    out.push(`<rect x="${px(box.x)}" y="${px(box.y)}" width="${px(box.w)}" height="${px(box.h)}" rx="4" fill="#ffffff" fill-opacity="0.9" stroke="#999" stroke-width="1"/>`);
+    out.push(
+      `<rect x="${px(box.x)}" y="${px(box.y)}" width="${px(box.w)}" height="${px(box.h)}" rx="4" fill="#ffffff" fill-opacity="0.9" stroke="#999" stroke-width="1"/>`,
+    );
     rows.forEach((row, k) => {
       const baseline = box.y + 6 + lineHeight * (k + 1) - 5;
-      if (row.swatch) out.push(`<line x1="${px(box.x + 10)}" y1="${px(baseline - 4)}" x2="${px(box.x + 10 + swatchW - 6)}" y2="${px(baseline - 4)}" stroke="${FIT_COLOUR}" stroke-width="2.2"/>`);
+      if (row.swatch)
+        out.push(
+          `<line x1="${px(box.x + 10)}" y1="${px(baseline - 4)}" x2="${px(box.x + 10 + swatchW - 6)}" y2="${px(baseline - 4)}" stroke="${FIT_COLOUR}" stroke-width="2.2"/>`,
+        );
       out.push(`<text x="${px(box.x + 10 + swatchW)}" y="${px(baseline)}">${esc(row.text)}</text>`);
     });
     out.push('</g>');
@@ -328,7 +387,11 @@ export function linePlotSvg(opts: { title: string; xLabel: string; panels: LineP
   const x = niceAxis(...extent(xAll), 6, integerX);
 
   const clip = clipId(`line\u0000${title}`);
-  const out = open(whole, title, frames.map((frame, k) => ({ id: `${clip}-${k}`, frame })));
+  const out = open(
+    whole,
+    title,
+    frames.map((frame, k) => ({ id: `${clip}-${k}`, frame })),
+  );
   let colourIndex = 0;
   const rings: string[] = [];
   panels.forEach((panel, k) => {
@@ -357,10 +420,14 @@ export function linePlotSvg(opts: { title: string; xLabel: string; panels: LineP
     const mx = whole.sx(x, mark.x);
     const first = frames[0]!;
     const last = frames[frames.length - 1]!;
-    out.push(`<line x1="${px(mx)}" y1="${px(first.y1)}" x2="${px(mx)}" y2="${px(last.y0)}" stroke="#222" stroke-width="1.2" stroke-dasharray="5 4"/>`);
+    out.push(
+      `<line x1="${px(mx)}" y1="${px(first.y1)}" x2="${px(mx)}" y2="${px(last.y0)}" stroke="#222" stroke-width="1.2" stroke-dasharray="5 4"/>`,
+    );
     out.push(...rings);
     const anchor = mx < (whole.x0 + whole.x1) / 2 ? 'start' : 'end';
-    out.push(`<text x="${px(mx + (anchor === 'start' ? -4 : 4))}" y="${px(first.y1 - 7)}" text-anchor="${anchor}" font-size="12" fill="#222">${esc(mark.label)}</text>`);
+    out.push(
+      `<text x="${px(mx + (anchor === 'start' ? -4 : 4))}" y="${px(first.y1 - 7)}" text-anchor="${anchor}" font-size="12" fill="#222">${esc(mark.label)}</text>`,
+    );
   }
 
   if (entries.length) {
@@ -370,7 +437,9 @@ export function linePlotSvg(opts: { title: string; xLabel: string; panels: LineP
       const left = (width - rowWidth) / 2;
       const baseline = 52 + 20 * r;
       for (const { entry, x: dx } of row) {
-        out.push(`<line x1="${px(left + dx)}" y1="${px(baseline - 4)}" x2="${px(left + dx + 24)}" y2="${px(baseline - 4)}" stroke="${entry.colour}" stroke-width="2.5"/>`);
+        out.push(
+          `<line x1="${px(left + dx)}" y1="${px(baseline - 4)}" x2="${px(left + dx + 24)}" y2="${px(baseline - 4)}" stroke="${entry.colour}" stroke-width="2.5"/>`,
+        );
         out.push(`<text x="${px(left + dx + 30)}" y="${px(baseline)}">${esc(entry.text)}</text>`);
       }
     });

@@ -5,8 +5,32 @@
  * frozen weights get no gradient and cost no gradient work.
  */
 import {
-  type Node, type OpType, type Value, GraphError, add, sub, mul, div, neg, exp, matmul, transposeLast, transpose, reshape,
-  reduceSum, reduceMean, expand, slice, pad, where, cast, pow, sign, greater, shapeSize, isFloat,
+  type Node,
+  type OpType,
+  type Value,
+  GraphError,
+  add,
+  sub,
+  mul,
+  div,
+  neg,
+  exp,
+  matmul,
+  transposeLast,
+  transpose,
+  reshape,
+  reduceSum,
+  reduceMean,
+  expand,
+  slice,
+  pad,
+  where,
+  cast,
+  pow,
+  sign,
+  greater,
+  shapeSize,
+  isFloat,
 } from './graph.js';
 
 /** Sums `g` over the axes that broadcasting added or stretched, so it gets `shape` back. */

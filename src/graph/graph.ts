@@ -38,22 +38,47 @@ export class Value {
   }
 }
 
-export type Attr =
-  | { i: number }
-  | { f: number }
-  | { s: string }
-  | { ints: readonly number[] }
-  | { floats: readonly number[] };
+export type Attr = { i: number } | { f: number } | { s: string } | { ints: readonly number[] } | { floats: readonly number[] };
 
 /**
  * Every ONNX op the builder below can emit. grad.ts keys its rules by this type, so a new op does not
  * compile until it has a gradient rule or is marked not differentiable there.
  */
 export type OpType =
-  | 'Identity' | 'Add' | 'Sub' | 'Mul' | 'Div' | 'Pow' | 'Greater' | 'Less'
-  | 'Neg' | 'Exp' | 'Log' | 'Sqrt' | 'Tanh' | 'Sigmoid' | 'Relu' | 'Erf' | 'Abs' | 'Sign' | 'Cast' | 'Where'
-  | 'MatMul' | 'Reshape' | 'Transpose' | 'Concat' | 'Slice' | 'Pad' | 'Expand' | 'Gather'
-  | 'ReduceSum' | 'ReduceMean' | 'ReduceMax' | 'Softmax' | 'LayerNormalization' | 'Conv';
+  | 'Identity'
+  | 'Add'
+  | 'Sub'
+  | 'Mul'
+  | 'Div'
+  | 'Pow'
+  | 'Greater'
+  | 'Less'
+  | 'Neg'
+  | 'Exp'
+  | 'Log'
+  | 'Sqrt'
+  | 'Tanh'
+  | 'Sigmoid'
+  | 'Relu'
+  | 'Erf'
+  | 'Abs'
+  | 'Sign'
+  | 'Cast'
+  | 'Where'
+  | 'MatMul'
+  | 'Reshape'
+  | 'Transpose'
+  | 'Concat'
+  | 'Slice'
+  | 'Pad'
+  | 'Expand'
+  | 'Gather'
+  | 'ReduceSum'
+  | 'ReduceMean'
+  | 'ReduceMax'
+  | 'Softmax'
+  | 'LayerNormalization'
+  | 'Conv';
 
 export interface Node {
   readonly op: OpType;
@@ -135,7 +160,8 @@ export class Graph {
 
   /** A frozen weight: stored in the model as an initializer, never differentiated. */
   weight(name: string, shape: readonly number[], data: TypedData, dtype: DType = 'float32'): Value {
-    if (data.length !== shapeSize(shape)) throw new GraphError(`weight "${name}": ${data.length} values do not fill shape ${formatShape(shape)}`);
+    if (data.length !== shapeSize(shape))
+      throw new GraphError(`weight "${name}": ${data.length} values do not fill shape ${formatShape(shape)}`);
     const v = new Value(this, this.nextId++, 'weight', [...shape], dtype, this.claim(name));
     this.initializers.push({ value: v, data });
     return v;
@@ -168,7 +194,13 @@ export class Graph {
   }
 
   /** Adds a node; used by the op functions below and by grad rules. */
-  addNode(op: OpType, inputs: readonly (Value | null)[], outs: ReadonlyArray<{ shape: readonly number[]; dtype: DType }>, attrs: Record<string, Attr> = {}, domain = ''): Value[] {
+  addNode(
+    op: OpType,
+    inputs: readonly (Value | null)[],
+    outs: ReadonlyArray<{ shape: readonly number[]; dtype: DType }>,
+    attrs: Record<string, Attr> = {},
+    domain = '',
+  ): Value[] {
     for (const v of inputs) if (v && v.graph !== this) throw new GraphError(`${op}: operand ${v.name} belongs to another graph`);
     const outputs: Value[] = [];
     const node: Node = { op, inputs, outputs, attrs, domain };
@@ -186,12 +218,18 @@ function toTyped(data: readonly number[] | TypedData, dtype: DType): TypedData {
   if (!Array.isArray(data)) return data as TypedData;
   const arr = data as readonly number[];
   switch (dtype) {
-    case 'float32': return Float32Array.from(arr);
-    case 'float64': return Float64Array.from(arr);
-    case 'int64': return BigInt64Array.from(arr, (x) => BigInt(Math.trunc(x)));
-    case 'int32': return Int32Array.from(arr);
-    case 'bool': return Uint8Array.from(arr, (x) => (x ? 1 : 0));
-    case 'float16': throw new GraphError('float16 constants must be given as Uint16Array bits');
+    case 'float32':
+      return Float32Array.from(arr);
+    case 'float64':
+      return Float64Array.from(arr);
+    case 'int64':
+      return BigInt64Array.from(arr, (x) => BigInt(Math.trunc(x)));
+    case 'int32':
+      return Int32Array.from(arr);
+    case 'bool':
+      return Uint8Array.from(arr, (x) => (x ? 1 : 0));
+    case 'float16':
+      throw new GraphError('float16 constants must be given as Uint16Array bits');
   }
 }
 
@@ -298,7 +336,13 @@ export function transpose(a: Value, perm: readonly number[]): Value {
     throw new GraphError(`Transpose: ${formatShape(perm)} is not a permutation of ${a.rank} axes (${a})`);
   }
   if (perm.every((p, i) => p === i)) return a;
-  return a.graph.add1('Transpose', [a], perm.map((p) => a.shape[p]!), a.dtype, { perm: { ints: perm } });
+  return a.graph.add1(
+    'Transpose',
+    [a],
+    perm.map((p) => a.shape[p]!),
+    a.dtype,
+    { perm: { ints: perm } },
+  );
 }
 
 /** Swaps the last two axes. */
@@ -351,7 +395,8 @@ export function pad(a: Value, pads: ReadonlyArray<readonly [number, number]>): V
 /** Broadcasts to a larger shape. */
 export function expand(a: Value, shape: readonly number[]): Value {
   const out = broadcastShapes(a.shape, shape, 'Expand');
-  if (out.length !== shape.length || out.some((d, i) => d !== shape[i])) throw new GraphError(`Expand: ${a} does not expand to ${formatShape(shape)}`);
+  if (out.length !== shape.length || out.some((d, i) => d !== shape[i]))
+    throw new GraphError(`Expand: ${a} does not expand to ${formatShape(shape)}`);
   if (out.length === a.rank && out.every((d, i) => d === a.shape[i])) return a;
   return a.graph.add1('Expand', [a, a.graph.ints(shape)], shape, a.dtype);
 }
@@ -377,11 +422,25 @@ export const reduceMax = (a: Value, axes: readonly number[], keepDims = false): 
 
 /** Sum of every element, as a scalar. */
 export function sumAll(a: Value): Value {
-  return reshape(reduceSum(a, a.shape.map((_, i) => i), false), []);
+  return reshape(
+    reduceSum(
+      a,
+      a.shape.map((_, i) => i),
+      false,
+    ),
+    [],
+  );
 }
 
 export function meanAll(a: Value): Value {
-  return reshape(reduceMean(a, a.shape.map((_, i) => i), false), []);
+  return reshape(
+    reduceMean(
+      a,
+      a.shape.map((_, i) => i),
+      false,
+    ),
+    [],
+  );
 }
 
 export function softmax(a: Value, axis = -1): Value {
@@ -407,11 +466,16 @@ export function layerNorm(x: Value, scale: Value, bias: Value, eps = 1e-5): Valu
   // statistics are computed (and returned) in float32, also for float16 inputs
   const statShape = [...x.shape.slice(0, -1), 1];
   const statType = 'float32';
-  const [y] = x.graph.addNode('LayerNormalization', [x, scale, bias], [
-    { shape: x.shape, dtype: x.dtype },
-    { shape: statShape, dtype: statType },
-    { shape: statShape, dtype: statType },
-  ], { axis: { i: -1 }, epsilon: { f: eps }, stash_type: { i: 1 } });
+  const [y] = x.graph.addNode(
+    'LayerNormalization',
+    [x, scale, bias],
+    [
+      { shape: x.shape, dtype: x.dtype },
+      { shape: statShape, dtype: statType },
+      { shape: statShape, dtype: statType },
+    ],
+    { axis: { i: -1 }, epsilon: { f: eps }, stash_type: { i: 1 } },
+  );
   return y!;
 }
 
@@ -431,7 +495,10 @@ export function conv2d(x: Value, w: Value, stride: number): Value {
   const [kh, kw] = [w.shape[2]!, w.shape[3]!];
   const oh = Math.floor((x.shape[2]! - kh) / stride) + 1;
   const ow = Math.floor((x.shape[3]! - kw) / stride) + 1;
-  return x.graph.add1('Conv', [x, w], [x.shape[0]!, w.shape[0]!, oh, ow], x.dtype, { strides: { ints: [stride, stride] }, kernel_shape: { ints: [kh, kw] } });
+  return x.graph.add1('Conv', [x, w], [x.shape[0]!, w.shape[0]!, oh, ow], x.dtype, {
+    strides: { ints: [stride, stride] },
+    kernel_shape: { ints: [kh, kw] },
+  });
 }
 
 /** [B, C, H, W] → [B, (H/p)(W/p), C·p·p], patches in row-major order, channels-major inside a patch (as Conv weights). */

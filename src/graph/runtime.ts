@@ -26,7 +26,12 @@ export interface Tensor {
 export type Feed = Tensor | TypedData;
 
 const ORT_TYPE: Record<DType, ort.Tensor.Type> = {
-  float32: 'float32', float64: 'float64', float16: 'float16', int64: 'int64', int32: 'int32', bool: 'bool',
+  float32: 'float32',
+  float64: 'float64',
+  float16: 'float16',
+  int64: 'int64',
+  int32: 'int32',
+  bool: 'bool',
 };
 
 function typeOf(data: TypedData): DType | 'uint8' {
@@ -73,7 +78,9 @@ export class CompiledGraph {
     } catch (err) {
       const msg = err instanceof Error ? err.message : String(err);
       if (opts.provider === 'cuda') {
-        throw new Error(`could not start ONNX Runtime with the CUDA provider (${msg}); it needs an NVIDIA driver and the CUDA 12 and cuDNN 9 libraries on the library path, or use --device cpu`);
+        throw new Error(
+          `could not start ONNX Runtime with the CUDA provider (${msg}); it needs an NVIDIA driver and the CUDA 12 and cuDNN 9 libraries on the library path, or use --device cpu`,
+        );
       }
       throw new Error(`ONNX Runtime rejected graph "${graph.name}": ${msg}`);
     }
@@ -85,7 +92,8 @@ export class CompiledGraph {
   async run(feeds: Readonly<Record<string, Feed>>, outputs?: readonly string[]): Promise<Record<string, Tensor>> {
     const ortFeeds: Record<string, ort.Tensor> = {};
     for (const name of Object.keys(feeds)) {
-      if (!this.inputs.has(name)) throw new InputError(`${this.name}: unknown input "${name}" (inputs: ${[...this.inputs.keys()].join(', ')})`);
+      if (!this.inputs.has(name))
+        throw new InputError(`${this.name}: unknown input "${name}" (inputs: ${[...this.inputs.keys()].join(', ')})`);
     }
     for (const [name, spec] of this.inputs) {
       const feed = feeds[name];
@@ -100,7 +108,9 @@ export class CompiledGraph {
         throw new InputError(`${this.name}: input "${name}" must have shape [${spec.shape.join(', ')}], got [${shape.join(', ')}]`);
       }
       if (data.length !== shapeSize(spec.shape)) {
-        throw new InputError(`${this.name}: input "${name}" must have shape [${spec.shape.join(', ')}] (${shapeSize(spec.shape)} values), got ${data.length} values`);
+        throw new InputError(
+          `${this.name}: input "${name}" must have shape [${spec.shape.join(', ')}] (${shapeSize(spec.shape)} values), got ${data.length} values`,
+        );
       }
       ortFeeds[name] = new ort.Tensor(ORT_TYPE[spec.dtype], data as never, [...spec.shape]);
     }

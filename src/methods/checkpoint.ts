@@ -71,10 +71,13 @@ export function loadCheckpointMeta(path: string): { base: string; meta: Checkpoi
   }
   if (typeof meta !== 'object' || meta === null) throw new Error(`${json}: not a promptiqa checkpoint description`);
   if ((meta.format as string) === 'promptiqa-checkpoint/1') {
-    throw new Error(`${json}: written by an earlier promptiqa (format promptiqa-checkpoint/1), which recorded neither the tensors' hash nor the full split; train it again`);
+    throw new Error(
+      `${json}: written by an earlier promptiqa (format promptiqa-checkpoint/1), which recorded neither the tensors' hash nor the full split; train it again`,
+    );
   }
   const format: unknown = meta.format;
-  if (format !== CHECKPOINT_FORMAT) throw new Error(`${json}: not a promptiqa checkpoint (format ${JSON.stringify(format)}; expected ${CHECKPOINT_FORMAT})`);
+  if (format !== CHECKPOINT_FORMAT)
+    throw new Error(`${json}: not a promptiqa checkpoint (format ${JSON.stringify(format)}; expected ${CHECKPOINT_FORMAT})`);
   const problem = describeProblem(meta);
   if (problem) throw new Error(`${json}: ${problem}`);
   return { base, meta };
@@ -102,7 +105,7 @@ function describeProblem(meta: CheckpointMeta): string | undefined {
   if (typeof meta.options !== 'object' || meta.options === null) return 'no options';
   const b = meta.backbone as Partial<{ id: string; repo: string; revision: string; path: string }> | undefined;
   if (!b || typeof b.id !== 'string' || !(typeof b.path === 'string' || (typeof b.repo === 'string' && typeof b.revision === 'string'))) {
-    return 'no backbone (a repo and revision, or a path, and the weights\' id)';
+    return "no backbone (a repo and revision, or a path, and the weights' id)";
   }
   if (!meta.tensors || typeof meta.tensors.sha256 !== 'string') return 'no sha256 of its tensors';
   return undefined;

@@ -8,7 +8,11 @@ import { type CommonOptions, commonSchema, spec } from './options.js';
 
 const PAIRS = {
   good: [['Good photo.', 'Bad photo.']],
-  all: [['Good photo.', 'Bad photo.'], ['High quality photo.', 'Low quality photo.'], ['Sharp photo.', 'Blurry photo.']],
+  all: [
+    ['Good photo.', 'Bad photo.'],
+    ['High quality photo.', 'Low quality photo.'],
+    ['Sharp photo.', 'Blurry photo.'],
+  ],
 } as const satisfies Record<string, ReadonlyArray<readonly [string, string]>>;
 
 export interface ClipIqaOptions extends CommonOptions {
@@ -17,12 +21,20 @@ export interface ClipIqaOptions extends CommonOptions {
 
 export const clipIqa: Method<ClipIqaOptions> = {
   info: {
-    name: 'clip-iqa', description: 'Zero-shot CLIP-IQA: p("Good photo.") against its antonym, no training',
-    lowerBetter: false, scoreRange: [0, 1], trainable: false, defaultModel: 'openai/clip-vit-base-patch32',
+    name: 'clip-iqa',
+    description: 'Zero-shot CLIP-IQA: p("Good photo.") against its antonym, no training',
+    lowerBetter: false,
+    scoreRange: [0, 1],
+    trainable: false,
+    defaultModel: 'openai/clip-vit-base-patch32',
   },
   options: {
     ...commonSchema(),
-    pairs: spec.choice(['good', 'all'], 'good', 'the antonym pairs: "Good/Bad photo." alone, or with "High/Low quality photo." and "Sharp/Blurry photo." (the mean)'),
+    pairs: spec.choice(
+      ['good', 'all'],
+      'good',
+      'the antonym pairs: "Good/Bad photo." alone, or with "High/Low quality photo." and "Sharp/Blurry photo." (the mean)',
+    ),
   },
   imageInput: 'features',
   target: (unit) => unit,
@@ -58,8 +70,12 @@ export interface ClipIqaPlusOptions extends CommonOptions {
 
 export const clipIqaPlus: Method<ClipIqaPlusOptions> = {
   info: {
-    name: 'clip-iqa+', description: 'CLIP-IQA+: a learned 16-token CoOp context around "Good/Bad photo.", MSE on MOS in [0, 1]',
-    lowerBetter: false, scoreRange: [0, 1], trainable: true, defaultModel: 'openai/clip-vit-base-patch32',
+    name: 'clip-iqa+',
+    description: 'CLIP-IQA+: a learned 16-token CoOp context around "Good/Bad photo.", MSE on MOS in [0, 1]',
+    lowerBetter: false,
+    scoreRange: [0, 1],
+    trainable: true,
+    defaultModel: 'openai/clip-vit-base-patch32',
   },
   options: {
     ...commonSchema({ optimizer: 'sgd', lr: 0.002, momentum: 0.9, weightDecay: 5e-4, batchSize: 64, epochs: 50, schedule: 'cosine' }),

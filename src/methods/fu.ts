@@ -19,13 +19,21 @@ export interface FuOptions extends CommonOptions {
 
 const options: Schema<FuOptions> = {
   ...commonSchema({
-    optimizer: 'adam', lr: 1e-4, batchSize: 64, epochs: 50, patience: 15,
-    augment: 'crop+flip', testViews: 'sliding', stride: 64, windows: 'unfold', normalize: 'imagenet',
+    optimizer: 'adam',
+    lr: 1e-4,
+    batchSize: 64,
+    epochs: 50,
+    patience: 15,
+    augment: 'crop+flip',
+    testViews: 'sliding',
+    stride: 64,
+    windows: 'unfold',
+    normalize: 'imagenet',
   }),
   nCtx: spec.integer(8, 'learned text context tokens of each prompt learner', { min: 1 }),
   nVisual: spec.integer(8, 'learned visual prompt tokens per layer', { min: 1 }),
   depth: spec.integer(12, 'the layers that get deep text and visual prompts', { min: 1 }),
-  alignWeight: spec.number(0.1, "the weight of the auxiliary alignment loss (0: train without it)", { min: 0 }),
+  alignWeight: spec.number(0.1, 'the weight of the auxiliary alignment loss (0: train without it)', { min: 0 }),
 };
 
 /** The dataset's text-image alignment score, scaled as its MOS is (AGIQA-3K's correspondence). */
@@ -45,8 +53,12 @@ const alignment: AuxiliaryTarget<FuOptions> = {
 
 export const fu: Method<FuOptions> = {
   info: {
-    name: 'fu', description: 'Fu (IEEE SPL 2024): text+visual prompts in both encoders, guided by an auxiliary alignment task',
-    lowerBetter: false, scoreRange: [0, 1], trainable: true, defaultModel: 'openai/clip-vit-base-patch32',
+    name: 'fu',
+    description: 'Fu (IEEE SPL 2024): text+visual prompts in both encoders, guided by an auxiliary alignment task',
+    lowerBetter: false,
+    scoreRange: [0, 1],
+    trainable: true,
+    defaultModel: 'openai/clip-vit-base-patch32',
   },
   options,
   imageInput: 'pixels',
@@ -54,8 +66,16 @@ export const fu: Method<FuOptions> = {
   target: (unit) => unit,
   build(o, { weights, tokenizer }) {
     const depth = o.depth;
-    const auxText = new TextPrompts({ name: 'aux', classes: ['aligned photo', 'misaligned photo'], nCtx: o.nCtx, deepDepth: depth }, weights, tokenizer);
-    const tgtText = new TextPrompts({ name: 'target', classes: ['good photo', 'bad photo'], nCtx: o.nCtx, deepDepth: depth }, weights, tokenizer);
+    const auxText = new TextPrompts(
+      { name: 'aux', classes: ['aligned photo', 'misaligned photo'], nCtx: o.nCtx, deepDepth: depth },
+      weights,
+      tokenizer,
+    );
+    const tgtText = new TextPrompts(
+      { name: 'target', classes: ['good photo', 'bad photo'], nCtx: o.nCtx, deepDepth: depth },
+      weights,
+      tokenizer,
+    );
     const auxVis = new VisualPrompts({ name: 'aux', nTokens: o.nVisual, depth }, weights);
     const tgtVis = new VisualPrompts({ name: 'target', nTokens: o.nVisual, depth }, weights);
     return {

@@ -51,7 +51,14 @@ const NAMES = {
 };
 const QUALITY = 'quality';
 
-function context(g: Graph, b: Backbone, params: ParamSet, batch: number, training: boolean, auxiliary: ReadonlySet<string> = new Set()): BuildContext & { used: Map<string, Value> } {
+function context(
+  g: Graph,
+  b: Backbone,
+  params: ParamSet,
+  batch: number,
+  training: boolean,
+  auxiliary: ReadonlySet<string> = new Set(),
+): BuildContext & { used: Map<string, Value> } {
   const { param, used } = paramAccessor(g, params);
   return { g, bank: new WeightBank(g), weights: b.weights, tokenizer: b.tokenizer, batch, training, auxiliary, param, used };
 }
@@ -109,12 +116,19 @@ export class TrainStep {
     private readonly auxiliary: readonly AuxiliaryTarget[],
   ) {}
 
-  static async create(s: MethodSetup, params: ParamSet, batch: number, auxiliary: readonly AuxiliaryTarget[], runtime: RuntimeOptions): Promise<TrainStep> {
+  static async create(
+    s: MethodSetup,
+    params: ParamSet,
+    batch: number,
+    auxiliary: readonly AuxiliaryTarget[],
+    runtime: RuntimeOptions,
+  ): Promise<TrainStep> {
     const g = new Graph(`${s.method.info.name}_train_b${batch}`);
     const ctx = context(g, s.backbone, params, batch, true, new Set(auxiliary.map((t) => t.name)));
-    const image = s.method.imageInput === 'features'
-      ? g.input(NAMES.features, [batch, s.backbone.weights.config.embedDim])
-      : g.input(NAMES.pixels, [batch, ...imageShape(s.backbone)]);
+    const image =
+      s.method.imageInput === 'features'
+        ? g.input(NAMES.features, [batch, s.backbone.weights.config.embedDim])
+        : g.input(NAMES.pixels, [batch, ...imageShape(s.backbone)]);
     const quality = g.input(NAMES.target(QUALITY), [batch]);
     const aux = auxiliary.map((target) => ({
       target,
@@ -124,7 +138,10 @@ export class TrainStep {
     const pred = s.model.forward(ctx, image, s.model.text(ctx));
     const loss = trainingLoss(s.options, pred, quality, aux);
     const trained = [...ctx.used.keys()];
-    const grads = gradients(loss, trained.map((n) => ctx.used.get(n)!));
+    const grads = gradients(
+      loss,
+      trained.map((n) => ctx.used.get(n)!),
+    );
     g.output(NAMES.loss, loss);
     trained.forEach((n, i) => g.output(NAMES.grad(n), grads[i]!));
     const dropout = g.dropoutMasks.map((m) => ({ name: m.value.name, p: m.p, size: m.value.size }));
@@ -158,7 +175,8 @@ export class TrainStep {
   async run(batch: TrainBatch, params: ParamSet, rng: Rng): Promise<StepResult> {
     const res = await this.compiled.run(this.feeds(batch, params, rng));
     const grads = new Map<string, Float32Array>();
-    for (const [name, p] of params) grads.set(name, (res[NAMES.grad(name)]?.data as Float32Array | undefined) ?? new Float32Array(p.data.length));
+    for (const [name, p] of params)
+      grads.set(name, (res[NAMES.grad(name)]?.data as Float32Array | undefined) ?? new Float32Array(p.data.length));
     return { loss: Number(res[NAMES.loss]!.data[0]), grads };
   }
 
@@ -178,7 +196,9 @@ export const MAX_BATCH = 4096;
 /** Refuses a batch size that is not a whole number in [1, MAX_BATCH], naming it. */
 export function checkBatchSize(batchSize: number, what = 'batch size'): number {
   if (!Number.isSafeInteger(batchSize) || batchSize < 1 || batchSize > MAX_BATCH) {
-    throw new RangeError(`${what} ${batchSize} is not a whole number from 1 to ${MAX_BATCH}${batchSize > MAX_BATCH ? ' (images scored at once; more only costs memory)' : ''}`);
+    throw new RangeError(
+      `${what} ${batchSize} is not a whole number from 1 to ${MAX_BATCH}${batchSize > MAX_BATCH ? ' (images scored at once; more only costs memory)' : ''}`,
+    );
   }
   return batchSize;
 }

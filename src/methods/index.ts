@@ -115,23 +115,32 @@ export interface Metric {
  */
 async function fromCheckpoint(method: Method, checkpoint: string, opts: MetricOptions): Promise<{ params: ParamSet; setup: MethodSetup }> {
   const { base, meta, params } = loadCheckpoint(checkpoint);
-  if (meta.method !== method.info.name) throw new Error(`${checkpoint}: a checkpoint of method "${meta.method}", not "${method.info.name}"`);
+  if (meta.method !== method.info.name)
+    throw new Error(`${checkpoint}: a checkpoint of method "${meta.method}", not "${method.info.name}"`);
   const recorded = describeBackbone(meta.backbone);
   let backbone: Backbone;
   if (opts.model !== undefined) {
     backbone = await loadBackbone(opts.model);
   } else {
     try {
-      backbone = await loadBackbone('repo' in meta.backbone ? meta.backbone.repo : meta.backbone.path, 'repo' in meta.backbone ? meta.backbone.revision : undefined);
+      backbone = await loadBackbone(
+        'repo' in meta.backbone ? meta.backbone.repo : meta.backbone.path,
+        'repo' in meta.backbone ? meta.backbone.revision : undefined,
+      );
     } catch (err) {
-      throw new Error(`${checkpoint}: cannot load the backbone recorded in ${base}.json (${recorded}): ${(err as Error).message}; --model (the \`model\` option) overrides it with another copy of the same weights (${meta.backbone.id})`);
+      throw new Error(
+        `${checkpoint}: cannot load the backbone recorded in ${base}.json (${recorded}): ${(err as Error).message}; --model (the \`model\` option) overrides it with another copy of the same weights (${meta.backbone.id})`,
+      );
     }
   }
   if (backbone.weights.id !== meta.backbone.id) {
-    throw new Error(`${checkpoint} was trained on backbone ${recorded} (${meta.backbone.id.slice(0, 19)}…), not on ${backbone.model} (${backbone.weights.id.slice(0, 19)}…): refusing to score with mismatched weights`);
+    throw new Error(
+      `${checkpoint} was trained on backbone ${recorded} (${meta.backbone.id.slice(0, 19)}…), not on ${backbone.model} (${backbone.weights.id.slice(0, 19)}…): refusing to score with mismatched weights`,
+    );
   }
   // a preset names a whole set-up, which the checkpoint's own recorded options would silently override
-  if (opts.options && 'preset' in opts.options) throw new Error(`${checkpoint}: option preset sets up training; a checkpoint keeps the options it was trained with (in ${base}.json)`);
+  if (opts.options && 'preset' in opts.options)
+    throw new Error(`${checkpoint}: option preset sets up training; a checkpoint keeps the options it was trained with (in ${base}.json)`);
   let options: Options;
   try {
     options = parseOptions(method, { ...meta.options, ...(opts.options ?? {}) });
@@ -144,12 +153,19 @@ async function fromCheckpoint(method: Method, checkpoint: string, opts: MetricOp
 }
 
 /** Refuses a checkpoint whose tensors are not those the method, with these options, reads. */
-function checkTensors(checkpoint: string, meta: CheckpointMeta, params: ParamSet, expected: ParamSet, given: Record<string, unknown>): void {
+function checkTensors(
+  checkpoint: string,
+  meta: CheckpointMeta,
+  params: ParamSet,
+  expected: ParamSet,
+  given: Record<string, unknown>,
+): void {
   const problems: string[] = [];
   for (const [k, want] of expected) {
     const have = params.get(k);
     if (!have) problems.push(`tensor "${k}" is missing`);
-    else if (have.shape.join(',') !== want.shape.join(',')) problems.push(`tensor "${k}" is [${have.shape.join(', ')}] where [${want.shape.join(', ')}] is expected`);
+    else if (have.shape.join(',') !== want.shape.join(','))
+      problems.push(`tensor "${k}" is [${have.shape.join(', ')}] where [${want.shape.join(', ')}] is expected`);
   }
   for (const k of params.keys()) if (!expected.has(k)) problems.push(`tensor "${k}" is not one the method reads`);
   if (!problems.length) return;
@@ -157,7 +173,9 @@ function checkTensors(checkpoint: string, meta: CheckpointMeta, params: ParamSet
   const why = changed.length
     ? `the options given (${changed.map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(', ')}) differ from those it was trained with (${changed.map(([k]) => `${k}=${JSON.stringify(meta.options[k])}`).join(', ')}); drop them`
     : 'it does not fit this version of the method';
-  throw new Error(`${checkpoint}: ${problems.slice(0, 3).join('; ')}${problems.length > 3 ? ` (and ${problems.length - 3} more)` : ''}: ${why}`);
+  throw new Error(
+    `${checkpoint}: ${problems.slice(0, 3).join('; ')}${problems.length > 3 ? ` (and ${problems.length - 3} more)` : ''}: ${why}`,
+  );
 }
 
 function describeValue(v: unknown): string {
@@ -172,13 +190,25 @@ function checkInput(input: unknown, where: string): asserts input is ImageInput 
   if (typeof input === 'string' && input !== '') return;
   if (input instanceof Uint8Array) return;
   const img = input as Partial<RgbImage> | null | undefined;
-  if (img && typeof img === 'object' && Number.isSafeInteger(img.width) && Number.isSafeInteger(img.height) && img.width! > 0 && img.height! > 0 && img.data instanceof Uint8Array) {
+  if (
+    img &&
+    typeof img === 'object' &&
+    Number.isSafeInteger(img.width) &&
+    Number.isSafeInteger(img.height) &&
+    img.width! > 0 &&
+    img.height! > 0 &&
+    img.data instanceof Uint8Array
+  ) {
     if (img.data.length !== img.width! * img.height! * 3) {
-      throw new TypeError(`${where}: a decoded image of ${img.width}x${img.height} needs ${img.width! * img.height! * 3} bytes of RGB data, not ${img.data.length}`);
+      throw new TypeError(
+        `${where}: a decoded image of ${img.width}x${img.height} needs ${img.width! * img.height! * 3} bytes of RGB data, not ${img.data.length}`,
+      );
     }
     return;
   }
-  throw new TypeError(`${where}: expected an image file path, its bytes (Uint8Array) or a decoded image {width, height, data}; got ${describeValue(input)}`);
+  throw new TypeError(
+    `${where}: expected an image file path, its bytes (Uint8Array) or a decoded image {width, height, data}; got ${describeValue(input)}`,
+  );
 }
 
 async function toImage(input: ImageInput): Promise<RgbImage> {
@@ -231,13 +261,15 @@ export async function createMetric(name: string, opts: MetricOptions = {}): Prom
       const graphBatch = scorer.graphBatch(Math.min(batch, files.length));
       for (let i = 0; i < files.length; i += batch) {
         const chunk = files.slice(i, i + batch);
-        const decoded = await Promise.all(chunk.map(async (f) => {
-          try {
-            return await decodeImage(f);
-          } catch (err) {
-            return err instanceof Error ? err : new Error(String(err));
-          }
-        }));
+        const decoded = await Promise.all(
+          chunk.map(async (f) => {
+            try {
+              return await decodeImage(f);
+            } catch (err) {
+              return err instanceof Error ? err : new Error(String(err));
+            }
+          }),
+        );
         const ok = decoded.filter((d): d is RgbImage => !(d instanceof Error));
         const scores = ok.length ? await scorer.scoreImages(ok, graphBatch) : [];
         let k = 0;

@@ -104,7 +104,12 @@ export function enabledAuxiliary<O extends CommonOptions>(method: Method<O>, o: 
 }
 
 /** The training loss: the quality loss the options name, plus each auxiliary target's term. */
-export function trainingLoss(o: CommonOptions, pred: Predictions, quality: Value, auxiliary: ReadonlyArray<{ target: AuxiliaryTarget; value: Value; mask?: Value }>): Value {
+export function trainingLoss(
+  o: CommonOptions,
+  pred: Predictions,
+  quality: Value,
+  auxiliary: ReadonlyArray<{ target: AuxiliaryTarget; value: Value; mask?: Value }>,
+): Value {
   let loss = qualityLoss(o, pred.score, quality);
   for (const { target, value, mask } of auxiliary) {
     const p = pred.auxiliary?.[target.name];
@@ -163,10 +168,15 @@ export function fidelityLoss(a: Value, b: Value): Value {
 /** The quality loss the options name, between predictions and targets [B]. */
 export function qualityLoss(o: CommonOptions, pred: Value, target: Value): Value {
   switch (o.qualityLoss) {
-    case 'mse': return mse(pred, target);
-    case 'l1': return l1(pred, target);
-    case 'plcc': return plccLoss(pred, target);
-    case 'fidelity': return fidelityLoss(pred, target);
-    default: throw new Error(`unknown qualityLoss "${String(o.qualityLoss)}" (mse, l1, plcc, fidelity)`);
+    case 'mse':
+      return mse(pred, target);
+    case 'l1':
+      return l1(pred, target);
+    case 'plcc':
+      return plccLoss(pred, target);
+    case 'fidelity':
+      return fidelityLoss(pred, target);
+    default:
+      throw new Error(`unknown qualityLoss "${String(o.qualityLoss)}" (mse, l1, plcc, fidelity)`);
   }
 }

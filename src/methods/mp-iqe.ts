@@ -13,7 +13,19 @@ import { type CommonOptions, type Schema, commonSchema, spec } from './options.j
 
 const LEVELS = ['bad', 'poor', 'fair', 'good', 'perfect'];
 export const SCENES = ['animal', 'cityscape', 'human', 'indoor scene', 'landscape', 'night scene', 'plant', 'still-life', 'others'];
-export const DISTORTIONS = ['jpeg2000 compression', 'jpeg compression', 'noise', 'blur', 'color', 'contrast', 'overexposure', 'underexposure', 'spatial', 'quantization', 'other'];
+export const DISTORTIONS = [
+  'jpeg2000 compression',
+  'jpeg compression',
+  'noise',
+  'blur',
+  'color',
+  'contrast',
+  'overexposure',
+  'underexposure',
+  'spatial',
+  'quantization',
+  'other',
+];
 
 /** Maps a dataset's distortion name (KADID, TID2013, CSIQ, LIVE) to one of LIQE's eleven classes. */
 export function distortionClass(name: string): number {
@@ -41,7 +53,16 @@ export interface MpIqeOptions extends CommonOptions {
 }
 
 const options: Schema<MpIqeOptions> = {
-  ...commonSchema({ optimizer: 'adamw', lr: 1e-3, weightDecay: 1e-3, batchSize: 32, epochs: 30, schedule: 'cosine', augment: 'crop+flip', testViews: 'resize' }),
+  ...commonSchema({
+    optimizer: 'adamw',
+    lr: 1e-3,
+    weightDecay: 1e-3,
+    batchSize: 32,
+    epochs: 30,
+    schedule: 'cosine',
+    augment: 'crop+flip',
+    testViews: 'resize',
+  }),
   nCtx: spec.integer(8, 'learned text context tokens of each prompt', { min: 1 }),
   nVisual: spec.integer(8, 'learned visual prompt tokens per layer', { min: 1 }),
   distortionWeight: spec.number(0.1, 'the weight of the distortion classification loss (0: off)', { min: 0 }),
@@ -70,8 +91,12 @@ const distortion: AuxiliaryTarget<MpIqeOptions> = {
 
 export const mpIqe: Method<MpIqeOptions> = {
   info: {
-    name: 'mp-iqe', description: 'MP-IQE (Pan et al. 2024): visual prompts at every layer, dual scene/distortion text prompts, quality from five levels',
-    lowerBetter: false, scoreRange: [1, 5], trainable: true, defaultModel: 'openai/clip-vit-base-patch32',
+    name: 'mp-iqe',
+    description: 'MP-IQE (Pan et al. 2024): visual prompts at every layer, dual scene/distortion text prompts, quality from five levels',
+    lowerBetter: false,
+    scoreRange: [1, 5],
+    trainable: true,
+    defaultModel: 'openai/clip-vit-base-patch32',
   },
   options,
   imageInput: 'pixels',

@@ -6,27 +6,67 @@
  */
 import { type WindowPlacement } from '../data/preprocess.js';
 
-export interface NumberSpec { kind: 'number'; default: number; help: string; integer?: boolean; min?: number; max?: number }
-export interface BooleanSpec { kind: 'boolean'; default: boolean; help: string }
-export interface ChoiceSpec<T extends string = string> { kind: 'choice'; default: T; help: string; choices: readonly T[] }
-export interface TextSpec { kind: 'text'; default: string; help: string }
+export interface NumberSpec {
+  kind: 'number';
+  default: number;
+  help: string;
+  integer?: boolean;
+  min?: number;
+  max?: number;
+}
+export interface BooleanSpec {
+  kind: 'boolean';
+  default: boolean;
+  help: string;
+}
+export interface ChoiceSpec<T extends string = string> {
+  kind: 'choice';
+  default: T;
+  help: string;
+  choices: readonly T[];
+}
+export interface TextSpec {
+  kind: 'text';
+  default: string;
+  help: string;
+}
 export type AnySpec = NumberSpec | BooleanSpec | ChoiceSpec | TextSpec;
 
 /** The spec an option of type T takes: a string-literal union is a choice, a plain string free text. */
-export type OptionSpec<T> =
-  [T] extends [number] ? NumberSpec
-    : [T] extends [boolean] ? BooleanSpec
-      : [T] extends [string] ? (string extends T ? TextSpec : ChoiceSpec<T>)
-        : never;
+export type OptionSpec<T> = [T] extends [number]
+  ? NumberSpec
+  : [T] extends [boolean]
+    ? BooleanSpec
+    : [T] extends [string]
+      ? string extends T
+        ? TextSpec
+        : ChoiceSpec<T>
+      : never;
 
 export type Schema<O> = { readonly [K in keyof O]-?: OptionSpec<O[K]> };
 
 /** Constructors that keep the literal types of choices. */
 export const spec = {
-  number: (def: number, help: string, limits: { min?: number; max?: number } = {}): NumberSpec => ({ kind: 'number', default: def, help, ...limits }),
-  integer: (def: number, help: string, limits: { min?: number; max?: number } = {}): NumberSpec => ({ kind: 'number', default: def, help, integer: true, ...limits }),
+  number: (def: number, help: string, limits: { min?: number; max?: number } = {}): NumberSpec => ({
+    kind: 'number',
+    default: def,
+    help,
+    ...limits,
+  }),
+  integer: (def: number, help: string, limits: { min?: number; max?: number } = {}): NumberSpec => ({
+    kind: 'number',
+    default: def,
+    help,
+    integer: true,
+    ...limits,
+  }),
   boolean: (def: boolean, help: string): BooleanSpec => ({ kind: 'boolean', default: def, help }),
-  choice: <const T extends string>(choices: readonly T[], def: NoInfer<T>, help: string): ChoiceSpec<T> => ({ kind: 'choice', default: def, help, choices }),
+  choice: <const T extends string>(choices: readonly T[], def: NoInfer<T>, help: string): ChoiceSpec<T> => ({
+    kind: 'choice',
+    default: def,
+    help,
+    choices,
+  }),
   text: (def: string, help: string): TextSpec => ({ kind: 'text', default: def, help }),
 };
 
@@ -63,16 +103,32 @@ const COMMON_SCHEMA: Schema<CommonOptions> = {
   schedule: spec.choice(['cosine', 'constant'], 'constant', "the learning rate's schedule: warm-up then cosine, or constant"),
   warmupEpochs: spec.integer(0, 'warm-up epochs at warmupLr before the cosine schedule', { min: 0 }),
   warmupLr: spec.number(0, 'the learning rate during warm-up', { min: 0 }),
-  lrStep: spec.choice(['step', 'epoch'], 'step', 'when the schedule moves: at every optimiser step (decaying to 0), or once per epoch as Dassl does'),
+  lrStep: spec.choice(
+    ['step', 'epoch'],
+    'step',
+    'when the schedule moves: at every optimiser step (decaying to 0), or once per epoch as Dassl does',
+  ),
   dropLast: spec.boolean(false, "drop the last partial batch of an epoch (Dassl's training loader does)"),
   patience: spec.integer(0, 'stop after this many epochs without a better validation figure (0: never)', { min: 0 }),
   gradClip: spec.number(0, "clip the gradient's norm to this (0: off)", { min: 0 }),
   augment: spec.choice(['random-resized-crop+flip', 'crop+flip', 'none'], 'none', 'training augmentation'),
-  testViews: spec.choice(['resize', 'sliding'], 'resize', 'test views: one resized centre view, or every crop of the unresized image at a stride'),
+  testViews: spec.choice(
+    ['resize', 'sliding'],
+    'resize',
+    'test views: one resized centre view, or every crop of the unresized image at a stride',
+  ),
   stride: spec.integer(64, 'the stride of sliding test windows, in pixels', { min: 1 }),
-  windows: spec.choice(['unfold', 'edge-to-edge'], 'unfold', "where sliding windows go: from the top-left corner at the stride (nn.Unfold, Fu's code) or spread edge to edge"),
+  windows: spec.choice(
+    ['unfold', 'edge-to-edge'],
+    'unfold',
+    "where sliding windows go: from the top-left corner at the stride (nn.Unfold, Fu's code) or spread edge to edge",
+  ),
   normalize: spec.choice(['clip', 'imagenet'], 'clip', "the pixel normalisation: CLIP's or ImageNet's mean and std"),
-  qualityLoss: spec.choice(['mse', 'l1', 'plcc', 'fidelity'], 'mse', 'the quality loss: the papers use MSE; L1, PLCC and the fidelity ranking loss are offered'),
+  qualityLoss: spec.choice(
+    ['mse', 'l1', 'plcc', 'fidelity'],
+    'mse',
+    'the quality loss: the papers use MSE; L1, PLCC and the fidelity ranking loss are offered',
+  ),
 };
 
 /** The common options with a method's own defaults (the paper's settings). */
@@ -104,9 +160,12 @@ export function describeSpec(s: AnySpec): string {
       if (s.min !== undefined) return s.min === Number.MIN_VALUE ? `${what} > 0` : `${what} ≥ ${s.min}`;
       return s.max !== undefined ? `${what} ≤ ${s.max}` : what;
     }
-    case 'boolean': return 'true or false';
-    case 'choice': return `one of ${s.choices.join(', ')}`;
-    case 'text': return 'text';
+    case 'boolean':
+      return 'true or false';
+    case 'choice':
+      return `one of ${s.choices.join(', ')}`;
+    case 'text':
+      return 'text';
   }
 }
 
@@ -118,12 +177,20 @@ class OptionValueError extends Error {}
  */
 function readValue(s: AnySpec, key: string, v: unknown): unknown {
   const bad = (): never => {
-    throw new OptionValueError(`option ${key} = ${typeof v === 'string' ? `"${v}"` : JSON.stringify(v) ?? String(v)}, must be ${describeSpec(s)}`);
+    throw new OptionValueError(
+      `option ${key} = ${typeof v === 'string' ? `"${v}"` : (JSON.stringify(v) ?? String(v))}, must be ${describeSpec(s)}`,
+    );
   };
   switch (s.kind) {
     case 'number': {
       const n = typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' ? Number(v) : NaN;
-      if (!Number.isFinite(n) || (s.integer && !Number.isInteger(n)) || (s.min !== undefined && n < s.min) || (s.max !== undefined && n > s.max)) bad();
+      if (
+        !Number.isFinite(n) ||
+        (s.integer && !Number.isInteger(n)) ||
+        (s.min !== undefined && n < s.min) ||
+        (s.max !== undefined && n > s.max)
+      )
+        bad();
       return n;
     }
     case 'boolean':
@@ -175,9 +242,18 @@ export function readOptions<O>(
 }
 
 /** The schema as data: for `promptiqa methods --json` and help text. */
-export function describeSchema<O>(schema: Schema<O>): Array<{ name: string; kind: AnySpec['kind']; default: unknown; takes: string; help: string; choices?: readonly string[] }> {
+export function describeSchema<O>(
+  schema: Schema<O>,
+): Array<{ name: string; kind: AnySpec['kind']; default: unknown; takes: string; help: string; choices?: readonly string[] }> {
   return Object.entries(schema).map(([name, raw]) => {
     const s = raw as AnySpec;
-    return { name, kind: s.kind, default: s.default, takes: describeSpec(s), help: s.help, ...(s.kind === 'choice' ? { choices: s.choices } : {}) };
+    return {
+      name,
+      kind: s.kind,
+      default: s.default,
+      takes: describeSpec(s),
+      help: s.help,
+      ...(s.kind === 'choice' ? { choices: s.choices } : {}),
+    };
   });
 }

@@ -21,29 +21,55 @@ export interface TangOptions extends CommonOptions {
 
 const options: Schema<TangOptions> = {
   ...commonSchema({
-    optimizer: 'sgd', lr: 0.002, momentum: 0.9, weightDecay: 5e-4, batchSize: 32, epochs: 100,
-    schedule: 'cosine', warmupEpochs: 1, warmupLr: 1e-5, lrStep: 'epoch', dropLast: true, augment: 'random-resized-crop+flip', testViews: 'resize',
+    optimizer: 'sgd',
+    lr: 0.002,
+    momentum: 0.9,
+    weightDecay: 5e-4,
+    batchSize: 32,
+    epochs: 100,
+    schedule: 'cosine',
+    warmupEpochs: 1,
+    warmupLr: 1e-5,
+    lrStep: 'epoch',
+    dropLast: true,
+    augment: 'random-resized-crop+flip',
+    testViews: 'resize',
   }),
   nCtx: spec.integer(4, 'learned context tokens shared by the six class prompts', { min: 1 }),
-  initPhrase: spec.text('a photo of a', 'the words that initialise the context (nCtx of them), or empty for random tokens drawn N(0, 0.02)'),
+  initPhrase: spec.text(
+    'a photo of a',
+    'the words that initialise the context (nCtx of them), or empty for random tokens drawn N(0, 0.02)',
+  ),
   hidden: spec.integer(512, "the regression head's hidden width", { min: 1 }),
   dropout: spec.number(0.5, "the regression head's dropout probability", { min: 0, max: 0.99 }),
 };
 
 export const tang: Method<TangOptions> = {
   info: {
-    name: 'tang', description: 'Tang (CLIP-AGIQA, ICPR 2024): six learned quality-class prompts and a regression head, MSE on raw MOS',
-    lowerBetter: false, scoreRange: [0, 5], trainable: true, defaultModel: 'openai/clip-vit-base-patch16',
+    name: 'tang',
+    description: 'Tang (CLIP-AGIQA, ICPR 2024): six learned quality-class prompts and a regression head, MSE on raw MOS',
+    lowerBetter: false,
+    scoreRange: [0, 5],
+    trainable: true,
+    defaultModel: 'openai/clip-vit-base-patch16',
   },
   options,
   presets: {
-    ctxv1: { description: 'the authors\' *_ctxv1 configs: 4 context tokens initialised from "a photo of a" (the default)', options: { nCtx: 4, initPhrase: 'a photo of a' } },
-    readme: { description: 'the authors\' README command (scripts/main.sh … vit_b16_ep100 end 16 1 False): 16 random context tokens', options: { nCtx: 16, initPhrase: '' } },
+    ctxv1: {
+      description: 'the authors\' *_ctxv1 configs: 4 context tokens initialised from "a photo of a" (the default)',
+      options: { nCtx: 4, initPhrase: 'a photo of a' },
+    },
+    readme: {
+      description: "the authors' README command (scripts/main.sh … vit_b16_ep100 end 16 1 False): 16 random context tokens",
+      options: { nCtx: 16, initPhrase: '' },
+    },
   },
   validate(o) {
     const words = o.initPhrase.trim().split(/\s+/).filter(Boolean).length;
     if (words && words !== o.nCtx) {
-      throw new Error(`tang: initPhrase "${o.initPhrase}" has ${words} words but nCtx = ${o.nCtx}; set nCtx=${words}, or initPhrase= (empty) for ${o.nCtx} random tokens (or --option preset=readme)`);
+      throw new Error(
+        `tang: initPhrase "${o.initPhrase}" has ${words} words but nCtx = ${o.nCtx}; set nCtx=${words}, or initPhrase= (empty) for ${o.nCtx} random tokens (or --option preset=readme)`,
+      );
     }
   },
   imageInput: 'features',
@@ -51,8 +77,15 @@ export const tang: Method<TangOptions> = {
   target: (unit, range) => range[0] + unit * (range[1] - range[0]),
   build(o, { weights, tokenizer }) {
     // as CoOp: an init phrase sets the context (its words are the tokens); without one, nCtx tokens drawn N(0, 0.02)
-    const prompts = new TextPrompts({ name: 'text', classes: CLASSES, nCtx: o.nCtx, ...(o.initPhrase ? { initPhrase: o.initPhrase } : {}) }, weights, tokenizer);
-    if (prompts.nCtx !== o.nCtx) throw new Error(`tang: initPhrase "${o.initPhrase}" is ${prompts.nCtx} tokens, but nCtx = ${o.nCtx}; give a phrase of nCtx single-token words`);
+    const prompts = new TextPrompts(
+      { name: 'text', classes: CLASSES, nCtx: o.nCtx, ...(o.initPhrase ? { initPhrase: o.initPhrase } : {}) },
+      weights,
+      tokenizer,
+    );
+    if (prompts.nCtx !== o.nCtx)
+      throw new Error(
+        `tang: initPhrase "${o.initPhrase}" is ${prompts.nCtx} tokens, but nCtx = ${o.nCtx}; give a phrase of nCtx single-token words`,
+      );
     const e = weights.config.embedDim;
     return {
       init(rng) {

@@ -1,8 +1,18 @@
 /** How a method's images become tensors: its test views and its training augmentation. */
 import { type RgbImage } from '../data/rgb.js';
 import {
-  CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, resizeShortSide, centerCrop, crop, flipHorizontal,
-  randomCrop, randomResizedCrop, slidingWindowBoxes, toTensor,
+  CLIP_MEAN,
+  CLIP_STD,
+  IMAGENET_MEAN,
+  IMAGENET_STD,
+  resizeShortSide,
+  centerCrop,
+  crop,
+  flipHorizontal,
+  randomCrop,
+  randomResizedCrop,
+  slidingWindowBoxes,
+  toTensor,
 } from '../data/preprocess.js';
 import { type Options } from './method.js';
 import { type Rng } from '../util/rng.js';
@@ -15,7 +25,9 @@ function norm(o: Options): [readonly number[], readonly number[]] {
 export function testViews(img: RgbImage, o: Options, size: number): Float32Array[] {
   const [mean, std] = norm(o);
   if (o.testViews === 'sliding') {
-    return slidingWindowBoxes(img.width, img.height, size, Number(o.stride), o.windows).map(({ left, top }) => toTensor(crop(img, left, top, size, size), mean, std));
+    return slidingWindowBoxes(img.width, img.height, size, Number(o.stride), o.windows).map(({ left, top }) =>
+      toTensor(crop(img, left, top, size, size), mean, std),
+    );
   }
   return [toTensor(centerCrop(resizeShortSide(img, size), size), mean, std)];
 }

@@ -31,11 +31,18 @@ export class TextPrompts {
   private readonly ids: Int32Array;
   private readonly embeds: Float32Array;
 
-  constructor(readonly spec: TextPromptSpec, private readonly weights: ClipWeights, tokenizer: ClipTokenizer) {
+  constructor(
+    readonly spec: TextPromptSpec,
+    private readonly weights: ClipWeights,
+    tokenizer: ClipTokenizer,
+  ) {
     const c = weights.config;
     this.nCtx = spec.initPhrase ? tokenizer.encode(spec.initPhrase).length : spec.nCtx;
     const prefix = spec.initPhrase ?? Array.from({ length: this.nCtx }, () => 'X').join(' ');
-    this.ids = tokenizer.tokenizeBatch(spec.classes.map((cls) => `${prefix} ${cls}.`), c.contextLength);
+    this.ids = tokenizer.tokenizeBatch(
+      spec.classes.map((cls) => `${prefix} ${cls}.`),
+      c.contextLength,
+    );
     this.embeds = tokenEmbeddings(weights, this.ids, spec.classes.length);
   }
 

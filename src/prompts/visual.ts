@@ -21,13 +21,17 @@ export interface VisualPromptSpec {
 export class VisualPrompts {
   readonly depth: number;
 
-  constructor(readonly spec: VisualPromptSpec, private readonly weights: ClipWeights) {
+  constructor(
+    readonly spec: VisualPromptSpec,
+    private readonly weights: ClipWeights,
+  ) {
     this.depth = Math.min(spec.depth, weights.config.visionLayers);
   }
 
   init(rng: Rng): ParamSet {
     const out: ParamSet = new Map();
-    for (let d = 0; d < this.depth; d++) out.set(`${this.spec.name}.vis_${d}`, normalInit(rng, [this.spec.nTokens, this.weights.config.visionWidth]));
+    for (let d = 0; d < this.depth; d++)
+      out.set(`${this.spec.name}.vis_${d}`, normalInit(rng, [this.spec.nTokens, this.weights.config.visionWidth]));
     return out;
   }
 

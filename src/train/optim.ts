@@ -58,7 +58,10 @@ abstract class BaseOptimizer {
   /** slot → parameter name → buffer */
   protected readonly slots: Map<string, Map<string, Float32Array>>;
 
-  protected constructor(protected hyper: Record<string, number>, slotNames: string[]) {
+  protected constructor(
+    protected hyper: Record<string, number>,
+    slotNames: string[],
+  ) {
     this.slots = new Map(slotNames.map((s) => [s, new Map<string, Float32Array>()]));
   }
 
@@ -87,7 +90,8 @@ abstract class BaseOptimizer {
       }
       if (this.steps > 0) {
         for (const name of params.keys()) {
-          if (!buffers.has(name)) throw new Error(`${this.kind}: no "${name}.${slot}" in the state after ${this.steps} steps (did the parameters change?)`);
+          if (!buffers.has(name))
+            throw new Error(`${this.kind}: no "${name}.${slot}" in the state after ${this.steps} steps (did the parameters change?)`);
         }
       }
     }
@@ -113,7 +117,8 @@ abstract class BaseOptimizer {
     for (const [key, buf] of Object.entries(state.buffers)) {
       const dot = key.lastIndexOf('.');
       const slot = slots.get(key.slice(dot + 1));
-      if (dot <= 0 || !slot) throw new Error(`${this.kind}: unexpected state buffer "${key}" (slots: ${[...slots.keys()].join(', ') || 'none'})`);
+      if (dot <= 0 || !slot)
+        throw new Error(`${this.kind}: unexpected state buffer "${key}" (slots: ${[...slots.keys()].join(', ') || 'none'})`);
       if (!(buf instanceof Float32Array)) throw new Error(`${this.kind}: state buffer "${key}" is not a Float32Array`);
       slot.set(key.slice(0, dot), buf.slice());
     }
@@ -170,7 +175,10 @@ class Sgd extends BaseOptimizer implements Optimizer {
 }
 
 class Adam extends BaseOptimizer implements Optimizer {
-  constructor(readonly kind: 'adam' | 'adamw', hyper: Record<string, number>) {
+  constructor(
+    readonly kind: 'adam' | 'adamw',
+    hyper: Record<string, number>,
+  ) {
     super(hyper, ['exp_avg', 'exp_avg_sq']);
     this.validate(hyper);
   }
@@ -233,12 +241,24 @@ export function sgd(opts: { lr: number; momentum?: number; weightDecay?: number;
 
 /** torch.optim.Adam: weight decay as an L2 term added to the gradient. Defaults betas (0.9, 0.999), eps 1e-8. */
 export function adam(opts: { lr: number; betas?: [number, number]; eps?: number; weightDecay?: number }): Optimizer {
-  return new Adam('adam', { lr: opts.lr, beta1: opts.betas?.[0] ?? 0.9, beta2: opts.betas?.[1] ?? 0.999, eps: opts.eps ?? 1e-8, weightDecay: opts.weightDecay ?? 0 });
+  return new Adam('adam', {
+    lr: opts.lr,
+    beta1: opts.betas?.[0] ?? 0.9,
+    beta2: opts.betas?.[1] ?? 0.999,
+    eps: opts.eps ?? 1e-8,
+    weightDecay: opts.weightDecay ?? 0,
+  });
 }
 
 /** torch.optim.AdamW: decoupled weight decay (default 0.01), p ← p·(1 − lr·wd) before the Adam update. */
 export function adamw(opts: { lr: number; betas?: [number, number]; eps?: number; weightDecay?: number }): Optimizer {
-  return new Adam('adamw', { lr: opts.lr, beta1: opts.betas?.[0] ?? 0.9, beta2: opts.betas?.[1] ?? 0.999, eps: opts.eps ?? 1e-8, weightDecay: opts.weightDecay ?? 0.01 });
+  return new Adam('adamw', {
+    lr: opts.lr,
+    beta1: opts.betas?.[0] ?? 0.9,
+    beta2: opts.betas?.[1] ?? 0.999,
+    eps: opts.eps ?? 1e-8,
+    weightDecay: opts.weightDecay ?? 0.01,
+  });
 }
 
 /**
@@ -246,14 +266,21 @@ export function adamw(opts: { lr: number; betas?: [number, number]; eps?: number
  * beside the parameters in one file): buffers become 1-D F32 tensors named `${prefix}${buffer}`, and
  * kind, step and hyper-parameters go as JSON under the metadata key `${prefix}state`.
  */
-export function optimizerStateToSafetensors(state: OptimizerState, prefix = 'optim.'): { tensors: Record<string, HostTensor>; metadata: Record<string, string> } {
+export function optimizerStateToSafetensors(
+  state: OptimizerState,
+  prefix = 'optim.',
+): { tensors: Record<string, HostTensor>; metadata: Record<string, string> } {
   const tensors: Record<string, HostTensor> = {};
   for (const [name, data] of Object.entries(state.buffers)) tensors[prefix + name] = { shape: [data.length], data };
   return { tensors, metadata: { [`${prefix}state`]: JSON.stringify({ kind: state.kind, step: state.step, hyper: state.hyper }) } };
 }
 
 /** The inverse of `optimizerStateToSafetensors`, from what `readSafetensors` returns. */
-export function optimizerStateFromSafetensors(tensors: ReadonlyMap<string, HostTensor>, metadata: Record<string, string>, prefix = 'optim.'): OptimizerState {
+export function optimizerStateFromSafetensors(
+  tensors: ReadonlyMap<string, HostTensor>,
+  metadata: Record<string, string>,
+  prefix = 'optim.',
+): OptimizerState {
   const json = metadata[`${prefix}state`];
   if (json === undefined) throw new Error(`no optimiser state: metadata key "${prefix}state" is missing`);
   const head = JSON.parse(json) as { kind: string; step: number; hyper: Record<string, number> };
@@ -291,7 +318,13 @@ export interface Schedule {
  * one epoch at 1e-5), else a linear ramp baseLr·(step + 1)/(warmupSteps + 1) that never wastes a step
  * at zero and meets the cosine at baseLr.
  */
-export function cosineWithWarmup(opts: { baseLr: number; totalSteps: number; warmupSteps?: number; warmupLr?: number; minLr?: number }): Schedule {
+export function cosineWithWarmup(opts: {
+  baseLr: number;
+  totalSteps: number;
+  warmupSteps?: number;
+  warmupLr?: number;
+  minLr?: number;
+}): Schedule {
   const { baseLr, totalSteps, warmupSteps = 0, warmupLr, minLr = 0 } = opts;
   const what = 'cosineWithWarmup';
   checkHyper(what, 'baseLr', baseLr, (v) => v >= 0, '≥ 0');
@@ -316,7 +349,14 @@ export function cosineWithWarmup(opts: { baseLr: number; totalSteps: number; war
  * WARMUP_RECOUNT), so epoch e runs at minLr + (baseLr − minLr)·(1 + cos(π·(e − warmupEpochs)/epochs))/2 and the
  * last epoch stays above minLr. `lrAt` takes the optimiser step, of which there are `stepsPerEpoch` per epoch.
  */
-export function epochCosineWithWarmup(opts: { baseLr: number; epochs: number; stepsPerEpoch: number; warmupEpochs?: number; warmupLr?: number; minLr?: number }): Schedule {
+export function epochCosineWithWarmup(opts: {
+  baseLr: number;
+  epochs: number;
+  stepsPerEpoch: number;
+  warmupEpochs?: number;
+  warmupLr?: number;
+  minLr?: number;
+}): Schedule {
   const { baseLr, epochs, stepsPerEpoch, warmupEpochs = 0, warmupLr, minLr = 0 } = opts;
   const what = 'epochCosineWithWarmup';
   checkHyper(what, 'baseLr', baseLr, (v) => v >= 0, '≥ 0');

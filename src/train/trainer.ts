@@ -21,7 +21,19 @@ import type { RgbImage } from '../data/rgb.js';
 import { findUnreadableImages, listUnreadable, type UnreadableImage } from '../data/check.js';
 import { FIGURES, correlations, figuresOf, summarise } from '../eval/metrics.js';
 import { linePlotSvg } from '../eval/plot.js';
-import { sgd, adam, adamw, clipGradNorm, cosineWithWarmup, epochCosineWithWarmup, constantLr, type Optimizer, type Schedule, optimizerStateToSafetensors, optimizerStateFromSafetensors } from './optim.js';
+import {
+  sgd,
+  adam,
+  adamw,
+  clipGradNorm,
+  cosineWithWarmup,
+  epochCosineWithWarmup,
+  constantLr,
+  type Optimizer,
+  type Schedule,
+  optimizerStateToSafetensors,
+  optimizerStateFromSafetensors,
+} from './optim.js';
 import { saveCheckpoint, loadCheckpoint, type CheckpointMeta } from '../methods/checkpoint.js';
 import { readSafetensors, writeSafetensors } from '../clip/safetensors.js';
 import { checkWritableFolder, writeFileAtomic } from '../util/fs.js';
@@ -29,13 +41,37 @@ import { withLock } from '../util/lock.js';
 import { Rng } from '../util/rng.js';
 
 /** `warning`: `message` says what, `warnings` lists the cases (dataset rows left out, unreadable images skipped). */
-export interface TrainEvent { kind: 'start' | 'step' | 'epoch' | 'done' | 'warning'; epoch?: number; step?: number; stepsPerEpoch?: number; loss?: number; val?: Record<string, number>; message?: string; warnings?: string[] }
+export interface TrainEvent {
+  kind: 'start' | 'step' | 'epoch' | 'done' | 'warning';
+  epoch?: number;
+  step?: number;
+  stepsPerEpoch?: number;
+  loss?: number;
+  val?: Record<string, number>;
+  message?: string;
+  warnings?: string[];
+}
 
 export interface TrainOptions extends DatasetColumns {
-  method: string; model: string; dataset: string; root: string; labelFile?: string; target?: string; out: string;
-  epochs?: number; batchSize?: number; lr?: number; seed?: number; limit?: number;
-  splitBy?: 'image' | 'group' | 'official'; ratios?: [number, number, number]; selectOn?: 'val' | 'test';
-  patience?: number; threads?: number; device?: 'cpu' | 'cuda'; methodOptions?: Record<string, unknown>;
+  method: string;
+  model: string;
+  dataset: string;
+  root: string;
+  labelFile?: string;
+  target?: string;
+  out: string;
+  epochs?: number;
+  batchSize?: number;
+  lr?: number;
+  seed?: number;
+  limit?: number;
+  splitBy?: 'image' | 'group' | 'official';
+  ratios?: [number, number, number];
+  selectOn?: 'val' | 'test';
+  patience?: number;
+  threads?: number;
+  device?: 'cpu' | 'cuda';
+  methodOptions?: Record<string, unknown>;
   /** round r of a multi-round run: the split and the training use seed + r; the `limit` subset stays that of `seed` */
   round?: number;
   onEvent?: (e: TrainEvent) => void;
@@ -48,9 +84,24 @@ export interface TrainOptions extends DatasetColumns {
   stopAfterSteps?: number;
 }
 
-export interface TrainResult { out: string; checkpoint: string; bestEpoch: number; best: Record<string, number>; test?: Record<string, number>; epochs: number; selectOn: 'val' | 'test'; split: SplitSettings; unreadable?: UnreadableImage[] }
+export interface TrainResult {
+  out: string;
+  checkpoint: string;
+  bestEpoch: number;
+  best: Record<string, number>;
+  test?: Record<string, number>;
+  epochs: number;
+  selectOn: 'val' | 'test';
+  split: SplitSettings;
+  unreadable?: UnreadableImage[];
+}
 
-interface EpochRecord { epoch: number; loss: number; val: Record<string, number>; lr: number }
+interface EpochRecord {
+  epoch: number;
+  loss: number;
+  val: Record<string, number>;
+  lr: number;
+}
 
 interface State {
   epoch: number; // epochs completed
@@ -62,9 +113,12 @@ interface State {
 
 function makeOptimizer(o: Options): Optimizer {
   switch (o.optimizer) {
-    case 'sgd': return sgd({ lr: o.lr, momentum: o.momentum, weightDecay: o.weightDecay });
-    case 'adamw': return adamw({ lr: o.lr, weightDecay: o.weightDecay });
-    default: return adam({ lr: o.lr, weightDecay: o.weightDecay });
+    case 'sgd':
+      return sgd({ lr: o.lr, momentum: o.momentum, weightDecay: o.weightDecay });
+    case 'adamw':
+      return adamw({ lr: o.lr, weightDecay: o.weightDecay });
+    default:
+      return adam({ lr: o.lr, weightDecay: o.weightDecay });
   }
 }
 
@@ -73,7 +127,13 @@ function makeSchedule(o: Options, stepsPerEpoch: number): Schedule {
   const warmupLr = o.warmupLr ? { warmupLr: o.warmupLr } : {};
   // a run shorter than the paper's warm-up (e.g. one epoch to try things) keeps at least one cosine step
   if (o.lrStep === 'epoch') {
-    return epochCosineWithWarmup({ baseLr: o.lr, epochs: o.epochs, stepsPerEpoch, warmupEpochs: Math.min(o.warmupEpochs, o.epochs - 1), ...warmupLr });
+    return epochCosineWithWarmup({
+      baseLr: o.lr,
+      epochs: o.epochs,
+      stepsPerEpoch,
+      warmupEpochs: Math.min(o.warmupEpochs, o.epochs - 1),
+      ...warmupLr,
+    });
   }
   const totalSteps = o.epochs * stepsPerEpoch;
   const warmupSteps = Math.min(o.warmupEpochs * stepsPerEpoch, totalSteps - 1);
@@ -171,7 +231,11 @@ class BatchSource {
             `${failed.length > 1 ? 'them' : 'it'} out and resume, or replace the file${failed.length > 1 ? 's' : ''}.`,
         );
       }
-      this.unreadable.emit({ kind: 'warning', message: `left out ${failed.length} image(s) that could not be decoded ${where}`, warnings: failed.map((u) => `${u.file}: ${u.problem}`) });
+      this.unreadable.emit({
+        kind: 'warning',
+        message: `left out ${failed.length} image(s) that could not be decoded ${where}`,
+        warnings: failed.map((u) => `${u.file}: ${u.problem}`),
+      });
     }
     return kept;
   }
@@ -247,8 +311,19 @@ class TrainingRun {
     private readonly source: BatchSource,
     private readonly auxiliary: readonly AuxiliaryTarget[],
     private readonly run: {
-      out: string; seed: number; selectOn: 'val' | 'test'; selectIdx: number[]; trainIdx: number[]; batch: number; stepsPerEpoch: number;
-      runtime: RuntimeOptions; backboneSource: BackboneSource; columns: DatasetColumns; unreadablePath: string; statePath: string; runKey: string;
+      out: string;
+      seed: number;
+      selectOn: 'val' | 'test';
+      selectIdx: number[];
+      trainIdx: number[];
+      batch: number;
+      stepsPerEpoch: number;
+      runtime: RuntimeOptions;
+      backboneSource: BackboneSource;
+      columns: DatasetColumns;
+      unreadablePath: string;
+      statePath: string;
+      runKey: string;
     },
     private readonly schedule: Schedule,
     private readonly optimizer: Optimizer,
@@ -267,18 +342,34 @@ class TrainingRun {
 
     const columns: DatasetColumns = { imageCol: opts.imageCol, mosCol: opts.mosCol, promptCol: opts.promptCol };
     const ds = loadDataset(opts.dataset, { root: opts.root, labelFile: opts.labelFile, target: opts.target, ...columns });
-    if (ds.warnings?.length) emit({ kind: 'warning', message: `${opts.dataset}: ${ds.warnings.length} label row problem(s); the rows were left out`, warnings: ds.warnings });
-    const split = runSplit(ds.items, resolveSplitSettings(ds.info, { by: opts.splitBy, ratios: opts.ratios, seed: opts.seed, round: opts.round, limit: opts.limit }));
+    if (ds.warnings?.length)
+      emit({
+        kind: 'warning',
+        message: `${opts.dataset}: ${ds.warnings.length} label row problem(s); the rows were left out`,
+        warnings: ds.warnings,
+      });
+    const split = runSplit(
+      ds.items,
+      resolveSplitSettings(ds.info, { by: opts.splitBy, ratios: opts.ratios, seed: opts.seed, round: opts.round, limit: opts.limit }),
+    );
     const selectOn = opts.selectOn ?? (split.val.length ? 'val' : 'test');
     const selectIdx = selectOn === 'val' ? split.val : split.test;
     if (!split.train.length) throw new Error(`${opts.dataset}: the split leaves no training images`);
-    const auxiliary = enabledAuxiliary(method, o, split.train.map((i) => ds.items[i]!));
+    const auxiliary = enabledAuxiliary(
+      method,
+      o,
+      split.train.map((i) => ds.items[i]!),
+    );
     checkAuxiliaryTargets(opts.dataset, method, auxiliary, ds, split.train);
     const unreadablePath = join(out, 'unreadable.json');
     const skipped = await checkRunImages(ds, split, unreadablePath, !!opts.skipUnreadable);
     if (skipped.size > 0) {
       const list = [...skipped.values()];
-      emit({ kind: 'warning', message: `left out ${list.length} unreadable image(s) (listed in ${unreadablePath})`, warnings: list.map((u) => `${u.file}: ${u.problem}`) });
+      emit({
+        kind: 'warning',
+        message: `left out ${list.length} unreadable image(s) (listed in ${unreadablePath})`,
+        warnings: list.map((u) => `${u.file}: ${u.problem}`),
+      });
       if (split.train.every((i) => skipped.has(i))) throw new Error(`${opts.dataset}: no training image can be read`);
     }
 
@@ -293,7 +384,16 @@ class TrainingRun {
     const stepsPerEpoch = o.dropLast ? Math.floor(trainIdx.length / batch) : Math.ceil(trainIdx.length / batch);
 
     // the run's identity (the split's digests included): a state written by another configuration or dataset is not resumed
-    const runKey = JSON.stringify({ method: method.info.name, o, backbone: backbone.weights.id, dataset: opts.dataset, target: ds.target, split: split.record, batch, ...(Object.values(columns).some((c) => c !== undefined) ? { columns } : {}) });
+    const runKey = JSON.stringify({
+      method: method.info.name,
+      o,
+      backbone: backbone.weights.id,
+      dataset: opts.dataset,
+      target: ds.target,
+      split: split.record,
+      batch,
+      ...(Object.values(columns).some((c) => c !== undefined) ? { columns } : {}),
+    });
     const statePath = join(out, 'state');
     const optimizer = makeOptimizer(o);
     let params: ParamSet;
@@ -309,13 +409,44 @@ class TrainingRun {
       params = setup.model.init(Rng.at(seed, 'init'));
       state = { epoch: 0, bestEpoch: -1, bestScore: -Infinity, history: [], steps: 0 };
       rmSync(join(out, 'train.jsonl'), { force: true });
-      emit({ kind: 'start', message: `training ${method.info.name} on ${trainIdx.length} images, validating on ${selectIdx.length} (${selectOn})` });
+      emit({
+        kind: 'start',
+        message: `training ${method.info.name} on ${trainIdx.length} images, validating on ${selectIdx.length} (${selectOn})`,
+      });
     }
-    const source = new BatchSource(ds, setup, auxiliary, runtime, skipped, { path: unreadablePath, skip: !!opts.skipUnreadable, emit, keptAt: () => `${out} at epoch ${state.epoch}` });
+    const source = new BatchSource(ds, setup, auxiliary, runtime, skipped, {
+      path: unreadablePath,
+      skip: !!opts.skipUnreadable,
+      emit,
+      keptAt: () => `${out} at epoch ${state.epoch}`,
+    });
     return new TrainingRun(
-      opts, setup, ds, split, source, auxiliary,
-      { out, seed, selectOn, selectIdx, trainIdx, batch, stepsPerEpoch, runtime, backboneSource: backbone.source, columns, unreadablePath, statePath, runKey },
-      makeSchedule(o, stepsPerEpoch), optimizer, params, state, emit,
+      opts,
+      setup,
+      ds,
+      split,
+      source,
+      auxiliary,
+      {
+        out,
+        seed,
+        selectOn,
+        selectIdx,
+        trainIdx,
+        batch,
+        stepsPerEpoch,
+        runtime,
+        backboneSource: backbone.source,
+        columns,
+        unreadablePath,
+        statePath,
+        runKey,
+      },
+      makeSchedule(o, stepsPerEpoch),
+      optimizer,
+      params,
+      state,
+      emit,
     );
   }
 
@@ -342,7 +473,10 @@ class TrainingRun {
       lossSum += done.loss * done.images;
       imagesSeen += done.images;
     }
-    if (imagesSeen === 0) throw new Error(`no image of epoch ${epoch} could be read (listed in ${this.run.unreadablePath}): the run is kept at epoch ${this.state.epoch}`);
+    if (imagesSeen === 0)
+      throw new Error(
+        `no image of epoch ${epoch} could be read (listed in ${this.run.unreadablePath}): the run is kept at epoch ${this.state.epoch}`,
+      );
     await this.endEpoch(epoch, lossSum / imagesSeen);
   }
 
@@ -368,7 +502,8 @@ class TrainingRun {
     this.log({ kind: 'step', epoch, step: s, loss, lr: this.optimizer.lr });
     this.emit({ kind: 'step', epoch, step: s + 1, stepsPerEpoch: this.run.stepsPerEpoch, loss });
     this.stepsThisRun++;
-    if (this.opts.stopAfterSteps !== undefined && this.stepsThisRun >= this.opts.stopAfterSteps) throw new Error('stopped (stopAfterSteps)');
+    if (this.opts.stopAfterSteps !== undefined && this.stepsThisRun >= this.opts.stopAfterSteps)
+      throw new Error('stopped (stopAfterSteps)');
     return { loss, images: b };
   }
 
@@ -390,14 +525,18 @@ class TrainingRun {
     this.emit({ kind: 'epoch', epoch, loss: rec.loss, val });
     saveState(this.run.statePath, this.run.runKey, this.params, state, this.optimizer);
     const epochs = state.history.map((h) => h.epoch);
-    writeFileAtomic(join(out, 'training.svg'), linePlotSvg({
-      title: `${this.setup.method.info.name} on ${this.opts.dataset}`, xLabel: 'epoch',
-      panels: [
-        { yLabel: 'training loss', series: [{ name: 'training loss', x: epochs, y: state.history.map((h) => h.loss) }] },
-        { yLabel: `${selectOn} SRCC`, series: [{ name: `${selectOn} SRCC`, x: epochs, y: state.history.map((h) => h.val.srcc ?? NaN) }] },
-      ],
-      mark: state.bestEpoch > 0 ? { x: state.bestEpoch, label: `chosen epoch ${state.bestEpoch} (on ${selectOn})` } : undefined,
-    }));
+    writeFileAtomic(
+      join(out, 'training.svg'),
+      linePlotSvg({
+        title: `${this.setup.method.info.name} on ${this.opts.dataset}`,
+        xLabel: 'epoch',
+        panels: [
+          { yLabel: 'training loss', series: [{ name: 'training loss', x: epochs, y: state.history.map((h) => h.loss) }] },
+          { yLabel: `${selectOn} SRCC`, series: [{ name: `${selectOn} SRCC`, x: epochs, y: state.history.map((h) => h.val.srcc ?? NaN) }] },
+        ],
+        mark: state.bestEpoch > 0 ? { x: state.bestEpoch, label: `chosen epoch ${state.bestEpoch} (on ${selectOn})` } : undefined,
+      }),
+    );
   }
 
   /** The test figures of the chosen epoch, in the checkpoint and result.json. */
@@ -408,12 +547,40 @@ class TrainingRun {
     this.params = best;
     const test = split.test.length >= 4 ? await this.validate(split.test) : undefined;
     const bestVal = state.history.find((h) => h.epoch === state.bestEpoch)?.val ?? {};
-    saveCheckpoint(join(out, 'checkpoint'), best, { ...this.meta(state.bestEpoch, bestVal), metrics: { ...prefix(bestVal, selectOn), ...prefix(test ?? {}, 'test') } });
+    saveCheckpoint(join(out, 'checkpoint'), best, {
+      ...this.meta(state.bestEpoch, bestVal),
+      metrics: { ...prefix(bestVal, selectOn), ...prefix(test ?? {}, 'test') },
+    });
     const skipped = this.source.skipped;
     const unreadable = skipped.size > 0 ? sortedValues(skipped) : undefined;
-    writeFileAtomic(join(out, 'result.json'), JSON.stringify({ bestEpoch: state.bestEpoch, selectOn, best: bestVal, test, history: state.history, protocol: this.protocol(), ...(unreadable ? { unreadable } : {}) }, null, 2) + '\n');
+    writeFileAtomic(
+      join(out, 'result.json'),
+      JSON.stringify(
+        {
+          bestEpoch: state.bestEpoch,
+          selectOn,
+          best: bestVal,
+          test,
+          history: state.history,
+          protocol: this.protocol(),
+          ...(unreadable ? { unreadable } : {}),
+        },
+        null,
+        2,
+      ) + '\n',
+    );
     this.emit({ kind: 'done', epoch: state.bestEpoch, val: test ?? bestVal });
-    return { out, checkpoint: join(out, 'checkpoint.json'), bestEpoch: state.bestEpoch, best: bestVal, test, epochs: state.epoch, selectOn, split: split.settings, ...(unreadable ? { unreadable } : {}) };
+    return {
+      out,
+      checkpoint: join(out, 'checkpoint.json'),
+      bestEpoch: state.bestEpoch,
+      best: bestVal,
+      test,
+      epochs: state.epoch,
+      selectOn,
+      split: split.settings,
+      ...(unreadable ? { unreadable } : {}),
+    };
   }
 
   /** The report's figures on the items `idx` that can be read, with the parameters of the moment. */
@@ -422,7 +589,10 @@ class TrainingRun {
     const got = await this.source.readable(idx, 'while scoring');
     if (got.idx.length < 4) return {};
     const pred = await this.scorer.scoreImages(got.imgs);
-    const c = correlations(pred, got.idx.map((i) => this.ds.items[i]!.mos));
+    const c = correlations(
+      pred,
+      got.idx.map((i) => this.ds.items[i]!.mos),
+    );
     return { ...figuresOf(c), n: c.n };
   }
 
@@ -439,9 +609,19 @@ class TrainingRun {
     const { opts, ds, setup } = this;
     const { columns } = this.run;
     return {
-      method: setup.method.info.name, options: { ...setup.options }, backbone: { ...this.run.backboneSource, id: setup.backbone.weights.id },
-      dataset: { name: opts.dataset, target: ds.target, ...(opts.labelFile !== undefined ? { labelFile: opts.labelFile } : {}), ...(Object.values(columns).some((c) => c !== undefined) ? { columns } : {}) },
-      split: this.split.record, seed: this.run.seed, epoch, metrics,
+      method: setup.method.info.name,
+      options: { ...setup.options },
+      backbone: { ...this.run.backboneSource, id: setup.backbone.weights.id },
+      dataset: {
+        name: opts.dataset,
+        target: ds.target,
+        ...(opts.labelFile !== undefined ? { labelFile: opts.labelFile } : {}),
+        ...(Object.values(columns).some((c) => c !== undefined) ? { columns } : {}),
+      },
+      split: this.split.record,
+      seed: this.run.seed,
+      epoch,
+      metrics,
     };
   }
 
@@ -456,20 +636,29 @@ class TrainingRun {
 /** Library callers get what the command line's parsers would have refused, before any work starts (the method's options are checked by its schema). */
 function checkTrainOptions(opts: TrainOptions): void {
   const wholeAtLeast = (name: string, v: unknown, min: number): void => {
-    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) throw new RangeError(`train: ${name} must be a whole number ≥ ${min}, not ${String(v)}`);
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min)
+      throw new RangeError(`train: ${name} must be a whole number ≥ ${min}, not ${String(v)}`);
   };
   if (opts.limit !== undefined) wholeAtLeast('limit', opts.limit, 1);
   if (opts.seed !== undefined) wholeAtLeast('seed', opts.seed, 0);
 }
 
 /** Refuses, before the first step, training items that lack an auxiliary target the method cannot do without. */
-function checkAuxiliaryTargets(dataset: string, method: Method, auxiliary: readonly AuxiliaryTarget[], ds: Dataset, train: readonly number[]): void {
+function checkAuxiliaryTargets(
+  dataset: string,
+  method: Method,
+  auxiliary: readonly AuxiliaryTarget[],
+  ds: Dataset,
+  train: readonly number[],
+): void {
   for (const t of auxiliary) {
     if (t.missing.kind !== 'refuse') continue;
     const lacking = train.filter((i) => t.read(ds.items[i]!, ds.info) === undefined).map((i) => ds.items[i]!.image);
     if (lacking.length === 0) continue;
     const first = lacking.slice(0, 3).join(', ');
-    throw new Error(`${dataset}: ${lacking.length} training image(s) have no ${t.name} score (${first}${lacking.length > 3 ? ', …' : ''}); ${method.info.name}: ${t.missing.why}`);
+    throw new Error(
+      `${dataset}: ${lacking.length} training image(s) have no ${t.name} score (${first}${lacking.length > 3 ? ', …' : ''}); ${method.info.name}: ${t.missing.why}`,
+    );
   }
 }
 
@@ -524,14 +713,16 @@ function sortedValues<T>(m: Map<number, T>): T[] {
  */
 function trimLog(path: string, epoch: number): void {
   if (!existsSync(path)) return;
-  const kept = readFileSync(path, 'utf8').split('\n').filter((line) => {
-    try {
-      const rec = JSON.parse(line) as { epoch?: unknown };
-      return typeof rec.epoch !== 'number' || rec.epoch <= epoch;
-    } catch {
-      return false;
-    }
-  });
+  const kept = readFileSync(path, 'utf8')
+    .split('\n')
+    .filter((line) => {
+      try {
+        const rec = JSON.parse(line) as { epoch?: unknown };
+        return typeof rec.epoch !== 'number' || rec.epoch <= epoch;
+      } catch {
+        return false;
+      }
+    });
   writeFileAtomic(path, kept.map((l) => l + '\n').join(''));
 }
 
@@ -572,8 +763,11 @@ function loadState(base: string, runKey: string): { params: ParamSet; state: Sta
  * The whole protocol: N rounds with split seeds seed, seed+1, … (the `limit` subset, if any, is the same
  * in every round); mean, median and std of the test figures.
  */
-export async function trainRounds(opts: TrainOptions & { rounds: number }): Promise<{ rounds: TrainResult[]; summary: Record<string, { mean: number; median: number; std: number }>; protocol: string }> {
-  if (!Number.isSafeInteger(opts.rounds) || opts.rounds < 1) throw new RangeError(`trainRounds: rounds must be a whole number ≥ 1, not ${String(opts.rounds)}`);
+export async function trainRounds(
+  opts: TrainOptions & { rounds: number },
+): Promise<{ rounds: TrainResult[]; summary: Record<string, { mean: number; median: number; std: number }>; protocol: string }> {
+  if (!Number.isSafeInteger(opts.rounds) || opts.rounds < 1)
+    throw new RangeError(`trainRounds: rounds must be a whole number ≥ 1, not ${String(opts.rounds)}`);
   if (typeof opts.out !== 'string' || opts.out.trim() === '') throw new TypeError('train: out (the folder for the run) is required');
   checkWritableFolder(opts.out);
   return withLock(opts.out, 'folder', () => trainRoundsLocked(opts));
@@ -597,6 +791,18 @@ async function trainRoundsLocked(opts: TrainOptions & { rounds: number }): Retur
   const s = first.split;
   const limit = s.limit !== null ? `, the same seeded subset of ${s.limit} images in each` : '';
   const protocol = `${opts.rounds} rounds of ${opts.method} on ${opts.dataset}, split by ${s.by} ${s.ratios.join('/')}, split seeds ${s.seed}…${s.seed + opts.rounds - 1}${limit}; test figures of the epoch chosen on ${first.selectOn}; std with ddof=1`;
-  writeFileAtomic(join(opts.out, 'rounds.json'), JSON.stringify({ protocol, split: { by: s.by, ratios: s.ratios, seed: s.seed, limit: s.limit }, summary, rounds: rounds.map((r) => ({ out: r.out, round: r.split.round, bestEpoch: r.bestEpoch, test: r.test })) }, null, 2) + '\n');
+  writeFileAtomic(
+    join(opts.out, 'rounds.json'),
+    JSON.stringify(
+      {
+        protocol,
+        split: { by: s.by, ratios: s.ratios, seed: s.seed, limit: s.limit },
+        summary,
+        rounds: rounds.map((r) => ({ out: r.out, round: r.split.round, bestEpoch: r.bestEpoch, test: r.test })),
+      },
+      null,
+      2,
+    ) + '\n',
+  );
   return { rounds, summary, protocol };
 }

@@ -5,7 +5,20 @@
  * host a lock whose pid is gone is taken over; from another host (a shared disk) a lock that the holder
  * has not touched for LOCK_STALE_MS is, as the holder touches it every LOCK_HEARTBEAT_MS.
  */
-import { closeSync, linkSync, mkdirSync, openSync, readFileSync, realpathSync, renameSync, rmdirSync, rmSync, statSync, utimesSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  linkSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  realpathSync,
+  renameSync,
+  rmdirSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeSync,
+} from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
@@ -26,8 +39,14 @@ export interface LockHolder {
 
 /** The lock is held by a live run. */
 export class LockedError extends Error {
-  constructor(readonly target: string, readonly lockPath: string, readonly holder: LockHolder | undefined) {
-    const who = holder ? `process ${holder.pid} on ${holder.host}, since ${holder.since}${holder.command ? `: ${holder.command}` : ''}` : 'another process';
+  constructor(
+    readonly target: string,
+    readonly lockPath: string,
+    readonly holder: LockHolder | undefined,
+  ) {
+    const who = holder
+      ? `process ${holder.pid} on ${holder.host}, since ${holder.since}${holder.command ? `: ${holder.command}` : ''}`
+      : 'another process';
     super(`${target} is in use by another run (${who}); wait for it to end, or delete ${lockPath} if that run is gone`);
     this.name = 'LockedError';
   }
@@ -181,7 +200,8 @@ export function acquireLock(target: string, kind: 'file' | 'folder'): Lock {
           },
         };
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new Error(`cannot lock ${target}: ${describeFsError(err, path)}`, { cause: err });
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST')
+          throw new Error(`cannot lock ${target}: ${describeFsError(err, path)}`, { cause: err });
       }
       const other = readText(path);
       const st = statSync(path, { throwIfNoEntry: false });

@@ -41,7 +41,10 @@ export async function gradCheck(
   const r = g.constant(dtype === 'float64' ? Float64Array.from(mix) : Float32Array.from(mix), out.shape, dtype);
   const loss = sumAll(mul(out, r));
   const wrtNames = opts.wrt ?? Object.keys(shapes);
-  const grads = gradients(loss, wrtNames.map((n) => inputs[n]!));
+  const grads = gradients(
+    loss,
+    wrtNames.map((n) => inputs[n]!),
+  );
   g.output('loss', loss);
   wrtNames.forEach((n, i) => g.output(`grad_${n}`, grads[i]!));
   const compiled = await CompiledGraph.create(g);
@@ -72,7 +75,10 @@ export async function gradCheck(
       const a = Number(analytic[i]);
       const abs = Math.abs(a - numeric);
       const rel = abs / Math.max(1, Math.abs(numeric), Math.abs(a));
-      if (abs > maxAbsErr) { maxAbsErr = abs; worst = `${name}[${i}]: analytic ${a}, numeric ${numeric}`; }
+      if (abs > maxAbsErr) {
+        maxAbsErr = abs;
+        worst = `${name}[${i}]: analytic ${a}, numeric ${numeric}`;
+      }
       maxRelErr = Math.max(maxRelErr, rel);
     }
   }

@@ -35,10 +35,19 @@ interface BenchOptions {
 }
 
 export function parseModes(value: string): Mode[] {
-  const modes = [...new Set(value.split(',').map((s) => s.trim()).filter(Boolean))];
+  const modes = [
+    ...new Set(
+      value
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean),
+    ),
+  ];
   const bad = modes.filter((m) => !(MODES as readonly string[]).includes(m));
   if (modes.length === 0 || bad.length > 0) {
-    throw new UsageError(`--mode: unknown mode ${bad.map((b) => `'${b}'`).join(', ') || "''"}; choose from ${MODES.join(', ')} (comma-separated)`);
+    throw new UsageError(
+      `--mode: unknown mode ${bad.map((b) => `'${b}'`).join(', ') || "''"}; choose from ${MODES.join(', ')} (comma-separated)`,
+    );
   }
   return MODES.filter((m) => modes.includes(m));
 }
@@ -85,7 +94,7 @@ export const register: Register = (program, { io }) => {
         '(--prompts tokens each; CLIP frozen), the work of one prompt-learning step; fu = one full Adam step of the ' +
         'two-branch Fu prompt learner (both text encoders, two vision passes). Reports images/s and GFLOP/s (matrix products only). ' +
         'Then, unless --no-torch, runs the PyTorch peer (scripts/bench_torch.py: the same models in PyTorch, fp32, CPU; its fu ' +
-        'step computes what the Fu authors\' code trains) with the same settings and adds torch_* figures and ratios of the ' +
+        "step computes what the Fu authors' code trains) with the same settings and adds torch_* figures and ratios of the " +
         'medians (ours / PyTorch; above 1 = faster). The peer needs a ' +
         'Python with torch: `apt-get install python3-torch` (Debian/Ubuntu) or `pip install torch`; without one it is ' +
         'skipped with a note.',
@@ -94,11 +103,17 @@ export const register: Register = (program, { io }) => {
     .addOption(opt.batch(8))
     .addOption(opt.threads())
     .addOption(new Option('--iters <n>', 'timed runs (median, min and max are reported)').argParser(parsePositiveInt).default(3))
-    .addOption(new Option('--warmup <n>', 'untimed runs first (a training graph needs two before its memory arena settles)').argParser(parseNonNegativeInt).default(2))
+    .addOption(
+      new Option('--warmup <n>', 'untimed runs first (a training graph needs two before its memory arena settles)')
+        .argParser(parseNonNegativeInt)
+        .default(2),
+    )
     .addOption(new Option('--mode <list>', 'comma-separated subset of forward,train,fu').default('forward,train'))
     .addOption(new Option('--prompts <n>', 'visual prompt tokens per layer in train and fu').argParser(parsePositiveInt).default(8))
     .addOption(new Option('--no-torch', 'do not run the PyTorch peer'))
-    .addOption(new Option('--python <path>', 'Python with torch for the peer (default: the first of python3, /usr/bin/python3 that imports torch)'))
+    .addOption(
+      new Option('--python <path>', 'Python with torch for the peer (default: the first of python3, /usr/bin/python3 that imports torch)'),
+    )
     .addOption(opt.device())
     .addOption(opt.json())
     .addOption(opt.quiet())
@@ -118,18 +133,38 @@ export const register: Register = (program, { io }) => {
       const note = (s: string): void => {
         if (!o.quiet) io.stderr(s + '\n');
       };
-      const [{ randomClipWeights }, { benchVision }] = await Promise.all([import('../../clip/weights.js'), import('../../bench/vision.js')]);
+      const [{ randomClipWeights }, { benchVision }] = await Promise.all([
+        import('../../clip/weights.js'),
+        import('../../bench/vision.js'),
+      ]);
       const config = archConfig(o.arch);
       const weights = randomClipWeights(config, 0, { text: modes.includes('fu') });
       const runtime = { provider: o.device, threads };
       const result: Record<string, unknown> = {
-        arch: o.arch, batch: o.batch, threads, device: o.device, prompts: o.prompts, warmup: o.warmup, iters: o.iters, modes,
+        arch: o.arch,
+        batch: o.batch,
+        threads,
+        device: o.device,
+        prompts: o.prompts,
+        warmup: o.warmup,
+        iters: o.iters,
+        modes,
       };
 
       const visionModes = modes.filter((m) => m !== 'fu');
       if (visionModes.length > 0) {
         note(`onnxruntime: ${visionModes.join(' + ')}, ${o.arch}, batch ${o.batch}, ${threads} thread(s) …`);
-        Object.assign(result, await benchVision(weights, { batch: o.batch, prompts: o.prompts, warmup: o.warmup, iters: o.iters, runtime, modes: new Set(visionModes) }));
+        Object.assign(
+          result,
+          await benchVision(weights, {
+            batch: o.batch,
+            prompts: o.prompts,
+            warmup: o.warmup,
+            iters: o.iters,
+            runtime,
+            modes: new Set(visionModes),
+          }),
+        );
       }
       if (modes.includes('fu')) {
         note(`onnxruntime: fu, ${o.arch}, batch ${o.batch} …`);
@@ -151,7 +186,14 @@ export const register: Register = (program, { io }) => {
           note(`PyTorch ${found.version} (${found.python}): ${modes.join(' + ')} …`);
           try {
             const t = await runTorchBench({
-              python: found.python, arch: o.arch, batch: o.batch, threads, warmup: o.warmup, iters: o.iters, modes, prompts: o.prompts,
+              python: found.python,
+              arch: o.arch,
+              batch: o.batch,
+              threads,
+              warmup: o.warmup,
+              iters: o.iters,
+              modes,
+              prompts: o.prompts,
               onStderr: o.quiet ? undefined : (s) => io.stderr(s),
             });
             result.torch_version = t.torchVersion ?? found.version;

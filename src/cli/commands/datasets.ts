@@ -29,8 +29,14 @@ export const register: Register = (program, { io }) => {
         formatTable(
           ['name', 'title', 'kind', 'MOS', 'better', 'targets', 'group by', 'label file'],
           all.map((d) => [
-            d.name, d.title, d.kind, `${d.mosRange[0]}–${d.mosRange[1]}`, d.higherIsBetter ? 'higher' : 'lower',
-            d.targets.join(', '), d.groupBy, d.labelFile,
+            d.name,
+            d.title,
+            d.kind,
+            `${d.mosRange[0]}–${d.mosRange[1]}`,
+            d.higherIsBetter ? 'higher' : 'lower',
+            d.targets.join(', '),
+            d.groupBy,
+            d.labelFile,
           ]),
         ),
       );

@@ -17,8 +17,8 @@ export const register: Register = (program, { io }) => {
     .command('download')
     .summary('download a CLIP model from the Hugging Face Hub and print its folder')
     .description(
-      "Downloads the files a CLIP model needs (config.json, model.safetensors or open_clip_model.safetensors, vocab.json, " +
-        'merges.txt and the optional tokenizer/preprocessor settings) into the Hugging Face cache, the same cache Python\'s ' +
+      'Downloads the files a CLIP model needs (config.json, model.safetensors or open_clip_model.safetensors, vocab.json, ' +
+        "merges.txt and the optional tokenizer/preprocessor settings) into the Hugging Face cache, the same cache Python's " +
         'huggingface_hub uses, and prints the local folder. A cut download resumes; files are checked against their ' +
         'sizes and hashes; a second call makes no request. A local folder is printed as is. ' +
         'Environment: HF_ENDPOINT (mirror), HF_HOME / HF_HUB_CACHE (cache), HF_TOKEN (gated repos), HF_HUB_OFFLINE=1.',

@@ -69,13 +69,29 @@ export const register: Register = (program, { io }) => {
         return;
       }
       const norm = (v: number[]): number => Math.hypot(...v);
-      const head = (v: number[]): string => v.slice(0, 4).map((x) => fmt(x)).join(' ') + (v.length > 4 ? ' …' : '');
+      const head = (v: number[]): string =>
+        v
+          .slice(0, 4)
+          .map((x) => fmt(x))
+          .join(' ') + (v.length > 4 ? ' …' : '');
       io.stdout(
         formatTable(
           ['kind', 'input', 'dim', 'norm', 'first values'],
           [
-            ...texts.map((t, i) => ['text', t, String(result.text_embeds[i]!.length), fmt(norm(result.text_embeds[i]!)), head(result.text_embeds[i]!)]),
-            ...images.map((f, i) => ['image', f, String(result.image_embeds[i]!.length), fmt(norm(result.image_embeds[i]!)), head(result.image_embeds[i]!)]),
+            ...texts.map((t, i) => [
+              'text',
+              t,
+              String(result.text_embeds[i]!.length),
+              fmt(norm(result.text_embeds[i]!)),
+              head(result.text_embeds[i]!),
+            ]),
+            ...images.map((f, i) => [
+              'image',
+              f,
+              String(result.image_embeds[i]!.length),
+              fmt(norm(result.image_embeds[i]!)),
+              head(result.image_embeds[i]!),
+            ]),
           ],
         ),
       );

@@ -45,9 +45,9 @@ export const register: Register = (program, { io }) => {
         'KRCC, PLCC raw and after the 4-parameter logistic fit, RMSE. Writes a JSON report (with the protocol, the per-image ' +
         'scores and the images that failed) and an SVG scatter plot to --out, which is checked before any work. A trained ' +
         'method needs --checkpoint; zero-shot methods need only --model.\n\n' +
-        'With --checkpoint, --split test is the test side of the training run\'s own split, rebuilt from what the checkpoint ' +
+        "With --checkpoint, --split test is the test side of the training run's own split, rebuilt from what the checkpoint " +
         'records (unit, shares, seed, round, --limit) and checked against its digest of the test images, so the figures are ' +
-        "those `train` reported; --seed, --limit, --ratios and --split-by are then not used (a note says so), and a dataset " +
+        'those `train` reported; --seed, --limit, --ratios and --split-by are then not used (a note says so), and a dataset ' +
         'whose images differ is refused. Without a checkpoint they define the split.\n\n' +
         'Formats: table (default), json (the figures, protocol and notes; as --json), csv (the per-image file, mos, score, ' +
         'for `promptiqa metrics`).',
@@ -85,7 +85,8 @@ export const register: Register = (program, { io }) => {
       ),
     )
     .action(async (o: EvalCliOptions) => {
-      if (o.json && o.format !== 'table' && o.format !== 'json') throw new UsageError(`--json and --format ${o.format} disagree: give one of them`);
+      if (o.json && o.format !== 'table' && o.format !== 'json')
+        throw new UsageError(`--json and --format ${o.format} disagree: give one of them`);
       const format = o.json ? 'json' : o.format;
       checkDataset(o.dataset);
       await checkMethod(o.method);
@@ -140,7 +141,12 @@ export const register: Register = (program, { io }) => {
         return;
       }
       if (format === 'csv') {
-        io.stdout(toCsv(['file', 'mos', 'score'], report.scores.map((s) => [s.file, s.mos, s.score])));
+        io.stdout(
+          toCsv(
+            ['file', 'mos', 'score'],
+            report.scores.map((s) => [s.file, s.mos, s.score]),
+          ),
+        );
         return;
       }
       const m = report.metrics;
@@ -152,7 +158,9 @@ export const register: Register = (program, { io }) => {
           ['protocol', report.protocol],
           ['images', `${report.n}${report.failed.length > 0 ? ` (${report.failed.length} failed)` : ''}`],
           ...known.filter(([k]) => k in m).map(([k, label]) => [label, fmt(m[k])] as [string, string]),
-          ...Object.entries(m).filter(([k]) => !known.some(([q]) => q === k)).map(([k, v]) => [k, fmt(v)] as [string, string]),
+          ...Object.entries(m)
+            .filter(([k]) => !known.some(([q]) => q === k))
+            .map(([k, v]) => [k, fmt(v)] as [string, string]),
           ['report', report.reportPath],
           ['plot', report.plotPath],
         ]),

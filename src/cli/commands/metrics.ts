@@ -21,7 +21,9 @@ export function readColumns(path: string, predCol: string, mosCol: string): { pr
     text = readFileSync(path, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw new CliError(`${path}: ${code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a folder, not a CSV file' : `cannot read (${(err as Error).message})`}`);
+    throw new CliError(
+      `${path}: ${code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a folder, not a CSV file' : `cannot read (${(err as Error).message})`}`,
+    );
   }
   let csv;
   try {
@@ -48,7 +50,8 @@ export function readColumns(path: string, predCol: string, mosCol: string): { pr
     }
     const num = (s: string, name: string): number => {
       const v = parseDecimal(s);
-      if (v === undefined) throw new CliError(`${path}: data row ${r + 1}: column '${name}' is '${s}', not a number (a finite decimal such as 3.5 or 1e-3)`);
+      if (v === undefined)
+        throw new CliError(`${path}: data row ${r + 1}: column '${name}' is '${s}', not a number (a finite decimal such as 3.5 or 1e-3)`);
       return v;
     };
     pred.push(num(a, predCol));
@@ -82,17 +85,13 @@ export const register: Register = (program, { io }) => {
     .action((csvPath: string, o: MetricsOptions) => {
       const { pred, mos, skipped } = readColumns(csvPath, o.predCol, o.mosCol);
       if (skipped > 0 && !o.quiet) io.stderr(`${csvPath}: skipped ${skipped} row(s) with an empty '${o.predCol}' or '${o.mosCol}'\n`);
-      if (pred.length < 4) throw new CliError(`${csvPath}: needs at least 4 rows with both '${o.predCol}' and '${o.mosCol}', found ${pred.length}`);
+      if (pred.length < 4)
+        throw new CliError(`${csvPath}: needs at least 4 rows with both '${o.predCol}' and '${o.mosCol}', found ${pred.length}`);
       const r: Correlations = correlations(pred, mos);
       if (o.json) {
         io.stdout(jsonLine({ n: r.n, ...figuresOf(r) }));
         return;
       }
-      io.stdout(
-        formatPairs([
-          ['n', String(r.n)],
-          ...FIGURES.map(({ key, label }): [string, string] => [label, fmt(r[key])]),
-        ]),
-      );
+      io.stdout(formatPairs([['n', String(r.n)], ...FIGURES.map(({ key, label }): [string, string] => [label, fmt(r[key])])]));
     });
 };

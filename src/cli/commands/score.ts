@@ -36,11 +36,18 @@ interface ScoreOptions {
 function render(format: Exclude<Format, 'jsonl'>, records: readonly ScoreRecord[], withMos: boolean): string {
   if (format === 'json') return records.length === 0 ? '[]\n' : `[\n${records.map((r) => `  ${JSON.stringify(r)}`).join(',\n')}\n]\n`;
   const header = withMos ? ['file', 'score', 'mos', 'error'] : ['file', 'score', 'error'];
-  const mos = (r: ScoreRecord, show: (x: number) => string | number): Array<string | number> => (withMos ? [r.mos === undefined ? '' : show(r.mos)] : []);
+  const mos = (r: ScoreRecord, show: (x: number) => string | number): Array<string | number> =>
+    withMos ? [r.mos === undefined ? '' : show(r.mos)] : [];
   if (format === 'csv') {
-    return toCsv(header, records.map((r) => ('score' in r ? [r.file, r.score, ...mos(r, (x) => x), ''] : [r.file, '', ...mos(r, (x) => x), r.error])));
+    return toCsv(
+      header,
+      records.map((r) => ('score' in r ? [r.file, r.score, ...mos(r, (x) => x), ''] : [r.file, '', ...mos(r, (x) => x), r.error])),
+    );
   }
-  return formatTable(header, records.map((r) => ('score' in r ? [r.file, fmt(r.score), ...mos(r, fmt), ''] : [r.file, '', ...mos(r, fmt), r.error]).map(String)));
+  return formatTable(
+    header,
+    records.map((r) => ('score' in r ? [r.file, fmt(r.score), ...mos(r, fmt), ''] : [r.file, '', ...mos(r, fmt), r.error]).map(String)),
+  );
 }
 
 /** Appends lines to a file, each in one write, so a kill leaves at most one torn last line. */
@@ -57,14 +64,18 @@ class LineAppender {
       while (off < buf.length) off += writeSync(this.fd, buf, off, buf.length - off);
     } catch (err) {
       // what is in the file stays; a torn last line is rewritten when the run is resumed
-      throw new CliError(`cannot write ${this.path}: ${describeFsError(err)}; the records already in it are kept: run the same command again to resume`);
+      throw new CliError(
+        `cannot write ${this.path}: ${describeFsError(err)}; the records already in it are kept: run the same command again to resume`,
+      );
     }
   }
   close(): void {
     try {
       fsyncSync(this.fd);
     } catch (err) {
-      throw new CliError(`cannot write ${this.path}: ${describeFsError(err)}; the records already in it are kept: run the same command again to resume`);
+      throw new CliError(
+        `cannot write ${this.path}: ${describeFsError(err)}; the records already in it are kept: run the same command again to resume`,
+      );
     } finally {
       closeSync(this.fd);
     }
@@ -81,7 +92,7 @@ export const register: Register = (program, { io }) => {
         'folders that cannot be listed and links that lead nowhere are reported on stderr (file: problem) and in the output ' +
         'as {"file", "error"}; the run goes on. A summary line ends the run on stderr. ' +
         'The exit code is non-zero only when no image could be scored.\n\n' +
-        'With --dataset and --root, every record carries the MOS of its image (the dataset\'s images are scored when no ' +
+        "With --dataset and --root, every record carries the MOS of its image (the dataset's images are scored when no " +
         'file or folder is given), so `promptiqa metrics` reads the output as it is.\n\n' +
         '--output is checked (writable, not a folder) and locked before any work: a second run on the same --output ' +
         'refuses at once, naming the first (a lock left by a killed run is taken over).\n\n' +
@@ -120,7 +131,8 @@ export const register: Register = (program, { io }) => {
     )
     .action(async (inputs: string[], o: ScoreOptions) => {
       if ((o.dataset === undefined) !== (o.root === undefined)) throw new UsageError('--dataset and --root go together');
-      if (inputs.length === 0 && o.dataset === undefined) throw new UsageError('give image files or folders to score, or --dataset and --root');
+      if (inputs.length === 0 && o.dataset === undefined)
+        throw new UsageError('give image files or folders to score, or --dataset and --root');
       const streaming = o.format === 'jsonl';
       const resumable = streaming && o.output !== undefined;
       if (o.retryFailed && !resumable) throw new UsageError('--retry-failed works on a resumed output: give --format jsonl --output FILE');
@@ -158,7 +170,10 @@ export const register: Register = (program, { io }) => {
 
         const { files, empty, failed: unreadable } = expandInputs(inputs.length > 0 ? inputs : datasetImages);
         for (const dir of empty) note(`${dir}: no image files in this folder`);
-        if (files.length === 0 && unreadable.length === 0) throw new CliError(`no image files found in ${inputs.length > 0 ? inputs.join(', ') : `the label file of ${o.dataset} under ${o.root}`}`);
+        if (files.length === 0 && unreadable.length === 0)
+          throw new CliError(
+            `no image files found in ${inputs.length > 0 ? inputs.join(', ') : `the label file of ${o.dataset} under ${o.root}`}`,
+          );
         if (mosOf) {
           const unlabelled = files.filter((f) => mosOf(f) === undefined).length;
           if (unlabelled > 0) note(`${o.dataset}: no MOS for ${unlabelled} of ${files.length} image(s) (not in its label file)`);
@@ -176,7 +191,10 @@ export const register: Register = (program, { io }) => {
             todo = files.filter(isNew);
             failedInputs = unreadable.filter((x) => isNew(x.file));
             skipped = total - todo.length - failedInputs.length;
-            const extra = [prev.dropped ? 'a torn last line dropped' : '', prev.retried > 0 ? `${prev.retried} failed record(s) to retry` : ''].filter((x) => x);
+            const extra = [
+              prev.dropped ? 'a torn last line dropped' : '',
+              prev.retried > 0 ? `${prev.retried} failed record(s) to retry` : '',
+            ].filter((x) => x);
             note(`${o.output}: resuming; ${skipped} of ${total} already there${extra.length ? `, ${extra.join(', ')}` : ''}`);
           }
         }
@@ -256,8 +274,11 @@ export const register: Register = (program, { io }) => {
             }
           }
         }
-        note(`scored ${scored}, failed ${failed}${skipped > 0 ? ` (${skipped} already in ${o.output})` : ''}${o.output !== undefined ? ` → ${o.output}` : ''}`);
-        if (scored === 0 && skipped === 0) throw new CliError(`no image could be scored (${failed} of ${todo.length + failedInputs.length} failed)`);
+        note(
+          `scored ${scored}, failed ${failed}${skipped > 0 ? ` (${skipped} already in ${o.output})` : ''}${o.output !== undefined ? ` → ${o.output}` : ''}`,
+        );
+        if (scored === 0 && skipped === 0)
+          throw new CliError(`no image could be scored (${failed} of ${todo.length + failedInputs.length} failed)`);
       } finally {
         lock?.release();
       }

@@ -38,7 +38,11 @@ interface TrainCliOptions {
 }
 
 const figures = (m: Record<string, number> | undefined): string =>
-  m ? Object.entries(m).map(([k, v]) => `${k} ${fmt(v)}`).join(', ') : '';
+  m
+    ? Object.entries(m)
+        .map(([k, v]) => `${k} ${fmt(v)}`)
+        .join(', ')
+    : '';
 
 const orNone = (s: string): string => s || '(no figures: too few images)';
 
@@ -50,8 +54,8 @@ export const register: Register = (program, { io }) => {
       "Trains a method's learnable prompts (and head) on a dataset with CLIP frozen, picks the best epoch on the validation " +
         "split (--select-on val; 'test' reproduces papers that select on the test set, an optimistic protocol), and writes " +
         'checkpoints, a training log and plots to --out. With --rounds N, N splits with seeds seed, seed+1, … are trained ' +
-        'and the figures summarised (mean, median, std). Defaults (epochs, batch, lr, split unit) are the method\'s paper ' +
-        "settings; AI-generated sets split by generation prompt by default. Progress per step is drawn on a terminal; one " +
+        "and the figures summarised (mean, median, std). Defaults (epochs, batch, lr, split unit) are the method's paper " +
+        'settings; AI-generated sets split by generation prompt by default. Progress per step is drawn on a terminal; one ' +
         'line per epoch goes to stderr (none with --quiet).',
     )
     .addOption(opt.method().makeOptionMandatory())
@@ -63,17 +67,33 @@ export const register: Register = (program, { io }) => {
     .addOption(opt.promptCol())
     .addOption(opt.target())
     .addOption(opt.model())
-    .addOption(new Option('--skip-unreadable', 'leave out images that cannot be read (listed in the run\'s result.json) instead of refusing to start'))
-    .addOption(new Option('--epochs <n>', 'epochs (default: the method\'s)').argParser(parsePositiveInt))
+    .addOption(
+      new Option(
+        '--skip-unreadable',
+        "leave out images that cannot be read (listed in the run's result.json) instead of refusing to start",
+      ),
+    )
+    .addOption(new Option('--epochs <n>', "epochs (default: the method's)").argParser(parsePositiveInt))
     .addOption(opt.batch())
-    .addOption(new Option('--lr <rate>', 'learning rate (default: the method\'s)').argParser(parsePositiveNumber))
+    .addOption(new Option('--lr <rate>', "learning rate (default: the method's)").argParser(parsePositiveNumber))
     .addOption(opt.seed())
     .addOption(opt.limit())
-    .addOption(new Option('--rounds <n>', 'train on this many seeded splits (split seeds --seed, --seed+1, …; with --limit, the same subset in each) and summarise').argParser(parsePositiveInt).default(1))
+    .addOption(
+      new Option(
+        '--rounds <n>',
+        'train on this many seeded splits (split seeds --seed, --seed+1, …; with --limit, the same subset in each) and summarise',
+      )
+        .argParser(parsePositiveInt)
+        .default(1),
+    )
     .addOption(opt.splitBy())
     .addOption(opt.ratios())
     .addOption(new Option('--select-on <split>', 'split that picks the best epoch').choices(['val', 'test']).default('val'))
-    .addOption(new Option('--patience <n>', 'stop after this many epochs without improvement (default: the method\'s)').argParser(parseNonNegativeInt))
+    .addOption(
+      new Option('--patience <n>', "stop after this many epochs without improvement (default: the method's)").argParser(
+        parseNonNegativeInt,
+      ),
+    )
     .addOption(opt.methodOption())
     .addOption(opt.out())
     .addOption(opt.device())
@@ -180,7 +200,9 @@ export const register: Register = (program, { io }) => {
             ['best epoch', `${res.bestEpoch} of ${res.epochs}`],
             [`selected on ${o.selectOn}`, orNone(figures(res.best))],
             ...(res.test ? [['test', orNone(figures(res.test))] as [string, string]] : []),
-            ...(res.unreadable ? [['left out', `${res.unreadable.length} unreadable image(s), listed in result.json`] as [string, string]] : []),
+            ...(res.unreadable
+              ? [['left out', `${res.unreadable.length} unreadable image(s), listed in result.json`] as [string, string]]
+              : []),
             ['checkpoint', res.checkpoint],
             ['run folder', res.out],
           ]),

@@ -74,7 +74,9 @@ export function parseTorchOutput(stdout: string, modes: readonly string[]): Torc
     if (!modes.includes(mode)) continue;
     const v = o[key];
     if (!Array.isArray(v) || v.length === 0 || !v.every((x) => typeof x === 'number' && Number.isFinite(x) && x > 0)) {
-      throw new Error(`the PyTorch peer's JSON has no valid ${key} (a non-empty list of positive seconds): ${JSON.stringify(v)?.slice(0, 100)}`);
+      throw new Error(
+        `the PyTorch peer's JSON has no valid ${key} (a non-empty list of positive seconds): ${JSON.stringify(v)?.slice(0, 100)}`,
+      );
     }
     out.seconds[mode as keyof typeof TORCH_SECONDS_KEYS] = v as number[];
   }
@@ -86,15 +88,30 @@ export function runTorchBench(opts: TorchBenchOptions): Promise<TorchBenchResult
   const script = opts.script ?? TORCH_SCRIPT;
   if (!existsSync(script)) return Promise.reject(new Error(`the PyTorch peer ${script} is missing`));
   const args = [
-    script, '--arch', opts.arch, '--batch', String(opts.batch), '--threads', String(opts.threads),
-    '--warmup', String(opts.warmup), '--iters', String(opts.iters), '--mode', opts.modes.join(','), '--prompts', String(opts.prompts),
+    script,
+    '--arch',
+    opts.arch,
+    '--batch',
+    String(opts.batch),
+    '--threads',
+    String(opts.threads),
+    '--warmup',
+    String(opts.warmup),
+    '--iters',
+    String(opts.iters),
+    '--mode',
+    opts.modes.join(','),
+    '--prompts',
+    String(opts.prompts),
   ];
   return new Promise((resolvePromise, reject) => {
     // the peer sets its thread pools itself from --threads, before torch loads
     const child = spawn(opts.python, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => { out += d; });
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      out += d;
+    });
     child.stderr.setEncoding('utf8').on('data', (d: string) => {
       err += d;
       opts.onStderr?.(d);
