@@ -274,3 +274,25 @@ test('tang as Dassl: the rate moves once per epoch (warm-up, then cosine with T_
     'per step: a new rate at every step after the warm-up',
   );
 });
+
+test("a clip-iqa+ checkpoint that records no layout was trained with CoOp's, and scores so", async () => {
+  const out = tmp();
+  await train(base('clip-iqa+', out, { epochs: 1, limit: 16, methodOptions: { layout: 'coop' } }));
+  const image = join(sharedDir(), 'reference', 'images', 'wide_640x480.png');
+  const scoreWith = async (edit: (options: Record<string, unknown>) => void): Promise<number> => {
+    const meta = checkpointJson(out);
+    edit(meta.options);
+    writeFileSync(join(out, 'checkpoint.json'), JSON.stringify(meta));
+    const metric = await createMetric('clip-iqa+', { checkpoint: out });
+    try {
+      return await metric.score(image);
+    } finally {
+      await metric.close();
+    }
+  };
+  const coop = await scoreWith(() => undefined);
+  const unrecorded = await scoreWith((o) => delete o.layout);
+  const pyiqa = await scoreWith((o) => (o.layout = 'pyiqa'));
+  assert.equal(unrecorded, coop);
+  assert.ok(Math.abs(pyiqa - coop) > 1e-4, `the layout changes the score: ${pyiqa} vs ${coop}`);
+});

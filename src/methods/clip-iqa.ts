@@ -1,4 +1,8 @@
-/** Zero-shot CLIP-IQA and the trained CLIP-IQA+ (a CoOp context around the antonym pair). */
+/**
+ * Zero-shot CLIP-IQA and the trained CLIP-IQA+, as pyiqa computes them by default: CLIP-IQA over pyiqa's
+ * five antonym pairs (the paper's single "Good photo."/"Bad photo." pair is an option), CLIP-IQA+ with its
+ * 16 learned context tokens split around "Good photo.." / "Bad photo.." (CoOp's layout is an option).
+ */
 import * as G from '../graph/graph.js';
 import { type Value } from '../graph/graph.js';
 import { textEncoder, tokenEmbeddings, eotOneHot } from '../clip/encoders.js';
@@ -7,6 +11,14 @@ import { type Method, classProbs, firstClass } from './method.js';
 import { type CommonOptions, commonSchema, spec } from './options.js';
 
 const PAIRS = {
+  // pyiqa's clipiqa, spelt as pyiqa spells them
+  pyiqa: [
+    ['Good image', 'bad image'],
+    ['Sharp image', 'blurry image'],
+    ['sharp edges', 'blurry edges'],
+    ['High resolution image', 'low resolution image'],
+    ['Noise-free image', 'noisy image'],
+  ],
   good: [['Good photo.', 'Bad photo.']],
   all: [
     ['Good photo.', 'Bad photo.'],
@@ -31,9 +43,9 @@ export const clipIqa: Method<ClipIqaOptions> = {
   options: {
     ...commonSchema(),
     pairs: spec.choice(
-      ['good', 'all'],
-      'good',
-      'the antonym pairs: "Good/Bad photo." alone, or with "High/Low quality photo." and "Sharp/Blurry photo." (the mean)',
+      ['pyiqa', 'good', 'all'],
+      'pyiqa',
+      'the antonym pairs, a softmax within each and the mean of the positive ones: pyiqa\'s five (good/bad, sharp/blurry image, sharp/blurry edges, high/low resolution, noise-free/noisy), the paper\'s "Good/Bad photo." alone, or that with "High/Low quality photo." and "Sharp/Blurry photo."',
     ),
   },
   imageInput: 'features',
@@ -66,12 +78,17 @@ export const clipIqa: Method<ClipIqaOptions> = {
 
 export interface ClipIqaPlusOptions extends CommonOptions {
   nCtx: number;
+  layout: 'pyiqa' | 'coop';
+  perClass: boolean;
 }
+
+/** The prompt texts of each layout (the learner appends a period): pyiqa's "X … X Good photo.." and CoOp's "X … X Good photo.". */
+const PLUS_CLASSES = { pyiqa: ['Good photo.', 'Bad photo.'], coop: ['Good photo', 'Bad photo'] } as const;
 
 export const clipIqaPlus: Method<ClipIqaPlusOptions> = {
   info: {
     name: 'clip-iqa+',
-    description: 'CLIP-IQA+: a learned 16-token CoOp context around "Good/Bad photo.", MSE on MOS in [0, 1]',
+    description: 'CLIP-IQA+: 16 learned context tokens around "Good/Bad photo.." (as pyiqa places them), MSE on MOS in [0, 1]',
     lowerBetter: false,
     scoreRange: [0, 1],
     trainable: true,
@@ -80,11 +97,29 @@ export const clipIqaPlus: Method<ClipIqaPlusOptions> = {
   options: {
     ...commonSchema({ optimizer: 'sgd', lr: 0.002, momentum: 0.9, weightDecay: 5e-4, batchSize: 64, epochs: 50, schedule: 'cosine' }),
     nCtx: spec.integer(16, 'learned context tokens around the antonym pair', { min: 1 }),
+    layout: spec.choice(
+      ['pyiqa', 'coop'],
+      'pyiqa',
+      'where the context goes: split in two halves around "Good photo.." (pyiqa and the CLIP-IQA authors), or all before "Good photo." (CoOp)',
+      // checkpoints trained before this option had CoOp's layout
+      { legacy: 'coop' },
+    ),
+    perClass: spec.boolean(false, 'one context per prompt ([2, nCtx, width]) instead of one shared by both'),
   },
   imageInput: 'features',
   target: (unit) => unit,
   build(o, { weights, tokenizer }) {
-    const prompts = new TextPrompts({ name: 'quality', classes: ['Good photo', 'Bad photo'], nCtx: o.nCtx }, weights, tokenizer);
+    const prompts = new TextPrompts(
+      {
+        name: 'quality',
+        classes: PLUS_CLASSES[o.layout],
+        nCtx: o.nCtx,
+        perClass: o.perClass,
+        classAt: o.layout === 'pyiqa' ? 'middle' : 'end',
+      },
+      weights,
+      tokenizer,
+    );
     return {
       init: (rng) => prompts.init(rng),
       text: (ctx) => ({ quality: prompts.build(ctx) }),

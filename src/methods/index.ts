@@ -6,7 +6,7 @@
 import { statSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import { type Method, type MethodInfo, type Options, parseOptions } from './method.js';
-import { describeSchema } from './options.js';
+import { describeSchema, withLegacyValues } from './options.js';
 import { clipIqa, clipIqaPlus } from './clip-iqa.js';
 import { tang } from './tang.js';
 import { fu } from './fu.js';
@@ -143,7 +143,7 @@ async function fromCheckpoint(method: Method, checkpoint: string, opts: MetricOp
     throw new Error(`${checkpoint}: option preset sets up training; a checkpoint keeps the options it was trained with (in ${base}.json)`);
   let options: Options;
   try {
-    options = parseOptions(method, { ...meta.options, ...(opts.options ?? {}) });
+    options = parseOptions(method, { ...withLegacyValues(method.options, meta.options), ...(opts.options ?? {}) });
   } catch (err) {
     throw new Error(`${checkpoint}: ${(err as Error).message} (with the options recorded in ${base}.json)`, { cause: err });
   }

@@ -24,6 +24,8 @@ export interface ChoiceSpec<T extends string = string> {
   default: T;
   help: string;
   choices: readonly T[];
+  /** the value of a checkpoint that does not record this option: it was trained before the option existed */
+  legacy?: T;
 }
 export interface TextSpec {
   kind: 'text';
@@ -61,11 +63,17 @@ export const spec = {
     ...limits,
   }),
   boolean: (def: boolean, help: string): BooleanSpec => ({ kind: 'boolean', default: def, help }),
-  choice: <const T extends string>(choices: readonly T[], def: NoInfer<T>, help: string): ChoiceSpec<T> => ({
+  choice: <const T extends string>(
+    choices: readonly T[],
+    def: NoInfer<T>,
+    help: string,
+    more: { legacy?: NoInfer<T> } = {},
+  ): ChoiceSpec<T> => ({
     kind: 'choice',
     default: def,
     help,
     choices,
+    ...more,
   }),
   text: (def: string, help: string): TextSpec => ({ kind: 'text', default: def, help }),
 };
@@ -256,4 +264,17 @@ export function describeSchema<O>(
       ...(s.kind === 'choice' ? { choices: s.choices } : {}),
     };
   });
+}
+
+/**
+ * The options a checkpoint recorded, with the legacy value of each option it does not record (it was
+ * trained before that option existed, when the method computed what the legacy value names).
+ */
+export function withLegacyValues<O>(schema: Schema<O>, recorded: Readonly<Record<string, unknown>>): Record<string, unknown> {
+  const out = { ...recorded };
+  for (const [k, raw] of Object.entries(schema)) {
+    const s = raw as AnySpec;
+    if (!(k in out) && s.kind === 'choice' && s.legacy !== undefined) out[k] = s.legacy;
+  }
+  return out;
 }

@@ -2,7 +2,10 @@
  * Text prompt learners (CoOp and its deep variant): the prompt "X X … X {class}." is tokenised and the
  * embeddings of the n X tokens are replaced by learnable vectors, shared by all classes or one set per
  * class, initialised N(0, 0.02) or from the token embeddings of a phrase such as "a photo of a".
- * Deep text prompts replace token positions 1…n at text layers 1…depth-1.
+ * Deep text prompts replace token positions 1…n at text layers 1…depth-1. With the class in the middle
+ * (CLIP-IQA+'s layout), the class tokens move between the two halves of the context:
+ * [SOT] ctx[0:n/2] {class tokens} ctx[n/2:n] [EOT]; the end-of-text position, and so the feature read, is
+ * that of the "X … X {class}." tokenisation.
  */
 import * as G from '../graph/graph.js';
 import { type Value } from '../graph/graph.js';
@@ -11,6 +14,9 @@ import { type ClipWeights } from '../clip/weights.js';
 import { type ClipTokenizer } from '../clip/tokenizer.js';
 import { type BuildContext, type ParamSet, normalInit } from './context.js';
 import { type Rng } from '../util/rng.js';
+
+/** CLIP's end-of-text token id */
+const EOT_ID = 49407;
 
 export interface TextPromptSpec {
   /** parameter name prefix, e.g. 'quality' */
@@ -24,6 +30,8 @@ export interface TextPromptSpec {
   perClass?: boolean;
   /** deep text prompts at layers 1…depth-1 (0 or 1: none) */
   deepDepth?: number;
+  /** where the class tokens go: after the context (CoOp), or between its two halves (CLIP-IQA+) */
+  classAt?: 'end' | 'middle';
 }
 
 export class TextPrompts {
@@ -81,10 +89,42 @@ export class TextPrompts {
     const all = ctx.g.constant(this.embeds, [nCls, c.contextLength, w]);
     const learned = ctx.param(`${this.spec.name}.ctx`);
     const ctx3 = learned.rank === 2 ? G.expand(G.reshape(learned, [1, n, w]), [nCls, n, w]) : learned;
-    const tokens = G.concat([G.slice(all, 1, 0, 1), ctx3, G.slice(all, 1, 1 + n, c.contextLength)], 1);
-    const eot = ctx.g.constant(eotOneHot(this.ids, nCls, 49407), [nCls, c.contextLength]);
+    const tokens =
+      this.spec.classAt === 'middle'
+        ? this.classInMiddle(all, ctx3)
+        : G.concat([G.slice(all, 1, 0, 1), ctx3, G.slice(all, 1, 1 + n, c.contextLength)], 1);
+    const eot = ctx.g.constant(eotOneHot(this.ids, nCls, EOT_ID), [nCls, c.contextLength]);
     const deep: (Value | undefined)[] = [];
     for (const layer of this.deepLayers) deep[layer] = ctx.param(`${this.spec.name}.deep_${layer}`);
     return textEncoder(ctx.bank, this.weights, tokens, eot, { deepPrompts: deep }).embeds;
+  }
+
+  /**
+   * [SOT] ctx[0:n/2] {class} ctx[n/2:n] {rest}. The class is every token between the X tokens and the
+   * end of text (CLIP-IQA+'s "Good photo.." is 3: good, photo, ..); the classes must all have as many, so
+   * that one slice serves them all.
+   */
+  private classInMiddle(all: Value, ctx3: Value): Value {
+    const n = this.nCtx;
+    const len = this.weights.config.contextLength;
+    const nCls = this.spec.classes.length;
+    const eotAt = Array.from({ length: nCls }, (_, i) => this.ids.subarray(i * len, (i + 1) * len).indexOf(EOT_ID));
+    const classLen = eotAt[0]! - 1 - n;
+    if (eotAt.some((e) => e - 1 - n !== classLen)) {
+      throw new Error(
+        `${this.spec.name}: the classes ${this.spec.classes.map((c) => `"${c}"`).join(', ')} have different token counts; a class in the middle needs one count`,
+      );
+    }
+    const half = Math.floor(n / 2);
+    return G.concat(
+      [
+        G.slice(all, 1, 0, 1),
+        G.slice(ctx3, 1, 0, half),
+        G.slice(all, 1, 1 + n, 1 + n + classLen),
+        G.slice(ctx3, 1, half, n),
+        G.slice(all, 1, 1 + n + classLen, len),
+      ],
+      1,
+    );
   }
 }
