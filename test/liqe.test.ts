@@ -7,7 +7,7 @@ import { CompiledGraph } from '../src/graph/runtime.js';
 import { SafeTensorsFile } from '../src/clip/safetensors.js';
 import { WeightBank } from '../src/clip/encoders.js';
 import { paramAccessor } from '../src/prompts/context.js';
-import { createMetric, loadBackbone, Scorer } from '../src/methods/index.js';
+import { createMetric, loadBackbone, Scorer, type ScoreResult } from '../src/methods/index.js';
 import { setUp } from '../src/methods/graphs.js';
 import { parseOptions } from '../src/methods/method.js';
 import { ImageRefusedError } from '../src/methods/views.js';
@@ -21,6 +21,7 @@ const images = join(ref, 'images');
 
 interface Expected {
   images: string[];
+  verification: { 'negative_controls (max |diff| of scores)': Record<string, number> };
   image_sizes_hw: Record<string, [number, number]>;
   metrics: Record<
     string,
@@ -200,21 +201,33 @@ for (const { method, kind, metric } of MODELS) {
     t.diagnostic(`mean of window scores: ${meanOfScores}; every window: ${allWindows}`);
     assert.ok(meanOfScores > SCORE_TOL);
     assert.ok(allWindows > SCORE_TOL);
+    // and moves it as it moved pyiqa's
+    const recorded =
+      expected.verification['negative_controls (max |diff| of scores)'][`${metric} averaging all 224 windows instead of the 15 selected`]!;
+    assert.ok(Math.abs(allWindows - recorded) <= SCORE_TOL, `${allWindows} against pyiqa's ${recorded}`);
   });
 }
 
-test(
-  'liqe refuses a small decoded image with a clear error when scored alone',
-  { skip: liqeBackboneDir('koniq') ? false : NO_WEIGHTS },
-  async () => {
-    const m = await createMetric('liqe', { model: liqeBackboneDir('koniq')! });
-    try {
-      await assert.rejects(
-        m.score({ width: 300, height: 200, data: new Uint8Array(300 * 200 * 3) }),
-        /300x200; LIQE needs both sides at least 224/,
-      );
-    } finally {
-      await m.close();
-    }
-  },
-);
+test('liqe refuses an image under 224 px by itself: a per-image error in scoreFiles, a rejection alone', async () => {
+  // any ViT CLIP at 224 runs the method; the base tiny model needs no converted checkpoint
+  const m = await createMetric('liqe', { model: join(ref, 'tiny-vit-p32') });
+  try {
+    const files = ['tall_157x301.png', 'wide_640x480.png', 'palette_157x301.png', 'missing.png'].map((f) => join(images, f));
+    const got: ScoreResult[] = [];
+    for await (const r of m.scoreFiles(files)) got.push(r);
+    assert.deepEqual(
+      got.map((r) => r.file),
+      files,
+    );
+    assert.match((got[0] as { error: string }).error, /^the image is 157x301; LIQE needs both sides at least 224 px/);
+    assert.ok('score' in got[1]! && got[1].score > 1 && got[1].score < 5);
+    assert.match((got[2] as { error: string }).error, /157x301/);
+    assert.ok('error' in got[3]!);
+    await assert.rejects(
+      m.score({ width: 300, height: 200, data: new Uint8Array(300 * 200 * 3) }),
+      /300x200; LIQE needs both sides at least 224/,
+    );
+  } finally {
+    await m.close();
+  }
+});
