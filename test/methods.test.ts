@@ -20,7 +20,7 @@ const tinyP32 = join(ref, 'tiny-vit-p32');
 
 test('listMetrics describes every method', () => {
   const names = listMetrics().map((m) => m.name);
-  assert.deepEqual(names, ['clip-iqa', 'clip-iqa+', 'tang', 'fu', 'mp-iqe']);
+  assert.deepEqual(names, ['clip-iqa', 'clip-iqa+', 'tang', 'fu', 'mp-iqe', 'liqe', 'liqe-mix']);
   for (const m of listMetrics()) {
     assert.ok(m.description.length > 10);
     assert.equal(m.lowerBetter, false);

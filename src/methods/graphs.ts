@@ -43,6 +43,7 @@ const NAMES = {
   pixels: 'pixels',
   features: 'features',
   score: 'score',
+  perView: 'per_view',
   loss: 'loss',
   text: (name: string) => `text:${name}`,
   target: (name: string) => `target:${name}`,
@@ -83,7 +84,12 @@ function scoreGraph(s: MethodSetup, params: ParamSet, batch: number, textShapes:
   const text: Record<string, Value> = {};
   for (const [k, shape] of Object.entries(textShapes)) text[k] = g.input(NAMES.text(k), shape);
   const image = s.method.imageInput === 'features' ? visionEncoder(ctx.bank, s.backbone.weights, pixels).embeds : pixels;
-  g.output(NAMES.score, s.model.forward(ctx, image, text).score);
+  const pred = s.model.forward(ctx, image, text);
+  g.output(NAMES.score, pred.score);
+  if (s.model.combineViews) {
+    if (!pred.perView) throw new Error(`${s.method.info.name}: the model combines views but its forward returns no perView`);
+    g.output(NAMES.perView, pred.perView);
+  }
   return g;
 }
 
@@ -251,13 +257,18 @@ export class Scorer {
    * by default `graphBatch(views.length)`. A caller scoring a long list in parts gives one `batch` for all.
    */
   async scoreViews(views: readonly Float32Array[], batch?: number): Promise<number[]> {
+    return (await this.runViews(views, NAMES.score, batch)).map((r) => r[0]!);
+  }
+
+  /** One output's row per view, run as `scoreViews` runs them. */
+  private async runViews(views: readonly Float32Array[], output: string, batch?: number): Promise<Float32Array[]> {
     if (views.length === 0) return [];
     const text = await this.text();
     const b = batch ?? this.graphBatch(views.length);
     const c = this.setup.backbone.weights.config;
     const graph = await this.sessions.get(`score|${b}`, () => scoreGraph(this.setup, this.params, b, this.textShapes));
     const per = 3 * c.imageSize * c.imageSize;
-    const scores: number[] = [];
+    const rows: Float32Array[] = [];
     const pixels = new Float32Array(b * per);
     const params = paramFeeds(graph.inputs.keys(), this.params);
     for (let i = 0; i < views.length; i += b) {
@@ -265,10 +276,11 @@ export class Scorer {
       const chunk = views.slice(i, i + b);
       chunk.forEach((v, j) => pixels.set(v, j * per));
       const out = await graph.run({ [NAMES.pixels]: pixels, ...text, ...params });
-      const s = out[NAMES.score]!.data as Float32Array;
-      for (let j = 0; j < chunk.length; j++) scores.push(s[j]!);
+      const o = out[output]!.data as Float32Array;
+      const k = o.length / b;
+      for (let j = 0; j < chunk.length; j++) rows.push(o.slice(j * k, (j + 1) * k));
     }
-    return scores;
+    return rows;
   }
 
   /**
@@ -281,15 +293,31 @@ export class Scorer {
     return Math.min(b, this.batchSize);
   }
 
-  /** Scores decoded images: each image's score is the mean over its test views. */
+  /** The views an image is scored on: the method's own rule, else the common test views. Throws `ImageRefusedError` for an image the method refuses. */
+  viewsOf(img: RgbImage): Float32Array[] {
+    const { method, options, backbone } = this.setup;
+    const size = backbone.weights.config.imageSize;
+    return method.views ? method.views(img, options, size) : testViews(img, options, size);
+  }
+
+  /** Scores decoded images: each image's score is the mean over its views, or the model's `combineViews` of them. */
   async scoreImages(images: readonly RgbImage[], batch?: number): Promise<number[]> {
-    const size = this.setup.backbone.weights.config.imageSize;
-    const views = images.map((img) => testViews(img, this.setup.options, size));
-    const flat = await this.scoreViews(views.flat(), batch);
+    return this.scoreViewSets(
+      images.map((img) => this.viewsOf(img)),
+      batch,
+    );
+  }
+
+  /** Scores images given as their views (`viewsOf`), one list per image. */
+  async scoreViewSets(views: ReadonlyArray<readonly Float32Array[]>, batch?: number): Promise<number[]> {
+    const combine = this.setup.model.combineViews?.bind(this.setup.model);
+    const flat = await this.runViews(views.flat(), combine ? NAMES.perView : NAMES.score, batch);
     let k = 0;
     return views.map((v) => {
+      const rows = flat.slice(k, (k += v.length));
+      if (combine) return combine(rows);
       let sum = 0;
-      for (let j = 0; j < v.length; j++) sum += flat[k++]!;
+      for (const r of rows) sum += r[0]!;
       return sum / v.length;
     });
   }

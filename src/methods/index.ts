@@ -11,6 +11,8 @@ import { clipIqa, clipIqaPlus } from './clip-iqa.js';
 import { tang } from './tang.js';
 import { fu } from './fu.js';
 import { mpIqe } from './mp-iqe.js';
+import { liqe, liqeMix } from './liqe.js';
+import { ImageRefusedError } from './views.js';
 import { type Backbone, type BackboneSource, type MethodSetup, Scorer, checkBatchSize, setUp } from './graphs.js';
 import { type ParamSet } from '../prompts/context.js';
 import { loadClipWeights } from '../clip/weights.js';
@@ -24,7 +26,7 @@ import { Rng } from '../util/rng.js';
 export type { MethodInfo, Method, MethodModel, AuxiliaryTarget, Predictions, Options } from './method.js';
 export { Scorer, checkBatchSize, MAX_BATCH } from './graphs.js';
 
-const registry: Method[] = [clipIqa, clipIqaPlus, tang, fu, mpIqe];
+const registry: Method[] = [clipIqa, clipIqaPlus, tang, fu, mpIqe, liqe, liqeMix];
 
 /** The registered methods, in the order `promptiqa methods` lists them. */
 export const METHODS: readonly Method[] = registry;
@@ -270,11 +272,21 @@ export async function createMetric(name: string, opts: MetricOptions = {}): Prom
             }
           }),
         );
-        const ok = decoded.filter((d): d is RgbImage => !(d instanceof Error));
-        const scores = ok.length ? await scorer.scoreImages(ok, graphBatch) : [];
+        // an image the method refuses (e.g. too small for its windows) is that image's error, as a decode failure is
+        const views = decoded.map((d) => {
+          if (d instanceof Error) return d;
+          try {
+            return scorer.viewsOf(d);
+          } catch (err) {
+            if (err instanceof ImageRefusedError) return err;
+            throw err;
+          }
+        });
+        const ok = views.filter((v): v is Float32Array[] => !(v instanceof Error));
+        const scores = ok.length ? await scorer.scoreViewSets(ok, graphBatch) : [];
         let k = 0;
         for (let j = 0; j < chunk.length; j++) {
-          const d = decoded[j]!;
+          const d = views[j]!;
           if (d instanceof Error) yield { file: chunk[j]!, error: problemOf(d) };
           else yield { file: chunk[j]!, score: scores[k++]! };
         }

@@ -12,6 +12,7 @@ import { type ClipTokenizer } from '../clip/tokenizer.js';
 import { type BuildContext, type ParamSet } from '../prompts/context.js';
 import { type Rng } from '../util/rng.js';
 import { type DatasetInfo, type DatasetItem } from '../data/datasets.js';
+import { type RgbImage } from '../data/rgb.js';
 import { type CommonOptions, type Schema, readOptions } from './options.js';
 
 export type { CommonOptions } from './options.js';
@@ -32,6 +33,8 @@ export interface Predictions {
   score: Value;
   /** one prediction per auxiliary target the graph was asked for (`ctx.auxiliary`), by the target's name */
   auxiliary?: Record<string, Value>;
+  /** per-view values [B, K] for the model's `combineViews` (e.g. logits, which some methods average over views) */
+  perView?: Value;
 }
 
 /**
@@ -68,6 +71,11 @@ export interface MethodModel {
   text(ctx: BuildContext): Record<string, Value>;
   /** `image` is pixels [B, 3, S, S] or frozen image embeddings [B, E] as `imageInput` says */
   forward(ctx: BuildContext, image: Value, text: Record<string, Value>): Predictions;
+  /**
+   * An image's score from the `perView` rows of its views, where the mean of the view scores is not it
+   * (LIQE averages logits before its softmax). Without it the scorer averages the scores.
+   */
+  combineViews?(perView: readonly Float32Array[]): number;
 }
 
 export interface Method<O extends CommonOptions = CommonOptions> {
@@ -83,6 +91,11 @@ export interface Method<O extends CommonOptions = CommonOptions> {
    */
   imageInput: 'pixels' | 'features';
   auxiliary?: readonly AuxiliaryTarget<O>[];
+  /**
+   * The views an image is scored on ([3, S, S] tensors), where the method has its own rule instead of the
+   * common test views; throws `ImageRefusedError` (src/methods/views.ts) for an image it cannot score.
+   */
+  views?(img: RgbImage, o: O, size: number): Float32Array[];
   /** maps a dataset MOS (higher = better, scaled to [0, 1]) to the training target */
   target(unit: number, range: [number, number]): number;
   build(o: O, clip: { weights: ClipWeights; tokenizer: ClipTokenizer }): MethodModel;

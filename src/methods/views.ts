@@ -21,6 +21,9 @@ function norm(o: Options): [readonly number[], readonly number[]] {
   return o.normalize === 'imagenet' ? [IMAGENET_MEAN, IMAGENET_STD] : [CLIP_MEAN, CLIP_STD];
 }
 
+/** An image a method cannot score (e.g. too small for its windows): a per-image error, not a failed batch. */
+export class ImageRefusedError extends Error {}
+
 /** The views an image is scored on; its score is their mean. */
 export function testViews(img: RgbImage, o: Options, size: number): Float32Array[] {
   const [mean, std] = norm(o);
