@@ -11,7 +11,7 @@ import { TrainStep, setUp, type TrainBatch } from '../src/methods/graphs.js';
 import { tang as tangMethod } from '../src/methods/tang.js';
 import { sharedDir } from './helpers/shared.js';
 import { Rng } from '../src/util/rng.js';
-import { testViews } from '../src/methods/views.js';
+import { type View, squareView, testViews } from '../src/methods/views.js';
 import { crop, toTensor, IMAGENET_MEAN, IMAGENET_STD } from '../src/data/preprocess.js';
 import { type RgbImage } from '../src/data/rgb.js';
 
@@ -68,14 +68,14 @@ test("fu: test windows at the authors' nn.Unfold positions by default, edge to e
   const fu = getMethod('fu');
   const rng = new Rng(3);
   const img: RgbImage = { width: 512, height: 300, data: Uint8Array.from({ length: 512 * 300 * 3 }, () => rng.int(256)) };
-  const expect = (xs: number[], ys: number[]): Float32Array[] =>
-    ys.flatMap((y) => xs.map((x) => toTensor(crop(img, x, y, 224, 224), IMAGENET_MEAN, IMAGENET_STD)));
+  const expect = (xs: number[], ys: number[]): View[] =>
+    ys.flatMap((y) => xs.map((x) => squareView(toTensor(crop(img, x, y, 224, 224), IMAGENET_MEAN, IMAGENET_STD), 224)));
   assert.deepEqual(testViews(img, parseOptions(fu, {}), 224), expect([0, 64, 128, 192, 256], [0, 64]));
   assert.deepEqual(testViews(img, parseOptions(fu, { windows: 'edge-to-edge' }), 224), expect([0, 72, 144, 216, 288], [0, 76]));
   const narrow: RgbImage = { width: 150, height: 300, data: img.data.slice(0, 150 * 300 * 3) };
   assert.deepEqual(
     testViews(narrow, parseOptions(fu, {}), 224),
-    [0, 64].map((y) => toTensor(crop(narrow, 0, y, 224, 224), IMAGENET_MEAN, IMAGENET_STD)),
+    [0, 64].map((y) => squareView(toTensor(crop(narrow, 0, y, 224, 224), IMAGENET_MEAN, IMAGENET_STD), 224)),
   );
   assert.throws(() => parseOptions(fu, { windows: 'centre' }), /fu: option windows = "centre", must be one of unfold, edge-to-edge/);
 });

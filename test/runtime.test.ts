@@ -4,7 +4,8 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CUDA_INSTALL_COMMAND, cudaProviderProblem } from '../src/graph/runtime.js';
+import { CUDA_INSTALL_COMMAND, SessionCache, cudaProviderProblem } from '../src/graph/runtime.js';
+import { Graph, add } from '../src/graph/graph.js';
 import { sharedDir } from './helpers/shared.js';
 
 test('cudaProviderProblem: names the missing Linux provider library and the command that adds it', () => {
@@ -49,3 +50,26 @@ test(
     assert.ok(first.includes(CUDA_INSTALL_COMMAND), first);
   },
 );
+
+test('SessionCache with maxEntries keeps the most recently used graphs and releases the others', async () => {
+  const built: string[] = [];
+  const graph = (name: string) => (): Graph => {
+    built.push(name);
+    const g = new Graph(name);
+    const x = g.input('x', [2]);
+    g.output('y', add(x, x));
+    return g;
+  };
+  const cache = new SessionCache({ threads: 1 }, 2);
+  const a = await cache.get('a', graph('a'));
+  await cache.get('b', graph('b'));
+  await cache.get('a', graph('a')); // a is used again: b is now the oldest
+  await cache.get('c', graph('c'));
+  assert.deepEqual(cache.keys(), ['a', 'c']);
+  assert.deepEqual(built, ['a', 'b', 'c'], 'a hit builds nothing');
+  assert.deepEqual(Array.from((await a.run({ x: Float32Array.of(1, 2) })).y!.data as Float32Array), [2, 4]);
+  await cache.get('b', graph('b'));
+  assert.deepEqual(cache.keys(), ['c', 'b'], 'a was the least recently used');
+  assert.deepEqual(built, ['a', 'b', 'c', 'b'], 'a graph let go is built again when asked for');
+  await cache.clear();
+});

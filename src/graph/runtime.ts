@@ -127,21 +127,43 @@ export class CompiledGraph {
 
 /**
  * Builds each graph once: `get(key, build)` returns the compiled graph for a key such as
- * `${model}|${method}|${batch}|${mode}`, building it on first use.
+ * `${model}|${method}|${batch}|${mode}`, building it on first use. With `maxEntries`, the least recently
+ * used graph is released when a new one would exceed it (graphs per image size, for full-resolution
+ * scoring, would otherwise grow with every new size); its user must not be running it then.
  */
 export class SessionCache {
   private readonly cache = new Map<string, Promise<CompiledGraph>>();
 
-  constructor(readonly options: RuntimeOptions = {}) {}
+  constructor(
+    readonly options: RuntimeOptions = {},
+    readonly maxEntries = Infinity,
+  ) {}
 
   get(key: string, build: () => Graph): Promise<CompiledGraph> {
     let p = this.cache.get(key);
-    if (!p) {
-      p = CompiledGraph.create(build(), this.options);
+    if (p) {
+      // most recently used last
+      this.cache.delete(key);
       this.cache.set(key, p);
-      p.catch(() => this.cache.delete(key));
+      return p;
     }
+    while (this.cache.size >= this.maxEntries) {
+      const [oldest, graph] = this.cache.entries().next().value!;
+      this.cache.delete(oldest);
+      void graph.then(
+        (g) => g.release(),
+        () => undefined,
+      );
+    }
+    p = CompiledGraph.create(build(), this.options);
+    this.cache.set(key, p);
+    p.catch(() => this.cache.delete(key));
     return p;
+  }
+
+  /** The keys held, least recently used first. */
+  keys(): string[] {
+    return [...this.cache.keys()];
   }
 
   async clear(): Promise<void> {

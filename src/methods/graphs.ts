@@ -14,7 +14,7 @@ import { type BuildContext, type ParamSet, paramAccessor, paramFeeds } from '../
 import { type RgbImage } from '../data/rgb.js';
 import { type Rng } from '../util/rng.js';
 import { type AuxiliaryTarget, type Method, type MethodModel, type Options, trainingLoss } from './method.js';
-import { testViews } from './views.js';
+import { type View, squareView, testViews } from './views.js';
 
 export interface Backbone {
   weights: ClipWeights;
@@ -76,11 +76,18 @@ function textGraph(s: MethodSetup, params: ParamSet): Graph {
   return g;
 }
 
-/** pixels [B, 3, S, S] and the text features → score [B]. */
-function scoreGraph(s: MethodSetup, params: ParamSet, batch: number, textShapes: Record<string, number[]>): Graph {
-  const g = new Graph(`${s.method.info.name}_score_b${batch}`);
+/** pixels [B, 3, H, W] (the model's size unless the views are full images) and the text features → score [B]. */
+function scoreGraph(
+  s: MethodSetup,
+  params: ParamSet,
+  batch: number,
+  textShapes: Record<string, number[]>,
+  height: number,
+  width: number,
+): Graph {
+  const g = new Graph(`${s.method.info.name}_score_b${batch}_${height}x${width}`);
   const ctx = context(g, s.backbone, params, batch, false);
-  const pixels = g.input(NAMES.pixels, [batch, ...imageShape(s.backbone)]);
+  const pixels = g.input(NAMES.pixels, [batch, 3, height, width]);
   const text: Record<string, Value> = {};
   for (const [k, shape] of Object.entries(textShapes)) text[k] = g.input(NAMES.text(k), shape);
   const image = s.method.imageInput === 'features' ? visionEncoder(ctx.bank, s.backbone.weights, pixels).embeds : pixels;
@@ -215,8 +222,12 @@ export function checkBatchSize(batchSize: number, what = 'batch size'): number {
  */
 export class Scorer {
   private readonly sessions: SessionCache;
+  /** graphs for views of other sizes than the model's (full images): one per size, a few kept */
+  private readonly sizedSessions: SessionCache;
   private textFeeds: Promise<Record<string, Feed>> | null = null;
   private textShapes: Record<string, number[]> = {};
+  /** runs one call at a time, so that a graph the size cache lets go is never running */
+  private queue: Promise<unknown> = Promise.resolve();
 
   constructor(
     readonly setup: MethodSetup,
@@ -226,6 +237,7 @@ export class Scorer {
   ) {
     checkBatchSize(batchSize);
     this.sessions = new SessionCache(runtime);
+    this.sizedSessions = new SessionCache(runtime, 4);
   }
 
   /** New parameter values (e.g. after a training epoch): the text features are recomputed. */
@@ -257,30 +269,70 @@ export class Scorer {
    * by default `graphBatch(views.length)`. A caller scoring a long list in parts gives one `batch` for all.
    */
   async scoreViews(views: readonly Float32Array[], batch?: number): Promise<number[]> {
-    return (await this.runViews(views, NAMES.score, batch)).map((r) => r[0]!);
+    const size = this.setup.backbone.weights.config.imageSize;
+    return (
+      await this.runViews(
+        views.map((v) => squareView(v, size)),
+        NAMES.score,
+        batch,
+      )
+    ).map((r) => r[0]!);
   }
 
-  /** One output's row per view, run as `scoreViews` runs them. */
-  private async runViews(views: readonly Float32Array[], output: string, batch?: number): Promise<Float32Array[]> {
-    if (views.length === 0) return [];
-    const text = await this.text();
-    const b = batch ?? this.graphBatch(views.length);
-    const c = this.setup.backbone.weights.config;
-    const graph = await this.sessions.get(`score|${b}`, () => scoreGraph(this.setup, this.params, b, this.textShapes));
-    const per = 3 * c.imageSize * c.imageSize;
-    const rows: Float32Array[] = [];
+  /**
+   * One output's row per view. Views of the model's size run in fixed-size batches of `batch` (default
+   * `graphBatch` of their count), the last padded with zeros, so a view gets the same result whatever batch
+   * it comes in; a view of another size (a full image) runs alone in a graph of its size.
+   */
+  private runViews(views: readonly View[], output: string, batch?: number): Promise<Float32Array[]> {
+    const run = this.queue.then(async () => {
+      if (views.length === 0) return [];
+      const text = await this.text();
+      const size = this.setup.backbone.weights.config.imageSize;
+      const rows: Float32Array[] = new Array<Float32Array>(views.length);
+      const square = views.flatMap((v, i) => (v.height === size && v.width === size ? [i] : []));
+      if (square.length > 0) {
+        const b = batch ?? this.graphBatch(square.length);
+        const graph = await this.sessions.get(`score|${b}`, () => scoreGraph(this.setup, this.params, b, this.textShapes, size, size));
+        await this.runGraph(graph, b, square, views, text, output, rows);
+      }
+      for (let i = 0; i < views.length; i++) {
+        const { height, width } = views[i]!;
+        if (height === size && width === size) continue;
+        const graph = await this.sizedSessions.get(`score|1|${height}x${width}`, () =>
+          scoreGraph(this.setup, this.params, 1, this.textShapes, height, width),
+        );
+        await this.runGraph(graph, 1, [i], views, text, output, rows);
+      }
+      return rows;
+    });
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Runs the views `which` (all of one size) through `graph` in batches of `b`, writing `rows[which[j]]`. */
+  private async runGraph(
+    graph: CompiledGraph,
+    b: number,
+    which: readonly number[],
+    views: readonly View[],
+    text: Record<string, Feed>,
+    output: string,
+    rows: Float32Array[],
+  ): Promise<void> {
+    const { height, width } = views[which[0]!]!;
+    const per = 3 * height * width;
     const pixels = new Float32Array(b * per);
     const params = paramFeeds(graph.inputs.keys(), this.params);
-    for (let i = 0; i < views.length; i += b) {
+    for (let i = 0; i < which.length; i += b) {
       pixels.fill(0);
-      const chunk = views.slice(i, i + b);
-      chunk.forEach((v, j) => pixels.set(v, j * per));
+      const chunk = which.slice(i, i + b);
+      chunk.forEach((v, j) => pixels.set(views[v]!.data, j * per));
       const out = await graph.run({ [NAMES.pixels]: pixels, ...text, ...params });
       const o = out[output]!.data as Float32Array;
       const k = o.length / b;
-      for (let j = 0; j < chunk.length; j++) rows.push(o.slice(j * k, (j + 1) * k));
+      chunk.forEach((v, j) => (rows[v] = o.slice(j * k, (j + 1) * k)));
     }
-    return rows;
   }
 
   /**
@@ -294,7 +346,7 @@ export class Scorer {
   }
 
   /** The views an image is scored on: the method's own rule, else the common test views. Throws `ImageRefusedError` for an image the method refuses. */
-  viewsOf(img: RgbImage): Float32Array[] {
+  viewsOf(img: RgbImage): View[] {
     const { method, options, backbone } = this.setup;
     const size = backbone.weights.config.imageSize;
     return method.views ? method.views(img, options, size) : testViews(img, options, size);
@@ -309,7 +361,7 @@ export class Scorer {
   }
 
   /** Scores images given as their views (`viewsOf`), one list per image. */
-  async scoreViewSets(views: ReadonlyArray<readonly Float32Array[]>, batch?: number): Promise<number[]> {
+  async scoreViewSets(views: ReadonlyArray<readonly View[]>, batch?: number): Promise<number[]> {
     const combine = this.setup.model.combineViews?.bind(this.setup.model);
     const flat = await this.runViews(views.flat(), combine ? NAMES.perView : NAMES.score, batch);
     let k = 0;
@@ -323,6 +375,8 @@ export class Scorer {
   }
 
   async close(): Promise<void> {
+    await this.queue;
     await this.sessions.clear();
+    await this.sizedSessions.clear();
   }
 }

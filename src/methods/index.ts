@@ -12,7 +12,7 @@ import { tang } from './tang.js';
 import { fu } from './fu.js';
 import { mpIqe } from './mp-iqe.js';
 import { liqe, liqeMix } from './liqe.js';
-import { ImageRefusedError } from './views.js';
+import { ImageRefusedError, type View } from './views.js';
 import { type Backbone, type BackboneSource, type MethodSetup, Scorer, checkBatchSize, setUp } from './graphs.js';
 import { type ParamSet } from '../prompts/context.js';
 import { loadClipWeights } from '../clip/weights.js';
@@ -282,7 +282,7 @@ export async function createMetric(name: string, opts: MetricOptions = {}): Prom
             throw err;
           }
         });
-        const ok = views.filter((v): v is Float32Array[] => !(v instanceof Error));
+        const ok = views.filter((v): v is View[] => !(v instanceof Error));
         const scores = ok.length ? await scorer.scoreViewSets(ok, graphBatch) : [];
         let k = 0;
         for (let j = 0; j < chunk.length; j++) {

@@ -13,7 +13,7 @@ import { type RgbImage } from '../data/rgb.js';
 import { CLIP_MEAN, CLIP_STD, crop, toTensor } from '../data/preprocess.js';
 import { type Method } from './method.js';
 import { type CommonOptions, commonSchema, spec } from './options.js';
-import { ImageRefusedError } from './views.js';
+import { ImageRefusedError, squareView } from './views.js';
 
 /** pyiqa's lists (liqe_arch.py), in its order: prompt k of the mix model is product(QUALITIES, SCENES, DISTORTIONS)[k]. */
 export const QUALITIES = ['bad', 'poor', 'fair', 'good', 'perfect'] as const;
@@ -137,7 +137,7 @@ function liqeMethod(mix: boolean): Method<LiqeOptions> {
     target: (unit) => 1 + 4 * unit,
     views(img: RgbImage, o: LiqeOptions) {
       return liqeWindows(img.width, img.height, { step: o.step, count: o.patches }).map(({ left, top }) =>
-        toTensor(crop(img, left, top, LIQE_WINDOW, LIQE_WINDOW), CLIP_MEAN, CLIP_STD),
+        squareView(toTensor(crop(img, left, top, LIQE_WINDOW, LIQE_WINDOW), CLIP_MEAN, CLIP_STD), LIQE_WINDOW),
       );
     },
     build(_o, { weights, tokenizer }) {

@@ -14,6 +14,7 @@ import { type Rng } from '../util/rng.js';
 import { type DatasetInfo, type DatasetItem } from '../data/datasets.js';
 import { type RgbImage } from '../data/rgb.js';
 import { type CommonOptions, type Schema, readOptions } from './options.js';
+import { type View } from './views.js';
 
 export type { CommonOptions } from './options.js';
 
@@ -95,7 +96,7 @@ export interface Method<O extends CommonOptions = CommonOptions> {
    * The views an image is scored on ([3, S, S] tensors), where the method has its own rule instead of the
    * common test views; throws `ImageRefusedError` (src/methods/views.ts) for an image it cannot score.
    */
-  views?(img: RgbImage, o: O, size: number): Float32Array[];
+  views?(img: RgbImage, o: O, size: number): View[];
   /** maps a dataset MOS (higher = better, scaled to [0, 1]) to the training target */
   target(unit: number, range: [number, number]): number;
   build(o: O, clip: { weights: ClipWeights; tokenizer: ClipTokenizer }): MethodModel;

@@ -14,7 +14,7 @@ import {
   slidingWindowBoxes,
   toTensor,
 } from '../data/preprocess.js';
-import { type Options } from './method.js';
+import { type CommonOptions as Options } from './options.js';
 import { type Rng } from '../util/rng.js';
 
 function norm(o: Options): [readonly number[], readonly number[]] {
@@ -24,15 +24,32 @@ function norm(o: Options): [readonly number[], readonly number[]] {
 /** An image a method cannot score (e.g. too small for its windows): a per-image error, not a failed batch. */
 export class ImageRefusedError extends Error {}
 
+/** A normalised view of an image: [3, height, width], channel-major. */
+export interface View {
+  data: Float32Array;
+  height: number;
+  width: number;
+}
+
+/** A square view of the model's input size. */
+export function squareView(data: Float32Array, size: number): View {
+  return { data, height: size, width: size };
+}
+
 /** The views an image is scored on; its score is their mean. */
-export function testViews(img: RgbImage, o: Options, size: number): Float32Array[] {
+export function testViews(img: RgbImage, o: Options, size: number): View[] {
   const [mean, std] = norm(o);
-  if (o.testViews === 'sliding') {
-    return slidingWindowBoxes(img.width, img.height, size, Number(o.stride), o.windows).map(({ left, top }) =>
-      toTensor(crop(img, left, top, size, size), mean, std),
-    );
+  switch (o.testViews) {
+    case 'sliding':
+      return slidingWindowBoxes(img.width, img.height, size, o.stride, o.windows).map(({ left, top }) =>
+        squareView(toTensor(crop(img, left, top, size, size), mean, std), size),
+      );
+    case 'full':
+      // the whole image as it is, as pyiqa scores CLIP-IQA (a backbone that takes any size: the CLIP ResNets)
+      return [{ data: toTensor(img, mean, std), height: img.height, width: img.width }];
+    default:
+      return [squareView(toTensor(centerCrop(resizeShortSide(img, size), size), mean, std), size)];
   }
-  return [toTensor(centerCrop(resizeShortSide(img, size), size), mean, std)];
 }
 
 /** One augmented training view. */
