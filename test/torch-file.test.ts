@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SafeTensorsFile } from '../src/clip/safetensors.js';
 import { TorchFile, readTorchTensors } from '../src/clip/torch-file.js';
+import { unpickle } from '../src/clip/pickle.js';
 import { loadClipWeights } from '../src/clip/weights.js';
 import { sharedDir } from './helpers/shared.js';
 
@@ -295,6 +296,23 @@ describe('hand-written archives', () => {
       writeArchive('reduce-module.pt', pickle(global('__torch__.m', 'M'), op(0x29), REDUCE)),
       /refused REDUCE: __torch__\.m\.M/,
     );
+  });
+
+  test('a storage forged in the pickle (not a persistent id of the archive) is refused', () => {
+    const forged = Buffer.concat([
+      global('torch._utils', '_rebuild_tensor_v2'),
+      tuple(dict(str('entry'), str('archive/data.pkl')), int(0), tuple(int(1)), tuple(int(1))),
+      REDUCE,
+    ]);
+    assertRefused(writeArchive('forged.pt', pickle(forged)), /_rebuild_tensor_v2: expected a storage/);
+  });
+
+  test('the unpickler stops at its opcode and memo limits', () => {
+    const none = () => undefined;
+    const body = pickle(op(0x5d), op(0x71, 0), op(0x71, 1), op(0x4e), op(0x61), op(0x4e), op(0x61));
+    assert.deepEqual(unpickle(body, { file: 'x.pkl', findGlobal: none }), [null, null]);
+    assert.throws(() => unpickle(body, { file: 'x.pkl', findGlobal: none, maxOps: 4 }), /x\.pkl: more than 4 opcodes/);
+    assert.throws(() => unpickle(body, { file: 'x.pkl', findGlobal: none, maxMemo: 1 }), /x\.pkl: more than 1 memo entries/);
   });
 
   test('an unknown opcode is refused by its byte', () => {

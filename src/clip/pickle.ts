@@ -36,8 +36,10 @@ export interface UnpickleOptions {
   findGlobal(module: string, name: string): PickleGlobal | undefined;
   /** resolves BINPERSID (e.g. a storage key); throws to refuse */
   persistentLoad?(pid: unknown): unknown;
-  /** memo entries at most (default 10 million) */
+  /** memo entries at most (default 1 million) */
   maxMemo?: number;
+  /** opcodes run at most (default 10 million): each makes at most one value, so this bounds memory */
+  maxOps?: number;
   /** MARK nesting at most (default 1000) */
   maxDepth?: number;
 }
@@ -65,7 +67,9 @@ export function describePickled(v: unknown): string {
 /** Runs the pickle in `data` and returns the value STOP leaves. */
 export function unpickle(data: Uint8Array, opts: UnpickleOptions): unknown {
   const buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-  const maxMemo = opts.maxMemo ?? 10_000_000;
+  const maxMemo = opts.maxMemo ?? 1_000_000;
+  const maxOps = opts.maxOps ?? 10_000_000;
+  let ops = 0;
   const maxDepth = opts.maxDepth ?? 1000;
   let stack: unknown[] = [];
   const marks: unknown[][] = [];
@@ -132,6 +136,7 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): unknown {
 
   for (;;) {
     opPos = pos;
+    if (++ops > maxOps) fail(`more than ${maxOps} opcodes`);
     const op = buf[need(1)]!;
     switch (op) {
       case 0x80: // PROTO

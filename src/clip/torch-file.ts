@@ -28,11 +28,14 @@ const STORAGE_DTYPES: Record<string, SafeDType> = {
   BoolStorage: 'BOOL',
 };
 
-interface Storage {
-  dtype: SafeDType;
-  /** zip entry holding the bytes */
-  entry: string;
-  numel: number;
+/** A storage of the archive, made only by the persistent-id lookup (so a pickle cannot forge one). */
+class Storage {
+  constructor(
+    readonly dtype: SafeDType,
+    /** zip entry holding the bytes */
+    readonly entry: string,
+    readonly numel: number,
+  ) {}
 }
 
 /** A tensor as `_rebuild_tensor_v2` defines it: a strided view of a storage. */
@@ -228,7 +231,7 @@ function readArchive(path: string, zip: ZipArchive): { kind: TorchFileKind; refs
     if (order !== 'little') throw new TorchFileError(`${path}: byte order "${order}" is not supported (only little-endian)`);
   }
   const pkl = zip.entry(pickles[0]!);
-  if (pkl.size > 256 * 1024 * 1024) throw new TorchFileError(`${path}: data.pkl is implausibly large (${pkl.size} bytes)`);
+  if (pkl.size > 64 * 1024 * 1024) throw new TorchFileError(`${path}: data.pkl is implausibly large (${pkl.size} bytes)`);
   function fail(problem: string): never {
     throw new TorchFileError(`${path}: ${problem}`);
   }
@@ -246,7 +249,7 @@ function readArchive(path: string, zip: ZipArchive): { kind: TorchFileKind; refs
       if (!zip.entries.has(entry)) fail(`storage "${key}" is missing from the archive`);
       const bytes = zip.entry(entry).size;
       if (numel * DTYPE_BYTES[type.dtype] > bytes) fail(`storage "${key}" claims ${numel} ${type.dtype} elements but holds ${bytes} bytes`);
-      return { dtype: type.dtype, entry, numel } satisfies Storage;
+      return new Storage(type.dtype, entry, numel);
     },
   });
 
@@ -328,8 +331,8 @@ function findTorchGlobal(path: string, module: string, name: string): PickleGlob
 /** `_rebuild_tensor_v2(storage, offset, size, stride, …)`: checked to stay inside the storage, so a crafted shape allocates nothing. */
 function checkTensor(args: unknown[], fail: (problem: string) => never): TensorRef {
   const [storage, offset, shape, stride] = args;
-  if (typeof storage !== 'object' || storage === null || !('entry' in storage)) fail('expected a storage');
-  const st = storage as Storage;
+  if (!(storage instanceof Storage)) fail('expected a storage');
+  const st = storage;
   if (!isNonNegInt(offset)) fail('storage offset is not a non-negative integer');
   if (!Array.isArray(shape) || !shape.every(isNonNegInt)) fail('size is not a tuple of non-negative integers');
   if (!Array.isArray(stride) || stride.length !== shape.length || !stride.every(isNonNegInt)) fail('stride does not match size');
