@@ -265,6 +265,36 @@ describe('hand-written archives', () => {
     }
   });
 
+  test('fp16 and bf16 widen exactly; int64 and bool read as int64', () => {
+    const u16 = (...v: number[]): Buffer => Buffer.from(Uint16Array.from(v).buffer);
+    const path = writeArchive(
+      'dtypes.pt',
+      pickle(
+        dict(
+          str('h'),
+          tensorPickle({ key: 'h', storage: 'HalfStorage', numel: 3, shape: [3], stride: [1] }),
+          str('bf'),
+          tensorPickle({ key: 'bf', storage: 'BFloat16Storage', numel: 2, shape: [2], stride: [1] }),
+          str('i'),
+          tensorPickle({ key: 'i', storage: 'LongStorage', numel: 2, shape: [2], stride: [1] }),
+          str('b'),
+          tensorPickle({ key: 'b', storage: 'BoolStorage', numel: 2, shape: [2], stride: [1] }),
+        ),
+      ),
+      {
+        h: u16(0x3c00, 0xc000, 0x0001),
+        bf: u16(0x3fc0, 0xc2f7),
+        i: Buffer.from(BigInt64Array.from([-3n, 1n << 40n]).buffer),
+        b: Buffer.from([1, 0]),
+      },
+    );
+    const { tensors } = readTorchTensors(path);
+    assert.deepEqual(tensors.get('h'), { dtype: 'F16', shape: [3], data: Float32Array.from([1, -2, 2 ** -24]) });
+    assert.deepEqual(tensors.get('bf'), { dtype: 'BF16', shape: [2], data: Float32Array.from([1.5, -123.5]) });
+    assert.deepEqual(tensors.get('i'), { dtype: 'I64', shape: [2], data: BigInt64Array.from([-3n, 1n << 40n]) });
+    assert.deepEqual(tensors.get('b'), { dtype: 'BOOL', shape: [2], data: BigInt64Array.from([1n, 0n]) });
+  });
+
   test('a global that would run a command is refused by name, and nothing runs', () => {
     const marker = join(tmp, 'pwned');
     const path = writeArchive('os-system.pt', pickle(global('os', 'system'), tuple(str(`touch ${marker}`)), REDUCE));
