@@ -6,7 +6,7 @@ import { formatShape } from '../graph/graph.js';
 /** dtypes of the safetensors format that promptiqa reads. */
 export type SafeDType = 'F32' | 'F16' | 'BF16' | 'F64' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
-const DTYPE_BYTES: Record<SafeDType, number> = { F32: 4, F16: 2, BF16: 2, F64: 8, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 };
+export const DTYPE_BYTES: Record<SafeDType, number> = { F32: 4, F16: 2, BF16: 2, F64: 8, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 };
 
 export interface TensorInfo {
   dtype: SafeDType;
@@ -170,7 +170,8 @@ export function halfToFloat(h: number): number {
   return s * (1 + f / 1024) * 2 ** (e - 15);
 }
 
-function toFloat32(bytes: Buffer, dtype: SafeDType, what: string): Float32Array {
+/** Converts the bytes of a floating-point tensor (F32, F64, F16, BF16; little-endian) to float32. */
+export function toFloat32(bytes: Buffer, dtype: SafeDType, what: string): Float32Array {
   switch (dtype) {
     case 'F32': {
       const out = new Float32Array(bytes.length / 4);

@@ -6,7 +6,7 @@
  */
 import { existsSync, readFileSync, statSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { SafeTensorsFile } from './safetensors.js';
+import { openTensorFile, prefixOf, withPrefix, type TensorFile } from './tensor-file.js';
 import type { HostTensor } from '../graph/tensor.js';
 import { formatShape } from '../graph/graph.js';
 import { type ClipConfig } from './config.js';
@@ -76,7 +76,7 @@ export function transpose2d(a: Float32Array, rows: number, cols: number): Float3
 
 /** Reads tensors by name with shape checks and messages that name the file. */
 class TensorSource {
-  constructor(private readonly file: SafeTensorsFile) {}
+  constructor(private readonly file: TensorFile) {}
 
   has(name: string): boolean {
     return this.file.has(name);
@@ -114,14 +114,17 @@ function findWeightFile(dir: string): string {
 }
 
 /**
- * Loads CLIP weights from a folder (Hugging Face or open_clip layout) or a .safetensors file.
- * The layout is detected from the tensor names.
+ * Loads CLIP weights from a folder (Hugging Face or open_clip layout), a .safetensors file, or a PyTorch
+ * file (OpenAI's TorchScript `.pt`, a `torch.save` state dict, also one nested in a dict as pyiqa's LIQE
+ * checkpoints are). The layout is detected from the tensor names.
  */
 export async function loadClipWeights(path: string): Promise<ClipWeights> {
   if (!existsSync(path)) throw new WeightError(`${path}: no such file or folder`);
   const isDir = statSync(path).isDirectory();
   const file = isDir ? findWeightFile(path) : path;
-  const st = SafeTensorsFile.open(file);
+  const opened = openTensorFile(file);
+  const prefix = prefixOf(opened, 'vision_model.embeddings.patch_embedding.weight') ?? prefixOf(opened, 'visual.conv1.weight') ?? '';
+  const st = withPrefix(opened, prefix);
   try {
     const src = new TensorSource(st);
     const id = `sha256:${await fileSha256(file)}`;
