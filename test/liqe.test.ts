@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Graph } from '../src/graph/graph.js';
 import { CompiledGraph } from '../src/graph/runtime.js';
@@ -11,7 +11,7 @@ import { createMetric, loadBackbone, Scorer, type ScoreResult } from '../src/met
 import { setUp } from '../src/methods/graphs.js';
 import { parseOptions } from '../src/methods/method.js';
 import { ImageRefusedError } from '../src/methods/views.js';
-import { DISTORTIONS, QUALITIES, SCENES, liqe, liqeMix, liqePrompts, liqeWeightsFromStateDict, liqeWindows } from '../src/methods/liqe.js';
+import { DISTORTIONS, QUALITIES, SCENES, liqe, liqeMix, liqePrompts, liqeWindows } from '../src/methods/liqe.js';
 import { decodeImage } from '../src/data/image.js';
 import { sharedDir } from './helpers/shared.js';
 
@@ -39,17 +39,8 @@ const intermediates = SafeTensorsFile.open(join(pyiqa, 'intermediates.safetensor
 const SCORE_TOL = 5e-4;
 const FEATURE_TOL = 2e-4;
 
-/**
- * TEMPORARY, until the PyTorch-file reader is merged: the fixture checkpoints `liqe_{koniq,mix}-tiny-vit-p32.pt`
- * converted by hand to OpenAI-named safetensors (`clip_model.` stripped), in `$PROMPTIQA_LIQE_WEIGHTS/{koniq,mix}/`.
- * At the merge this becomes a conversion of the .pt files through that reader and `liqeWeightsFromStateDict`.
- */
-function liqeBackboneDir(kind: 'koniq' | 'mix'): string | undefined {
-  const root = process.env.PROMPTIQA_LIQE_WEIGHTS;
-  const dir = root === undefined ? undefined : join(root, kind);
-  return dir !== undefined && existsSync(dir) ? dir : undefined;
-}
-const NO_WEIGHTS = 'TEMPORARY: set PROMPTIQA_LIQE_WEIGHTS to the converted fixture checkpoints (until the .pt reader is merged)';
+/** pyiqa's released LIQE weights, as the fixture's stand-ins: a whole CLIP under `params.clip_model.` */
+const releasedFile = (kind: 'koniq' | 'mix'): string => join(ref, 'pyiqa', `liqe_${kind}-tiny-vit-p32.pt`);
 
 const MODELS = [
   { method: liqe, kind: 'koniq', metric: 'liqe' },
@@ -105,26 +96,11 @@ test('liqe picks the windows pyiqa picks and refuses a side under 224', () => {
   assert.throws(() => liqeWindows(223, 500, { step: 32, count: 15 }), /223x500.*at least 224/);
 });
 
-test("liqeWeightsFromStateDict strips pyiqa's prefix and refuses another file", () => {
-  const t = { shape: [1], data: new Float32Array(1) };
-  const names = ['visual.conv1.weight', 'visual.class_embedding', 'token_embedding.weight', 'logit_scale'];
-  const out = liqeWeightsFromStateDict(new Map(names.map((n) => [`clip_model.${n}`, t])), 'liqe_koniq.pt');
-  assert.deepEqual([...out.keys()], names);
-  assert.throws(
-    () => liqeWeightsFromStateDict(new Map([['visual.conv1.weight', t]]), 'x.pt'),
-    /x\.pt: tensor "visual\.conv1\.weight" is not under/,
-  );
-  assert.throws(
-    () => liqeWeightsFromStateDict(new Map([['clip_model.visual.conv1.weight', t]]), 'x.pt'),
-    /x\.pt: tensor "clip_model\.visual\.class_embedding" is missing/,
-  );
-});
-
 for (const { method, kind, metric } of MODELS) {
-  const dir = liqeBackboneDir(kind);
+  const file = releasedFile(kind);
 
-  test(`${method.info.name}: text features equal pyiqa's`, { skip: dir ? false : NO_WEIGHTS }, async (t) => {
-    const backbone = await loadBackbone(dir!);
+  test(`${method.info.name}: text features equal pyiqa's`, async (t) => {
+    const backbone = await loadBackbone(file);
     const model = method.build(parseOptions(method, {}), backbone);
     const g = new Graph('liqe_text');
     const { param } = paramAccessor(g, new Map());
@@ -150,36 +126,32 @@ for (const { method, kind, metric } of MODELS) {
     assert.ok(max <= FEATURE_TOL, `max |diff| ${max}`);
   });
 
-  test(
-    `${method.info.name}: scores the reference images as pyiqa, refusing those under 224 one by one`,
-    { skip: dir ? false : NO_WEIGHTS },
-    async (t) => {
-      const m = await createMetric(method.info.name, { model: dir!, batchSize: 16 });
-      const want = expected.metrics[metric]!;
-      let max = 0;
-      try {
-        for await (const r of m.scoreFiles(expected.images.map((f) => join(images, f)))) {
-          const name = r.file.slice(images.length + 1);
-          const score = want.scores[name];
-          if (score === null || score === undefined) {
-            assert.ok('error' in r, `${name} should be refused`);
-            assert.match(r.error, /157x301; LIQE needs both sides at least 224 px/);
-            assert.ok(want.errors[name]?.includes('less than 224'));
-          } else {
-            assert.ok('score' in r, `${name}: ${'error' in r ? r.error : ''}`);
-            max = Math.max(max, Math.abs(r.score - score));
-          }
+  test(`${method.info.name}: scores the reference images as pyiqa, refusing those under 224 one by one`, async (t) => {
+    const m = await createMetric(method.info.name, { checkpoint: file, model: join(ref, 'tiny-vit-p32'), batchSize: 16 });
+    const want = expected.metrics[metric]!;
+    let max = 0;
+    try {
+      for await (const r of m.scoreFiles(expected.images.map((f) => join(images, f)))) {
+        const name = r.file.slice(images.length + 1);
+        const score = want.scores[name];
+        if (score === null || score === undefined) {
+          assert.ok('error' in r, `${name} should be refused`);
+          assert.match(r.error, /157x301; LIQE needs both sides at least 224 px/);
+          assert.ok(want.errors[name]?.includes('less than 224'));
+        } else {
+          assert.ok('score' in r, `${name}: ${'error' in r ? r.error : ''}`);
+          max = Math.max(max, Math.abs(r.score - score));
         }
-      } finally {
-        await m.close();
       }
-      t.diagnostic(`scores: max |diff| ${max}`);
-      assert.ok(max <= SCORE_TOL, `max |diff| ${max}`);
-    },
-  );
+    } finally {
+      await m.close();
+    }
+    t.diagnostic(`scores: max |diff| ${max}`);
+    assert.ok(max <= SCORE_TOL, `max |diff| ${max}`);
+  });
 
-  test(`${method.info.name}: negative controls move some score past the tolerance`, { skip: dir ? false : NO_WEIGHTS }, async (t) => {
-    const backbone = await loadBackbone(dir!);
+  test(`${method.info.name}: negative controls move some score past the tolerance`, async (t) => {
+    const backbone = await loadBackbone(file);
     const want = expected.metrics[metric]!.scores;
     const ok = expected.images.filter((f) => want[f] !== null);
     const decoded = await Promise.all(ok.map((f) => decodeImage(join(images, f))));

@@ -107,6 +107,24 @@ export const clipIqaPlus: Method<ClipIqaPlusOptions> = {
     perClass: spec.boolean(false, 'one context per prompt ([2, nCtx, width]) instead of one shared by both'),
   },
   imageInput: 'features',
+  released: {
+    holds: 'parameters',
+    describe: "pyiqa's released CLIP-IQA+ prompts (CLIP-IQA+_learned_prompts-*.pth: the context tensor, [16, width] or [2, 16, width])",
+    read(file, clip) {
+      // the file is the bare tensor; the 512-px variants keep it in a whole module state under params
+      const name = ['', 'params.prompt_learner.ctx', 'prompt_learner.ctx'].find((n) => file.has(n));
+      if (name === undefined) throw new Error(`${file.path}: no CLIP-IQA+ context in it (a bare tensor, or params.prompt_learner.ctx)`);
+      const ctx = file.readFloat32(name);
+      const width = clip.config.textWidth;
+      const [nCls, n, w] = ctx.shape.length === 2 ? [1, ctx.shape[0]!, ctx.shape[1]!] : [ctx.shape[0]!, ctx.shape[1]!, ctx.shape[2]!];
+      if (ctx.shape.length < 2 || ctx.shape.length > 3 || w !== width || (ctx.shape.length === 3 && nCls !== 2)) {
+        throw new Error(
+          `${file.path}: the context is [${ctx.shape.join(', ')}]; CLIP-IQA+ on this CLIP (text width ${width}) needs [nCtx, ${width}] or [2, nCtx, ${width}]`,
+        );
+      }
+      return { params: new Map([['quality.ctx', ctx]]), options: { layout: 'pyiqa', nCtx: n, perClass: ctx.shape.length === 3 } };
+    },
+  },
   target: (unit) => unit,
   build(o, { weights, tokenizer }) {
     const prompts = new TextPrompts(

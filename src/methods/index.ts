@@ -3,7 +3,7 @@
  * paths, buffers or decoded images, singly or in batches. Images are always run in batches of one fixed
  * size (the last one padded), so an image gets the same score whatever batch it comes in.
  */
-import { statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import { type Method, type MethodInfo, type Options, parseOptions } from './method.js';
 import { describeSchema, withLegacyValues } from './options.js';
@@ -17,6 +17,7 @@ import { type Backbone, type BackboneSource, type MethodSetup, Scorer, checkBatc
 import { type ParamSet } from '../prompts/context.js';
 import { loadClipWeights } from '../clip/weights.js';
 import { ClipTokenizer } from '../clip/tokenizer.js';
+import { openTensorFile } from '../clip/tensor-file.js';
 import { resolveModel } from '../clip/hub.js';
 import { decodeImage, ImageDecodeError } from '../data/image.js';
 import type { RgbImage } from '../data/rgb.js';
@@ -67,15 +68,22 @@ export function listMetrics(): MethodDescription[] {
 const backbones = new Map<string, Promise<Backbone>>();
 
 /**
- * Loads (once per process) a CLIP from a folder or a hub repo id (at `revision`, default main), and notes
- * where it was found: the absolute folder, or the repo and the commit of its files.
+ * Loads (once per process) a CLIP from a folder, a single weights file (safetensors, or PyTorch's .pt/.pth:
+ * OpenAI's released files, state dicts) or a hub repo id (at `revision`, default main), and notes where it
+ * was found: the absolute path, or the repo and the commit of its files. A single file is tokenised with
+ * CLIP's own vocabulary (shipped with the package).
  */
 export function loadBackbone(model: string, revision?: string): Promise<Backbone> {
   const key = revision === undefined ? model : `${model}@${revision}`;
   let p = backbones.get(key);
   if (!p) {
     p = (async () => {
-      const local = statSync(model, { throwIfNoEntry: false })?.isDirectory() === true;
+      const stat = statSync(model, { throwIfNoEntry: false });
+      if (stat?.isFile() && revision === undefined) {
+        const weights = await loadClipWeights(model);
+        return { weights, tokenizer: ClipTokenizer.default(), model, source: { path: resolve(model) } };
+      }
+      const local = stat?.isDirectory() === true;
       const dir = await resolveModel(model, revision === undefined ? undefined : { revision });
       const tokenizer = ClipTokenizer.fromFolder(dir); // before the weights: a broken file fails fast
       const weights = await loadClipWeights(dir);
@@ -116,6 +124,7 @@ export interface Metric {
  * and options call for, so an option that changes them (e.g. nCtx) is refused by name.
  */
 async function fromCheckpoint(method: Method, checkpoint: string, opts: MetricOptions): Promise<{ params: ParamSet; setup: MethodSetup }> {
+  if (isReleasedFile(checkpoint)) return fromReleasedFile(method, checkpoint, opts);
   const { base, meta, params } = loadCheckpoint(checkpoint);
   if (meta.method !== method.info.name)
     throw new Error(`${checkpoint}: a checkpoint of method "${meta.method}", not "${method.info.name}"`);
@@ -152,6 +161,52 @@ async function fromCheckpoint(method: Method, checkpoint: string, opts: MetricOp
   const setup = setUp(method, options, backbone);
   checkTensors(checkpoint, meta, params, setup.model.init(new Rng(0)), opts.options ?? {});
   return { params, setup };
+}
+
+/** A weights file that is not one of promptiqa's checkpoints (which are a .json beside a .safetensors). */
+function isReleasedFile(path: string): boolean {
+  if (statSync(path, { throwIfNoEntry: false })?.isFile() !== true) return false;
+  if (/\.(pt|pth|bin|ckpt)$/i.test(path)) return true;
+  return /\.safetensors$/i.test(path) && !existsSync(path.replace(/\.safetensors$/i, '.json'));
+}
+
+/**
+ * A released file as the checkpoint: a whole CLIP that becomes the backbone (with `--model`'s tokenizer, if
+ * given), or the method's learned parameters on the backbone `--model` names (default the method's).
+ */
+async function fromReleasedFile(method: Method, file: string, opts: MetricOptions): Promise<{ params: ParamSet; setup: MethodSetup }> {
+  const released = method.released;
+  if (!released) {
+    throw new Error(
+      `${file}: not a promptiqa checkpoint (a folder, or checkpoint.json beside checkpoint.safetensors), and ${method.info.name} reads no released file`,
+    );
+  }
+  const given = opts.options ?? {};
+  if (released.holds === 'backbone') {
+    const weights = await loadBackbone(file);
+    const tokenizer = opts.model !== undefined ? (await loadBackbone(opts.model)).tokenizer : weights.tokenizer;
+    const setup = setUp(method, parseOptions(method, given), { ...weights, tokenizer });
+    return { params: setup.model.init(new Rng(0)), setup };
+  }
+  const backbone = await loadBackbone(opts.model ?? method.info.defaultModel);
+  const tensors = openTensorFile(file);
+  let read: ReturnType<typeof released.read>;
+  try {
+    read = released.read(tensors, backbone.weights);
+  } finally {
+    tensors.close();
+  }
+  const setup = setUp(method, parseOptions(method, { ...read.options, ...given }), backbone);
+  const expected = setup.model.init(new Rng(0));
+  for (const [k, want] of expected) {
+    const have = read.params.get(k);
+    if (!have || have.shape.join(',') !== want.shape.join(',')) {
+      throw new Error(
+        `${file}: ${released.describe}: tensor "${k}" is ${have ? `[${have.shape.join(', ')}]` : 'missing'} where [${want.shape.join(', ')}] is expected with these options`,
+      );
+    }
+  }
+  return { params: read.params, setup };
 }
 
 /** Refuses a checkpoint whose tensors are not those the method, with these options, reads. */

@@ -8,7 +8,6 @@
 import * as G from '../graph/graph.js';
 import { textEncoder, tokenEmbeddings, eotOneHot } from '../clip/encoders.js';
 import { type ClipWeights } from '../clip/weights.js';
-import { type HostTensor } from '../graph/tensor.js';
 import { type RgbImage } from '../data/rgb.js';
 import { CLIP_MEAN, CLIP_STD, crop, toTensor } from '../data/preprocess.js';
 import { type Method } from './method.js';
@@ -76,23 +75,6 @@ export function liqeWindows(width: number, height: number, o: { size?: number; s
   });
 }
 
-/**
- * pyiqa's LIQE checkpoint holds the whole CLIP under `params` as `clip_model.<OpenAI name>`: the same
- * tensors under OpenAI's names, for `loadClipWeights`. Refuses a file with another name or without a ViT.
- */
-export function liqeWeightsFromStateDict(tensors: ReadonlyMap<string, HostTensor>, file = 'the LIQE checkpoint'): Map<string, HostTensor> {
-  const prefix = 'clip_model.';
-  const out = new Map<string, HostTensor>();
-  for (const [name, t] of tensors) {
-    if (!name.startsWith(prefix)) throw new Error(`${file}: tensor "${name}" is not under "${prefix}" (not a pyiqa LIQE checkpoint)`);
-    out.set(name.slice(prefix.length), t);
-  }
-  for (const need of ['visual.conv1.weight', 'visual.class_embedding', 'token_embedding.weight', 'logit_scale']) {
-    if (!out.has(need)) throw new Error(`${file}: tensor "${prefix}${need}" is missing (LIQE's checkpoint is a whole ViT CLIP)`);
-  }
-  return out;
-}
-
 /** Mean logits over the windows, softmax over every prompt, each level's probability summed, then Σ k · p(level k). */
 export function liqeScore(perWindowLogits: readonly Float32Array[]): number {
   const p = perWindowLogits[0]!.length;
@@ -134,6 +116,10 @@ function liqeMethod(mix: boolean): Method<LiqeOptions> {
       step: spec.integer(32, 'the stride of the windows, in pixels (pyiqa step)', { min: 1 }),
     },
     imageInput: 'features',
+    released: {
+      holds: 'backbone',
+      describe: `pyiqa's released ${mix ? 'liqe_mix.pt' : 'liqe_koniq.pt'}: the whole fine-tuned CLIP (params.clip_model.*)`,
+    },
     target: (unit) => 1 + 4 * unit,
     views(img: RgbImage, o: LiqeOptions) {
       return liqeWindows(img.width, img.height, { step: o.step, count: o.patches }).map(({ left, top }) =>

@@ -9,6 +9,7 @@ import * as G from '../graph/graph.js';
 import { type Value } from '../graph/graph.js';
 import { type ClipWeights } from '../clip/weights.js';
 import { type ClipTokenizer } from '../clip/tokenizer.js';
+import { type TensorFile } from '../clip/tensor-file.js';
 import { type BuildContext, type ParamSet } from '../prompts/context.js';
 import { type Rng } from '../util/rng.js';
 import { type DatasetInfo, type DatasetItem } from '../data/datasets.js';
@@ -97,10 +98,25 @@ export interface Method<O extends CommonOptions = CommonOptions> {
    * common test views; throws `ImageRefusedError` (src/methods/views.ts) for an image it cannot score.
    */
   views?(img: RgbImage, o: O, size: number): View[];
+  /**
+   * What a released file of the method's authors (or pyiqa's) holds, when it is given as the checkpoint:
+   * a whole fine-tuned CLIP that replaces the backbone (LIQE), or the learned parameters, read from the
+   * file with the options they imply (CLIP-IQA+'s prompts).
+   */
+  released?: ReleasedFile<O>;
   /** maps a dataset MOS (higher = better, scaled to [0, 1]) to the training target */
   target(unit: number, range: [number, number]): number;
   build(o: O, clip: { weights: ClipWeights; tokenizer: ClipTokenizer }): MethodModel;
 }
+
+export type ReleasedFile<O extends CommonOptions = CommonOptions> =
+  | { holds: 'backbone'; describe: string }
+  | {
+      holds: 'parameters';
+      describe: string;
+      /** the parameters, and the options they need; errors name `file.path` */
+      read(file: TensorFile, clip: ClipWeights): { params: ParamSet; options: Partial<O> };
+    };
 
 /** The options of some method: the common ones typed, the method's own read by the method itself. */
 export type Options = CommonOptions;
