@@ -148,6 +148,30 @@ test('unused inputs get zero gradients, frozen weights none', async () => {
   }
 });
 
+test('convolution with stride and padding, and average pooling (float32: ONNX Runtime has no float64 Conv)', async () => {
+  // odd sizes, so the floor in the output size drops rows and columns the gradient must leave at zero
+  for (const [stride, padding, k] of [
+    [1, 0, 1],
+    [1, 1, 3],
+    [2, 1, 3],
+    [2, 0, 3],
+    [3, 2, 5],
+  ] as const) {
+    await check(
+      `conv k${k} s${stride} p${padding}`,
+      { x: [2, 3, 9, 8], w: [4, 3, k, k], b: [4] },
+      (_g, { x, w, b }) => G.conv2d(x!, w!, { stride, padding, bias: b }),
+      { dtype: 'float32' },
+    );
+  }
+  await check('conv without bias', { x: [1, 2, 5, 6], w: [3, 2, 3, 3] }, (_g, { x, w }) => G.conv2d(x!, w!, { stride: 2, padding: 1 }), {
+    dtype: 'float32',
+  });
+  for (const k of [2, 3]) {
+    await check(`avgPool2d ${k}`, { x: [2, 3, 7, 5] }, (_g, { x }) => G.avgPool2d(x!, k), { dtype: 'float32' });
+  }
+});
+
 test('an op without a gradient rule is refused by name when a gradient would flow through it', () => {
   // nodes take only the ops the gradient rules are keyed by (G.OpType): were addNode to take any string,
   // this directive would be unused and the typecheck would fail
@@ -156,7 +180,7 @@ test('an op without a gradient rule is refused by name when a gradient would flo
   const notEmitted: EmittableOp = 'Floor';
   void notEmitted;
   const cases: Record<string, (x: G.Value) => G.Value> = {
-    Conv: (x) => G.conv2d(x, x.graph.weight('kernel', [1, 1, 1, 1], Float64Array.from([2]), 'float64'), 1),
+    ConvTranspose: (x) => G.convTranspose2d(x, x.graph.weight('kernel', [1, 1, 1, 1], Float64Array.from([2]), 'float64'), 1, 0, [2, 2]),
     ReduceMax: (x) => G.reduceMax(x, [-1]),
     Sign: G.sign,
   };
