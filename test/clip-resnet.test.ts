@@ -6,10 +6,10 @@ import { join } from 'node:path';
 import { Graph } from '../src/graph/graph.js';
 import { CompiledGraph } from '../src/graph/runtime.js';
 import { SafeTensorsFile } from '../src/clip/safetensors.js';
-import { loadClipWeights, type ClipWeights } from '../src/clip/weights.js';
+import { loadClipWeights, randomClipWeights, type ClipWeights, type ConvBn } from '../src/clip/weights.js';
 import { WeightBank, visionEncoder, textEncoder, tokenEmbeddings, eotOneHot } from '../src/clip/encoders.js';
 import { type PositionalEmbeddingMode, resizePositionalEmbedding } from '../src/clip/resnet.js';
-import { resnetGrid } from '../src/clip/config.js';
+import { ARCHS, archConfig, resnetGrid, visionParamCount } from '../src/clip/config.js';
 import { decodeImage } from '../src/data/image.js';
 import { CLIP_MEAN, CLIP_STD, toTensor } from '../src/data/preprocess.js';
 import { sharedDir } from './helpers/shared.js';
@@ -194,4 +194,52 @@ test('the ResNet refuses inputs it cannot take, by name', async () => {
     () => visionEncoder(bank, w, g.input('c', [1, 3, 224, 224]), { inputPrompts: g.input('p', [2, 8]) }),
     /visual prompt tokens need a ViT/,
   );
+});
+
+test("the ResNet archs have OpenAI's image towers: parameter counts of clip/model.py's ModifiedResNet", () => {
+  // sum(p.numel() for p in model.visual.parameters()) of OpenAI's released models (BatchNorm scale and shift included)
+  const expected: Record<string, number> = {
+    rn50: 38_316_896,
+    rn101: 56_259_936,
+    rn50x4: 87_137_080,
+    rn50x16: 167_328_912,
+    rn50x64: 420_380_352,
+    'vit-b-32': 87_849_216,
+  };
+  for (const [arch, n] of Object.entries(expected)) assert.equal(visionParamCount(archConfig(arch)), n, arch);
+  assert.ok(Object.keys(ARCHS).every((a) => a in expected || a.startsWith('vit')));
+  // random weights hold the same numbers: a folded conv keeps one of BatchNorm's two per-channel values
+  const w = randomClipWeights(archConfig('rn50'), 0, { text: false });
+  assert.equal(w.vision.kind, 'resnet');
+  if (w.vision.kind !== 'resnet') return;
+  const convs: ConvBn[] = [
+    ...w.vision.stem,
+    ...w.vision.stages.flat().flatMap((b) => [b.conv1, b.conv2, b.conv3, ...(b.downsample ? [b.downsample] : [])]),
+  ];
+  const a = w.vision.attnpool;
+  const held =
+    convs.reduce((t, cb) => t + cb.kernel.length + 2 * cb.bias.length, 0) +
+    [a.positionalEmbedding, a.qW, a.qB, a.kvW, a.kvB, a.outW, a.outB].reduce((t, x) => t + x.length, 0);
+  assert.equal(held, expected.rn50);
+});
+
+test('random RN50 weights run at a non-square size and give finite embeddings', async () => {
+  const w = randomClipWeights(archConfig('rn50'), 1, { text: false });
+  const [h, wd] = [96, 64];
+  const pixels = Float32Array.from({ length: 3 * h * wd }, (_, i) => Math.sin(i * 0.37));
+  const { embeds, hidden } = await runVision(w, pixels, [1, 3, h, wd], ['none', 'interpolated']);
+  assert.deepEqual(
+    hidden.map((x) => x.shape),
+    [
+      [1, 64, 24, 16],
+      [1, 256, 24, 16],
+      [1, 512, 12, 8],
+      [1, 1024, 6, 4],
+      [1, 2048, 3, 2],
+    ],
+  );
+  for (const e of Object.values(embeds)) {
+    assert.equal(e.length, 1024);
+    assert.ok(e.every(Number.isFinite) && e.some((x) => x !== 0));
+  }
 });

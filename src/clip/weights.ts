@@ -532,16 +532,18 @@ export function randomClipWeights(config: ClipConfig, seed = 0, parts: { text?: 
   const withText = parts.text ?? true;
   return {
     config: { ...c },
-    vision: {
-      kind: 'vit',
-      patchW: rand(vw * 3 * c.patchSize ** 2),
-      classEmbedding: rand(vw),
-      positionalEmbedding: rand(((c.imageSize / c.patchSize) ** 2 + 1) * vw),
-      lnPre: ln(vw),
-      layers: Array.from({ length: c.visionLayers }, () => layer(vw, c.visionMlp)),
-      lnPost: ln(vw),
-      projection: rand(vw * c.embedDim),
-    },
+    vision: c.resnet
+      ? randomResNet(c, c.resnet.layers, rand)
+      : {
+          kind: 'vit',
+          patchW: rand(vw * 3 * c.patchSize ** 2),
+          classEmbedding: rand(vw),
+          positionalEmbedding: rand(((c.imageSize / c.patchSize) ** 2 + 1) * vw),
+          lnPre: ln(vw),
+          layers: Array.from({ length: c.visionLayers }, () => layer(vw, c.visionMlp)),
+          lnPost: ln(vw),
+          projection: rand(vw * c.embedDim),
+        },
     text: {
       tokenEmbedding: withText ? rand(c.vocabSize * tw) : new Float32Array(0),
       positionalEmbedding: rand(c.contextLength * tw),
@@ -552,5 +554,46 @@ export function randomClipWeights(config: ClipConfig, seed = 0, parts: { text?: 
     logitScale: Math.log(100),
     id: `random:${JSON.stringify(c)}:${seed}`,
     layout: 'random',
+  };
+}
+
+/** Random ResNet tower weights; kernels scaled by 1/√fan-in so activations keep their size through the stages. */
+function randomResNet(c: ClipConfig, layers: readonly number[], rand: (n: number, std?: number) => Float32Array): ResNetWeights {
+  const conv = (out: number, inp: number, k: number): ConvBn => ({
+    kernel: rand(out * inp * k * k, 1 / Math.sqrt(inp * k * k)),
+    bias: rand(out),
+    shape: [out, inp, k, k],
+  });
+  const w = c.visionWidth;
+  const e = w * 32;
+  let inplanes = w;
+  const stages = layers.map((blocks, s) => {
+    const planes = w * 2 ** s;
+    return Array.from({ length: blocks }, (_, i): BottleneckWeights => {
+      const stride = i === 0 && s > 0 ? 2 : 1;
+      const block = {
+        conv1: conv(planes, inplanes, 1),
+        conv2: conv(planes, planes, 3),
+        conv3: conv(planes * 4, planes, 1),
+        stride,
+        downsample: stride > 1 || inplanes !== planes * 4 ? conv(planes * 4, inplanes, 1) : null,
+      };
+      inplanes = planes * 4;
+      return block;
+    });
+  });
+  return {
+    kind: 'resnet',
+    stem: [conv(w / 2, 3, 3), conv(w / 2, w / 2, 3), conv(w, w / 2, 3)],
+    stages,
+    attnpool: {
+      positionalEmbedding: rand(((c.imageSize / 32) ** 2 + 1) * e, 1 / Math.sqrt(e)),
+      qW: rand(e * e),
+      qB: rand(e),
+      kvW: rand(e * 2 * e),
+      kvB: rand(2 * e),
+      outW: rand(e * c.embedDim),
+      outB: rand(c.embedDim),
+    },
   };
 }
