@@ -9,7 +9,7 @@ import { SafeTensorsFile } from '../src/clip/safetensors.js';
 import { loadClipWeights, randomClipWeights, type ClipWeights, type ConvBn } from '../src/clip/weights.js';
 import { WeightBank, visionEncoder, textEncoder, tokenEmbeddings, eotOneHot } from '../src/clip/encoders.js';
 import { type PositionalEmbeddingMode, resizePositionalEmbedding } from '../src/clip/resnet.js';
-import { ARCHS, archConfig, resnetGrid, visionParamCount } from '../src/clip/config.js';
+import { ARCHS, archConfig, resnetGrid, visionFlops, visionParamCount } from '../src/clip/config.js';
 import { decodeImage } from '../src/data/image.js';
 import { CLIP_MEAN, CLIP_STD, toTensor } from '../src/data/preprocess.js';
 import { sharedDir } from './helpers/shared.js';
@@ -221,6 +221,9 @@ test("the ResNet archs have OpenAI's image towers: parameter counts of clip/mode
     convs.reduce((t, cb) => t + cb.kernel.length + 2 * cb.bias.length, 0) +
     [a.positionalEmbedding, a.qW, a.qB, a.kvW, a.kvB, a.outW, a.outB].reduce((t, x) => t + x.length, 0);
   assert.equal(held, expected.rn50);
+  // the benchmark's work figure: the convs' 2·MACs as forward hooks on OpenAI's RN50 count them, plus the attention pool
+  const [e, s] = [2048, 50];
+  assert.equal(visionFlops(archConfig('rn50')), 10_734_452_736 + 2 * e * e + 2 * s * e * 2 * e + 2 * 2 * s * e + 2 * e * 1024);
 });
 
 test('random RN50 weights run at a non-square size and give finite embeddings', async () => {

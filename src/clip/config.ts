@@ -132,10 +132,38 @@ export function numPatches(c: ClipConfig): number {
   return (c.imageSize / c.patchSize) ** 2;
 }
 
-/** Multiply-accumulates ×2 of one image through the vision encoder (matrix products only), for GFLOP/s figures. */
+/**
+ * Multiply-accumulates ×2 of one image through the vision encoder (matrix products and convolutions only),
+ * for GFLOP/s figures. `extraTokens` (prompt tokens) counts for the ViT only.
+ */
 export function visionFlops(c: ClipConfig, extraTokens = 0): number {
+  if (c.resnet) return resnetFlops(c, c.resnet.layers);
   const s = numPatches(c) + 1 + extraTokens;
   const w = c.visionWidth;
   const perLayer = 2 * s * w * 3 * w + 2 * 2 * s * s * w + 2 * s * w * w + 2 * 2 * s * w * c.visionMlp;
   return 2 * numPatches(c) * 3 * c.patchSize ** 2 * w + c.visionLayers * perLayer + 2 * w * c.embedDim;
+}
+
+/** visionFlops of a ResNet tower at its native size: every conv, then the attention pool (one query). */
+function resnetFlops(c: ClipConfig, layers: readonly number[]): number {
+  const conv = (cin: number, cout: number, k: number, side: number): number => 2 * cin * cout * k * k * side * side;
+  const w = c.visionWidth;
+  let side = c.imageSize / 2;
+  let f = conv(3, w / 2, 3, side) + conv(w / 2, w / 2, 3, side) + conv(w / 2, w, 3, side);
+  side /= 2;
+  let inplanes = w;
+  layers.forEach((blocks, stage) => {
+    const planes = w * 2 ** stage;
+    for (let i = 0; i < blocks; i++) {
+      const stride = i === 0 && stage > 0 ? 2 : 1;
+      const out = side / stride;
+      f += conv(inplanes, planes, 1, side) + conv(planes, planes, 3, side) + conv(planes, planes * 4, 1, out);
+      if (i === 0 && (stride > 1 || inplanes !== planes * 4)) f += conv(inplanes, planes * 4, 1, out);
+      inplanes = planes * 4;
+      side = out;
+    }
+  });
+  const e = resnetEmbedWidth(c);
+  const s = side * side + 1;
+  return f + 2 * e * e + 2 * s * e * 2 * e + 2 * 2 * s * e + 2 * e * c.embedDim;
 }
