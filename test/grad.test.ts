@@ -172,6 +172,25 @@ test('convolution with stride and padding, and average pooling (float32: ONNX Ru
   }
 });
 
+test('an anti-aliased bottleneck (CLIP ResNet) differentiates end to end (float32)', async () => {
+  // the ResNet's composition: 1×1, 3×3 (pad 1), average pool before the last 1×1, a pooled and projected
+  // shortcut, the sum. QuickGELU stands in for ReLU: a deep ReLU stack has kinks within any float32 step
+  // (ReLU's own rule is checked above), and what is checked here is how the conv and pool rules compose
+  const act = G.quickGelu;
+  const small = (rng: { normal(): number }, n: number): number[] => Array.from({ length: n }, () => 0.3 * rng.normal());
+  const r = await gradCheck(
+    { x: [2, 4, 7, 9], w1: [3, 4, 1, 1], b1: [3], w2: [3, 3, 3, 3], w3: [8, 3, 1, 1], wd: [8, 4, 1, 1] },
+    (_g, { x, w1, b1, w2, w3, wd }) => {
+      const h = act(G.conv2d(act(G.conv2d(x!, w1!, { bias: b1 })), w2!, { padding: 1 }));
+      const out = G.conv2d(G.avgPool2d(h, 2), w3!);
+      return act(G.add(out, G.conv2d(G.avgPool2d(x!, 2), wd!)));
+    },
+    // kernels of a trained net's size (fan-in scaled), so activations stay near 1 and float32 rounding small
+    { dtype: 'float32', init: Object.fromEntries(['w1', 'b1', 'w2', 'w3', 'wd'].map((k) => [k, small])) },
+  );
+  assert.ok(r.maxRelErr < TOL32, `bottleneck: ${r.maxRelErr} (${r.worst})`);
+});
+
 test('an op without a gradient rule is refused by name when a gradient would flow through it', () => {
   // nodes take only the ops the gradient rules are keyed by (G.OpType): were addNode to take any string,
   // this directive would be unused and the typecheck would fail
