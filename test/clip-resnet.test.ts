@@ -1,11 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Graph } from '../src/graph/graph.js';
 import { CompiledGraph } from '../src/graph/runtime.js';
-import { SafeTensorsFile } from '../src/clip/safetensors.js';
+import { SafeTensorsFile, readSafetensors, writeSafetensors } from '../src/clip/safetensors.js';
 import { loadClipWeights, randomClipWeights, type ClipWeights, type ConvBn } from '../src/clip/weights.js';
 import { WeightBank, visionEncoder, textEncoder, tokenEmbeddings, eotOneHot } from '../src/clip/encoders.js';
 import { type PositionalEmbeddingMode, resizePositionalEmbedding } from '../src/clip/resnet.js';
@@ -244,5 +245,30 @@ test('random RN50 weights run at a non-square size and give finite embeddings', 
   for (const e of Object.values(embeds)) {
     assert.equal(e.length, 1024);
     assert.ok(e.every(Number.isFinite) && e.some((x) => x !== 0));
+  }
+});
+
+test("a ResNet state dict that does not fit OpenAI's ModifiedResNet is refused with the tensor named", async () => {
+  const { tensors } = readSafetensors(join(dir, 'openai.safetensors'));
+  const tmp = mkdtempSync(join(tmpdir(), 'promptiqa-rn-'));
+  let written = 0;
+  try {
+    const write = (edit: (t: Map<string, { shape: number[]; data: Float32Array }>) => void): string => {
+      const copy = new Map(tensors);
+      edit(copy);
+      const path = join(tmp, `w${written++}.safetensors`);
+      writeSafetensors(path, Object.fromEntries(copy));
+      return path;
+    };
+    const noDown = write((t) =>
+      ['0.weight', '1.weight', '1.bias', '1.running_mean', '1.running_var'].forEach((k) => t.delete(`visual.layer2.0.downsample.${k}`)),
+    );
+    await assert.rejects(loadClipWeights(noDown), /visual\.layer2\.0 lacks a downsample branch/);
+    const badPe = write((t) => t.set('visual.attnpool.positional_embedding', { shape: [51, 256], data: new Float32Array(51 * 256) }));
+    await assert.rejects(loadClipWeights(badPe), /positional_embedding has 51 rows, not 1 \+ a square grid/);
+    const noVar = write((t) => t.delete('visual.layer3.0.bn2.running_var'));
+    await assert.rejects(loadClipWeights(noVar), /missing tensor "visual\.layer3\.0\.bn2\.running_var"/);
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
   }
 });
