@@ -5,7 +5,8 @@ Builds CLIP's vision (and, for the "fu" mode, text) transformer from scratch
 with random weights, then times three workloads on the CPU in fp32:
 
   forward  image features (inference mode)
-  train    forward + backward w.r.t. deep visual prompts (CLIP frozen)
+  train    forward + backward w.r.t. deep visual prompts (CLIP frozen); for
+           the ResNet archs (no prompt tokens) backward w.r.t. the pixels
   fu       one full Adam step of Fu's two-branch prompt learner, as the
            authors' MaPLe-based code trains it: an auxiliary learner and a
            target learner (each: 8 context tokens, 11 deep text prompt sets,
@@ -45,7 +46,7 @@ import time
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--arch", default="vit-b-32", choices=("vit-b-32", "vit-b-16", "vit-l-14"))
+    ap.add_argument("--arch", default="vit-b-32", choices=("vit-b-32", "vit-b-16", "vit-l-14", "rn50", "rn101", "rn50x4", "rn50x16", "rn50x64"))
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=2)
@@ -60,6 +61,8 @@ def parse_args(argv=None):
         ap.error(f"unknown mode(s): {bad or args.mode}")
     if args.iters < 1 or args.batch < 1 or args.threads < 1 or args.warmup < 0 or args.prompts < 1:
         ap.error("--iters, --batch, --threads, --prompts must be >= 1 and --warmup >= 0")
+    if args.arch.startswith("rn") and "fu" in modes:
+        ap.error("the fu mode needs a ViT arch (its prompts are visual tokens)")
     args.modes = modes
     return args
 
@@ -85,6 +88,15 @@ ARCHS = {
     "vit-l-14": (14, 1024, 24, 16, 768),
 }
 IMAGE_SIZE = 224
+
+# OpenAI's ResNet CLIPs: name -> (blocks per stage, stem width, embed_dim, native input side)
+RESNET_ARCHS = {
+    "rn50": ((3, 4, 6, 3), 64, 1024, 224),
+    "rn101": ((3, 4, 23, 3), 64, 512, 224),
+    "rn50x4": ((4, 6, 10, 6), 80, 640, 288),
+    "rn50x16": ((6, 8, 18, 8), 96, 768, 384),
+    "rn50x64": ((3, 15, 36, 10), 128, 1024, 448),
+}
 
 # CLIP text tower (same for the three architectures above, except embed_dim)
 TEXT_WIDTH, TEXT_LAYERS, TEXT_HEADS = 512, 12, 8
@@ -170,6 +182,82 @@ class VisionTransformer(nn.Module):
             x = block(x)
         x = self.ln_post(x[0])                                 # CLS token
         return x @ self.proj
+
+
+def conv_bn(cin, cout, k, stride=1):
+    """A bias-free conv and its BatchNorm (frozen: inference statistics)."""
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False), nn.BatchNorm2d(cout))
+
+
+class Bottleneck(nn.Module):
+    """CLIP's anti-aliased bottleneck: 1x1, 3x3, avg-pool(stride), 1x1 (x4); the
+    shortcut pools and projects when the stride or the width changes."""
+
+    def __init__(self, inplanes, planes, stride):
+        super().__init__()
+        self.body = nn.Sequential(
+            conv_bn(inplanes, planes, 1), nn.ReLU(),
+            conv_bn(planes, planes, 3), nn.ReLU(),
+            nn.AvgPool2d(stride) if stride > 1 else nn.Identity(),
+            conv_bn(planes, planes * 4, 1),
+        )
+        self.shortcut = nn.Identity()
+        if stride > 1 or inplanes != planes * 4:
+            self.shortcut = nn.Sequential(nn.AvgPool2d(stride) if stride > 1 else nn.Identity(),
+                                          conv_bn(inplanes, planes * 4, 1))
+
+    def forward(self, x):
+        return F.relu(self.body(x) + self.shortcut(x))
+
+
+class ResNetTower(nn.Module):
+    """CLIP's ModifiedResNet: 3-conv stem + avg pool 2, four stages, attention
+    pool (mean token as the query) over 32*width channels."""
+
+    def __init__(self, layers, width, embed_dim, side):
+        super().__init__()
+        self.stem = nn.Sequential(
+            conv_bn(3, width // 2, 3, stride=2), nn.ReLU(),
+            conv_bn(width // 2, width // 2, 3), nn.ReLU(),
+            conv_bn(width // 2, width, 3), nn.ReLU(),
+            nn.AvgPool2d(2),
+        )
+        blocks, inplanes = [], width
+        for stage, n in enumerate(layers):
+            planes = width * 2 ** stage
+            for i in range(n):
+                blocks.append(Bottleneck(inplanes, planes, 2 if i == 0 and stage > 0 else 1))
+                inplanes = planes * 4
+        self.stages = nn.Sequential(*blocks)
+        e = width * 32
+        self.heads = e // 64
+        self.positional_embedding = nn.Parameter(torch.randn((side // 32) ** 2 + 1, e) / e ** 0.5)
+        self.q_proj, self.k_proj, self.v_proj = nn.Linear(e, e), nn.Linear(e, e), nn.Linear(e, e)
+        self.c_proj = nn.Linear(e, embed_dim)
+
+    def forward(self, image):
+        x = self.stages(self.stem(image)).flatten(2).transpose(1, 2)          # [N, HW, C]
+        x = torch.cat([x.mean(dim=1, keepdim=True), x], dim=1) + self.positional_embedding
+        n, s, e = x.shape
+        dh = e // self.heads
+        q = self.q_proj(x[:, :1]).view(n, 1, self.heads, dh).transpose(1, 2)
+        k = self.k_proj(x).view(n, s, self.heads, dh).transpose(1, 2)
+        v = self.v_proj(x).view(n, s, self.heads, dh).transpose(1, 2)
+        att = (q @ k.transpose(-1, -2) / dh ** 0.5).softmax(dim=-1) @ v     # [N, h, 1, dh]
+        return self.c_proj(att.transpose(1, 2).reshape(n, e))
+
+
+def bench_train_pixels(visual, image, embed_dim, warmup, iters):
+    """The ResNet's train figure: the same loss, backward to the pixels."""
+    text = F.normalize(torch.randn(2, embed_dim), dim=-1)
+    target = torch.rand(image.shape[0])
+    pixels = image.clone().requires_grad_(True)
+
+    def step():
+        pixels.grad = None
+        F.mse_loss(prob_first(visual(pixels), text), target).backward()
+
+    return time_it(step, warmup, iters)
 
 
 class TextTransformer(nn.Module):
@@ -352,10 +440,16 @@ def main(args):
             "fp32 matrix products may be slow and ignore --threads")
 
     modes = args.modes
-    patch, width, layers, heads, embed_dim = ARCHS[args.arch]
-    visual = freeze(VisionTransformer(patch, width, layers, heads, embed_dim))
+    resnet = args.arch in RESNET_ARCHS
+    if resnet:
+        rn_layers, rn_width, embed_dim, side = RESNET_ARCHS[args.arch]
+        visual = freeze(ResNetTower(rn_layers, rn_width, embed_dim, side))
+    else:
+        patch, width, layers, heads, embed_dim = ARCHS[args.arch]
+        visual = freeze(VisionTransformer(patch, width, layers, heads, embed_dim))
+        side = IMAGE_SIZE
     textenc = freeze(TextTransformer(embed_dim)) if "fu" in modes else None
-    image = torch.randn(args.batch, 3, IMAGE_SIZE, IMAGE_SIZE)
+    image = torch.randn(args.batch, 3, side, side)
 
     result = {
         "torch_version": torch.__version__,
@@ -371,8 +465,11 @@ def main(args):
         runs["forward"] = bench_forward(visual, image, args.warmup, args.iters)
     if "train" in modes:
         log(f"[bench_torch] train {args.arch} batch={args.batch}")
-        runs["train"] = bench_train(visual, image, embed_dim, args.prompts,
-                                    args.warmup, args.iters)
+        if resnet:
+            runs["train"] = bench_train_pixels(visual, image, embed_dim, args.warmup, args.iters)
+        else:
+            runs["train"] = bench_train(visual, image, embed_dim, args.prompts,
+                                        args.warmup, args.iters)
     if "fu" in modes:
         log(f"[bench_torch] fu {args.arch} batch={args.batch}")
         runs["fu"] = bench_fu(visual, textenc, image, args.prompts,

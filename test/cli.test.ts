@@ -144,6 +144,7 @@ test('bad usage exits 2 with a message on stderr', async () => {
     [['bench', '--batch', '0'], /--batch <n>' argument '0' is invalid/],
     [['bench', '--arch', 'vit-h-99'], /Allowed choices are vit-b-32, vit-b-16, vit-l-14/],
     [['bench', '--mode', 'forward,sideways', '--no-torch'], /unknown mode 'sideways'/],
+    [['bench', '--arch', 'rn50', '--mode', 'forward,fu', '--no-torch'], /--mode fu needs a ViT arch: rn50 is a ResNet/],
     [
       ['train', '--method', 'tang', '--dataset', 'agiqa-3k', '--root', '.', '--out', 'x', '--ratios', '0.5,0.5'],
       /three non-negative numbers/,

@@ -148,6 +148,49 @@ test('unused inputs get zero gradients, frozen weights none', async () => {
   }
 });
 
+test('convolution with stride and padding, and average pooling (float32: ONNX Runtime has no float64 Conv)', async () => {
+  // odd sizes, so the floor in the output size drops rows and columns the gradient must leave at zero
+  for (const [stride, padding, k] of [
+    [1, 0, 1],
+    [1, 1, 3],
+    [2, 1, 3],
+    [2, 0, 3],
+    [3, 2, 5],
+  ] as const) {
+    await check(
+      `conv k${k} s${stride} p${padding}`,
+      { x: [2, 3, 9, 8], w: [4, 3, k, k], b: [4] },
+      (_g, { x, w, b }) => G.conv2d(x!, w!, { stride, padding, bias: b }),
+      { dtype: 'float32' },
+    );
+  }
+  await check('conv without bias', { x: [1, 2, 5, 6], w: [3, 2, 3, 3] }, (_g, { x, w }) => G.conv2d(x!, w!, { stride: 2, padding: 1 }), {
+    dtype: 'float32',
+  });
+  for (const k of [2, 3]) {
+    await check(`avgPool2d ${k}`, { x: [2, 3, 7, 5] }, (_g, { x }) => G.avgPool2d(x!, k), { dtype: 'float32' });
+  }
+});
+
+test('an anti-aliased bottleneck (CLIP ResNet) differentiates end to end (float32)', async () => {
+  // the ResNet's composition: 1×1, 3×3 (pad 1), average pool before the last 1×1, a pooled and projected
+  // shortcut, the sum. QuickGELU stands in for ReLU: a deep ReLU stack has kinks within any float32 step
+  // (ReLU's own rule is checked above), and what is checked here is how the conv and pool rules compose
+  const act = G.quickGelu;
+  const small = (rng: { normal(): number }, n: number): number[] => Array.from({ length: n }, () => 0.3 * rng.normal());
+  const r = await gradCheck(
+    { x: [2, 4, 7, 9], w1: [3, 4, 1, 1], b1: [3], w2: [3, 3, 3, 3], w3: [8, 3, 1, 1], wd: [8, 4, 1, 1] },
+    (_g, { x, w1, b1, w2, w3, wd }) => {
+      const h = act(G.conv2d(act(G.conv2d(x!, w1!, { bias: b1 })), w2!, { padding: 1 }));
+      const out = G.conv2d(G.avgPool2d(h, 2), w3!);
+      return act(G.add(out, G.conv2d(G.avgPool2d(x!, 2), wd!)));
+    },
+    // kernels of a trained net's size (fan-in scaled), so activations stay near 1 and float32 rounding small
+    { dtype: 'float32', init: Object.fromEntries(['w1', 'b1', 'w2', 'w3', 'wd'].map((k) => [k, small])) },
+  );
+  assert.ok(r.maxRelErr < TOL32, `bottleneck: ${r.maxRelErr} (${r.worst})`);
+});
+
 test('an op without a gradient rule is refused by name when a gradient would flow through it', () => {
   // nodes take only the ops the gradient rules are keyed by (G.OpType): were addNode to take any string,
   // this directive would be unused and the typecheck would fail
@@ -156,7 +199,7 @@ test('an op without a gradient rule is refused by name when a gradient would flo
   const notEmitted: EmittableOp = 'Floor';
   void notEmitted;
   const cases: Record<string, (x: G.Value) => G.Value> = {
-    Conv: (x) => G.conv2d(x, x.graph.weight('kernel', [1, 1, 1, 1], Float64Array.from([2]), 'float64'), 1),
+    ConvTranspose: (x) => G.convTranspose2d(x, x.graph.weight('kernel', [1, 1, 1, 1], Float64Array.from([2]), 'float64'), 1, 0, [2, 2]),
     ReduceMax: (x) => G.reduceMax(x, [-1]),
     Sign: G.sign,
   };

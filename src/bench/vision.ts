@@ -15,25 +15,32 @@ import { timeIt } from './timing.js';
 
 /**
  * Forward + backward to deep visual prompts (n tokens at the input and at every later layer), with a
- * CLIP-IQA-like loss: softmax over cosine logits against two fixed text features, MSE to targets.
+ * CLIP-IQA-like loss: softmax over cosine logits against two fixed text features, MSE to targets. A
+ * ResNet takes no prompt tokens: its backward goes to the pixels (through every conv and pool).
  */
 export function trainGraph(weights: ClipWeights, batch: number, nPrompts: number): Graph {
   const c = weights.config;
   const g = new Graph('bench_train');
   const px = g.input('pixels', [batch, 3, c.imageSize, c.imageSize]);
   const target = g.input('target', [batch]);
-  const prompts = Array.from({ length: c.visionLayers }, (_, i) => g.input(`prompt_${i}`, [nPrompts, c.visionWidth]));
-  const { embeds } = visionEncoder(new WeightBank(g), weights, px, { inputPrompts: prompts[0], deepPrompts: prompts });
+  const prompts = benchPrompts(c).map((_, i) => g.input(`prompt_${i}`, [nPrompts, c.visionWidth]));
+  const hooks = c.resnet ? {} : { inputPrompts: prompts[0], deepPrompts: prompts };
+  const { embeds } = visionEncoder(new WeightBank(g), weights, px, hooks);
   const rng = new Rng(7);
   const text = g.constant(normalInit(rng, [2 * c.embedDim], 1).data, [2, c.embedDim]);
   const logits = G.mul(G.matmul(G.l2Normalize(embeds), G.transposeLast(G.l2Normalize(text))), 100);
   const p = G.reshape(G.slice(G.softmax(logits, -1), 1, 0, 1), [batch]);
   const d = G.sub(p, target);
   const loss = G.meanAll(G.mul(d, d));
-  const grads = gradients(loss, prompts);
+  const grads = gradients(loss, c.resnet ? [px] : prompts);
   g.output('loss', loss);
   grads.forEach((gr, i) => g.output(`grad_${i}`, gr));
   return g;
+}
+
+/** One prompt set per transformer layer; none for a ResNet. */
+function benchPrompts(c: ClipConfig): number[] {
+  return Array.from({ length: c.resnet ? 0 : c.visionLayers }, (_, i) => i);
 }
 
 export interface VisionBenchResult {
@@ -64,7 +71,7 @@ export async function benchVision(
   if (opts.modes.has('train')) {
     const train = await CompiledGraph.create(trainGraph(weights, opts.batch, opts.prompts), opts.runtime);
     const feeds: Record<string, Float32Array> = { pixels, target: Float32Array.from({ length: opts.batch }, () => rng.uniform()) };
-    for (let i = 0; i < c.visionLayers; i++) feeds[`prompt_${i}`] = normalInit(rng, [opts.prompts * c.visionWidth]).data;
+    for (let i = 0; i < benchPrompts(c).length; i++) feeds[`prompt_${i}`] = normalInit(rng, [opts.prompts * c.visionWidth]).data;
     const t = await timeIt(() => train.run(feeds), opts.warmup, opts.iters);
     await train.release();
     out.train_img_s = opts.batch / t.median;

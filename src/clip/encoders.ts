@@ -7,23 +7,10 @@ import * as G from '../graph/graph.js';
 import { type Value, type Graph } from '../graph/graph.js';
 import { type ClipConfig, numPatches } from './config.js';
 import { type ClipWeights, type LayerWeights } from './weights.js';
+import { WeightBank } from './bank.js';
+import { type ResNetOptions, resnetEncoder } from './resnet.js';
 
-/** Puts every weight into a graph once, however many encoders use it. */
-export class WeightBank {
-  private readonly values = new Map<Float32Array, Value>();
-  private counter = 0;
-
-  constructor(readonly graph: Graph) {}
-
-  get(name: string, data: Float32Array, shape: readonly number[]): Value {
-    let v = this.values.get(data);
-    if (!v) {
-      v = this.graph.weight(`${name}_${this.counter++}`, shape, data);
-      this.values.set(data, v);
-    }
-    return v;
-  }
-}
+export { WeightBank };
 
 function block(
   bank: WeightBank,
@@ -65,7 +52,7 @@ function batchPrompt(p: Value, batch: number): Value {
   return G.expand(p3, [batch, p3.shape[1]!, p3.shape[2]!]);
 }
 
-export interface VisionHooks {
+export interface VisionHooks extends ResNetOptions {
   /** n tokens appended after [CLS]+patches, after the positional embedding and before ln_pre: [n, width] or [B, n, width] */
   inputPrompts?: Value;
   /** deepPrompts[i] (i ≥ 1) replaces the last n tokens before block i; entries may be undefined */
@@ -79,10 +66,21 @@ export interface EncoderOutput {
   hidden: Value[];
 }
 
-/** The vision transformer on normalised pixels [B, 3, H, W]. */
+/**
+ * The image tower on normalised pixels [B, 3, H, W]: the vision transformer (H = W = imageSize), or the
+ * ResNet (any H, W ≥ 32; `hooks.positionalEmbedding` picks how its attention pool uses the positional
+ * embedding, and `hidden` holds the stem's and the stages' outputs).
+ */
 export function visionEncoder(bank: WeightBank, weights: ClipWeights, pixels: Value, hooks: VisionHooks = {}): EncoderOutput {
   const c = weights.config;
   const vw = weights.vision;
+  if (vw.kind === 'resnet') {
+    if (hooks.inputPrompts || hooks.deepPrompts?.some((p) => p))
+      throw new G.GraphError('visual prompt tokens need a ViT image tower, not a ResNet');
+    return resnetEncoder(bank, c, vw, pixels, hooks);
+  }
+  // the ViT runs at its native size only, where pyiqa's interpolated embedding is the table itself
+  if (hooks.positionalEmbedding === 'none') throw new G.GraphError("the ViT image tower has no 'none' positional embedding mode");
   const width = c.visionWidth;
   const b = pixels.shape[0]!;
   const p = c.patchSize;

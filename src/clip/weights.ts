@@ -30,7 +30,11 @@ export interface LayerWeights {
   projB: Float32Array;
 }
 
-export interface VisionWeights {
+/** The image tower: a vision transformer or OpenAI's ModifiedResNet. */
+export type VisionWeights = VitWeights | ResNetWeights;
+
+export interface VitWeights {
+  kind: 'vit';
   /** [width, 3·p·p]: the patch-embedding conv kernel, flattened (channel-major inside a patch) */
   patchW: Float32Array;
   classEmbedding: Float32Array;
@@ -41,6 +45,47 @@ export interface VisionWeights {
   lnPost: [Float32Array, Float32Array];
   /** [width, embed] */
   projection: Float32Array;
+}
+
+/** A conv followed by inference-mode BatchNorm, folded into one conv with a bias. */
+export interface ConvBn {
+  /** [out, in, k, k]: the conv kernel times the BatchNorm scale γ/√(var + ε) of its output channel */
+  kernel: Float32Array;
+  /** [out]: β − mean·γ/√(var + ε) */
+  bias: Float32Array;
+  shape: [number, number, number, number];
+}
+
+export interface BottleneckWeights {
+  conv1: ConvBn;
+  conv2: ConvBn;
+  conv3: ConvBn;
+  /** average pool of this stride before conv3 and on the shortcut (1: none) */
+  stride: number;
+  /** the shortcut's 1×1 conv, where the stride or the width changes */
+  downsample: ConvBn | null;
+}
+
+export interface ResNetWeights {
+  kind: 'resnet';
+  /** three 3×3 convs, the first with stride 2 */
+  stem: [ConvBn, ConvBn, ConvBn];
+  /** four stages of bottlenecks */
+  stages: BottleneckWeights[][];
+  /** the attention pool over the last stage's C = 32·width channels */
+  attnpool: {
+    /** [1 + grid², C]: the mean token first, then the grid in row-major order */
+    positionalEmbedding: Float32Array;
+    /** [C, C]: the query, applied to the mean token only */
+    qW: Float32Array;
+    qB: Float32Array;
+    /** [C, 2·C]: k and v columns, applied to every token */
+    kvW: Float32Array;
+    kvB: Float32Array;
+    /** [C, embed] */
+    outW: Float32Array;
+    outB: Float32Array;
+  };
 }
 
 export interface TextWeights {
@@ -271,6 +316,7 @@ function loadHf(src: TensorSource, cfg: HfConfig | undefined, id: string): ClipW
   };
   const c = config;
   const vision: VisionWeights = {
+    kind: 'vit',
     patchW: src.get('vision_model.embeddings.patch_embedding.weight', [vw, 3, p, p]),
     classEmbedding: src.get('vision_model.embeddings.class_embedding', [vw]),
     positionalEmbedding: src.get('vision_model.embeddings.position_embedding.weight', [npos, vw]),
@@ -295,9 +341,25 @@ function loadHf(src: TensorSource, cfg: HfConfig | undefined, id: string): ClipW
 }
 
 function loadOpenAI(src: TensorSource, id: string): ClipWeights {
-  const [vw, , p] = src.shape('visual.conv1.weight') as [number, number, number];
   const [vocab, tw] = src.shape('token_embedding.weight') as [number, number];
   const [, embed] = src.shape('text_projection') as [number, number];
+  const contextLength = src.shape('positional_embedding')[0]!;
+  const textLayers = countLayers(src, 'transformer.resblocks.', '.ln_1.weight');
+  const textMlp = src.shape('transformer.resblocks.0.mlp.c_fc.weight')[0]!;
+  const text: TextWeights = {
+    tokenEmbedding: src.get('token_embedding.weight', [vocab, tw]),
+    positionalEmbedding: src.get('positional_embedding', [contextLength, tw]),
+    layers: Array.from({ length: textLayers }, (_, i) => layerWeights(src, (k) => `transformer.resblocks.${i}.${k}`, tw, textMlp, false)),
+    lnFinal: [src.get('ln_final.weight', [tw]), src.get('ln_final.bias', [tw])],
+    projection: src.get('text_projection', [tw, embed]),
+  };
+  const textConfig = { contextLength, vocabSize: vocab, textWidth: tw, textLayers, textHeads: tw / 64, textMlp };
+  const logitScale = src.has('logit_scale') ? src.get('logit_scale', [])[0]! : Math.log(100);
+  if (src.has('visual.layer1.0.conv1.weight')) {
+    const { config, vision } = loadOpenAIResNet(src, embed);
+    return { config: { ...config, ...textConfig }, vision, text, logitScale, id, layout: 'openai' };
+  }
+  const [vw, , p] = src.shape('visual.conv1.weight') as [number, number, number];
   const npos = src.shape('visual.positional_embedding')[0]!;
   const grid = Math.round(Math.sqrt(npos - 1));
   const config: ClipConfig = {
@@ -319,6 +381,7 @@ function loadOpenAI(src: TensorSource, id: string): ClipWeights {
   };
   const c = config;
   const vision: VisionWeights = {
+    kind: 'vit',
     patchW: src.get('visual.conv1.weight', [vw, 3, p, p]),
     classEmbedding: src.get('visual.class_embedding', [vw]),
     positionalEmbedding: src.get('visual.positional_embedding', [npos, vw]),
@@ -329,17 +392,119 @@ function loadOpenAI(src: TensorSource, id: string): ClipWeights {
     lnPost: [src.get('visual.ln_post.weight', [vw]), src.get('visual.ln_post.bias', [vw])],
     projection: src.get('visual.proj', [vw, embed]),
   };
-  const text: TextWeights = {
-    tokenEmbedding: src.get('token_embedding.weight', [vocab, tw]),
-    positionalEmbedding: src.get('positional_embedding', [c.contextLength, tw]),
-    layers: Array.from({ length: c.textLayers }, (_, i) =>
-      layerWeights(src, (k) => `transformer.resblocks.${i}.${k}`, tw, c.textMlp, false),
-    ),
-    lnFinal: [src.get('ln_final.weight', [tw]), src.get('ln_final.bias', [tw])],
-    projection: src.get('text_projection', [tw, embed]),
-  };
-  const logitScale = src.has('logit_scale') ? src.get('logit_scale', [])[0]! : Math.log(100);
   return { config, vision, text, logitScale, id, layout: 'openai' };
+}
+
+/** BatchNorm2d's default ε, which CLIP's ResNets use. */
+const BN_EPS = 1e-5;
+
+/** A bias-free conv and the BatchNorm after it, folded into one conv with a bias (in float64, then rounded). */
+function convBn(src: TensorSource, conv: string, bn: string, shape: [number, number, number, number]): ConvBn {
+  const kernel = src.get(conv, shape);
+  const [out] = shape;
+  const gamma = src.get(`${bn}.weight`, [out]);
+  const beta = src.get(`${bn}.bias`, [out]);
+  const mean = src.get(`${bn}.running_mean`, [out]);
+  const variance = src.get(`${bn}.running_var`, [out]);
+  const per = kernel.length / out;
+  const folded = new Float32Array(kernel.length);
+  const bias = new Float32Array(out);
+  for (let o = 0; o < out; o++) {
+    const scale = gamma[o]! / Math.sqrt(variance[o]! + BN_EPS);
+    for (let i = o * per; i < (o + 1) * per; i++) folded[i] = kernel[i]! * scale;
+    bias[o] = beta[o]! - mean[o]! * scale;
+  }
+  return { kernel: folded, bias, shape };
+}
+
+/**
+ * OpenAI's ModifiedResNet under its state-dict names, configured as `build_model` does: the stages'
+ * block counts from the `visual.layer{1..4}.N` names, the width from layer1's first conv, the native
+ * resolution from the attention pool's positional embedding (32 × its grid side), heads = width·32/64.
+ */
+function loadOpenAIResNet(
+  src: TensorSource,
+  embed: number,
+): {
+  config: Omit<ClipConfig, 'contextLength' | 'vocabSize' | 'textWidth' | 'textLayers' | 'textHeads' | 'textMlp'>;
+  vision: ResNetWeights;
+} {
+  const layers = [1, 2, 3, 4].map((b) => countLayers(src, `visual.layer${b}.`, '.conv1.weight')) as [number, number, number, number];
+  const width = src.shape('visual.layer1.0.conv1.weight')[0]!;
+  const what = 'visual.layer1.0.conv1.weight';
+  if (layers.some((n) => n < 1))
+    throw new WeightError(`ResNet CLIP: every stage needs a block (found ${layers.join(', ')} in visual.layer1..4)`);
+  if (width < 2 || width % 2 !== 0) throw new WeightError(`ResNet CLIP: the width read from ${what} must be even, got ${width}`);
+  const e = width * 32;
+  const [npos] = src.shape('visual.attnpool.positional_embedding') as [number];
+  const grid = Math.round(Math.sqrt(npos - 1));
+  if (grid < 1 || grid * grid + 1 !== npos)
+    throw new WeightError(`ResNet CLIP: visual.attnpool.positional_embedding has ${npos} rows, not 1 + a square grid`);
+
+  const half = width / 2;
+  const stem: [ConvBn, ConvBn, ConvBn] = [
+    convBn(src, 'visual.conv1.weight', 'visual.bn1', [half, 3, 3, 3]),
+    convBn(src, 'visual.conv2.weight', 'visual.bn2', [half, half, 3, 3]),
+    convBn(src, 'visual.conv3.weight', 'visual.bn3', [width, half, 3, 3]),
+  ];
+  let inplanes = width;
+  const stages = layers.map((blocks, s) => {
+    const planes = width * 2 ** s;
+    return Array.from({ length: blocks }, (_, i): BottleneckWeights => {
+      const p = `visual.layer${s + 1}.${i}`;
+      const stride = i === 0 && s > 0 ? 2 : 1;
+      const needsDown = stride > 1 || inplanes !== planes * 4;
+      if (needsDown !== src.has(`${p}.downsample.0.weight`)) {
+        throw new WeightError(`ResNet CLIP: ${p} ${needsDown ? 'lacks' : 'has'} a downsample branch, unlike OpenAI's ModifiedResNet`);
+      }
+      const block: BottleneckWeights = {
+        conv1: convBn(src, `${p}.conv1.weight`, `${p}.bn1`, [planes, inplanes, 1, 1]),
+        conv2: convBn(src, `${p}.conv2.weight`, `${p}.bn2`, [planes, planes, 3, 3]),
+        conv3: convBn(src, `${p}.conv3.weight`, `${p}.bn3`, [planes * 4, planes, 1, 1]),
+        stride,
+        downsample: needsDown ? convBn(src, `${p}.downsample.0.weight`, `${p}.downsample.1`, [planes * 4, inplanes, 1, 1]) : null,
+      };
+      inplanes = planes * 4;
+      return block;
+    });
+  });
+  // k and v are separate Linears in OpenAI's AttentionPool2d; fuse them into one product over the tokens
+  const [kW, vW] = ['k_proj', 'v_proj'].map((n) => src.linearT(`visual.attnpool.${n}.weight`, e, e)) as [Float32Array, Float32Array];
+  const kvW = new Float32Array(e * 2 * e);
+  for (let r = 0; r < e; r++) {
+    kvW.set(kW.subarray(r * e, (r + 1) * e), r * 2 * e);
+    kvW.set(vW.subarray(r * e, (r + 1) * e), r * 2 * e + e);
+  }
+  const kvB = new Float32Array(2 * e);
+  kvB.set(src.get('visual.attnpool.k_proj.bias', [e]), 0);
+  kvB.set(src.get('visual.attnpool.v_proj.bias', [e]), e);
+  const vision: ResNetWeights = {
+    kind: 'resnet',
+    stem,
+    stages,
+    attnpool: {
+      positionalEmbedding: src.get('visual.attnpool.positional_embedding', [npos, e]),
+      qW: src.linearT('visual.attnpool.q_proj.weight', e, e),
+      qB: src.get('visual.attnpool.q_proj.bias', [e]),
+      kvW,
+      kvB,
+      outW: src.linearT('visual.attnpool.c_proj.weight', embed, e),
+      outB: src.get('visual.attnpool.c_proj.bias', [embed]),
+    },
+  };
+  const config = {
+    embedDim: embed,
+    imageSize: grid * 32,
+    patchSize: 32,
+    visionWidth: width,
+    visionLayers: layers.reduce((a, b) => a + b, 0),
+    visionHeads: e / 64,
+    visionMlp: 0,
+    layerNormEps: 1e-5,
+    activation: 'quick_gelu' as const,
+    resnet: { layers },
+  };
+  return { config, vision };
 }
 
 /** Random weights of a given shape (benchmarks, tests): N(0, 0.02) matrices, unit layer-norm scales. */
@@ -370,15 +535,18 @@ export function randomClipWeights(config: ClipConfig, seed = 0, parts: { text?: 
   const withText = parts.text ?? true;
   return {
     config: { ...c },
-    vision: {
-      patchW: rand(vw * 3 * c.patchSize ** 2),
-      classEmbedding: rand(vw),
-      positionalEmbedding: rand(((c.imageSize / c.patchSize) ** 2 + 1) * vw),
-      lnPre: ln(vw),
-      layers: Array.from({ length: c.visionLayers }, () => layer(vw, c.visionMlp)),
-      lnPost: ln(vw),
-      projection: rand(vw * c.embedDim),
-    },
+    vision: c.resnet
+      ? randomResNet(c, c.resnet.layers, rand)
+      : {
+          kind: 'vit',
+          patchW: rand(vw * 3 * c.patchSize ** 2),
+          classEmbedding: rand(vw),
+          positionalEmbedding: rand(((c.imageSize / c.patchSize) ** 2 + 1) * vw),
+          lnPre: ln(vw),
+          layers: Array.from({ length: c.visionLayers }, () => layer(vw, c.visionMlp)),
+          lnPost: ln(vw),
+          projection: rand(vw * c.embedDim),
+        },
     text: {
       tokenEmbedding: withText ? rand(c.vocabSize * tw) : new Float32Array(0),
       positionalEmbedding: rand(c.contextLength * tw),
@@ -389,5 +557,46 @@ export function randomClipWeights(config: ClipConfig, seed = 0, parts: { text?: 
     logitScale: Math.log(100),
     id: `random:${JSON.stringify(c)}:${seed}`,
     layout: 'random',
+  };
+}
+
+/** Random ResNet tower weights; kernels scaled by 1/√fan-in so activations keep their size through the stages. */
+function randomResNet(c: ClipConfig, layers: readonly number[], rand: (n: number, std?: number) => Float32Array): ResNetWeights {
+  const conv = (out: number, inp: number, k: number): ConvBn => ({
+    kernel: rand(out * inp * k * k, 1 / Math.sqrt(inp * k * k)),
+    bias: rand(out),
+    shape: [out, inp, k, k],
+  });
+  const w = c.visionWidth;
+  const e = w * 32;
+  let inplanes = w;
+  const stages = layers.map((blocks, s) => {
+    const planes = w * 2 ** s;
+    return Array.from({ length: blocks }, (_, i): BottleneckWeights => {
+      const stride = i === 0 && s > 0 ? 2 : 1;
+      const block = {
+        conv1: conv(planes, inplanes, 1),
+        conv2: conv(planes, planes, 3),
+        conv3: conv(planes * 4, planes, 1),
+        stride,
+        downsample: stride > 1 || inplanes !== planes * 4 ? conv(planes * 4, inplanes, 1) : null,
+      };
+      inplanes = planes * 4;
+      return block;
+    });
+  });
+  return {
+    kind: 'resnet',
+    stem: [conv(w / 2, 3, 3), conv(w / 2, w / 2, 3), conv(w, w / 2, 3)],
+    stages,
+    attnpool: {
+      positionalEmbedding: rand(((c.imageSize / 32) ** 2 + 1) * e, 1 / Math.sqrt(e)),
+      qW: rand(e * e),
+      qB: rand(e),
+      kvW: rand(e * 2 * e),
+      kvB: rand(2 * e),
+      outW: rand(e * c.embedDim),
+      outB: rand(c.embedDim),
+    },
   };
 }

@@ -31,6 +31,8 @@ import {
   greater,
   shapeSize,
   isFloat,
+  conv2d,
+  convTranspose2d,
 } from './graph.js';
 
 /** Sums `g` over the axes that broadcasting added or stretched, so it gets `shape` back. */
@@ -215,7 +217,41 @@ const RULES: { readonly [Op in OpType]: Rule | NotDifferentiable } = {
   Less: notDifferentiable('its output is boolean'),
   Sign: notDifferentiable('no gradient rule (it is piecewise constant)'),
   ReduceMax: notDifferentiable('no gradient rule'),
-  Conv: notDifferentiable('no gradient rule; use patchify + matmul for a differentiable patch embedding'),
+  Conv: (n, [g], need) => {
+    const [x, w] = [x0(n), x1(n)];
+    const stride = (n.attrs.strides as { ints: number[] }).ints[0]!;
+    const padding = (n.attrs.pads as { ints: number[] }).ints[0]!;
+    const dilation = (n.attrs.dilations as { ints: number[] }).ints[0]!;
+    if (dilation !== 1) throw new GraphError('Conv: gradients are implemented for dilation 1');
+    const [h, wd] = [x.shape[2]!, x.shape[3]!];
+    // input: the transposed conv, one ONNX Runtime kernel (col2im + GEMM, as fast as the forward conv)
+    const gx = need[0] ? convTranspose2d(g!, w, stride, padding, [h, wd]) : null;
+    let gw: Value | null = null;
+    if (need[1]) {
+      // kernel: gW[o,c,i,j] = Σ_b,y,x g[b,o,y,x]·xpad[b,c,s·y+i,s·x+j] is a conv of the input (channels as batch)
+      // with the output gradient (batch as channels) spread by the stride; rows the floor dropped are cut off
+      const [k1, k2] = [w.shape[2]!, w.shape[3]!];
+      const full = conv2d(transpose(x, [1, 0, 2, 3]), transpose(g!, [1, 0, 2, 3]), { padding, dilation: stride });
+      gw = transpose(slice(slice(full, 2, 0, k1), 3, 0, k2), [1, 0, 2, 3]);
+    }
+    const gb = need[2] ? reduceSum(g!, [0, 2, 3], false) : null;
+    return n.inputs.length > 2 ? [gx, gw, gb] : [gx, gw];
+  },
+  ConvTranspose: notDifferentiable('it is only used as the gradient of Conv (no second derivatives)'),
+  AveragePool: (n, [g]) => {
+    // each output averages its own k×k window: spread g/k² over it, zeros where the floor dropped rows
+    const x = x0(n);
+    const k = (n.attrs.kernel_shape as { ints: number[] }).ints[0]!;
+    const [b, c, oh, ow] = g!.shape as [number, number, number, number];
+    const spread = reshape(expand(reshape(g!, [b, c, oh, 1, ow, 1]), [b, c, oh, k, ow, k]), [b, c, oh * k, ow * k]);
+    const pads: [number, number][] = [
+      [0, 0],
+      [0, 0],
+      [0, x.shape[2]! - oh * k],
+      [0, x.shape[3]! - ow * k],
+    ];
+    return [pad(mul(spread, 1 / (k * k)), pads)];
+  },
 };
 
 /** Reads an int64 constant's values (shape operands). */

@@ -78,7 +78,9 @@ export type OpType =
   | 'ReduceMax'
   | 'Softmax'
   | 'LayerNormalization'
-  | 'Conv';
+  | 'Conv'
+  | 'ConvTranspose'
+  | 'AveragePool';
 
 export interface Node {
   readonly op: OpType;
@@ -485,19 +487,81 @@ export function l2Normalize(x: Value, eps = 0): Value {
   return div(x, eps ? sqrt(add(sq, eps)) : sqrt(sq));
 }
 
+export interface ConvOptions {
+  /** the same stride along both axes (default 1) */
+  stride?: number;
+  /** zero padding on every side (default 0) */
+  padding?: number;
+  /** spacing of the kernel taps (default 1); the kernel gradient of a strided conv uses it */
+  dilation?: number;
+  /** one value per output channel */
+  bias?: Value;
+}
+
 /**
- * 2-D convolution (NCHW), no padding, group 1. CLIP's patch embedding is a conv whose stride equals its
- * kernel; `patchify` + matmul computes the same and is differentiable, so the encoders use that.
+ * 2-D convolution (NCHW, group 1) as PyTorch's Conv2d: output size floor((H + 2·pad − dil·(k−1) − 1) / stride) + 1.
+ * ONNX Runtime runs it as im2col + GEMM. The third argument may be the stride alone.
  */
-export function conv2d(x: Value, w: Value, stride: number): Value {
+export function conv2d(x: Value, w: Value, options: number | ConvOptions = {}): Value {
+  const o = typeof options === 'number' ? { stride: options } : options;
+  const [stride, padding, dilation] = [o.stride ?? 1, o.padding ?? 0, o.dilation ?? 1];
   sameDtype('Conv', x, w);
   if (x.rank !== 4 || w.rank !== 4 || x.shape[1] !== w.shape[1]) throw new GraphError(`Conv: input ${x} and kernel ${w} do not fit`);
+  if (![stride, dilation].every((v) => Number.isInteger(v) && v >= 1) || !Number.isInteger(padding) || padding < 0) {
+    throw new GraphError(`Conv: stride ${stride}, padding ${padding} and dilation ${dilation} must be integers (stride, dilation ≥ 1)`);
+  }
   const [kh, kw] = [w.shape[2]!, w.shape[3]!];
-  const oh = Math.floor((x.shape[2]! - kh) / stride) + 1;
-  const ow = Math.floor((x.shape[3]! - kw) / stride) + 1;
-  return x.graph.add1('Conv', [x, w], [x.shape[0]!, w.shape[0]!, oh, ow], x.dtype, {
+  const oh = Math.floor((x.shape[2]! + 2 * padding - dilation * (kh - 1) - 1) / stride) + 1;
+  const ow = Math.floor((x.shape[3]! + 2 * padding - dilation * (kw - 1) - 1) / stride) + 1;
+  if (oh < 1 || ow < 1) throw new GraphError(`Conv: input ${x} is smaller than kernel ${w} (padding ${padding})`);
+  const inputs = [x, w];
+  if (o.bias) {
+    sameDtype('Conv', x, o.bias);
+    if (o.bias.rank !== 1 || o.bias.shape[0] !== w.shape[0]) throw new GraphError(`Conv: bias ${o.bias} must be [${w.shape[0]}]`);
+    inputs.push(o.bias);
+  }
+  return x.graph.add1('Conv', inputs, [x.shape[0]!, w.shape[0]!, oh, ow], x.dtype, {
     strides: { ints: [stride, stride] },
+    pads: { ints: [padding, padding, padding, padding] },
+    dilations: { ints: [dilation, dilation] },
     kernel_shape: { ints: [kh, kw] },
+  });
+}
+
+/**
+ * The transpose of `conv2d` with the same kernel [O, C, k, k] (the gradient of a conv with respect to its
+ * input): g [B, O, oh, ow] → [B, C, H, W], where H, W name the conv input's size (the floor in the conv's
+ * output size loses rows that `output_padding` gives back).
+ */
+export function convTranspose2d(g: Value, w: Value, stride: number, padding: number, size: readonly [number, number]): Value {
+  sameDtype('ConvTranspose', g, w);
+  if (g.rank !== 4 || w.rank !== 4 || g.shape[1] !== w.shape[0])
+    throw new GraphError(`ConvTranspose: input ${g} and kernel ${w} do not fit`);
+  const [kh, kw] = [w.shape[2]!, w.shape[3]!];
+  const extra = [size[0] + 2 * padding - kh - stride * (g.shape[2]! - 1), size[1] + 2 * padding - kw - stride * (g.shape[3]! - 1)];
+  if (extra.some((e) => e < 0 || e >= stride))
+    throw new GraphError(`ConvTranspose: ${g} does not come from a conv of a ${formatShape(size)} input`);
+  return g.graph.add1('ConvTranspose', [g, w], [g.shape[0]!, w.shape[1]!, size[0], size[1]], g.dtype, {
+    strides: { ints: [stride, stride] },
+    pads: { ints: [padding, padding, padding, padding] },
+    output_padding: { ints: extra },
+    kernel_shape: { ints: [kh, kw] },
+  });
+}
+
+/**
+ * Average pooling (NCHW) with kernel = stride = k, no padding, rows and columns that do not fill a window
+ * dropped: PyTorch's nn.AvgPool2d(k).
+ */
+export function avgPool2d(x: Value, k: number): Value {
+  if (x.rank !== 4) throw new GraphError(`AveragePool: input must be NCHW, got ${x}`);
+  if (!isFloat(x.dtype)) throw new GraphError(`AveragePool: needs a floating-point operand, got ${x}`);
+  const [oh, ow] = [Math.floor(x.shape[2]! / k), Math.floor(x.shape[3]! / k)];
+  if (!Number.isInteger(k) || k < 1 || oh < 1 || ow < 1) throw new GraphError(`AveragePool: window ${k} does not fit ${x}`);
+  if (k === 1) return x;
+  return x.graph.add1('AveragePool', [x], [x.shape[0]!, x.shape[1]!, oh, ow], x.dtype, {
+    kernel_shape: { ints: [k, k] },
+    strides: { ints: [k, k] },
   });
 }
 

@@ -123,12 +123,16 @@ export const register: Register = (program, { io }) => {
         'promptiqa bench --arch vit-b-32 --batch 8 --threads 2 --json',
         'promptiqa bench --arch vit-b-16 --batch 8 --iters 5 --warmup 2 --mode forward,train,fu',
         'promptiqa bench --arch vit-l-14 --batch 4 --no-torch',
+        'promptiqa bench --arch rn50 --batch 8   # ResNet: train times the backward to the pixels',
         '',
         'The PyTorch peer: apt-get install python3-torch   (or: pip install torch)',
       ),
     )
     .action(async (o: BenchOptions) => {
       const modes = parseModes(o.mode);
+      if (archConfig(o.arch).resnet && modes.includes('fu')) {
+        throw new UsageError(`--mode fu needs a ViT arch: ${o.arch} is a ResNet, which takes no visual prompt tokens`);
+      }
       const threads = o.threads ?? defaultThreads();
       const note = (s: string): void => {
         if (!o.quiet) io.stderr(s + '\n');
