@@ -191,11 +191,11 @@ export function eotOneHot(ids: ArrayLike<number>, nSeq: number, eot: number): Fl
 }
 
 /** A graph from pixels [B, 3, S, S] to image embeddings [B, embed] (output `features`). */
-export function imageFeatureGraph(weights: ClipWeights, batch: number, name = `features_b${batch}`): Graph {
+export function imageFeatureGraph(weights: ClipWeights, batch: number, name = `features_b${batch}`, options: ResNetOptions = {}): Graph {
   const c = weights.config;
   const g = new G.Graph(name);
   const pixels = g.input('pixels', [batch, 3, c.imageSize, c.imageSize]);
-  g.output('features', visionEncoder(new WeightBank(g), weights, pixels).embeds);
+  g.output('features', visionEncoder(new WeightBank(g), weights, pixels, options).embeds);
   return g;
 }
 

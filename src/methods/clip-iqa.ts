@@ -9,6 +9,8 @@ import { textEncoder, tokenEmbeddings, eotOneHot } from '../clip/encoders.js';
 import { TextPrompts } from '../prompts/text.js';
 import { type Method, classProbs, firstClass } from './method.js';
 import { type CommonOptions, commonSchema, spec } from './options.js';
+import { type PositionalEmbeddingMode, type ResNetOptions } from '../clip/resnet.js';
+import { type ClipWeights } from '../clip/weights.js';
 
 const PAIRS = {
   // pyiqa's clipiqa, spelt as pyiqa spells them
@@ -27,7 +29,22 @@ const PAIRS = {
   ],
 } as const satisfies Record<string, ReadonlyArray<readonly [string, string]>>;
 
-export interface ClipIqaOptions extends CommonOptions {
+/** How pyiqa's CLIP-IQA reads an image with a ResNet: at full resolution ('auto' views), its attention pool without the positional embedding by default. */
+interface ImageReading extends CommonOptions {
+  positionalEmbedding: PositionalEmbeddingMode;
+}
+
+const POSITIONAL_EMBEDDING = spec.choice(
+  ['none', 'interpolated', 'native'],
+  'none',
+  "a ResNet attention pool's positional embedding: none (pyiqa's pos_embedding=False, its default), pyiqa's bicubic resize to the image (True), or OpenAI's (native size only); a ViT always adds its own",
+);
+
+function resnetEncoding(o: ImageReading, clip: ClipWeights): ResNetOptions {
+  return clip.config.resnet ? { positionalEmbedding: o.positionalEmbedding } : {};
+}
+
+export interface ClipIqaOptions extends ImageReading {
   pairs: keyof typeof PAIRS;
 }
 
@@ -41,7 +58,8 @@ export const clipIqa: Method<ClipIqaOptions> = {
     defaultModel: 'openai/clip-vit-base-patch32',
   },
   options: {
-    ...commonSchema(),
+    ...commonSchema({ testViews: 'auto' }),
+    positionalEmbedding: POSITIONAL_EMBEDDING,
     pairs: spec.choice(
       ['pyiqa', 'good', 'all'],
       'pyiqa',
@@ -49,6 +67,7 @@ export const clipIqa: Method<ClipIqaOptions> = {
     ),
   },
   imageInput: 'features',
+  imageEncoder: resnetEncoding,
   target: (unit) => unit,
   build(o, { weights, tokenizer }) {
     const texts = PAIRS[o.pairs].flat();
@@ -76,7 +95,7 @@ export const clipIqa: Method<ClipIqaOptions> = {
   },
 };
 
-export interface ClipIqaPlusOptions extends CommonOptions {
+export interface ClipIqaPlusOptions extends ImageReading {
   nCtx: number;
   layout: 'pyiqa' | 'coop';
   perClass: boolean;
@@ -95,7 +114,17 @@ export const clipIqaPlus: Method<ClipIqaPlusOptions> = {
     defaultModel: 'openai/clip-vit-base-patch32',
   },
   options: {
-    ...commonSchema({ optimizer: 'sgd', lr: 0.002, momentum: 0.9, weightDecay: 5e-4, batchSize: 64, epochs: 50, schedule: 'cosine' }),
+    ...commonSchema({
+      optimizer: 'sgd',
+      lr: 0.002,
+      momentum: 0.9,
+      weightDecay: 5e-4,
+      batchSize: 64,
+      epochs: 50,
+      schedule: 'cosine',
+      testViews: 'auto',
+    }),
+    positionalEmbedding: POSITIONAL_EMBEDDING,
     nCtx: spec.integer(16, 'learned context tokens around the antonym pair', { min: 1 }),
     layout: spec.choice(
       ['pyiqa', 'coop'],
@@ -107,6 +136,7 @@ export const clipIqaPlus: Method<ClipIqaPlusOptions> = {
     perClass: spec.boolean(false, 'one context per prompt ([2, nCtx, width]) instead of one shared by both'),
   },
   imageInput: 'features',
+  imageEncoder: resnetEncoding,
   released: {
     holds: 'parameters',
     describe: "pyiqa's released CLIP-IQA+ prompts (CLIP-IQA+_learned_prompts-*.pth: the context tensor, [16, width] or [2, 16, width])",

@@ -90,7 +90,10 @@ function scoreGraph(
   const pixels = g.input(NAMES.pixels, [batch, 3, height, width]);
   const text: Record<string, Value> = {};
   for (const [k, shape] of Object.entries(textShapes)) text[k] = g.input(NAMES.text(k), shape);
-  const image = s.method.imageInput === 'features' ? visionEncoder(ctx.bank, s.backbone.weights, pixels).embeds : pixels;
+  const image =
+    s.method.imageInput === 'features'
+      ? visionEncoder(ctx.bank, s.backbone.weights, pixels, s.method.imageEncoder?.(s.options, s.backbone.weights)).embeds
+      : pixels;
   const pred = s.model.forward(ctx, image, text);
   g.output(NAMES.score, pred.score);
   if (s.model.combineViews) {
@@ -349,7 +352,7 @@ export class Scorer {
   viewsOf(img: RgbImage): View[] {
     const { method, options, backbone } = this.setup;
     const size = backbone.weights.config.imageSize;
-    return method.views ? method.views(img, options, size) : testViews(img, options, size);
+    return method.views ? method.views(img, options, size) : testViews(img, options, size, backbone.weights.config.resnet !== undefined);
   }
 
   /** Scores decoded images: each image's score is the mean over its views, or the model's `combineViews` of them. */

@@ -10,6 +10,7 @@ import { type Value } from '../graph/graph.js';
 import { type ClipWeights } from '../clip/weights.js';
 import { type ClipTokenizer } from '../clip/tokenizer.js';
 import { type TensorFile } from '../clip/tensor-file.js';
+import { type ResNetOptions } from '../clip/resnet.js';
 import { type BuildContext, type ParamSet } from '../prompts/context.js';
 import { type Rng } from '../util/rng.js';
 import { type DatasetInfo, type DatasetItem } from '../data/datasets.js';
@@ -92,6 +93,8 @@ export interface Method<O extends CommonOptions = CommonOptions> {
    * 'features': the method reads frozen image embeddings, which can be computed once and cached.
    */
   imageInput: 'pixels' | 'features';
+  /** how the frozen image encoder reads images, for a 'features' method (e.g. a ResNet's positional embedding) */
+  imageEncoder?(o: O, clip: ClipWeights): ResNetOptions;
   auxiliary?: readonly AuxiliaryTarget<O>[];
   /**
    * The views an image is scored on ([3, S, S] tensors), where the method has its own rule instead of the

@@ -94,7 +94,7 @@ export interface CommonOptions {
   patience: number;
   gradClip: number;
   augment: 'random-resized-crop+flip' | 'crop+flip' | 'none';
-  testViews: 'resize' | 'sliding' | 'full';
+  testViews: 'resize' | 'sliding' | 'full' | 'auto';
   stride: number;
   windows: WindowPlacement;
   normalize: 'clip' | 'imagenet';
@@ -121,9 +121,9 @@ const COMMON_SCHEMA: Schema<CommonOptions> = {
   gradClip: spec.number(0, "clip the gradient's norm to this (0: off)", { min: 0 }),
   augment: spec.choice(['random-resized-crop+flip', 'crop+flip', 'none'], 'none', 'training augmentation'),
   testViews: spec.choice(
-    ['resize', 'sliding', 'full'],
+    ['resize', 'sliding', 'full', 'auto'],
     'resize',
-    'test views: one resized centre view, every crop of the unresized image at a stride, or the whole image at full resolution (ResNet CLIPs)',
+    'test views: one resized centre view, every crop of the unresized image at a stride, the whole image at full resolution (ResNet CLIPs), or auto: full on a ResNet, resize on a ViT',
   ),
   stride: spec.integer(64, 'the stride of sliding test windows, in pixels', { min: 1 }),
   windows: spec.choice(

@@ -36,10 +36,14 @@ export function squareView(data: Float32Array, size: number): View {
   return { data, height: size, width: size };
 }
 
-/** The views an image is scored on; its score is their mean. */
-export function testViews(img: RgbImage, o: Options, size: number): View[] {
+/**
+ * The views an image is scored on; its score is their mean. `anySize`: the backbone takes images of any
+ * size (a ResNet), where 'auto' scores the whole image; on a ViT 'auto' is one resized view.
+ */
+export function testViews(img: RgbImage, o: Options, size: number, anySize = false): View[] {
   const [mean, std] = norm(o);
-  switch (o.testViews) {
+  const mode = o.testViews === 'auto' ? (anySize ? 'full' : 'resize') : o.testViews;
+  switch (mode) {
     case 'sliding':
       return slidingWindowBoxes(img.width, img.height, size, o.stride, o.windows).map(({ left, top }) =>
         squareView(toTensor(crop(img, left, top, size, size), mean, std), size),

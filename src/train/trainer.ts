@@ -263,7 +263,10 @@ class BatchSource {
       } else {
         let fg = this.featureGraphs.get(b);
         if (!fg) {
-          fg = await CompiledGraph.create(imageFeatureGraph(backbone.weights, b), this.runtime);
+          fg = await CompiledGraph.create(
+            imageFeatureGraph(backbone.weights, b, `features_b${b}`, method.imageEncoder?.(o, backbone.weights)),
+            this.runtime,
+          );
           this.featureGraphs.set(b, fg);
         }
         image = (await fg.run({ pixels })).features!.data as Float32Array;
