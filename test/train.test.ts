@@ -296,3 +296,22 @@ test("a clip-iqa+ checkpoint that records no layout was trained with CoOp's, and
   assert.equal(unrecorded, coop);
   assert.ok(Math.abs(pyiqa - coop) > 1e-4, `the layout changes the score: ${pyiqa} vs ${coop}`);
 });
+
+test('prompt methods train on a ResNet CLIP too (clip-iqa+, tang); methods with visual prompts refuse one by name', async () => {
+  const rn = join(sharedDir(), 'reference', 'tiny-rn', 'openai.safetensors');
+  for (const method of ['clip-iqa+', 'tang']) {
+    const out = tmp();
+    const r = await train(base(method, out, { model: rn, epochs: 1, limit: 24 }));
+    assert.ok(r.test && Number.isFinite(r.test.srcc), `${method}: ${JSON.stringify(r.test)}`);
+    const metric = await createMetric(method, { checkpoint: out });
+    try {
+      assert.ok(Number.isFinite(await metric.score(join(sharedDir(), 'reference', 'images', 'tall_157x301.png'))));
+    } finally {
+      await metric.close();
+    }
+  }
+  await assert.rejects(
+    train(base('fu', tmp(), { model: rn, epochs: 1, limit: 24 })),
+    /visual prompt tokens need a ViT image tower, not a ResNet/,
+  );
+});
