@@ -8,6 +8,7 @@ import { type Value, type Graph } from '../graph/graph.js';
 import { type ClipConfig, numPatches } from './config.js';
 import { type ClipWeights, type LayerWeights } from './weights.js';
 import { WeightBank } from './bank.js';
+import { type ClipTokenizer } from './tokenizer.js';
 import { type ResNetOptions, resnetEncoder } from './resnet.js';
 
 export { WeightBank };
@@ -204,4 +205,13 @@ export function similarityLogits(imageEmbeds: Value, textEmbeds: Value, logitSca
   const i = G.l2Normalize(imageEmbeds);
   const t = G.l2Normalize(textEmbeds);
   return G.mul(G.matmul(i, G.transposeLast(t)), Math.exp(logitScale));
+}
+
+/** Fixed texts through the text tower (no learned context): their embeddings [texts, embed], not normalised. */
+export function encodeTexts(bank: WeightBank, weights: ClipWeights, tokenizer: ClipTokenizer, texts: readonly string[]): Value {
+  const c = weights.config;
+  const ids = tokenizer.tokenizeBatch(texts, c.contextLength);
+  const tokens = bank.graph.constant(tokenEmbeddings(weights, ids, texts.length), [texts.length, c.contextLength, c.textWidth]);
+  const eot = bank.graph.constant(eotOneHot(ids, texts.length, tokenizer.eot), [texts.length, c.contextLength]);
+  return textEncoder(bank, weights, tokens, eot).embeds;
 }

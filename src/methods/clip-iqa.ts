@@ -5,7 +5,7 @@
  */
 import * as G from '../graph/graph.js';
 import { type Value } from '../graph/graph.js';
-import { textEncoder, tokenEmbeddings, eotOneHot } from '../clip/encoders.js';
+import { encodeTexts } from '../clip/encoders.js';
 import { TextPrompts } from '../prompts/text.js';
 import { type Method, classProbs, firstClass } from './method.js';
 import { type CommonOptions, commonSchema, spec } from './options.js';
@@ -73,13 +73,7 @@ export const clipIqa: Method<ClipIqaOptions> = {
     const texts = PAIRS[o.pairs].flat();
     return {
       init: () => new Map(),
-      text(ctx) {
-        const c = weights.config;
-        const ids = tokenizer.tokenizeBatch(texts, c.contextLength);
-        const tokens = ctx.g.constant(tokenEmbeddings(weights, ids, texts.length), [texts.length, c.contextLength, c.textWidth]);
-        const eot = ctx.g.constant(eotOneHot(ids, texts.length, tokenizer.eot), [texts.length, c.contextLength]);
-        return { pairs: textEncoder(ctx.bank, weights, tokens, eot).embeds };
-      },
+      text: (ctx) => ({ pairs: encodeTexts(ctx.bank, weights, tokenizer, texts) }),
       forward(_ctx, image, text) {
         // one softmax per antonym pair, then the mean of the positive probabilities
         const t = text.pairs!;

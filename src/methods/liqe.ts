@@ -6,7 +6,7 @@
  * and the score Σ k · p(level k) for the levels 1 (bad) to 5 (perfect).
  */
 import * as G from '../graph/graph.js';
-import { textEncoder, tokenEmbeddings, eotOneHot } from '../clip/encoders.js';
+import { encodeTexts } from '../clip/encoders.js';
 import { type ClipWeights } from '../clip/weights.js';
 import { type RgbImage } from '../data/rgb.js';
 import { CLIP_MEAN, CLIP_STD, crop, toTensor } from '../data/preprocess.js';
@@ -131,13 +131,7 @@ function liqeMethod(mix: boolean): Method<LiqeOptions> {
       const levels = QUALITIES.length;
       return {
         init: () => new Map(),
-        text(ctx) {
-          const c = weights.config;
-          const ids = tokenizer.tokenizeBatch(prompts, c.contextLength);
-          const tokens = ctx.g.constant(tokenEmbeddings(weights, ids, prompts.length), [prompts.length, c.contextLength, c.textWidth]);
-          const eot = ctx.g.constant(eotOneHot(ids, prompts.length, tokenizer.eot), [prompts.length, c.contextLength]);
-          return { prompts: G.l2Normalize(textEncoder(ctx.bank, weights, tokens, eot).embeds) };
-        },
+        text: (ctx) => ({ prompts: G.l2Normalize(encodeTexts(ctx.bank, weights, tokenizer, prompts)) }),
         forward(ctx, image, text) {
           const b = image.shape[0]!;
           const logits = G.mul(G.matmul(G.l2Normalize(image), G.transposeLast(text.prompts!)), Math.exp(weights.logitScale));

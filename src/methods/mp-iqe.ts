@@ -10,27 +10,17 @@ import { TextPrompts } from '../prompts/text.js';
 import { VisualPrompts, visionHooks } from '../prompts/visual.js';
 import { type AuxiliaryTarget, type Method, classProbs } from './method.js';
 import { type CommonOptions, type Schema, commonSchema, spec } from './options.js';
+import { DISTORTIONS } from './liqe.js';
 
 const LEVELS = ['bad', 'poor', 'fair', 'good', 'perfect'];
 export const SCENES = ['animal', 'cityscape', 'human', 'indoor scene', 'landscape', 'night scene', 'plant', 'still-life', 'others'];
-export const DISTORTIONS = [
-  'jpeg2000 compression',
-  'jpeg compression',
-  'noise',
-  'blur',
-  'color',
-  'contrast',
-  'overexposure',
-  'underexposure',
-  'spatial',
-  'quantization',
-  'other',
-];
+/** LIQE's eleven distortion classes (MP-IQE uses LIQE's label sets) */
+export { DISTORTIONS };
 
 /** Maps a dataset's distortion name (KADID, TID2013, CSIQ, LIVE) to one of LIQE's eleven classes. */
 export function distortionClass(name: string): number {
   const n = name.toLowerCase();
-  const rules: Array<[RegExp, string]> = [
+  const rules: Array<[RegExp, (typeof DISTORTIONS)[number]]> = [
     [/jpeg ?2000|jp2k|jpeg2k/, 'jpeg2000 compression'],
     [/jpeg|jpg/, 'jpeg compression'],
     [/noise|awgn|wn\b/, 'noise'],
