@@ -28,6 +28,7 @@ import {
   resolveModel,
   type HubOptions,
 } from '../src/clip/hub.js';
+import { loadClipWeights } from '../src/clip/weights.js';
 
 const SRC = join(sharedDir(), 'reference', 'tiny-vit-p16');
 const REPO = 'tiny/clip-p16';
@@ -446,4 +447,40 @@ test('defaults come from the HF_* environment', () => {
   // explicit options win; an empty token sends none
   const explicit = resolveHubOptions({ cacheDir: '/y', token: '', offline: false, revision: 'v1' }, env);
   assert.deepEqual([explicit.cacheDir, explicit.token, explicit.offline, explicit.revision], ['/y', undefined, false, 'v1']);
+});
+
+test("a repo with only open_clip's files resolves to its weights file, from the cache the second time; one with neither layout is refused", async () => {
+  const RN = join(sharedDir(), 'reference', 'tiny-rn');
+  const commit = 'f00d'.padEnd(40, '0');
+  const hub = await startFakeHub({
+    // no config.json, the PyTorch pickle only (as some open_clip repos are)
+    'tiny/open-clip-rn': { commit, files: new Map([['open_clip_pytorch_model.bin', readFileSync(join(RN, 'openai-state-dict.pt'))]]) },
+    // another library's config.json and nothing of CLIP
+    'tiny/not-clip': { commit, files: new Map([['config.json', Buffer.from('{"architecture": "resnet50"}')]]) },
+  });
+  const cache = tempCache();
+  try {
+    const weights = await resolveModel('tiny/open-clip-rn', options(hub, cache));
+    assert.equal(weights, join(repoCacheDir(cache, 'tiny/open-clip-rn'), 'snapshots', commit, 'open_clip_pytorch_model.bin'));
+    const clip = await loadClipWeights(weights);
+    assert.ok(clip.config.resnet, 'the ResNet CLIP is read from the state dict');
+    const before = hub.requests.length;
+    assert.equal(await resolveModel('tiny/open-clip-rn', options(hub, cache)), weights);
+    assert.equal(hub.requests.length, before, 'a second call makes no request');
+    assert.equal(await resolveModel('tiny/open-clip-rn', options({ endpoint: 'http://127.0.0.1:9' }, cache, { offline: true })), weights);
+
+    await assert.rejects(resolveModel('tiny/not-clip', options(hub, cache)), (err: HubError) => {
+      assert.equal(err.code, 'EntryNotFound');
+      assert.match(err.message, /tiny\/not-clip has no CLIP that promptiqa reads: its config\.json is not a transformers CLIP config/);
+      assert.match(err.message, /open_clip_model\.safetensors, open_clip_pytorch_model\.bin/);
+      return true;
+    });
+    await assert.rejects(resolveModel('tiny/nothing-cached', options(hub, tempCache(), { offline: true })), (err: HubError) => {
+      assert.equal(err.code, 'Offline');
+      assert.match(err.message, /missing: config\.json.*open_clip's layout, open_clip_model\.safetensors\|open_clip_pytorch_model\.bin/);
+      return true;
+    });
+  } finally {
+    await hub.close();
+  }
 });
