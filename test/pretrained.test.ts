@@ -111,14 +111,13 @@ test("the registry: pyiqa's names and files, each on a method that exists", () =
       ['clip-iqa', 'clipiqa', null, 'timm/resnet50_clip.openai'],
       ['clip-iqa+', 'clipiqa+', 'CLIP-IQA+_learned_prompts-603f3273.pth', 'timm/resnet50_clip.openai'],
       ['clip-iqa+-rn50-512', 'clipiqa+_rn50_512', 'CLIPIQA+_RN50_512-89f5d940.pth', 'timm/resnet50_clip.openai'],
-      ['clip-iqa+-vitl14-512', 'clipiqa+_vitL14_512', 'CLIPIQA+_ViTL14_512-e66488f2.pth', 'openai/clip-vit-large-patch14'],
       ['liqe', 'liqe', 'liqe_koniq.pt', null],
       ['liqe-mix', 'liqe_mix', 'liqe_mix.pt', null],
     ],
   );
   assert.equal(findPretrained('clip-iqa+-rn50-512')?.options.positionalEmbedding, 'interpolated');
   assert.equal(hashPrefixOf('CLIP-IQA+_learned_prompts-603f3273.pth'), '603f3273');
-  assert.equal(hashPrefixOf('CLIPIQA+_ViTL14_512-e66488f2.pth'), 'e66488f2');
+  assert.equal(hashPrefixOf('CLIPIQA+_RN50_512-89f5d940.pth'), '89f5d940');
   assert.equal(hashPrefixOf('liqe_koniq.pt'), undefined);
 });
 
