@@ -51,6 +51,7 @@ const REPOS: Record<string, FakeRepo> = {
       // not the released file: its sha256 does not start with 603f3273
       ['CLIP-IQA+_learned_prompts-603f3273.pth', PROMPTS],
       [PROMPTS_OWN_NAME, PROMPTS],
+      ['CLIPIQA+_RN50_512-89f5d940.pth', read('pyiqa', 'CLIP-IQA+_learned_prompts-tiny-rn-csc.pth')],
     ]),
   },
 };
@@ -137,6 +138,8 @@ test('liqe: the first run downloads the released file and scores as pyiqa; offli
   const gap = maxGap(online, expected.metrics.liqe!.scores);
   t.diagnostic(`liqe max |diff| against pyiqa: ${gap}`);
   assert.ok(gap <= 5e-4, `max |diff| ${gap}`);
+  // negative control: the other released file's scores are far outside that tolerance
+  assert.ok(maxGap(online, expected.metrics.liqe_mix!.scores) > 0.1);
   assert.deepEqual(
     origins.map((o) => [o.metric, o.role, o.repo, o.commit, basename(o.path)]),
     [['liqe', 'released', PYIQA_WEIGHTS_REPO, WEIGHTS_COMMIT, 'liqe_koniq.pt']],
@@ -200,6 +203,37 @@ test("the name's hash check passes a file that is what its name says (served, do
     t.diagnostic(`clip-iqa+ max |diff| against pyiqa: ${gap}`);
     assert.ok(gap <= 1e-4, `max |diff| ${gap}`);
   });
+});
+
+test('every named metric downloads from the hub it is pointed at: its files and their origins, or a refusal naming the hash', async () => {
+  const cache = tempDir();
+  await withHub(async (hub) => {
+    for (const p of PRETRAINED) {
+      const origins: PretrainedFile[] = [];
+      const fetching = fetchPretrained(p, hubOptions(hub, cache), (f) => origins.push(f));
+      const prefix = p.released === undefined ? undefined : hashPrefixOf(p.released);
+      if (prefix !== undefined) {
+        // the fixtures stand in for pyiqa's files, so the hash their real names carry cannot match
+        await assert.rejects(fetching, new RegExp(`${p.released!.replace(/[.+]/g, '\\$&')} says it starts with ${prefix}`), p.name);
+        continue;
+      }
+      const paths = await fetching;
+      const want: Array<[string, string, string]> = [];
+      if (p.clip) want.push(['clip', p.clip, RN50_COMMIT]);
+      if (p.released) want.push(['released', PYIQA_WEIGHTS_REPO, WEIGHTS_COMMIT]);
+      assert.deepEqual(
+        origins.map((o) => [o.role, o.repo, o.commit]),
+        want,
+        p.name,
+      );
+      assert.equal(paths.released === undefined ? undefined : basename(paths.released), p.released, p.name);
+    }
+  });
+  // liqe-mix scores as pyiqa's liqe_mix from what was fetched (offline now)
+  const got = await scores('liqe-mix', ['sd1.5_lowstep_050.jpg'], {
+    hub: hubOptions({ endpoint: 'http://127.0.0.1:9' }, cache, { offline: true }),
+  });
+  assert.ok(maxGap(got, expected.metrics.liqe_mix!.scores) <= 5e-4, `max |diff| ${maxGap(got, expected.metrics.liqe_mix!.scores)}`);
 });
 
 test('a corrupted download (LFS sha256 mismatch) is refused by name and leaves no blob', async () => {
