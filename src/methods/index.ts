@@ -304,7 +304,9 @@ function problemOf(err: unknown): string {
 async function fromPretrained(p: PretrainedMetric, opts: MetricOptions): Promise<{ params: ParamSet; setup: MethodSetup }> {
   const method = getMethod(p.method);
   const files = await fetchPretrained(p, opts.hub, opts.onFile);
-  const options = { ...p.options, ...(opts.options ?? {}) };
+  // allowUntrained only matters without weights, and a pretrained metric has them
+  const { allowUntrained: _unused, ...given } = opts.options ?? {};
+  const options = { ...p.options, ...given };
   if (files.released !== undefined) return fromReleasedFile(method, files.released, { ...opts, model: files.clip, options });
   const setup = setUp(method, parseOptions(method, options), await loadBackbone(files.clip!));
   return { params: setup.model.init(new Rng(0)), setup };

@@ -24,7 +24,9 @@ export const register: Register = (program, { io }) => {
         'tang learns 4 context tokens from "a photo of a" (the authors\' *_ctxv1 configs); --option preset=readme ' +
         "gives their README command's 16 random tokens (or set nCtx and initPhrase=, empty). It moves the warm-up + " +
         'cosine schedule once per epoch and drops the last partial batch, as Dassl does; --option lrStep=step and ' +
-        '--option dropLast=false decay the rate at every step, to 0, over every batch.',
+        '--option dropLast=false decay the rate at every step, to 0, over every batch.\n\n' +
+        "Pretrained set-ups (pyiqa's released weights, listed below the methods) run with --method NAME and no " +
+        '--model/--checkpoint: their files are downloaded once into the Hugging Face cache.',
     )
     .addOption(opt.json())
     .addHelpText('after', examples('promptiqa methods', 'promptiqa methods tang', 'promptiqa methods --json'))
