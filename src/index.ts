@@ -7,8 +7,17 @@
  */
 
 // methods, training, evaluation
-export { createMetric, listMetrics } from './methods/index.js';
-export type { MethodInfo, MethodDescription, MetricOptions, Metric, ImageInput, ScoreResult } from './methods/index.js';
+export { createMetric, listMetrics, PRETRAINED, fetchPretrained } from './methods/index.js';
+export type {
+  MethodInfo,
+  MethodDescription,
+  MetricOptions,
+  Metric,
+  ImageInput,
+  ScoreResult,
+  PretrainedFile,
+  PretrainedMetric,
+} from './methods/index.js';
 export { train, trainRounds } from './train/trainer.js';
 export type { TrainEvent, TrainOptions, TrainResult } from './train/trainer.js';
 export { evaluate } from './eval/evaluate.js';
@@ -25,7 +34,7 @@ export { loadClipWeights, randomClipWeights, WeightError } from './clip/weights.
 export type { ClipWeights, VisionWeights, TextWeights, LayerWeights } from './clip/weights.js';
 export { ARCHS, archConfig, visionFlops } from './clip/config.js';
 export type { ClipConfig } from './clip/config.js';
-export { resolveModel, downloadRepo, downloadFile, HubError, CLIP_MODEL_FILES } from './clip/hub.js';
+export { resolveModel, downloadRepo, downloadFile, HubError, CLIP_MODEL_FILES, OPEN_CLIP_MODEL_FILES } from './clip/hub.js';
 export type { HubOptions } from './clip/hub.js';
 export { WeightBank, visionEncoder, textEncoder, tokenEmbeddings, eotOneHot, similarityLogits } from './clip/encoders.js';
 export type { VisionHooks, TextHooks, EncoderOutput } from './clip/encoders.js';

@@ -1,9 +1,6 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import {
   existsSync,
   lstatSync,
@@ -20,6 +17,7 @@ import { hostname, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { sharedDir } from './helpers/shared.js';
+import { type FakeHub, type FakeHubOptions, etagOf as etagFor, startHub as startFakeHub } from './helpers/fake-hub.js';
 import {
   CLIP_MODEL_FILES,
   HubError,
@@ -30,6 +28,7 @@ import {
   resolveModel,
   type HubOptions,
 } from '../src/clip/hub.js';
+import { loadClipWeights } from '../src/clip/weights.js';
 
 const SRC = join(sharedDir(), 'reference', 'tiny-vit-p16');
 const REPO = 'tiny/clip-p16';
@@ -44,154 +43,16 @@ const FILES = [
   'special_tokens_map.json',
 ];
 
-const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-/** the id git gives a blob: what the hub sends as the ETag of a file not stored with LFS */
-const gitSha1 = (b: Buffer) => createHash('sha1').update(`blob ${b.length}\0`).update(b).digest('hex');
-
 const content = new Map(FILES.map((f) => [f, readFileSync(join(SRC, f))]));
 // the same weights under open_clip's name, for the alternatives test
 content.set('open_clip_model.safetensors', content.get('model.safetensors')!);
-const isLfs = (file: string) => file.endsWith('.safetensors');
-const etagOf = (file: string) => (isLfs(file) ? sha256(content.get(file)!) : gitSha1(content.get(file)!));
+const etagOf = (file: string) => etagFor(file, content.get(file)!);
 const MODEL_SHA = etagOf('model.safetensors');
 
-interface FakeHubOptions {
-  /** the files the repo has; default FILES */
-  files?: string[];
-  /** a token every hub request must carry */
-  token?: string;
-  /** the first GET of this file is cut after `bytes` bytes */
-  cutAfter?: { file: string; bytes: number };
-  /** this file is always served with one byte changed, at the right length */
-  corrupt?: string;
-  /** answer Range requests with the whole file (200) */
-  ignoreRange?: boolean;
-  /** the first n hub requests get a 503 */
-  failFirst?: number;
-}
-
-interface Logged {
-  server: 'hub' | 'cdn';
-  method: string;
-  path: string;
-  headers: IncomingHttpHeaders;
-}
-
-interface FakeHub {
-  endpoint: string;
-  requests: Logged[];
-  close(): Promise<void>;
-}
-
-/**
- * A hub on 127.0.0.1 that answers like huggingface.co: small files straight from /resolve/ with their git
- * sha1 as ETag; LFS files with a 302 to a CDN (a second server, so another origin) carrying X-Linked-Etag
- * (the sha256) and X-Linked-Size; X-Repo-Commit and X-Error-Code headers; Range requests.
- */
-async function startHub(opts: FakeHubOptions = {}): Promise<FakeHub> {
-  const files = opts.files ?? FILES;
-  const requests: Logged[] = [];
-  let cut = false;
-  let failures = 0;
-
-  const serveBody = (req: IncomingMessage, res: ServerResponse, file: string, extra: Record<string, string>) => {
-    let body = content.get(file)!;
-    if (opts.corrupt === file) {
-      body = Buffer.from(body);
-      body[body.length >> 1]! ^= 0xff;
-    }
-    const range = opts.ignoreRange ? null : /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
-    if (range) {
-      const start = Number(range[1]);
-      if (start >= body.length) {
-        res.writeHead(416, { 'content-range': `bytes */${body.length}` }).end();
-        return;
-      }
-      res.writeHead(206, {
-        ...extra,
-        'content-length': body.length - start,
-        'content-range': `bytes ${start}-${body.length - 1}/${body.length}`,
-      });
-      body = body.subarray(start);
-    } else {
-      res.writeHead(200, { ...extra, 'content-length': body.length, 'accept-ranges': 'bytes' });
-    }
-    if (req.method === 'HEAD') {
-      res.end();
-    } else if (opts.cutAfter?.file === file && !cut) {
-      cut = true;
-      res.write(body.subarray(0, opts.cutAfter.bytes), () => res.destroy());
-    } else {
-      res.end(body);
-    }
-  };
-
-  const hub = createServer((req, res) => {
-    const url = new URL(req.url!, 'http://x');
-    requests.push({ server: 'hub', method: req.method!, path: url.pathname, headers: req.headers });
-    if (opts.failFirst && failures < opts.failFirst) {
-      failures++;
-      res.writeHead(503).end();
-      return;
-    }
-    if (opts.token && req.headers.authorization !== `Bearer ${opts.token}`) {
-      res.writeHead(401, { 'x-error-message': 'Invalid credentials' }).end();
-      return;
-    }
-    const m = /^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(url.pathname);
-    if (!m || m[1] !== REPO) {
-      res.writeHead(404, { 'x-error-code': 'RepoNotFound' }).end();
-      return;
-    }
-    const revision = decodeURIComponent(m[2]!);
-    const file = decodeURIComponent(m[3]!);
-    if (revision !== 'main' && revision !== COMMIT) {
-      res.writeHead(404, { 'x-error-code': 'RevisionNotFound' }).end();
-      return;
-    }
-    if (!files.includes(file)) {
-      res.writeHead(404, { 'x-error-code': 'EntryNotFound', 'x-repo-commit': COMMIT }).end();
-      return;
-    }
-    if (isLfs(file)) {
-      const size = content.get(file)!.length;
-      res
-        .writeHead(302, {
-          location: `${cdnUrl}/${etagOf(file)}?file=${file}`,
-          etag: `"${etagOf(file)}"`,
-          'x-linked-etag': `"${etagOf(file)}"`,
-          'x-linked-size': size,
-          'x-repo-commit': COMMIT,
-          'content-length': 0,
-        })
-        .end();
-      return;
-    }
-    serveBody(req, res, file, { etag: `"${etagOf(file)}"`, 'x-repo-commit': COMMIT });
-  });
-
-  const cdn = createServer((req, res) => {
-    const url = new URL(req.url!, 'http://x');
-    requests.push({ server: 'cdn', method: req.method!, path: url.pathname, headers: req.headers });
-    const file = url.searchParams.get('file') ?? '';
-    if (!content.has(file) || url.pathname !== `/${etagOf(file)}`) {
-      res.writeHead(404).end();
-      return;
-    }
-    serveBody(req, res, file, { etag: `"cdn-${etagOf(file).slice(0, 8)}"` });
-  });
-
-  const listen = (s: typeof hub) =>
-    new Promise<string>((ok) => s.listen(0, '127.0.0.1', () => ok(`http://127.0.0.1:${(s.address() as AddressInfo).port}`)));
-  const cdnUrl = await listen(cdn);
-  const endpoint = await listen(hub);
-  const close = async () => {
-    for (const s of [hub, cdn]) {
-      s.closeAllConnections();
-      await new Promise((ok) => s.close(ok));
-    }
-  };
-  return { endpoint, requests, close };
+/** the hub with the tiny repo, holding `files` (default FILES) */
+function startHub(opts: FakeHubOptions & { files?: string[] } = {}): Promise<FakeHub> {
+  const files = new Map((opts.files ?? FILES).map((f) => [f, content.get(f)!]));
+  return startFakeHub({ [REPO]: { commit: COMMIT, files } }, opts);
 }
 
 const caches: string[] = [];
@@ -586,4 +447,40 @@ test('defaults come from the HF_* environment', () => {
   // explicit options win; an empty token sends none
   const explicit = resolveHubOptions({ cacheDir: '/y', token: '', offline: false, revision: 'v1' }, env);
   assert.deepEqual([explicit.cacheDir, explicit.token, explicit.offline, explicit.revision], ['/y', undefined, false, 'v1']);
+});
+
+test("a repo with only open_clip's files resolves to its weights file, from the cache the second time; one with neither layout is refused", async () => {
+  const RN = join(sharedDir(), 'reference', 'tiny-rn');
+  const commit = 'f00d'.padEnd(40, '0');
+  const hub = await startFakeHub({
+    // no config.json, the PyTorch pickle only (as some open_clip repos are)
+    'tiny/open-clip-rn': { commit, files: new Map([['open_clip_pytorch_model.bin', readFileSync(join(RN, 'openai-state-dict.pt'))]]) },
+    // another library's config.json and nothing of CLIP
+    'tiny/not-clip': { commit, files: new Map([['config.json', Buffer.from('{"architecture": "resnet50"}')]]) },
+  });
+  const cache = tempCache();
+  try {
+    const weights = await resolveModel('tiny/open-clip-rn', options(hub, cache));
+    assert.equal(weights, join(repoCacheDir(cache, 'tiny/open-clip-rn'), 'snapshots', commit, 'open_clip_pytorch_model.bin'));
+    const clip = await loadClipWeights(weights);
+    assert.ok(clip.config.resnet, 'the ResNet CLIP is read from the state dict');
+    const before = hub.requests.length;
+    assert.equal(await resolveModel('tiny/open-clip-rn', options(hub, cache)), weights);
+    assert.equal(hub.requests.length, before, 'a second call makes no request');
+    assert.equal(await resolveModel('tiny/open-clip-rn', options({ endpoint: 'http://127.0.0.1:9' }, cache, { offline: true })), weights);
+
+    await assert.rejects(resolveModel('tiny/not-clip', options(hub, cache)), (err: HubError) => {
+      assert.equal(err.code, 'EntryNotFound');
+      assert.match(err.message, /tiny\/not-clip has no CLIP that promptiqa reads: its config\.json is not a transformers CLIP config/);
+      assert.match(err.message, /open_clip_model\.safetensors, open_clip_pytorch_model\.bin/);
+      return true;
+    });
+    await assert.rejects(resolveModel('tiny/nothing-cached', options(hub, tempCache(), { offline: true })), (err: HubError) => {
+      assert.equal(err.code, 'Offline');
+      assert.match(err.message, /missing: config\.json.*open_clip's layout, open_clip_model\.safetensors\|open_clip_pytorch_model\.bin/);
+      return true;
+    });
+  } finally {
+    await hub.close();
+  }
 });

@@ -693,14 +693,79 @@ function cachedSnapshot(ctx: Ctx, specs: FileSpec[]): { snapshot?: string; missi
 }
 
 /**
- * A model folder for `repoOrDir`: an existing local folder is returned as is (it wins over a repo id of the
- * same name); otherwise `owner/name` is a Hugging Face repo whose CLIP files (CLIP_MODEL_FILES) are
- * downloaded into the cache, and its snapshot folder is returned.
+ * The files of a repository that carries CLIP only as open_clip does (timm's CLIP repos, e.g.
+ * `timm/resnet50_clip.openai`, beside timm's own config.json and image-tower weights): the state dict with
+ * OpenAI's tensor names, and open_clip's config (optional: the architecture is read off the tensor shapes).
+ * The tokenizer is CLIP's own vocabulary, which promptiqa ships.
+ */
+export const OPEN_CLIP_MODEL_FILES: string[] = ['open_clip_model.safetensors|open_clip_pytorch_model.bin', 'open_clip_config.json?'];
+
+/**
+ * Whether a repository's config.json is a transformers CLIP config. Another library's config.json (timm's
+ * has `architecture` and `pretrained_cfg`) means the repository's CLIP, if any, is in open_clip's files. A
+ * file that is not JSON counts as a CLIP config, so that reading it fails later with an error naming it.
+ */
+function isTransformersClipConfig(path: string): boolean {
+  let config: unknown;
+  try {
+    config = JSON.parse(readFileSync(path, 'utf8'));
+  } catch {
+    return true;
+  }
+  const c = config as { model_type?: unknown; architectures?: unknown } | null;
+  return c?.model_type === 'clip' || (Array.isArray(c?.architectures) && c.architectures.includes('CLIPModel'));
+}
+
+/** The open_clip weights file of a snapshot: safetensors where there is one, else the PyTorch pickle. */
+function openClipWeights(snapshot: string): string {
+  const names = OPEN_CLIP_MODEL_FILES[0]!.split('|');
+  return join(snapshot, names.find((n) => isFile(join(snapshot, n))) ?? names[0]!);
+}
+
+/**
+ * A model for `repoOrDir`: an existing local folder is returned as is (it wins over a repo id of the same
+ * name); otherwise `owner/name` is a Hugging Face repo, downloaded into the cache. A repository whose
+ * config.json is a transformers CLIP config gives its snapshot folder with CLIP_MODEL_FILES; one without
+ * (no config.json, or another library's) gives the path of its open_clip weights file (OPEN_CLIP_MODEL_FILES),
+ * to be tokenised with CLIP's own vocabulary. The choice is made from the files alone, without the hub's
+ * /api, which mirrors may lack.
  */
 export async function resolveModel(repoOrDir: string, opts?: HubOptions): Promise<string> {
   const stat = statSync(repoOrDir, { throwIfNoEntry: false });
   if (stat?.isDirectory()) return repoOrDir;
   if (stat) throw new Error(`${repoOrDir} is a file; expected a model folder or a Hugging Face repo id 'owner/name'`);
   if (!isRepoId(repoOrDir)) throw new Error(`no model folder ${repoOrDir}, and it is not a Hugging Face repo id 'owner/name'`);
-  return downloadRepo(repoOrDir, CLIP_MODEL_FILES, opts);
+  const ctx = context(repoOrDir, opts);
+  const hfSpecs = CLIP_MODEL_FILES.map((f) => parseFileSpec(repoOrDir, f));
+  const openClipSpecs = OPEN_CLIP_MODEL_FILES.map((f) => parseFileSpec(repoOrDir, f));
+
+  if (!ctx.refresh || ctx.offline) {
+    const hf = cachedSnapshot(ctx, hfSpecs);
+    if (hf.snapshot && isTransformersClipConfig(join(hf.snapshot, 'config.json'))) return hf.snapshot;
+    const openClip = cachedSnapshot(ctx, openClipSpecs);
+    if (openClip.snapshot) return openClipWeights(openClip.snapshot);
+    if (ctx.offline) {
+      throw new HubError(
+        `offline mode (HF_HUB_OFFLINE): the cache at ${ctx.cacheDir} has no copy of ${repoOrDir} at revision '${ctx.revision}'` +
+          ` (missing: ${hf.missing.join(', ')}; or, for open_clip's layout, ${openClip.missing.join(', ')}); download it once online, or pass a local model folder`,
+        { repo: repoOrDir, filename: hf.missing[0] ?? openClip.missing[0], code: 'Offline' },
+      );
+    }
+  }
+
+  // which layout the repository has: its config.json says (the request also pins the commit for the rest)
+  const first = await downloadRepo(repoOrDir, ['config.json?'], opts);
+  const pinned: HubOptions = { ...opts, revision: basename(first) };
+  const config = join(first, 'config.json');
+  if (isFile(config) && isTransformersClipConfig(config)) return downloadRepo(repoOrDir, CLIP_MODEL_FILES, pinned);
+  try {
+    return openClipWeights(await downloadRepo(repoOrDir, OPEN_CLIP_MODEL_FILES, pinned));
+  } catch (err) {
+    if (!(err instanceof HubError) || err.code !== 'EntryNotFound' || err.filename !== openClipSpecs[0]!.names[0]) throw err;
+    throw new HubError(
+      `${repoOrDir} has no CLIP that promptiqa reads: ${isFile(config) ? 'its config.json is not a transformers CLIP config' : 'no config.json'}` +
+        ` (Hugging Face layout), and none of ${openClipSpecs[0]!.names.join(', ')} (open_clip's) at revision '${ctx.revision}'`,
+      { repo: repoOrDir, filename: isFile(config) ? openClipSpecs[0]!.names[0] : 'config.json', status: 404, code: 'EntryNotFound' },
+    );
+  }
 }

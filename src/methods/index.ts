@@ -4,7 +4,7 @@
  * size (the last one padded), so an image gets the same score whatever batch it comes in.
  */
 import { existsSync, statSync } from 'node:fs';
-import { basename, resolve } from 'node:path';
+import { basename, dirname, resolve } from 'node:path';
 import { type Method, type MethodInfo, type Options, parseOptions } from './method.js';
 import { describeSchema, withLegacyValues } from './options.js';
 import { clipIqa, clipIqaPlus } from './clip-iqa.js';
@@ -18,7 +18,15 @@ import { type ParamSet } from '../prompts/context.js';
 import { loadClipWeights } from '../clip/weights.js';
 import { ClipTokenizer } from '../clip/tokenizer.js';
 import { openTensorFile } from '../clip/tensor-file.js';
-import { resolveModel } from '../clip/hub.js';
+import { resolveModel, type HubOptions } from '../clip/hub.js';
+import {
+  PRETRAINED,
+  type PretrainedFile,
+  type PretrainedMetric,
+  describePretrained,
+  fetchPretrained,
+  findPretrained,
+} from './pretrained.js';
 import { decodeImage, ImageDecodeError } from '../data/image.js';
 import type { RgbImage } from '../data/rgb.js';
 import { loadCheckpoint, describeBackbone, type CheckpointMeta } from './checkpoint.js';
@@ -26,6 +34,8 @@ import { Rng } from '../util/rng.js';
 
 export type { MethodInfo, Method, MethodModel, AuxiliaryTarget, Predictions, Options } from './method.js';
 export { Scorer, checkBatchSize, MAX_BATCH } from './graphs.js';
+export { PRETRAINED, PYIQA_WEIGHTS_REPO, describePretrained, fetchPretrained, findPretrained } from './pretrained.js';
+export type { PretrainedFile, PretrainedMetric } from './pretrained.js';
 
 const registry: Method[] = [clipIqa, clipIqaPlus, tang, fu, mpIqe, liqe, liqeMix];
 
@@ -84,11 +94,15 @@ export function loadBackbone(model: string, revision?: string): Promise<Backbone
         return { weights, tokenizer: ClipTokenizer.default(), model, source: { path: resolve(model) } };
       }
       const local = stat?.isDirectory() === true;
-      const dir = await resolveModel(model, revision === undefined ? undefined : { revision });
-      const tokenizer = ClipTokenizer.fromFolder(dir); // before the weights: a broken file fails fast
-      const weights = await loadClipWeights(dir);
+      // a folder, or the weights file of a repo in open_clip's layout (tokenised with CLIP's own vocabulary)
+      const found = await resolveModel(model, revision === undefined ? undefined : { revision });
+      const single = statSync(found).isFile();
+      const tokenizer = single ? ClipTokenizer.default() : ClipTokenizer.fromFolder(found); // before the weights: a broken file fails fast
+      const weights = await loadClipWeights(found);
       // a hub download lives in snapshots/<commit>
-      const source: BackboneSource = local ? { path: resolve(model) } : { repo: model, revision: basename(dir) };
+      const source: BackboneSource = local
+        ? { path: resolve(model) }
+        : { repo: model, revision: basename(single ? dirname(found) : found) };
       return { weights, tokenizer, model, source };
     })();
     backbones.set(key, p);
@@ -105,6 +119,10 @@ export interface MetricOptions {
   batchSize?: number;
   /** method options (`key: value`), for methods used without a checkpoint */
   options?: Record<string, unknown>;
+  /** where a pretrained metric's files are downloaded from and cached (default: the HF_* environment) */
+  hub?: HubOptions;
+  /** told where each file of a pretrained metric came from (repo, commit, local path); the library prints nothing */
+  onFile?: (file: PretrainedFile) => void;
 }
 
 export type ImageInput = string | Uint8Array | RgbImage;
@@ -279,12 +297,50 @@ function problemOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+/**
+ * A pretrained metric: its files downloaded once (cached, checked), then the method built with pyiqa's
+ * options (those given override them) on its CLIP and released file.
+ */
+async function fromPretrained(p: PretrainedMetric, opts: MetricOptions): Promise<{ params: ParamSet; setup: MethodSetup }> {
+  const method = getMethod(p.method);
+  const files = await fetchPretrained(p, opts.hub, opts.onFile);
+  // allowUntrained only matters without weights, and a pretrained metric has them
+  const { allowUntrained: _unused, ...given } = opts.options ?? {};
+  const options = { ...p.options, ...given };
+  if (files.released !== undefined) return fromReleasedFile(method, files.released, { ...opts, model: files.clip, options });
+  const setup = setUp(method, parseOptions(method, options), await loadBackbone(files.clip!));
+  return { params: setup.model.init(new Rng(0)), setup };
+}
+
+/** The method a name stands for; a pretrained set-up's name that is not a method's names it. */
+function methodFor(name: string): Method {
+  const pretrained = findPretrained(name);
+  if (pretrained && !METHODS.some((m) => m.info.name === name)) {
+    throw new Error(
+      `"${name}" is pyiqa's pretrained ${pretrained.method} (${describePretrained(pretrained)}): use it without a model or checkpoint, or use method "${pretrained.method}" with them`,
+    );
+  }
+  try {
+    return getMethod(name);
+  } catch (err) {
+    throw new Error(`${(err as Error).message}; pretrained: ${PRETRAINED.map((p) => p.name).join(', ')}`, { cause: err });
+  }
+}
+
+/**
+ * A metric by name. With neither `model` nor `checkpoint`, a name in the pretrained registry (PRETRAINED:
+ * clip-iqa, clip-iqa+, liqe, …) downloads pyiqa's set-up once and caches it; otherwise the method runs on
+ * `model` (default its `defaultModel`) or a checkpoint, ours or a released file.
+ */
 export async function createMetric(name: string, opts: MetricOptions = {}): Promise<Metric> {
-  const method = getMethod(name);
+  const pretrained = opts.model === undefined && !opts.checkpoint ? findPretrained(name) : undefined;
+  const method = pretrained ? getMethod(pretrained.method) : methodFor(name);
   const batch = checkBatchSize(opts.batchSize ?? 8);
   let params: ParamSet;
   let setup: MethodSetup;
-  if (opts.checkpoint) {
+  if (pretrained) {
+    ({ params, setup } = await fromPretrained(pretrained, opts));
+  } else if (opts.checkpoint) {
     ({ params, setup } = await fromCheckpoint(method, opts.checkpoint, opts));
   } else {
     if (method.info.trainable && !opts.options?.allowUntrained) {

@@ -24,13 +24,27 @@ export const register: Register = (program, { io }) => {
         'tang learns 4 context tokens from "a photo of a" (the authors\' *_ctxv1 configs); --option preset=readme ' +
         "gives their README command's 16 random tokens (or set nCtx and initPhrase=, empty). It moves the warm-up + " +
         'cosine schedule once per epoch and drops the last partial batch, as Dassl does; --option lrStep=step and ' +
-        '--option dropLast=false decay the rate at every step, to 0, over every batch.',
+        '--option dropLast=false decay the rate at every step, to 0, over every batch.\n\n' +
+        "Pretrained set-ups (pyiqa's released weights, listed below the methods) run with --method NAME and no " +
+        '--model/--checkpoint: their files are downloaded once into the Hugging Face cache.',
     )
     .addOption(opt.json())
     .addHelpText('after', examples('promptiqa methods', 'promptiqa methods tang', 'promptiqa methods --json'))
     .action(async (name: string | undefined, o: MethodsOptions) => {
-      const { listMetrics } = await import('../../methods/index.js');
-      const all = listMetrics();
+      const { listMetrics, PRETRAINED, PYIQA_WEIGHTS_REPO, describePretrained } = await import('../../methods/index.js');
+      // each method with its pretrained set-ups: what `--method NAME` alone downloads and runs
+      const setups = (method: string) =>
+        PRETRAINED.filter((p) => p.method === method).map((p) => ({
+          name: p.name,
+          pyiqa: p.pyiqa,
+          arch: p.arch,
+          clip: p.clip ?? null,
+          released: p.released ? { repo: PYIQA_WEIGHTS_REPO, file: p.released } : null,
+          options: { ...p.options },
+          trainedOn: p.trainedOn ?? null,
+          downloads: describePretrained(p),
+        }));
+      const all = listMetrics().map((m) => ({ ...m, pretrained: setups(m.name) }));
       if (name !== undefined) {
         await checkMethod(name);
         const m = all.find((x) => x.name === name)!;
@@ -38,7 +52,13 @@ export const register: Register = (program, { io }) => {
           io.stdout(jsonLine(m));
           return;
         }
-        io.stdout(`${m.name}: ${m.description}\n\noptions (--option key=value):\n`);
+        io.stdout(`${m.name}: ${m.description}\n`);
+        for (const p of m.pretrained) {
+          io.stdout(
+            `pretrained: --method ${p.name} alone runs pyiqa's ${p.pyiqa}: ${p.downloads}${p.trainedOn ? `, trained on ${p.trainedOn}` : ''}\n`,
+          );
+        }
+        io.stdout('\noptions (--option key=value):\n');
         io.stdout(
           formatTable(
             ['option', 'default', 'takes', 'what'],
@@ -68,15 +88,36 @@ export const register: Register = (program, { io }) => {
       }
       io.stdout(
         formatTable(
-          ['name', 'trains', 'range', 'better', 'default model', 'description'],
+          ['name', 'trains', 'range', 'better', 'default model', 'pretrained', 'description'],
           all.map((m) => [
             m.name,
             m.trainable ? 'yes' : 'no (zero-shot)',
             `${m.scoreRange[0]}–${m.scoreRange[1]}`,
             m.lowerBetter ? 'lower' : 'higher',
             m.defaultModel,
+            m.pretrained.length === 0 ? 'no' : m.pretrained.map((p) => p.name).join(', '),
             m.description,
           ]),
+        ),
+      );
+      const byName = new Map(all.map((m) => [m.name, m]));
+      io.stdout(
+        `\npretrained set-ups: --method NAME without --model/--checkpoint downloads them once (from ${PYIQA_WEIGHTS_REPO} and the CLIP's repo)\n`,
+      );
+      io.stdout(
+        formatTable(
+          ['name', 'method', 'range', 'better', 'downloads', 'trained on'],
+          PRETRAINED.map((p) => {
+            const m = byName.get(p.method)!;
+            return [
+              p.name,
+              p.method,
+              `${m.scoreRange[0]}–${m.scoreRange[1]}`,
+              m.lowerBetter ? 'lower' : 'higher',
+              describePretrained(p),
+              p.trainedOn ?? '',
+            ];
+          }),
         ),
       );
     });

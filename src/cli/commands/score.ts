@@ -5,7 +5,7 @@ import { Option } from 'commander';
 import { checkWritableFile, describeFsError, writeFileAtomic } from '../../util/fs.js';
 import { acquireLock } from '../../util/lock.js';
 import { toCsv } from '../../util/csv.js';
-import { CliError, UsageError, fmt, formatTable } from '../io.js';
+import { CliError, UsageError, fmt, formatTable, wantsProgress } from '../io.js';
 import { opt } from '../options.js';
 import { createProgress } from '../progress.js';
 import { checkDataset, checkMethod } from '../lib/names.js';
@@ -92,6 +92,10 @@ export const register: Register = (program, { io }) => {
         'folders that cannot be listed and links that lead nowhere are reported on stderr (file: problem) and in the output ' +
         'as {"file", "error"}; the run goes on. A summary line ends the run on stderr. ' +
         'The exit code is non-zero only when no image could be scored.\n\n' +
+        'Without --model and --checkpoint, a method with a pretrained set-up (see `promptiqa methods`: clip-iqa, clip-iqa+, ' +
+        'clip-iqa+-rn50-512, liqe, liqe-mix) runs as pyiqa runs it: its CLIP and released weights are ' +
+        'downloaded once into the Hugging Face cache (HF_ENDPOINT, HF_HUB_CACHE, HF_HUB_OFFLINE=1 are honoured), checked, and ' +
+        'where each file came from is printed on stderr.\n\n' +
         "With --dataset and --root, every record carries the MOS of its image (the dataset's images are scored when no " +
         'file or folder is given), so `promptiqa metrics` reads the output as it is.\n\n' +
         '--output is checked (writable, not a folder) and locked before any work: a second run on the same --output ' +
@@ -121,6 +125,7 @@ export const register: Register = (program, { io }) => {
     .addHelpText(
       'after',
       examples(
+        "promptiqa score ./images --method liqe                # pyiqa's pretrained LIQE, downloaded once",
         'promptiqa score ./images --method clip-iqa --model openai/clip-vit-base-patch32',
         'promptiqa score a.jpg b.png --method clip-iqa --format json',
         'promptiqa score ./images --method tang --checkpoint runs/tang --format csv --output scores.csv',
@@ -136,11 +141,28 @@ export const register: Register = (program, { io }) => {
       const streaming = o.format === 'jsonl';
       const resumable = streaming && o.output !== undefined;
       if (o.retryFailed && !resumable) throw new UsageError('--retry-failed works on a resumed output: give --format jsonl --output FILE');
-      await checkMethod(o.method);
-      if (o.dataset !== undefined) checkDataset(o.dataset);
       const note = (s: string): void => {
         if (!o.quiet) io.stderr(s + '\n');
       };
+      const { findPretrained, PRETRAINED } = await import('../../methods/pretrained.js');
+      // --method NAME alone is pyiqa's pretrained set-up where there is one; with --model or --checkpoint, the method
+      const pretrained = o.model === undefined && o.checkpoint === undefined ? findPretrained(o.method) : undefined;
+      if (!pretrained) {
+        const only = findPretrained(o.method);
+        try {
+          await checkMethod(o.method);
+        } catch (err) {
+          if (only) {
+            throw new UsageError(
+              `'${o.method}' is a pretrained set-up of method '${only.method}': drop --model/--checkpoint, or use --method ${only.method}`,
+            );
+          }
+          throw new UsageError(
+            `${(err as Error).message}; pretrained (without --model/--checkpoint): ${PRETRAINED.map((p) => p.name).join(', ')}`,
+          );
+        }
+      }
+      if (o.dataset !== undefined) checkDataset(o.dataset);
 
       // the output is checked and locked before anything long: a run never ends unable to write its results
       if (o.output !== undefined) checkWritableFile(o.output);
@@ -238,6 +260,9 @@ export const register: Register = (program, { io }) => {
               threads: o.threads,
               batchSize: o.batch,
               options: o.option,
+              hub: { progress: wantsProgress(io, o.quiet) },
+              onFile: (f) =>
+                note(`${f.metric}: ${f.role === 'clip' ? 'CLIP' : 'released weights'} from ${f.repo} at ${f.commit} → ${f.path}`),
             });
             progress.start(todo.length, o.method);
             for await (const r of metric.scoreFiles(todo)) {

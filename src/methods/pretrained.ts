@@ -1,0 +1,154 @@
+/**
+ * Pretrained metrics by name: a method with the options, the CLIP and the released file that pyiqa
+ * (chaofengc/IQA-PyTorch, `pyiqa/default_model_configs.py`) uses for the metric of that name. The files come
+ * through the hub client, so they are cached (shared with Python's huggingface_hub), checked, and found
+ * again offline (HF_HUB_OFFLINE=1) or through a mirror (HF_ENDPOINT).
+ */
+import { basename, dirname } from 'node:path';
+import { statSync } from 'node:fs';
+import { downloadFile, resolveModel, type HubOptions } from '../clip/hub.js';
+import { fileSha256 } from '../util/hash.js';
+
+/** Where pyiqa keeps its released weights (its `get_url_from_name`, store_base 'hugging_face'). */
+export const PYIQA_WEIGHTS_REPO = 'chaofengc/IQA-PyTorch-Weights';
+
+export interface PretrainedMetric {
+  /** the name `createMetric` and `--method` take */
+  name: string;
+  /** the method that computes it */
+  method: string;
+  /** the method options of pyiqa's set-up (the method's defaults for the rest) */
+  options: Readonly<Record<string, unknown>>;
+  /** the CLIP's hub repo (Hugging Face or open_clip layout); absent where the released file holds the whole CLIP (LIQE) */
+  clip?: string;
+  /** OpenAI's name of the CLIP architecture, as pyiqa's `backbone` argument spells it */
+  arch: string;
+  /** the released file, in PYIQA_WEIGHTS_REPO */
+  released?: string;
+  /** the metric's name in pyiqa */
+  pyiqa: string;
+  /** what the released file was trained on, where that is known */
+  trainedOn?: string;
+}
+
+const RN50 = 'timm/resnet50_clip.openai';
+
+/** The registry, in the order `promptiqa methods` lists it. Names follow pyiqa's, spelt as promptiqa's methods. */
+export const PRETRAINED: readonly PretrainedMetric[] = [
+  // pyiqa's CLIPIQA defaults: RN50, pos_embedding False (the method's default), five antonym pairs
+  { name: 'clip-iqa', method: 'clip-iqa', options: {}, clip: RN50, arch: 'RN50', pyiqa: 'clipiqa' },
+  {
+    name: 'clip-iqa+',
+    method: 'clip-iqa+',
+    options: {},
+    clip: RN50,
+    arch: 'RN50',
+    released: 'CLIP-IQA+_learned_prompts-603f3273.pth',
+    pyiqa: 'clipiqa+',
+    trainedOn: 'KonIQ-10k',
+  },
+  {
+    name: 'clip-iqa+-rn50-512',
+    method: 'clip-iqa+',
+    options: { positionalEmbedding: 'interpolated' },
+    clip: RN50,
+    arch: 'RN50',
+    released: 'CLIPIQA+_RN50_512-89f5d940.pth',
+    pyiqa: 'clipiqa+_rn50_512',
+  },
+  // not listed: pyiqa's clipiqa+_vitL14_512 (CLIPIQA+_ViTL14_512-e66488f2.pth on ViT-L/14) scores a ViT at full
+  // resolution with its positional embedding resized (pos_embedding True); promptiqa's ViT takes one 224 view,
+  // so it would not compute pyiqa's metric
+  // LIQE's file holds the whole fine-tuned CLIP: nothing else to download, CLIP's own vocabulary tokenises
+  { name: 'liqe', method: 'liqe', options: {}, arch: 'ViT-B/32', released: 'liqe_koniq.pt', pyiqa: 'liqe', trainedOn: 'KonIQ-10k' },
+  {
+    name: 'liqe-mix',
+    method: 'liqe-mix',
+    options: {},
+    arch: 'ViT-B/32',
+    released: 'liqe_mix.pt',
+    pyiqa: 'liqe_mix',
+    trainedOn: "LIQE's mix of six IQA datasets",
+  },
+];
+
+export function findPretrained(name: string): PretrainedMetric | undefined {
+  return PRETRAINED.find((p) => p.name === name);
+}
+
+/** One line on what a pretrained metric downloads: "liqe_koniq.pt on ViT-B/32", "RN50 (timm/resnet50_clip.openai)". */
+export function describePretrained(p: PretrainedMetric): string {
+  const clip = p.clip ? `${p.arch} (${p.clip})` : p.arch;
+  return p.released ? `${p.released} on ${clip}` : clip;
+}
+
+/** Where a file of a pretrained metric came from. */
+export interface PretrainedFile {
+  metric: string;
+  /** 'clip': the CLIP's weights (a folder for the Hugging Face layout); 'released': the released file */
+  role: 'clip' | 'released';
+  repo: string;
+  /** the commit of the repository the file is at */
+  commit: string;
+  /** the local path in the hub cache */
+  path: string;
+}
+
+export interface PretrainedPaths {
+  /** the CLIP, as `loadBackbone` takes it: a snapshot folder or a weights file */
+  clip?: string;
+  released?: string;
+}
+
+/**
+ * The first hex digits of the file's sha256 that a name such as `CLIP-IQA+_learned_prompts-603f3273.pth`
+ * carries (torch.hub's naming: `-<hex>.` before the extension), or undefined when it has none.
+ */
+export function hashPrefixOf(filename: string): string | undefined {
+  return /-([0-9a-f]{8,64})\.[^.]+$/.exec(filename)?.[1];
+}
+
+/**
+ * Refuses a file whose sha256 does not start with the prefix its name carries. pyiqa downloads with
+ * hash_prefix=None, so nothing checked this before; the hub's sha256 (LFS) proves the transfer, this proves
+ * the file is the one the name stands for. Nothing is deleted: the file is the user's cache.
+ */
+export async function checkHashPrefix(path: string, filename: string): Promise<void> {
+  const prefix = hashPrefixOf(filename);
+  if (prefix === undefined) return;
+  const actual = await fileSha256(path);
+  if (!actual.startsWith(prefix)) {
+    throw new Error(
+      `${path}: its sha256 is ${actual}, but its name ${filename} says it starts with ${prefix}: not the released file; ` +
+        'check HF_ENDPOINT (a mirror may serve another file under this name), then remove the file from the cache and download it again',
+    );
+  }
+}
+
+/** The commit of a file or folder in the hub cache: `snapshots/<commit>/…`. */
+function commitOf(path: string, isFolder: boolean): string {
+  return basename(isFolder ? path : dirname(path));
+}
+
+/**
+ * Downloads (or finds in the cache) the files of a pretrained metric, checks the hash its released file's
+ * name carries, and tells `onFile` where each came from.
+ */
+export async function fetchPretrained(
+  p: PretrainedMetric,
+  hub?: HubOptions,
+  onFile?: (f: PretrainedFile) => void,
+): Promise<PretrainedPaths> {
+  const out: PretrainedPaths = {};
+  if (p.clip) {
+    out.clip = await resolveModel(p.clip, hub);
+    const isFolder = statSync(out.clip).isDirectory();
+    onFile?.({ metric: p.name, role: 'clip', repo: p.clip, commit: commitOf(out.clip, isFolder), path: out.clip });
+  }
+  if (p.released) {
+    out.released = await downloadFile(PYIQA_WEIGHTS_REPO, p.released, hub);
+    await checkHashPrefix(out.released, p.released);
+    onFile?.({ metric: p.name, role: 'released', repo: PYIQA_WEIGHTS_REPO, commit: commitOf(out.released, false), path: out.released });
+  }
+  return out;
+}
