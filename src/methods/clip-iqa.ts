@@ -55,7 +55,7 @@ export const clipIqa: Method<ClipIqaOptions> = {
     lowerBetter: false,
     scoreRange: [0, 1],
     trainable: false,
-    defaultModel: 'openai/clip-vit-base-patch32',
+    defaultModel: 'timm/resnet50_clip.openai',
   },
   options: {
     ...commonSchema({ testViews: 'auto' }),
@@ -105,7 +105,7 @@ export const clipIqaPlus: Method<ClipIqaPlusOptions> = {
     lowerBetter: false,
     scoreRange: [0, 1],
     trainable: true,
-    defaultModel: 'openai/clip-vit-base-patch32',
+    defaultModel: 'timm/resnet50_clip.openai',
   },
   options: {
     ...commonSchema({

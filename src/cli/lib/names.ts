@@ -2,11 +2,16 @@
 import { listDatasets } from '../../data/datasets.js';
 import { UsageError } from '../io.js';
 
+/** A method's name, or (for scoring and evaluation) the name of a pretrained set-up, which stands for its method. */
 export async function checkMethod(name: string, need?: 'trainable'): Promise<{ defaultModel: string }> {
-  const { listMetrics } = await import('../../methods/index.js');
+  const { listMetrics, findPretrained, PRETRAINED } = await import('../../methods/index.js');
   const all = listMetrics();
-  const info = all.find((m) => m.name === name);
-  if (!info) throw new UsageError(`unknown method '${name}'; choose from ${all.map((m) => m.name).join(', ')}`);
+  const pretrained = need === undefined ? findPretrained(name) : undefined;
+  const info = all.find((m) => m.name === (pretrained?.method ?? name));
+  if (!info) {
+    const names = need === undefined ? [...new Set([...all.map((m) => m.name), ...PRETRAINED.map((p) => p.name)])] : all.map((m) => m.name);
+    throw new UsageError(`unknown method '${name}'; choose from ${names.join(', ')}`);
+  }
   if (need === 'trainable' && !info.trainable) {
     throw new UsageError(`method '${name}' is zero-shot: there is nothing to train; score or evaluate it directly`);
   }
