@@ -51,7 +51,7 @@ export interface ClipIqaOptions extends ImageReading {
 export const clipIqa: Method<ClipIqaOptions> = {
   info: {
     name: 'clip-iqa',
-    description: 'Zero-shot CLIP-IQA: p("Good photo.") against its antonym, no training',
+    description: 'Zero-shot CLIP-IQA as pyiqa: p(positive) within five antonym pairs, averaged; no training',
     lowerBetter: false,
     scoreRange: [0, 1],
     trainable: false,

@@ -65,12 +65,15 @@ export function getMethod(name: string): Method {
 export interface MethodDescription extends MethodInfo {
   options: ReturnType<typeof describeSchema>;
   presets: Array<{ name: string; description: string; options: Record<string, unknown> }>;
+  /** what a released file given as its checkpoint holds, for methods that read one */
+  released?: string;
 }
 
 export function listMetrics(): MethodDescription[] {
   return METHODS.map((m) => ({
     ...m.info,
     options: describeSchema(m.options),
+    ...(m.released ? { released: m.released.describe } : {}),
     presets: Object.entries(m.presets ?? {}).map(([name, p]) => ({ name, description: p.description, options: { ...p.options } })),
   }));
 }

@@ -91,7 +91,7 @@ export const register: Register = (program, { io }) => {
           ['name', 'trains', 'range', 'better', 'default model', 'pretrained', 'description'],
           all.map((m) => [
             m.name,
-            m.trainable ? 'yes' : 'no (zero-shot)',
+            m.trainable ? 'yes' : m.released ? 'no (released weights)' : 'no (zero-shot)',
             `${m.scoreRange[0]}–${m.scoreRange[1]}`,
             m.lowerBetter ? 'lower' : 'higher',
             m.defaultModel,
