@@ -23,6 +23,10 @@ import { type PositionalEmbeddingMode } from '../src/clip/resnet.js';
 import { decodeImage } from '../src/data/image.js';
 import { CLIP_MEAN, CLIP_STD, crop, toTensor } from '../src/data/preprocess.js';
 import { type RgbImage } from '../src/data/rgb.js';
+import { getMethod, loadBackbone, Scorer } from '../src/methods/index.js';
+import { parseOptions } from '../src/methods/method.js';
+import { setUp } from '../src/methods/graphs.js';
+import { ImageRefusedError } from '../src/methods/views.js';
 import { sharedDir } from './helpers/shared.js';
 
 const ref = join(sharedDir(), 'reference');
@@ -111,4 +115,32 @@ test("ViT: 'interpolated' at the native size is the native table; 'native' refus
       /at least 32×32 pixels/,
     );
   }
+});
+
+test("clip-iqa and clip-iqa+ on a ViT read images as pyiqa does: the whole image unless the positional embedding is OpenAI's", async () => {
+  const backbone = await loadBackbone(join(ref, 'tiny-vit-p32'));
+  const img = await decodeImage(join(ref, 'images', 'tall_157x301.png'));
+  const sizes = (name: string, options: Record<string, string>): string[] => {
+    const method = getMethod(name);
+    const scorer = new Scorer(setUp(method, parseOptions(method, options), backbone), new Map(), {});
+    return scorer.viewsOf(img).map((v) => `${v.width}x${v.height}`);
+  };
+  for (const name of ['clip-iqa', 'clip-iqa+']) {
+    assert.deepEqual(sizes(name, {}), ['157x301'], `${name}: pyiqa's default, no positional embedding`);
+    assert.deepEqual(sizes(name, { positionalEmbedding: 'interpolated' }), ['157x301']);
+    assert.deepEqual(sizes(name, { positionalEmbedding: 'native' }), ['224x224'], `${name}: OpenAI's table needs the native size`);
+    assert.deepEqual(sizes(name, { testViews: 'resize' }), ['224x224']);
+  }
+  // a method without a say on the encoder keeps OpenAI's table, so 'auto' resizes
+  assert.deepEqual(sizes('tang', { testViews: 'auto' }), ['224x224']);
+
+  // an image under one patch on a side cannot be read whole: that image is refused, not the batch
+  const method = getMethod('clip-iqa');
+  const scorer = new Scorer(setUp(method, parseOptions(method, {}), backbone), new Map(), {});
+  const small: RgbImage = { width: 40, height: 31, data: new Uint8Array(40 * 31 * 3) };
+  assert.throws(
+    () => scorer.viewsOf(small),
+    (e) => e instanceof ImageRefusedError && /40×31 pixels: .* at least 32×32/.test(e.message),
+  );
+  assert.equal(scorer.viewsOf({ ...small, height: 32, data: new Uint8Array(40 * 32 * 3) }).length, 1);
 });

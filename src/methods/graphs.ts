@@ -352,7 +352,12 @@ export class Scorer {
   viewsOf(img: RgbImage): View[] {
     const { method, options, backbone } = this.setup;
     const size = backbone.weights.config.imageSize;
-    return method.views ? method.views(img, options, size) : testViews(img, options, size, backbone.weights.config.resnet !== undefined);
+    if (method.views) return method.views(img, options, size);
+    // any size where the frozen encoder leaves its positional embedding out or resizes it; 'native' is the default
+    const encoder = method.imageInput === 'features' ? method.imageEncoder?.(options, backbone.weights) : undefined;
+    const c = backbone.weights.config;
+    // the smallest whole image: one patch, or the ResNet's 32×32
+    return testViews(img, options, size, (encoder?.positionalEmbedding ?? 'native') !== 'native', c.resnet ? 32 : c.patchSize);
   }
 
   /** Scores decoded images: each image's score is the mean over its views, or the model's `combineViews` of them. */

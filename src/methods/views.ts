@@ -37,10 +37,12 @@ export function squareView(data: Float32Array, size: number): View {
 }
 
 /**
- * The views an image is scored on; its score is their mean. `anySize`: the backbone takes images of any
- * size (a ResNet), where 'auto' scores the whole image; on a ViT 'auto' is one resized view.
+ * The views an image is scored on; its score is their mean. `anySize`: the image tower, as the method reads
+ * images, takes any size (a positional embedding that is left out or resized), where 'auto' scores the
+ * whole image; else 'auto' is one resized view. `minSide`: the smallest side the tower takes whole (a
+ * smaller image is refused with 'full' views).
  */
-export function testViews(img: RgbImage, o: Options, size: number, anySize = false): View[] {
+export function testViews(img: RgbImage, o: Options, size: number, anySize = false, minSide = 1): View[] {
   const [mean, std] = norm(o);
   const mode = o.testViews === 'auto' ? (anySize ? 'full' : 'resize') : o.testViews;
   switch (mode) {
@@ -49,7 +51,9 @@ export function testViews(img: RgbImage, o: Options, size: number, anySize = fal
         squareView(toTensor(crop(img, left, top, size, size), mean, std), size),
       );
     case 'full':
-      // the whole image as it is, as pyiqa scores CLIP-IQA (a backbone that takes any size: the CLIP ResNets)
+      // the whole image as it is, as pyiqa scores CLIP-IQA (an image tower that takes any size)
+      if (img.width < minSide || img.height < minSide)
+        throw new ImageRefusedError(`${img.width}×${img.height} pixels: scoring the whole image needs at least ${minSide}×${minSide}`);
       return [{ data: toTensor(img, mean, std), height: img.height, width: img.width }];
     default:
       return [squareView(toTensor(centerCrop(resizeShortSide(img, size), size), mean, std), size)];
