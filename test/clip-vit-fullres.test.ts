@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { Graph } from '../src/graph/graph.js';
 import { CompiledGraph } from '../src/graph/runtime.js';
 import { loadClipWeights, type ClipWeights } from '../src/clip/weights.js';
-import { WeightBank, visionEncoder } from '../src/clip/encoders.js';
+import { MAX_WHOLE_IMAGE_ATTENTION_BYTES, WeightBank, visionEncoder, wholeImageRefusal } from '../src/clip/encoders.js';
 import { type PositionalEmbeddingMode } from '../src/clip/resnet.js';
 import { decodeImage } from '../src/data/image.js';
 import { CLIP_MEAN, CLIP_STD, crop, toTensor } from '../src/data/preprocess.js';
@@ -143,4 +143,13 @@ test("clip-iqa and clip-iqa+ on a ViT read images as pyiqa does: the whole image
     (e) => e instanceof ImageRefusedError && /40×31 pixels: .* at least 32×32/.test(e.message),
   );
   assert.equal(scorer.viewsOf({ ...small, height: 32, data: new Uint8Array(40 * 32 * 3) }).length, 1);
+  // nor one whose attention scores would outgrow the limit (they grow with the square of the pixels)
+  const c = backbone.weights.config;
+  const side = (tokens: number): number => c.patchSize * Math.ceil(Math.sqrt(tokens));
+  const limit = Math.floor(Math.sqrt(MAX_WHOLE_IMAGE_ATTENTION_BYTES / (4 * c.visionHeads)));
+  assert.equal(wholeImageRefusal(c, side(limit / 2), side(limit / 2)), undefined);
+  assert.match(
+    wholeImageRefusal(c, side(limit), side(limit))!,
+    /tokens for the ViT, attention scores of 2\.0 GiB per layer, over the 2\.0 GiB allowed/,
+  );
 });

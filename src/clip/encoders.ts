@@ -128,6 +128,26 @@ export function visionEncoder(bank: WeightBank, weights: ClipWeights, pixels: Va
   return { embeds: G.matmul(pooled, W('proj', vw.projection, [width, c.embedDim])), hidden };
 }
 
+/** The most bytes one layer's attention scores of a whole image may take (float32, every head): beyond it the image is refused, not the memory exhausted. */
+export const MAX_WHOLE_IMAGE_ATTENTION_BYTES = 2 ** 31;
+
+/**
+ * Why the image tower cannot read a whole image of width × height pixels (with a positional embedding that
+ * is left out or resized), or undefined where it can: a side under 32 pixels (ResNet) or one patch (ViT), or
+ * a ViT's attention over so many tokens that its scores outgrow MAX_WHOLE_IMAGE_ATTENTION_BYTES (they grow
+ * with the square of the pixels).
+ */
+export function wholeImageRefusal(c: ClipConfig, width: number, height: number): string | undefined {
+  const min = c.resnet ? 32 : c.patchSize;
+  if (width < min || height < min) return `scoring the whole image needs at least ${min}×${min} pixels`;
+  if (c.resnet) return undefined;
+  const tokens = Math.floor(width / c.patchSize) * Math.floor(height / c.patchSize) + 1;
+  const bytes = c.visionHeads * tokens * tokens * 4;
+  if (bytes <= MAX_WHOLE_IMAGE_ATTENTION_BYTES) return undefined;
+  const gib = (b: number): string => `${(b / 2 ** 30).toFixed(1)} GiB`;
+  return `the whole image is ${tokens} tokens for the ViT, attention scores of ${gib(bytes)} per layer, over the ${gib(MAX_WHOLE_IMAGE_ATTENTION_BYTES)} allowed (testViews=resize scores one view)`;
+}
+
 export interface TextHooks {
   /** deepPrompts[i] (i ≥ 1) replaces token positions 1…n before block i: [n, width] or [N, n, width] */
   deepPrompts?: ReadonlyArray<Value | undefined>;

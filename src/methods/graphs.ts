@@ -7,7 +7,7 @@
 import { Graph, type Value } from '../graph/graph.js';
 import { gradients } from '../graph/grad.js';
 import { CompiledGraph, SessionCache, type Feed, type RuntimeOptions } from '../graph/runtime.js';
-import { WeightBank, visionEncoder } from '../clip/encoders.js';
+import { WeightBank, visionEncoder, wholeImageRefusal } from '../clip/encoders.js';
 import { type ClipWeights } from '../clip/weights.js';
 import { type ClipTokenizer } from '../clip/tokenizer.js';
 import { type BuildContext, type ParamSet, paramAccessor, paramFeeds } from '../prompts/context.js';
@@ -356,8 +356,8 @@ export class Scorer {
     // any size where the frozen encoder leaves its positional embedding out or resizes it; 'native' is the default
     const encoder = method.imageInput === 'features' ? method.imageEncoder?.(options, backbone.weights) : undefined;
     const c = backbone.weights.config;
-    // the smallest whole image: one patch, or the ResNet's 32×32
-    return testViews(img, options, size, (encoder?.positionalEmbedding ?? 'native') !== 'native', c.resnet ? 32 : c.patchSize);
+    const anySize = (encoder?.positionalEmbedding ?? 'native') !== 'native';
+    return testViews(img, options, size, anySize ? (w, h) => wholeImageRefusal(c, w, h) : undefined);
   }
 
   /** Scores decoded images: each image's score is the mean over its views, or the model's `combineViews` of them. */
