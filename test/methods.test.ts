@@ -39,7 +39,8 @@ test('zero-shot clip-iqa equals a hand computation from the reference embeddings
   const n = pixels.shape[0]!;
   const per = pixels.data.length / n;
   const method = getMethod('clip-iqa');
-  const scorer = new Scorer(setUp(method, parseOptions(method, { pairs: 'good' }), b), new Map(), {}, 4);
+  // OpenAI's own positional embedding, as the reference logits were computed
+  const scorer = new Scorer(setUp(method, parseOptions(method, { pairs: 'good', positionalEmbedding: 'native' }), b), new Map(), {}, 4);
   const scores = await scorer.scoreViews(Array.from({ length: n }, (_, i) => pixels.data.slice(i * per, (i + 1) * per)));
   const nt = texts.length;
   for (let i = 0; i < n; i++) {

@@ -1,6 +1,6 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { sharedDir } from './helpers/shared.js';
@@ -30,7 +30,14 @@ const PROMPTS = read('pyiqa', 'CLIP-IQA+_learned_prompts-tiny-rn.pth');
 /** the prompts under a name that carries their own hash, as pyiqa's names carry the real files' */
 const PROMPTS_OWN_NAME = `CLIP-IQA+_learned_prompts-${sha256(PROMPTS).slice(0, 8)}.pth`;
 const RN50_COMMIT = 'a1'.repeat(20);
+const VITL14_COMMIT = 'c3'.repeat(20);
 const WEIGHTS_COMMIT = 'b2'.repeat(20);
+/** the tiny ViT in the Hugging Face layout, standing in for openai/clip-vit-large-patch14 */
+const TINY_VIT = new Map(
+  readdirSync(join(ref, 'tiny-vit-p32'))
+    .filter((f) => !['openai.safetensors', 'outputs.safetensors'].includes(f))
+    .map((f) => [f, read('tiny-vit-p32', f)] as const),
+);
 
 const REPOS: Record<string, FakeRepo> = {
   // timm's CLIP repos carry timm's config.json and image-tower weights beside open_clip's files
@@ -43,6 +50,7 @@ const REPOS: Record<string, FakeRepo> = {
       ['open_clip_model.safetensors', read('tiny-rn', 'openai.safetensors')],
     ]),
   },
+  'openai/clip-vit-large-patch14': { commit: VITL14_COMMIT, files: TINY_VIT },
   [PYIQA_WEIGHTS_REPO]: {
     commit: WEIGHTS_COMMIT,
     files: new Map([
@@ -52,6 +60,8 @@ const REPOS: Record<string, FakeRepo> = {
       ['CLIP-IQA+_learned_prompts-603f3273.pth', PROMPTS],
       [PROMPTS_OWN_NAME, PROMPTS],
       ['CLIPIQA+_RN50_512-89f5d940.pth', read('pyiqa', 'CLIP-IQA+_learned_prompts-tiny-rn-csc.pth')],
+      // the tiny ViT's text is as wide as the tiny ResNet's: the same prompts fit it
+      ['CLIPIQA+_ViTL14_512-e66488f2.pth', PROMPTS],
     ]),
   },
 };
@@ -112,11 +122,14 @@ test("the registry: pyiqa's names and files, each on a method that exists", () =
       ['clip-iqa', 'clipiqa', null, 'timm/resnet50_clip.openai'],
       ['clip-iqa+', 'clipiqa+', 'CLIP-IQA+_learned_prompts-603f3273.pth', 'timm/resnet50_clip.openai'],
       ['clip-iqa+-rn50-512', 'clipiqa+_rn50_512', 'CLIPIQA+_RN50_512-89f5d940.pth', 'timm/resnet50_clip.openai'],
+      ['clip-iqa+-vitl14-512', 'clipiqa+_vitL14_512', 'CLIPIQA+_ViTL14_512-e66488f2.pth', 'openai/clip-vit-large-patch14'],
       ['liqe', 'liqe', 'liqe_koniq.pt', null],
       ['liqe-mix', 'liqe_mix', 'liqe_mix.pt', null],
     ],
   );
   assert.equal(findPretrained('clip-iqa+-rn50-512')?.options.positionalEmbedding, 'interpolated');
+  assert.equal(findPretrained('clip-iqa+-vitl14-512')?.options.positionalEmbedding, 'interpolated');
+  assert.equal(hashPrefixOf('CLIPIQA+_ViTL14_512-e66488f2.pth'), 'e66488f2');
   assert.equal(hashPrefixOf('CLIP-IQA+_learned_prompts-603f3273.pth'), '603f3273');
   assert.equal(hashPrefixOf('CLIPIQA+_RN50_512-89f5d940.pth'), '89f5d940');
   assert.equal(hashPrefixOf('liqe_koniq.pt'), undefined);
@@ -205,6 +218,28 @@ test("the name's hash check passes a file that is what its name says (served, do
   });
 });
 
+test('clip-iqa+-vitl14-512: the released prompts on the ViT at full resolution, its positional embedding resized, scored as pyiqa within 1e-4', async (t) => {
+  // pyiqa's scores with the tiny ViT and prompts standing in (how they were made: test/clip-vit-fullres.test.ts)
+  const fixture = JSON.parse(readFileSync(new URL('fixtures/pyiqa-vit-full.json', import.meta.url), 'utf8')) as {
+    clipiqa_plus_vitl14_512: { scores: Record<string, number>; scores_nopos: Record<string, number> };
+  };
+  const want = fixture.clipiqa_plus_vitl14_512;
+  const p = findPretrained('clip-iqa+-vitl14-512')!;
+  const cache = tempDir();
+  await withHub(async (hub) => {
+    // the registry's CLIP and options, the prompts under a name whose hash they match
+    const clip = (await fetchPretrained({ ...p, released: undefined }, hubOptions(hub, cache))).clip!;
+    assert.equal(basename(clip), VITL14_COMMIT);
+    const prompts = await downloadFile(PYIQA_WEIGHTS_REPO, PROMPTS_OWN_NAME, hubOptions(hub, cache));
+    const got = await scores(p.method, Object.keys(want.scores), { model: clip, checkpoint: prompts, options: { ...p.options } });
+    const gap = maxGap(got, want.scores);
+    t.diagnostic(`clip-iqa+-vitl14-512 max |diff| against pyiqa: ${gap}`);
+    assert.ok(gap <= 1e-4, `max |diff| ${gap}`);
+    // negative control: without the positional embedding (pyiqa's clip-iqa+ default) the scores are far off
+    assert.ok(maxGap(got, want.scores_nopos) > 0.1);
+  });
+});
+
 test('every named metric downloads from the hub it is pointed at: its files and their origins, or a refusal naming the hash', async () => {
   const cache = tempDir();
   await withHub(async (hub) => {
@@ -219,7 +254,7 @@ test('every named metric downloads from the hub it is pointed at: its files and 
       }
       const paths = await fetching;
       const want: Array<[string, string, string]> = [];
-      if (p.clip) want.push(['clip', p.clip, RN50_COMMIT]);
+      if (p.clip) want.push(['clip', p.clip, p.clip === 'openai/clip-vit-large-patch14' ? VITL14_COMMIT : RN50_COMMIT]);
       if (p.released) want.push(['released', PYIQA_WEIGHTS_REPO, WEIGHTS_COMMIT]);
       assert.deepEqual(
         origins.map((o) => [o.role, o.repo, o.commit]),

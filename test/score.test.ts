@@ -35,7 +35,22 @@ test('scoring a folder of 200 images with 3 unreadable ones scores the 197 and n
   writeFileSync(join(dir, 'bad-truncated.jpg'), jpeg.subarray(0, 300));
 
   const out = join(dir, 'scores.jsonl');
-  const r = await cli('score', dir, '--method', 'clip-iqa', '--model', tiny, '--format', 'jsonl', '--output', out, '--quiet');
+  // one resized view each: the generated PNGs are smaller than a patch on a side, too small to score whole
+  const r = await cli(
+    'score',
+    dir,
+    '--method',
+    'clip-iqa',
+    '--model',
+    tiny,
+    '--option',
+    'testViews=resize',
+    '--format',
+    'jsonl',
+    '--output',
+    out,
+    '--quiet',
+  );
   assert.equal(r.code, 0, r.err);
   const records = readFileSync(out, 'utf8')
     .trim()
@@ -301,7 +316,8 @@ test("library: wrong values fail with a sentence; a failed file's error does not
 
 test('--batch: memory for the images there are, not for the batch; absurd sizes refused', async () => {
   const method = getMethod('clip-iqa');
-  const options = parseOptions(method, {});
+  // views of the model's size, which are batched (whole images run alone)
+  const options = parseOptions(method, { testViews: 'resize' });
   const backbone = await loadBackbone(tiny);
   const setup = setUp(method, options, backbone);
   const scorer = new Scorer(setup, setup.model.init(new Rng(0)), {}, 1000);

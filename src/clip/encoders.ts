@@ -9,7 +9,7 @@ import { type ClipConfig, numPatches } from './config.js';
 import { type ClipWeights, type LayerWeights } from './weights.js';
 import { WeightBank } from './bank.js';
 import { type ClipTokenizer } from './tokenizer.js';
-import { type ResNetOptions, resnetEncoder } from './resnet.js';
+import { type ResNetOptions, resizePositionalEmbedding, resnetEncoder } from './resnet.js';
 
 export { WeightBank };
 
@@ -68,9 +68,13 @@ export interface EncoderOutput {
 }
 
 /**
- * The image tower on normalised pixels [B, 3, H, W]: the vision transformer (H = W = imageSize), or the
- * ResNet (any H, W ≥ 32; `hooks.positionalEmbedding` picks how its attention pool uses the positional
- * embedding, and `hidden` holds the stem's and the stages' outputs).
+ * The image tower on normalised pixels [B, 3, H, W], both with `hooks.positionalEmbedding` picking how the
+ * positional embedding is used (default 'native'):
+ * - the vision transformer: 'native' adds its own table and needs H = W = imageSize; 'none' adds none and
+ *   'interpolated' adds pyiqa's resize of it to the token count (`pos_embedding` False / True of pyiqa's
+ *   `clip_model`), both at any H, W ≥ patch, the remainder right and bottom dropped as the patch conv does;
+ * - the ResNet (any H, W ≥ 32; the mode is its attention pool's, and `hidden` holds the stem's and the
+ *   stages' outputs).
  */
 export function visionEncoder(bank: WeightBank, weights: ClipWeights, pixels: Value, hooks: VisionHooks = {}): EncoderOutput {
   const c = weights.config;
@@ -80,21 +84,33 @@ export function visionEncoder(bank: WeightBank, weights: ClipWeights, pixels: Va
       throw new G.GraphError('visual prompt tokens need a ViT image tower, not a ResNet');
     return resnetEncoder(bank, c, vw, pixels, hooks);
   }
-  // the ViT runs at its native size only, where pyiqa's interpolated embedding is the table itself
-  if (hooks.positionalEmbedding === 'none') throw new G.GraphError("the ViT image tower has no 'none' positional embedding mode");
+  const mode = hooks.positionalEmbedding ?? 'native';
   const width = c.visionWidth;
-  const b = pixels.shape[0]!;
   const p = c.patchSize;
-  if (pixels.rank !== 4 || pixels.shape[1] !== 3 || pixels.shape[2] !== c.imageSize || pixels.shape[3] !== c.imageSize) {
-    throw new G.GraphError(`vision encoder: pixels must be [B, 3, ${c.imageSize}, ${c.imageSize}], got ${G.formatShape(pixels.shape)}`);
+  if (pixels.rank !== 4 || pixels.shape[1] !== 3)
+    throw new G.GraphError(`vision encoder: pixels must be [B, 3, H, W], got ${G.formatShape(pixels.shape)}`);
+  const [b, , h, w] = pixels.shape as [number, number, number, number];
+  if (mode === 'native' && (h !== c.imageSize || w !== c.imageSize)) {
+    throw new G.GraphError(
+      `vision encoder: the native positional embedding needs pixels [B, 3, ${c.imageSize}, ${c.imageSize}], got ${G.formatShape(pixels.shape)} (use 'interpolated' or 'none')`,
+    );
   }
+  if (h < p || w < p) throw new G.GraphError(`vision encoder: images must be at least ${p}×${p} pixels (one patch), got ${w}×${h}`);
+  // the patch conv (stride = kernel) leaves out what does not fill a whole patch
+  const gh = Math.floor(h / p);
+  const gw = Math.floor(w / p);
+  const cropped = G.slice(G.slice(pixels, 2, 0, gh * p), 3, 0, gw * p);
   const W = (k: string, d: Float32Array, shape: number[]): Value => bank.get(`visual.${k}`, d, shape);
   // the patch-embedding conv (stride = kernel) as patches times a matrix: differentiable and as fast
   const patchWT = W('patch.w', vw.patchW, [width, 3 * p * p]);
-  const patches = G.matmul(G.patchify(pixels, p), G.transposeLast(patchWT));
+  const patches = G.matmul(G.patchify(cropped, p), G.transposeLast(patchWT));
   const cls = G.expand(G.reshape(W('cls', vw.classEmbedding, [width]), [1, 1, width]), [b, 1, width]);
-  const n = numPatches(c);
-  let x = G.add(G.concat([cls, patches], 1), W('pos', vw.positionalEmbedding, [n + 1, width]));
+  let x = G.concat([cls, patches], 1);
+  if (mode !== 'none') {
+    const tokens = gh * gw + 1;
+    const pe = resizePositionalEmbedding(vw.positionalEmbedding, numPatches(c) + 1, width, tokens);
+    x = G.add(x, W('pos', pe, [tokens, width]));
+  }
   if (hooks.inputPrompts) x = G.concat([x, batchPrompt(hooks.inputPrompts, b)], 1);
   x = G.layerNorm(x, W('ln_pre.w', vw.lnPre[0], [width]), W('ln_pre.b', vw.lnPre[1], [width]), c.layerNormEps);
   const hidden: Value[] = [];
@@ -110,6 +126,26 @@ export function visionEncoder(bank: WeightBank, weights: ClipWeights, pixels: Va
   const clsOut = G.reshape(G.slice(x, 1, 0, 1), [b, width]);
   const pooled = G.layerNorm(clsOut, W('ln_post.w', vw.lnPost[0], [width]), W('ln_post.b', vw.lnPost[1], [width]), c.layerNormEps);
   return { embeds: G.matmul(pooled, W('proj', vw.projection, [width, c.embedDim])), hidden };
+}
+
+/** The most bytes one layer's attention scores of a whole image may take (float32, every head): beyond it the image is refused, not the memory exhausted. */
+export const MAX_WHOLE_IMAGE_ATTENTION_BYTES = 2 ** 31;
+
+/**
+ * Why the image tower cannot read a whole image of width × height pixels (with a positional embedding that
+ * is left out or resized), or undefined where it can: a side under 32 pixels (ResNet) or one patch (ViT), or
+ * a ViT's attention over so many tokens that its scores outgrow MAX_WHOLE_IMAGE_ATTENTION_BYTES (they grow
+ * with the square of the pixels).
+ */
+export function wholeImageRefusal(c: ClipConfig, width: number, height: number): string | undefined {
+  const min = c.resnet ? 32 : c.patchSize;
+  if (width < min || height < min) return `scoring the whole image needs at least ${min}×${min} pixels`;
+  if (c.resnet) return undefined;
+  const tokens = Math.floor(width / c.patchSize) * Math.floor(height / c.patchSize) + 1;
+  const bytes = c.visionHeads * tokens * tokens * 4;
+  if (bytes <= MAX_WHOLE_IMAGE_ATTENTION_BYTES) return undefined;
+  const gib = (b: number): string => `${(b / 2 ** 30).toFixed(1)} GiB`;
+  return `the whole image is ${tokens} tokens for the ViT, attention scores of ${gib(bytes)} per layer, over the ${gib(MAX_WHOLE_IMAGE_ATTENTION_BYTES)} allowed (testViews=resize scores one view)`;
 }
 
 export interface TextHooks {

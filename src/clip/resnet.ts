@@ -12,10 +12,10 @@ import { type ClipConfig } from './config.js';
 import { type ConvBn, type ResNetWeights } from './weights.js';
 
 /**
- * How the attention pool uses its positional embedding:
+ * How the image tower uses its positional embedding (the ResNet's attention pool's, the ViT's token table):
  * - `native`: added as OpenAI's `encode_image` does; the input must be the native size (`imageSize`).
  * - `none`: not added at all, as pyiqa's `clip_model` with `pos_embedding=False` (CLIP-IQA, CLIP-IQA+).
- * - `interpolated`: resized to the input's grid as pyiqa does with `pos_embedding=True` (see
+ * - `interpolated`: resized to the input's token count as pyiqa does with `pos_embedding=True` (see
  *   `resizePositionalEmbedding`); at the native size it is the table itself.
  */
 export type PositionalEmbeddingMode = 'native' | 'none' | 'interpolated';
@@ -38,10 +38,10 @@ const cubicNear = (x: number): number => ((A + 2) * x - (A + 3)) * x * x + 1;
 const cubicFar = (x: number): number => ((A * x - 5 * A) * x + 8 * A) * x - 4 * A;
 
 /**
- * pyiqa's resize of the attention pool's positional embedding [n, C] to [tokens, C]:
+ * pyiqa's resize of a positional embedding [n, C] (the attention pool's or the ViT's) to [tokens, C]:
  * `F.interpolate(pe[None, None], size=(tokens, C), mode='bicubic')`, which treats the table as a
  * one-channel image. Along the channels nothing changes (same size); along the flattened token list
- * (mean token first, grid rows after one another) it is a 1-D cubic resampling with align_corners False
+ * (mean or class token first, grid rows after one another) it is a 1-D cubic resampling with align_corners False
  * (source = (i + 0.5)·n/tokens − 0.5, not clamped), the border rows repeated. Computed in float64 and
  * rounded once; PyTorch computes in float32, a difference of a few ulp.
  */

@@ -10,7 +10,6 @@ import { TextPrompts } from '../prompts/text.js';
 import { type Method, classProbs, firstClass } from './method.js';
 import { type CommonOptions, commonSchema, spec } from './options.js';
 import { type PositionalEmbeddingMode, type ResNetOptions } from '../clip/resnet.js';
-import { type ClipWeights } from '../clip/weights.js';
 
 const PAIRS = {
   // pyiqa's clipiqa, spelt as pyiqa spells them
@@ -29,7 +28,10 @@ const PAIRS = {
   ],
 } as const satisfies Record<string, ReadonlyArray<readonly [string, string]>>;
 
-/** How pyiqa's CLIP-IQA reads an image with a ResNet: at full resolution ('auto' views), its attention pool without the positional embedding by default. */
+/**
+ * How pyiqa's CLIP-IQA reads an image, with a ResNet or a ViT alike: at full resolution ('auto' views)
+ * with no positional embedding by default (pyiqa's `pos_embedding=False`), the whole image as it is.
+ */
 interface ImageReading extends CommonOptions {
   positionalEmbedding: PositionalEmbeddingMode;
 }
@@ -37,11 +39,11 @@ interface ImageReading extends CommonOptions {
 const POSITIONAL_EMBEDDING = spec.choice(
   ['none', 'interpolated', 'native'],
   'none',
-  "a ResNet attention pool's positional embedding: none (pyiqa's pos_embedding=False, its default), pyiqa's bicubic resize to the image (True), or OpenAI's (native size only); a ViT always adds its own",
+  "the image tower's positional embedding (a ResNet's attention pool's, a ViT's): none (pyiqa's pos_embedding=False, its default), pyiqa's bicubic resize to the image (True), both at any size, or OpenAI's (native size only: testViews=auto then resizes)",
 );
 
-function resnetEncoding(o: ImageReading, clip: ClipWeights): ResNetOptions {
-  return clip.config.resnet ? { positionalEmbedding: o.positionalEmbedding } : {};
+function imageReading(o: ImageReading): ResNetOptions {
+  return { positionalEmbedding: o.positionalEmbedding };
 }
 
 export interface ClipIqaOptions extends ImageReading {
@@ -67,7 +69,7 @@ export const clipIqa: Method<ClipIqaOptions> = {
     ),
   },
   imageInput: 'features',
-  imageEncoder: resnetEncoding,
+  imageEncoder: imageReading,
   target: (unit) => unit,
   build(o, { weights, tokenizer }) {
     const texts = PAIRS[o.pairs].flat();
@@ -130,7 +132,7 @@ export const clipIqaPlus: Method<ClipIqaPlusOptions> = {
     perClass: spec.boolean(false, 'one context per prompt ([2, nCtx, width]) instead of one shared by both'),
   },
   imageInput: 'features',
-  imageEncoder: resnetEncoding,
+  imageEncoder: imageReading,
   released: {
     holds: 'parameters',
     describe: "pyiqa's released CLIP-IQA+ prompts (CLIP-IQA+_learned_prompts-*.pth: the context tensor, [16, width] or [2, 16, width])",

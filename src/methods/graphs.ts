@@ -7,7 +7,7 @@
 import { Graph, type Value } from '../graph/graph.js';
 import { gradients } from '../graph/grad.js';
 import { CompiledGraph, SessionCache, type Feed, type RuntimeOptions } from '../graph/runtime.js';
-import { WeightBank, visionEncoder } from '../clip/encoders.js';
+import { WeightBank, visionEncoder, wholeImageRefusal } from '../clip/encoders.js';
 import { type ClipWeights } from '../clip/weights.js';
 import { type ClipTokenizer } from '../clip/tokenizer.js';
 import { type BuildContext, type ParamSet, paramAccessor, paramFeeds } from '../prompts/context.js';
@@ -352,7 +352,12 @@ export class Scorer {
   viewsOf(img: RgbImage): View[] {
     const { method, options, backbone } = this.setup;
     const size = backbone.weights.config.imageSize;
-    return method.views ? method.views(img, options, size) : testViews(img, options, size, backbone.weights.config.resnet !== undefined);
+    if (method.views) return method.views(img, options, size);
+    // any size where the frozen encoder leaves its positional embedding out or resizes it; 'native' is the default
+    const encoder = method.imageInput === 'features' ? method.imageEncoder?.(options, backbone.weights) : undefined;
+    const c = backbone.weights.config;
+    const anySize = (encoder?.positionalEmbedding ?? 'native') !== 'native';
+    return testViews(img, options, size, anySize ? (w, h) => wholeImageRefusal(c, w, h) : undefined);
   }
 
   /** Scores decoded images: each image's score is the mean over its views, or the model's `combineViews` of them. */

@@ -123,7 +123,7 @@ const COMMON_SCHEMA: Schema<CommonOptions> = {
   testViews: spec.choice(
     ['resize', 'sliding', 'full', 'auto'],
     'resize',
-    'test views: one resized centre view, every crop of the unresized image at a stride, the whole image at full resolution (ResNet CLIPs), or auto: full on a ResNet, resize on a ViT',
+    'test views: one resized centre view, every crop of the unresized image at a stride, the whole image at full resolution (an image tower whose positional embedding is left out or resized), or auto: full where the method reads images so, else resize',
   ),
   stride: spec.integer(64, 'the stride of sliding test windows, in pixels', { min: 1 }),
   windows: spec.choice(

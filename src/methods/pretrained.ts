@@ -56,9 +56,16 @@ export const PRETRAINED: readonly PretrainedMetric[] = [
     released: 'CLIPIQA+_RN50_512-89f5d940.pth',
     pyiqa: 'clipiqa+_rn50_512',
   },
-  // not listed: pyiqa's clipiqa+_vitL14_512 (CLIPIQA+_ViTL14_512-e66488f2.pth on ViT-L/14) scores a ViT at full
-  // resolution with its positional embedding resized (pos_embedding True); promptiqa's ViT takes one 224 view,
-  // so it would not compute pyiqa's metric
+  // a ViT at full resolution, its positional embedding resized to the image (pyiqa's pos_embedding True)
+  {
+    name: 'clip-iqa+-vitl14-512',
+    method: 'clip-iqa+',
+    options: { positionalEmbedding: 'interpolated' },
+    clip: 'openai/clip-vit-large-patch14',
+    arch: 'ViT-L/14',
+    released: 'CLIPIQA+_ViTL14_512-e66488f2.pth',
+    pyiqa: 'clipiqa+_vitL14_512',
+  },
   // LIQE's file holds the whole fine-tuned CLIP: nothing else to download, CLIP's own vocabulary tokenises
   { name: 'liqe', method: 'liqe', options: {}, arch: 'ViT-B/32', released: 'liqe_koniq.pt', pyiqa: 'liqe', trainedOn: 'KonIQ-10k' },
   {

@@ -37,20 +37,29 @@ export function squareView(data: Float32Array, size: number): View {
 }
 
 /**
- * The views an image is scored on; its score is their mean. `anySize`: the backbone takes images of any
- * size (a ResNet), where 'auto' scores the whole image; on a ViT 'auto' is one resized view.
+ * Why the image tower cannot read a whole image of this size, or undefined where it can.
  */
-export function testViews(img: RgbImage, o: Options, size: number, anySize = false): View[] {
+export type WholeImageCheck = (width: number, height: number) => string | undefined;
+
+/**
+ * The views an image is scored on; its score is their mean. `whole`: given where the image tower, as the
+ * method reads images, takes any size (a positional embedding that is left out or resized); then 'auto'
+ * scores the whole image, and an image it refuses is refused with 'full' views. Else 'auto' is one resized view.
+ */
+export function testViews(img: RgbImage, o: Options, size: number, whole?: WholeImageCheck): View[] {
   const [mean, std] = norm(o);
-  const mode = o.testViews === 'auto' ? (anySize ? 'full' : 'resize') : o.testViews;
+  const mode = o.testViews === 'auto' ? (whole ? 'full' : 'resize') : o.testViews;
   switch (mode) {
     case 'sliding':
       return slidingWindowBoxes(img.width, img.height, size, o.stride, o.windows).map(({ left, top }) =>
         squareView(toTensor(crop(img, left, top, size, size), mean, std), size),
       );
-    case 'full':
-      // the whole image as it is, as pyiqa scores CLIP-IQA (a backbone that takes any size: the CLIP ResNets)
+    case 'full': {
+      // the whole image as it is, as pyiqa scores CLIP-IQA (an image tower that takes any size)
+      const why = whole?.(img.width, img.height);
+      if (why !== undefined) throw new ImageRefusedError(`${img.width}×${img.height} pixels: ${why}`);
       return [{ data: toTensor(img, mean, std), height: img.height, width: img.width }];
+    }
     default:
       return [squareView(toTensor(centerCrop(resizeShortSide(img, size), size), mean, std), size)];
   }

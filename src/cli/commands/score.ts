@@ -93,7 +93,7 @@ export const register: Register = (program, { io }) => {
         'as {"file", "error"}; the run goes on. A summary line ends the run on stderr. ' +
         'The exit code is non-zero only when no image could be scored.\n\n' +
         'Without --model and --checkpoint, a method with a pretrained set-up (see `promptiqa methods`: clip-iqa, clip-iqa+, ' +
-        'clip-iqa+-rn50-512, liqe, liqe-mix) runs as pyiqa runs it: its CLIP and released weights are ' +
+        'clip-iqa+-rn50-512, clip-iqa+-vitl14-512, liqe, liqe-mix) runs as pyiqa runs it: its CLIP and released weights are ' +
         'downloaded once into the Hugging Face cache (HF_ENDPOINT, HF_HUB_CACHE, HF_HUB_OFFLINE=1 are honoured), checked, and ' +
         'where each file came from is printed on stderr.\n\n' +
         "With --dataset and --root, every record carries the MOS of its image (the dataset's images are scored when no " +
