@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import { Graph } from '../src/graph/graph.js';
 import { CompiledGraph } from '../src/graph/runtime.js';
 import { loadClipWeights, type ClipWeights } from '../src/clip/weights.js';
+import { archConfig } from '../src/clip/config.js';
 import { MAX_WHOLE_IMAGE_ATTENTION_BYTES, WeightBank, visionEncoder, wholeImageRefusal } from '../src/clip/encoders.js';
 import { type PositionalEmbeddingMode } from '../src/clip/resnet.js';
 import { decodeImage } from '../src/data/image.js';
@@ -152,4 +153,8 @@ test("clip-iqa and clip-iqa+ on a ViT read images as pyiqa does: the whole image
     wholeImageRefusal(c, side(limit), side(limit))!,
     /tokens for the ViT, attention scores of 2\.0 GiB per layer, over the 2\.0 GiB allowed/,
   );
+  // a ResNet's feature maps hold about stem width × pixels bytes: RN50 (width 64) reads 5,792 px square, not 5,800
+  const rn50 = archConfig('rn50');
+  assert.equal(wholeImageRefusal(rn50, 5792, 5792), undefined);
+  assert.match(wholeImageRefusal(rn50, 5800, 5800)!, /feature maps would take 2\.0 GiB each, over the 2\.0 GiB allowed/);
 });

@@ -128,23 +128,31 @@ export function visionEncoder(bank: WeightBank, weights: ClipWeights, pixels: Va
   return { embeds: G.matmul(pooled, W('proj', vw.projection, [width, c.embedDim])), hidden };
 }
 
-/** The most bytes one layer's attention scores of a whole image may take (float32, every head): beyond it the image is refused, not the memory exhausted. */
+/**
+ * The most bytes one activation of a whole image may take (float32): a ViT layer's attention scores (every
+ * head), a ResNet's widest feature map. Beyond it the image is refused, not the memory exhausted.
+ */
 export const MAX_WHOLE_IMAGE_ATTENTION_BYTES = 2 ** 31;
 
 /**
  * Why the image tower cannot read a whole image of width × height pixels (with a positional embedding that
  * is left out or resized), or undefined where it can: a side under 32 pixels (ResNet) or one patch (ViT), or
  * a ViT's attention over so many tokens that its scores outgrow MAX_WHOLE_IMAGE_ATTENTION_BYTES (they grow
- * with the square of the pixels).
+ * with the square of the pixels), or a ResNet's feature maps outgrowing it (the stem's and each stage's
+ * output hold about stem width × pixels floats / 4: width × pixels bytes).
  */
 export function wholeImageRefusal(c: ClipConfig, width: number, height: number): string | undefined {
   const min = c.resnet ? 32 : c.patchSize;
   if (width < min || height < min) return `scoring the whole image needs at least ${min}×${min} pixels`;
-  if (c.resnet) return undefined;
+  const gib = (b: number): string => `${(b / 2 ** 30).toFixed(1)} GiB`;
+  if (c.resnet) {
+    const bytes = c.visionWidth * width * height;
+    if (bytes <= MAX_WHOLE_IMAGE_ATTENTION_BYTES) return undefined;
+    return `the whole image's feature maps would take ${gib(bytes)} each, over the ${gib(MAX_WHOLE_IMAGE_ATTENTION_BYTES)} allowed (testViews=resize scores one view)`;
+  }
   const tokens = Math.floor(width / c.patchSize) * Math.floor(height / c.patchSize) + 1;
   const bytes = c.visionHeads * tokens * tokens * 4;
   if (bytes <= MAX_WHOLE_IMAGE_ATTENTION_BYTES) return undefined;
-  const gib = (b: number): string => `${(b / 2 ** 30).toFixed(1)} GiB`;
   return `the whole image is ${tokens} tokens for the ViT, attention scores of ${gib(bytes)} per layer, over the ${gib(MAX_WHOLE_IMAGE_ATTENTION_BYTES)} allowed (testViews=resize scores one view)`;
 }
 
