@@ -29,6 +29,7 @@ import { parseOptions } from '../src/methods/method.js';
 import { setUp } from '../src/methods/graphs.js';
 import { ImageRefusedError } from '../src/methods/views.js';
 import { sharedDir } from './helpers/shared.js';
+import { Rng } from '../src/util/rng.js';
 
 const ref = join(sharedDir(), 'reference');
 /** The shared fixtures' bound for embeddings (values reach about 2.5; float32 against float64 differs by a few 1e-5). */
@@ -157,4 +158,19 @@ test("clip-iqa and clip-iqa+ on a ViT read images as pyiqa does: the whole image
   const rn50 = archConfig('rn50');
   assert.equal(wholeImageRefusal(rn50, 5792, 5792), undefined);
   assert.match(wholeImageRefusal(rn50, 5800, 5800)!, /feature maps would take 2\.0 GiB each, over the 2\.0 GiB allowed/);
+});
+
+test('testViews=full where the image tower reads its own size only is refused when the scorer is made, naming the option', async () => {
+  const backbone = await loadBackbone(join(sharedDir(), 'reference', 'tiny-vit-p32'));
+  const clipIqa = getMethod('clip-iqa');
+  assert.throws(
+    () => new Scorer(setUp(clipIqa, parseOptions(clipIqa, { testViews: 'full', positionalEmbedding: 'native' }), backbone), new Map(), {}),
+    /clip-iqa: testViews=full reads whole images, .*positionalEmbedding=none or interpolated.*use testViews=resize or sliding/,
+  );
+  const tang = getMethod('tang');
+  const setup = setUp(tang, parseOptions(tang, { testViews: 'full' }), backbone);
+  assert.throws(
+    () => new Scorer(setup, setup.model.init(new Rng(0)), {}),
+    /tang: testViews=full reads whole images, .*tang reads images at 224 px only/,
+  );
 });

@@ -296,6 +296,16 @@ describe('hand-written archives', () => {
     assert.deepEqual(tensors.get('b'), { dtype: 'BOOL', shape: [2], data: BigInt64Array.from([1n, 0n]) });
   });
 
+  test('a dict reached twice (a module shared by two parents) is named under each path; a dict inside itself is refused', () => {
+    const inner = Buffer.concat([dict(str('w'), tensorPickle({ numel: 6, shape: [6], stride: [1] })), op(0x71, 1)]);
+    const shared = writeArchive('shared.pt', pickle(dict(str('a'), inner, str('b'), op(0x68, 1))), { '0': storage });
+    const { tensors } = readTorchTensors(shared);
+    assert.deepEqual([...tensors.keys()], ['a.w', 'b.w']);
+    // {'self': <itself>}: EMPTY_DICT, BINPUT 0, then SETITEMS with BINGET 0
+    const cycle = writeArchive('cycle.pt', pickle(op(0x7d, 0x71, 0), MARK, str('self'), op(0x68, 0), op(0x75)));
+    assertRefused(cycle, /a dict contains itself/);
+  });
+
   test('a global that would run a command is refused by name, and nothing runs', () => {
     const marker = join(tmp, 'pwned');
     const path = writeArchive('os-system.pt', pickle(global('os', 'system'), tuple(str(`touch ${marker}`)), REDUCE));

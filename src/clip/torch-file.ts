@@ -80,6 +80,8 @@ export type TorchFileKind = 'state-dict' | 'tensor' | 'torchscript';
 const FLOAT_DTYPES: ReadonlySet<SafeDType> = new Set(['F16', 'BF16', 'F32', 'F64']);
 /** dict and module nesting walked at most */
 const MAX_TREE_DEPTH = 64;
+/** The most values the tensor tree may name, counting a shared dict once per path to it. */
+const MAX_TREE_VISITS = 1_000_000;
 /** torch.save before 1.6 wrote a bare pickle starting with this magic number (LONG1) */
 const LEGACY_MAGIC = Buffer.from([0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19]);
 
@@ -254,8 +256,13 @@ function readArchive(path: string, zip: ZipArchive): { kind: TorchFileKind; refs
   });
 
   const refs = new Map<string, TensorRef>();
-  const seen = new Set<object>();
+  // the dicts on the current path: a dict reached twice (a module shared by two parents) is named under each
+  // path, as state_dict() names it; only a dict inside itself is a cycle
+  const onPath = new Set<object>();
+  let visits = 0;
   const walk = (value: unknown, name: string, depth: number): void => {
+    // shared subtrees are walked once per path: bound the total, which a crafted file could make exponential
+    if (++visits > MAX_TREE_VISITS) fail(`more than ${MAX_TREE_VISITS} named values (shared dicts repeated too often)`);
     if (value instanceof TensorValue) {
       if (refs.has(name)) fail(`two tensors are named "${name}"`);
       refs.set(name, value.ref);
@@ -264,9 +271,10 @@ function readArchive(path: string, zip: ZipArchive): { kind: TorchFileKind; refs
     const dict = value instanceof ScriptModule ? value.state : value;
     if (!(dict instanceof PickleDict)) return; // numbers, strings, flags: not tensors
     if (depth > MAX_TREE_DEPTH) fail(`dicts or modules nested deeper than ${MAX_TREE_DEPTH}`);
-    if (seen.has(dict)) fail(`a dict contains itself`);
-    seen.add(dict);
+    if (onPath.has(dict)) fail(`a dict contains itself`);
+    onPath.add(dict);
     for (const [k, v] of dict.items) walk(v, name === '' ? String(k) : `${name}.${k}`, depth + 1);
+    onPath.delete(dict);
   };
   walk(root, '', 0);
   const kind: TorchFileKind = root instanceof TensorValue ? 'tensor' : root instanceof ScriptModule ? 'torchscript' : 'state-dict';

@@ -14,7 +14,7 @@ import { type BuildContext, type ParamSet, paramAccessor, paramFeeds } from '../
 import { type RgbImage } from '../data/rgb.js';
 import { type Rng } from '../util/rng.js';
 import { type AuxiliaryTarget, type Method, type MethodModel, type Options, trainingLoss } from './method.js';
-import { type View, squareView, testViews } from './views.js';
+import { type View, type WholeImageCheck, squareView, testViews } from './views.js';
 
 export interface Backbone {
   weights: ClipWeights;
@@ -239,6 +239,12 @@ export class Scorer {
     readonly batchSize = 8,
   ) {
     checkBatchSize(batchSize);
+    const { method, options, backbone } = setup;
+    if (options.testViews === 'full' && !method.views && !this.wholeImageCheck()) {
+      throw new Error(
+        `${method.info.name}: testViews=full reads whole images, which needs an image encoder that leaves its positional embedding out or resizes it (${method.imageEncoder ? 'positionalEmbedding=none or interpolated' : `${method.info.name} reads images at ${backbone.weights.config.imageSize} px only`}); use testViews=resize or sliding`,
+      );
+    }
     this.sessions = new SessionCache(runtime);
     this.sizedSessions = new SessionCache(runtime, 4);
   }
@@ -353,11 +359,15 @@ export class Scorer {
     const { method, options, backbone } = this.setup;
     const size = backbone.weights.config.imageSize;
     if (method.views) return method.views(img, options, size);
-    // any size where the frozen encoder leaves its positional embedding out or resizes it; 'native' is the default
+    return testViews(img, options, size, this.wholeImageCheck());
+  }
+
+  /** Where the image is read whole: a frozen encoder that leaves its positional embedding out or resizes it ('native' is the default). */
+  private wholeImageCheck(): WholeImageCheck | undefined {
+    const { method, options, backbone } = this.setup;
     const encoder = method.imageInput === 'features' ? method.imageEncoder?.(options, backbone.weights) : undefined;
     const c = backbone.weights.config;
-    const anySize = (encoder?.positionalEmbedding ?? 'native') !== 'native';
-    return testViews(img, options, size, anySize ? (w, h) => wholeImageRefusal(c, w, h) : undefined);
+    return (encoder?.positionalEmbedding ?? 'native') !== 'native' ? (w, h) => wholeImageRefusal(c, w, h) : undefined;
   }
 
   /** Scores decoded images: each image's score is the mean over its views, or the model's `combineViews` of them. */
