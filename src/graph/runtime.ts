@@ -157,7 +157,10 @@ export class SessionCache {
     }
     p = CompiledGraph.create(build(), this.options);
     this.cache.set(key, p);
-    p.catch(() => this.cache.delete(key));
+    // a failed build is forgotten, unless the key already holds a newer build
+    p.catch(() => {
+      if (this.cache.get(key) === p) this.cache.delete(key);
+    });
     return p;
   }
 

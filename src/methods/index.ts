@@ -97,10 +97,9 @@ export function loadBackbone(model: string, revision?: string): Promise<Backbone
         return { weights, tokenizer: ClipTokenizer.default(), model, source: { path: resolve(model) } };
       }
       const local = stat?.isDirectory() === true;
-      // a folder, or the weights file of a repo in open_clip's layout (tokenised with CLIP's own vocabulary)
       const found = await resolveModel(model, revision === undefined ? undefined : { revision });
       const single = statSync(found).isFile();
-      const tokenizer = single ? ClipTokenizer.default() : ClipTokenizer.fromFolder(found); // before the weights: a broken file fails fast
+      const tokenizer = tokenizerOf(found); // before the weights: a broken file fails fast
       const weights = await loadClipWeights(found);
       // a hub download lives in snapshots/<commit>
       const source: BackboneSource = local
@@ -112,6 +111,19 @@ export function loadBackbone(model: string, revision?: string): Promise<Backbone
     p.catch(() => backbones.delete(key));
   }
   return p;
+}
+
+/**
+ * The tokenizer of what `resolveModel` found: a folder's own files, or CLIP's vocabulary (shipped) for a single
+ * weights file (a file given as the model, or a repo in open_clip's layout).
+ */
+function tokenizerOf(found: string): ClipTokenizer {
+  return statSync(found).isFile() ? ClipTokenizer.default() : ClipTokenizer.fromFolder(found);
+}
+
+/** The tokenizer of a model as `loadBackbone` would load it, without loading its weights. */
+async function loadTokenizer(model: string): Promise<ClipTokenizer> {
+  return tokenizerOf(statSync(model, { throwIfNoEntry: false })?.isFile() ? model : await resolveModel(model));
 }
 
 export interface MetricOptions {
@@ -205,7 +217,7 @@ async function fromReleasedFile(method: Method, file: string, opts: MetricOption
   const given = opts.options ?? {};
   if (released.holds === 'backbone') {
     const weights = await loadBackbone(file);
-    const tokenizer = opts.model !== undefined ? (await loadBackbone(opts.model)).tokenizer : weights.tokenizer;
+    const tokenizer = opts.model !== undefined ? await loadTokenizer(opts.model) : weights.tokenizer;
     const setup = setUp(method, parseOptions(method, given), { ...weights, tokenizer });
     return { params: setup.model.init(new Rng(0)), setup };
   }

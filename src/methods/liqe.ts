@@ -137,7 +137,16 @@ function liqeMethod(mix: boolean): Method<LiqeOptions> {
           const logits = G.mul(G.matmul(G.l2Normalize(image), G.transposeLast(text.prompts!)), Math.exp(weights.logitScale));
           // one window alone: its softmax, each level's probabilities summed, Σ k · p(level k)
           const perLevel = G.reduceSum(G.reshape(G.softmax(logits, -1), [b, levels, prompts.length / levels]), [2], false);
-          const score = G.reshape(G.matmul(perLevel, ctx.g.constant([1, 2, 3, 4, 5], [levels, 1])), [b]);
+          const score = G.reshape(
+            G.matmul(
+              perLevel,
+              ctx.g.constant(
+                Array.from({ length: levels }, (_, k) => k + 1),
+                [levels, 1],
+              ),
+            ),
+            [b],
+          );
           return { score, perView: logits };
         },
         combineViews: liqeScore,

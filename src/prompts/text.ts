@@ -15,9 +15,6 @@ import { type ClipTokenizer } from '../clip/tokenizer.js';
 import { type BuildContext, type ParamSet, normalInit } from './context.js';
 import { type Rng } from '../util/rng.js';
 
-/** CLIP's end-of-text token id */
-const EOT_ID = 49407;
-
 export interface TextPromptSpec {
   /** parameter name prefix, e.g. 'quality' */
   name: string;
@@ -38,6 +35,8 @@ export class TextPrompts {
   readonly nCtx: number;
   private readonly ids: Int32Array;
   private readonly embeds: Float32Array;
+  /** the end-of-text token's id */
+  private readonly eot: number;
 
   constructor(
     readonly spec: TextPromptSpec,
@@ -52,6 +51,7 @@ export class TextPrompts {
       c.contextLength,
     );
     this.embeds = tokenEmbeddings(weights, this.ids, spec.classes.length);
+    this.eot = tokenizer.eot;
   }
 
   get deepLayers(): number[] {
@@ -93,7 +93,7 @@ export class TextPrompts {
       this.spec.classAt === 'middle'
         ? this.classInMiddle(all, ctx3)
         : G.concat([G.slice(all, 1, 0, 1), ctx3, G.slice(all, 1, 1 + n, c.contextLength)], 1);
-    const eot = ctx.g.constant(eotOneHot(this.ids, nCls, EOT_ID), [nCls, c.contextLength]);
+    const eot = ctx.g.constant(eotOneHot(this.ids, nCls, this.eot), [nCls, c.contextLength]);
     const deep: (Value | undefined)[] = [];
     for (const layer of this.deepLayers) deep[layer] = ctx.param(`${this.spec.name}.deep_${layer}`);
     return textEncoder(ctx.bank, this.weights, tokens, eot, { deepPrompts: deep }).embeds;
@@ -108,7 +108,7 @@ export class TextPrompts {
     const n = this.nCtx;
     const len = this.weights.config.contextLength;
     const nCls = this.spec.classes.length;
-    const eotAt = Array.from({ length: nCls }, (_, i) => this.ids.subarray(i * len, (i + 1) * len).indexOf(EOT_ID));
+    const eotAt = Array.from({ length: nCls }, (_, i) => this.ids.subarray(i * len, (i + 1) * len).indexOf(this.eot));
     const classLen = eotAt[0]! - 1 - n;
     if (eotAt.some((e) => e - 1 - n !== classLen)) {
       throw new Error(
