@@ -151,7 +151,10 @@ test('bad usage exits 2 with a message on stderr', async () => {
     ],
     [['embed', '--model', 'x'], /at least one --image or --text/],
     [['score', 'x.jpg', '--method', 'clip-iqa', '--format', 'xml'], /Allowed choices are table, json, csv, jsonl/],
-    [['score', 'x.jpg', '--method', 'no-such-method'], /unknown method 'no-such-method'; choose from .*clip-iqa/],
+    [
+      ['score', 'x.jpg', '--method', 'no-such-method'],
+      /unknown method "no-such-method" \(methods: clip-iqa.*; pretrained \(without a model or checkpoint\): clip-iqa/,
+    ],
     [
       ['eval', '--method', 'clip-iqa', '--dataset', 'no-such-set', '--root', '.', '--out', 'x'],
       /unknown dataset 'no-such-set'; choose from .*agiqa-3k/,

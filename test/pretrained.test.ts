@@ -290,7 +290,7 @@ test('a corrupted download (LFS sha256 mismatch) is refused by name and leaves n
 test('an unknown name lists the methods and the pretrained metrics; a pretrained-only name with a model names its method', async () => {
   await assert.rejects(
     createMetric('liqe-koniq'),
-    /unknown method "liqe-koniq".*clip-iqa.*pretrained: clip-iqa, clip-iqa\+, clip-iqa\+-rn50-512/,
+    /unknown method "liqe-koniq".*clip-iqa.*pretrained \(without a model or checkpoint\): clip-iqa, clip-iqa\+, clip-iqa\+-rn50-512/,
   );
   await assert.rejects(
     createMetric('clip-iqa+-rn50-512', { model: join(ref, 'tiny-rn', 'openai.safetensors') }),
@@ -298,7 +298,7 @@ test('an unknown name lists the methods and the pretrained metrics; a pretrained
   );
   const r = await cli('score', join(images, 'AttnGAN_normal_000.jpg'), '--method', 'liqe-koniq');
   assert.equal(r.code, 2);
-  assert.match(r.err, /unknown method 'liqe-koniq'.*pretrained \(without --model\/--checkpoint\): clip-iqa/);
+  assert.match(r.err, /unknown method "liqe-koniq".*pretrained \(without a model or checkpoint\): clip-iqa/);
 });
 
 test('through a mirror (HF_ENDPOINT): download --metric fetches, then score --method liqe works offline and says where each file came from', async () => {

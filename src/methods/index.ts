@@ -327,18 +327,28 @@ async function fromPretrained(p: PretrainedMetric, opts: MetricOptions): Promise
   return { params: setup.model.init(new Rng(0)), setup };
 }
 
-/** The method a name stands for; a pretrained set-up's name that is not a method's names it. */
-function methodFor(name: string): Method {
+/**
+ * What a name given as the method stands for: with neither a model nor a checkpoint, pyiqa's pretrained
+ * set-up of that name where there is one; else the method of that name. An unknown name is refused with the
+ * choices, a pretrained set-up's own name given with a model or checkpoint with the method to use instead.
+ */
+export function resolveMethodName(
+  name: string,
+  given: { model?: string; checkpoint?: string } = {},
+): { method: Method; pretrained?: PretrainedMetric } {
   const pretrained = findPretrained(name);
+  if (pretrained && given.model === undefined && !given.checkpoint) return { method: getMethod(pretrained.method), pretrained };
   if (pretrained && !METHODS.some((m) => m.info.name === name)) {
     throw new Error(
       `"${name}" is pyiqa's pretrained ${pretrained.method} (${describePretrained(pretrained)}): use it without a model or checkpoint, or use method "${pretrained.method}" with them`,
     );
   }
   try {
-    return getMethod(name);
+    return { method: getMethod(name) };
   } catch (err) {
-    throw new Error(`${(err as Error).message}; pretrained: ${PRETRAINED.map((p) => p.name).join(', ')}`, { cause: err });
+    throw new Error(`${(err as Error).message}; pretrained (without a model or checkpoint): ${PRETRAINED.map((p) => p.name).join(', ')}`, {
+      cause: err,
+    });
   }
 }
 
@@ -348,8 +358,7 @@ function methodFor(name: string): Method {
  * `model` (default its `defaultModel`) or a checkpoint, ours or a released file.
  */
 export async function createMetric(name: string, opts: MetricOptions = {}): Promise<Metric> {
-  const pretrained = opts.model === undefined && !opts.checkpoint ? findPretrained(name) : undefined;
-  const method = pretrained ? getMethod(pretrained.method) : methodFor(name);
+  const { method, pretrained } = resolveMethodName(name, opts);
   const batch = checkBatchSize(opts.batchSize ?? 8);
   let params: ParamSet;
   let setup: MethodSetup;

@@ -6,7 +6,7 @@ import { opt } from '../options.js';
 import { toCsv } from '../../util/csv.js';
 import { FIGURES } from '../../eval/metrics.js';
 import { createProgress } from '../progress.js';
-import { checkDataset, checkMethod } from '../lib/names.js';
+import { checkDataset, checkMethodName } from '../lib/names.js';
 import { warningLines } from '../lib/warnings.js';
 import { examples, type Register } from '../context.js';
 
@@ -89,7 +89,7 @@ export const register: Register = (program, { io }) => {
         throw new UsageError(`--json and --format ${o.format} disagree: give one of them`);
       const format = o.json ? 'json' : o.format;
       checkDataset(o.dataset);
-      await checkMethod(o.method);
+      await checkMethodName(o.method, o);
       const progress = createProgress(io, o.quiet);
       let started = false;
       const opts: EvalOptions = {

@@ -8,7 +8,7 @@ import { toCsv } from '../../util/csv.js';
 import { CliError, UsageError, fmt, formatTable, wantsProgress } from '../io.js';
 import { opt } from '../options.js';
 import { createProgress } from '../progress.js';
-import { checkDataset, checkMethod } from '../lib/names.js';
+import { checkDataset, checkMethodName } from '../lib/names.js';
 import { examples, type Register } from '../context.js';
 import { canonicalPath, expandInputs, prepareResume, type ScoreRecord, IMAGE_EXTENSIONS } from '../lib/files.js';
 
@@ -144,24 +144,8 @@ export const register: Register = (program, { io }) => {
       const note = (s: string): void => {
         if (!o.quiet) io.stderr(s + '\n');
       };
-      const { findPretrained, PRETRAINED } = await import('../../methods/pretrained.js');
       // --method NAME alone is pyiqa's pretrained set-up where there is one; with --model or --checkpoint, the method
-      const pretrained = o.model === undefined && o.checkpoint === undefined ? findPretrained(o.method) : undefined;
-      if (!pretrained) {
-        const only = findPretrained(o.method);
-        try {
-          await checkMethod(o.method);
-        } catch (err) {
-          if (only) {
-            throw new UsageError(
-              `'${o.method}' is a pretrained set-up of method '${only.method}': drop --model/--checkpoint, or use --method ${only.method}`,
-            );
-          }
-          throw new UsageError(
-            `${(err as Error).message}; pretrained (without --model/--checkpoint): ${PRETRAINED.map((p) => p.name).join(', ')}`,
-          );
-        }
-      }
+      await checkMethodName(o.method, o);
       if (o.dataset !== undefined) checkDataset(o.dataset);
 
       // the output is checked and locked before anything long: a run never ends unable to write its results

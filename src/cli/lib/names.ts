@@ -2,16 +2,22 @@
 import { listDatasets } from '../../data/datasets.js';
 import { UsageError } from '../io.js';
 
-/** A method's name, or (for scoring and evaluation) the name of a pretrained set-up, which stands for its method. */
-export async function checkMethod(name: string, need?: 'trainable'): Promise<{ defaultModel: string }> {
-  const { listMetrics, findPretrained, PRETRAINED } = await import('../../methods/index.js');
-  const all = listMetrics();
-  const pretrained = need === undefined ? findPretrained(name) : undefined;
-  const info = all.find((m) => m.name === (pretrained?.method ?? name));
-  if (!info) {
-    const names = need === undefined ? [...new Set([...all.map((m) => m.name), ...PRETRAINED.map((p) => p.name)])] : all.map((m) => m.name);
-    throw new UsageError(`unknown method '${name}'; choose from ${names.join(', ')}`);
+/** For scoring and evaluation: a method's name, or (without --model/--checkpoint) a pretrained set-up's. */
+export async function checkMethodName(name: string, given: { model?: string; checkpoint?: string }): Promise<void> {
+  const { resolveMethodName } = await import('../../methods/index.js');
+  try {
+    resolveMethodName(name, given);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
   }
+}
+
+/** A method's name (to train, or to list its options). */
+export async function checkMethod(name: string, need?: 'trainable'): Promise<{ defaultModel: string }> {
+  const { listMetrics } = await import('../../methods/index.js');
+  const all = listMetrics();
+  const info = all.find((m) => m.name === name);
+  if (!info) throw new UsageError(`unknown method '${name}'; choose from ${all.map((m) => m.name).join(', ')}`);
   if (need === 'trainable' && !info.trainable) {
     throw new UsageError(`method '${name}' is zero-shot: there is nothing to train; score or evaluate it directly`);
   }
