@@ -91,6 +91,34 @@ export function resnetEmbedWidth(c: ClipConfig): number {
   return c.visionWidth * 32;
 }
 
+/** One bottleneck of OpenAI's ModifiedResNet: where it is, its input and inner widths (output 4 × planes), its stride, and whether its shortcut is a conv. */
+export interface BottleneckShape {
+  stage: number;
+  index: number;
+  inplanes: number;
+  planes: number;
+  stride: number;
+  downsample: boolean;
+}
+
+/**
+ * The bottlenecks of a ResNet CLIP in order, as ModifiedResNet makes them: stage s has planes = width · 2^s,
+ * the first block of stages 2–4 has stride 2, and a block whose stride or width changes has a conv shortcut.
+ */
+export function resnetBlocks(width: number, layers: readonly number[]): BottleneckShape[] {
+  const out: BottleneckShape[] = [];
+  let inplanes = width;
+  layers.forEach((blocks, stage) => {
+    const planes = width * 2 ** stage;
+    for (let index = 0; index < blocks; index++) {
+      const stride = index === 0 && stage > 0 ? 2 : 1;
+      out.push({ stage, index, inplanes, planes, stride, downsample: stride > 1 || inplanes !== planes * 4 });
+      inplanes = planes * 4;
+    }
+  });
+  return out;
+}
+
 /** Output size of a ResNet CLIP's tower for an H×W input: conv1 (stride 2, pad 1), then four halvings with floor (the stem pool and the strided stages). */
 export function resnetGrid(h: number, w: number): [number, number] {
   const down = (n: number): number => {
@@ -114,15 +142,10 @@ export function visionParamCount(c: ClipConfig): number {
   const convBn = (cin: number, cout: number, k: number): number => cin * cout * k * k + 2 * cout;
   const w = c.visionWidth;
   let n = convBn(3, w / 2, 3) + convBn(w / 2, w / 2, 3) + convBn(w / 2, w, 3);
-  let inplanes = w;
-  c.resnet.layers.forEach((blocks, stage) => {
-    const planes = w * 2 ** stage;
-    for (let i = 0; i < blocks; i++) {
-      n += convBn(inplanes, planes, 1) + convBn(planes, planes, 3) + convBn(planes, planes * 4, 1);
-      if (i === 0 && (stage > 0 || inplanes !== planes * 4)) n += convBn(inplanes, planes * 4, 1);
-      inplanes = planes * 4;
-    }
-  });
+  for (const { inplanes, planes, downsample } of resnetBlocks(w, c.resnet.layers)) {
+    n += convBn(inplanes, planes, 1) + convBn(planes, planes, 3) + convBn(planes, planes * 4, 1);
+    if (downsample) n += convBn(inplanes, planes * 4, 1);
+  }
   const e = resnetEmbedWidth(c);
   const grid = c.imageSize / 32;
   return n + (grid * grid + 1) * e + 3 * (e * e + e) + e * c.embedDim + c.embedDim;
@@ -151,18 +174,12 @@ function resnetFlops(c: ClipConfig, layers: readonly number[]): number {
   let side = c.imageSize / 2;
   let f = conv(3, w / 2, 3, side) + conv(w / 2, w / 2, 3, side) + conv(w / 2, w, 3, side);
   side /= 2;
-  let inplanes = w;
-  layers.forEach((blocks, stage) => {
-    const planes = w * 2 ** stage;
-    for (let i = 0; i < blocks; i++) {
-      const stride = i === 0 && stage > 0 ? 2 : 1;
-      const out = side / stride;
-      f += conv(inplanes, planes, 1, side) + conv(planes, planes, 3, side) + conv(planes, planes * 4, 1, out);
-      if (i === 0 && (stride > 1 || inplanes !== planes * 4)) f += conv(inplanes, planes * 4, 1, out);
-      inplanes = planes * 4;
-      side = out;
-    }
-  });
+  for (const { inplanes, planes, stride, downsample } of resnetBlocks(w, layers)) {
+    const out = side / stride;
+    f += conv(inplanes, planes, 1, side) + conv(planes, planes, 3, side) + conv(planes, planes * 4, 1, out);
+    if (downsample) f += conv(inplanes, planes * 4, 1, out);
+    side = out;
+  }
   const e = resnetEmbedWidth(c);
   const s = side * side + 1;
   return f + 2 * e * e + 2 * s * e * 2 * e + 2 * 2 * s * e + 2 * e * c.embedDim;

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { openTensorFile, prefixOf, withPrefix, type TensorFile } from './tensor-file.js';
 import type { HostTensor } from '../graph/tensor.js';
 import { formatShape } from '../graph/graph.js';
-import { type ClipConfig } from './config.js';
+import { type ClipConfig, resnetBlocks, resnetEmbedWidth } from './config.js';
 import { Rng } from '../util/rng.js';
 import { fileSha256 } from '../util/hash.js';
 
@@ -447,27 +447,24 @@ function loadOpenAIResNet(
     convBn(src, 'visual.conv2.weight', 'visual.bn2', [half, half, 3, 3]),
     convBn(src, 'visual.conv3.weight', 'visual.bn3', [width, half, 3, 3]),
   ];
-  let inplanes = width;
-  const stages = layers.map((blocks, s) => {
-    const planes = width * 2 ** s;
-    return Array.from({ length: blocks }, (_, i): BottleneckWeights => {
-      const p = `visual.layer${s + 1}.${i}`;
-      const stride = i === 0 && s > 0 ? 2 : 1;
-      const needsDown = stride > 1 || inplanes !== planes * 4;
-      if (needsDown !== src.has(`${p}.downsample.0.weight`)) {
-        throw new WeightError(`ResNet CLIP: ${p} ${needsDown ? 'lacks' : 'has'} a downsample branch, unlike OpenAI's ModifiedResNet`);
-      }
-      const block: BottleneckWeights = {
-        conv1: convBn(src, `${p}.conv1.weight`, `${p}.bn1`, [planes, inplanes, 1, 1]),
-        conv2: convBn(src, `${p}.conv2.weight`, `${p}.bn2`, [planes, planes, 3, 3]),
-        conv3: convBn(src, `${p}.conv3.weight`, `${p}.bn3`, [planes * 4, planes, 1, 1]),
-        stride,
-        downsample: needsDown ? convBn(src, `${p}.downsample.0.weight`, `${p}.downsample.1`, [planes * 4, inplanes, 1, 1]) : null,
-      };
-      inplanes = planes * 4;
-      return block;
-    });
-  });
+  const blocks = resnetBlocks(width, layers);
+  const stages = layers.map((_, s) =>
+    blocks
+      .filter((b) => b.stage === s)
+      .map(({ index, inplanes, planes, stride, downsample }): BottleneckWeights => {
+        const p = `visual.layer${s + 1}.${index}`;
+        if (downsample !== src.has(`${p}.downsample.0.weight`)) {
+          throw new WeightError(`ResNet CLIP: ${p} ${downsample ? 'lacks' : 'has'} a downsample branch, unlike OpenAI's ModifiedResNet`);
+        }
+        return {
+          conv1: convBn(src, `${p}.conv1.weight`, `${p}.bn1`, [planes, inplanes, 1, 1]),
+          conv2: convBn(src, `${p}.conv2.weight`, `${p}.bn2`, [planes, planes, 3, 3]),
+          conv3: convBn(src, `${p}.conv3.weight`, `${p}.bn3`, [planes * 4, planes, 1, 1]),
+          stride,
+          downsample: downsample ? convBn(src, `${p}.downsample.0.weight`, `${p}.downsample.1`, [planes * 4, inplanes, 1, 1]) : null,
+        };
+      }),
+  );
   // k and v are separate Linears in OpenAI's AttentionPool2d; fuse them into one product over the tokens
   const [kW, vW] = ['k_proj', 'v_proj'].map((n) => src.linearT(`visual.attnpool.${n}.weight`, e, e)) as [Float32Array, Float32Array];
   const kvW = new Float32Array(e * 2 * e);
@@ -568,23 +565,19 @@ function randomResNet(c: ClipConfig, layers: readonly number[], rand: (n: number
     shape: [out, inp, k, k],
   });
   const w = c.visionWidth;
-  const e = w * 32;
-  let inplanes = w;
-  const stages = layers.map((blocks, s) => {
-    const planes = w * 2 ** s;
-    return Array.from({ length: blocks }, (_, i): BottleneckWeights => {
-      const stride = i === 0 && s > 0 ? 2 : 1;
-      const block = {
+  const e = resnetEmbedWidth(c);
+  const blocks = resnetBlocks(w, layers);
+  const stages = layers.map((_, s) =>
+    blocks
+      .filter((b) => b.stage === s)
+      .map(({ inplanes, planes, stride, downsample }): BottleneckWeights => ({
         conv1: conv(planes, inplanes, 1),
         conv2: conv(planes, planes, 3),
         conv3: conv(planes * 4, planes, 1),
         stride,
-        downsample: stride > 1 || inplanes !== planes * 4 ? conv(planes * 4, inplanes, 1) : null,
-      };
-      inplanes = planes * 4;
-      return block;
-    });
-  });
+        downsample: downsample ? conv(planes * 4, inplanes, 1) : null,
+      })),
+  );
   return {
     kind: 'resnet',
     stem: [conv(w / 2, 3, 3), conv(w / 2, w / 2, 3), conv(w, w / 2, 3)],
