@@ -76,8 +76,8 @@ export type { Split, SplitSpec } from './data/splits.js';
 export { Graph, Value, GraphError } from './graph/graph.js';
 export * as ops from './graph/graph.js';
 export { gradients } from './graph/grad.js';
-export { CompiledGraph, SessionCache, InputError } from './graph/runtime.js';
-export type { RuntimeOptions, Provider, Tensor, Feed } from './graph/runtime.js';
+export { CompiledGraph, SessionCache, InputError, resolveDevice, webgpuProblem } from './graph/runtime.js';
+export type { RuntimeOptions, Provider, Device, Tensor, Feed } from './graph/runtime.js';
 
 // optimisers and schedules
 export { sgd, adam, adamw, clipGradNorm, cosineWithWarmup, epochCosineWithWarmup, constantLr } from './train/optim.js';

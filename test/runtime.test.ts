@@ -4,7 +4,8 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CUDA_INSTALL_COMMAND, SessionCache, cudaProviderProblem } from '../src/graph/runtime.js';
+import { CUDA_INSTALL_COMMAND, SessionCache, cudaProviderProblem, webgpuProblem } from '../src/graph/runtime.js';
+import { cli } from './helpers/cli.js';
 import { Graph, add } from '../src/graph/graph.js';
 import { sharedDir } from './helpers/shared.js';
 
@@ -72,4 +73,37 @@ test('SessionCache with maxEntries keeps the most recently used graphs and relea
   assert.deepEqual(cache.keys(), ['c', 'b'], 'a was the least recently used');
   assert.deepEqual(built, ['a', 'b', 'c', 'b'], 'a graph let go is built again when asked for');
   await cache.clear();
+});
+
+test('webgpuProblem: one line for a missing Vulkan loader, for no adapter, and null where a session was made', () => {
+  const said = (status: number, output: string) => webgpuProblem(() => ({ status, output }));
+  assert.equal(
+    said(
+      3,
+      "Warning: Couldn't load Vulkan: libvulkan.so.1: cannot open shared object file\n  at operator() (BackendVk.cpp:368)\nFailed to get a WebGPU adapter",
+    ),
+    'no WebGPU adapter: the Vulkan loader (libvulkan.so.1) is not installed; on Debian or Ubuntu `apt-get install libvulkan1`, with a GPU driver that supports Vulkan',
+  );
+  assert.equal(
+    said(3, 'webgpu_context.cc:136 ... Failed to get a WebGPU adapter: No supported adapters'),
+    'no WebGPU adapter: no GPU with a Vulkan (Linux), Metal (macOS) or D3D12 (Windows) driver was found',
+  );
+  assert.equal(said(0, ''), null);
+});
+
+test('--device webgpu without an adapter is refused in one line before any work; --device auto says what it picked', async (t) => {
+  if (webgpuProblem() === null) {
+    t.skip('this machine has a WebGPU adapter');
+    return;
+  }
+  const tiny = join(sharedDir(), 'reference', 'tiny-vit-p32');
+  const image = join(sharedDir(), 'reference', 'images', 'wide_640x480.png');
+  const r = await cli('score', image, '--method', 'clip-iqa', '--model', tiny, '--device', 'webgpu');
+  assert.equal(r.code, 2);
+  assert.match(r.err, /no WebGPU adapter: /);
+  assert.doesNotMatch(r.err, /BackendVk|webgpu_context\.cc|Warning:/, 'no native log');
+  const auto = await cli('score', image, '--method', 'clip-iqa', '--model', tiny, '--device', 'auto', '--format', 'json');
+  assert.equal(auto.code, 0, auto.err);
+  assert.match(auto.err, /^--device auto: cpu \(.*no WebGPU adapter/m);
+  assert.ok(Number.isFinite((JSON.parse(auto.out) as Array<{ score: number }>)[0]!.score));
 });

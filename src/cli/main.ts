@@ -7,6 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { CliError, UsageError, errorMessage, processIo, type CliIo } from './io.js';
+import { resolveDevice } from '../graph/device.js';
 import { examples, type Ctx, type Register } from './context.js';
 import { register as scoreCmd } from './commands/score.js';
 import { register as trainCmd } from './commands/train.js';
@@ -59,6 +60,14 @@ export function buildProgram(io: CliIo): Command {
       ),
     );
   for (const add of COMMANDS) add(program, ctx);
+  // --device auto becomes the provider it picks, said once on stderr (unless --quiet), before the command runs
+  program.hook('preAction', (_program, command) => {
+    const o = command.opts<{ device?: string; quiet?: boolean }>();
+    if (o.device !== 'auto') return;
+    const { provider, why } = resolveDevice('auto');
+    if (!o.quiet) io.stderr(`--device auto: ${provider} (${why})\n`);
+    command.setOptionValue('device', provider);
+  });
   for (const cmd of program.commands) {
     cmd.showHelpAfterError(`(see: promptiqa ${cmd.name()} --help)`);
     cmd.configureOutput({ outputError: (s, write) => write(`promptiqa ${cmd.name()}: ${s.replace(/^error: /, '')}`) });

@@ -5,8 +5,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { InvalidArgumentError, Option } from 'commander';
-import { cudaProviderProblem } from '../graph/cuda.js';
-import type { Provider } from '../graph/runtime.js';
+import { type Device, resolveDevice } from '../graph/device.js';
 
 export function parsePositiveInt(value: string): number {
   const n = Number(value);
@@ -44,12 +43,20 @@ export function parseRatios(value: string): [number, number, number] {
   return nums as [number, number, number];
 }
 
-/** `--device`: cuda is refused here, before any work starts, when onnxruntime-node lacks its provider. */
-export function parseDevice(value: string): Provider {
-  if (value !== 'cpu' && value !== 'cuda') throw new InvalidArgumentError('Allowed choices are cpu, cuda.');
-  const problem = value === 'cuda' ? cudaProviderProblem() : null;
-  if (problem) throw new InvalidArgumentError(`${problem}.`);
-  return value;
+/**
+ * `--device`: a GPU provider that cannot work here is refused before any work starts, in one line. `auto` is
+ * resolved (and said) just before the command runs, by the program's pre-action hook.
+ */
+export function parseDevice(value: string): Device {
+  if (value !== 'cpu' && value !== 'cuda' && value !== 'webgpu' && value !== 'auto') {
+    throw new InvalidArgumentError('Allowed choices are cpu, cuda, webgpu, auto.');
+  }
+  if (value === 'auto') return value;
+  try {
+    return resolveDevice(value).provider;
+  } catch (err) {
+    throw new InvalidArgumentError(`${(err as Error).message}.`);
+  }
 }
 
 /** A value of `--option key=value`: JSON when it parses (numbers, booleans, lists), else the string. */
@@ -101,9 +108,9 @@ export const opt = {
   device: (): Option =>
     new Option(
       '--device <device>',
-      "where ONNX Runtime computes: cpu, or cuda (needs onnxruntime-node's CUDA provider: see the README's Install section)",
+      "where ONNX Runtime computes: cpu; cuda (needs onnxruntime-node's CUDA provider: see the README's Install section); webgpu (the provider onnxruntime-node bundles: a GPU with a Vulkan, Metal or D3D12 driver); or auto (cuda, else webgpu, else cpu)",
     )
-      .choices(['cpu', 'cuda'])
+      .choices(['cpu', 'cuda', 'webgpu', 'auto'])
       .argParser(parseDevice)
       .default('cpu'),
   threads: (): Option => new Option('--threads <n>', 'CPU threads for ONNX Runtime (default: all cores)').argParser(parsePositiveInt),

@@ -7,6 +7,7 @@
  * the checkpoint records (unit, shares, seed, round, limit) and checked against its digest of the test
  * images; the split options given here are then not used (a note says so).
  */
+import type { Provider } from '../graph/runtime.js';
 import { join, resolve } from 'node:path';
 import { createMetric } from '../methods/index.js';
 import { loadCheckpointMeta, type CheckpointMeta } from '../methods/checkpoint.js';
@@ -34,7 +35,7 @@ export interface EvalOptions extends DatasetColumns {
   /** folder for report.json and scatter.svg; checked before any work */
   out: string;
   threads?: number;
-  device?: 'cpu' | 'cuda';
+  device?: Provider;
   batchSize?: number;
   /** method options (e.g. testViews); with a checkpoint, one that changes its tensors' shapes is refused */
   methodOptions?: Record<string, unknown>;

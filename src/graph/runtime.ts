@@ -6,8 +6,10 @@ import * as ort from 'onnxruntime-node';
 import { type DType, type Graph, type TypedData, shapeSize } from './graph.js';
 import { serialize } from './onnx.js';
 import { cudaProviderProblem } from './cuda.js';
+import { webgpuProblem } from './webgpu.js';
 
-export type Provider = 'cpu' | 'cuda';
+export type { Provider, Device } from './device.js';
+import type { Provider } from './device.js';
 
 export interface RuntimeOptions {
   provider?: Provider;
@@ -46,6 +48,8 @@ function typeOf(data: TypedData): DType | 'uint8' {
 export class InputError extends Error {}
 
 export { CUDA_INSTALL_COMMAND, cudaProviderProblem, type CudaCheckEnv } from './cuda.js';
+export { webgpuProblem } from './webgpu.js';
+export { resolveDevice } from './device.js';
 
 /** A graph loaded into an ONNX Runtime session. */
 export class CompiledGraph {
@@ -57,13 +61,14 @@ export class CompiledGraph {
   ) {}
 
   static async create(graph: Graph, opts: RuntimeOptions = {}): Promise<CompiledGraph> {
-    if (opts.provider === 'cuda') {
-      const problem = cudaProviderProblem();
+    if (opts.provider === 'cuda' || opts.provider === 'webgpu') {
+      const problem = opts.provider === 'cuda' ? cudaProviderProblem() : webgpuProblem();
       if (problem) throw new Error(problem);
     }
     const model = serialize(graph);
     const sessionOptions: ort.InferenceSession.SessionOptions & { externalData?: Array<{ path: string; data: Uint8Array }> } = {
-      executionProviders: opts.provider === 'cuda' ? ['cuda', 'cpu'] : ['cpu'],
+      // ops the GPU provider lacks run on the CPU provider
+      executionProviders: opts.provider === 'cuda' || opts.provider === 'webgpu' ? [opts.provider, 'cpu'] : ['cpu'],
       graphOptimizationLevel: 'all',
       // ONNX Runtime would also print its failures and notes natively on stderr; they reach the user as the
       // thrown error below instead. CUDA's library-loading failure is logged as an error, hence fatal-only there.

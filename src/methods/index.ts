@@ -3,6 +3,7 @@
  * paths, buffers or decoded images, singly or in batches. Images are always run in batches of one fixed
  * size (the last one padded), so an image gets the same score whatever batch it comes in.
  */
+import type { Provider } from '../graph/runtime.js';
 import { existsSync, statSync } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import { type Method, type MethodInfo, type Options, parseOptions } from './method.js';
@@ -129,7 +130,7 @@ async function loadTokenizer(model: string): Promise<ClipTokenizer> {
 export interface MetricOptions {
   model?: string;
   checkpoint?: string;
-  device?: 'cpu' | 'cuda';
+  device?: Provider;
   threads?: number;
   batchSize?: number;
   /** method options (`key: value`), for methods used without a checkpoint */

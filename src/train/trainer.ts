@@ -5,6 +5,7 @@
  * atomically at every epoch's end. Every random choice derives from (seed, epoch, step), so a run killed
  * at any moment resumes from its last epoch and ends with the same numbers as an uninterrupted one.
  */
+import type { Provider } from '../graph/runtime.js';
 import { existsSync, mkdirSync, readFileSync, rmSync, appendFileSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { getMethod, loadBackbone } from '../methods/index.js';
@@ -70,7 +71,7 @@ export interface TrainOptions extends DatasetColumns {
   selectOn?: 'val' | 'test';
   patience?: number;
   threads?: number;
-  device?: 'cpu' | 'cuda';
+  device?: Provider;
   methodOptions?: Record<string, unknown>;
   /** round r of a multi-round run: the split and the training use seed + r; the `limit` subset stays that of `seed` */
   round?: number;

@@ -1,4 +1,5 @@
 /** `promptiqa bench`: full-size CLIP image encoders with random weights, against the PyTorch peer. */
+import type { Provider } from '../../graph/runtime.js';
 import { Option } from 'commander';
 import { ARCHS, archConfig, visionFlops } from '../../clip/config.js';
 import { UsageError, fmt, formatTable, jsonLine } from '../io.js';
@@ -29,7 +30,7 @@ interface BenchOptions {
   prompts: number;
   torch: boolean;
   python?: string;
-  device: 'cpu' | 'cuda';
+  device: Provider;
   json?: boolean;
   quiet?: boolean;
 }

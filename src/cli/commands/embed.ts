@@ -1,4 +1,5 @@
 /** `promptiqa embed`: CLIP text and image embeddings (unnormalised projections), as JSON. */
+import type { Provider } from '../../graph/runtime.js';
 import { Option } from 'commander';
 import { UsageError, fmt, formatTable, jsonLine, wantsProgress } from '../io.js';
 import { collect, opt } from '../options.js';
@@ -10,7 +11,7 @@ interface EmbedCliOptions {
   image?: string[];
   text?: string[];
   batch: number;
-  device: 'cpu' | 'cuda';
+  device: Provider;
   threads?: number;
   json?: boolean;
   quiet?: boolean;

@@ -1,4 +1,5 @@
 /** `promptiqa eval`: scores a dataset with a method and reports the agreement with MOS. */
+import type { Provider } from '../../graph/runtime.js';
 import { Option } from 'commander';
 import type { EvalOptions, EvalReport } from '../../eval/evaluate.js';
 import { UsageError, fmt, formatPairs, jsonLine } from '../io.js';
@@ -30,7 +31,7 @@ interface EvalCliOptions {
   batch?: number;
   option?: Record<string, unknown>;
   format: 'table' | 'json' | 'csv';
-  device: 'cpu' | 'cuda';
+  device: Provider;
   threads?: number;
   json?: boolean;
   quiet?: boolean;

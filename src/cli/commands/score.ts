@@ -1,4 +1,5 @@
 /** `promptiqa score <files-or-folders>...`: quality scores of images with a method. */
+import type { Provider } from '../../graph/runtime.js';
 import { closeSync, fsyncSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Option } from 'commander';
@@ -21,7 +22,7 @@ interface ScoreOptions {
   format: Format;
   output?: string;
   batch?: number;
-  device: 'cpu' | 'cuda';
+  device: Provider;
   threads?: number;
   option?: Record<string, unknown>;
   dataset?: string;

@@ -1,4 +1,5 @@
 /** `promptiqa train`: learns a method's prompts (and head) on a dataset. */
+import type { Provider } from '../../graph/runtime.js';
 import { Option } from 'commander';
 import type { TrainEvent, TrainOptions, TrainResult } from '../../train/trainer.js';
 import { UsageError, fmt, formatPairs, formatTable, jsonLine } from '../io.js';
@@ -31,7 +32,7 @@ interface TrainCliOptions {
   patience?: number;
   option?: Record<string, unknown>;
   out: string;
-  device: 'cpu' | 'cuda';
+  device: Provider;
   threads?: number;
   json?: boolean;
   quiet?: boolean;
