@@ -2,7 +2,7 @@
  * What weight loaders need of a tensor file, whatever its format: safetensors or a PyTorch archive
  * (`torch.save` state dict, TorchScript). Both are read one tensor at a time by positioned reads.
  */
-import { closeSync, openSync, readSync } from 'node:fs';
+import { readFileHead } from '../util/fs.js';
 import type { HostTensor } from '../graph/tensor.js';
 import { SafeTensorsFile } from './safetensors.js';
 import { TorchFile } from './torch-file.js';
@@ -20,14 +20,9 @@ export interface TensorFile {
 
 /** Opens a tensor file by its content: a zip archive is PyTorch's, anything else is tried as safetensors. */
 export function openTensorFile(path: string): TensorFile {
-  const head = Buffer.alloc(4);
-  const fd = openSync(path, 'r');
-  try {
-    readSync(fd, head, 0, 4, 0);
-  } finally {
-    closeSync(fd);
-  }
-  return ZipArchive.looksLikeZip(head) || /\.(pt|pth|bin)$/i.test(path) ? TorchFile.open(path) : SafeTensorsFile.open(path);
+  return ZipArchive.looksLikeZip(readFileHead(path, 4)) || /\.(pt|pth|bin)$/i.test(path)
+    ? TorchFile.open(path)
+    : SafeTensorsFile.open(path);
 }
 
 /**

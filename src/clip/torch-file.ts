@@ -5,7 +5,7 @@
  * `<name>/data/<key>`, the raw bytes of each storage. Tensors are named by their dotted path through the
  * dicts and the module tree, as `state_dict()` names them; their bytes are read only when asked for.
  */
-import { closeSync, openSync, readSync } from 'node:fs';
+import { readFileHead } from '../util/fs.js';
 import { ZipArchive } from '../util/zip.js';
 import { PickleDict, PickleError, unpickle, type PickleBuildable, type PickleGlobal } from './pickle.js';
 import { DTYPE_BYTES, toFloat32, type SafeDType } from './safetensors.js';
@@ -106,16 +106,9 @@ export class TorchFile {
   ) {}
 
   static open(path: string): TorchFile {
-    const head = Buffer.alloc(LEGACY_MAGIC.length);
-    const fd = openSync(path, 'r');
-    let got: number;
-    try {
-      got = readSync(fd, head, 0, head.length, 0);
-    } finally {
-      closeSync(fd);
-    }
+    const head = readFileHead(path, LEGACY_MAGIC.length);
     if (!ZipArchive.looksLikeZip(head)) {
-      if (got === head.length && head.equals(LEGACY_MAGIC))
+      if (head.equals(LEGACY_MAGIC))
         throw new TorchFileError(
           `${path}: a legacy torch.save file (written before PyTorch 1.6), which is not supported; save it again with a recent PyTorch`,
         );

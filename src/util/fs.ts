@@ -1,4 +1,4 @@
-import { closeSync, fsyncSync, openSync, renameSync, writeSync, mkdirSync, rmSync, statSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, readSync, renameSync, writeSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import { dirname, basename, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
@@ -131,4 +131,15 @@ export function checkWritableFolder(dir: string): void {
   const st = statIfThere(dir);
   if (st && !st.isDirectory()) throw new OutputError(`cannot write in ${dir}: it is a file, not a folder`);
   probeFolder(dir, nearestFolder(dir, dir));
+}
+
+/** The first `bytes` bytes of a file (fewer when it is shorter): enough to tell its format. */
+export function readFileHead(path: string, bytes: number): Buffer {
+  const head = Buffer.alloc(bytes);
+  const fd = openSync(path, 'r');
+  try {
+    return head.subarray(0, readSync(fd, head, 0, bytes, 0));
+  } finally {
+    closeSync(fd);
+  }
 }
