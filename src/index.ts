@@ -80,7 +80,7 @@ export { CompiledGraph, SessionCache, InputError, resolveDevice, webgpuProblem }
 export type { RuntimeOptions, Provider, Device, Tensor, Feed } from './graph/runtime.js';
 
 // optimisers and schedules
-export { sgd, adam, adamw, clipGradNorm, cosineWithWarmup, epochCosineWithWarmup, constantLr } from './train/optim.js';
+export { sgd, adam, adamw, cosineWithWarmup, epochCosineWithWarmup, constantLr } from './train/optim.js';
 export type { Optimizer, OptimizerState, Params, Schedule } from './train/optim.js';
 
 // utilities

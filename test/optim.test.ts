@@ -6,7 +6,6 @@ import { join } from 'node:path';
 import {
   adam,
   adamw,
-  clipGradNorm,
   constantLr,
   cosineWithWarmup,
   epochCosineWithWarmup,
@@ -39,12 +38,17 @@ function gradsFor(params: Params, step: number): Map<string, Float32Array> {
 }
 
 /** Runs steps [from, to) with the learning rates above. */
-function run(opt: Optimizer, params: Params, from: number, to: number): void {
+async function run(opt: Optimizer, params: Params, from: number, to: number): Promise<void> {
   for (let t = from; t < to; t++) {
     opt.lr = LRS[t]!;
-    opt.step(params, gradsFor(params, t));
+    await opt.step(params, gradsFor(params, t));
   }
 }
+
+/** Rounding after each operation: none (float64), or to float32 as torch's float32 kernels and our graphs do. */
+type Rounding = (x: number) => number;
+const F64: Rounding = (x) => x;
+const F32: Rounding = Math.fround;
 
 type Hyper = {
   lr?: number;
@@ -57,27 +61,27 @@ type Hyper = {
 };
 
 /**
- * torch.optim.SGD's update, written out in float64 for one parameter array:
+ * torch.optim.SGD's update for one parameter array, each operation rounded by `r` (scalars too, as fed):
  *   d = g + wd·p;  buf = d (first step) or μ·buf + (1 − τ)·d;  d = d + μ·buf (Nesterov) or buf;  p = p − lr·d
  */
-function sgdReference(h: Hyper, steps: number): Record<string, number[]> {
-  const mu = h.momentum ?? 0,
-    tau = h.dampening ?? 0,
-    wd = h.weightDecay ?? 0;
+function sgdReference(h: Hyper, steps: number, r: Rounding = F64): Record<string, number[]> {
+  const mu = r(h.momentum ?? 0),
+    damp = r(1 - (h.dampening ?? 0)),
+    wd = r(h.weightDecay ?? 0);
   const out: Record<string, number[]> = {};
   for (const name of Object.keys(INIT)) {
-    const p = [...INIT[name]!];
+    const p = INIT[name]!.map(r);
     let buf: number[] | null = null;
     for (let t = 0; t < steps; t++) {
-      const lr = LRS[t]!;
-      const g = gradOf(name, p, t);
-      const d = g.map((gi, i) => gi + wd * p[i]!);
+      const lr = r(LRS[t]!);
+      const g = gradOf(name, p, t).map(r);
+      const d = wd ? g.map((gi, i) => r(gi + r(wd * p[i]!))) : g;
       let dir = d;
       if (mu !== 0) {
-        buf = buf === null ? [...d] : buf.map((b, i) => mu * b + (1 - tau) * d[i]!);
-        dir = h.nesterov ? d.map((di, i) => di + mu * buf![i]!) : buf;
+        buf = buf === null ? [...d] : buf.map((b, i) => r(r(mu * b) + r(damp * d[i]!)));
+        dir = h.nesterov ? d.map((di, i) => r(di + r(mu * buf![i]!))) : buf;
       }
-      for (let i = 0; i < p.length; i++) p[i] = p[i]! - lr * dir[i]!;
+      for (let i = 0; i < p.length; i++) p[i] = r(p[i]! - r(lr * dir[i]!));
     }
     out[name] = p;
   }
@@ -85,30 +89,33 @@ function sgdReference(h: Hyper, steps: number): Record<string, number[]> {
 }
 
 /**
- * torch.optim.Adam / AdamW, written out in float64 (t counts from 1):
+ * torch.optim.Adam / AdamW for one parameter array (t counts from 1), each operation rounded by `r`; what torch
+ * computes in Python (bias corrections, step size, 1 − lr·wd) is computed in float64 and rounded once, as fed:
  *   AdamW: p = p·(1 − lr·wd);  Adam: g = g + wd·p
- *   m = β1·m + (1 − β1)·g;  v = β2·v + (1 − β2)·g²
+ *   m = m + (1 − β1)·(g − m);  v = β2·v + (1 − β2)·g·g
  *   p = p − (lr / (1 − β1^t)) · m / (√v / √(1 − β2^t) + ε)
  */
-function adamReference(h: Hyper, decoupled: boolean, steps: number): Record<string, number[]> {
+function adamReference(h: Hyper, decoupled: boolean, steps: number, r: Rounding = F64): Record<string, number[]> {
   const [b1, b2] = h.betas ?? [0.9, 0.999];
-  const eps = h.eps ?? 1e-8;
+  const eps = r(h.eps ?? 1e-8);
   const wd = h.weightDecay ?? (decoupled ? 0.01 : 0);
   const out: Record<string, number[]> = {};
   for (const name of Object.keys(INIT)) {
-    const p = [...INIT[name]!];
+    const p = INIT[name]!.map(r);
     const m = p.map(() => 0);
     const v = p.map(() => 0);
     for (let s = 0; s < steps; s++) {
       const lr = LRS[s]!;
       const t = s + 1;
-      const g = gradOf(name, p, s);
+      const stepSize = r(lr / (1 - b1 ** t));
+      const bc2Sqrt = r(Math.sqrt(1 - b2 ** t));
+      const g = gradOf(name, p, s).map(r);
       for (let i = 0; i < p.length; i++) {
-        if (decoupled) p[i] = p[i]! * (1 - lr * wd);
-        else g[i] = g[i]! + wd * p[i]!;
-        m[i] = b1 * m[i]! + (1 - b1) * g[i]!;
-        v[i] = b2 * v[i]! + (1 - b2) * g[i]! * g[i]!;
-        p[i] = p[i]! - (lr / (1 - b1 ** t)) * (m[i]! / (Math.sqrt(v[i]!) / Math.sqrt(1 - b2 ** t) + eps));
+        if (decoupled && wd) p[i] = r(p[i]! * r(1 - lr * wd));
+        else if (wd) g[i] = r(g[i]! + r(r(wd) * p[i]!));
+        m[i] = r(m[i]! + r(r(1 - b1) * r(g[i]! - m[i]!)));
+        v[i] = r(r(r(b2) * v[i]!) + r(r(r(1 - b2) * g[i]!) * g[i]!));
+        p[i] = r(p[i]! - r(r(stepSize * m[i]!) / r(r(r(Math.sqrt(v[i]!)) / bc2Sqrt) + eps)));
       }
     }
     out[name] = p;
@@ -116,31 +123,35 @@ function adamReference(h: Hyper, decoupled: boolean, steps: number): Record<stri
   return out;
 }
 
-const CASES: Array<{ label: string; make: () => Optimizer; reference: (steps: number) => Record<string, number[]> }> = [
-  { label: 'sgd', make: () => sgd({ lr: 1 }), reference: (n) => sgdReference({}, n) },
+const CASES: Array<{ label: string; make: () => Optimizer; reference: (steps: number, r?: Rounding) => Record<string, number[]> }> = [
+  { label: 'sgd', make: () => sgd({ lr: 1 }), reference: (n, r) => sgdReference({}, n, r) },
   {
     label: 'sgd momentum 0.9, wd 5e-4 (Tang)',
     make: () => sgd({ lr: 1, momentum: 0.9, weightDecay: 5e-4 }),
-    reference: (n) => sgdReference({ momentum: 0.9, weightDecay: 5e-4 }, n),
+    reference: (n, r) => sgdReference({ momentum: 0.9, weightDecay: 5e-4 }, n, r),
   },
   {
     label: 'sgd nesterov, wd 1e-2',
     make: () => sgd({ lr: 1, momentum: 0.9, nesterov: true, weightDecay: 1e-2 }),
-    reference: (n) => sgdReference({ momentum: 0.9, nesterov: true, weightDecay: 1e-2 }, n),
+    reference: (n, r) => sgdReference({ momentum: 0.9, nesterov: true, weightDecay: 1e-2 }, n, r),
   },
   {
     label: 'sgd momentum 0.5, dampening 0.3',
     make: () => sgd({ lr: 1, momentum: 0.5, dampening: 0.3 }),
-    reference: (n) => sgdReference({ momentum: 0.5, dampening: 0.3 }, n),
+    reference: (n, r) => sgdReference({ momentum: 0.5, dampening: 0.3 }, n, r),
   },
-  { label: 'adam defaults', make: () => adam({ lr: 1 }), reference: (n) => adamReference({}, false, n) },
+  { label: 'adam defaults', make: () => adam({ lr: 1 }), reference: (n, r) => adamReference({}, false, n, r) },
   {
     label: 'adam L2 0.1, betas (0.8, 0.99), eps 1e-6',
     make: () => adam({ lr: 1, weightDecay: 0.1, betas: [0.8, 0.99], eps: 1e-6 }),
-    reference: (n) => adamReference({ weightDecay: 0.1, betas: [0.8, 0.99], eps: 1e-6 }, false, n),
+    reference: (n, r) => adamReference({ weightDecay: 0.1, betas: [0.8, 0.99], eps: 1e-6 }, false, n, r),
   },
-  { label: 'adamw defaults (wd 0.01)', make: () => adamw({ lr: 1 }), reference: (n) => adamReference({}, true, n) },
-  { label: 'adamw wd 0.5', make: () => adamw({ lr: 1, weightDecay: 0.5 }), reference: (n) => adamReference({ weightDecay: 0.5 }, true, n) },
+  { label: 'adamw defaults (wd 0.01)', make: () => adamw({ lr: 1 }), reference: (n, r) => adamReference({}, true, n, r) },
+  {
+    label: 'adamw wd 0.5',
+    make: () => adamw({ lr: 1, weightDecay: 0.5 }),
+    reference: (n, r) => adamReference({ weightDecay: 0.5 }, true, n, r),
+  },
 ];
 
 function bytesOf(a: Float32Array): Uint8Array {
@@ -153,27 +164,29 @@ function assertBitwiseEqual(a: Params, b: Params, what: string): void {
 }
 
 for (const c of CASES) {
-  test(`${c.label}: trajectory matches the torch recurrence in float64 over 5 steps`, () => {
+  test(`${c.label}: trajectory is torch's float32 recurrence bit for bit, and the float64 one to 1e-6, over 5 steps`, async () => {
     const opt = c.make();
     const params = makeParams();
     for (let t = 0; t < 5; t++) {
-      run(opt, params, t, t + 1);
-      const ref = c.reference(t + 1);
+      await run(opt, params, t, t + 1);
+      const ref = c.reference(t + 1, F32);
+      const ref64 = c.reference(t + 1);
       for (const [name, p] of params) {
-        p.forEach((v, i) => assert.ok(Math.abs(v - ref[name]![i]!) < 1e-6, `step ${t + 1} ${name}[${i}]: ${v} vs ${ref[name]![i]}`));
+        assert.deepEqual([...p], ref[name], `step ${t + 1} ${name}: float32 recurrence`);
+        p.forEach((v, i) => assert.ok(Math.abs(v - ref64[name]![i]!) < 1e-6, `step ${t + 1} ${name}[${i}]: ${v} vs ${ref64[name]![i]}`));
       }
     }
     assert.equal(opt.state().step, 5);
   });
 
-  test(`${c.label}: state round trip (object, JSON, safetensors) resumes bit for bit`, () => {
+  test(`${c.label}: state round trip (object, JSON, safetensors) resumes bit for bit`, async () => {
     const straight = makeParams();
     const optStraight = c.make();
-    run(optStraight, straight, 0, 5);
+    await run(optStraight, straight, 0, 5);
 
     const params = makeParams();
     const opt = c.make();
-    run(opt, params, 0, 3);
+    await run(opt, params, 0, 3);
     const saved = opt.state();
 
     const asJson = JSON.stringify({
@@ -212,7 +225,7 @@ for (const c of CASES) {
       resumed.lr = 123; // load() restores the saved learning rate
       resumed.load(state);
       assert.equal(resumed.lr, LRS[2]);
-      run(resumed, resumedParams, 3, 5);
+      await run(resumed, resumedParams, 3, 5);
       assertBitwiseEqual(resumedParams, straight, form);
       const a = resumed.state();
       const b = optStraight.state();
@@ -224,14 +237,14 @@ for (const c of CASES) {
   });
 }
 
-test('hand-computed values: SGD momentum on a constant gradient, Adam steps of size lr', () => {
+test('hand-computed values: SGD momentum on a constant gradient, Adam steps of size lr', async () => {
   // buf: 1, 1.9, 2.71 → p: 1 − 0.1, − 0.19, − 0.271
   const p = new Map([['x', Float32Array.of(1)]]);
   const g = new Map([['x', Float32Array.of(1)]]);
   const opt = sgd({ lr: 0.1, momentum: 0.9 });
   const expected = [0.9, 0.71, 0.439];
   for (const e of expected) {
-    opt.step(p, g);
+    await opt.step(p, g);
     assert.ok(Math.abs(p.get('x')![0]! - e) < 1e-6);
   }
   assert.ok(Math.abs(opt.state().buffers['x.momentum_buffer']![0]! - 2.71) < 1e-6);
@@ -239,20 +252,20 @@ test('hand-computed values: SGD momentum on a constant gradient, Adam steps of s
   const q = new Map([['x', Float32Array.of(0)]]);
   const a = adam({ lr: 0.01 });
   for (let t = 1; t <= 4; t++) {
-    a.step(q, new Map([['x', Float32Array.of(-2)]]));
+    await a.step(q, new Map([['x', Float32Array.of(-2)]]));
     assert.ok(Math.abs(q.get('x')![0]! - t * 0.01 * (2 / (2 + 1e-8))) < 1e-7);
   }
 });
 
-test('state() returns a copy and names buffers `${param}.${slot}`', () => {
+test('state() returns a copy and names buffers `${param}.${slot}`', async () => {
   const params = makeParams();
   const opt = adam({ lr: 0.01 });
-  run(opt, params, 0, 1);
+  await run(opt, params, 0, 1);
   const s = opt.state();
   assert.deepEqual(Object.keys(s.buffers).sort(), ['encoder.w.exp_avg', 'encoder.w.exp_avg_sq', 'head.b.exp_avg', 'head.b.exp_avg_sq']);
   assert.deepEqual(s.hyper, { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 });
   const before = s.buffers['head.b.exp_avg']!.slice();
-  run(opt, params, 1, 2);
+  await run(opt, params, 1, 2);
   assert.deepEqual(s.buffers['head.b.exp_avg'], before);
   assert.deepEqual(sgd({ lr: 0.1 }).state(), {
     kind: 'sgd',
@@ -262,26 +275,26 @@ test('state() returns a copy and names buffers `${param}.${slot}`', () => {
   });
 });
 
-test('errors: missing, extra or mis-sized gradients; wrong state; bad hyper-parameters', () => {
+test('errors: missing, extra or mis-sized gradients; wrong state; bad hyper-parameters', async () => {
   const params = makeParams();
   const opt = sgd({ lr: 0.1, momentum: 0.9 });
   const grads = gradsFor(params, 0);
   grads.delete('head.b');
-  assert.throws(() => opt.step(params, grads), /no gradient for parameter "head.b"/);
+  await assert.rejects(() => opt.step(params, grads), /no gradient for parameter "head.b"/);
   const extra = gradsFor(params, 0);
   extra.set('other', Float32Array.of(1));
-  assert.throws(() => opt.step(params, extra), /gradient for "other", which is not among the parameters/);
+  await assert.rejects(() => opt.step(params, extra), /gradient for "other", which is not among the parameters/);
   const short = gradsFor(params, 0);
   short.set('encoder.w', Float32Array.of(1));
-  assert.throws(() => opt.step(params, short), /gradient of "encoder.w" has 1 values, the parameter 4/);
+  await assert.rejects(() => opt.step(params, short), /gradient of "encoder.w" has 1 values, the parameter 4/);
   assert.deepEqual([...params.get('encoder.w')!], INIT['encoder.w'], 'a refused step changes nothing');
 
-  run(opt, params, 0, 1);
+  await run(opt, params, 0, 1);
   const fewer = new Map([['encoder.w', params.get('encoder.w')!]]);
-  assert.throws(() => opt.step(fewer, gradsFor(fewer, 1)), /state has "head.b.momentum_buffer" but no such parameter/);
+  await assert.rejects(() => opt.step(fewer, gradsFor(fewer, 1)), /state has "head.b.momentum_buffer" but no such parameter/);
   const more = new Map([...params, ['new', Float32Array.of(0)]]);
   const moreGrads = new Map([...gradsFor(params, 1), ['new', Float32Array.of(1)]]);
-  assert.throws(() => opt.step(more, moreGrads), /no "new.momentum_buffer" in the state after 1 steps/);
+  await assert.rejects(() => opt.step(more, moreGrads), /no "new.momentum_buffer" in the state after 1 steps/);
 
   assert.throws(() => adam({ lr: 0.1 }).load(opt.state()), /cannot load the state of a "sgd" optimiser/);
   const s = opt.state();
@@ -298,24 +311,24 @@ test('errors: missing, extra or mis-sized gradients; wrong state; bad hyper-para
   }, /lr = NaN/);
 });
 
-test('clipGradNorm: returns the norm before clipping and scales as torch', () => {
-  const grads = new Map([
-    ['a', Float32Array.of(3, 0)],
-    ['b', Float32Array.of(4)],
-  ]);
-  assert.equal(clipGradNorm(grads, 10), 5);
-  assert.deepEqual([...grads.get('a')!, ...grads.get('b')!], [3, 0, 4], 'below the limit: untouched');
-  assert.equal(clipGradNorm(grads, 1), 5);
-  const coef = 1 / (5 + 1e-6);
-  assert.ok(Math.abs(grads.get('a')![0]! - 3 * coef) < 1e-7);
-  assert.ok(Math.abs(grads.get('b')![0]! - 4 * coef) < 1e-7);
-  assert.ok(Math.abs(clipGradNorm(grads, 1) - 1) < 1e-6);
-
-  const bad = new Map([['a', Float32Array.of(1, Infinity)]]);
-  assert.equal(clipGradNorm(bad, 1), Infinity);
-  assert.deepEqual([...bad.get('a')!], [1, Infinity], 'non-finite norm: gradients left for the caller to skip');
-  assert.ok(Number.isNaN(clipGradNorm(new Map([['a', Float32Array.of(NaN)]]), 1)));
-  assert.throws(() => clipGradNorm(grads, 0), /maxNorm = 0/);
+test('gradient clipping: all gradients scaled together by min(1, maxNorm / (norm + 1e-6)), as torch', async () => {
+  // SGD with lr 1 and no momentum moves each parameter by its (clipped) gradient
+  const stepWith = async (grads: Record<string, number[]>, maxNorm: number): Promise<number[]> => {
+    const params = new Map(Object.entries(grads).map(([k, g]) => [k, new Float32Array(g.length)]));
+    await sgd({ lr: 1 }).step(params, new Map(Object.entries(grads).map(([k, g]) => [k, Float32Array.from(g)])), maxNorm);
+    return [...params.values()].flatMap((p) => [...p].map((v) => 0 - v));
+  };
+  assert.deepEqual(await stepWith({ a: [3, 0], b: [4] }, 10), [3, 0, 4], 'below the limit: untouched');
+  const coef = Math.fround(1 / Math.fround(5 + 1e-6));
+  assert.deepEqual(await stepWith({ a: [3, 0], b: [4] }, 1), [Math.fround(3 * coef), 0, Math.fround(4 * coef)]);
+  assert.ok(
+    (await stepWith({ a: [1, Infinity] }, 1)).some((v) => !Number.isFinite(v)),
+    'a non-finite norm shows in the parameters',
+  );
+  await assert.rejects(
+    () => sgd({ lr: 1 }).step(new Map([['a', Float32Array.of(0)]]), new Map([['a', Float32Array.of(1)]]), -1),
+    /gradClip = -1, must be ≥ 0/,
+  );
 });
 
 test('cosineWithWarmup: constant warm-up (Tang), cosine from baseLr to minLr', () => {

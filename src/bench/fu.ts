@@ -1,6 +1,7 @@
 /**
  * One training step of the `fu` method (both prompt learners, both vision passes, both text encoders,
- * loss, gradients and the Adam update) on full-size random weights, for the benchmark.
+ * loss, gradients and the Adam update in one graph, the state kept where it runs, as the trainer does) on
+ * full-size random weights, for the benchmark.
  */
 import { type ClipWeights } from '../clip/weights.js';
 import { ClipTokenizer } from '../clip/tokenizer.js';
@@ -9,6 +10,7 @@ import { getMethod } from '../methods/index.js';
 import { enabledAuxiliary, parseOptions } from '../methods/method.js';
 import { TrainStep, setUp } from '../methods/graphs.js';
 import { adam } from '../train/optim.js';
+import { ResidentTraining } from '../train/resident.js';
 import { Rng } from '../util/rng.js';
 import { timeIt } from './timing.js';
 
@@ -23,7 +25,9 @@ export async function benchFu(
   const params = setup.model.init(rng);
   // the alignment task is on by default: both vision passes and both text encoders
   const auxiliary = enabledAuxiliary(method, o, []);
-  const step = await TrainStep.create(setup, params, opts.batch, auxiliary, opts.runtime);
+  const optimizer = adam({ lr: o.lr });
+  const step = await TrainStep.create(setup, params, opts.batch, auxiliary, opts.runtime, optimizer.update(o.gradClip));
+  const resident = ResidentTraining.create(step, params, optimizer, opts.runtime);
   const c = weights.config;
   const random = (n: number, draw: () => number): Float32Array => Float32Array.from({ length: n }, draw);
   const batch = {
@@ -36,16 +40,14 @@ export async function benchFu(
       ]),
     ),
   };
-  const optimizer = adam({ lr: o.lr });
-  const data = new Map([...params].map(([k, v]) => [k, v.data]));
   const t = await timeIt(
     async () => {
-      const { grads } = await step.run(batch, params, rng);
-      optimizer.step(data, grads);
+      await resident.step(step, batch, rng);
     },
     opts.warmup,
     opts.iters,
   );
+  resident.dispose();
   await step.release();
   return { fu_train_img_s: opts.batch / t.median, fu_s: t.seconds };
 }

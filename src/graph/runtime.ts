@@ -3,7 +3,7 @@
  * checking with clear messages, and a cache so each graph is built and optimised once.
  */
 import * as ort from 'onnxruntime-node';
-import { type DType, type Graph, type TypedData, shapeSize } from './graph.js';
+import { type DType, Graph, type TypedData, identity, shapeSize } from './graph.js';
 import { serialize } from './onnx.js';
 import { cudaProviderProblem } from './cuda.js';
 import { webgpuProblem } from './webgpu.js';
@@ -47,6 +47,52 @@ function typeOf(data: TypedData): DType | 'uint8' {
 
 export class InputError extends Error {}
 
+/**
+ * A tensor ONNX Runtime holds between runs: in host memory, or in a GPU buffer (WebGPU), where it stays until
+ * it is fed to another run or read back with `download`. Feeding one to a run copies nothing on the CPU, and
+ * nothing between host and GPU on WebGPU.
+ */
+export class DeviceTensor {
+  private constructor(private readonly tensor: ort.Tensor) {}
+
+  /** A float32 tensor over `data` in host memory (not copied: a run that writes into it changes `data`). */
+  static host(data: Float32Array, shape: readonly number[]): DeviceTensor {
+    if (data.length !== shapeSize(shape))
+      throw new InputError(`a tensor of shape [${shape.join(', ')}] needs ${shapeSize(shape)} values, got ${data.length}`);
+    return new DeviceTensor(new ort.Tensor('float32', data, [...shape]));
+  }
+
+  /** @internal */
+  static wrap(tensor: ort.Tensor): DeviceTensor {
+    return new DeviceTensor(tensor);
+  }
+
+  /** @internal */
+  get ort(): ort.Tensor {
+    return this.tensor;
+  }
+
+  get shape(): number[] {
+    return [...this.tensor.dims];
+  }
+
+  /** Whether the values are in a GPU buffer (then only `download` reads them). */
+  get onGpu(): boolean {
+    return this.tensor.location === 'gpu-buffer';
+  }
+
+  /** The values, where they are in host memory. */
+  get data(): Float32Array {
+    if (this.onGpu) throw new Error('the tensor is in a GPU buffer: read it with download()');
+    return this.tensor.data as Float32Array;
+  }
+
+  /** Frees a GPU buffer now rather than when the collector gets to it (a no-op in host memory). */
+  dispose(): void {
+    if (this.onGpu) this.tensor.dispose();
+  }
+}
+
 export { CUDA_INSTALL_COMMAND, cudaProviderProblem, type CudaCheckEnv } from './cuda.js';
 export { webgpuProblem } from './webgpu.js';
 export { resolveDevice } from './device.js';
@@ -60,7 +106,11 @@ export class CompiledGraph {
     readonly name: string,
   ) {}
 
-  static async create(graph: Graph, opts: RuntimeOptions = {}): Promise<CompiledGraph> {
+  /**
+   * `deviceOutputs`: outputs that stay where the graph ran (a GPU buffer on WebGPU) for `runDevice` to hand on;
+   * on the CPU every output is in host memory anyway.
+   */
+  static async create(graph: Graph, opts: RuntimeOptions = {}, deviceOutputs: readonly string[] = []): Promise<CompiledGraph> {
     if (opts.provider === 'cuda' || opts.provider === 'webgpu') {
       const problem = opts.provider === 'cuda' ? cudaProviderProblem() : webgpuProblem();
       if (problem) throw new Error(problem);
@@ -76,6 +126,9 @@ export class CompiledGraph {
       externalData: model.externalData,
       ...(opts.threads ? { intraOpNumThreads: opts.threads, interOpNumThreads: 1 } : {}),
       ...(opts.optimizedModelPath ? { optimizedModelFilePath: opts.optimizedModelPath } : {}),
+      ...(opts.provider === 'webgpu' && deviceOutputs.length > 0
+        ? { preferredOutputLocation: Object.fromEntries(deviceOutputs.map((n) => [n, 'gpu-buffer' as const])) }
+        : {}),
     };
     let session: ort.InferenceSession;
     try {
@@ -95,6 +148,34 @@ export class CompiledGraph {
 
   /** Runs the graph. Every input must be fed with its exact shape and dtype. */
   async run(feeds: Readonly<Record<string, Feed>>, outputs?: readonly string[]): Promise<Record<string, Tensor>> {
+    const result = await this.session.run(this.ortFeeds(feeds), outputs ? [...outputs] : [...this.outputNames]);
+    const out: Record<string, Tensor> = {};
+    for (const [name, t] of Object.entries(result)) out[name] = { shape: [...t.dims], data: t.data as TypedData };
+    return out;
+  }
+
+  /**
+   * Runs the graph with tensors that stay on the device: inputs may be `DeviceTensor`s (outputs of earlier runs),
+   * and the outputs come back as `DeviceTensor`s, those named in `create`'s `deviceOutputs` left in a GPU buffer on
+   * WebGPU. `into` gives host tensors to write outputs into (no allocation per run on the CPU).
+   */
+  async runDevice(
+    feeds: Readonly<Record<string, Feed | DeviceTensor>>,
+    outputs: readonly string[],
+    into: Readonly<Record<string, DeviceTensor>> = {},
+  ): Promise<Record<string, DeviceTensor>> {
+    const fetches: Record<string, ort.Tensor | null> = {};
+    for (const name of outputs) {
+      if (!this.outputNames.includes(name)) throw new InputError(`${this.name}: unknown output "${name}"`);
+      fetches[name] = into[name]?.ort ?? null;
+    }
+    const result = await this.session.run(this.ortFeeds(feeds), fetches);
+    const out: Record<string, DeviceTensor> = {};
+    for (const [name, t] of Object.entries(result)) out[name] = into[name] ?? DeviceTensor.wrap(t);
+    return out;
+  }
+
+  private ortFeeds(feeds: Readonly<Record<string, Feed | DeviceTensor>>): Record<string, ort.Tensor> {
     const ortFeeds: Record<string, ort.Tensor> = {};
     for (const name of Object.keys(feeds)) {
       if (!this.inputs.has(name))
@@ -103,6 +184,15 @@ export class CompiledGraph {
     for (const [name, spec] of this.inputs) {
       const feed = feeds[name];
       if (feed === undefined) throw new InputError(`${this.name}: input "${name}" (${spec.dtype}[${spec.shape.join(', ')}]) was not given`);
+      if (feed instanceof DeviceTensor) {
+        const shape = feed.shape;
+        if (feed.ort.type !== spec.dtype || shape.length !== spec.shape.length || shape.some((d, i) => d !== spec.shape[i]))
+          throw new InputError(
+            `${this.name}: input "${name}" must be ${spec.dtype}[${spec.shape.join(', ')}], got ${feed.ort.type}[${shape.join(', ')}]`,
+          );
+        ortFeeds[name] = feed.ort;
+        continue;
+      }
       const data = 'data' in feed && !ArrayBuffer.isView(feed) ? feed.data : (feed as TypedData);
       const shape = 'shape' in feed && !ArrayBuffer.isView(feed) ? feed.shape : null;
       const dtype = typeOf(data);
@@ -119,15 +209,51 @@ export class CompiledGraph {
       }
       ortFeeds[name] = new ort.Tensor(ORT_TYPE[spec.dtype], data as never, [...spec.shape]);
     }
-    const result = await this.session.run(ortFeeds, outputs ? [...outputs] : [...this.outputNames]);
-    const out: Record<string, Tensor> = {};
-    for (const [name, t] of Object.entries(result)) out[name] = { shape: [...t.dims], data: t.data as TypedData };
-    return out;
+    return ortFeeds;
   }
 
   async release(): Promise<void> {
     await this.session.release();
   }
+}
+
+/** Identity graphs that read GPU buffers back, by provider and shapes (one per set of tensors read together). */
+const readers = new Map<string, Promise<CompiledGraph>>();
+
+/**
+ * The values of device tensors, copied into host memory: those in host memory by a copy, those in GPU buffers
+ * through one run of an identity graph on `runtime`'s provider (onnxruntime-node reads a GPU buffer only as the
+ * output of a run).
+ */
+export async function download(
+  tensors: ReadonlyMap<string, DeviceTensor>,
+  runtime: RuntimeOptions = {},
+): Promise<Map<string, Float32Array>> {
+  const out = new Map<string, Float32Array>();
+  const onGpu: Array<[string, DeviceTensor]> = [];
+  for (const [name, t] of tensors) {
+    if (t.onGpu) onGpu.push([name, t]);
+    else out.set(name, t.data.slice());
+  }
+  if (onGpu.length > 0) {
+    const key = `${runtime.provider ?? 'cpu'}|${onGpu.map(([, t]) => t.shape.join('x')).join(',')}`;
+    let reader = readers.get(key);
+    if (!reader) {
+      const g = new Graph('download');
+      onGpu.forEach(([, t], i) => g.output(`y${i}`, identity(g.input(`x${i}`, t.shape))));
+      reader = CompiledGraph.create(g, runtime);
+      readers.set(key, reader);
+      reader.catch(() => readers.delete(key));
+    }
+    const got = await (
+      await reader
+    ).runDevice(
+      Object.fromEntries(onGpu.map(([, t], i) => [`x${i}`, t])),
+      onGpu.map((_, i) => `y${i}`),
+    );
+    onGpu.forEach(([name], i) => out.set(name, got[`y${i}`]!.data));
+  }
+  return new Map([...tensors.keys()].map((k) => [k, out.get(k)!]));
 }
 
 /**

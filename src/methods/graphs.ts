@@ -6,11 +6,11 @@
  */
 import { Graph, type Value } from '../graph/graph.js';
 import { gradients } from '../graph/grad.js';
-import { CompiledGraph, SessionCache, type Feed, type RuntimeOptions } from '../graph/runtime.js';
+import { CompiledGraph, DeviceTensor, SessionCache, type Feed, type RuntimeOptions } from '../graph/runtime.js';
 import { WeightBank, visionEncoder, wholeImageRefusal } from '../clip/encoders.js';
 import { type ClipWeights } from '../clip/weights.js';
 import { type ClipTokenizer } from '../clip/tokenizer.js';
-import { type BuildContext, type ParamSet, paramAccessor, paramFeeds } from '../prompts/context.js';
+import { type BuildContext, type ParamSet, paramAccessor, paramFeeds, paramInput } from '../prompts/context.js';
 import { type RgbImage } from '../data/rgb.js';
 import { type Rng } from '../util/rng.js';
 import { type AuxiliaryTarget, type Method, type MethodModel, type Options, trainingLoss } from './method.js';
@@ -49,6 +49,9 @@ const NAMES = {
   target: (name: string) => `target:${name}`,
   mask: (name: string) => `mask:${name}`,
   grad: (param: string) => `grad:${param}`,
+  scalars: 'optimizer:scalars',
+  slot: (key: string) => `slot:${key}`,
+  next: (key: string) => `next:${key}`,
 };
 const QUALITY = 'quality';
 
@@ -113,6 +116,32 @@ export interface TrainBatch {
   auxiliary: Record<string, { values: Float32Array; mask?: Float32Array }>;
 }
 
+/** One trained parameter in the training graph, for an optimiser's update: its value, gradient and slots. */
+export interface UpdateEntry {
+  param: Value;
+  grad: Value;
+  /** the optimiser's buffers for it, in `GraphUpdate.slots` order */
+  slots: readonly Value[];
+}
+
+/** An optimiser's update as graph operations (src/train/optim.ts makes them), applied in the training graph. */
+export interface GraphUpdate {
+  /** the buffers each parameter has (torch's names), in order */
+  readonly slots: readonly string[];
+  /** the length of the scalar vector fed at each step */
+  readonly scalarCount: number;
+  /** what decides the operations besides the shapes: a graph made for one key serves every step with it */
+  readonly key: string;
+  /** the new value of each parameter and of its slots */
+  build(scalars: Value, entries: readonly UpdateEntry[]): Array<{ param: Value; slots: Value[] }>;
+}
+
+/**
+ * Trained parameters and their optimiser buffers where the graph runs, by name: `param` and `param.slot`.
+ * Fed to the next step as they are: on WebGPU they stay in GPU buffers between steps.
+ */
+export type DeviceState = Map<string, DeviceTensor>;
+
 export interface StepResult {
   loss: number;
   /** the gradient of every parameter of the set given to `run` (zeros for those the loss does not reach) */
@@ -121,7 +150,9 @@ export interface StepResult {
 
 /**
  * One training step's graph for a batch size: the image, the quality target and each auxiliary target in;
- * the loss and every trainable parameter's gradient out, in one ONNX Runtime run.
+ * the loss and every trainable parameter's gradient out, in one ONNX Runtime run. Made with an optimiser's
+ * `update`, the graph applies it too: the trained parameters and their optimiser buffers go in and their new
+ * values come out in place of the gradients (`runUpdate`), so they can stay on the device between steps.
  */
 export class TrainStep {
   private constructor(
@@ -130,6 +161,7 @@ export class TrainStep {
     readonly trained: readonly string[],
     private readonly dropout: ReadonlyArray<{ name: string; p: number; size: number }>,
     private readonly auxiliary: readonly AuxiliaryTarget[],
+    private readonly update: GraphUpdate | undefined,
   ) {}
 
   static async create(
@@ -138,6 +170,7 @@ export class TrainStep {
     batch: number,
     auxiliary: readonly AuxiliaryTarget[],
     runtime: RuntimeOptions,
+    update?: GraphUpdate,
   ): Promise<TrainStep> {
     const g = new Graph(`${s.method.info.name}_train_b${batch}`);
     const ctx = context(g, s.backbone, params, batch, true, new Set(auxiliary.map((t) => t.name)));
@@ -159,13 +192,39 @@ export class TrainStep {
       trained.map((n) => ctx.used.get(n)!),
     );
     g.output(NAMES.loss, loss);
-    trained.forEach((n, i) => g.output(NAMES.grad(n), grads[i]!));
+    const kept: string[] = [];
+    if (update) {
+      const scalars = g.input(NAMES.scalars, [update.scalarCount]);
+      const entries = trained.map((n, i) => {
+        const param = ctx.used.get(n)!;
+        return { param, grad: grads[i]!, slots: update.slots.map((slot) => g.input(NAMES.slot(`${n}.${slot}`), param.shape)) };
+      });
+      update.build(scalars, entries).forEach((next, i) => {
+        const n = trained[i]!;
+        kept.push(NAMES.next(n), ...update.slots.map((slot) => NAMES.next(`${n}.${slot}`)));
+        g.output(NAMES.next(n), next.param);
+        next.slots.forEach((v, j) => g.output(NAMES.next(`${n}.${update.slots[j]!}`), v));
+      });
+    } else {
+      trained.forEach((n, i) => g.output(NAMES.grad(n), grads[i]!));
+    }
     const dropout = g.dropoutMasks.map((m) => ({ name: m.value.name, p: m.p, size: m.value.size }));
-    return new TrainStep(await CompiledGraph.create(g, runtime), trained, dropout, auxiliary);
+    return new TrainStep(await CompiledGraph.create(g, runtime, kept), trained, dropout, auxiliary, update);
+  }
+
+  /** The names of the device state a step with the update reads and writes: each trained parameter, then its slots. */
+  stateKeys(): string[] {
+    const slots = this.update?.slots ?? [];
+    return this.trained.flatMap((n) => [n, ...slots.map((slot) => `${n}.${slot}`)]);
   }
 
   /** The graph's feeds: the batch, fresh dropout masks drawn from `rng`, and the parameters' values. */
   private feeds(batch: TrainBatch, params: ParamSet, rng: Rng): Record<string, Feed> {
+    return { ...this.batchFeeds(batch, rng), ...paramFeeds(this.compiled.inputs.keys(), params) };
+  }
+
+  /** The batch and fresh dropout masks drawn from `rng`. */
+  private batchFeeds(batch: TrainBatch, rng: Rng): Record<string, Feed> {
     const feeds: Record<string, Feed> = {
       [this.compiled.inputs.has(NAMES.features) ? NAMES.features : NAMES.pixels]: batch.image,
       [NAMES.target(QUALITY)]: batch.quality,
@@ -185,15 +244,49 @@ export class TrainStep {
       for (let j = 0; j < m.length; j++) m[j] = rng.uniform() < d.p ? 0 : keep;
       feeds[d.name] = m;
     }
-    return { ...feeds, ...paramFeeds(this.compiled.inputs.keys(), params) };
+    return feeds;
   }
 
   async run(batch: TrainBatch, params: ParamSet, rng: Rng): Promise<StepResult> {
+    if (this.update) throw new Error('this training step applies an optimiser update: run it with runUpdate');
     const res = await this.compiled.run(this.feeds(batch, params, rng));
     const grads = new Map<string, Float32Array>();
     for (const [name, p] of params)
       grads.set(name, (res[NAMES.grad(name)]?.data as Float32Array | undefined) ?? new Float32Array(p.data.length));
     return { loss: Number(res[NAMES.loss]!.data[0]), grads };
+  }
+
+  /**
+   * One step with the optimiser's update: the loss, and the new device state (every key of `stateKeys`). `state`
+   * is left as it was; `into`, a state of the same shapes in host memory, receives the new values (so that a
+   * CPU run allocates nothing per step); without it, they are new tensors (GPU buffers on WebGPU).
+   */
+  async runUpdate(
+    batch: TrainBatch,
+    state: DeviceState,
+    scalars: Float32Array,
+    rng: Rng,
+    into?: DeviceState,
+  ): Promise<{ loss: number; next: DeviceState }> {
+    if (!this.update) throw new Error('this training step was made without an optimiser update: run it with run');
+    const feeds: Record<string, Feed | DeviceTensor> = { ...this.batchFeeds(batch, rng), [NAMES.scalars]: scalars };
+    const outputs = [NAMES.loss];
+    const fetch: Record<string, DeviceTensor> = {};
+    const feed = (input: string, key: string): void => {
+      const t = state.get(key);
+      if (!t) throw new Error(`the training state lacks "${key}"`);
+      feeds[input] = t;
+      outputs.push(NAMES.next(key));
+      const target = into?.get(key);
+      if (target) fetch[NAMES.next(key)] = target;
+    };
+    for (const n of this.trained) {
+      feed(paramInput(n), n);
+      for (const slot of this.update.slots) feed(NAMES.slot(`${n}.${slot}`), `${n}.${slot}`);
+    }
+    const out = await this.compiled.runDevice(feeds, outputs, fetch);
+    const next: DeviceState = new Map(this.stateKeys().map((key) => [key, out[NAMES.next(key)]!]));
+    return { loss: Number(out[NAMES.loss]!.data[0]), next };
   }
 
   /** The loss alone (for gradient checks). */

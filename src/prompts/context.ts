@@ -27,6 +27,11 @@ export interface BuildContext {
 
 const PARAM_PREFIX = 'param:';
 
+/** The graph input that holds a parameter. */
+export function paramInput(name: string): string {
+  return `${PARAM_PREFIX}${name}`;
+}
+
 /** Makes `param(name)` for a graph: inputs shaped as the parameter set says. */
 export function paramAccessor(g: Graph, params: ParamSet): { param: (name: string) => Value; used: Map<string, Value> } {
   const used = new Map<string, Value>();
@@ -37,7 +42,7 @@ export function paramAccessor(g: Graph, params: ParamSet): { param: (name: strin
       if (!v) {
         const t = params.get(name);
         if (!t) throw new Error(`no parameter named "${name}"`);
-        v = g.input(`${PARAM_PREFIX}${name}`, t.shape);
+        v = g.input(paramInput(name), t.shape);
         used.set(name, v);
       }
       return v;

@@ -23,10 +23,7 @@ import { findUnreadableImages, listUnreadable, type UnreadableImage } from '../d
 import { FIGURES, correlations, figuresOf, summarise } from '../eval/metrics.js';
 import { linePlotSvg } from '../eval/plot.js';
 import {
-  sgd,
-  adam,
-  adamw,
-  clipGradNorm,
+  optimizerFor,
   cosineWithWarmup,
   epochCosineWithWarmup,
   constantLr,
@@ -39,6 +36,7 @@ import { saveCheckpoint, loadCheckpoint, type CheckpointMeta } from '../methods/
 import { readSafetensors, writeSafetensors } from '../clip/safetensors.js';
 import { checkWritableFolder, writeFileAtomic } from '../util/fs.js';
 import { withLock } from '../util/lock.js';
+import { ResidentTraining } from './resident.js';
 import { Rng } from '../util/rng.js';
 
 /** `warning`: `message` says what, `warnings` lists the cases (dataset rows left out, unreadable images skipped). */
@@ -110,17 +108,6 @@ interface State {
   bestScore: number;
   history: EpochRecord[];
   steps: number;
-}
-
-function makeOptimizer(o: Options): Optimizer {
-  switch (o.optimizer) {
-    case 'sgd':
-      return sgd({ lr: o.lr, momentum: o.momentum, weightDecay: o.weightDecay });
-    case 'adamw':
-      return adamw({ lr: o.lr, weightDecay: o.weightDecay });
-    default:
-      return adam({ lr: o.lr, weightDecay: o.weightDecay });
-  }
 }
 
 function makeSchedule(o: Options, stepsPerEpoch: number): Schedule {
@@ -304,6 +291,8 @@ class BatchSource {
  */
 class TrainingRun {
   private readonly steps = new Map<number, TrainStep>();
+  /** the trained parameters and optimiser buffers where the graphs run, from the first step on */
+  private resident: ResidentTraining | null = null;
   private readonly scorer: Scorer;
   private stepsThisRun = 0;
 
@@ -399,7 +388,7 @@ class TrainingRun {
       ...(Object.values(columns).some((c) => c !== undefined) ? { columns } : {}),
     });
     const statePath = join(out, 'state');
-    const optimizer = makeOptimizer(o);
+    const optimizer = optimizerFor(o);
     let params: ParamSet;
     let state: State;
     const resumed = loadState(statePath, runKey);
@@ -492,16 +481,15 @@ class TrainingRun {
     const b = got.idx.length;
     let step = this.steps.get(b);
     if (!step) {
-      step = await TrainStep.create(this.setup, this.params, b, this.auxiliary, this.run.runtime);
+      const update = this.optimizer.update(this.setup.options.gradClip);
+      step = await TrainStep.create(this.setup, this.params, b, this.auxiliary, this.run.runtime, update);
       this.steps.set(b, step);
     }
-    const { loss, grads } = await step.run(got.batch, this.params, rng);
-    if (!Number.isFinite(loss)) throw new Error(`training diverged: the loss is ${loss} at epoch ${epoch}, step ${s} (try a lower --lr)`);
-    const o = this.setup.options;
-    if (o.gradClip > 0) clipGradNorm(grads, o.gradClip);
+    this.resident ??= ResidentTraining.create(step, this.params, this.optimizer, this.run.runtime);
     // the step's place in the run, not the count of steps taken: a batch left out shifts no epoch boundary
     this.optimizer.lr = this.schedule.lrAt((epoch - 1) * this.run.stepsPerEpoch + s);
-    this.optimizer.step(new Map([...this.params].map(([k, v]) => [k, v.data])), grads);
+    const loss = await this.resident.step(step, got.batch, rng);
+    if (!Number.isFinite(loss)) throw new Error(`training diverged: the loss is ${loss} at epoch ${epoch}, step ${s} (try a lower --lr)`);
     this.state.steps++;
     this.log({ kind: 'step', epoch, step: s, loss, lr: this.optimizer.lr });
     this.emit({ kind: 'step', epoch, step: s + 1, stepsPerEpoch: this.run.stepsPerEpoch, loss });
@@ -514,6 +502,8 @@ class TrainingRun {
   /** Validation, the best epoch's checkpoint, the saved state (the point a killed run resumes from) and the plot. */
   private async endEpoch(epoch: number, loss: number): Promise<void> {
     const { state } = this;
+    // the parameters and optimiser buffers of the moment, back in host memory
+    if (this.resident) this.params = (await this.resident.snapshot(this.params)).params;
     const { selectIdx, selectOn, out } = this.run;
     const val = selectIdx.length >= 4 ? await this.validate(selectIdx) : {};
     const rec: EpochRecord = { epoch, loss, val, lr: this.optimizer.lr };
@@ -630,6 +620,7 @@ class TrainingRun {
   }
 
   async close(): Promise<void> {
+    this.resident?.dispose();
     for (const s of this.steps.values()) await s.release();
     this.steps.clear();
     await this.source.release();
