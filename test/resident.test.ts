@@ -114,3 +114,24 @@ test('the two kinds of training step refuse each other’s run', async () => {
   await plain.release();
   await fused.release();
 });
+
+test("a resumed optimiser state that lacks a trained parameter's buffer is refused, naming it", async () => {
+  const method = METHODS.find((m) => m.info.name === 'tang')!;
+  const backbone = await loadBackbone(tinyP32);
+  const o = parseOptions(method, {});
+  const setup = setUp(method, o, backbone);
+  const init = setup.model.init(new Rng(5));
+  const opt = optimizerFor(o);
+  const step = await TrainStep.create(setup, init, 2, [], { threads: 1 }, opt.update());
+  const first = ResidentTraining.create(step, init, opt, { threads: 1 });
+  await first.step(step, randomTrainBatch(method, backbone, [], 2, 1), new Rng(0));
+  const { optim } = await first.snapshot(init);
+  const [dropped] = Object.keys(optim.buffers);
+  const resumed = optimizerFor(o);
+  resumed.load({ ...optim, buffers: Object.fromEntries(Object.entries(optim.buffers).filter(([k]) => k !== dropped)) });
+  assert.throws(
+    () => ResidentTraining.create(step, init, resumed, { threads: 1 }),
+    new RegExp(`no "${dropped!.replace(/\./g, '\\.')}" in the state after 1 steps`),
+  );
+  await step.release();
+});

@@ -28,7 +28,7 @@ export class ResidentTraining {
 
   /**
    * The state of `step`'s trained parameters (copied from `params`) and their optimiser buffers (copied from the
-   * optimiser's state; zeros where it has none yet, as torch starts them).
+   * optimiser's state; zeros before the first step, as torch starts them).
    */
   static create(step: TrainStep, params: ParamSet, optimizer: Optimizer, runtime: RuntimeOptions): ResidentTraining {
     const buffers = optimizer.state().buffers;
@@ -40,6 +40,8 @@ export class ResidentTraining {
       const shape = param?.shape ?? params.get(key.slice(0, dot))?.shape;
       if (!shape) throw new Error(`no parameter for the training state "${key}"`);
       const saved = param ? undefined : buffers[key];
+      if (!param && !saved && optimizer.steps > 0)
+        throw new Error(`${optimizer.kind}: no "${key}" in the state after ${optimizer.steps} steps (did the parameters change?)`);
       if (saved && saved.length !== size(shape))
         throw new Error(`the optimiser buffer "${key}" has ${saved.length} values, its parameter ${size(shape)}`);
       const data = param ? param.data.slice() : (saved?.slice() ?? new Float32Array(size(shape)));
