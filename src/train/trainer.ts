@@ -1,7 +1,7 @@
 /**
  * The training loop shared by every trainable method: batches from a seeded split, the method's
- * augmentation, its graph (loss and gradients in one ONNX Runtime run), the optimiser and schedule in
- * TypeScript, validation every epoch, early stopping, a JSONL log, and a resumable state written
+ * augmentation, its graph (loss, gradients and the optimiser's update in one ONNX Runtime run, the state kept
+ * where the graph runs: resident.ts), the schedule, validation every epoch, early stopping, a JSONL log, and a resumable state written
  * atomically at every epoch's end. Every random choice derives from (seed, epoch, step), so a run killed
  * at any moment resumes from its last epoch and ends with the same numbers as an uninterrupted one.
  */
