@@ -397,17 +397,14 @@ export async function createMetric(name: string, opts: MetricOptions = {}): Prom
       });
       // one graph for every part, sized to the files there are
       const graphBatch = scorer.graphBatch(Math.min(batch, files.length));
+      // decoding runs on libuv's threads: the next part decodes while this one is scored (a failure is that file's result)
+      const decodeAll = (chunk: readonly string[]): Promise<Array<RgbImage | Error>> =>
+        Promise.all(chunk.map((f) => decodeImage(f).catch((err: unknown) => (err instanceof Error ? err : new Error(String(err))))));
+      let next = decodeAll(files.slice(0, batch));
       for (let i = 0; i < files.length; i += batch) {
         const chunk = files.slice(i, i + batch);
-        const decoded = await Promise.all(
-          chunk.map(async (f) => {
-            try {
-              return await decodeImage(f);
-            } catch (err) {
-              return err instanceof Error ? err : new Error(String(err));
-            }
-          }),
-        );
+        const decoded = await next;
+        if (i + batch < files.length) next = decodeAll(files.slice(i + batch, i + 2 * batch));
         // an image the method refuses (e.g. too small for its windows) is that image's error, as a decode failure is
         const views = decoded.map((d) => {
           if (d instanceof Error) return d;
