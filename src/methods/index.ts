@@ -3,7 +3,7 @@
  * paths, buffers or decoded images, singly or in batches. Images are always run in batches of one fixed
  * size (the last one padded), so an image gets the same score whatever batch it comes in.
  */
-import type { Provider } from '../graph/runtime.js';
+import type { Provider, RuntimeOptions } from '../graph/runtime.js';
 import { existsSync, statSync } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import { type Method, type MethodInfo, type Options, parseOptions } from './method.js';
@@ -376,7 +376,17 @@ export async function createMetric(name: string, opts: MetricOptions = {}): Prom
     setup = setUp(method, options, await loadBackbone(opts.model ?? method.info.defaultModel));
     params = setup.model.init(new Rng(0));
   }
-  const scorer = new Scorer(setup, params, { provider: opts.device, threads: opts.threads }, batch);
+  return metricFor(setup, params, { provider: opts.device, threads: opts.threads }, batch);
+}
+
+/**
+ * The metric of a method set up on a backbone with its parameters: what `createMetric` returns once it has
+ * found them (and what a benchmark builds on random weights, to time the same scoring).
+ */
+export function metricFor(setup: MethodSetup, params: ParamSet, runtime: RuntimeOptions, batch = 8): Metric {
+  checkBatchSize(batch);
+  const { method } = setup;
+  const scorer = new Scorer(setup, params, runtime, batch);
   return {
     info: { ...method.info },
     async score(input) {
