@@ -11,11 +11,20 @@ import { TrainStep, setUp } from '../methods/graphs.js';
 import { adam } from '../train/optim.js';
 import { Rng } from '../util/rng.js';
 import { timeIt } from './timing.js';
+import { warmupRuns, withPlacement } from './profile.js';
+import { type PlacementDetail } from '../graph/placement.js';
 
 export async function benchFu(
   weights: ClipWeights,
-  opts: { batch: number; warmup: number; iters: number; runtime: RuntimeOptions },
-): Promise<{ fu_train_img_s: number; fu_s: number[] }> {
+  opts: {
+    batch: number;
+    warmup: number;
+    iters: number;
+    runtime: RuntimeOptions;
+    /** profile the first (untimed) run of each graph of the step to tell which provider ran its nodes */
+    placement?: boolean;
+  },
+): Promise<{ fu_train_img_s: number; fu_s: number[]; placement_fu?: PlacementDetail }> {
   const method = getMethod('fu');
   const o = parseOptions(method, {});
   const setup = setUp(method, o, { weights, tokenizer: ClipTokenizer.default(), model: 'random' });
@@ -23,7 +32,6 @@ export async function benchFu(
   const params = setup.model.init(rng);
   // the alignment task is on by default: both vision passes and both text encoders
   const auxiliary = enabledAuxiliary(method, o, []);
-  const step = await TrainStep.create(setup, params, opts.batch, auxiliary, opts.runtime);
   const c = weights.config;
   const random = (n: number, draw: () => number): Float32Array => Float32Array.from({ length: n }, draw);
   const batch = {
@@ -38,14 +46,21 @@ export async function benchFu(
   };
   const optimizer = adam({ lr: o.lr });
   const data = new Map([...params].map(([k, v]) => [k, v.data]));
-  const t = await timeIt(
-    async () => {
-      const { grads } = await step.run(batch, params, rng);
-      optimizer.step(data, grads);
-    },
-    opts.warmup,
-    opts.iters,
-  );
-  await step.release();
-  return { fu_train_img_s: opts.batch / t.median, fu_s: t.seconds };
+  const placement = opts.placement ?? false;
+  const { result: t, placement: where } = await withPlacement(placement, opts.runtime, async (runtime) => {
+    const step = await TrainStep.create(setup, params, opts.batch, auxiliary, runtime);
+    try {
+      return await timeIt(
+        async () => {
+          const { grads } = await step.run(batch, params, rng);
+          optimizer.step(data, grads);
+        },
+        warmupRuns(opts.warmup, placement),
+        opts.iters,
+      );
+    } finally {
+      await step.release();
+    }
+  });
+  return { fu_train_img_s: opts.batch / t.median, fu_s: t.seconds, ...(where ? { placement_fu: where } : {}) };
 }
