@@ -2,7 +2,8 @@
 """PyTorch peer of promptiqa's benchmark.
 
 Builds CLIP's vision (and, for the "fu" mode, text) transformer from scratch
-with random weights, then times three workloads on the CPU in fp32:
+with random weights, then times three workloads in fp32 (on the CPU, or on
+CUDA: see Device below):
 
   forward  image features (inference mode)
   train    forward + backward w.r.t. deep visual prompts (CLIP frozen); for
@@ -16,9 +17,17 @@ with random weights, then times three workloads on the CPU in fp32:
 
 Usage:
   /usr/bin/python3 scripts/bench_torch.py --arch vit-b-32 --batch 8 \
-      --threads 2 --warmup 2 --iters 3 [--mode forward,train,fu] [--prompts 8]
+      --threads 2 --warmup 2 --iters 3 [--mode forward,train,fu] [--prompts 8] \
+      [--device cpu|cuda|webgpu]
 
 Prints exactly one JSON object on stdout; diagnostics go to stderr.
+
+Device: --device names the provider promptiqa's own figures ran on. For a GPU
+provider (cuda, webgpu) the peer runs on CUDA when this torch has it
+(torch.cuda.is_available(); model and inputs moved there, TF32 off so that
+products stay fp32, torch.cuda.synchronize() before each timer stop),
+else on the CPU; the JSON says which ("device": "cuda" or "cpu", and "gpu",
+the GPU's name, on CUDA).
 
 Threads: the script fixes every thread pool itself before torch is loaded,
 so the figures do not depend on the caller's environment. torch's OpenMP
@@ -54,6 +63,9 @@ def parse_args(argv=None):
     ap.add_argument("--mode", default="forward,train,fu",
                     help="comma-separated subset of forward,train,fu")
     ap.add_argument("--prompts", type=int, default=8, help="prompt tokens per set")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda", "webgpu"),
+                    help="the provider promptiqa ran on: on cuda or webgpu the peer runs on "
+                         "CUDA where torch has it, else on the CPU")
     args = ap.parse_args(argv)
     modes = [m.strip() for m in args.mode.split(",") if m.strip()]
     bad = [m for m in modes if m not in ("forward", "train", "fu")]
@@ -130,7 +142,8 @@ class ResidualAttentionBlock(nn.Module):
         self.mlp.add_module("gelu", QuickGELU())
         self.mlp.add_module("c_proj", nn.Linear(width * 4, width))
         self.ln_2 = nn.LayerNorm(width)
-        self.attn_mask = attn_mask
+        # a buffer, so that it moves with the module to the GPU; not in the state dict
+        self.register_buffer("attn_mask", attn_mask, persistent=False)
 
     def forward(self, x):
         y = self.ln_1(x)
@@ -247,17 +260,17 @@ class ResNetTower(nn.Module):
         return self.c_proj(att.transpose(1, 2).reshape(n, e))
 
 
-def bench_train_pixels(visual, image, embed_dim, warmup, iters):
+def bench_train_pixels(visual, image, embed_dim, warmup, iters, sync=None):
     """The ResNet's train figure: the same loss, backward to the pixels."""
-    text = F.normalize(torch.randn(2, embed_dim), dim=-1)
-    target = torch.rand(image.shape[0])
+    text = F.normalize(torch.randn(2, embed_dim), dim=-1).to(image.device)
+    target = torch.rand(image.shape[0]).to(image.device)
     pixels = image.clone().requires_grad_(True)
 
     def step():
         pixels.grad = None
         F.mse_loss(prob_first(visual(pixels), text), target).backward()
 
-    return time_it(step, warmup, iters)
+    return time_it(step, warmup, iters, sync)
 
 
 class TextTransformer(nn.Module):
@@ -289,7 +302,7 @@ class TextTransformer(nn.Module):
             x = block(x)
         x = self.ln_final(x.transpose(0, 1))                   # [C, 77, 512]
         eot = tokens.argmax(dim=-1)                            # EOT has the largest id
-        return x[torch.arange(c), eot] @ self.text_projection
+        return x[torch.arange(c, device=x.device), eot] @ self.text_projection
 
 
 def freeze(module):
@@ -372,14 +385,19 @@ def fu_loss(q, a, y_q, y_a, align_weight=0.1):
 # ---------------------------------------------------------------- timing
 
 
-def time_it(fn, warmup, iters):
-    """Run fn warmup times untimed, then iters times; return per-iter seconds."""
+def time_it(fn, warmup, iters, sync=None):
+    """Run fn warmup times untimed, then iters times; return per-iter seconds.
+    sync (torch.cuda.synchronize on a GPU) waits for the queued work to end:
+    before the first timer starts and before each timer stops."""
+    sync = sync or (lambda: None)
     for _ in range(warmup):
         fn()
+    sync()
     out = []
     for _ in range(iters):
         t0 = time.perf_counter()
         fn()
+        sync()
         out.append(time.perf_counter() - t0)
     return out
 
@@ -387,19 +405,19 @@ def time_it(fn, warmup, iters):
 # ---------------------------------------------------------------- workloads
 
 
-def bench_forward(visual, image, warmup, iters):
+def bench_forward(visual, image, warmup, iters, sync=None):
     def step():
         with torch.inference_mode():
             visual(image)
 
-    return time_it(step, warmup, iters)
+    return time_it(step, warmup, iters, sync)
 
 
-def bench_train(visual, image, embed_dim, n_prompts, warmup, iters):
+def bench_train(visual, image, embed_dim, n_prompts, warmup, iters, sync=None):
     width, layers = visual.class_embedding.shape[0], len(visual.transformer.resblocks)
-    prompts = params(n_prompts, width, layers)          # input + layers 1..L-1
-    text = F.normalize(torch.randn(2, embed_dim), dim=-1)
-    target = torch.rand(image.shape[0])
+    prompts = params(n_prompts, width, layers).to(image.device)  # input + layers 1..L-1
+    text = F.normalize(torch.randn(2, embed_dim), dim=-1).to(image.device)
+    target = torch.rand(image.shape[0]).to(image.device)
 
     def step():
         for p in prompts:
@@ -407,13 +425,13 @@ def bench_train(visual, image, embed_dim, n_prompts, warmup, iters):
         q = prob_first(visual(image, list(prompts)), text)
         F.mse_loss(q, target).backward()
 
-    return time_it(step, warmup, iters)
+    return time_it(step, warmup, iters, sync)
 
 
-def bench_fu(visual, textenc, image, n_prompts, warmup, iters):
-    model = Fu(visual, textenc, n_prompts)
+def bench_fu(visual, textenc, image, n_prompts, warmup, iters, sync=None):
+    model = Fu(visual, textenc, n_prompts).to(image.device)
     batch = image.shape[0]
-    y_q, y_a = torch.rand(batch), torch.rand(batch)
+    y_q, y_a = torch.rand(batch).to(image.device), torch.rand(batch).to(image.device)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
     def step():
@@ -422,10 +440,15 @@ def bench_fu(visual, textenc, image, n_prompts, warmup, iters):
         fu_loss(q, a, y_q, y_a).backward()
         opt.step()
 
-    return time_it(step, warmup, iters)
+    return time_it(step, warmup, iters, sync)
 
 
 # ---------------------------------------------------------------- main
+
+
+def pick_device(requested, cuda_available):
+    """CUDA when promptiqa ran on a GPU provider and this torch has CUDA, else the CPU."""
+    return "cuda" if requested in ("cuda", "webgpu") and cuda_available else "cpu"
 
 
 def main(args):
@@ -439,6 +462,19 @@ def main(args):
         log(f"[bench_torch] warning: torch's BLAS is {blas}, not OpenBLAS; "
             "fp32 matrix products may be slow and ignore --threads")
 
+    device = pick_device(args.device, torch.cuda.is_available())
+    sync = None
+    gpu = None
+    if device == "cuda":
+        # fp32 products, as promptiqa's: no TF32 (cuDNN's convolutions would use it by default)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        sync = torch.cuda.synchronize
+        gpu = torch.cuda.get_device_name(0)
+        log(f"[bench_torch] on cuda ({gpu})")
+    elif args.device != "cpu":
+        log(f"[bench_torch] on the CPU: this torch has no CUDA (promptiqa ran on {args.device})")
+
     modes = args.modes
     resnet = args.arch in RESNET_ARCHS
     if resnet:
@@ -450,6 +486,11 @@ def main(args):
         side = IMAGE_SIZE
     textenc = freeze(TextTransformer(embed_dim)) if "fu" in modes else None
     image = torch.randn(args.batch, 3, side, side)
+    # made on the CPU from the same seed whatever the device, then moved
+    visual.to(device)
+    if textenc is not None:
+        textenc.to(device)
+    image = image.to(device)
 
     result = {
         "torch_version": torch.__version__,
@@ -458,22 +499,25 @@ def main(args):
         "blas_threads": blas_threads(blas),
         "arch": args.arch,
         "batch": args.batch,
+        "device": device,
     }
+    if gpu is not None:
+        result["gpu"] = gpu
     runs = {}
     if "forward" in modes:
         log(f"[bench_torch] forward {args.arch} batch={args.batch}")
-        runs["forward"] = bench_forward(visual, image, args.warmup, args.iters)
+        runs["forward"] = bench_forward(visual, image, args.warmup, args.iters, sync)
     if "train" in modes:
         log(f"[bench_torch] train {args.arch} batch={args.batch}")
         if resnet:
-            runs["train"] = bench_train_pixels(visual, image, embed_dim, args.warmup, args.iters)
+            runs["train"] = bench_train_pixels(visual, image, embed_dim, args.warmup, args.iters, sync)
         else:
             runs["train"] = bench_train(visual, image, embed_dim, args.prompts,
-                                        args.warmup, args.iters)
+                                        args.warmup, args.iters, sync)
     if "fu" in modes:
         log(f"[bench_torch] fu {args.arch} batch={args.batch}")
         runs["fu"] = bench_fu(visual, textenc, image, args.prompts,
-                              args.warmup, args.iters)
+                              args.warmup, args.iters, sync)
 
     rate_key = {"forward": "forward_img_s", "train": "train_img_s", "fu": "fu_train_img_s"}
     list_key = {"forward": "forward_s", "train": "train_s", "fu": "fu_s"}

@@ -5,7 +5,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { rateSummary, median } from '../src/bench/timing.js';
 import { findTorchPython, parseTorchOutput, runTorchBench } from '../src/cli/lib/torch.js';
-import { benchTable, putRates } from '../src/cli/commands/bench.js';
+import { benchTable, placementLines, putPlacement, putRates } from '../src/cli/commands/bench.js';
+import { warmupRuns } from '../src/bench/profile.js';
+import { benchVision } from '../src/bench/vision.js';
+import { benchFu } from '../src/bench/fu.js';
+import { loadClipWeights } from '../src/clip/weights.js';
+import { sharedDir } from './helpers/shared.js';
 
 test('rateSummary: images/s of the slowest, median and fastest run', () => {
   assert.deepEqual(rateSummary(8, [2, 4, 1]), { min: 2, median: 4, max: 8 });
@@ -34,6 +39,43 @@ test('bench figures: JSON and table carry min, median and max img/s of both engi
   assert.match(table, /torch 1\.13\.0/);
 });
 
+test('bench placement: JSON keys per mode, the CPU ops only on a GPU, one line per mode under the table', () => {
+  const gpu: Record<string, unknown> = { device: 'webgpu' };
+  putPlacement(gpu, 'fu', 'webgpu', {
+    nodes: { WebGpuExecutionProvider: 812, CPUExecutionProvider: 14 },
+    ops: { WebGpuExecutionProvider: { MatMul: 812 }, CPUExecutionProvider: { Gather: 12, Range: 2 } },
+    copies: 6,
+  });
+  assert.deepEqual(gpu, {
+    device: 'webgpu',
+    placement_fu: { WebGpuExecutionProvider: 812, CPUExecutionProvider: 14 },
+    placement_fu_copies: 6,
+    placement_fu_cpu_ops: { Gather: 12, Range: 2 },
+  });
+  assert.equal(placementLines(gpu, ['forward', 'fu']), 'fu nodes: 812 webgpu, 14 cpu (Gather 12, Range 2), 6 copies\n');
+
+  const cpu: Record<string, unknown> = { device: 'cpu' };
+  putPlacement(cpu, 'forward', 'cpu', { nodes: { CPUExecutionProvider: 347 }, ops: { CPUExecutionProvider: { MatMul: 347 } }, copies: 0 });
+  assert.deepEqual(cpu, { device: 'cpu', placement_forward: { CPUExecutionProvider: 347 }, placement_forward_copies: 0 });
+  assert.equal(placementLines(cpu, ['forward']), 'forward nodes: 347 cpu\n');
+
+  // the profiled run is an untimed one: with --warmup 0 it is one extra run; without placement, none
+  assert.deepEqual([warmupRuns(0, true), warmupRuns(2, true), warmupRuns(0, false)], [1, 2, 0]);
+});
+
+test('bench table: the header names both devices; a GPU run against PyTorch on the CPU is marked', () => {
+  const result: Record<string, unknown> = { device: 'webgpu', torch_version: '2.11.0', torch_device: 'cpu' };
+  putRates(result, '', 'forward', 8, [1]);
+  putRates(result, 'torch_', 'forward', 8, [2]);
+  result.forward_ratio = 2;
+  const table = benchTable(result, ['forward']);
+  assert.match(table, /onnxruntime \(webgpu\) +torch 2\.11\.0 \(cpu\) +ratio \(vs torch on cpu\)/);
+  result.torch_device = 'cuda';
+  assert.match(benchTable(result, ['forward']), /onnxruntime \(webgpu\) +torch 2\.11\.0 \(cuda\) +ratio\n/);
+  // both on the CPU: nothing to mark
+  assert.match(benchTable({ ...result, device: 'cpu', torch_device: 'cpu' }, ['forward']), /\(cpu\) +ratio\n/);
+});
+
 test('parseTorchOutput reads the per-run seconds of each mode from the last stdout line', () => {
   const line = JSON.stringify({
     torch_version: '1.13.0',
@@ -55,6 +97,7 @@ test('parseTorchOutput reads the per-run seconds of each mode from the last stdo
   assert.throws(() => parseTorchOutput(JSON.stringify({ fu_s: [1, -1] }), ['fu']), /no valid fu_s/);
   assert.throws(() => parseTorchOutput(JSON.stringify({ fu_s: [] }), ['fu']), /no valid fu_s/);
   assert.throws(() => parseTorchOutput('Traceback (most recent call last)', ['fu']), /did not print a JSON object/);
+  assert.throws(() => parseTorchOutput(JSON.stringify({ device: 'mps', fu_s: [1] }), ['fu']), /unknown device: "mps"/);
 });
 
 test('runTorchBench passes the settings to the peer and parses what it prints', async () => {
@@ -68,7 +111,9 @@ test('runTorchBench passes the settings to the peer and parses what it prints', 
         'const a = process.argv.slice(2);',
         'const get = (k) => a[a.indexOf(k) + 1];',
         'process.stderr.write("progress\\n");',
-        'const out = { torch_version: "0.0", threads: Number(get("--threads")), argv: a };',
+        // as the real peer on a machine whose torch has CUDA: a GPU provider puts it on cuda
+        'const gpu = ["cuda", "webgpu"].includes(get("--device"));',
+        'const out = { torch_version: "0.0", threads: Number(get("--threads")), device: gpu ? "cuda" : "cpu", ...(gpu ? { gpu: "Stand-in GPU" } : {}), argv: a };',
         'for (const m of get("--mode").split(",")) out[m + "_s"] = Array(Number(get("--iters"))).fill(1);',
         'console.log(JSON.stringify(out));',
       ].join('\n'),
@@ -84,12 +129,33 @@ test('runTorchBench passes the settings to the peer and parses what it prints', 
       iters: 2,
       modes: ['train', 'fu'],
       prompts: 5,
+      device: 'webgpu',
       onStderr: (s) => {
         stderr += s;
       },
     });
-    assert.deepEqual(r, { torchVersion: '0.0', threads: 3, seconds: { train: [1, 1], fu: [1, 1] } });
+    assert.deepEqual(r, {
+      torchVersion: '0.0',
+      threads: 3,
+      device: 'cuda',
+      gpu: 'Stand-in GPU',
+      seconds: { train: [1, 1], fu: [1, 1] },
+    });
     assert.equal(stderr, 'progress\n');
+    // without a device, the peer is told cpu
+    const onCpu = await runTorchBench({
+      python: process.execPath,
+      script: peer,
+      arch: 'vit-b-32',
+      batch: 1,
+      threads: 1,
+      warmup: 0,
+      iters: 1,
+      modes: ['forward'],
+      prompts: 8,
+    });
+    assert.equal(onCpu.device, 'cpu');
+    assert.equal(onCpu.gpu, undefined);
 
     writeFileSync(peer, 'process.stderr.write("ImportError: no torch\\n"); process.exit(1);');
     await assert.rejects(
@@ -133,8 +199,11 @@ test(
         iters: 1,
         modes: ['forward', 'train', 'fu'],
         prompts: 2,
+        // on a GPU provider the peer goes to CUDA where its torch has it, else stays on the CPU and says so
+        device: 'webgpu',
       });
       assert.equal(r.threads, 1);
+      assert.ok(r.device === 'cpu' || (r.device === 'cuda' && typeof r.gpu === 'string'), `${r.device} ${r.gpu}`);
       // the peer names its BLAS (from /proc on Linux) and, for OpenBLAS, the size of OpenBLAS's own pool
       if (process.platform === 'linux') assert.ok(r.blas, 'the peer reports its BLAS');
       if (r.blas?.includes('openblas')) assert.equal(r.blasThreads, 1, `OpenBLAS threads (${r.blas})`);
@@ -147,3 +216,39 @@ test(
     }
   },
 );
+
+test("benchVision and benchFu say where each graph's nodes ran when asked, and nothing otherwise", async () => {
+  const weights = await loadClipWeights(join(sharedDir(), 'reference', 'tiny-vit-p32'));
+  const runtime = { provider: 'cpu' as const, threads: 1 };
+  const vision = await benchVision(weights, {
+    batch: 1,
+    prompts: 2,
+    warmup: 0,
+    iters: 2,
+    runtime,
+    modes: new Set(['forward', 'train']),
+    placement: true,
+  });
+  assert.equal(vision.forward_s?.length, 2);
+  assert.equal(vision.train_s?.length, 2);
+  for (const p of [vision.placement_forward, vision.placement_train]) {
+    assert.ok(p, 'placement');
+    assert.deepEqual(Object.keys(p.nodes), ['CPUExecutionProvider']);
+    assert.ok(p.nodes.CPUExecutionProvider! > 10, JSON.stringify(p.nodes));
+  }
+  // the train graph has the backward pass too
+  assert.ok(vision.placement_train!.nodes.CPUExecutionProvider! > vision.placement_forward!.nodes.CPUExecutionProvider!);
+  const fu = await benchFu(weights, { batch: 1, warmup: 0, iters: 1, runtime, placement: true });
+  assert.equal(fu.fu_s.length, 1);
+  assert.ok(fu.placement_fu && fu.placement_fu.nodes.CPUExecutionProvider! > 0);
+  const none = await benchVision(weights, {
+    batch: 1,
+    prompts: 2,
+    warmup: 0,
+    iters: 1,
+    runtime,
+    modes: new Set(['forward']),
+    placement: false,
+  });
+  assert.equal(none.placement_forward, undefined);
+});

@@ -13,11 +13,20 @@ import { adam } from '../train/optim.js';
 import { ResidentTraining } from '../train/resident.js';
 import { Rng } from '../util/rng.js';
 import { timeIt } from './timing.js';
+import { warmupRuns, withPlacement } from './profile.js';
+import { type PlacementDetail } from '../graph/placement.js';
 
 export async function benchFu(
   weights: ClipWeights,
-  opts: { batch: number; warmup: number; iters: number; runtime: RuntimeOptions },
-): Promise<{ fu_train_img_s: number; fu_s: number[] }> {
+  opts: {
+    batch: number;
+    warmup: number;
+    iters: number;
+    runtime: RuntimeOptions;
+    /** profile the first (untimed) run of each graph of the step to tell which provider ran its nodes */
+    placement?: boolean;
+  },
+): Promise<{ fu_train_img_s: number; fu_s: number[]; placement_fu?: PlacementDetail }> {
   const method = getMethod('fu');
   const o = parseOptions(method, {});
   const setup = setUp(method, o, { weights, tokenizer: ClipTokenizer.default(), model: 'random' });
@@ -25,9 +34,6 @@ export async function benchFu(
   const params = setup.model.init(rng);
   // the alignment task is on by default: both vision passes and both text encoders
   const auxiliary = enabledAuxiliary(method, o, []);
-  const optimizer = adam({ lr: o.lr });
-  const step = await TrainStep.create(setup, params, opts.batch, auxiliary, opts.runtime, optimizer.update(o.gradClip));
-  const resident = ResidentTraining.create(step, params, optimizer, opts.runtime);
   const c = weights.config;
   const random = (n: number, draw: () => number): Float32Array => Float32Array.from({ length: n }, draw);
   const batch = {
@@ -40,14 +46,23 @@ export async function benchFu(
       ]),
     ),
   };
-  const t = await timeIt(
-    async () => {
-      await resident.step(step, batch, rng);
-    },
-    opts.warmup,
-    opts.iters,
-  );
-  resident.dispose();
-  await step.release();
-  return { fu_train_img_s: opts.batch / t.median, fu_s: t.seconds };
+  const placement = opts.placement ?? false;
+  const { result: t, placement: where } = await withPlacement(placement, opts.runtime, async (runtime) => {
+    const optimizer = adam({ lr: o.lr });
+    const step = await TrainStep.create(setup, params, opts.batch, auxiliary, runtime, optimizer.update(o.gradClip));
+    const resident = ResidentTraining.create(step, params, optimizer, runtime);
+    try {
+      return await timeIt(
+        async () => {
+          await resident.step(step, batch, rng);
+        },
+        warmupRuns(opts.warmup, placement),
+        opts.iters,
+      );
+    } finally {
+      resident.dispose();
+      await step.release();
+    }
+  });
+  return { fu_train_img_s: opts.batch / t.median, fu_s: t.seconds, ...(where ? { placement_fu: where } : {}) };
 }

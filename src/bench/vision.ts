@@ -12,6 +12,8 @@ import { WeightBank, visionEncoder, imageFeatureGraph } from '../clip/encoders.j
 import { normalInit } from '../prompts/context.js';
 import { Rng } from '../util/rng.js';
 import { timeIt } from './timing.js';
+import { warmupRuns, withPlacement } from './profile.js';
+import { type PlacementDetail } from '../graph/placement.js';
 
 /**
  * Forward + backward to deep visual prompts (n tokens at the input and at every later layer), with a
@@ -50,34 +52,60 @@ export interface VisionBenchResult {
   train_gflop_s: number;
   forward_s: number[];
   train_s: number[];
+  /** where ONNX Runtime ran each graph's nodes (with `placement`) */
+  placement_forward: PlacementDetail;
+  placement_train: PlacementDetail;
 }
 
 export async function benchVision(
   weights: ClipWeights,
-  opts: { batch: number; prompts: number; warmup: number; iters: number; runtime: RuntimeOptions; modes: Set<string> },
+  opts: {
+    batch: number;
+    prompts: number;
+    warmup: number;
+    iters: number;
+    runtime: RuntimeOptions;
+    modes: Set<string>;
+    /** profile each graph's first (untimed) run to tell which provider ran its nodes */
+    placement?: boolean;
+  },
 ): Promise<Partial<VisionBenchResult>> {
   const c: ClipConfig = weights.config;
   const rng = new Rng(1);
   const pixels = normalInit(rng, [opts.batch * 3 * c.imageSize * c.imageSize], 1).data;
+  const placement = opts.placement ?? false;
+  const warmup = warmupRuns(opts.warmup, placement);
   const out: Partial<VisionBenchResult> = {};
   if (opts.modes.has('forward')) {
-    const fwd = await CompiledGraph.create(imageFeatureGraph(weights, opts.batch, 'bench_forward'), opts.runtime);
-    const t = await timeIt(() => fwd.run({ pixels }), opts.warmup, opts.iters);
-    await fwd.release();
+    const { result: t, placement: where } = await withPlacement(placement, opts.runtime, async (runtime) => {
+      const fwd = await CompiledGraph.create(imageFeatureGraph(weights, opts.batch, 'bench_forward'), runtime);
+      try {
+        return await timeIt(() => fwd.run({ pixels }), warmup, opts.iters);
+      } finally {
+        await fwd.release();
+      }
+    });
     out.forward_img_s = opts.batch / t.median;
     out.forward_gflop_s = (visionFlops(c) * opts.batch) / t.median / 1e9;
     out.forward_s = t.seconds;
+    if (where) out.placement_forward = where;
   }
   if (opts.modes.has('train')) {
-    const train = await CompiledGraph.create(trainGraph(weights, opts.batch, opts.prompts), opts.runtime);
     const feeds: Record<string, Float32Array> = { pixels, target: Float32Array.from({ length: opts.batch }, () => rng.uniform()) };
     for (let i = 0; i < benchPrompts(c).length; i++) feeds[`prompt_${i}`] = normalInit(rng, [opts.prompts * c.visionWidth]).data;
-    const t = await timeIt(() => train.run(feeds), opts.warmup, opts.iters);
-    await train.release();
+    const { result: t, placement: where } = await withPlacement(placement, opts.runtime, async (runtime) => {
+      const train = await CompiledGraph.create(trainGraph(weights, opts.batch, opts.prompts), runtime);
+      try {
+        return await timeIt(() => train.run(feeds), warmup, opts.iters);
+      } finally {
+        await train.release();
+      }
+    });
     out.train_img_s = opts.batch / t.median;
     // backward to activations only is about one more forward: report the forward-equivalent work ×2
     out.train_gflop_s = (2 * visionFlops(c, opts.prompts) * opts.batch) / t.median / 1e9;
     out.train_s = t.seconds;
+    if (where) out.placement_train = where;
   }
   return out;
 }

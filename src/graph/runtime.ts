@@ -3,6 +3,7 @@
  * checking with clear messages, and a cache so each graph is built and optimised once.
  */
 import * as ort from 'onnxruntime-node';
+import { join } from 'node:path';
 import { type DType, Graph, type TypedData, identity, shapeSize } from './graph.js';
 import { serialize } from './onnx.js';
 import { cudaProviderProblem } from './cuda.js';
@@ -17,6 +18,8 @@ export interface RuntimeOptions {
   threads?: number;
   /** write the optimised model here, to inspect it */
   optimizedModelPath?: string;
+  /** profile each session's first run into a file in this folder (graph/placement.ts counts the nodes each provider ran) */
+  profileDir?: string;
 }
 
 /** A tensor fed to or returned from a run. */
@@ -97,8 +100,13 @@ export { CUDA_INSTALL_COMMAND, cudaProviderProblem, type CudaCheckEnv } from './
 export { webgpuProblem } from './webgpu.js';
 export { resolveDevice } from './device.js';
 
+let profiles = 0;
+
 /** A graph loaded into an ONNX Runtime session. */
 export class CompiledGraph {
+  /** set while the session's first run is to be profiled (RuntimeOptions.profileDir) */
+  private profiling = false;
+
   private constructor(
     private readonly session: ort.InferenceSession,
     readonly inputs: ReadonlyMap<string, { shape: readonly number[]; dtype: DType }>,
@@ -129,6 +137,7 @@ export class CompiledGraph {
       ...(opts.provider === 'webgpu' && deviceOutputs.length > 0
         ? { preferredOutputLocation: Object.fromEntries(deviceOutputs.map((n) => [n, 'gpu-buffer' as const])) }
         : {}),
+      ...(opts.profileDir ? { enableProfiling: true, profileFilePrefix: join(opts.profileDir, `${graph.name}.${++profiles}`) } : {}),
     };
     let session: ort.InferenceSession;
     try {
@@ -143,12 +152,15 @@ export class CompiledGraph {
       throw new Error(`ONNX Runtime rejected graph "${graph.name}": ${msg}`);
     }
     const inputs = new Map(graph.inputs.map((v) => [v.name, { shape: v.shape, dtype: v.dtype }] as const));
-    return new CompiledGraph(session, inputs, model.outputNames, graph.name);
+    const compiled = new CompiledGraph(session, inputs, model.outputNames, graph.name);
+    compiled.profiling = Boolean(opts.profileDir);
+    return compiled;
   }
 
   /** Runs the graph. Every input must be fed with its exact shape and dtype. */
   async run(feeds: Readonly<Record<string, Feed>>, outputs?: readonly string[]): Promise<Record<string, Tensor>> {
     const result = await this.session.run(this.ortFeeds(feeds), outputs ? [...outputs] : [...this.outputNames]);
+    this.endProfiling();
     const out: Record<string, Tensor> = {};
     for (const [name, t] of Object.entries(result)) out[name] = { shape: [...t.dims], data: t.data as TypedData };
     return out;
@@ -170,6 +182,7 @@ export class CompiledGraph {
       fetches[name] = into[name]?.ort ?? null;
     }
     const result = await this.session.run(this.ortFeeds(feeds), fetches);
+    this.endProfiling();
     const out: Record<string, DeviceTensor> = {};
     for (const [name, t] of Object.entries(result)) out[name] = into[name] ?? DeviceTensor.wrap(t);
     return out;
@@ -210,6 +223,13 @@ export class CompiledGraph {
       ortFeeds[name] = new ort.Tensor(ORT_TYPE[spec.dtype], data as never, [...spec.shape]);
     }
     return ortFeeds;
+  }
+
+  /** After the first run: writes the profile of a session made with `profileDir`, and profiles no later run. */
+  private endProfiling(): void {
+    if (!this.profiling) return;
+    this.profiling = false;
+    this.session.endProfiling();
   }
 
   async release(): Promise<void> {

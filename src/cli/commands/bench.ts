@@ -6,6 +6,8 @@ import { UsageError, fmt, formatTable, jsonLine } from '../io.js';
 import { defaultThreads, opt, parseNonNegativeInt, parsePositiveInt } from '../options.js';
 import { examples, type Register } from '../context.js';
 import { rateSummary } from '../../bench/timing.js';
+import { warmupRuns } from '../../bench/profile.js';
+import { type Placement, type PlacementDetail, describePlacement } from '../../graph/placement.js';
 
 const MODES = ['forward', 'train', 'fu'] as const;
 export type Mode = (typeof MODES)[number];
@@ -29,6 +31,7 @@ interface BenchOptions {
   mode: string;
   prompts: number;
   torch: boolean;
+  placement: boolean;
   python?: string;
   device: Provider;
   json?: boolean;
@@ -55,6 +58,46 @@ export function parseModes(value: string): Mode[] {
 
 const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
 
+/** The ONNX Runtime provider names of the devices, as placements name them. */
+const PROVIDER_NAMES: Record<string, string> = {
+  cpu: 'CPUExecutionProvider',
+  cuda: 'CUDAExecutionProvider',
+  webgpu: 'WebGpuExecutionProvider',
+};
+
+/**
+ * Puts a mode's node placement into the JSON: `placement_<mode>` (nodes by provider), `placement_<mode>_copies`
+ * (copies between providers) and, on a GPU, `placement_<mode>_cpu_ops` (the ops of the nodes that ran on the CPU).
+ */
+export function putPlacement(result: Record<string, unknown>, mode: Mode, device: string, p: Readonly<PlacementDetail>): void {
+  result[`placement_${mode}`] = { ...p.nodes };
+  result[`placement_${mode}_copies`] = p.copies;
+  const cpu = PROVIDER_NAMES.cpu!;
+  if (device !== 'cpu' && p.ops[cpu] && Object.keys(p.ops[cpu]).length > 0) result[`placement_${mode}_cpu_ops`] = { ...p.ops[cpu] };
+}
+
+/** The lines under the table that say where each mode's nodes ran: "forward nodes: 812 webgpu, 14 cpu (Gather 12, Range 2)". */
+export function placementLines(result: Readonly<Record<string, unknown>>, modes: readonly Mode[]): string {
+  const cpu = PROVIDER_NAMES.cpu!;
+  const device = typeof result.device === 'string' ? result.device : undefined;
+  let out = '';
+  for (const m of modes) {
+    const nodes = result[`placement_${m}`] as Placement | undefined;
+    if (!nodes) continue;
+    const cpuOps = result[`placement_${m}_cpu_ops`] as Record<string, number> | undefined;
+    const copies = num(result[`placement_${m}_copies`]) ?? 0;
+    out += `${m} nodes: ${describePlacement({ nodes, ops: cpuOps ? { [cpu]: cpuOps } : {}, copies }, device)}\n`;
+  }
+  return out;
+}
+
+/** Whether the peer ran on another device than ours (a GPU run compared with PyTorch on the CPU). */
+function torchElsewhere(result: Readonly<Record<string, unknown>>): boolean {
+  return (
+    typeof result.torch_device === 'string' && typeof result.device === 'string' && result.device !== 'cpu' && result.torch_device === 'cpu'
+  );
+}
+
 /** The table of a bench result: img/s as "median (min–max)" over the timed runs; GFLOP/s and ratios from the medians. */
 export function benchTable(result: Readonly<Record<string, unknown>>, modes: readonly Mode[]): string {
   const hasTorch = result.torch_version !== undefined;
@@ -73,7 +116,10 @@ export function benchTable(result: Readonly<Record<string, unknown>>, modes: rea
     row(f.label, f.rate, `torch_${f.rate}`, f.ratio, range);
     if (m !== 'fu') row(`${m} GFLOP/s`, `${m}_gflop_s`, `torch_${m}_gflop_s`, f.ratio, gflop);
   }
-  return formatTable(['', 'onnxruntime', ...(hasTorch ? [`torch ${result.torch_version as string}`, 'ratio'] : [])], rows);
+  const ours = typeof result.device === 'string' ? `onnxruntime (${result.device})` : 'onnxruntime';
+  const theirs = `torch ${result.torch_version as string}${typeof result.torch_device === 'string' ? ` (${result.torch_device})` : ''}`;
+  const ratio = torchElsewhere(result) ? 'ratio (vs torch on cpu)' : 'ratio';
+  return formatTable(['', ours, ...(hasTorch ? [theirs, ratio] : [])], rows);
 }
 
 /** Puts each mode's img/s (median, `_min`, `_max`) from its per-run seconds, under `prefix` + the mode's rate key. */
@@ -94,9 +140,12 @@ export const register: Register = (program, { io }) => {
         'max of --iters runs after --warmup): forward = image features; train = forward + backward to deep visual prompts at every layer ' +
         '(--prompts tokens each; CLIP frozen), the work of one prompt-learning step; fu = one full Adam step of the ' +
         'two-branch Fu prompt learner (both text encoders, two vision passes). Reports images/s and GFLOP/s (matrix products only). ' +
-        'Then, unless --no-torch, runs the PyTorch peer (scripts/bench_torch.py: the same models in PyTorch, fp32, CPU; its fu ' +
+        'Under the table, where each graph ran: how many nodes each ONNX Runtime provider ran (from a profile of the first, ' +
+        'untimed run; ops a GPU provider lacks run on the CPU). ' +
+        'Then, unless --no-torch, runs the PyTorch peer (scripts/bench_torch.py: the same models in PyTorch, fp32; its fu ' +
         "step computes what the Fu authors' code trains) with the same settings and adds torch_* figures and ratios of the " +
-        'medians (ours / PyTorch; above 1 = faster). The peer needs a ' +
+        'medians (ours / PyTorch; above 1 = faster). With --device cuda or webgpu the peer runs on CUDA where its torch has it, ' +
+        'else on the CPU, and the table says so. The peer needs a ' +
         'Python with torch: `apt-get install python3-torch` (Debian/Ubuntu) or `pip install torch`; without one it is ' +
         'skipped with a note.',
     )
@@ -113,6 +162,12 @@ export const register: Register = (program, { io }) => {
     .addOption(new Option('--prompts <n>', 'visual prompt tokens per layer in train and fu').argParser(parsePositiveInt).default(8))
     .addOption(new Option('--no-torch', 'do not run the PyTorch peer'))
     .addOption(
+      new Option(
+        '--no-placement',
+        'do not profile the first run of each graph to count the nodes each execution provider ran (that run is a warm-up: with --warmup 0, one is made anyway, by both engines)',
+      ),
+    )
+    .addOption(
       new Option('--python <path>', 'Python with torch for the peer (default: the first of python3, /usr/bin/python3 that imports torch)'),
     )
     .addOption(opt.device())
@@ -125,6 +180,7 @@ export const register: Register = (program, { io }) => {
         'promptiqa bench --arch vit-b-16 --batch 8 --iters 5 --warmup 2 --mode forward,train,fu',
         'promptiqa bench --arch vit-l-14 --batch 4 --no-torch',
         'promptiqa bench --arch rn50 --batch 8   # ResNet: train times the backward to the pixels',
+        'promptiqa bench --arch vit-b-32 --batch 64 --mode forward,train,fu --device webgpu --json',
         '',
         'The PyTorch peer: apt-get install python3-torch   (or: pip install torch)',
       ),
@@ -135,6 +191,8 @@ export const register: Register = (program, { io }) => {
         throw new UsageError(`--mode fu needs a ViT arch: ${o.arch} is a ResNet, which takes no visual prompt tokens`);
       }
       const threads = o.threads ?? defaultThreads();
+      // the profiled run of each graph is an untimed one: with --warmup 0 one is added, for the peer too
+      const warmup = warmupRuns(o.warmup, o.placement);
       const note = (s: string): void => {
         if (!o.quiet) io.stderr(s + '\n');
       };
@@ -151,34 +209,42 @@ export const register: Register = (program, { io }) => {
         threads,
         device: o.device,
         prompts: o.prompts,
-        warmup: o.warmup,
+        warmup,
         iters: o.iters,
         modes,
       };
 
+      // where each mode's nodes ran (with --placement, the default)
+      const placements: Partial<Record<Mode, PlacementDetail>> = {};
       const visionModes = modes.filter((m) => m !== 'fu');
       if (visionModes.length > 0) {
         note(`onnxruntime: ${visionModes.join(' + ')}, ${o.arch}, batch ${o.batch}, ${threads} thread(s) …`);
-        Object.assign(
-          result,
-          await benchVision(weights, {
-            batch: o.batch,
-            prompts: o.prompts,
-            warmup: o.warmup,
-            iters: o.iters,
-            runtime,
-            modes: new Set(visionModes),
-          }),
-        );
+        const { placement_forward, placement_train, ...figures } = await benchVision(weights, {
+          batch: o.batch,
+          prompts: o.prompts,
+          warmup,
+          iters: o.iters,
+          runtime,
+          modes: new Set(visionModes),
+          placement: o.placement,
+        });
+        Object.assign(result, figures);
+        placements.forward = placement_forward;
+        placements.train = placement_train;
       }
       if (modes.includes('fu')) {
         note(`onnxruntime: fu, ${o.arch}, batch ${o.batch} …`);
         const { benchFu } = await import('../../bench/fu.js');
-        const fu = await benchFu(weights, { batch: o.batch, warmup: o.warmup, iters: o.iters, runtime });
+        const fu = await benchFu(weights, { batch: o.batch, warmup, iters: o.iters, runtime, placement: o.placement });
         result.fu_train_img_s = fu.fu_train_img_s;
         result.fu_s = fu.fu_s;
+        placements.fu = fu.placement_fu;
       }
-      for (const m of modes) putRates(result, '', m, o.batch, result[FIGURES[m].seconds] as number[]);
+      for (const m of modes) {
+        putRates(result, '', m, o.batch, result[FIGURES[m].seconds] as number[]);
+        const where = placements[m];
+        if (where) putPlacement(result, m, o.device, where);
+      }
 
       if (o.torch) {
         const { findTorchPython, runTorchBench } = await import('../lib/torch.js');
@@ -195,13 +261,16 @@ export const register: Register = (program, { io }) => {
               arch: o.arch,
               batch: o.batch,
               threads,
-              warmup: o.warmup,
+              warmup,
               iters: o.iters,
               modes,
               prompts: o.prompts,
+              device: o.device,
               onStderr: o.quiet ? undefined : (s) => io.stderr(s),
             });
             result.torch_version = t.torchVersion ?? found.version;
+            result.torch_device = t.device ?? 'cpu';
+            if (t.gpu !== undefined) result.torch_gpu = t.gpu;
             if (t.threads !== undefined) result.torch_threads = t.threads;
             if (t.blas !== undefined) result.torch_blas = t.blas;
             if (t.blasThreads !== undefined) result.torch_blas_threads = t.blasThreads;
@@ -229,9 +298,13 @@ export const register: Register = (program, { io }) => {
       }
       const hasTorch = result.torch_version !== undefined;
       io.stdout(
-        `${o.arch}, batch ${o.batch}, ${threads} thread(s), ${o.device}, ${o.iters} timed run(s) after ${o.warmup} warm-up: median (min–max)\n` +
-          benchTable(result, modes),
+        `${o.arch}, batch ${o.batch}, ${threads} thread(s), ${o.device}, ${o.iters} timed run(s) after ${warmup} warm-up: median (min–max)\n` +
+          benchTable(result, modes) +
+          placementLines(result, modes),
       );
       if (!hasTorch && o.torch) io.stdout(`(no PyTorch figures: ${(result.torch_skipped ?? result.torch_error) as string})\n`);
+      if (hasTorch && torchElsewhere(result)) {
+        io.stdout(`(PyTorch ran on the CPU: its torch has no CUDA; the ratios compare ${o.device} with PyTorch on the CPU)\n`);
+      }
     });
 };

@@ -31,6 +31,11 @@ export interface TorchBenchOptions {
   iters: number;
   modes: readonly string[];
   prompts: number;
+  /**
+   * the provider our figures ran on (default cpu): on a GPU provider (cuda, webgpu) the peer runs on CUDA where
+   * its torch has it, else on the CPU, and says which (`device` of the result)
+   */
+  device?: string;
   /** receives the peer's stderr (its progress lines) */
   onStderr?: (text: string) => void;
 }
@@ -43,6 +48,10 @@ export interface TorchBenchResult {
   blas?: string;
   /** OpenBLAS's own thread count, where torch uses OpenBLAS */
   blasThreads?: number;
+  /** the device the peer ran on: 'cuda' or 'cpu' */
+  device?: 'cuda' | 'cpu';
+  /** the GPU's name, where the peer ran on CUDA */
+  gpu?: string;
   seconds: Partial<Record<'forward' | 'train' | 'fu', number[]>>;
 }
 
@@ -70,6 +79,12 @@ export function parseTorchOutput(stdout: string, modes: readonly string[]): Torc
   if (typeof o.threads === 'number' && Number.isInteger(o.threads) && o.threads > 0) out.threads = o.threads;
   if (typeof o.blas === 'string') out.blas = o.blas;
   if (typeof o.blas_threads === 'number' && Number.isInteger(o.blas_threads) && o.blas_threads > 0) out.blasThreads = o.blas_threads;
+  if (o.device !== undefined) {
+    if (o.device !== 'cuda' && o.device !== 'cpu')
+      throw new Error(`the PyTorch peer's JSON names an unknown device: ${JSON.stringify(o.device)}`);
+    out.device = o.device;
+  }
+  if (typeof o.gpu === 'string') out.gpu = o.gpu;
   for (const [mode, key] of Object.entries(TORCH_SECONDS_KEYS)) {
     if (!modes.includes(mode)) continue;
     const v = o[key];
@@ -103,6 +118,8 @@ export function runTorchBench(opts: TorchBenchOptions): Promise<TorchBenchResult
     opts.modes.join(','),
     '--prompts',
     String(opts.prompts),
+    '--device',
+    opts.device ?? 'cpu',
   ];
   return new Promise((resolvePromise, reject) => {
     // the peer sets its thread pools itself from --threads, before torch loads
