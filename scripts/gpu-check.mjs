@@ -1,27 +1,46 @@
 #!/usr/bin/env node
-// A check anyone with a GPU can run after `npm run build`: the same graphs on the CPU and on a GPU provider
-// (webgpu by default, or the one named as the first argument), with random full-size weights: image features of
-// ViT-B/32 and RN50, and a Fu training step (loss and every gradient). Prints the largest differences and
-// the images per second of each; exits 1 when a difference passes its bound (1e-4 for features, 1e-3 relative for
-// gradients).
+// A check anyone with a GPU can run after `npm run build`:
+//
+//   npm run gpu-check [webgpu|cuda] [REFERENCE_DIR]
+//
+// The same work on the CPU and on a GPU provider (webgpu by default, or the one named):
+// 1. every registered method on the tiny reference CLIPs (REFERENCE_DIR, default ../shared/reference beside the
+//    checkout; skipped, saying so, when it is not there): its scores on two images, and for a trainable method
+//    the loss and every gradient of one training step;
+// 2. full-size figures with random weights: image features of ViT-B/32 and RN50, and a Fu training step.
+// Prints the largest differences and the images per second of each; exits 1 when a difference passes its bound:
+// scores and features 1e-4 absolute; the loss 1e-3 relative to itself, each gradient tensor 1e-3 relative to its
+// largest magnitude. On a software adapter (Mesa's lavapipe: scripts/software-vulkan.sh) it checks the same, with
+// the full-size figures at batch 2 and one timed run (some minutes); its speeds say nothing of a GPU's.
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { archConfig } from '../dist/clip/config.js';
 import { randomClipWeights } from '../dist/clip/weights.js';
 import { imageFeatureGraph } from '../dist/clip/encoders.js';
 import { ClipTokenizer } from '../dist/clip/tokenizer.js';
 import { CompiledGraph, resolveDevice } from '../dist/graph/runtime.js';
-import { getMethod } from '../dist/methods/index.js';
-import { enabledAuxiliary, parseOptions } from '../dist/methods/method.js';
+import { webgpuAdapter } from '../dist/graph/webgpu.js';
+import { METHODS, getMethod, loadBackbone } from '../dist/methods/index.js';
+import { parseOptions } from '../dist/methods/method.js';
 import { TrainStep, setUp } from '../dist/methods/graphs.js';
+import { GRADIENT_BOUND, SCORE_BOUND, compareOutputs, methodOutputs } from '../dist/bench/parity.js';
+import { decodeImage } from '../dist/data/image.js';
+import { crop } from '../dist/data/preprocess.js';
 import { Rng } from '../dist/util/rng.js';
 
 const device = process.argv[2] ?? 'webgpu';
-const { provider } = resolveDevice(device);
-const seconds = async (f, n = 3) => {
+const reference = resolve(process.argv[3] ?? join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'shared', 'reference'));
+const { provider, note } = resolveDevice(device);
+if (note) console.log(`note: ${note}`);
+const software = provider === 'webgpu' && webgpuAdapter().kind === 'software';
+const seconds = async (f, n = software ? 1 : 3) => {
   await f();
   const t = process.hrtime.bigint();
   for (let i = 0; i < n; i++) await f();
   return Number(process.hrtime.bigint() - t) / 1e9 / n;
 };
+const rate = (x) => (x >= 10 ? x.toFixed(1) : x.toPrecision(2));
 const maxAbs = (a, b) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
 let failed = false;
 const report = (what, diff, bound, extra) => {
@@ -29,8 +48,32 @@ const report = (what, diff, bound, extra) => {
   failed ||= !ok;
   console.log(`${ok ? 'ok  ' : 'FAIL'} ${what}: max diff ${diff.toExponential(2)} (bound ${bound})${extra ? `; ${extra}` : ''}`);
 };
+const reportStep = (what, d, extra) =>
+  report(`${what} loss and gradients (relative; worst: ${d.worstGradient ?? 'loss'})`, Math.max(d.loss, d.gradient), GRADIENT_BOUND, extra);
 
-for (const [arch, batch] of [['vit-b-32', 8], ['vit-b-32', 64], ['rn50', 8]]) {
+// 1. every method on the tiny references: the tiny stand-in of its paper's backbone, two images cut small
+if (existsSync(join(reference, 'tiny-vit-p32'))) {
+  const tinyFor = (m) => {
+    const name = m.info.defaultModel.toLowerCase();
+    return join(reference, /resnet|rn50/.test(name) ? 'tiny-rn' : /patch16|vit-b-16|b16/.test(name) ? 'tiny-vit-p16' : 'tiny-vit-p32');
+  };
+  const [a, b] = await Promise.all(['wide_640x480.png', 'AttnGAN_normal_000.jpg'].map((f) => decodeImage(join(reference, 'images', f))));
+  const images = [crop(a, 100, 80, 288, 240), crop(b, 40, 20, 240, 256)];
+  const run = (p) => methodOutputs({ methods: METHODS, backbone: (m) => loadBackbone(tinyFor(m)), images, runtime: { provider: p }, batch: 2 });
+  const cpu = await run('cpu');
+  const gpu = await run(provider);
+  for (const d of compareOutputs(cpu, gpu)) {
+    const model = cpu.find((m) => m.method === d.method).model.split(/[\\/]/).pop();
+    report(`${d.method} on ${model}: scores`, d.score, SCORE_BOUND);
+    if (d.gradient !== undefined) reportStep(`${d.method} on ${model}: training step`, d);
+  }
+} else {
+  console.log(`skip every method on the tiny references: ${reference} is not there (give the reference folder as the second argument)`);
+}
+
+// 2. full-size, random weights
+const featureRuns = software ? [['vit-b-32', 2], ['rn50', 2]] : [['vit-b-32', 8], ['vit-b-32', 64], ['rn50', 8]];
+for (const [arch, batch] of featureRuns) {
   const weights = randomClipWeights(archConfig(arch), 1);
   const size = weights.config.imageSize;
   const rng = new Rng(3);
@@ -44,15 +87,15 @@ for (const [arch, batch] of [['vit-b-32', 8], ['vit-b-32', 64], ['rn50', 8]]) {
   };
   const cpu = await run('cpu');
   const gpu = await run(provider);
-  report(`${arch} features, batch ${batch}`, maxAbs(cpu.out, gpu.out), 1e-4, `${provider} ${gpu.imgs.toFixed(1)} img/s, cpu ${cpu.imgs.toFixed(1)} img/s`);
+  report(`${arch} features, batch ${batch}`, maxAbs(cpu.out, gpu.out), SCORE_BOUND, `${provider} ${rate(gpu.imgs)} img/s, cpu ${rate(cpu.imgs)} img/s`);
 }
 
-for (const batch of [8, 64]) {
+for (const batch of software ? [2] : [8, 64]) {
   const method = getMethod('fu');
   const o = parseOptions(method, {});
   const setup = setUp(method, o, { weights: randomClipWeights(archConfig('vit-b-32'), 2, { text: true }), tokenizer: ClipTokenizer.default(), model: 'random' });
   const params = setup.model.init(new Rng(4));
-  const aux = enabledAuxiliary(method, o, []);
+  const aux = method.auxiliary ?? [];
   const rng = new Rng(5);
   const data = {
     image: Float32Array.from({ length: batch * 3 * 224 * 224 }, () => rng.normal()),
@@ -62,18 +105,14 @@ for (const batch of [8, 64]) {
   const step = async (p) => {
     const s = await TrainStep.create(setup, params, batch, aux, { provider: p });
     const r = await s.run(data, params, new Rng(0));
-    const t = await seconds(() => s.run(data, params, new Rng(0)), 2);
+    const t = await seconds(() => s.run(data, params, new Rng(0)), software ? 1 : 2);
+    const grads = Object.fromEntries(s.trained.map((n) => [n, r.grads.get(n)]));
     await s.release();
-    return { ...r, imgs: batch / t };
+    return { outputs: [{ method: 'fu', model: 'random', scores: [], step: { loss: r.loss, grads } }], imgs: batch / t };
   };
   const cpu = await step('cpu');
   const gpu = await step(provider);
-  let worst = Math.abs(cpu.loss - gpu.loss) / Math.abs(cpu.loss);
-  for (const [k, g] of cpu.grads) {
-    const h = gpu.grads.get(k);
-    const norm = Math.sqrt(g.reduce((a, v) => a + v * v, 0)) || 1;
-    worst = Math.max(worst, Math.sqrt(g.reduce((a, v, i) => a + (v - h[i]) ** 2, 0)) / norm);
-  }
-  report(`fu training step, batch ${batch} (loss, gradients: relative)`, worst, 1e-3, `${provider} ${gpu.imgs.toFixed(1)} img/s, cpu ${cpu.imgs.toFixed(1)} img/s`);
+  const [d] = compareOutputs(cpu.outputs, gpu.outputs);
+  reportStep(`fu training step, ViT-B/32, batch ${batch}:`, d, `${provider} ${rate(gpu.imgs)} img/s, cpu ${rate(cpu.imgs)} img/s`);
 }
 process.exit(failed ? 1 : 0);

@@ -78,6 +78,7 @@ export * as ops from './graph/graph.js';
 export { gradients } from './graph/grad.js';
 export { CompiledGraph, SessionCache, InputError, resolveDevice, webgpuProblem } from './graph/runtime.js';
 export type { RuntimeOptions, Provider, Device, Tensor, Feed } from './graph/runtime.js';
+export { webgpuAdapter, type WebGpuAdapter } from './graph/webgpu.js';
 
 // optimisers and schedules
 export { sgd, adam, adamw, cosineWithWarmup, epochCosineWithWarmup, constantLr } from './train/optim.js';

@@ -60,9 +60,16 @@ export function buildProgram(io: CliIo): Command {
       ),
     );
   for (const add of COMMANDS) add(program, ctx);
-  // --device auto becomes the provider it picks, said once on stderr (unless --quiet), before the command runs
+  // --device auto becomes the provider it picks, said once on stderr (unless --quiet), before the command runs;
+  // --device webgpu on a software adapter says so once
   program.hook('preAction', (_program, command) => {
     const o = command.opts<{ device?: string; quiet?: boolean }>();
+    if (o.device === 'webgpu') {
+      // a software adapter works, slowly: said once (it was probed while --device was parsed)
+      const { note } = resolveDevice('webgpu');
+      if (note) io.stderr(`--device webgpu: ${note}\n`);
+      return;
+    }
     if (o.device !== 'auto') return;
     const { provider, why } = resolveDevice('auto');
     if (!o.quiet) io.stderr(`--device auto: ${provider} (${why})\n`);
