@@ -1,10 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import onnxProto from 'onnx-proto';
 import { Graph, add, cast, mul } from '../src/graph/graph.js';
 import { CompiledGraph } from '../src/graph/runtime.js';
@@ -12,6 +9,7 @@ import { PlacementRecorder, describePlacement, nodePlacement, parseProfile, prov
 import { loadClipWeights } from '../src/clip/weights.js';
 import { imageFeatureGraph } from '../src/clip/encoders.js';
 import { sharedDir } from './helpers/shared.js';
+import { childResult, softwareWebgpu } from './helpers/software-webgpu.js';
 
 const CPU = 'CPUExecutionProvider';
 const WEBGPU = 'WebGpuExecutionProvider';
@@ -96,64 +94,31 @@ test('on the CPU every node of the optimised graph is counted, on the CPU provid
   assert.ok(again.nodes[CPU]! > 0);
 });
 
-/**
- * The software WebGPU adapter of `scripts/software-vulkan.sh DIR`, named by PROMPTIQA_SOFTWARE_VULKAN=DIR: its
- * lvp.json names the driver, beside the Vulkan loader. The dynamic loader reads LD_LIBRARY_PATH when a process
- * starts, so the WebGPU run is a child process.
- */
-function softwareVulkan(): Record<string, string> | null {
-  const dir = process.env.PROMPTIQA_SOFTWARE_VULKAN;
-  if (!dir) return null;
-  const manifest = resolve(dir, 'lvp.json');
-  const driver = (JSON.parse(readFileSync(manifest, 'utf8')) as { ICD?: { library_path?: string } }).ICD?.library_path;
-  assert.ok(driver && existsSync(driver), `${manifest}: its driver ${driver ?? '(none)'} is missing`);
-  return { LD_LIBRARY_PATH: [dirname(driver), process.env.LD_LIBRARY_PATH].filter(Boolean).join(':'), VK_DRIVER_FILES: manifest };
-}
-
-const vulkan = softwareVulkan();
-test(
-  'on WebGPU the nodes it runs are counted under it, and a float64 op (WebGPU has none) under the CPU, with the copies',
-  { skip: vulkan ? false : 'no software WebGPU adapter: set PROMPTIQA_SOFTWARE_VULKAN=DIR after scripts/software-vulkan.sh DIR' },
-  async () => {
-    const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-    const dir = mkdtempSync(join(tmpdir(), 'promptiqa-placement-'));
-    try {
-      const child = join(dir, 'child.mts');
-      writeFileSync(
-        child,
-        [
-          `import { Graph, add, cast, mul } from ${JSON.stringify(join(root, 'src/graph/graph.ts'))};`,
-          `import { nodePlacement } from ${JSON.stringify(join(root, 'src/graph/placement.ts'))};`,
-          "const g = new Graph('chain');",
-          "const a = g.input('a', [4]);",
-          'const x = mul(a, a);',
-          "const y = cast(add(cast(x, 'float64'), cast(x, 'float64')), 'float32');",
-          "g.output('z', mul(y, a));",
-          "process.stdout.write('\\n@@' + JSON.stringify(await nodePlacement(g, { provider: 'webgpu' })) + '\\n');",
-        ].join('\n'),
-      );
-      const { code, stdout, stderr } = await new Promise<{ code: number | null; stdout: string; stderr: string }>((done, failed) => {
-        const p = spawn(process.execPath, ['--import', 'tsx', child], { cwd: root, env: { ...process.env, ...vulkan }, timeout: 120_000 });
-        let stdout = '';
-        let stderr = '';
-        p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-        p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-        p.on('error', failed);
-        p.on('close', (c) => done({ code: c, stdout, stderr }));
-      });
-      assert.equal(code, 0, stderr.slice(-2000));
-      const line = stdout.split('\n').find((l) => l.startsWith('@@'));
-      assert.ok(line, stdout);
-      const p = JSON.parse(line.slice(2)) as ReturnType<typeof parseProfile>;
-      // the two float32 Muls on the GPU; the float64 Add and the Casts to and from float64 on the CPU
-      assert.equal(p.nodes[WEBGPU], 2, JSON.stringify(p));
-      assert.equal(p.ops[CPU]?.Add, 1, JSON.stringify(p));
-      assert.ok(p.copies > 0, JSON.stringify(p));
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  },
-);
+test('on WebGPU the nodes it runs are counted under it, and a float64 op (WebGPU has none) under the CPU, with the copies', async (t) => {
+  const env = softwareWebgpu(t);
+  if (!env) return;
+  const { result: p } = await childResult<ReturnType<typeof parseProfile>>(
+    {
+      code: [
+        'const { Graph, add, cast, mul } = await import(`${SRC}/graph/graph.ts`);',
+        'const { nodePlacement } = await import(`${SRC}/graph/placement.ts`);',
+        'const { reply } = await import(HELPER);',
+        "const g = new Graph('chain');",
+        "const a = g.input('a', [4]);",
+        'const x = mul(a, a);',
+        "const y = cast(add(cast(x, 'float64'), cast(x, 'float64')), 'float32');",
+        "g.output('z', mul(y, a));",
+        "reply(await nodePlacement(g, { provider: 'webgpu' }));",
+      ].join('\n'),
+    },
+    env,
+    120_000,
+  );
+  // the two float32 Muls on the GPU; the float64 Add and the Casts to and from float64 on the CPU
+  assert.equal(p.nodes[WEBGPU], 2, JSON.stringify(p));
+  assert.equal(p.ops[CPU]?.Add, 1, JSON.stringify(p));
+  assert.ok(p.copies > 0, JSON.stringify(p));
+});
 
 // the same graph on the CPU: every node there, no copies (the control of the test above)
 test('the float64 chain on the CPU provider runs wholly there', async () => {

@@ -2,14 +2,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { METHODS, loadBackbone } from '../src/methods/index.js';
-import { enabledAuxiliary, parseOptions } from '../src/methods/method.js';
+import { parseOptions } from '../src/methods/method.js';
 import { TrainStep, setUp } from '../src/methods/graphs.js';
 import { type ParamSet } from '../src/prompts/context.js';
 import { optimizerFor } from '../src/train/optim.js';
 import { ResidentTraining } from '../src/train/resident.js';
 import { Rng } from '../src/util/rng.js';
 import { sharedDir } from './helpers/shared.js';
-import { TRAIN_ITEMS, randomTrainBatch } from './helpers/train-batch.js';
+import { randomTrainBatch } from '../src/bench/parity.js';
 
 const tinyP32 = join(sharedDir(), 'reference', 'tiny-vit-p32');
 const LRS = [0.05, 0.02, 0.01];
@@ -26,8 +26,8 @@ async function bothWays(name: string, options: Record<string, unknown>): Promise
   const o = parseOptions(method, options);
   const setup = setUp(method, o, backbone);
   const init = setup.model.init(new Rng(5));
-  const auxiliary = enabledAuxiliary(method, o, TRAIN_ITEMS);
-  const batches = LRS.map((_, k) => randomTrainBatch(method, backbone, auxiliary, 2, 20 + k));
+  const auxiliary = method.auxiliary ?? [];
+  const batches = LRS.map((_, k) => randomTrainBatch(method, backbone, 2, 20 + k));
 
   const host = copy(init);
   const hostOpt = optimizerFor(o);
@@ -85,7 +85,7 @@ test('a step whose loss is not finite is not taken: the state and the step count
   const opt = optimizerFor(o);
   const step = await TrainStep.create(setup, init, 2, [], { threads: 1 }, opt.update());
   const resident = ResidentTraining.create(step, init, opt, { threads: 1 });
-  const good = randomTrainBatch(method, backbone, [], 2, 1);
+  const good = randomTrainBatch(method, backbone, 2, 1);
   await resident.step(step, good, new Rng(0));
   const before = await resident.snapshot(init);
   const bad = { ...good, quality: Float32Array.of(NaN, 0) };
@@ -105,7 +105,7 @@ test('the two kinds of training step refuse each other’s run', async () => {
   const o = parseOptions(method, {});
   const setup = setUp(method, o, backbone);
   const init = setup.model.init(new Rng(5));
-  const batch = randomTrainBatch(method, backbone, [], 2, 1);
+  const batch = randomTrainBatch(method, backbone, 2, 1);
   const plain = await TrainStep.create(setup, init, 2, [], { threads: 1 });
   await assert.rejects(() => plain.runUpdate(batch, new Map(), new Float32Array(5), new Rng(0)), /made without an optimiser update/);
   const fused = await TrainStep.create(setup, init, 2, [], { threads: 1 }, optimizerFor(o).update());
@@ -124,7 +124,7 @@ test("a resumed optimiser state that lacks a trained parameter's buffer is refus
   const opt = optimizerFor(o);
   const step = await TrainStep.create(setup, init, 2, [], { threads: 1 }, opt.update());
   const first = ResidentTraining.create(step, init, opt, { threads: 1 });
-  await first.step(step, randomTrainBatch(method, backbone, [], 2, 1), new Rng(0));
+  await first.step(step, randomTrainBatch(method, backbone, 2, 1), new Rng(0));
   const { optim } = await first.snapshot(init);
   const [dropped] = Object.keys(optim.buffers);
   const resumed = optimizerFor(o);

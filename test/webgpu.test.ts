@@ -169,8 +169,12 @@ test('every method scores and trains on webgpu as on the CPU (software adapter, 
       withinBounds(d),
       `${d.method}: webgpu against cpu: ${JSON.stringify(d)} (bounds: scores ${SCORE_BOUND}, loss and gradients ${GRADIENT_BOUND})`,
     );
-    if (METHODS.find((m) => m.info.name === d.method)!.info.trainable)
+    if (METHODS.find((m) => m.info.name === d.method)!.info.trainable) {
       assert.ok(d.gradient !== undefined, `${d.method}: no training step compared`);
+      assert.ok(d.residentLoss !== undefined, `${d.method}: no resident training compared`);
+      assert.equal(gpu.result.find((m) => m.method === d.method)!.resident!.onGpu, true, `${d.method}: the training state left the GPU`);
+      assert.equal(cpu.find((m) => m.method === d.method)!.resident!.onGpu, false);
+    }
   }
   assert.ok(
     diffs.some((d) => d.anyDifference),
@@ -185,7 +189,7 @@ test('every method scores and trains on webgpu as on the CPU (software adapter, 
   for (const d of off) {
     assert.ok(d.score > SCORE_BOUND, `${d.method}: parameters 5% off moved the scores by ${d.score} only`);
     assert.ok(
-      d.gradient! > GRADIENT_BOUND && d.loss! > GRADIENT_BOUND,
+      d.gradient! > GRADIENT_BOUND && d.loss! > GRADIENT_BOUND && d.residentLoss! > GRADIENT_BOUND,
       `${d.method}: parameters 5% off passed the gradient bound: ${JSON.stringify(d)}`,
     );
   }

@@ -4,13 +4,18 @@
  * combination) and, for a trainable one, the loss and every gradient of one training step, on parameters drawn
  * from a seed and a batch drawn from another, so that two runs (two providers, two processes) see the same
  * inputs. `compareOutputs` gives the differences the GPU checks bound: scores absolute, the loss relative to
- * itself, each gradient tensor's largest difference relative to that tensor's largest magnitude.
+ * itself, each gradient tensor's largest difference relative to that tensor's largest magnitude. Training as the
+ * trainer runs it (the optimiser's update in the graph, the state kept on the device) is checked by its losses over
+ * a few steps: each after the first depends on the updates before it. Its parameters are not compared: Adam moves
+ * a parameter whose gradient is about zero by about ±lr whatever the sign a rounding gave that gradient.
  */
 import { type RuntimeOptions } from '../graph/runtime.js';
 import { type RgbImage } from '../data/rgb.js';
 import { type Method } from '../methods/method.js';
 import { parseOptions } from '../methods/method.js';
-import { type Backbone, type TrainBatch, Scorer, TrainStep, setUp } from '../methods/graphs.js';
+import { type Backbone, type MethodSetup, type TrainBatch, Scorer, TrainStep, setUp } from '../methods/graphs.js';
+import { optimizerFor } from '../train/optim.js';
+import { ResidentTraining } from '../train/resident.js';
 import { type ParamSet } from '../prompts/context.js';
 import { Rng } from '../util/rng.js';
 
@@ -26,7 +31,12 @@ export interface MethodOutputs {
   scores: number[];
   /** one training step (trainable methods): the loss and each trained parameter's gradient */
   step?: { loss: number; grads: Record<string, number[]> };
+  /** a few steps with the update in the graph (trainable methods): their losses, and whether the state stayed in GPU buffers */
+  resident?: { losses: number[]; onGpu: boolean };
 }
+
+/** Steps of the resident training check. */
+const RESIDENT_STEPS = 3;
 
 export interface ParityOptions {
   methods: readonly Method[];
@@ -44,7 +54,7 @@ export interface ParityOptions {
 }
 
 /** A training batch drawn from `seed`: random images (or frozen features), quality targets and every auxiliary target (one-hot where it has classes). */
-function stepBatch(method: Method, b: Backbone, batch: number, seed: number): TrainBatch {
+export function randomTrainBatch(method: Method, b: Backbone, batch: number, seed: number): TrainBatch {
   const rng = new Rng(seed);
   const c = b.weights.config;
   const perImage = method.imageInput === 'features' ? c.embedDim : 3 * c.imageSize * c.imageSize;
@@ -81,13 +91,42 @@ export async function methodOutputs(o: ParityOptions): Promise<MethodOutputs[]> 
     if (method.info.trainable) {
       const step = await TrainStep.create(setup, params, batch, method.auxiliary ?? [], o.runtime);
       // dropout masks are drawn in JavaScript from this seed: the same on every provider
-      const r = await step.run(stepBatch(method, backbone, batch, 9), params, new Rng(0));
+      const r = await step.run(randomTrainBatch(method, backbone, batch, 9), params, new Rng(0));
       await step.release();
       result.step = { loss: r.loss, grads: Object.fromEntries(step.trained.map((n) => [n, Array.from(r.grads.get(n)!)])) };
+      result.resident = await residentLosses(setup, params, randomTrainBatch(method, backbone, batch, 9), batch, o.runtime);
     }
     out.push(result);
   }
   return out;
+}
+
+/** The losses of a few steps as the trainer takes them (its optimiser, the update in the graph, the state on the device). */
+async function residentLosses(
+  setup: MethodSetup,
+  params: ParamSet,
+  data: TrainBatch,
+  batch: number,
+  runtime: RuntimeOptions,
+): Promise<{ losses: number[]; onGpu: boolean }> {
+  const optimizer = optimizerFor(setup.options);
+  const step = await TrainStep.create(
+    setup,
+    params,
+    batch,
+    setup.method.auxiliary ?? [],
+    runtime,
+    optimizer.update(setup.options.gradClip),
+  );
+  const resident = ResidentTraining.create(step, params, optimizer, runtime);
+  try {
+    const losses: number[] = [];
+    for (let k = 0; k < RESIDENT_STEPS; k++) losses.push(await resident.step(step, data, new Rng(k)));
+    return { losses, onGpu: resident.onGpu };
+  } finally {
+    resident.dispose();
+    await step.release();
+  }
 }
 
 export interface MethodDifference {
@@ -100,6 +139,8 @@ export interface MethodDifference {
   gradient?: number;
   /** the tensor where that is */
   worstGradient?: string;
+  /** the largest |loss − loss₀| / |loss₀| over the resident training steps */
+  residentLoss?: number;
   /** whether any score, loss or gradient value differs at all (the two runs did not compute bit for bit the same) */
   anyDifference: boolean;
 }
@@ -143,6 +184,16 @@ export function compareOutputs(a: readonly MethodOutputs[], b: readonly MethodOu
           diff.worstGradient = name;
         }
       }
+      if (x.resident) {
+        if (!y.resident || y.resident.losses.length !== x.resident.losses.length)
+          throw new Error(`compareOutputs: ${x.method}: the resident training steps differ in number or are missing`);
+        diff.residentLoss = Math.max(
+          ...x.resident.losses.map((l, i) => {
+            const d = Math.abs(l - y.resident!.losses[i]!) / Math.abs(l);
+            return Number.isNaN(d) ? Infinity : d;
+          }),
+        );
+      }
       diff.anyDifference = any;
     }
     return diff;
@@ -151,5 +202,10 @@ export function compareOutputs(a: readonly MethodOutputs[], b: readonly MethodOu
 
 /** Whether a difference is within the bounds. */
 export function withinBounds(d: MethodDifference): boolean {
-  return d.score <= SCORE_BOUND && (d.loss ?? 0) <= GRADIENT_BOUND && (d.gradient ?? 0) <= GRADIENT_BOUND;
+  return (
+    d.score <= SCORE_BOUND &&
+    (d.loss ?? 0) <= GRADIENT_BOUND &&
+    (d.gradient ?? 0) <= GRADIENT_BOUND &&
+    (d.residentLoss ?? 0) <= GRADIENT_BOUND
+  );
 }

@@ -86,6 +86,11 @@ export class ResidentTraining {
     return { params: out, optim };
   }
 
+  /** Whether the state is in GPU buffers (after a step on WebGPU). */
+  get onGpu(): boolean {
+    return [...this.state.values()].some((t) => t.onGpu);
+  }
+
   /** Frees GPU buffers now (host arrays go with the collector). */
   dispose(): void {
     for (const t of this.state.values()) t.dispose();
