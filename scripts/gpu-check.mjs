@@ -7,12 +7,15 @@
 // 1. every registered method on the tiny reference CLIPs (REFERENCE_DIR, default ../shared/reference beside the
 //    checkout; skipped, saying so, when it is not there): its scores on two images, and for a trainable method
 //    the loss and every gradient of one training step;
-// 2. full-size figures with random weights: image features of ViT-B/32 and RN50, and a Fu training step.
+// 2. full-size figures with random weights: image features of ViT-B/32 and RN50; a Fu training step (its loss and
+//    gradients, then the speed of the step as the trainer takes it: the update in the graph, the state on the
+//    device); and scoring a folder of JPEGs as `promptiqa score` does (decoding included), with tang on ViT-B/32.
 // Prints the largest differences and the images per second of each; exits 1 when a difference passes its bound:
 // scores and features 1e-4 absolute; the loss 1e-3 relative to itself, each gradient tensor 1e-3 relative to its
 // largest magnitude. On a software adapter (Mesa's lavapipe: scripts/software-vulkan.sh) it checks the same, with
 // the full-size figures at batch 2 and one timed run (some minutes); its speeds say nothing of a GPU's.
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { archConfig } from '../dist/clip/config.js';
@@ -21,12 +24,15 @@ import { imageFeatureGraph } from '../dist/clip/encoders.js';
 import { ClipTokenizer } from '../dist/clip/tokenizer.js';
 import { CompiledGraph, resolveDevice } from '../dist/graph/runtime.js';
 import { webgpuAdapter } from '../dist/graph/webgpu.js';
-import { METHODS, getMethod, loadBackbone } from '../dist/methods/index.js';
+import sharp from 'sharp';
+import { METHODS, getMethod, loadBackbone, metricFor } from '../dist/methods/index.js';
 import { parseOptions } from '../dist/methods/method.js';
 import { TrainStep, setUp } from '../dist/methods/graphs.js';
 import { GRADIENT_BOUND, SCORE_BOUND, compareOutputs, methodOutputs } from '../dist/bench/parity.js';
 import { decodeImage } from '../dist/data/image.js';
 import { crop } from '../dist/data/preprocess.js';
+import { adam } from '../dist/train/optim.js';
+import { ResidentTraining } from '../dist/train/resident.js';
 import { Rng } from '../dist/util/rng.js';
 
 const device = process.argv[2] ?? 'webgpu';
@@ -66,6 +72,8 @@ if (existsSync(join(reference, 'tiny-vit-p32'))) {
     const model = cpu.find((m) => m.method === d.method).model.split(/[\\/]/).pop();
     report(`${d.method} on ${model}: scores`, d.score, SCORE_BOUND);
     if (d.gradient !== undefined) reportStep(`${d.method} on ${model}: training step`, d);
+    if (d.residentLoss !== undefined)
+      report(`${d.method} on ${model}: three steps as the trainer takes them, losses (relative)`, d.residentLoss, GRADIENT_BOUND);
   }
 } else {
   console.log(`skip every method on the tiny references: ${reference} is not there (give the reference folder as the second argument)`);
@@ -105,14 +113,56 @@ for (const batch of software ? [2] : [8, 64]) {
   const step = async (p) => {
     const s = await TrainStep.create(setup, params, batch, aux, { provider: p });
     const r = await s.run(data, params, new Rng(0));
-    const t = await seconds(() => s.run(data, params, new Rng(0)), software ? 1 : 2);
     const grads = Object.fromEntries(s.trained.map((n) => [n, r.grads.get(n)]));
     await s.release();
+    // the trainer's step: loss, gradients and Adam's update in one run, parameters and buffers kept on the device
+    const optimizer = adam({ lr: o.lr });
+    const fused = await TrainStep.create(setup, params, batch, aux, { provider: p }, optimizer.update());
+    const resident = ResidentTraining.create(fused, params, optimizer, { provider: p });
+    const t = await seconds(() => resident.step(fused, data, new Rng(0)), software ? 1 : 3);
+    resident.dispose();
+    await fused.release();
     return { outputs: [{ method: 'fu', model: 'random', scores: [], step: { loss: r.loss, grads } }], imgs: batch / t };
   };
   const cpu = await step('cpu');
   const gpu = await step(provider);
   const [d] = compareOutputs(cpu.outputs, gpu.outputs);
-  reportStep(`fu training step, ViT-B/32, batch ${batch}:`, d, `${provider} ${rate(gpu.imgs)} img/s, cpu ${rate(cpu.imgs)} img/s`);
+  reportStep(`fu training step, ViT-B/32, batch ${batch}:`, d, `trainer's step ${provider} ${rate(gpu.imgs)} img/s, cpu ${rate(cpu.imgs)} img/s`);
+}
+
+// scoring a folder: decoding, views and the score graph, as `promptiqa score` runs them (Metric.scoreFiles)
+{
+  const count = software ? 8 : 512;
+  const batch = software ? 4 : 64;
+  const folder = mkdtempSync(join(tmpdir(), 'promptiqa-gpu-check-'));
+  try {
+    const rng = new Rng(6);
+    const files = [];
+    for (let i = 0; i < count; i++) {
+      const raw = Buffer.from(Uint8Array.from({ length: 384 * 512 * 3 }, (_, k) => ((k >> 4) + i * 7 + rng.int(32)) & 255));
+      const file = join(folder, `${String(i).padStart(4, '0')}.jpg`);
+      await sharp(raw, { raw: { width: 512, height: 384, channels: 3 } }).jpeg({ quality: 90 }).toFile(file);
+      files.push(file);
+    }
+    const method = getMethod('tang');
+    const setup = setUp(method, parseOptions(method, {}), { weights: randomClipWeights(archConfig('vit-b-32'), 7, { text: true }), tokenizer: ClipTokenizer.default(), model: 'random' });
+    const params = setup.model.init(new Rng(8));
+    const scoreAll = async (p) => {
+      const metric = metricFor(setup, params, { provider: p }, batch);
+      const scores = [];
+      const timed = async () => {
+        scores.length = 0;
+        for await (const r of metric.scoreFiles(files)) scores.push('score' in r ? r.score : NaN);
+      };
+      const t = await seconds(timed, 1);
+      await metric.close();
+      return { scores: [...scores], imgs: count / t };
+    };
+    const cpu = await scoreAll('cpu');
+    const gpu = await scoreAll(provider);
+    report(`promptiqa score on a folder of ${count} JPEGs (512x384), tang on ViT-B/32, batch ${batch}`, maxAbs(cpu.scores, gpu.scores), SCORE_BOUND, `${provider} ${rate(gpu.imgs)} img/s, cpu ${rate(cpu.imgs)} img/s, decoding included`);
+  } finally {
+    rmSync(folder, { recursive: true, force: true });
+  }
 }
 process.exit(failed ? 1 : 0);
