@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { METHODS, loadBackbone } from '../src/methods/index.js';
 import { parseOptions } from '../src/methods/method.js';
-import { TrainStep, setUp } from '../src/methods/graphs.js';
+import { type MethodSetup, type TrainBatch, TrainStep, setUp } from '../src/methods/graphs.js';
 import { type ParamSet } from '../src/prompts/context.js';
 import { optimizerFor } from '../src/train/optim.js';
 import { ResidentTraining } from '../src/train/resident.js';
@@ -76,16 +76,19 @@ test('with gradient clipping (fu, adam; tang, sgd with momentum and L2) the two 
   await bothWays('tang', { gradClip: 1e-3, weightDecay: 0.01, dropout: 0.3 });
 });
 
-test('a step whose loss is not finite is not taken: the state and the step count stay', async () => {
+/** Tang (SGD with momentum) on the tiny ViT: its set-up, initial parameters, and a batch of 2. */
+async function tang(): Promise<{ setup: MethodSetup; init: ParamSet; batch: TrainBatch }> {
   const method = METHODS.find((m) => m.info.name === 'tang')!;
   const backbone = await loadBackbone(tinyP32);
-  const o = parseOptions(method, {});
-  const setup = setUp(method, o, backbone);
-  const init = setup.model.init(new Rng(5));
-  const opt = optimizerFor(o);
+  const setup = setUp(method, parseOptions(method, {}), backbone);
+  return { setup, init: setup.model.init(new Rng(5)), batch: randomTrainBatch(method, backbone, 2, 1) };
+}
+
+test('a step whose loss is not finite is not taken: the state and the step count stay', async () => {
+  const { setup, init, batch: good } = await tang();
+  const opt = optimizerFor(setup.options);
   const step = await TrainStep.create(setup, init, 2, [], { threads: 1 }, opt.update());
   const resident = ResidentTraining.create(step, init, opt, { threads: 1 });
-  const good = randomTrainBatch(method, backbone, 2, 1);
   await resident.step(step, good, new Rng(0));
   const before = await resident.snapshot(init);
   const bad = { ...good, quality: Float32Array.of(NaN, 0) };
@@ -100,15 +103,10 @@ test('a step whose loss is not finite is not taken: the state and the step count
 });
 
 test('the two kinds of training step refuse each other’s run', async () => {
-  const method = METHODS.find((m) => m.info.name === 'tang')!;
-  const backbone = await loadBackbone(tinyP32);
-  const o = parseOptions(method, {});
-  const setup = setUp(method, o, backbone);
-  const init = setup.model.init(new Rng(5));
-  const batch = randomTrainBatch(method, backbone, 2, 1);
+  const { setup, init, batch } = await tang();
   const plain = await TrainStep.create(setup, init, 2, [], { threads: 1 });
   await assert.rejects(() => plain.runUpdate(batch, new Map(), new Float32Array(5), new Rng(0)), /made without an optimiser update/);
-  const fused = await TrainStep.create(setup, init, 2, [], { threads: 1 }, optimizerFor(o).update());
+  const fused = await TrainStep.create(setup, init, 2, [], { threads: 1 }, optimizerFor(setup.options).update());
   await assert.rejects(() => fused.run(batch, init, new Rng(0)), /applies an optimiser update/);
   await assert.rejects(() => fused.runUpdate(batch, new Map(), new Float32Array(5), new Rng(0)), /the training state lacks/);
   await plain.release();
@@ -116,18 +114,14 @@ test('the two kinds of training step refuse each other’s run', async () => {
 });
 
 test("a resumed optimiser state that lacks a trained parameter's buffer is refused, naming it", async () => {
-  const method = METHODS.find((m) => m.info.name === 'tang')!;
-  const backbone = await loadBackbone(tinyP32);
-  const o = parseOptions(method, {});
-  const setup = setUp(method, o, backbone);
-  const init = setup.model.init(new Rng(5));
-  const opt = optimizerFor(o);
+  const { setup, init, batch } = await tang();
+  const opt = optimizerFor(setup.options);
   const step = await TrainStep.create(setup, init, 2, [], { threads: 1 }, opt.update());
   const first = ResidentTraining.create(step, init, opt, { threads: 1 });
-  await first.step(step, randomTrainBatch(method, backbone, 2, 1), new Rng(0));
+  await first.step(step, batch, new Rng(0));
   const { optim } = await first.snapshot(init);
   const [dropped] = Object.keys(optim.buffers);
-  const resumed = optimizerFor(o);
+  const resumed = optimizerFor(setup.options);
   resumed.load({ ...optim, buffers: Object.fromEntries(Object.entries(optim.buffers).filter(([k]) => k !== dropped)) });
   assert.throws(
     () => ResidentTraining.create(step, init, resumed, { threads: 1 }),
