@@ -142,8 +142,8 @@ test('runTorchBench passes the settings to the peer and parses what it prints', 
       seconds: { train: [1, 1], fu: [1, 1] },
     });
     assert.equal(stderr, 'progress\n');
-    // without a device, the peer is told cpu
-    const onCpu = await runTorchBench({
+    // the smallest run, for the cases below
+    const minimal = {
       python: process.execPath,
       script: peer,
       arch: 'vit-b-32',
@@ -151,27 +151,15 @@ test('runTorchBench passes the settings to the peer and parses what it prints', 
       threads: 1,
       warmup: 0,
       iters: 1,
-      modes: ['forward'],
       prompts: 8,
-    });
+    } as const;
+    // without a device, the peer is told cpu
+    const onCpu = await runTorchBench({ ...minimal, modes: ['forward'] });
     assert.equal(onCpu.device, 'cpu');
     assert.equal(onCpu.gpu, undefined);
 
     writeFileSync(peer, 'process.stderr.write("ImportError: no torch\\n"); process.exit(1);');
-    await assert.rejects(
-      runTorchBench({
-        python: process.execPath,
-        script: peer,
-        arch: 'vit-b-32',
-        batch: 1,
-        threads: 1,
-        warmup: 0,
-        iters: 1,
-        modes: ['fu'],
-        prompts: 8,
-      }),
-      /the PyTorch peer exited with code 1: ImportError: no torch/,
-    );
+    await assert.rejects(runTorchBench({ ...minimal, modes: ['fu'] }), /the PyTorch peer exited with code 1: ImportError: no torch/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
