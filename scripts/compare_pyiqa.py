@@ -191,10 +191,23 @@ def _conv(torch, sd, seed, name, cout, cin, k, gain=2.0):
     sd[name] = _randn(torch, seed, name, (cout, cin, k, k), math.sqrt(gain / (cin * k * k)))
 
 
-def rn50_state_dict(torch, seed, layers=(3, 4, 6, 3), width=64, embed=1024, resolution=224):
+# The architectures: OpenAI's RN50 and ViT-B/32 ("full"), and a tiny stand-in of each for the test of this
+# script's files (test/compare-pyiqa.test.ts): same layouts, 8-wide ResNet stages, one 64-wide block per tower.
+SIZES = {
+    "full": {"rn": {"layers": (3, 4, 6, 3), "width": 64, "embed": 1024},
+             "vit": {"width": 768, "layers": 12, "embed": 512},
+             "text": {"width": 512, "layers": 12}},
+    "tiny": {"rn": {"layers": (1, 1, 1, 1), "width": 8, "embed": 64},
+             "vit": {"width": 64, "layers": 1, "embed": 64},
+             "text": {"width": 64, "layers": 1}},
+}
+
+
+def rn50_state_dict(torch, seed, layers=(3, 4, 6, 3), width=64, embed=1024, resolution=224, text=None):
     """OpenAI's RN50 CLIP (ModifiedResNet + text transformer), in OpenAI's state-dict order and names."""
+    text = text or SIZES["full"]["text"]
     sd = collections.OrderedDict()
-    _text_head(torch, sd, seed, embed)
+    _text_head(torch, sd, seed, embed, text["width"])
     v = "visual."
     _conv(torch, sd, seed, v + "conv1.weight", width // 2, 3, 3, gain=1.0)
     _batch_norm(torch, sd, seed, v + "bn1", width // 2)
@@ -223,14 +236,15 @@ def rn50_state_dict(torch, seed, layers=(3, 4, 6, 3), width=64, embed=1024, reso
     for proj, out in (("k_proj", c), ("q_proj", c), ("v_proj", c), ("c_proj", embed)):
         sd[a + proj + ".weight"] = _randn(torch, seed, a + proj + ".weight", (out, c), c ** -0.5)
         sd[a + proj + ".bias"] = _randn(torch, seed, a + proj + ".bias", (out,), 0.02)
-    _text_tail(torch, sd, seed)
+    _text_tail(torch, sd, seed, text["width"], text["layers"])
     return sd
 
 
-def vit_b32_state_dict(torch, seed, width=768, layers=12, patch=32, resolution=224, embed=512):
+def vit_b32_state_dict(torch, seed, width=768, layers=12, patch=32, resolution=224, embed=512, text=None):
     """OpenAI's ViT-B/32 CLIP, in OpenAI's state-dict order and names."""
+    text = text or SIZES["full"]["text"]
     sd = collections.OrderedDict()
-    _text_head(torch, sd, seed, embed)
+    _text_head(torch, sd, seed, embed, text["width"])
     v = "visual."
     scale = width ** -0.5
     sd[v + "class_embedding"] = _randn(torch, seed, v + "class_embedding", (width,), scale)
@@ -241,7 +255,7 @@ def vit_b32_state_dict(torch, seed, width=768, layers=12, patch=32, resolution=2
     for i in range(layers):
         _block(torch, sd, seed, f"{v}transformer.resblocks.{i}.", width, layers)
     _layer_norm(torch, sd, seed, v + "ln_post", width)
-    _text_tail(torch, sd, seed)
+    _text_tail(torch, sd, seed, text["width"], text["layers"])
     return sd
 
 
@@ -400,11 +414,12 @@ def trace_openai_archive(torch, clip_dir, sd, path, resolution):
 def prepare(args):
     """Writes the weights, the fake caches and the large photos into --work (quick when they are there)."""
     p = work_paths(args.work)
-    want = {"version": WORK_VERSION, "seed": args.seed}
+    want = {"version": WORK_VERSION, "seed": args.seed, "size": args.size}
+    size = SIZES[args.size]
     manifest = {}
     if os.path.isfile(p["manifest"]):
         manifest = json.load(open(p["manifest"]))
-    fresh = {k: manifest.get(k) for k in want} != want
+    fresh = {k: manifest.get(k, "full" if k == "size" else None) for k in want} != want
     need_archives = args.clip is not None and not all(
         os.path.isfile(os.path.join(p["openai"], f)) for f in ("RN50.pt", "ViT-B-32.pt")
     )
@@ -425,30 +440,33 @@ def prepare(args):
             elif os.path.lexists(path):
                 os.remove(path)
         manifest = dict(want)
+        log(f"[compare] writing {args.size} weights and caches into {args.work}")
         hub = HubCache(p["hf"])
         # RN50 in open_clip's files, as timm's CLIP repos carry it
-        rn50 = rn50_state_dict(torch, args.seed)
+        rn50 = rn50_state_dict(torch, args.seed, **size["rn"], text=size["text"])
         commit = fake_commit(args.seed, RN50_REPO)
         tmp = os.path.join(args.work, "open_clip_model.safetensors.tmp")
         write_safetensors(tmp, rn50)
         hub.add(RN50_REPO, commit, "open_clip_model.safetensors", src=tmp)
         open_clip_config = {
             "model_cfg": {
-                "embed_dim": 1024,
+                "embed_dim": size["rn"]["embed"],
                 "quick_gelu": True,
-                "vision_cfg": {"image_size": 224, "layers": [3, 4, 6, 3], "width": 64, "patch_size": None},
-                "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 12},
+                "vision_cfg": {"image_size": 224, "layers": list(size["rn"]["layers"]), "width": size["rn"]["width"],
+                               "patch_size": None},
+                "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": size["text"]["width"],
+                             "heads": size["text"]["width"] // 64, "layers": size["text"]["layers"]},
             },
             "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]},
         }
         hub.add(RN50_REPO, commit, "open_clip_config.json", data=json.dumps(open_clip_config, indent=2).encode())
         timm_config = {
             "architecture": "resnet50_clip",
-            "num_classes": 1024,
+            "num_classes": size["rn"]["embed"],
             "pretrained_cfg": {"tag": "openai", "custom_load": False, "input_size": [3, 224, 224], "fixed_input_size": True,
                                "interpolation": "bicubic", "crop_pct": 1.0, "crop_mode": "center",
                                "mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711],
-                               "num_classes": 1024, "pool_size": None, "first_conv": "stem.conv1", "classifier": "head"},
+                               "num_classes": size["rn"]["embed"], "pool_size": None, "first_conv": "stem.conv1", "classifier": "head"},
         }
         hub.add(RN50_REPO, commit, "config.json", data=json.dumps(timm_config, indent=2).encode())
         manifest["rn50_commit"] = commit
@@ -456,7 +474,7 @@ def prepare(args):
         # pyiqa's released LIQE files: the whole CLIP under clip_model., mixed dtypes, a seed each
         commit = fake_commit(args.seed, WEIGHTS_REPO)
         for i, name in enumerate(("liqe_koniq.pt", "liqe_mix.pt")):
-            sd = vit_b32_state_dict(torch, args.seed * 1000 + 11 + i)
+            sd = vit_b32_state_dict(torch, args.seed * 1000 + 11 + i, **size["vit"], text=size["text"])
             params = collections.OrderedDict(
                 ("clip_model." + k, v.half() if _converted_to_fp16(k) else v.clone()) for k, v in sd.items()
             )
@@ -469,7 +487,7 @@ def prepare(args):
 
         # CLIP-IQA+'s learned prompts: [16, 512] fp16, torch.save'd bare
         g = torch.Generator().manual_seed(_seed_of(args.seed, "clipiqa+ ctx"))
-        ctx = (torch.randn(16, 512, generator=g) * 0.02).half()
+        ctx = (torch.randn(16, size["text"]["width"], generator=g) * 0.02).half()
         os.makedirs(os.path.dirname(p["prompts"]), exist_ok=True)
         torch.save(ctx, p["prompts"])
         # pyiqa names its download after the URL's last part, which hf_hub_url quotes ('+' -> %2B)
@@ -479,9 +497,11 @@ def prepare(args):
 
     if args.clip is not None and (fresh or need_archives):
         os.makedirs(p["openai"], exist_ok=True)
-        trace_openai_archive(torch, args.clip, rn50_state_dict(torch, args.seed), os.path.join(p["openai"], "RN50.pt"), 224)
+        trace_openai_archive(torch, args.clip, rn50_state_dict(torch, args.seed, **size["rn"], text=size["text"]),
+                             os.path.join(p["openai"], "RN50.pt"), 224)
         # the base CLIP pyiqa's LIQE loads before its checkpoint (which replaces every weight): a seed of its own
-        trace_openai_archive(torch, args.clip, vit_b32_state_dict(torch, args.seed * 1000 + 10), os.path.join(p["openai"], "ViT-B-32.pt"), 224)
+        trace_openai_archive(torch, args.clip, vit_b32_state_dict(torch, args.seed * 1000 + 10, **size["vit"], text=size["text"]),
+                             os.path.join(p["openai"], "ViT-B-32.pt"), 224)
 
     from PIL import Image
 
@@ -1011,6 +1031,7 @@ def common_options(ap):
     ap.add_argument("--images", type=int, default=48, help="AGIQA-3K images (the first N by name; default 48)")
     ap.add_argument("--threads", type=int, default=2, help="threads for each engine (default 2)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    ap.add_argument("--size", default="full", choices=tuple(SIZES), help=argparse.SUPPRESS)  # tiny: for the test
 
 
 def main(argv=None):
@@ -1032,6 +1053,11 @@ def main(argv=None):
         d = argparse.ArgumentParser(prog="compare_pyiqa.py prepare")
         common_options(d)
         args = d.parse_args(argv[1:])
+        if args.work is None or args.shared is None:
+            d.error("prepare needs --work and --shared")
+        args.work, args.shared = os.path.abspath(args.work), os.path.abspath(args.shared)
+        args.clip = os.path.abspath(args.clip) if args.clip else None
+        os.makedirs(args.work, exist_ok=True)
         prepare(args)
         return 0
 
@@ -1084,7 +1110,7 @@ def main(argv=None):
 
     # weights and caches, in a child process so that this one stays small and holds no torch threads
     cmd = [sys.executable, os.path.abspath(__file__), "prepare", "--work", args.work, "--shared", args.shared,
-           "--seed", str(args.seed), "--threads", str(args.threads), "--images", str(args.images)]
+           "--seed", str(args.seed), "--threads", str(args.threads), "--images", str(args.images), "--size", args.size]
     if args.clip and "pyiqa" in engines:
         cmd += ["--clip", args.clip]
     rc = subprocess.run(cmd).returncode
