@@ -9,21 +9,27 @@ full size, each set-up and engine in a fresh process, one after another, and rep
                 `promptiqa score` run (start to exit). pyiqa: start of the driver process -> its first score,
                 split into load (imports + the metric created) and first image, e.g. "1.7 + 0.9 s".
                 Where an engine caches text features on disk (pyiqa's LIQE: liqe_text_feat*.pt), it is
-                given cold (cache cleared first) and warm (cache present).
+                given cold (cache cleared first) and warm (cache present); the targets compare warm figures.
+                pyiqa's InferenceModel creates the metric with gradients on, so its LIQE encodes the prompts
+                into an autograd graph: about 50 MB a prompt, some 25 GB for liqe-mix's 495. Where that cold
+                run is killed (--rss-limit-gb), one more creates the metric under torch.no_grad() (the same
+                features; a figure of its own) and writes the cache for the warm runs.
+                promptiqa: where `score --help` names --no-cache, its cold run passes it (and clears the
+                folders of the HOOK below), then an untimed run writes the cache; otherwise it has one figure.
   throughput    img/s with the load excluded, the same way for both engines: (N - 1) / (wall(N-image run)
                 - wall(warm one-image run)); both runs start with the same image, so the difference is the
                 time of the other N - 1 images. Wall times are the parent's, process start to exit.
   large photos  clip-iqa and clip-iqa+ only (LIQE looks at 15 windows of 224 whatever the size): the first
                 image plus 4 large photos in one run, 4 / (wall(that run) - wall(warm one-image run)).
-  peak RSS      ru_maxrss of each child (os.wait4), the largest over an engine's runs on the AGIQA images,
-                and apart from it the largest over its runs on the large photos.
+  peak RSS      ru_maxrss of each child (os.wait4): the largest over an engine's warm runs on the AGIQA
+                images (one image and N), and apart from it its cold run and its run with the large photos.
   max |dscore|  and SRCC between the engines over the N images and the large photos (when both ran).
 
 How to run (from the repository root, after `npm ci` / `npm run build`):
 
   /usr/bin/python3 scripts/compare_pyiqa.py --pyiqa PYIQA_DIR --clip CLIP_DIR [--work DIR] [--images 48] \\
       [--threads 2] [--setups clip-iqa,clip-iqa+,liqe,liqe-mix] [--engines promptiqa,pyiqa] [--repeat 1] \\
-      [--rss-limit-gb 8] [--json FILE]
+      [--rss-limit-gb 8] [--blas-core auto] [--json FILE]
 
   PYIQA_DIR  a checkout of https://github.com/chaofengc/IQA-PyTorch (the shared fixtures were made at commit
              01ae427f9afd66842031d3a7cb694dcad5b5cbb8): its pyiqa/ folder is imported from there.
