@@ -735,7 +735,6 @@ def promptiqa_env(work):
     env["HF_HUB_CACHE"] = work_paths(work)["hf"]
     env["HF_HUB_OFFLINE"] = "1"
     env["XDG_CACHE_HOME"] = promptiqa_cache_dirs(work)[0]
-    env["CI"] = "true"  # no progress bars
     return env
 
 
