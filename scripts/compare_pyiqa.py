@@ -1132,6 +1132,7 @@ def main(argv=None):
     runner = Runner(args)
     results = {}
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    commit = git_commit()  # before the runs: the checkout they ran
     log(f"[compare] {len(setups)} set-up(s) × {len(engines)} engine(s), {len(images)} images, {args.threads} threads; "
         f"outputs and logs in {runner.paths['runs']}")
     for setup in setups:
@@ -1166,7 +1167,7 @@ def main(argv=None):
         "large": [os.path.basename(p) for p in large],
         "torch": (py or {}).get("torch", manifest.get("torch")),
         "blas": (py or {}).get("blas", {"blas_core": "unknown"}) if "pyiqa" in engines else None,
-        "promptiqa_commit": git_commit(),
+        "promptiqa_commit": commit,
         "node": subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip(),
         "seed": args.seed,
         "work": args.work,
