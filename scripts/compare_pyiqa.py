@@ -989,6 +989,7 @@ def table(results, setups, engines, n_images):
     rows = []
     head = ["set-up", "engine", "first score, cold", "first score, warm", "pyiqa: load + first image (warm)",
             f"img/s ({n_images} images)", "img/s (4 large)", "peak RSS", "peak RSS, cold", "peak RSS, large"]
+    split_column = "pyiqa" in engines
     for setup in setups:
         r = results.get(setup, {})
         large = setup in ("clip-iqa", "clip-iqa+")
@@ -1016,6 +1017,8 @@ def table(results, setups, engines, n_images):
         if c:
             rows.append([setup, "promptiqa vs pyiqa", "", c["first_score"], "", c["throughput"], c["large"],
                          c["peak_rss"], "", c["peak_rss_large"]])
+    if not split_column:  # without pyiqa, no column of its own
+        head, rows = head[:4] + head[5:], [row[:4] + row[5:] for row in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
     out = [line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
