@@ -201,6 +201,11 @@ export function toFloat32(bytes: Buffer, dtype: SafeDType, what: string): Float3
 
 /** Writes float32 tensors (and string metadata) as a safetensors file, atomically. */
 export function writeSafetensors(path: string, tensors: Record<string, HostTensor>, metadata: Record<string, string> = {}): void {
+  writeFileAtomic(path, safetensorsBytes(tensors, metadata));
+}
+
+/** float32 tensors (and string metadata) as the parts of a safetensors file, in order. */
+export function safetensorsBytes(tensors: Record<string, HostTensor>, metadata: Record<string, string> = {}): Uint8Array[] {
   const header: Record<string, unknown> = {};
   if (Object.keys(metadata).length) header.__metadata__ = metadata;
   let offset = 0;
@@ -223,7 +228,7 @@ export function writeSafetensors(path: string, tensors: Record<string, HostTenso
     const d = tensors[name]!.data;
     parts.push(new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
   }
-  writeFileAtomic(path, parts);
+  return parts;
 }
 
 /** Reads every tensor of a small safetensors file into memory as float32. */

@@ -145,7 +145,20 @@ export class Graph {
   /** inputs that carry dropout masks, with their drop probability; see `dropout` */
   readonly dropoutMasks: Array<{ value: Value; p: number }> = [];
 
-  constructor(readonly name = 'promptiqa') {}
+  /**
+   * `foldConstants`: whether ONNX Runtime folds the graph's constant subgraphs into new initializers when it loads
+   * it. A graph whose work is all on constants (a text tower over fixed prompts) would be computed at load time,
+   * keeping every intermediate in memory: such a graph says false. Default: fold where the graph has inputs.
+   */
+  constructor(
+    readonly name = 'promptiqa',
+    private readonly opts: { foldConstants?: boolean } = {},
+  ) {}
+
+  /** Whether ONNX Runtime should fold constants when it loads the graph as it is now (see the constructor). */
+  get foldsConstants(): boolean {
+    return this.opts.foldConstants ?? this.inputs.length > 0;
+  }
 
   private claim(name: string): string {
     if (this.names.has(name)) throw new GraphError(`the name "${name}" is used twice in graph ${this.name}`);
@@ -172,12 +185,14 @@ export class Graph {
   /** A small constant (shape operands, scalars). */
   constant(data: readonly number[] | TypedData, shape: readonly number[], dtype: DType = 'float32'): Value {
     const arr = toTyped(data, dtype);
-    const key = `${dtype}|${shape.join(',')}|${Array.from(arr as ArrayLike<number | bigint>, String).join(',')}`;
-    const cached = arr.length <= 64 ? this.constCache.get(key) : undefined;
+    // small constants (scalars, shapes) are shared; the key of a large one would be a string of all its values
+    const key =
+      arr.length <= 64 ? `${dtype}|${shape.join(',')}|${Array.from(arr as ArrayLike<number | bigint>, String).join(',')}` : undefined;
+    const cached = key === undefined ? undefined : this.constCache.get(key);
     if (cached) return cached;
     const v = new Value(this, this.nextId++, 'constant', [...shape], dtype, this.claim(`const_${this.nextId}`));
     this.initializers.push({ value: v, data: arr });
-    if (arr.length <= 64) this.constCache.set(key, v);
+    if (key !== undefined) this.constCache.set(key, v);
     return v;
   }
 

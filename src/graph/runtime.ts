@@ -132,6 +132,9 @@ export class CompiledGraph {
       // thrown error below instead. CUDA's library-loading failure is logged as an error, hence fatal-only there.
       logSeverityLevel: opts.provider === 'cuda' ? 4 : 3,
       externalData: model.externalData,
+      // ONNX Runtime's constant folding computes a constant subgraph at load time and keeps each intermediate it
+      // makes: for a text tower over fixed prompts, gigabytes (see Graph's foldConstants)
+      ...(graph.foldsConstants ? {} : { extra: { optimization: { disable_specified_optimizers: 'ConstantFolding' } } }),
       ...(opts.threads ? { intraOpNumThreads: opts.threads, interOpNumThreads: 1 } : {}),
       ...(opts.optimizedModelPath ? { optimizedModelFilePath: opts.optimizedModelPath } : {}),
       ...(opts.provider === 'webgpu' && deviceOutputs.length > 0

@@ -13,6 +13,12 @@ import { type ClipTokenizer } from '../clip/tokenizer.js';
 import { type BuildContext, type ParamSet, paramAccessor, paramFeeds, paramInput } from '../prompts/context.js';
 import { type RgbImage } from '../data/rgb.js';
 import { type Rng } from '../util/rng.js';
+import { type CacheDir, cacheKey, cachePath, writeCacheEntry } from '../util/cache.js';
+import { packageVersion } from '../util/version.js';
+import { readSafetensors, safetensorsBytes } from '../clip/safetensors.js';
+import { type HostTensor } from '../graph/tensor.js';
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { type AuxiliaryTarget, type Method, type MethodModel, type Options, trainingLoss } from './method.js';
 import { type View, type WholeImageCheck, squareView, testViews } from './views.js';
 
@@ -73,7 +79,8 @@ function imageShape(b: Backbone): number[] {
 
 /** Image-independent features, one output per name the model's `text` returns. */
 function textGraph(s: MethodSetup, params: ParamSet): Graph {
-  const g = new Graph(`${s.method.info.name}_text`);
+  // the text tower over fixed prompts is computed by a run, not folded into memory at load
+  const g = new Graph(`${s.method.info.name}_text`, { foldConstants: false });
   const text = s.model.text(context(g, s.backbone, params, 0, false));
   for (const [k, v] of Object.entries(text)) g.output(NAMES.text(k), v);
   return g;
@@ -299,6 +306,31 @@ export class TrainStep {
   }
 }
 
+/** The layout of a text-feature cache entry: a safetensors file of float32 tensors, by the names the model's `text` gives. */
+const TEXT_CACHE_FORMAT = 'promptiqa-text-features/1';
+
+/** An entry's features, or undefined where it cannot be read (then they are computed again). */
+function readTextFeatures(path: string): Map<string, HostTensor> | undefined {
+  if (!existsSync(path)) return undefined;
+  try {
+    const { tensors } = readSafetensors(path);
+    return tensors.size > 0 ? tensors : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** sha256 of parameter values: names, shapes and bytes, in name order. */
+function paramsDigest(params: ParamSet): string {
+  const h = createHash('sha256');
+  for (const name of [...params.keys()].sort()) {
+    const p = params.get(name)!;
+    h.update(`${name}[${p.shape.join(',')}]`);
+    h.update(new Uint8Array(p.data.buffer, p.data.byteOffset, p.data.byteLength));
+  }
+  return h.digest('hex');
+}
+
 /** The most images scored at once. Beyond this a batch only costs memory, and a typo such as --batch 100000 would exhaust it. */
 export const MAX_BATCH = 4096;
 
@@ -325,11 +357,16 @@ export class Scorer {
   /** runs one call at a time, so that a graph the size cache lets go is never running */
   private queue: Promise<unknown> = Promise.resolve();
 
+  /**
+   * `textCache`: where the text features of these parameters may be kept between runs (they depend only on the
+   * method, its options, the weights, the tokenizer and the parameters); null: computed by every scorer.
+   */
   constructor(
     readonly setup: MethodSetup,
     private params: ParamSet,
     runtime: RuntimeOptions,
     readonly batchSize = 8,
+    private readonly textCache: CacheDir = null,
   ) {
     checkBatchSize(batchSize);
     const { method, options, backbone } = setup;
@@ -349,21 +386,45 @@ export class Scorer {
   }
 
   private text(): Promise<Record<string, Feed>> {
-    if (!this.textFeeds) {
-      this.textFeeds = (async () => {
-        // parameters are inputs: one compiled text graph serves every new set of values
-        const graph = await this.sessions.get('text', () => textGraph(this.setup, this.params));
-        const out = await graph.run(paramFeeds(graph.inputs.keys(), this.params));
-        const feeds: Record<string, Feed> = {};
-        this.textShapes = {};
-        for (const [k, v] of Object.entries(out)) {
-          feeds[k] = v.data;
-          this.textShapes[k.slice(NAMES.text('').length)] = v.shape;
-        }
-        return feeds;
-      })();
-    }
+    this.textFeeds ??= (async () => {
+      const entry = this.textCache === null ? undefined : cachePath(this.textCache, 'text', this.textKey(), '.safetensors');
+      const cached = entry === undefined ? undefined : readTextFeatures(entry);
+      const features = cached ?? (await this.computeText());
+      // a missing or unreadable entry is written (again)
+      if (entry !== undefined && cached === undefined) writeCacheEntry(entry, safetensorsBytes(Object.fromEntries(features)));
+      const feeds: Record<string, Feed> = {};
+      this.textShapes = {};
+      for (const [k, v] of features) {
+        feeds[NAMES.text(k)] = v.data;
+        this.textShapes[k] = v.shape;
+      }
+      return feeds;
+    })();
     return this.textFeeds;
+  }
+
+  /** The text features by the names the model's `text` gives them, from a run of the text graph. */
+  private async computeText(): Promise<Map<string, HostTensor>> {
+    // parameters are inputs: one compiled text graph serves every new set of values
+    const graph = await this.sessions.get('text', () => textGraph(this.setup, this.params));
+    const out = await graph.run(paramFeeds(graph.inputs.keys(), this.params));
+    return new Map(
+      Object.entries(out).map(([k, v]) => [k.slice(NAMES.text('').length), { shape: v.shape, data: v.data as Float32Array }] as const),
+    );
+  }
+
+  /** Names everything the text features are computed from: the code (promptiqa's version), method, options, weights, tokenizer, parameters. */
+  private textKey(): string {
+    const { method, options, backbone } = this.setup;
+    return cacheKey({
+      format: TEXT_CACHE_FORMAT,
+      promptiqa: packageVersion(),
+      method: method.info.name,
+      options,
+      weights: backbone.weights.id,
+      tokenizer: backbone.tokenizer.id,
+      params: paramsDigest(this.params),
+    });
   }
 
   /**

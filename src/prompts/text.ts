@@ -34,7 +34,7 @@ export interface TextPromptSpec {
 export class TextPrompts {
   readonly nCtx: number;
   private readonly ids: Int32Array;
-  private readonly embeds: Float32Array;
+  private embedsOf: Float32Array | undefined;
   /** the end-of-text token's id */
   private readonly eot: number;
 
@@ -50,8 +50,12 @@ export class TextPrompts {
       spec.classes.map((cls) => `${prefix} ${cls}.`),
       c.contextLength,
     );
-    this.embeds = tokenEmbeddings(weights, this.ids, spec.classes.length);
     this.eot = tokenizer.eot;
+  }
+
+  /** The prompts' token embeddings, looked up when first needed: text features from the cache never need the text tower. */
+  private get embeds(): Float32Array {
+    return (this.embedsOf ??= tokenEmbeddings(this.weights, this.ids, this.spec.classes.length));
   }
 
   get deepLayers(): number[] {
