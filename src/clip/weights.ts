@@ -113,10 +113,20 @@ export interface ClipWeights {
 
 export class WeightError extends Error {}
 
-/** Transposes a row-major [rows, cols] matrix. */
+/** Transposes a row-major [rows, cols] matrix, in tiles that stay in the cache (a plain loop's strided writes miss it at every element). */
 export function transpose2d(a: Float32Array, rows: number, cols: number): Float32Array {
   const out = new Float32Array(a.length);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = a[r * cols + c]!;
+  const T = 64;
+  for (let r0 = 0; r0 < rows; r0 += T) {
+    const r1 = Math.min(r0 + T, rows);
+    for (let c0 = 0; c0 < cols; c0 += T) {
+      const c1 = Math.min(c0 + T, cols);
+      for (let c = c0; c < c1; c++) {
+        const row = c * rows;
+        for (let r = r0; r < r1; r++) out[row + r] = a[r * cols + c]!;
+      }
+    }
+  }
   return out;
 }
 
