@@ -166,12 +166,21 @@ export class Graph {
     return name;
   }
 
-  /** A graph input, fed at every run (images, token ids, trainable parameters). */
-  input(name: string, shape: readonly number[], dtype: DType = 'float32'): Value {
+  /**
+   * A graph input, fed at every run (images, token ids, trainable parameters). `dynamicAxes`: axes whose size the
+   * model leaves open (ONNX symbolic dimensions), so one loaded graph takes any size there; `shape` is then a
+   * template the builder works with. Whether the graph really holds for other sizes is the caller's to check (see
+   * `serialize`: graphs built at two sizes that serialise the same are one graph).
+   */
+  input(name: string, shape: readonly number[], dtype: DType = 'float32', dynamicAxes: readonly number[] = []): Value {
     const v = new Value(this, this.nextId++, 'input', [...shape], dtype, this.claim(name));
     this.inputs.push(v);
+    if (dynamicAxes.length > 0) this.dynamicAxes.set(v, [...dynamicAxes]);
     return v;
   }
+
+  /** The open axes of inputs made with `dynamicAxes`. */
+  readonly dynamicAxes = new Map<Value, readonly number[]>();
 
   /** A frozen weight: stored in the model as an initializer, never differentiated. */
   weight(name: string, shape: readonly number[], data: TypedData, dtype: DType = 'float32'): Value {
@@ -337,6 +346,10 @@ export function linear(x: Value, weightT: Value, bias?: Value): Value {
   return bias ? add(y, bias) : y;
 }
 
+/**
+ * Reshape; one dimension may be -1 (the rest of the size). The -1 stays in the model, so a graph whose input has
+ * open axes (`Graph.input`'s dynamicAxes) reshapes to whatever size comes.
+ */
 export function reshape(a: Value, shape: readonly number[]): Value {
   const known = shape.filter((d) => d !== -1);
   const prod = shapeSize(known);
@@ -345,7 +358,7 @@ export function reshape(a: Value, shape: readonly number[]): Value {
     throw new GraphError(`Reshape: cannot reshape ${a} to ${formatShape(shape)}`);
   }
   if (out.every((d, i) => d === a.shape[i]) && out.length === a.rank) return a;
-  return a.graph.add1('Reshape', [a, a.graph.ints(out)], out, a.dtype);
+  return a.graph.add1('Reshape', [a, a.graph.ints(shape)], out, a.dtype);
 }
 
 export function transpose(a: Value, perm: readonly number[]): Value {

@@ -154,7 +154,13 @@ export class CompiledGraph {
       }
       throw new Error(`ONNX Runtime rejected graph "${graph.name}": ${msg}`);
     }
-    const inputs = new Map(graph.inputs.map((v) => [v.name, { shape: v.shape, dtype: v.dtype }] as const));
+    // an open axis is -1: any size is taken there
+    const inputs = new Map(
+      graph.inputs.map((v) => {
+        const open = graph.dynamicAxes.get(v) ?? [];
+        return [v.name, { shape: v.shape.map((d, axis) => (open.includes(axis) ? -1 : d)), dtype: v.dtype }] as const;
+      }),
+    );
     const compiled = new CompiledGraph(session, inputs, model.outputNames, graph.name);
     compiled.profiling = Boolean(opts.profileDir);
     return compiled;
@@ -197,33 +203,40 @@ export class CompiledGraph {
       if (!this.inputs.has(name))
         throw new InputError(`${this.name}: unknown input "${name}" (inputs: ${[...this.inputs.keys()].join(', ')})`);
     }
+    const fits = (shape: readonly number[], spec: readonly number[]): boolean =>
+      shape.length === spec.length && shape.every((d, i) => d === spec[i] || (spec[i] === -1 && Number.isSafeInteger(d) && d > 0));
+    const described = (spec: readonly number[]): string => spec.map((d) => (d === -1 ? 'any' : d)).join(', ');
     for (const [name, spec] of this.inputs) {
       const feed = feeds[name];
-      if (feed === undefined) throw new InputError(`${this.name}: input "${name}" (${spec.dtype}[${spec.shape.join(', ')}]) was not given`);
+      if (feed === undefined) throw new InputError(`${this.name}: input "${name}" (${spec.dtype}[${described(spec.shape)}]) was not given`);
       if (feed instanceof DeviceTensor) {
         const shape = feed.shape;
-        if (feed.ort.type !== spec.dtype || shape.length !== spec.shape.length || shape.some((d, i) => d !== spec.shape[i]))
+        if (feed.ort.type !== spec.dtype || !fits(shape, spec.shape))
           throw new InputError(
-            `${this.name}: input "${name}" must be ${spec.dtype}[${spec.shape.join(', ')}], got ${feed.ort.type}[${shape.join(', ')}]`,
+            `${this.name}: input "${name}" must be ${spec.dtype}[${described(spec.shape)}], got ${feed.ort.type}[${shape.join(', ')}]`,
           );
         ortFeeds[name] = feed.ort;
         continue;
       }
       const data = 'data' in feed && !ArrayBuffer.isView(feed) ? feed.data : (feed as TypedData);
-      const shape = 'shape' in feed && !ArrayBuffer.isView(feed) ? feed.shape : null;
+      const given = 'shape' in feed && !ArrayBuffer.isView(feed) ? feed.shape : null;
       const dtype = typeOf(data);
       if (dtype !== spec.dtype && !(spec.dtype === 'bool' && dtype === 'uint8')) {
         throw new InputError(`${this.name}: input "${name}" must be ${spec.dtype}, got ${dtype}`);
       }
-      if (shape && (shape.length !== spec.shape.length || shape.some((d, i) => d !== spec.shape[i]))) {
-        throw new InputError(`${this.name}: input "${name}" must have shape [${spec.shape.join(', ')}], got [${shape.join(', ')}]`);
+      if (given && !fits(given, spec.shape)) {
+        throw new InputError(`${this.name}: input "${name}" must have shape [${described(spec.shape)}], got [${given.join(', ')}]`);
       }
-      if (data.length !== shapeSize(spec.shape)) {
+      if (!given && spec.shape.includes(-1)) {
+        throw new InputError(`${this.name}: input "${name}" has open axes ([${described(spec.shape)}]): feed it with its shape`);
+      }
+      const shape = given ?? spec.shape;
+      if (data.length !== shapeSize(shape)) {
         throw new InputError(
-          `${this.name}: input "${name}" must have shape [${spec.shape.join(', ')}] (${shapeSize(spec.shape)} values), got ${data.length} values`,
+          `${this.name}: input "${name}" must have shape [${shape.join(', ')}] (${shapeSize(shape)} values), got ${data.length} values`,
         );
       }
-      ortFeeds[name] = new ort.Tensor(ORT_TYPE[spec.dtype], data as never, [...spec.shape]);
+      ortFeeds[name] = new ort.Tensor(ORT_TYPE[spec.dtype], data as never, [...shape]);
     }
     return ortFeeds;
   }

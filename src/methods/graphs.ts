@@ -7,6 +7,7 @@
 import { Graph, type Value } from '../graph/graph.js';
 import { gradients } from '../graph/grad.js';
 import { CompiledGraph, DeviceTensor, SessionCache, type Feed, type RuntimeOptions } from '../graph/runtime.js';
+import { type SerializedModel, serialize } from '../graph/onnx.js';
 import { WeightBank, visionEncoder, wholeImageRefusal } from '../clip/encoders.js';
 import { type ClipWeights } from '../clip/weights.js';
 import { type ClipTokenizer } from '../clip/tokenizer.js';
@@ -86,7 +87,10 @@ function textGraph(s: MethodSetup, params: ParamSet): Graph {
   return g;
 }
 
-/** pixels [B, 3, H, W] (the model's size unless the views are full images) and the text features → score [B]. */
+/**
+ * pixels [B, 3, H, W] (the model's size unless the views are full images) and the text features → score [B].
+ * `anySize`: the pixels' height and width are left open, `height` × `width` being the size it is built at.
+ */
 function scoreGraph(
   s: MethodSetup,
   params: ParamSet,
@@ -94,10 +98,11 @@ function scoreGraph(
   textShapes: Record<string, number[]>,
   height: number,
   width: number,
+  anySize = false,
 ): Graph {
-  const g = new Graph(`${s.method.info.name}_score_b${batch}_${height}x${width}`);
+  const g = new Graph(`${s.method.info.name}_score_b${batch}_${anySize ? 'any' : `${height}x${width}`}`);
   const ctx = context(g, s.backbone, params, batch, false);
-  const pixels = g.input(NAMES.pixels, [batch, 3, height, width]);
+  const pixels = g.input(NAMES.pixels, [batch, 3, height, width], 'float32', anySize ? [2, 3] : []);
   const text: Record<string, Value> = {};
   for (const [k, shape] of Object.entries(textShapes)) text[k] = g.input(NAMES.text(k), shape);
   const image =
@@ -331,6 +336,16 @@ function paramsDigest(params: ParamSet): string {
   return h.digest('hex');
 }
 
+/** Whether two serialised models are the same graph: the same model bytes and the same external data, byte for byte. */
+function sameModel(a: SerializedModel, b: SerializedModel): boolean {
+  if (Buffer.compare(a.bytes, b.bytes) !== 0 || a.externalData.length !== b.externalData.length) return false;
+  return a.externalData.every((x, i) => {
+    const y = b.externalData[i]!;
+    const shared = x.data.buffer === y.data.buffer && x.data.byteOffset === y.data.byteOffset && x.data.byteLength === y.data.byteLength;
+    return x.path === y.path && (shared || Buffer.compare(x.data, y.data) === 0);
+  });
+}
+
 /** The most images scored at once. Beyond this a batch only costs memory, and a typo such as --batch 100000 would exhaust it. */
 export const MAX_BATCH = 4096;
 
@@ -350,8 +365,13 @@ export function checkBatchSize(batchSize: number, what = 'batch size'): number {
  */
 export class Scorer {
   private readonly sessions: SessionCache;
-  /** graphs for views of other sizes than the model's (full images): one per size, a few kept */
+  /**
+   * Views of other sizes than the model's (full images): one graph with the image size left open, for every size
+   * at which the graph built is the same (a model that reads any size: CLIP-IQA's ResNet without positional
+   * embedding), else a graph per size, a few kept (a positional embedding resized to each size).
+   */
   private readonly sizedSessions: SessionCache;
+  private anySize: { graph: Promise<CompiledGraph>; model: SerializedModel; sizes: Set<string> } | undefined;
   private textFeeds: Promise<Record<string, Feed>> | null = null;
   private textShapes: Record<string, number[]> = {};
   /** runs one call at a time, so that a graph the size cache lets go is never running */
@@ -462,15 +482,33 @@ export class Scorer {
       for (let i = 0; i < views.length; i++) {
         const { height, width } = views[i]!;
         if (height === size && width === size) continue;
-        const graph = await this.sizedSessions.get(`score|1|${height}x${width}`, () =>
-          scoreGraph(this.setup, this.params, 1, this.textShapes, height, width),
-        );
-        await this.runGraph(graph, 1, [i], views, text, output, rows);
+        await this.runGraph(await this.graphForSize(height, width), 1, [i], views, text, output, rows);
       }
       return rows;
     });
     this.queue = run.catch(() => undefined);
     return run;
+  }
+
+  /**
+   * The graph for one view of this size: the open-size graph where the graph built at this size serialises the same
+   * (it is then the same computation), else one of this size.
+   */
+  private async graphForSize(height: number, width: number): Promise<CompiledGraph> {
+    const key = `${height}x${width}`;
+    if (this.anySize?.sizes.has(key)) return this.anySize.graph;
+    const open = scoreGraph(this.setup, this.params, 1, this.textShapes, height, width, true);
+    if (!this.anySize) {
+      const graph = CompiledGraph.create(open, this.sessions.options);
+      this.anySize = { graph, model: serialize(open), sizes: new Set([key]) };
+      graph.catch(() => (this.anySize = undefined));
+      return graph;
+    }
+    if (sameModel(serialize(open), this.anySize.model)) {
+      this.anySize.sizes.add(key);
+      return this.anySize.graph;
+    }
+    return this.sizedSessions.get(`score|1|${key}`, () => scoreGraph(this.setup, this.params, 1, this.textShapes, height, width));
   }
 
   /** Runs the views `which` (all of one size) through `graph` in batches of `b`, writing `rows[which[j]]`. */
@@ -491,7 +529,7 @@ export class Scorer {
       pixels.fill(0);
       const chunk = which.slice(i, i + b);
       chunk.forEach((v, j) => pixels.set(views[v]!.data, j * per));
-      const out = await graph.run({ [NAMES.pixels]: pixels, ...text, ...params });
+      const out = await graph.run({ [NAMES.pixels]: { shape: [b, 3, height, width], data: pixels }, ...text, ...params });
       const o = out[output]!.data as Float32Array;
       const k = o.length / b;
       chunk.forEach((v, j) => (rows[v] = o.slice(j * k, (j + 1) * k)));
@@ -550,5 +588,8 @@ export class Scorer {
     await this.queue;
     await this.sessions.clear();
     await this.sizedSessions.clear();
+    const any = this.anySize;
+    this.anySize = undefined;
+    if (any) await (await any.graph.catch(() => undefined))?.release();
   }
 }
