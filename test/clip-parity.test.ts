@@ -7,7 +7,17 @@ import { Graph } from '../src/graph/graph.js';
 import { CompiledGraph } from '../src/graph/runtime.js';
 import { SafeTensorsFile, toFloat32 } from '../src/clip/safetensors.js';
 import { loadClipWeights, transpose2d, type ClipWeights } from '../src/clip/weights.js';
-import { WeightBank, visionEncoder, textEncoder, tokenEmbeddings, eotOneHot } from '../src/clip/encoders.js';
+import {
+  WeightBank,
+  visionEncoder,
+  textEncoder,
+  tokenEmbeddings,
+  eotOneHot,
+  encodeTexts,
+  textLength,
+  cutSequences,
+} from '../src/clip/encoders.js';
+import { ClipTokenizer } from '../src/clip/tokenizer.js';
 import { sharedDir } from './helpers/shared.js';
 
 const ref = join(sharedDir(), 'reference');
@@ -141,4 +151,28 @@ test('toFloat32: float32 bytes as they are (own buffer or a slice of one), float
   const nan = Buffer.alloc(2);
   nan.writeUInt16LE(0x7e00);
   assert.ok(Number.isNaN(toFloat32(nan, 'F16', 'x')[0]));
+});
+
+test('fixed texts are encoded up to their last end-of-text only, with the features of the whole context', async () => {
+  const weights = await loadClipWeights(join(ref, 'tiny-vit-p32', 'openai.safetensors'), { cache: null });
+  const tokenizer = ClipTokenizer.default();
+  const texts = ['Good photo.', 'a photo of a still_life with jpeg2000 compression artifacts, which is of perfect quality', 'x'];
+  const ids = tokenizer.tokenizeBatch(texts, 77);
+  const len = textLength(ids, texts.length, tokenizer.eot);
+  assert.equal(len, ids.subarray(77, 154).indexOf(tokenizer.eot) + 1, 'the longest text decides');
+  assert.ok(len < 30);
+  assert.deepEqual([...cutSequences(ids, 3, len).subarray(len, 2 * len)], [...ids.subarray(77, 77 + len)]);
+
+  const cut = new Graph('cut');
+  cut.output('f', encodeTexts(new WeightBank(cut), weights, tokenizer, texts));
+  assert.ok(
+    cut.initializers.some((i) => i.value.shape.join() === `3,${len},${weights.config.textWidth}`),
+    'the token embeddings stop at the last end-of-text',
+  );
+  const whole = new Graph('whole');
+  const tokens = whole.constant(tokenEmbeddings(weights, ids, 3), [3, 77, weights.config.textWidth]);
+  const eot = whole.constant(eotOneHot(ids, 3, tokenizer.eot), [3, 77]);
+  whole.output('f', textEncoder(new WeightBank(whole), weights, tokens, eot).embeds);
+  const [a, b] = await Promise.all([cut, whole].map(async (g) => (await (await CompiledGraph.create(g)).run({})).f!.data));
+  assert.ok(maxAbsDiff(a!, b!) < 1e-6, `max |diff| ${maxAbsDiff(a!, b!)}`);
 });

@@ -16,6 +16,8 @@ export interface RuntimeOptions {
   provider?: Provider;
   /** intra-op threads; default: ONNX Runtime's choice (all cores) */
   threads?: number;
+  /** whether idle intra-op threads spin waiting for work (ONNX Runtime's default) rather than sleep; see SPIN_DEFAULT */
+  spinning?: boolean;
   /** write the optimised model here, to inspect it */
   optimizedModelPath?: string;
   /** profile each session's first run into a file in this folder (graph/placement.ts counts the nodes each provider ran) */
@@ -132,10 +134,16 @@ export class CompiledGraph {
       // thrown error below instead. CUDA's library-loading failure is logged as an error, hence fatal-only there.
       logSeverityLevel: opts.provider === 'cuda' ? 4 : 3,
       externalData: model.externalData,
-      // ONNX Runtime's constant folding computes a constant subgraph at load time and keeps each intermediate it
-      // makes: for a text tower over fixed prompts, gigabytes (see Graph's foldConstants)
-      ...(graph.foldsConstants ? {} : { extra: { optimization: { disable_specified_optimizers: 'ConstantFolding' } } }),
+      extra: {
+        // ONNX Runtime's constant folding computes a constant subgraph at load time and keeps each intermediate it
+        // makes: for a text tower over fixed prompts, gigabytes (see Graph's foldConstants)
+        ...(graph.foldsConstants ? {} : { optimization: { disable_specified_optimizers: 'ConstantFolding' } }),
+        session: {
+          intra_op: { allow_spinning: (opts.spinning ?? (process.env.XP_SPIN ? process.env.XP_SPIN === '1' : true)) ? '1' : '0' },
+        },
+      },
       ...(opts.threads ? { intraOpNumThreads: opts.threads, interOpNumThreads: 1 } : {}),
+
       ...(opts.optimizedModelPath ? { optimizedModelFilePath: opts.optimizedModelPath } : {}),
       ...(opts.provider === 'webgpu' && deviceOutputs.length > 0
         ? { preferredOutputLocation: Object.fromEntries(deviceOutputs.map((n) => [n, 'gpu-buffer' as const])) }
