@@ -62,7 +62,6 @@ so a real CLIP state dict loads into them.
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -111,13 +110,9 @@ def parse_args(argv=None):
 
 # Thread pools read their sizes when the libraries load: set them before torch
 # is imported (only when run as a script; an importer owns its environment).
-THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 if __name__ == "__main__":
     ARGS = parse_args()
-    for _name in THREAD_ENV:
-        os.environ[_name] = str(ARGS.threads)
-    # OpenBLAS: idle workers sleep after 2^4 cycles instead of 2^28 (spinning)
-    os.environ["OPENBLAS_THREAD_TIMEOUT"] = "4"
+    blas_core.set_threads(ARGS.threads)
     # after the thread variables: the OpenBLAS it loads to ask is the one torch gets
     blas_core.pin_best_openblas_core()
 
@@ -519,6 +514,7 @@ def fu_step(visual, textenc, image, n_prompts):
         fu_loss(q, a, y_q, y_a).backward()
         opt.step()
 
+    step.trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return step
 
 

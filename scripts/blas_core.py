@@ -9,7 +9,9 @@ timed that way says nothing about the other engine.
 
 Every peer or comparison script calls, in this order:
 
-  pin_best_openblas_core()   as it starts, after its thread variables are set
+  set_threads(n)             as it starts: the thread pools' sizes, read by
+                             OpenMP and OpenBLAS when they load
+  pin_best_openblas_core()   then, after its thread variables are set
                              (the OpenBLAS it loads is the one torch will use,
                              and it reads them when it loads) and before torch
                              is imported
@@ -88,6 +90,20 @@ _CORE_LEVELS = {
 LEVEL = {name.lower(): level for level, names in _CORE_LEVELS.items() for name in names}
 ISA = {1: "SSE", 2: "AVX", 3: "AVX2", 4: "AVX-512"}
 AVX512 = ("avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd")
+
+
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def set_threads(threads):
+    """Sizes torch's OpenMP pool and the BLAS's own pool (Debian's torch calls the
+    pthread OpenBLAS, whose pool is separate) before they load, whatever the
+    caller's environment said; OpenBLAS's idle workers sleep after 2^4 cycles
+    instead of spinning for 2^28 (about 0.1 s), which took the cores from torch's
+    OpenMP threads between products."""
+    for name in THREAD_ENV:
+        os.environ[name] = str(threads)
+    os.environ["OPENBLAS_THREAD_TIMEOUT"] = "4"
 
 
 def log(msg):

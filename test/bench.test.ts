@@ -328,6 +328,27 @@ blas_core.blas_report(torch, lambda a, b: torch.mm(a, b) * 1.001)
   assert.match(wrong.stderr, /computes a 512x512 float32 product with relative error .* its figures would be timing wrong results/);
 });
 
+test("bench_fu_authors.py refuses a folder that is not the authors' checkout, and says how to get it", (t) => {
+  const found = torchPython(t);
+  if (!found) return;
+  const script = join(dirname(TORCH_SCRIPT), 'bench_fu_authors.py');
+  const dir = mkdtempSync(join(tmpdir(), 'promptiqa-authors-'));
+  try {
+    const run = (...args: string[]): { status: number | null; stderr: string } =>
+      spawnSync(found.python, [script, ...args], { encoding: 'utf8' });
+    const how = 'get it with: git clone https://github.com/JunFu1995/CLIP-AGIQA';
+    const none = run('--authors', join(dir, 'nowhere'));
+    assert.equal(none.status, 2);
+    assert.ok(none.stderr.includes(`not a checkout of the Fu authors' code (no such folder); ${how}`), none.stderr);
+    const empty = run('--authors', dir);
+    assert.equal(empty.status, 2);
+    assert.ok(empty.stderr.includes('(missing models/AGIQA.py, clip/model.py, clip/maple.py, config/cfg_8.yaml)'), empty.stderr);
+    assert.match(run().stderr, /the following arguments are required: --authors/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('matmulPeak: chained products of a graph input, timed at each size, the best reported', async () => {
   assert.deepEqual([peakProducts(1024), peakProducts(2048), peakProducts(4096), peakProducts(32, 2 * 64 ** 3)], [16, 2, 1, 8]);
   // A = x·xᵀ is a projection: however many products, the sum of the result is (Σx)²; a chain that ONNX Runtime
