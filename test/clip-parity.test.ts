@@ -173,6 +173,6 @@ test('fixed texts are encoded up to their last end-of-text only, with the featur
   const tokens = whole.constant(tokenEmbeddings(weights, ids, 3), [3, 77, weights.config.textWidth]);
   const eot = whole.constant(eotOneHot(ids, 3, tokenizer.eot), [3, 77]);
   whole.output('f', textEncoder(new WeightBank(whole), weights, tokens, eot).embeds);
-  const [a, b] = await Promise.all([cut, whole].map(async (g) => (await (await CompiledGraph.create(g)).run({})).f!.data));
+  const [a, b] = await Promise.all([cut, whole].map(async (g) => (await (await CompiledGraph.create(g)).run({})).f!.data as Float32Array));
   assert.ok(maxAbsDiff(a!, b!) < 1e-6, `max |diff| ${maxAbsDiff(a!, b!)}`);
 });
