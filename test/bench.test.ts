@@ -438,3 +438,12 @@ test("benchVision and benchFu say where each graph's nodes ran when asked, and n
   });
   assert.equal(none.placement_forward, undefined);
 });
+
+test('matmulFlops: the image tower as built does the matrix-product work visionFlops counts', async () => {
+  const { matmulFlops } = await import('../src/graph/graph.js');
+  const { imageFeatureGraph } = await import('../src/clip/encoders.js');
+  const { visionFlops } = await import('../src/clip/config.js');
+  const weights = await loadClipWeights(join(sharedDir(), 'reference', 'tiny-vit-p32'));
+  const g = imageFeatureGraph(weights, 3);
+  assert.equal(matmulFlops(g), 3 * visionFlops(weights.config));
+});

@@ -622,3 +622,21 @@ export function identity(a: Value): Value {
 
 /** ONNX TensorProto data types. */
 export const ONNX_DTYPE: Record<DType, number> = { float32: 1, int32: 6, int64: 7, bool: 9, float16: 10, float64: 11 };
+
+/**
+ * The matrix-product work of a graph as it is built (multiply-accumulates × 2): every MatMul, Conv and
+ * ConvTranspose, from the static shapes. What a benchmark divides by the time to tell how close to the machine's
+ * peak a graph runs; element-wise work is left out, as in `visionFlops`.
+ */
+export function matmulFlops(g: Graph): number {
+  let flops = 0;
+  for (const n of g.nodes) {
+    const [a, b] = n.inputs;
+    const out = n.outputs[0]!;
+    if (n.op === 'MatMul') flops += 2 * out.size * a!.shape[a!.rank - 1]!;
+    // each output value sums in-channels/group × kernel products; a transposed conv sums the same per input value
+    else if (n.op === 'Conv') flops += (2 * out.size * b!.size) / b!.shape[0]!;
+    else if (n.op === 'ConvTranspose') flops += (2 * a!.size * b!.size) / b!.shape[0]!;
+  }
+  return flops;
+}

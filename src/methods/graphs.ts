@@ -4,7 +4,7 @@
  * (inputs → loss and the gradient of every trainable parameter) behind `TrainStep`. The graphs' input and
  * output names are private to this file: callers hand over arrays and get arrays back.
  */
-import { Graph, type Value } from '../graph/graph.js';
+import { Graph, type Value, matmulFlops } from '../graph/graph.js';
 import { gradients } from '../graph/grad.js';
 import { CompiledGraph, DeviceTensor, SessionCache, type Feed, type RuntimeOptions } from '../graph/runtime.js';
 import { type SerializedModel, serialize } from '../graph/onnx.js';
@@ -174,6 +174,8 @@ export class TrainStep {
     private readonly dropout: ReadonlyArray<{ name: string; p: number; size: number }>,
     private readonly auxiliary: readonly AuxiliaryTarget[],
     private readonly update: GraphUpdate | undefined,
+    /** the step's matrix-product work (`matmulFlops` of its graph), for a benchmark's share of the machine's peak */
+    readonly flops: number,
   ) {}
 
   static async create(
@@ -221,7 +223,7 @@ export class TrainStep {
       trained.forEach((n, i) => g.output(NAMES.grad(n), grads[i]!));
     }
     const dropout = g.dropoutMasks.map((m) => ({ name: m.value.name, p: m.p, size: m.value.size }));
-    return new TrainStep(await CompiledGraph.create(g, runtime, kept), trained, dropout, auxiliary, update);
+    return new TrainStep(await CompiledGraph.create(g, runtime, kept), trained, dropout, auxiliary, update, matmulFlops(g));
   }
 
   /** The names of the device state a step with the update reads and writes: each trained parameter, then its slots. */
