@@ -452,8 +452,9 @@ class TrainingRun {
   private async validate(idx: number[]): Promise<Record<string, number>> {
     this.scorer.setParams(this.params);
     const graphBatch = this.scorer.graphBatch(idx.filter((i) => !this.source.skipped.has(i)).length);
-    // a whole number of graph batches, so a view sits where it would if all were scored at once
-    const partSize = graphBatch * Math.ceil(this.run.batch / graphBatch);
+    // two graph batches a part: the next part decodes while this one is scored, and a whole number of graph
+    // batches puts each view where it would be if all were scored at once
+    const partSize = 2 * graphBatch;
     const pred: number[] = [];
     const mos: number[] = [];
     for await (const part of this.source.images(idx, partSize, 'while scoring')) {
