@@ -18,7 +18,8 @@ CUDA: see Device below):
 Usage:
   /usr/bin/python3 scripts/bench_torch.py --arch vit-b-32 --batch 8 \
       --threads 2 --warmup 2 --iters 3 [--mode forward,train,fu] [--prompts 8] \
-      [--device cpu|cuda|webgpu]
+      [--device cpu|cuda|webgpu] [--no-peak | --peak-sizes 1024,2048] \
+      [--blas-core auto|keep|CORE]
 
 Prints exactly one JSON object on stdout; diagnostics go to stderr.
 
@@ -38,6 +39,21 @@ the core from torch's OpenMP worker between matrix products (the pools never
 run at the same time). Inter-op threads are 1: these graphs have no
 independent branches worth running concurrently.
 
+OpenBLAS kernel: before torch loads, blas_core.pin_best_openblas_core()
+restarts the script with the best OpenBLAS kernel this CPU supports where
+OpenBLAS's own choice falls short (an old SSE kernel on a CPU it does not
+recognise; see scripts/blas_core.py and --blas-core); the JSON names the
+kernel that ran (blas_core), what OpenBLAS chose (blas_core_detected), the
+caller's OPENBLAS_CORETYPE (blas_core_env), whether it was replaced
+(blas_core_pinned) and the error of a float32 product against float64
+(blas_check; the script stops when it is wrong), and the CPU ("cpu").
+
+Peak: unless --no-peak, torch.mm's float32 rate at each of --peak-sizes
+(square; per run the work of two 2048^3 products, as promptiqa's own peak in
+src/bench/peak.ts), after --warmup (at least 1) untimed runs, the median of
+--iters; the best size gives peak_gflop_s: the ceiling this engine's matrix
+products reach here, beside promptiqa's.
+
 Layout note: like OpenAI's CLIP, the transformers run sequence-first
 ([tokens, batch, width]) through nn.MultiheadAttention(batch_first=False),
 and parameters carry CLIP's state-dict names (transformer.resblocks.N...),
@@ -45,12 +61,12 @@ so a real CLIP state dict loads into them.
 """
 
 import argparse
-import ctypes
 import json
-import os
 import statistics
 import sys
 import time
+
+import blas_core
 
 
 def parse_args(argv=None):
@@ -66,7 +82,20 @@ def parse_args(argv=None):
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda", "webgpu"),
                     help="the provider promptiqa ran on: on cuda or webgpu the peer runs on "
                          "CUDA where torch has it, else on the CPU")
+    ap.add_argument("--peak", action=argparse.BooleanOptionalAction, default=True,
+                    help="time torch.mm at --peak-sizes for the matrix-product ceiling (default on)")
+    ap.add_argument("--peak-sizes", default="1024,2048", help="comma-separated square sizes of the peak")
+    ap.add_argument("--count-flops", action="store_true",
+                    help="after each mode's timed runs, one more untimed step under torch's profiler: "
+                         "<mode>_flops, its matrix-product and convolution operations")
+    blas_core.add_argument(ap)
     args = ap.parse_args(argv)
+    try:
+        args.peak_sizes = [int(n) for n in args.peak_sizes.split(",") if n.strip()]
+    except ValueError:
+        ap.error(f"--peak-sizes: not a comma-separated list of integers: {args.peak_sizes}")
+    if args.peak and (not args.peak_sizes or min(args.peak_sizes) < 1):
+        ap.error("--peak-sizes needs at least one size >= 1")
     modes = [m.strip() for m in args.mode.split(",") if m.strip()]
     bad = [m for m in modes if m not in ("forward", "train", "fu")]
     if bad or not modes:
@@ -81,13 +110,11 @@ def parse_args(argv=None):
 
 # Thread pools read their sizes when the libraries load: set them before torch
 # is imported (only when run as a script; an importer owns its environment).
-THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 if __name__ == "__main__":
     ARGS = parse_args()
-    for _name in THREAD_ENV:
-        os.environ[_name] = str(ARGS.threads)
-    # OpenBLAS: idle workers sleep after 2^4 cycles instead of 2^28 (spinning)
-    os.environ["OPENBLAS_THREAD_TIMEOUT"] = "4"
+    blas_core.set_threads(ARGS.threads)
+    # after the thread variables: the OpenBLAS it loads to ask is the one torch gets
+    blas_core.pin_best_openblas_core()
 
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
@@ -260,8 +287,8 @@ class ResNetTower(nn.Module):
         return self.c_proj(att.transpose(1, 2).reshape(n, e))
 
 
-def bench_train_pixels(visual, image, embed_dim, warmup, iters, sync=None):
-    """The ResNet's train figure: the same loss, backward to the pixels."""
+def train_pixels_step(visual, image, embed_dim):
+    """The ResNet's train step: the same loss, backward to the pixels."""
     text = F.normalize(torch.randn(2, embed_dim), dim=-1).to(image.device)
     target = torch.rand(image.shape[0]).to(image.device)
     pixels = image.clone().requires_grad_(True)
@@ -270,7 +297,7 @@ def bench_train_pixels(visual, image, embed_dim, warmup, iters, sync=None):
         pixels.grad = None
         F.mse_loss(prob_first(visual(pixels), text), target).backward()
 
-    return time_it(step, warmup, iters, sync)
+    return step
 
 
 class TextTransformer(nn.Module):
@@ -402,18 +429,64 @@ def time_it(fn, warmup, iters, sync=None):
     return out
 
 
+# ---------------------------------------------------------------- peak
+
+
+PEAK_WORK = 2 * 2 * 2048 ** 3  # operations per timed run: two 2048^3 products (as src/bench/peak.ts)
+
+
+def peak_products(n):
+    """Products per run at size n, for PEAK_WORK operations per run."""
+    return max(1, round(PEAK_WORK / (2 * n ** 3)))
+
+
+def bench_peak(sizes, warmup, iters, device, sync=None):
+    """torch.mm's best float32 GFLOP/s over square sizes: (best, its size, {size: GFLOP/s})."""
+    gen = torch.Generator().manual_seed(1)
+    by_size = {}
+    for n in sizes:
+        a = torch.randn(n, n, generator=gen).to(device)
+        b = torch.randn(n, n, generator=gen).to(device)
+        c = torch.empty(n, n, device=device)
+        k = peak_products(n)
+
+        def step():
+            for _ in range(k):
+                torch.mm(a, b, out=c)
+
+        secs = time_it(step, max(1, warmup), iters, sync)
+        by_size[n] = k * 2 * n ** 3 / statistics.median(secs) / 1e9
+    best = max(by_size, key=by_size.get)
+    return by_size[best], best, by_size
+
+
 # ---------------------------------------------------------------- workloads
 
 
-def bench_forward(visual, image, warmup, iters, sync=None):
+def count_flops(fn):
+    """The floating-point operations of one call of fn in matrix products and
+    convolutions, as torch's profiler counts them (with_flops), to check the
+    operation counts promptiqa's GFLOP/s figures use against the work done."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        fn()
+    return sum(e.flops for e in prof.key_averages() if e.key in FLOP_OPS)
+
+
+FLOP_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::conv2d")
+
+
+def forward_step(visual, image):
     def step():
         with torch.inference_mode():
             visual(image)
 
-    return time_it(step, warmup, iters, sync)
+    return step
 
 
-def bench_train(visual, image, embed_dim, n_prompts, warmup, iters, sync=None):
+def train_step(visual, image, embed_dim, n_prompts):
+    """Forward + backward to deep visual prompts at every layer, as a function."""
     width, layers = visual.class_embedding.shape[0], len(visual.transformer.resblocks)
     prompts = params(n_prompts, width, layers).to(image.device)  # input + layers 1..L-1
     text = F.normalize(torch.randn(2, embed_dim), dim=-1).to(image.device)
@@ -425,10 +498,11 @@ def bench_train(visual, image, embed_dim, n_prompts, warmup, iters, sync=None):
         q = prob_first(visual(image, list(prompts)), text)
         F.mse_loss(q, target).backward()
 
-    return time_it(step, warmup, iters, sync)
+    return step
 
 
-def bench_fu(visual, textenc, image, n_prompts, warmup, iters, sync=None):
+def fu_step(visual, textenc, image, n_prompts):
+    """One Adam step of Fu's two prompt learners on image (a batch), as a function."""
     model = Fu(visual, textenc, n_prompts).to(image.device)
     batch = image.shape[0]
     y_q, y_a = torch.rand(batch).to(image.device), torch.rand(batch).to(image.device)
@@ -440,7 +514,8 @@ def bench_fu(visual, textenc, image, n_prompts, warmup, iters, sync=None):
         fu_loss(q, a, y_q, y_a).backward()
         opt.step()
 
-    return time_it(step, warmup, iters, sync)
+    step.trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return step
 
 
 # ---------------------------------------------------------------- main
@@ -455,12 +530,17 @@ def main(args):
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
     torch.manual_seed(0)
+    report = blas_core.blas_report(torch)
     # Debian's torch is built against the generic BLAS interface: it is fast only
     # when the system's libblas.so.3 is an optimised one (libopenblas0-pthread).
-    blas = blas_library()
+    blas = report["blas"]
     if blas is not None and "openblas" not in blas and "mkl" not in blas and blas != "built in":
         log(f"[bench_torch] warning: torch's BLAS is {blas}, not OpenBLAS; "
             "fp32 matrix products may be slow and ignore --threads")
+    if report["blas_core"] is not None:
+        log(f"[bench_torch] OpenBLAS {report['blas_core']}"
+            f"{' (pinned; OpenBLAS chose ' + str(report['blas_core_detected']) + ')' if report['blas_core_pinned'] else ''}"
+            f", float32 product within {report['blas_check']:.1e} of float64")
 
     device = pick_device(args.device, torch.cuda.is_available())
     sync = None
@@ -492,32 +572,38 @@ def main(args):
         textenc.to(device)
     image = image.to(device)
 
+    info = blas_core.cpu_info()
     result = {
         "torch_version": torch.__version__,
         "threads": torch.get_num_threads(),
-        "blas": blas,
-        "blas_threads": blas_threads(blas),
+        **report,
+        "blas_threads": blas_core.blas_threads(blas),
+        "cpu": info["model"] if info else None,
         "arch": args.arch,
         "batch": args.batch,
         "device": device,
     }
     if gpu is not None:
         result["gpu"] = gpu
+    if args.peak:
+        log(f"[bench_torch] peak: torch.mm at {', '.join(map(str, args.peak_sizes))}")
+        result["peak_gflop_s"], result["peak_size"], by_size = bench_peak(
+            args.peak_sizes, args.warmup, args.iters, device, sync)
+        result["peak_gflop_s_by_size"] = {str(n): v for n, v in by_size.items()}
+        log(f"[bench_torch] peak: {result['peak_gflop_s']:.1f} GFLOP/s at {result['peak_size']}")
     runs = {}
-    if "forward" in modes:
-        log(f"[bench_torch] forward {args.arch} batch={args.batch}")
-        runs["forward"] = bench_forward(visual, image, args.warmup, args.iters, sync)
-    if "train" in modes:
-        log(f"[bench_torch] train {args.arch} batch={args.batch}")
-        if resnet:
-            runs["train"] = bench_train_pixels(visual, image, embed_dim, args.warmup, args.iters, sync)
+    for m in modes:
+        log(f"[bench_torch] {m} {args.arch} batch={args.batch}")
+        if m == "forward":
+            step = forward_step(visual, image)
+        elif m == "train":
+            step = (train_pixels_step(visual, image, embed_dim) if resnet
+                    else train_step(visual, image, embed_dim, args.prompts))
         else:
-            runs["train"] = bench_train(visual, image, embed_dim, args.prompts,
-                                        args.warmup, args.iters, sync)
-    if "fu" in modes:
-        log(f"[bench_torch] fu {args.arch} batch={args.batch}")
-        runs["fu"] = bench_fu(visual, textenc, image, args.prompts,
-                              args.warmup, args.iters, sync)
+            step = fu_step(visual, textenc, image, args.prompts)
+        runs[m] = time_it(step, args.warmup, args.iters, sync)
+        if args.count_flops:
+            result[f"{m}_flops"] = count_flops(step)
 
     rate_key = {"forward": "forward_img_s", "train": "train_img_s", "fu": "fu_train_img_s"}
     list_key = {"forward": "forward_s", "train": "train_s", "fu": "fu_s"}
@@ -528,33 +614,6 @@ def main(args):
             f"median {result[rate_key[m]]:.2f}, max {args.batch / min(secs):.2f}")
 
     print(json.dumps(result))
-
-
-def blas_library():
-    """The BLAS shared library this process loaded (from /proc/self/maps): its path,
-    "built in" when torch loaded none (MKL linked into torch), None without /proc."""
-    try:
-        with open("/proc/self/maps", encoding="utf8") as f:
-            libs = {line.split()[-1] for line in f if "blas" in line.lower()}
-    except OSError:
-        return None
-    for lib in sorted(libs):
-        real = os.path.realpath(lib)
-        if "openblas" in real.lower() or "mkl" in real.lower():
-            return real
-    return os.path.realpath(sorted(libs)[0]) if libs else "built in"
-
-
-def blas_threads(lib):
-    """OpenBLAS's own thread count (it ignores torch.set_num_threads), or None."""
-    if lib is None:
-        return None
-    try:
-        get = ctypes.CDLL(lib).openblas_get_num_threads  # the copy already loaded
-    except (OSError, AttributeError):
-        return None
-    get.restype = ctypes.c_int
-    return get()
 
 
 if __name__ == "__main__":

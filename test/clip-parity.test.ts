@@ -5,9 +5,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Graph } from '../src/graph/graph.js';
 import { CompiledGraph } from '../src/graph/runtime.js';
-import { SafeTensorsFile } from '../src/clip/safetensors.js';
-import { loadClipWeights, type ClipWeights } from '../src/clip/weights.js';
-import { WeightBank, visionEncoder, textEncoder, tokenEmbeddings, eotOneHot } from '../src/clip/encoders.js';
+import { SafeTensorsFile, toFloat32 } from '../src/clip/safetensors.js';
+import { loadClipWeights, transpose2d, type ClipWeights } from '../src/clip/weights.js';
+import {
+  WeightBank,
+  visionEncoder,
+  textEncoder,
+  tokenEmbeddings,
+  eotOneHot,
+  encodeTexts,
+  textLength,
+  cutSequences,
+} from '../src/clip/encoders.js';
+import { ClipTokenizer } from '../src/clip/tokenizer.js';
 import { sharedDir } from './helpers/shared.js';
 
 const ref = join(sharedDir(), 'reference');
@@ -109,4 +119,60 @@ describe('a Hugging Face config.json that cannot be used is named with its probl
       await assert.rejects(loadClipWeights(dir), message);
     });
   }
+});
+
+test('transpose2d: every shape, tiles that do not fit included, equals the plain transpose', () => {
+  for (const [rows, cols] of [
+    [1, 1],
+    [3, 5],
+    [64, 64],
+    [65, 130],
+    [200, 7],
+  ] as const) {
+    const a = Float32Array.from({ length: rows * cols }, (_, i) => i * 0.5 - 3);
+    const t = transpose2d(a, rows, cols);
+    for (let r = 0; r < rows; r++)
+      for (let c = 0; c < cols; c++) assert.equal(t[c * rows + r], a[r * cols + c], `[${rows}, ${cols}] at ${r}, ${c}`);
+  }
+});
+
+test('toFloat32: float32 bytes as they are (own buffer or a slice of one), float16 by table at any alignment', () => {
+  const values = [0, -0, 1, -2.5, 65504, 6.103515625e-5, 5.960464477539063e-8, Infinity, -Infinity];
+  const f32 = Buffer.from(new Float32Array(values).buffer);
+  assert.deepEqual([...toFloat32(f32, 'F32', 'x')], values);
+  const inBigger = Buffer.concat([Buffer.alloc(3), f32]).subarray(3);
+  assert.deepEqual([...toFloat32(inBigger, 'F32', 'x')], values);
+  const bits = [0x0000, 0x8000, 0x3c00, 0xc100, 0x7bff, 0x0400, 0x0001, 0x7c00, 0xfc00];
+  const f16 = Buffer.alloc(bits.length * 2);
+  bits.forEach((b, i) => f16.writeUInt16LE(b, i * 2));
+  assert.deepEqual([...toFloat32(f16, 'F16', 'x')], values);
+  const odd = Buffer.concat([Buffer.alloc(1), f16]).subarray(1);
+  assert.deepEqual([...toFloat32(odd, 'F16', 'x')], values);
+  const nan = Buffer.alloc(2);
+  nan.writeUInt16LE(0x7e00);
+  assert.ok(Number.isNaN(toFloat32(nan, 'F16', 'x')[0]));
+});
+
+test('fixed texts are encoded up to their last end-of-text only, with the features of the whole context', async () => {
+  const weights = await loadClipWeights(join(ref, 'tiny-vit-p32', 'openai.safetensors'), { cache: null });
+  const tokenizer = ClipTokenizer.default();
+  const texts = ['Good photo.', 'a photo of a still_life with jpeg2000 compression artifacts, which is of perfect quality', 'x'];
+  const ids = tokenizer.tokenizeBatch(texts, 77);
+  const len = textLength(ids, texts.length, tokenizer.eot);
+  assert.equal(len, ids.subarray(77, 154).indexOf(tokenizer.eot) + 1, 'the longest text decides');
+  assert.ok(len < 30);
+  assert.deepEqual([...cutSequences(ids, 3, len).subarray(len, 2 * len)], [...ids.subarray(77, 77 + len)]);
+
+  const cut = new Graph('cut');
+  cut.output('f', encodeTexts(new WeightBank(cut), weights, tokenizer, texts));
+  assert.ok(
+    cut.initializers.some((i) => i.value.shape.join() === `3,${len},${weights.config.textWidth}`),
+    'the token embeddings stop at the last end-of-text',
+  );
+  const whole = new Graph('whole');
+  const tokens = whole.constant(tokenEmbeddings(weights, ids, 3), [3, 77, weights.config.textWidth]);
+  const eot = whole.constant(eotOneHot(ids, 3, tokenizer.eot), [3, 77]);
+  whole.output('f', textEncoder(new WeightBank(whole), weights, tokens, eot).embeds);
+  const [a, b] = await Promise.all([cut, whole].map(async (g) => (await (await CompiledGraph.create(g)).run({})).f!.data as Float32Array));
+  assert.ok(maxAbsDiff(a!, b!) < 1e-6, `max |diff| ${maxAbsDiff(a!, b!)}`);
 });

@@ -5,11 +5,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { fileSha256, fileSha256Sync } from '../src/util/hash.js';
+import { fileDigest, fileSha256, fileSha256Sync } from '../src/util/hash.js';
 
 const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'src');
 
@@ -67,4 +67,51 @@ test('one place for file hashes: no file under src/ but util/hash.ts defines its
   };
   walk(SRC);
   assert.deepEqual(offenders, [], 'use fileSha256 / fileSha256Sync from src/util/hash.ts');
+});
+
+test('fileDigest: a digest recorded for the same file is reused, a changed file is hashed again, no cache hashes', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'promptiqa-digest-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const cache = join(dir, 'cache');
+  const file = join(dir, 'weights.bin');
+  writeFileSync(file, 'first');
+  const first = createHash('sha256').update('first').digest('hex');
+  assert.equal(await fileDigest(file, cache), first);
+  // the entry is trusted while the file's identity holds: a planted digest comes back without the file being read
+  const [entry] = readdirSync(join(cache, 'digests'));
+  const path = join(cache, 'digests', entry!);
+  const planted = 'f'.repeat(64);
+  writeFileSync(path, JSON.stringify({ ...JSON.parse(readFileSync(path, 'utf8')), sha256: planted }));
+  assert.equal(await fileDigest(file, cache), planted);
+  assert.equal(await fileDigest(file, null), first, 'no cache: hashed');
+  // any change of the file (here its size, times and content) is a miss: hashed and recorded again
+  writeFileSync(file, 'second, longer');
+  const second = createHash('sha256').update('second, longer').digest('hex');
+  assert.equal(await fileDigest(file, cache), second);
+  assert.equal(await fileDigest(file, cache), second);
+  // a damaged entry is a miss too
+  writeFileSync(path, '{not json');
+  assert.equal(await fileDigest(file, cache), second);
+  // an unwritable cache (a file where its folder would be) only means no entry is kept
+  const blocked = join(dir, 'blocked');
+  writeFileSync(blocked, '');
+  assert.equal(await fileDigest(file, blocked), second);
+});
+
+test("fileDigest: a Hugging Face cache's LFS blob is named by its sha256, which is taken without reading it", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'promptiqa-digest-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const name = 'a'.repeat(64);
+  const blob = join(dir, 'models--openai--clip', 'blobs', name);
+  mkdirSync(dirname(blob), { recursive: true });
+  writeFileSync(blob, 'not what the name says');
+  const snapshot = join(dir, 'models--openai--clip', 'snapshots', 'c0ffee', 'model.safetensors');
+  mkdirSync(dirname(snapshot), { recursive: true });
+  symlinkSync(join('..', '..', 'blobs', name), snapshot);
+  assert.equal(await fileDigest(snapshot, null), name, 'through the snapshot link');
+  // outside a hub cache's layout, a 64-hex name is just a name
+  const plain = join(dir, 'blobs', name);
+  mkdirSync(dirname(plain), { recursive: true });
+  writeFileSync(plain, 'x');
+  assert.equal(await fileDigest(plain, null), createHash('sha256').update('x').digest('hex'));
 });

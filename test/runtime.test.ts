@@ -107,3 +107,54 @@ test('--device webgpu without an adapter is refused in one line before any work;
   assert.match(auto.err, /^--device auto: cpu \(.*no WebGPU adapter/m);
   assert.ok(Number.isFinite((JSON.parse(auto.out) as Array<{ score: number }>)[0]!.score));
 });
+
+/**
+ * Peak memory (maxRSS growth) of a child process while it computes text features on the tiny CLIP: LIQE's (5
+ * prompts) or LIQE-mix's (495) through the scorer, or (`folded`, the control) LIQE-mix's text tower as a bare graph
+ * with ONNX Runtime's constant folding forced on, as the scorer's graph was loaded before. `constants`: the bytes of
+ * LIQE-mix's text graph's own constants (token embeddings and the like, beside the weights).
+ */
+function textPeak(kind: 'liqe' | 'liqe-mix' | 'folded'): { growth: number; constants: number } {
+  const model = join(sharedDir(), 'reference', 'tiny-vit-p32', 'openai.safetensors');
+  const child = `
+    import { Graph } from './src/graph/graph.ts';
+    import { CompiledGraph } from './src/graph/runtime.ts';
+    import { WeightBank, encodeTexts } from './src/clip/encoders.ts';
+    import { loadClipWeights } from './src/clip/weights.ts';
+    import { ClipTokenizer } from './src/clip/tokenizer.ts';
+    import { liqe, liqeMix, liqePrompts } from './src/methods/liqe.ts';
+    import { setUp, Scorer } from './src/methods/graphs.ts';
+    import { parseOptions } from './src/methods/method.ts';
+    const kind = ${JSON.stringify(kind)};
+    const weights = await loadClipWeights(${JSON.stringify(model)}, { cache: null });
+    const tokenizer = ClipTokenizer.default();
+    const g = new Graph('text', { foldConstants: true });
+    g.output('f', encodeTexts(new WeightBank(g), weights, tokenizer, liqePrompts(true)));
+    const constants = g.initializers.reduce((s, i) => s + i.data.byteLength, 0);
+    const before = process.resourceUsage().maxRSS * 1024;
+    if (kind === 'folded') {
+      await (await CompiledGraph.create(g, { threads: 1 })).run({});
+    } else {
+      const method = kind === 'liqe' ? liqe : liqeMix;
+      const setup = setUp(method, parseOptions(method, {}), { weights, tokenizer, model: 'tiny' });
+      await new Scorer(setup, new Map(), { threads: 1 }).scoreViews([new Float32Array(3 * 224 * 224)]);
+    }
+    console.log(JSON.stringify({ growth: process.resourceUsage().maxRSS * 1024 - before, constants }));
+  `;
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', child], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  return JSON.parse(r.stdout.trim().split('\n').pop()!) as { growth: number; constants: number };
+}
+
+test('a text graph is not constant-folded at load: its peak memory does not grow with the prompts beyond their inputs', () => {
+  const MB = 2 ** 20;
+  const five = textPeak('liqe');
+  const many = textPeak('liqe-mix');
+  // the same tower folded at load keeps every layer's intermediates: the control shows the measure sees it
+  const folded = textPeak('folded');
+  // 490 more prompts may cost their constants (held by the graph and by ONNX Runtime) and a chunk's work, no more
+  const bound = 2 * many.constants + 64 * MB;
+  const grew = many.growth - five.growth;
+  assert.ok(grew < bound, `495 prompts took ${(grew / MB).toFixed(0)} MB more than 5, bound ${(bound / MB).toFixed(0)} MB`);
+  assert.ok(folded.growth - five.growth > 4 * bound, `control: folding grew only ${(folded.growth / MB).toFixed(0)} MB`);
+});

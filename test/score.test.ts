@@ -489,3 +489,32 @@ test('score --dataset --root: records carry the MOS, so metrics reads the output
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('whole images of many sizes: one graph where the model reads any size, a graph per size where it does not', async () => {
+  const method = getMethod('clip-iqa');
+  const backbone = await loadBackbone(join(sharedDir(), 'reference', 'tiny-rn', 'openai.safetensors'));
+  const imgs = await Promise.all(REF.map((f) => decodeImage(join(refImages, f))));
+  const sizes = new Set(imgs.map((i) => `${i.height}x${i.width}`));
+  assert.ok(sizes.size >= 3, 'the reference images have several sizes');
+  type Internals = { anySize?: { sizes: Set<string> }; sizedSessions: { keys(): string[] } };
+  const run = async (options: Record<string, unknown>): Promise<{ scores: number[]; open: string[]; sized: string[] }> => {
+    const setup = setUp(method, parseOptions(method, options), backbone);
+    const scorer = new Scorer(setup, setup.model.init(new Rng(0)), { threads: 1 });
+    try {
+      const scores = await scorer.scoreImages(imgs);
+      const s = scorer as unknown as Internals;
+      return { scores, open: [...(s.anySize?.sizes ?? [])], sized: s.sizedSessions.keys() };
+    } finally {
+      await scorer.close();
+    }
+  };
+  // pyiqa's CLIP-IQA: the ResNet without its positional embedding takes every size through one graph
+  const any = await run({});
+  assert.deepEqual(new Set(any.open), sizes);
+  assert.deepEqual(any.sized, []);
+  // a positional embedding resized to each image: the graphs differ, so each size after the first has its own
+  const resized = await run({ positionalEmbedding: 'interpolated' });
+  assert.equal(resized.open.length, 1);
+  assert.equal(resized.sized.length, Math.min(4, sizes.size - 1));
+  assert.ok(any.scores.every((x, i) => Number.isFinite(x) && x !== resized.scores[i]));
+});

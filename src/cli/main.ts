@@ -4,7 +4,6 @@
  * Commands load their heavy modules (ONNX Runtime, methods, training) only when they run, so --help is
  * instant.
  */
-import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { CliError, UsageError, errorMessage, processIo, type CliIo } from './io.js';
 import { resolveDevice } from '../graph/device.js';
@@ -18,19 +17,11 @@ import { register as datasetsCmd } from './commands/datasets.js';
 import { register as downloadCmd } from './commands/download.js';
 import { register as embedCmd } from './commands/embed.js';
 import { register as benchCmd } from './commands/bench.js';
+import { packageVersion } from '../util/version.js';
 
 export type { CliIo } from './io.js';
 
 const COMMANDS: readonly Register[] = [scoreCmd, trainCmd, evalCmd, metricsCmd, methodsCmd, datasetsCmd, downloadCmd, embedCmd, benchCmd];
-
-function packageVersion(): string {
-  try {
-    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: string };
-    return pkg.version ?? '0.0.0';
-  } catch {
-    return '0.0.0';
-  }
-}
 
 /** The program with every command; `io` receives all output. */
 export function buildProgram(io: CliIo): Command {

@@ -126,6 +126,11 @@ export const opt = {
     );
     return dflt === undefined ? o : o.default(dflt);
   },
+  noCache: (): Option =>
+    new Option(
+      '--no-cache',
+      "neither read nor write promptiqa's cache (digests of weight files, text features of fixed prompts; kept in PROMPTIQA_CACHE, else $XDG_CACHE_HOME/promptiqa, else ~/.cache/promptiqa)",
+    ),
   json: (): Option => new Option('--json', 'print one JSON object on stdout instead of a table'),
   format: (choices: string[], dflt: string): Option => new Option('--format <format>', 'output format').choices(choices).default(dflt),
   output: (): Option => new Option('--output <file>', 'write the results to this file instead of stdout'),

@@ -161,10 +161,22 @@ export function numPatches(c: ClipConfig): number {
  */
 export function visionFlops(c: ClipConfig, extraTokens = 0): number {
   if (c.resnet) return resnetFlops(c, c.resnet.layers);
-  const s = numPatches(c) + 1 + extraTokens;
   const w = c.visionWidth;
-  const perLayer = 2 * s * w * 3 * w + 2 * 2 * s * s * w + 2 * s * w * w + 2 * 2 * s * w * c.visionMlp;
+  const perLayer = blockFlops(numPatches(c) + 1 + extraTokens, w, c.visionMlp);
   return 2 * numPatches(c) * 3 * c.patchSize ** 2 * w + c.visionLayers * perLayer + 2 * w * c.embedDim;
+}
+
+/**
+ * Multiply-accumulates ×2 of one prompt (all `contextLength` tokens: the causal mask saves no product) through the
+ * text encoder, then the projection of its EOT token; matrix products only, as `visionFlops`.
+ */
+export function textFlops(c: ClipConfig): number {
+  return c.textLayers * blockFlops(c.contextLength, c.textWidth, c.textMlp) + 2 * c.textWidth * c.embedDim;
+}
+
+/** One transformer block on s tokens of width w: the q, k, v projections, q·kᵀ and the weighted values, the output projection, the MLP. */
+function blockFlops(s: number, w: number, mlp: number): number {
+  return 2 * s * w * 3 * w + 2 * 2 * s * s * w + 2 * s * w * w + 2 * 2 * s * w * mlp;
 }
 
 /** visionFlops of a ResNet tower at its native size: every conv, then the attention pool (one query). */

@@ -169,9 +169,11 @@ function causalMask(g: Graph, s: number): Value {
 }
 
 /**
- * The text transformer on token embeddings [N, context, width] (looked up on the host with
- * `tokenEmbeddings`, with learned context vectors already in place). `eotOneHot` [N, context] selects
- * each sequence's end-of-text position, where the text feature is read.
+ * The text transformer on token embeddings [N, S, width] (looked up on the host with `tokenEmbeddings`, with
+ * learned context vectors already in place), S at most the context length. `eotOneHot` [N, S] selects each
+ * sequence's end-of-text position, where the text feature is read. The attention is causal, so the positions
+ * after the last end-of-text never reach a feature: callers that only need the features give the sequences cut
+ * there (`textLength`), which is the same computation on a fraction of the positions.
  */
 export function textEncoder(
   bank: WeightBank,
@@ -184,8 +186,9 @@ export function textEncoder(
   const tw = weights.text;
   const width = c.textWidth;
   const [nSeq, s] = tokenEmbeds.shape as [number, number];
+  if (s > c.contextLength) throw new G.GraphError(`text encoder: ${s} token positions, but the context holds ${c.contextLength}`);
   const W = (k: string, d: Float32Array, shape: number[]): Value => bank.get(`text.${k}`, d, shape);
-  let x = G.add(tokenEmbeds, W('pos', tw.positionalEmbedding, [c.contextLength, width]));
+  let x = G.add(tokenEmbeds, G.slice(W('pos', tw.positionalEmbedding, [c.contextLength, width]), 0, 0, s));
   const mask = causalMask(bank.graph, s);
   const hidden: Value[] = [];
   tw.layers.forEach((lw, i) => {
@@ -203,7 +206,31 @@ export function textEncoder(
   return { embeds: G.matmul(atEot, W('proj', tw.projection, [width, c.embedDim])), hidden };
 }
 
-/** Looks token ids up in the embedding table on the host: [N, context, width]. */
+/**
+ * The positions of token sequences [N, context] that reach their features: up to the last end-of-text among them
+ * (each sequence's feature is read at its first). Sequences cut there (`cutSequences`) give the same features.
+ */
+export function textLength(ids: ArrayLike<number>, nSeq: number, eot: number): number {
+  const s = ids.length / nSeq;
+  let len = 1;
+  for (let r = 0; r < nSeq; r++) {
+    let k = 0;
+    while (k < s && ids[r * s + k] !== eot) k++;
+    len = Math.max(len, Math.min(k + 1, s));
+  }
+  return len;
+}
+
+/** The first `len` positions of each of N token sequences [N, S]: [N, len]. */
+export function cutSequences(ids: Int32Array, nSeq: number, len: number): Int32Array {
+  const s = ids.length / nSeq;
+  if (len === s) return ids;
+  const out = new Int32Array(nSeq * len);
+  for (let r = 0; r < nSeq; r++) out.set(ids.subarray(r * s, r * s + len), r * len);
+  return out;
+}
+
+/** Looks token ids up in the embedding table on the host: [N, S, width]. */
 export function tokenEmbeddings(weights: ClipWeights, ids: ArrayLike<number>, nSeq: number): Float32Array {
   const width = weights.config.textWidth;
   const table = weights.text.tokenEmbedding;
@@ -251,11 +278,25 @@ export function similarityLogits(imageEmbeds: Value, textEmbeds: Value, logitSca
   return G.mul(G.matmul(i, G.transposeLast(t)), Math.exp(logitScale));
 }
 
+/**
+ * Texts the text tower takes at once in `encodeTexts`. Each chunk is its own chain of nodes, built one after the
+ * other, so ONNX Runtime runs them in turn and frees a chunk's activations before the next: the peak is one
+ * chunk's (about 2.5 MB a text at width 512), not the whole list's (LIQE-mix's 495 texts would need gigabytes).
+ */
+export const TEXT_CHUNK = 64;
+
 /** Fixed texts through the text tower (no learned context): their embeddings [texts, embed], not normalised. */
 export function encodeTexts(bank: WeightBank, weights: ClipWeights, tokenizer: ClipTokenizer, texts: readonly string[]): Value {
   const c = weights.config;
-  const ids = tokenizer.tokenizeBatch(texts, c.contextLength);
-  const tokens = bank.graph.constant(tokenEmbeddings(weights, ids, texts.length), [texts.length, c.contextLength, c.textWidth]);
-  const eot = bank.graph.constant(eotOneHot(ids, texts.length, tokenizer.eot), [texts.length, c.contextLength]);
-  return textEncoder(bank, weights, tokens, eot).embeds;
+  const chunks: Value[] = [];
+  for (let i = 0; i < texts.length; i += TEXT_CHUNK) {
+    const part = texts.slice(i, i + TEXT_CHUNK);
+    const full = tokenizer.tokenizeBatch(part, c.contextLength);
+    const len = textLength(full, part.length, tokenizer.eot);
+    const ids = cutSequences(full, part.length, len);
+    const tokens = bank.graph.constant(tokenEmbeddings(weights, ids, part.length), [part.length, len, c.textWidth]);
+    const eot = bank.graph.constant(eotOneHot(ids, part.length, tokenizer.eot), [part.length, len]);
+    chunks.push(textEncoder(bank, weights, tokens, eot).embeds);
+  }
+  return chunks.length === 1 ? chunks[0]! : G.concat(chunks, 0);
 }

@@ -117,7 +117,8 @@ function attentionPool(bank: WeightBank, c: ClipConfig, vw: ResNetWeights, x: Va
   const [b, e, gh, gw] = x.shape as [number, number, number, number];
   const ap = vw.attnpool;
   const W = (k: string, d: Float32Array, shape: number[]): Value => bank.get(`visual.attnpool.${k}`, d, shape);
-  const grid = G.transpose(G.reshape(x, [b, e, gh * gw]), [0, 2, 1]);
+  // -1 where the grid's size goes: without a positional embedding the graph then takes any image size
+  const grid = G.transpose(G.reshape(x, [b, e, -1]), [0, 2, 1]);
   let tokens = G.concat([G.reduceMean(grid, [1], true), grid], 1);
   const s = gh * gw + 1;
   if (mode !== 'none') {
@@ -129,10 +130,10 @@ function attentionPool(bank: WeightBank, c: ClipConfig, vw: ResNetWeights, x: Va
   const dh = e / heads;
   const q = G.linear(G.slice(tokens, 1, 0, 1), W('q.w', ap.qW, [e, e]), W('q.b', ap.qB, [e]));
   const kv = G.linear(tokens, W('kv.w', ap.kvW, [e, 2 * e]), W('kv.b', ap.kvB, [2 * e]));
-  const split = (v: Value, n: number, perm: number[]): Value => G.transpose(G.reshape(v, [b, n, heads, dh]), perm);
-  const qh = G.mul(split(q, 1, [0, 2, 1, 3]), 1 / Math.sqrt(dh)); // [b, h, 1, dh]
-  const kT = split(G.slice(kv, 2, 0, e), s, [0, 2, 3, 1]); // [b, h, dh, s]
-  const v = split(G.slice(kv, 2, e, 2 * e), s, [0, 2, 1, 3]); // [b, h, s, dh]
+  const split = (v: Value, perm: number[]): Value => G.transpose(G.reshape(v, [b, -1, heads, dh]), perm);
+  const qh = G.mul(split(q, [0, 2, 1, 3]), 1 / Math.sqrt(dh)); // [b, h, 1, dh]
+  const kT = split(G.slice(kv, 2, 0, e), [0, 2, 3, 1]); // [b, h, dh, s]
+  const v = split(G.slice(kv, 2, e, 2 * e), [0, 2, 1, 3]); // [b, h, s, dh]
   const att = G.matmul(G.softmax(G.matmul(qh, kT), -1), v); // [b, h, 1, dh]
   const merged = G.reshape(G.transpose(att, [0, 2, 1, 3]), [b, e]);
   return G.linear(merged, W('out.w', ap.outW, [e, c.embedDim]), W('out.b', ap.outB, [c.embedDim]));

@@ -101,7 +101,8 @@ export class SafeTensorsFile {
   readBytes(name: string): Buffer {
     const info = this.info(name);
     const n = info.offsets[1] - info.offsets[0];
-    const buf = Buffer.alloc(n);
+    // every byte is read below, or the read fails
+    const buf = Buffer.allocUnsafe(n);
     let got = 0;
     while (got < n) {
       const r = readSync(this.fd, buf, got, n - got, this.dataStart + info.offsets[0] + got);
@@ -160,6 +161,17 @@ export class SafeTensorsFile {
   }
 }
 
+let halfTable: Float32Array | undefined;
+
+/** Every float16 bit pattern's value, made once: a weight file's float16 tensors are converted by lookup. */
+function halves(): Float32Array {
+  if (!halfTable) {
+    halfTable = new Float32Array(65536);
+    for (let h = 0; h < 65536; h++) halfTable[h] = halfToFloat(h);
+  }
+  return halfTable;
+}
+
 /** float16 bits to float32. */
 export function halfToFloat(h: number): number {
   const s = h & 0x8000 ? -1 : 1;
@@ -174,6 +186,9 @@ export function halfToFloat(h: number): number {
 export function toFloat32(bytes: Buffer, dtype: SafeDType, what: string): Float32Array {
   switch (dtype) {
     case 'F32': {
+      // bytes that own their whole buffer become the array as they are (little-endian, as every machine we run on)
+      if (bytes.byteOffset === 0 && bytes.buffer.byteLength === bytes.length && bytes.length % 4 === 0)
+        return new Float32Array(bytes.buffer, 0, bytes.length / 4);
       const out = new Float32Array(bytes.length / 4);
       new Uint8Array(out.buffer).set(bytes);
       return out;
@@ -185,7 +200,13 @@ export function toFloat32(bytes: Buffer, dtype: SafeDType, what: string): Float3
     }
     case 'F16': {
       const out = new Float32Array(bytes.length / 2);
-      for (let i = 0; i < out.length; i++) out[i] = halfToFloat(bytes.readUInt16LE(i * 2));
+      const table = halves();
+      if (bytes.byteOffset % 2 === 0) {
+        const bits = new Uint16Array(bytes.buffer, bytes.byteOffset, out.length);
+        for (let i = 0; i < out.length; i++) out[i] = table[bits[i]!]!;
+      } else {
+        for (let i = 0; i < out.length; i++) out[i] = table[bytes.readUInt16LE(i * 2)]!;
+      }
       return out;
     }
     case 'BF16': {
@@ -201,6 +222,11 @@ export function toFloat32(bytes: Buffer, dtype: SafeDType, what: string): Float3
 
 /** Writes float32 tensors (and string metadata) as a safetensors file, atomically. */
 export function writeSafetensors(path: string, tensors: Record<string, HostTensor>, metadata: Record<string, string> = {}): void {
+  writeFileAtomic(path, safetensorsBytes(tensors, metadata));
+}
+
+/** float32 tensors (and string metadata) as the parts of a safetensors file, in order. */
+export function safetensorsBytes(tensors: Record<string, HostTensor>, metadata: Record<string, string> = {}): Uint8Array[] {
   const header: Record<string, unknown> = {};
   if (Object.keys(metadata).length) header.__metadata__ = metadata;
   let offset = 0;
@@ -223,7 +249,7 @@ export function writeSafetensors(path: string, tensors: Record<string, HostTenso
     const d = tensors[name]!.data;
     parts.push(new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
   }
-  writeFileAtomic(path, parts);
+  return parts;
 }
 
 /** Reads every tensor of a small safetensors file into memory as float32. */

@@ -1,4 +1,5 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
@@ -158,6 +159,7 @@ export class ClipTokenizer {
   /** "first second" -> merge rank (lower merges first) */
   private readonly ranks: ReadonlyMap<string, number>;
   private readonly cache = new Map<string, readonly number[]>();
+  private idOf: string | undefined;
 
   private constructor(encoder: Map<string, number>, merges: readonly (readonly [string, string])[], source: string) {
     const sot = encoder.get(SOT_TOKEN);
@@ -186,6 +188,18 @@ export class ClipTokenizer {
     // Special tokens written in the text map to themselves, as simple_tokenizer.py's seeded cache does.
     this.cache.set(SOT_TOKEN, [sot]);
     this.cache.set(EOT_TOKEN, [eot]);
+  }
+
+  /** What identifies the tokenizer, whichever files it came from: sha256 of its vocabulary (by id) and merge ranks. */
+  get id(): string {
+    if (this.idOf === undefined) {
+      const h = createHash('sha256');
+      this.decoder.forEach((tok, id) => h.update(`${id}\t${tok ?? ''}\n`));
+      h.update('\0');
+      for (const [pair, rank] of this.ranks) h.update(`${rank}\t${pair}\n`);
+      this.idOf = `sha256:${h.digest('hex')}`;
+    }
+    return this.idOf;
   }
 
   /**

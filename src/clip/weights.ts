@@ -11,7 +11,8 @@ import type { HostTensor } from '../graph/tensor.js';
 import { formatShape } from '../graph/graph.js';
 import { type ClipConfig, resnetBlocks, resnetEmbedWidth } from './config.js';
 import { Rng } from '../util/rng.js';
-import { fileSha256 } from '../util/hash.js';
+import { fileDigest } from '../util/hash.js';
+import { type CacheDir, resolveCacheDir } from '../util/cache.js';
 
 export interface LayerWeights {
   ln1: [Float32Array, Float32Array];
@@ -112,10 +113,20 @@ export interface ClipWeights {
 
 export class WeightError extends Error {}
 
-/** Transposes a row-major [rows, cols] matrix. */
+/** Transposes a row-major [rows, cols] matrix, in tiles that stay in the cache (a plain loop's strided writes miss it at every element). */
 export function transpose2d(a: Float32Array, rows: number, cols: number): Float32Array {
   const out = new Float32Array(a.length);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = a[r * cols + c]!;
+  const T = 64;
+  for (let r0 = 0; r0 < rows; r0 += T) {
+    const r1 = Math.min(r0 + T, rows);
+    for (let c0 = 0; c0 < cols; c0 += T) {
+      const c1 = Math.min(c0 + T, cols);
+      for (let c = c0; c < c1; c++) {
+        const row = c * rows;
+        for (let r = r0; r < r1; r++) out[row + r] = a[r * cols + c]!;
+      }
+    }
+  }
   return out;
 }
 
@@ -125,6 +136,10 @@ class TensorSource {
 
   has(name: string): boolean {
     return this.file.has(name);
+  }
+
+  close(): void {
+    this.file.close();
   }
 
   shape(name: string): number[] {
@@ -158,31 +173,71 @@ function findWeightFile(dir: string): string {
   throw new WeightError(`${dir}: no CLIP weights found (expected model.safetensors or open_clip_model.safetensors)`);
 }
 
+export interface LoadWeightsOptions {
+  /** where the file's digest (its identity) may be remembered between runs; default the user's cache folder */
+  cache?: CacheDir;
+}
+
 /**
  * Loads CLIP weights from a folder (Hugging Face or open_clip layout), a .safetensors file, or a PyTorch
  * file (OpenAI's TorchScript `.pt`, a `torch.save` state dict, also one nested in a dict as pyiqa's LIQE
- * checkpoints are). The layout is detected from the tensor names.
+ * checkpoints are). The layout is detected from the tensor names. The image tower is read now; the text
+ * tower when it is first used (text features served from the cache never need it), from the same file,
+ * which must not have changed in between.
  */
-export async function loadClipWeights(path: string): Promise<ClipWeights> {
+export async function loadClipWeights(path: string, opts: LoadWeightsOptions = {}): Promise<ClipWeights> {
   if (!existsSync(path)) throw new WeightError(`${path}: no such file or folder`);
   const isDir = statSync(path).isDirectory();
   const file = isDir ? findWeightFile(path) : path;
-  const opened = openTensorFile(file);
-  const prefix = prefixOf(opened, 'vision_model.embeddings.patch_embedding.weight') ?? prefixOf(opened, 'visual.conv1.weight') ?? '';
-  const st = withPrefix(opened, prefix);
+  const open = (): TensorSource => {
+    const opened = openTensorFile(file);
+    const prefix = prefixOf(opened, 'vision_model.embeddings.patch_embedding.weight') ?? prefixOf(opened, 'visual.conv1.weight') ?? '';
+    return new TensorSource(withPrefix(opened, prefix));
+  };
+  const src = open();
   try {
-    const src = new TensorSource(st);
-    const id = `sha256:${await fileSha256(file)}`;
+    const seen = fileIdentity(file);
+    const id = `sha256:${await fileDigest(file, opts.cache === undefined ? resolveCacheDir(undefined) : opts.cache)}`;
+    let loaded: Omit<ClipWeights, 'text'> & { text: TextReader };
     if (src.has('vision_model.embeddings.patch_embedding.weight')) {
       const cfgPath = isDir ? join(path, 'config.json') : join(file, '..', 'config.json');
-      return loadHf(src, existsSync(cfgPath) ? readHfConfig(cfgPath) : undefined, id);
+      loaded = loadHf(src, existsSync(cfgPath) ? readHfConfig(cfgPath) : undefined, id);
+    } else if (src.has('visual.conv1.weight')) {
+      loaded = loadOpenAI(src, id);
+    } else {
+      throw new WeightError(`${file}: not a CLIP checkpoint (neither Hugging Face CLIPModel nor OpenAI/open_clip tensor names)`);
     }
-    if (src.has('visual.conv1.weight')) return loadOpenAI(src, id);
-    throw new WeightError(`${file}: not a CLIP checkpoint (neither Hugging Face CLIPModel nor OpenAI/open_clip tensor names)`);
+    const { text, ...rest } = loaded;
+    // the text tower, read on first use from the file as it was when the rest was read
+    return withLazyText(rest, () => {
+      if (fileIdentity(file) !== seen)
+        throw new WeightError(`${file}: the file changed after its image tower was read; load the weights again to read its text tower`);
+      const again = open();
+      try {
+        return text(again);
+      } finally {
+        again.close();
+      }
+    });
   } finally {
-    st.close();
+    src.close();
   }
 }
+
+/** What says a file is the one read before: its inode, size and modification time. */
+function fileIdentity(file: string): string {
+  const st = statSync(file, { bigint: true });
+  return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}`;
+}
+
+/** Weights whose text tower is read on first use (once). */
+function withLazyText(rest: Omit<ClipWeights, 'text'>, read: () => TextWeights): ClipWeights {
+  let text: TextWeights | undefined;
+  return Object.defineProperty(rest, 'text', { get: () => (text ??= read()), enumerable: true }) as ClipWeights;
+}
+
+/** The text tower from a source: read when called. */
+type TextReader = (src: TensorSource) => TextWeights;
 
 function layerWeights(src: TensorSource, names: (k: string) => string, width: number, mlp: number, hf: boolean): LayerWeights {
   let qkvW: Float32Array;
@@ -289,7 +344,7 @@ function readHfConfig(path: string): HfConfig {
   return cfg; // the fields read are checked above
 }
 
-function loadHf(src: TensorSource, cfg: HfConfig | undefined, id: string): ClipWeights {
+function loadHf(src: TensorSource, cfg: HfConfig | undefined, id: string): Omit<ClipWeights, 'text'> & { text: TextReader } {
   const [vw, , p] = src.shape('vision_model.embeddings.patch_embedding.weight') as [number, number, number];
   const [vocab, tw] = src.shape('text_model.embeddings.token_embedding.weight') as [number, number];
   const [embed] = src.shape('visual_projection.weight') as [number];
@@ -327,7 +382,7 @@ function loadHf(src: TensorSource, cfg: HfConfig | undefined, id: string): ClipW
     lnPost: [src.get('vision_model.post_layernorm.weight', [vw]), src.get('vision_model.post_layernorm.bias', [vw])],
     projection: src.linearT('visual_projection.weight', embed, vw),
   };
-  const text: TextWeights = {
+  const text = (src: TensorSource): TextWeights => ({
     tokenEmbedding: src.get('text_model.embeddings.token_embedding.weight', [vocab, tw]),
     positionalEmbedding: src.get('text_model.embeddings.position_embedding.weight', [c.contextLength, tw]),
     layers: Array.from({ length: c.textLayers }, (_, i) =>
@@ -335,24 +390,24 @@ function loadHf(src: TensorSource, cfg: HfConfig | undefined, id: string): ClipW
     ),
     lnFinal: [src.get('text_model.final_layer_norm.weight', [tw]), src.get('text_model.final_layer_norm.bias', [tw])],
     projection: src.linearT('text_projection.weight', embed, tw),
-  };
+  });
   const logitScale = src.has('logit_scale') ? src.get('logit_scale', [])[0]! : Math.log(100);
   return { config, vision, text, logitScale, id, layout: 'hf' };
 }
 
-function loadOpenAI(src: TensorSource, id: string): ClipWeights {
+function loadOpenAI(src: TensorSource, id: string): Omit<ClipWeights, 'text'> & { text: TextReader } {
   const [vocab, tw] = src.shape('token_embedding.weight') as [number, number];
   const [, embed] = src.shape('text_projection') as [number, number];
   const contextLength = src.shape('positional_embedding')[0]!;
   const textLayers = countLayers(src, 'transformer.resblocks.', '.ln_1.weight');
   const textMlp = src.shape('transformer.resblocks.0.mlp.c_fc.weight')[0]!;
-  const text: TextWeights = {
+  const text = (src: TensorSource): TextWeights => ({
     tokenEmbedding: src.get('token_embedding.weight', [vocab, tw]),
     positionalEmbedding: src.get('positional_embedding', [contextLength, tw]),
     layers: Array.from({ length: textLayers }, (_, i) => layerWeights(src, (k) => `transformer.resblocks.${i}.${k}`, tw, textMlp, false)),
     lnFinal: [src.get('ln_final.weight', [tw]), src.get('ln_final.bias', [tw])],
     projection: src.get('text_projection', [tw, embed]),
-  };
+  });
   const textConfig = { contextLength, vocabSize: vocab, textWidth: tw, textLayers, textHeads: tw / 64, textMlp };
   const logitScale = src.has('logit_scale') ? src.get('logit_scale', [])[0]! : Math.log(100);
   if (src.has('visual.layer1.0.conv1.weight')) {

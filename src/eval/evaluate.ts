@@ -37,6 +37,8 @@ export interface EvalOptions extends DatasetColumns {
   threads?: number;
   device?: Provider;
   batchSize?: number;
+  /** promptiqa's cache folder, or false for none (see `MetricOptions.cache`) */
+  cache?: string | false;
   /** method options (e.g. testViews); with a checkpoint, one that changes its tensors' shapes is refused */
   methodOptions?: Record<string, unknown>;
   onEvent?: (e: { done: number; total: number }) => void;
@@ -101,6 +103,7 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
     device: opts.device,
     batchSize: opts.batchSize,
     options: opts.methodOptions,
+    cache: opts.cache,
   });
   const files = idx.map((i) => imagePath(ds, ds.items[i]!));
   const pred: number[] = [];

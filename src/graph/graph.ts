@@ -145,7 +145,20 @@ export class Graph {
   /** inputs that carry dropout masks, with their drop probability; see `dropout` */
   readonly dropoutMasks: Array<{ value: Value; p: number }> = [];
 
-  constructor(readonly name = 'promptiqa') {}
+  /**
+   * `foldConstants`: whether ONNX Runtime folds the graph's constant subgraphs into new initializers when it loads
+   * it. A graph whose work is all on constants (a text tower over fixed prompts) would be computed at load time,
+   * keeping every intermediate in memory: such a graph says false. Default: fold where the graph has inputs.
+   */
+  constructor(
+    readonly name = 'promptiqa',
+    private readonly opts: { foldConstants?: boolean } = {},
+  ) {}
+
+  /** Whether ONNX Runtime should fold constants when it loads the graph as it is now (see the constructor). */
+  get foldsConstants(): boolean {
+    return this.opts.foldConstants ?? this.inputs.length > 0;
+  }
 
   private claim(name: string): string {
     if (this.names.has(name)) throw new GraphError(`the name "${name}" is used twice in graph ${this.name}`);
@@ -153,12 +166,21 @@ export class Graph {
     return name;
   }
 
-  /** A graph input, fed at every run (images, token ids, trainable parameters). */
-  input(name: string, shape: readonly number[], dtype: DType = 'float32'): Value {
+  /**
+   * A graph input, fed at every run (images, token ids, trainable parameters). `dynamicAxes`: axes whose size the
+   * model leaves open (ONNX symbolic dimensions), so one loaded graph takes any size there; `shape` is then a
+   * template the builder works with. Whether the graph really holds for other sizes is the caller's to check (see
+   * `serialize`: graphs built at two sizes that serialise the same are one graph).
+   */
+  input(name: string, shape: readonly number[], dtype: DType = 'float32', dynamicAxes: readonly number[] = []): Value {
     const v = new Value(this, this.nextId++, 'input', [...shape], dtype, this.claim(name));
     this.inputs.push(v);
+    if (dynamicAxes.length > 0) this.dynamicAxes.set(v, [...dynamicAxes]);
     return v;
   }
+
+  /** The open axes of inputs made with `dynamicAxes`. */
+  readonly dynamicAxes = new Map<Value, readonly number[]>();
 
   /** A frozen weight: stored in the model as an initializer, never differentiated. */
   weight(name: string, shape: readonly number[], data: TypedData, dtype: DType = 'float32'): Value {
@@ -172,12 +194,14 @@ export class Graph {
   /** A small constant (shape operands, scalars). */
   constant(data: readonly number[] | TypedData, shape: readonly number[], dtype: DType = 'float32'): Value {
     const arr = toTyped(data, dtype);
-    const key = `${dtype}|${shape.join(',')}|${Array.from(arr as ArrayLike<number | bigint>, String).join(',')}`;
-    const cached = arr.length <= 64 ? this.constCache.get(key) : undefined;
+    // small constants (scalars, shapes) are shared; the key of a large one would be a string of all its values
+    const key =
+      arr.length <= 64 ? `${dtype}|${shape.join(',')}|${Array.from(arr as ArrayLike<number | bigint>, String).join(',')}` : undefined;
+    const cached = key === undefined ? undefined : this.constCache.get(key);
     if (cached) return cached;
     const v = new Value(this, this.nextId++, 'constant', [...shape], dtype, this.claim(`const_${this.nextId}`));
     this.initializers.push({ value: v, data: arr });
-    if (arr.length <= 64) this.constCache.set(key, v);
+    if (key !== undefined) this.constCache.set(key, v);
     return v;
   }
 
@@ -322,6 +346,10 @@ export function linear(x: Value, weightT: Value, bias?: Value): Value {
   return bias ? add(y, bias) : y;
 }
 
+/**
+ * Reshape; one dimension may be -1 (the rest of the size). The -1 stays in the model, so a graph whose input has
+ * open axes (`Graph.input`'s dynamicAxes) reshapes to whatever size comes.
+ */
 export function reshape(a: Value, shape: readonly number[]): Value {
   const known = shape.filter((d) => d !== -1);
   const prod = shapeSize(known);
@@ -330,7 +358,7 @@ export function reshape(a: Value, shape: readonly number[]): Value {
     throw new GraphError(`Reshape: cannot reshape ${a} to ${formatShape(shape)}`);
   }
   if (out.every((d, i) => d === a.shape[i]) && out.length === a.rank) return a;
-  return a.graph.add1('Reshape', [a, a.graph.ints(out)], out, a.dtype);
+  return a.graph.add1('Reshape', [a, a.graph.ints(shape)], out, a.dtype);
 }
 
 export function transpose(a: Value, perm: readonly number[]): Value {
@@ -594,3 +622,21 @@ export function identity(a: Value): Value {
 
 /** ONNX TensorProto data types. */
 export const ONNX_DTYPE: Record<DType, number> = { float32: 1, int32: 6, int64: 7, bool: 9, float16: 10, float64: 11 };
+
+/**
+ * The matrix-product work of a graph as it is built (multiply-accumulates × 2): every MatMul, Conv and
+ * ConvTranspose, from the static shapes. What a benchmark divides by the time to tell how close to the machine's
+ * peak a graph runs; element-wise work is left out, as in `visionFlops`.
+ */
+export function matmulFlops(g: Graph): number {
+  let flops = 0;
+  for (const n of g.nodes) {
+    const [a, b] = n.inputs;
+    const out = n.outputs[0]!;
+    if (n.op === 'MatMul') flops += 2 * out.size * a!.shape[a!.rank - 1]!;
+    // each output value sums in-channels/group × kernel products; a transposed conv sums the same per input value
+    else if (n.op === 'Conv') flops += (2 * out.size * b!.size) / b!.shape[0]!;
+    else if (n.op === 'ConvTranspose') flops += (2 * a!.size * b!.size) / b!.shape[0]!;
+  }
+  return flops;
+}

@@ -25,11 +25,10 @@ function bytesOf(data: TypedData): Uint8Array {
   return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
 }
 
-function valueInfo(name: string, v: Value): onnxProto.onnx.IValueInfoProto {
-  return {
-    name,
-    type: { tensorType: { elemType: ONNX_DTYPE[v.dtype], shape: { dim: v.shape.map((d) => ({ dimValue: d })) } } },
-  };
+/** `open`: axes left as symbolic dimensions (`${name}_${axis}`). */
+function valueInfo(name: string, v: Value, open: readonly number[] = []): onnxProto.onnx.IValueInfoProto {
+  const dim = v.shape.map((d, axis) => (open.includes(axis) ? { dimParam: `${name}_${axis}` } : { dimValue: d }));
+  return { name, type: { tensorType: { elemType: ONNX_DTYPE[v.dtype], shape: { dim } } } };
 }
 
 export function serialize(graph: Graph): SerializedModel {
@@ -93,7 +92,7 @@ export function serialize(graph: Graph): SerializedModel {
     graph: {
       name: graph.name,
       node: [...nodes, ...extraNodes],
-      input: graph.inputs.map((v) => valueInfo(v.name, v)),
+      input: graph.inputs.map((v) => valueInfo(v.name, v, graph.dynamicAxes.get(v))),
       output: outputs,
       initializer,
     },

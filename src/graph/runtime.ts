@@ -16,6 +16,8 @@ export interface RuntimeOptions {
   provider?: Provider;
   /** intra-op threads; default: ONNX Runtime's choice (all cores) */
   threads?: number;
+  /** whether idle intra-op threads spin waiting for work (ONNX Runtime's default) rather than sleep; see SPIN_DEFAULT */
+  spinning?: boolean;
   /** write the optimised model here, to inspect it */
   optimizedModelPath?: string;
   /** profile each session's first run into a file in this folder (graph/placement.ts counts the nodes each provider ran) */
@@ -132,7 +134,16 @@ export class CompiledGraph {
       // thrown error below instead. CUDA's library-loading failure is logged as an error, hence fatal-only there.
       logSeverityLevel: opts.provider === 'cuda' ? 4 : 3,
       externalData: model.externalData,
+      extra: {
+        // ONNX Runtime's constant folding computes a constant subgraph at load time and keeps each intermediate it
+        // makes: for a text tower over fixed prompts, gigabytes (see Graph's foldConstants)
+        ...(graph.foldsConstants ? {} : { optimization: { disable_specified_optimizers: 'ConstantFolding' } }),
+        session: {
+          intra_op: { allow_spinning: (opts.spinning ?? (process.env.XP_SPIN ? process.env.XP_SPIN === '1' : true)) ? '1' : '0' },
+        },
+      },
       ...(opts.threads ? { intraOpNumThreads: opts.threads, interOpNumThreads: 1 } : {}),
+
       ...(opts.optimizedModelPath ? { optimizedModelFilePath: opts.optimizedModelPath } : {}),
       ...(opts.provider === 'webgpu' && deviceOutputs.length > 0
         ? { preferredOutputLocation: Object.fromEntries(deviceOutputs.map((n) => [n, 'gpu-buffer' as const])) }
@@ -151,7 +162,13 @@ export class CompiledGraph {
       }
       throw new Error(`ONNX Runtime rejected graph "${graph.name}": ${msg}`);
     }
-    const inputs = new Map(graph.inputs.map((v) => [v.name, { shape: v.shape, dtype: v.dtype }] as const));
+    // an open axis is -1: any size is taken there
+    const inputs = new Map(
+      graph.inputs.map((v) => {
+        const open = graph.dynamicAxes.get(v) ?? [];
+        return [v.name, { shape: v.shape.map((d, axis) => (open.includes(axis) ? -1 : d)), dtype: v.dtype }] as const;
+      }),
+    );
     const compiled = new CompiledGraph(session, inputs, model.outputNames, graph.name);
     compiled.profiling = Boolean(opts.profileDir);
     return compiled;
@@ -194,33 +211,40 @@ export class CompiledGraph {
       if (!this.inputs.has(name))
         throw new InputError(`${this.name}: unknown input "${name}" (inputs: ${[...this.inputs.keys()].join(', ')})`);
     }
+    const fits = (shape: readonly number[], spec: readonly number[]): boolean =>
+      shape.length === spec.length && shape.every((d, i) => d === spec[i] || (spec[i] === -1 && Number.isSafeInteger(d) && d > 0));
+    const described = (spec: readonly number[]): string => spec.map((d) => (d === -1 ? 'any' : d)).join(', ');
     for (const [name, spec] of this.inputs) {
       const feed = feeds[name];
-      if (feed === undefined) throw new InputError(`${this.name}: input "${name}" (${spec.dtype}[${spec.shape.join(', ')}]) was not given`);
+      if (feed === undefined) throw new InputError(`${this.name}: input "${name}" (${spec.dtype}[${described(spec.shape)}]) was not given`);
       if (feed instanceof DeviceTensor) {
         const shape = feed.shape;
-        if (feed.ort.type !== spec.dtype || shape.length !== spec.shape.length || shape.some((d, i) => d !== spec.shape[i]))
+        if (feed.ort.type !== spec.dtype || !fits(shape, spec.shape))
           throw new InputError(
-            `${this.name}: input "${name}" must be ${spec.dtype}[${spec.shape.join(', ')}], got ${feed.ort.type}[${shape.join(', ')}]`,
+            `${this.name}: input "${name}" must be ${spec.dtype}[${described(spec.shape)}], got ${feed.ort.type}[${shape.join(', ')}]`,
           );
         ortFeeds[name] = feed.ort;
         continue;
       }
       const data = 'data' in feed && !ArrayBuffer.isView(feed) ? feed.data : (feed as TypedData);
-      const shape = 'shape' in feed && !ArrayBuffer.isView(feed) ? feed.shape : null;
+      const given = 'shape' in feed && !ArrayBuffer.isView(feed) ? feed.shape : null;
       const dtype = typeOf(data);
       if (dtype !== spec.dtype && !(spec.dtype === 'bool' && dtype === 'uint8')) {
         throw new InputError(`${this.name}: input "${name}" must be ${spec.dtype}, got ${dtype}`);
       }
-      if (shape && (shape.length !== spec.shape.length || shape.some((d, i) => d !== spec.shape[i]))) {
-        throw new InputError(`${this.name}: input "${name}" must have shape [${spec.shape.join(', ')}], got [${shape.join(', ')}]`);
+      if (given && !fits(given, spec.shape)) {
+        throw new InputError(`${this.name}: input "${name}" must have shape [${described(spec.shape)}], got [${given.join(', ')}]`);
       }
-      if (data.length !== shapeSize(spec.shape)) {
+      if (!given && spec.shape.includes(-1)) {
+        throw new InputError(`${this.name}: input "${name}" has open axes ([${described(spec.shape)}]): feed it with its shape`);
+      }
+      const shape = given ?? spec.shape;
+      if (data.length !== shapeSize(shape)) {
         throw new InputError(
-          `${this.name}: input "${name}" must have shape [${spec.shape.join(', ')}] (${shapeSize(spec.shape)} values), got ${data.length} values`,
+          `${this.name}: input "${name}" must have shape [${shape.join(', ')}] (${shapeSize(shape)} values), got ${data.length} values`,
         );
       }
-      ortFeeds[name] = new ort.Tensor(ORT_TYPE[spec.dtype], data as never, [...spec.shape]);
+      ortFeeds[name] = new ort.Tensor(ORT_TYPE[spec.dtype], data as never, [...shape]);
     }
     return ortFeeds;
   }

@@ -4,15 +4,22 @@
  * (inputs → loss and the gradient of every trainable parameter) behind `TrainStep`. The graphs' input and
  * output names are private to this file: callers hand over arrays and get arrays back.
  */
-import { Graph, type Value } from '../graph/graph.js';
+import { Graph, type Value, matmulFlops } from '../graph/graph.js';
 import { gradients } from '../graph/grad.js';
 import { CompiledGraph, DeviceTensor, SessionCache, type Feed, type RuntimeOptions } from '../graph/runtime.js';
+import { type SerializedModel, serialize } from '../graph/onnx.js';
 import { WeightBank, visionEncoder, wholeImageRefusal } from '../clip/encoders.js';
 import { type ClipWeights } from '../clip/weights.js';
 import { type ClipTokenizer } from '../clip/tokenizer.js';
 import { type BuildContext, type ParamSet, paramAccessor, paramFeeds, paramInput } from '../prompts/context.js';
 import { type RgbImage } from '../data/rgb.js';
 import { type Rng } from '../util/rng.js';
+import { type CacheDir, cacheKey, cachePath, writeCacheEntry } from '../util/cache.js';
+import { packageVersion } from '../util/version.js';
+import { readSafetensors, safetensorsBytes } from '../clip/safetensors.js';
+import { type HostTensor } from '../graph/tensor.js';
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { type AuxiliaryTarget, type Method, type MethodModel, type Options, trainingLoss } from './method.js';
 import { type View, type WholeImageCheck, squareView, testViews } from './views.js';
 
@@ -73,13 +80,17 @@ function imageShape(b: Backbone): number[] {
 
 /** Image-independent features, one output per name the model's `text` returns. */
 function textGraph(s: MethodSetup, params: ParamSet): Graph {
-  const g = new Graph(`${s.method.info.name}_text`);
+  // the text tower over fixed prompts is computed by a run, not folded into memory at load
+  const g = new Graph(`${s.method.info.name}_text`, { foldConstants: false });
   const text = s.model.text(context(g, s.backbone, params, 0, false));
   for (const [k, v] of Object.entries(text)) g.output(NAMES.text(k), v);
   return g;
 }
 
-/** pixels [B, 3, H, W] (the model's size unless the views are full images) and the text features → score [B]. */
+/**
+ * pixels [B, 3, H, W] (the model's size unless the views are full images) and the text features → score [B].
+ * `anySize`: the pixels' height and width are left open, `height` × `width` being the size it is built at.
+ */
 function scoreGraph(
   s: MethodSetup,
   params: ParamSet,
@@ -87,10 +98,11 @@ function scoreGraph(
   textShapes: Record<string, number[]>,
   height: number,
   width: number,
+  anySize = false,
 ): Graph {
-  const g = new Graph(`${s.method.info.name}_score_b${batch}_${height}x${width}`);
+  const g = new Graph(`${s.method.info.name}_score_b${batch}_${anySize ? 'any' : `${height}x${width}`}`);
   const ctx = context(g, s.backbone, params, batch, false);
-  const pixels = g.input(NAMES.pixels, [batch, 3, height, width]);
+  const pixels = g.input(NAMES.pixels, [batch, 3, height, width], 'float32', anySize ? [2, 3] : []);
   const text: Record<string, Value> = {};
   for (const [k, shape] of Object.entries(textShapes)) text[k] = g.input(NAMES.text(k), shape);
   const image =
@@ -162,6 +174,8 @@ export class TrainStep {
     private readonly dropout: ReadonlyArray<{ name: string; p: number; size: number }>,
     private readonly auxiliary: readonly AuxiliaryTarget[],
     private readonly update: GraphUpdate | undefined,
+    /** the step's matrix-product work (`matmulFlops` of its graph), for a benchmark's share of the machine's peak */
+    readonly flops: number,
   ) {}
 
   static async create(
@@ -209,7 +223,7 @@ export class TrainStep {
       trained.forEach((n, i) => g.output(NAMES.grad(n), grads[i]!));
     }
     const dropout = g.dropoutMasks.map((m) => ({ name: m.value.name, p: m.p, size: m.value.size }));
-    return new TrainStep(await CompiledGraph.create(g, runtime, kept), trained, dropout, auxiliary, update);
+    return new TrainStep(await CompiledGraph.create(g, runtime, kept), trained, dropout, auxiliary, update, matmulFlops(g));
   }
 
   /** The names of the device state a step with the update reads and writes: each trained parameter, then its slots. */
@@ -299,6 +313,41 @@ export class TrainStep {
   }
 }
 
+/** The layout of a text-feature cache entry: a safetensors file of float32 tensors, by the names the model's `text` gives. */
+const TEXT_CACHE_FORMAT = 'promptiqa-text-features/1';
+
+/** An entry's features, or undefined where it cannot be read (then they are computed again). */
+function readTextFeatures(path: string): Map<string, HostTensor> | undefined {
+  if (!existsSync(path)) return undefined;
+  try {
+    const { tensors } = readSafetensors(path);
+    return tensors.size > 0 ? tensors : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** sha256 of parameter values: names, shapes and bytes, in name order. */
+function paramsDigest(params: ParamSet): string {
+  const h = createHash('sha256');
+  for (const name of [...params.keys()].sort()) {
+    const p = params.get(name)!;
+    h.update(`${name}[${p.shape.join(',')}]`);
+    h.update(new Uint8Array(p.data.buffer, p.data.byteOffset, p.data.byteLength));
+  }
+  return h.digest('hex');
+}
+
+/** Whether two serialised models are the same graph: the same model bytes and the same external data, byte for byte. */
+function sameModel(a: SerializedModel, b: SerializedModel): boolean {
+  if (Buffer.compare(a.bytes, b.bytes) !== 0 || a.externalData.length !== b.externalData.length) return false;
+  return a.externalData.every((x, i) => {
+    const y = b.externalData[i]!;
+    const shared = x.data.buffer === y.data.buffer && x.data.byteOffset === y.data.byteOffset && x.data.byteLength === y.data.byteLength;
+    return x.path === y.path && (shared || Buffer.compare(x.data, y.data) === 0);
+  });
+}
+
 /** The most images scored at once. Beyond this a batch only costs memory, and a typo such as --batch 100000 would exhaust it. */
 export const MAX_BATCH = 4096;
 
@@ -318,18 +367,28 @@ export function checkBatchSize(batchSize: number, what = 'batch size'): number {
  */
 export class Scorer {
   private readonly sessions: SessionCache;
-  /** graphs for views of other sizes than the model's (full images): one per size, a few kept */
+  /**
+   * Views of other sizes than the model's (full images): one graph with the image size left open, for every size
+   * at which the graph built is the same (a model that reads any size: CLIP-IQA's ResNet without positional
+   * embedding), else a graph per size, a few kept (a positional embedding resized to each size).
+   */
   private readonly sizedSessions: SessionCache;
+  private anySize: { graph: Promise<CompiledGraph>; model: SerializedModel; sizes: Set<string> } | undefined;
   private textFeeds: Promise<Record<string, Feed>> | null = null;
   private textShapes: Record<string, number[]> = {};
   /** runs one call at a time, so that a graph the size cache lets go is never running */
   private queue: Promise<unknown> = Promise.resolve();
 
+  /**
+   * `textCache`: where the text features of these parameters may be kept between runs (they depend only on the
+   * method, its options, the weights, the tokenizer and the parameters); null: computed by every scorer.
+   */
   constructor(
     readonly setup: MethodSetup,
     private params: ParamSet,
     runtime: RuntimeOptions,
     readonly batchSize = 8,
+    private readonly textCache: CacheDir = null,
   ) {
     checkBatchSize(batchSize);
     const { method, options, backbone } = setup;
@@ -349,21 +408,45 @@ export class Scorer {
   }
 
   private text(): Promise<Record<string, Feed>> {
-    if (!this.textFeeds) {
-      this.textFeeds = (async () => {
-        // parameters are inputs: one compiled text graph serves every new set of values
-        const graph = await this.sessions.get('text', () => textGraph(this.setup, this.params));
-        const out = await graph.run(paramFeeds(graph.inputs.keys(), this.params));
-        const feeds: Record<string, Feed> = {};
-        this.textShapes = {};
-        for (const [k, v] of Object.entries(out)) {
-          feeds[k] = v.data;
-          this.textShapes[k.slice(NAMES.text('').length)] = v.shape;
-        }
-        return feeds;
-      })();
-    }
+    this.textFeeds ??= (async () => {
+      const entry = this.textCache === null ? undefined : cachePath(this.textCache, 'text', this.textKey(), '.safetensors');
+      const cached = entry === undefined ? undefined : readTextFeatures(entry);
+      const features = cached ?? (await this.computeText());
+      // a missing or unreadable entry is written (again)
+      if (entry !== undefined && cached === undefined) writeCacheEntry(entry, safetensorsBytes(Object.fromEntries(features)));
+      const feeds: Record<string, Feed> = {};
+      this.textShapes = {};
+      for (const [k, v] of features) {
+        feeds[NAMES.text(k)] = v.data;
+        this.textShapes[k] = v.shape;
+      }
+      return feeds;
+    })();
     return this.textFeeds;
+  }
+
+  /** The text features by the names the model's `text` gives them, from a run of the text graph. */
+  private async computeText(): Promise<Map<string, HostTensor>> {
+    // parameters are inputs: one compiled text graph serves every new set of values
+    const graph = await this.sessions.get('text', () => textGraph(this.setup, this.params));
+    const out = await graph.run(paramFeeds(graph.inputs.keys(), this.params));
+    return new Map(
+      Object.entries(out).map(([k, v]) => [k.slice(NAMES.text('').length), { shape: v.shape, data: v.data as Float32Array }] as const),
+    );
+  }
+
+  /** Names everything the text features are computed from: the code (promptiqa's version), method, options, weights, tokenizer, parameters. */
+  private textKey(): string {
+    const { method, options, backbone } = this.setup;
+    return cacheKey({
+      format: TEXT_CACHE_FORMAT,
+      promptiqa: packageVersion(),
+      method: method.info.name,
+      options,
+      weights: backbone.weights.id,
+      tokenizer: backbone.tokenizer.id,
+      params: paramsDigest(this.params),
+    });
   }
 
   /**
@@ -401,15 +484,33 @@ export class Scorer {
       for (let i = 0; i < views.length; i++) {
         const { height, width } = views[i]!;
         if (height === size && width === size) continue;
-        const graph = await this.sizedSessions.get(`score|1|${height}x${width}`, () =>
-          scoreGraph(this.setup, this.params, 1, this.textShapes, height, width),
-        );
-        await this.runGraph(graph, 1, [i], views, text, output, rows);
+        await this.runGraph(await this.graphForSize(height, width), 1, [i], views, text, output, rows);
       }
       return rows;
     });
     this.queue = run.catch(() => undefined);
     return run;
+  }
+
+  /**
+   * The graph for one view of this size: the open-size graph where the graph built at this size serialises the same
+   * (it is then the same computation), else one of this size.
+   */
+  private async graphForSize(height: number, width: number): Promise<CompiledGraph> {
+    const key = `${height}x${width}`;
+    if (this.anySize?.sizes.has(key)) return this.anySize.graph;
+    const open = scoreGraph(this.setup, this.params, 1, this.textShapes, height, width, true);
+    if (!this.anySize) {
+      const graph = CompiledGraph.create(open, this.sessions.options);
+      this.anySize = { graph, model: serialize(open), sizes: new Set([key]) };
+      graph.catch(() => (this.anySize = undefined));
+      return graph;
+    }
+    if (sameModel(serialize(open), this.anySize.model)) {
+      this.anySize.sizes.add(key);
+      return this.anySize.graph;
+    }
+    return this.sizedSessions.get(`score|1|${key}`, () => scoreGraph(this.setup, this.params, 1, this.textShapes, height, width));
   }
 
   /** Runs the views `which` (all of one size) through `graph` in batches of `b`, writing `rows[which[j]]`. */
@@ -430,7 +531,7 @@ export class Scorer {
       pixels.fill(0);
       const chunk = which.slice(i, i + b);
       chunk.forEach((v, j) => pixels.set(views[v]!.data, j * per));
-      const out = await graph.run({ [NAMES.pixels]: pixels, ...text, ...params });
+      const out = await graph.run({ [NAMES.pixels]: { shape: [b, 3, height, width], data: pixels }, ...text, ...params });
       const o = out[output]!.data as Float32Array;
       const k = o.length / b;
       chunk.forEach((v, j) => (rows[v] = o.slice(j * k, (j + 1) * k)));
@@ -489,5 +590,8 @@ export class Scorer {
     await this.queue;
     await this.sessions.clear();
     await this.sizedSessions.clear();
+    const any = this.anySize;
+    this.anySize = undefined;
+    if (any) await (await any.graph.catch(() => undefined))?.release();
   }
 }

@@ -32,6 +32,7 @@ import { decodeImage, ImageDecodeError } from '../data/image.js';
 import type { RgbImage } from '../data/rgb.js';
 import { loadCheckpoint, describeBackbone, type CheckpointMeta } from './checkpoint.js';
 import { Rng } from '../util/rng.js';
+import { type CacheDir, resolveCacheDir } from '../util/cache.js';
 
 export type { MethodInfo, Method, MethodModel, AuxiliaryTarget, Predictions, Options } from './method.js';
 export { Scorer, checkBatchSize, MAX_BATCH } from './graphs.js';
@@ -87,21 +88,21 @@ const backbones = new Map<string, Promise<Backbone>>();
  * was found: the absolute path, or the repo and the commit of its files. A single file is tokenised with
  * CLIP's own vocabulary (shipped with the package).
  */
-export function loadBackbone(model: string, revision?: string): Promise<Backbone> {
+export function loadBackbone(model: string, revision?: string, cache: CacheDir = resolveCacheDir(undefined)): Promise<Backbone> {
   const key = revision === undefined ? model : `${model}@${revision}`;
   let p = backbones.get(key);
   if (!p) {
     p = (async () => {
       const stat = statSync(model, { throwIfNoEntry: false });
       if (stat?.isFile() && revision === undefined) {
-        const weights = await loadClipWeights(model);
+        const weights = await loadClipWeights(model, { cache });
         return { weights, tokenizer: ClipTokenizer.default(), model, source: { path: resolve(model) } };
       }
       const local = stat?.isDirectory() === true;
       const found = await resolveModel(model, revision === undefined ? undefined : { revision });
       const single = statSync(found).isFile();
       const tokenizer = tokenizerOf(found); // before the weights: a broken file fails fast
-      const weights = await loadClipWeights(found);
+      const weights = await loadClipWeights(found, { cache });
       // a hub download lives in snapshots/<commit>
       const source: BackboneSource = local
         ? { path: resolve(model) }
@@ -139,6 +140,11 @@ export interface MetricOptions {
   hub?: HubOptions;
   /** told where each file of a pretrained metric came from (repo, commit, local path); the library prints nothing */
   onFile?: (file: PretrainedFile) => void;
+  /**
+   * where digests of weight files and text features of fixed prompts are kept between runs: a folder, or false for
+   * none (the command's --no-cache); default PROMPTIQA_CACHE, else $XDG_CACHE_HOME/promptiqa, else ~/.cache/promptiqa
+   */
+  cache?: string | false;
 }
 
 export type ImageInput = string | Uint8Array | RgbImage;
@@ -165,12 +171,13 @@ async function fromCheckpoint(method: Method, checkpoint: string, opts: MetricOp
   const recorded = describeBackbone(meta.backbone);
   let backbone: Backbone;
   if (opts.model !== undefined) {
-    backbone = await loadBackbone(opts.model);
+    backbone = await loadBackbone(opts.model, undefined, resolveCacheDir(opts.cache));
   } else {
     try {
       backbone = await loadBackbone(
         'repo' in meta.backbone ? meta.backbone.repo : meta.backbone.path,
         'repo' in meta.backbone ? meta.backbone.revision : undefined,
+        resolveCacheDir(opts.cache),
       );
     } catch (err) {
       throw new Error(
@@ -217,12 +224,12 @@ async function fromReleasedFile(method: Method, file: string, opts: MetricOption
   }
   const given = opts.options ?? {};
   if (released.holds === 'backbone') {
-    const weights = await loadBackbone(file);
+    const weights = await loadBackbone(file, undefined, resolveCacheDir(opts.cache));
     const tokenizer = opts.model !== undefined ? await loadTokenizer(opts.model) : weights.tokenizer;
     const setup = setUp(method, parseOptions(method, given), { ...weights, tokenizer });
     return { params: setup.model.init(new Rng(0)), setup };
   }
-  const backbone = await loadBackbone(opts.model ?? method.info.defaultModel);
+  const backbone = await loadBackbone(opts.model ?? method.info.defaultModel, undefined, resolveCacheDir(opts.cache));
   const tensors = openTensorFile(file);
   let read: ReturnType<typeof released.read>;
   try {
@@ -324,7 +331,7 @@ async function fromPretrained(p: PretrainedMetric, opts: MetricOptions): Promise
   const { allowUntrained: _unused, ...given } = opts.options ?? {};
   const options = { ...p.options, ...given };
   if (files.released !== undefined) return fromReleasedFile(method, files.released, { ...opts, model: files.clip, options });
-  const setup = setUp(method, parseOptions(method, options), await loadBackbone(files.clip!));
+  const setup = setUp(method, parseOptions(method, options), await loadBackbone(files.clip!, undefined, resolveCacheDir(opts.cache)));
   return { params: setup.model.init(new Rng(0)), setup };
 }
 
@@ -373,20 +380,20 @@ export async function createMetric(name: string, opts: MetricOptions = {}): Prom
     }
     const { allowUntrained: _unused, ...rest } = opts.options ?? {};
     const options = parseOptions(method, rest);
-    setup = setUp(method, options, await loadBackbone(opts.model ?? method.info.defaultModel));
+    setup = setUp(method, options, await loadBackbone(opts.model ?? method.info.defaultModel, undefined, resolveCacheDir(opts.cache)));
     params = setup.model.init(new Rng(0));
   }
-  return metricFor(setup, params, { provider: opts.device, threads: opts.threads }, batch);
+  return metricFor(setup, params, { provider: opts.device, threads: opts.threads }, batch, resolveCacheDir(opts.cache));
 }
 
 /**
  * The metric of a method set up on a backbone with its parameters: what `createMetric` returns once it has
  * found them (and what a benchmark builds on random weights, to time the same scoring).
  */
-export function metricFor(setup: MethodSetup, params: ParamSet, runtime: RuntimeOptions, batch = 8): Metric {
+export function metricFor(setup: MethodSetup, params: ParamSet, runtime: RuntimeOptions, batch = 8, textCache: CacheDir = null): Metric {
   checkBatchSize(batch);
   const { method } = setup;
-  const scorer = new Scorer(setup, params, runtime, batch);
+  const scorer = new Scorer(setup, params, runtime, batch, textCache);
   return {
     info: { ...method.info },
     async score(input) {

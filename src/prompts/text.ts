@@ -9,7 +9,7 @@
  */
 import * as G from '../graph/graph.js';
 import { type Value } from '../graph/graph.js';
-import { textEncoder, tokenEmbeddings, eotOneHot } from '../clip/encoders.js';
+import { textEncoder, tokenEmbeddings, eotOneHot, textLength, cutSequences } from '../clip/encoders.js';
 import { type ClipWeights } from '../clip/weights.js';
 import { type ClipTokenizer } from '../clip/tokenizer.js';
 import { type BuildContext, type ParamSet, normalInit } from './context.js';
@@ -33,8 +33,11 @@ export interface TextPromptSpec {
 
 export class TextPrompts {
   readonly nCtx: number;
+  /** token positions per prompt: up to the last end-of-text */
+  private readonly length: number;
+  /** [classes, length] */
   private readonly ids: Int32Array;
-  private readonly embeds: Float32Array;
+  private embedsOf: Float32Array | undefined;
   /** the end-of-text token's id */
   private readonly eot: number;
 
@@ -46,12 +49,19 @@ export class TextPrompts {
     const c = weights.config;
     this.nCtx = spec.initPhrase ? tokenizer.encode(spec.initPhrase).length : spec.nCtx;
     const prefix = spec.initPhrase ?? Array.from({ length: this.nCtx }, () => 'X').join(' ');
-    this.ids = tokenizer.tokenizeBatch(
+    const ids = tokenizer.tokenizeBatch(
       spec.classes.map((cls) => `${prefix} ${cls}.`),
       c.contextLength,
     );
-    this.embeds = tokenEmbeddings(weights, this.ids, spec.classes.length);
+    // cut after the last end-of-text: the later positions never reach a feature (see textEncoder)
+    this.length = textLength(ids, spec.classes.length, tokenizer.eot);
+    this.ids = cutSequences(ids, spec.classes.length, this.length);
     this.eot = tokenizer.eot;
+  }
+
+  /** The prompts' token embeddings, looked up when first needed: text features from the cache never need the text tower. */
+  private get embeds(): Float32Array {
+    return (this.embedsOf ??= tokenEmbeddings(this.weights, this.ids, this.spec.classes.length));
   }
 
   get deepLayers(): number[] {
@@ -86,14 +96,14 @@ export class TextPrompts {
     const w = c.textWidth;
     const n = this.nCtx;
     const nCls = this.spec.classes.length;
-    const all = ctx.g.constant(this.embeds, [nCls, c.contextLength, w]);
+    const all = ctx.g.constant(this.embeds, [nCls, this.length, w]);
     const learned = ctx.param(`${this.spec.name}.ctx`);
     const ctx3 = learned.rank === 2 ? G.expand(G.reshape(learned, [1, n, w]), [nCls, n, w]) : learned;
     const tokens =
       this.spec.classAt === 'middle'
         ? this.classInMiddle(all, ctx3)
-        : G.concat([G.slice(all, 1, 0, 1), ctx3, G.slice(all, 1, 1 + n, c.contextLength)], 1);
-    const eot = ctx.g.constant(eotOneHot(this.ids, nCls, this.eot), [nCls, c.contextLength]);
+        : G.concat([G.slice(all, 1, 0, 1), ctx3, G.slice(all, 1, 1 + n, this.length)], 1);
+    const eot = ctx.g.constant(eotOneHot(this.ids, nCls, this.eot), [nCls, this.length]);
     const deep: (Value | undefined)[] = [];
     for (const layer of this.deepLayers) deep[layer] = ctx.param(`${this.spec.name}.deep_${layer}`);
     return textEncoder(ctx.bank, this.weights, tokens, eot, { deepPrompts: deep }).embeds;
@@ -106,7 +116,7 @@ export class TextPrompts {
    */
   private classInMiddle(all: Value, ctx3: Value): Value {
     const n = this.nCtx;
-    const len = this.weights.config.contextLength;
+    const len = this.length;
     const nCls = this.spec.classes.length;
     const eotAt = Array.from({ length: nCls }, (_, i) => this.ids.subarray(i * len, (i + 1) * len).indexOf(this.eot));
     const classLen = eotAt[0]! - 1 - n;

@@ -10,15 +10,11 @@ import { existsSync, mkdirSync, readFileSync, rmSync, appendFileSync, readdirSyn
 import { join, resolve } from 'node:path';
 import { getMethod, loadBackbone } from '../methods/index.js';
 import { type AuxiliaryTarget, type Method, type Options, enabledAuxiliary, parseOptions } from '../methods/method.js';
-import { type BackboneSource, type MethodSetup, type TrainBatch, Scorer, TrainStep, setUp } from '../methods/graphs.js';
-import { imageFeatureGraph } from '../clip/encoders.js';
-import { trainView } from '../methods/views.js';
+import { type BackboneSource, type MethodSetup, Scorer, TrainStep, setUp } from '../methods/graphs.js';
 import { type ParamSet } from '../prompts/context.js';
-import { CompiledGraph, type RuntimeOptions } from '../graph/runtime.js';
+import { type RuntimeOptions } from '../graph/runtime.js';
 import { loadDataset, imagePath, type Dataset, type DatasetColumns } from '../data/datasets.js';
 import { runSplit, resolveSplitSettings, describeSplit, type SplitSettings, type Split, type RunSplit } from '../data/splits.js';
-import { decodeImage, ImageDecodeError } from '../data/image.js';
-import type { RgbImage } from '../data/rgb.js';
 import { findUnreadableImages, listUnreadable, type UnreadableImage } from '../data/check.js';
 import { FIGURES, correlations, figuresOf, summarise } from '../eval/metrics.js';
 import { linePlotSvg } from '../eval/plot.js';
@@ -37,6 +33,7 @@ import { readSafetensors, writeSafetensors } from '../clip/safetensors.js';
 import { checkWritableFolder, writeFileAtomic } from '../util/fs.js';
 import { withLock } from '../util/lock.js';
 import { ResidentTraining } from './resident.js';
+import { BatchSource, readUnreadable, sortedValues, writeUnreadable, type Batch } from './batches.js';
 import { Rng } from '../util/rng.js';
 
 /** `warning`: `message` says what, `warnings` lists the cases (dataset rows left out, unreadable images skipped). */
@@ -128,13 +125,6 @@ function makeSchedule(o: Options, stepsPerEpoch: number): Schedule {
   return cosineWithWarmup({ baseLr: o.lr, totalSteps, warmupSteps, ...warmupLr });
 }
 
-/** Unit-scaled, higher-is-better MOS. */
-function unitMos(ds: Dataset, mos: number): number {
-  const [lo, hi] = ds.info.mosRange;
-  const u = (mos - lo) / (hi - lo);
-  return ds.info.higherIsBetter ? u : 1 - u;
-}
-
 export async function train(opts: TrainOptions): Promise<TrainResult> {
   // everything that can be refused is refused before the run folder is made or locked
   if (typeof opts.out !== 'string' || opts.out.trim() === '') throw new TypeError('train: out (the folder for the run) is required');
@@ -157,131 +147,6 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       await run.close();
     }
   });
-}
-
-/**
- * Batch assembly: the images of a batch decoded (and kept, up to a bound), those that cannot be read left
- * out or refused, training views drawn (or frozen features computed once when nothing augments them),
- * and the quality and auxiliary targets read from the items.
- */
-class BatchSource {
-  private readonly decoded = new Map<number, RgbImage>();
-  private readonly featureCache = new Map<number, Float32Array>();
-  private readonly featureGraphs = new Map<number, CompiledGraph>();
-
-  constructor(
-    private readonly ds: Dataset,
-    private readonly setup: MethodSetup,
-    private readonly auxiliary: readonly AuxiliaryTarget[],
-    private readonly runtime: RuntimeOptions,
-    /** images left out, by item index: found before the run, or failing to decode during it */
-    readonly skipped: Map<number, UnreadableImage>,
-    private readonly unreadable: { path: string; skip: boolean; emit: (e: TrainEvent) => void; keptAt: () => string },
-  ) {}
-
-  private async load(i: number): Promise<RgbImage> {
-    let img = this.decoded.get(i);
-    if (!img) {
-      img = await decodeImage(imagePath(this.ds, this.ds.items[i]!));
-      if (this.decoded.size < 4096) this.decoded.set(i, img);
-    }
-    return img;
-  }
-
-  /**
-   * The images of `idx` that can be read, in order. One that the check before the run passed but that
-   * fails to decode now is left out with skipUnreadable; without, it stops the run, whose state of the
-   * last finished epoch stays for a rerun (which then refuses the file before its first step).
-   */
-  async readable(idx: readonly number[], where: string): Promise<{ idx: number[]; imgs: RgbImage[] }> {
-    const keep = idx.filter((i) => !this.skipped.has(i));
-    const settled = await Promise.allSettled(keep.map((i) => this.load(i)));
-    const kept = { idx: [] as number[], imgs: [] as RgbImage[] };
-    const failed: UnreadableImage[] = [];
-    settled.forEach((r, j) => {
-      if (r.status === 'fulfilled') {
-        kept.idx.push(keep[j]!);
-        kept.imgs.push(r.value);
-      } else if (r.reason instanceof ImageDecodeError) {
-        const u = { file: r.reason.file, problem: r.reason.problem };
-        this.skipped.set(keep[j]!, u);
-        failed.push(u);
-      } else {
-        throw r.reason;
-      }
-    });
-    if (failed.length > 0) {
-      writeUnreadable(this.unreadable.path, sortedValues(this.skipped));
-      if (!this.unreadable.skip) {
-        throw new Error(
-          `${failed.length} image(s) could not be decoded ${where}:\n${listUnreadable(failed)}\n` +
-            `The run is kept in ${this.unreadable.keptAt()}: run it again with skipUnreadable (--skip-unreadable) to leave ` +
-            `${failed.length > 1 ? 'them' : 'it'} out and resume, or replace the file${failed.length > 1 ? 's' : ''}.`,
-        );
-      }
-      this.unreadable.emit({
-        kind: 'warning',
-        message: `left out ${failed.length} image(s) that could not be decoded ${where}`,
-        warnings: failed.map((u) => `${u.file}: ${u.problem}`),
-      });
-    }
-    return kept;
-  }
-
-  /** The batch of the items `order` that can be read, its views drawn with `rng`; null when none can. */
-  async batch(order: readonly number[], rng: Rng, where: string): Promise<{ idx: number[]; batch: TrainBatch } | null> {
-    const { method, options: o, backbone } = this.setup;
-    let idx = order.filter((i) => !this.skipped.has(i));
-    // frozen features: without augmentation an image's features never change, so each is computed once
-    const cached = method.imageInput === 'features' && o.augment === 'none' && idx.every((i) => this.featureCache.has(i));
-    let imgs: RgbImage[] = [];
-    if (!cached) ({ idx, imgs } = await this.readable(idx, where));
-    if (idx.length === 0) return null;
-    const b = idx.length;
-    const size = backbone.weights.config.imageSize;
-    const per = 3 * size * size;
-    const pixels = new Float32Array(cached ? 0 : b * per);
-    imgs.forEach((img, j) => pixels.set(trainView(img, o, size, rng), j * per));
-    let image: Float32Array = pixels;
-    if (method.imageInput === 'features') {
-      const e = backbone.weights.config.embedDim;
-      if (cached) {
-        image = new Float32Array(b * e);
-        idx.forEach((i, j) => image.set(this.featureCache.get(i)!, j * e));
-      } else {
-        let fg = this.featureGraphs.get(b);
-        if (!fg) {
-          fg = await CompiledGraph.create(
-            imageFeatureGraph(backbone.weights, b, `features_b${b}`, method.imageEncoder?.(o, backbone.weights)),
-            this.runtime,
-          );
-          this.featureGraphs.set(b, fg);
-        }
-        image = (await fg.run({ pixels })).features!.data as Float32Array;
-        if (o.augment === 'none') idx.forEach((i, j) => this.featureCache.set(i, image.slice(j * e, (j + 1) * e)));
-      }
-    }
-    const quality = Float32Array.from(idx, (i) => method.target(unitMos(this.ds, this.ds.items[i]!.mos), this.ds.info.mosRange));
-    const auxiliary: TrainBatch['auxiliary'] = {};
-    for (const t of this.auxiliary) {
-      const values = new Float32Array(b * t.size);
-      const mask = new Float32Array(b);
-      idx.forEach((i, j) => {
-        const v = t.read(this.ds.items[i]!, this.ds.info);
-        if (v === undefined) return;
-        if (typeof v === 'number') values[j] = v;
-        else values.set(v, j * t.size);
-        mask[j] = 1;
-      });
-      auxiliary[t.name] = { values, ...(t.missing.kind === 'mask' ? { mask } : {}) };
-    }
-    return { idx, batch: { image, quality, auxiliary } };
-  }
-
-  async release(): Promise<void> {
-    for (const g of this.featureGraphs.values()) await g.release();
-    this.featureGraphs.clear();
-  }
 }
 
 /**
@@ -458,11 +323,17 @@ class TrainingRun {
   private async runEpoch(epoch: number): Promise<void> {
     const { seed, trainIdx, batch, stepsPerEpoch } = this.run;
     const order = Rng.at(seed, 'order', epoch).shuffle([...trainIdx]);
+    const parts = Array.from({ length: stepsPerEpoch }, (_, s) => order.slice(s * batch, (s + 1) * batch));
     let lossSum = 0;
     let imagesSeen = 0;
-    for (let s = 0; s < stepsPerEpoch; s++) {
-      const done = await this.step(epoch, s, order.slice(s * batch, (s + 1) * batch));
-      if (!done) continue; // every image of this batch is left out
+    const batches = this.source.epoch(
+      parts,
+      (s) => Rng.at(seed, 'step', epoch, s),
+      (s) => `at epoch ${epoch}, step ${s}`,
+    );
+    for await (const { step: s, rng, got } of batches) {
+      if (!got) continue; // every image of this batch is left out
+      const done = await this.step(epoch, s, rng, got);
       lossSum += done.loss * done.images;
       imagesSeen += done.images;
     }
@@ -473,11 +344,8 @@ class TrainingRun {
     await this.endEpoch(epoch, lossSum / imagesSeen);
   }
 
-  /** One optimiser step on the batch of items `order`: null when none of them can be read. */
-  private async step(epoch: number, s: number, order: readonly number[]): Promise<{ loss: number; images: number } | null> {
-    const rng = Rng.at(this.run.seed, 'step', epoch, s);
-    const got = await this.source.batch(order, rng, `at epoch ${epoch}, step ${s}`);
-    if (!got) return null;
+  /** One optimiser step on `got`, the batch of step `s` whose views were drawn with `rng` (which the step goes on drawing from). */
+  private async step(epoch: number, s: number, rng: Rng, got: Batch): Promise<{ loss: number; images: number }> {
     const b = got.idx.length;
     let step = this.steps.get(b);
     if (!step) {
@@ -577,16 +445,24 @@ class TrainingRun {
     };
   }
 
-  /** The report's figures on the items `idx` that can be read, with the parameters of the moment. */
+  /**
+   * The report's figures on the items `idx` that can be read, with the parameters of the moment. The images
+   * are read and scored a part at a time; every part runs in graphs of one batch size, that of the whole list.
+   */
   private async validate(idx: number[]): Promise<Record<string, number>> {
     this.scorer.setParams(this.params);
-    const got = await this.source.readable(idx, 'while scoring');
-    if (got.idx.length < 4) return {};
-    const pred = await this.scorer.scoreImages(got.imgs);
-    const c = correlations(
-      pred,
-      got.idx.map((i) => this.ds.items[i]!.mos),
-    );
+    const graphBatch = this.scorer.graphBatch(idx.filter((i) => !this.source.skipped.has(i)).length);
+    // two graph batches a part: the next part decodes while this one is scored, and a whole number of graph
+    // batches puts each view where it would be if all were scored at once
+    const partSize = 2 * graphBatch;
+    const pred: number[] = [];
+    const mos: number[] = [];
+    for await (const part of this.source.images(idx, partSize, 'while scoring')) {
+      pred.push(...(await this.scorer.scoreImages(part.imgs, graphBatch)));
+      for (const i of part.idx) mos.push(this.ds.items[i]!.mos);
+    }
+    if (pred.length < 4) return {};
+    const c = correlations(pred, mos);
     return { ...figuresOf(c), n: c.n };
   }
 
@@ -681,25 +557,6 @@ async function checkRunImages(ds: Dataset, split: Split, listPath: string, skip:
   }
   const index = new Map(used.map((i, k) => [files[k]!, i]));
   return new Map(found.map((u) => [index.get(u.file)!, u]));
-}
-
-function readUnreadable(path: string): UnreadableImage[] {
-  if (!existsSync(path)) return [];
-  try {
-    const list = JSON.parse(readFileSync(path, 'utf8')) as unknown;
-    return Array.isArray(list) ? list.filter((u): u is UnreadableImage => typeof (u as UnreadableImage | null)?.file === 'string') : [];
-  } catch {
-    return []; // a damaged list only loses the hint of which files to decode in full
-  }
-}
-
-function writeUnreadable(path: string, list: UnreadableImage[]): void {
-  writeFileAtomic(path, JSON.stringify(list, null, 2) + '\n');
-}
-
-/** A map's values in the order of its keys: the same list however the failures were found. */
-function sortedValues<T>(m: Map<number, T>): T[] {
-  return [...m.entries()].sort((a, b) => a[0] - b[0]).map(([, v]) => v);
 }
 
 /**

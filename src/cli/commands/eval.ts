@@ -35,6 +35,8 @@ interface EvalCliOptions {
   threads?: number;
   json?: boolean;
   quiet?: boolean;
+  /** false with --no-cache */
+  cache: boolean;
 }
 
 export const register: Register = (program, { io }) => {
@@ -74,6 +76,7 @@ export const register: Register = (program, { io }) => {
     .addOption(opt.format(['table', 'json', 'csv'], 'table'))
     .addOption(opt.device())
     .addOption(opt.threads())
+    .addOption(opt.noCache())
     .addOption(opt.json())
     .addOption(opt.quiet())
     .addHelpText(
@@ -114,6 +117,7 @@ export const register: Register = (program, { io }) => {
         methodOptions: o.option,
         threads: o.threads,
         device: o.device,
+        ...(o.cache ? {} : { cache: false as const }),
         onWarning: (message, cases) => {
           for (const line of warningLines(message, cases)) progress.note(line, true);
         },

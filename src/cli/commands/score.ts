@@ -31,6 +31,8 @@ interface ScoreOptions {
   target?: string;
   retryFailed?: boolean;
   quiet?: boolean;
+  /** false with --no-cache */
+  cache: boolean;
 }
 
 /** table, json or csv; `withMos` adds the dataset's MOS column. */
@@ -121,6 +123,7 @@ export const register: Register = (program, { io }) => {
     .addOption(opt.batch())
     .addOption(opt.device())
     .addOption(opt.threads())
+    .addOption(opt.noCache())
     .addOption(opt.methodOption())
     .addOption(opt.quiet())
     .addHelpText(
@@ -246,6 +249,7 @@ export const register: Register = (program, { io }) => {
               batchSize: o.batch,
               options: o.option,
               hub: { progress: wantsProgress(io, o.quiet) },
+              ...(o.cache ? {} : { cache: false as const }),
               onFile: (f) =>
                 note(`${f.metric}: ${f.role === 'clip' ? 'CLIP' : 'released weights'} from ${f.repo} at ${f.commit} → ${f.path}`),
             });

@@ -36,6 +36,10 @@ export interface TorchBenchOptions {
    * its torch has it, else on the CPU, and says which (`device` of the result)
    */
   device?: string;
+  /** the square sizes of the peer's matrix-product peak (torch.mm); none or empty: no peak */
+  peakSizes?: readonly number[];
+  /** also count each mode's matrix-product operations with torch's profiler (one more, untimed step each) */
+  countFlops?: boolean;
   /** receives the peer's stderr (its progress lines) */
   onStderr?: (text: string) => void;
 }
@@ -48,11 +52,28 @@ export interface TorchBenchResult {
   blas?: string;
   /** OpenBLAS's own thread count, where torch uses OpenBLAS */
   blasThreads?: number;
+  /** the OpenBLAS kernel ("core") the peer ran, where torch uses OpenBLAS (scripts/blas_core.py) */
+  blasCore?: string;
+  /** the core OpenBLAS chose when it loaded: its own detection, or the caller's OPENBLAS_CORETYPE */
+  blasCoreDetected?: string;
+  /** the caller's OPENBLAS_CORETYPE, where one was set */
+  blasCoreEnv?: string;
+  /** whether the peer restarted itself with a better core than OpenBLAS chose */
+  blasCorePinned?: boolean;
+  /** the largest relative error of a float32 product against float64 (the peer stops above 3.1e-5, the bound of a correct product) */
+  blasCheck?: number;
+  /** torch.mm's best GFLOP/s over the peak sizes, and the size that gave it */
+  peakGflops?: number;
+  peakSize?: number;
+  /** the CPU the peer ran on ("model name" of /proc/cpuinfo) */
+  cpu?: string;
   /** the device the peer ran on: 'cuda' or 'cpu' */
   device?: 'cuda' | 'cpu';
   /** the GPU's name, where the peer ran on CUDA */
   gpu?: string;
   seconds: Partial<Record<'forward' | 'train' | 'fu', number[]>>;
+  /** with `countFlops`: each mode's operations in matrix products and convolutions, as torch's profiler counts one step */
+  flops?: Partial<Record<'forward' | 'train' | 'fu', number>>;
 }
 
 /** The peer's JSON keys of the per-run seconds, by mode. */
@@ -79,6 +100,14 @@ export function parseTorchOutput(stdout: string, modes: readonly string[]): Torc
   if (typeof o.threads === 'number' && Number.isInteger(o.threads) && o.threads > 0) out.threads = o.threads;
   if (typeof o.blas === 'string') out.blas = o.blas;
   if (typeof o.blas_threads === 'number' && Number.isInteger(o.blas_threads) && o.blas_threads > 0) out.blasThreads = o.blas_threads;
+  if (typeof o.blas_core === 'string') out.blasCore = o.blas_core;
+  if (typeof o.blas_core_detected === 'string') out.blasCoreDetected = o.blas_core_detected;
+  if (typeof o.blas_core_env === 'string') out.blasCoreEnv = o.blas_core_env;
+  if (typeof o.blas_core_pinned === 'boolean') out.blasCorePinned = o.blas_core_pinned;
+  if (typeof o.blas_check === 'number' && Number.isFinite(o.blas_check)) out.blasCheck = o.blas_check;
+  if (typeof o.peak_gflop_s === 'number' && Number.isFinite(o.peak_gflop_s) && o.peak_gflop_s > 0) out.peakGflops = o.peak_gflop_s;
+  if (typeof o.peak_size === 'number' && Number.isInteger(o.peak_size)) out.peakSize = o.peak_size;
+  if (typeof o.cpu === 'string') out.cpu = o.cpu;
   if (o.device !== undefined) {
     if (o.device !== 'cuda' && o.device !== 'cpu')
       throw new Error(`the PyTorch peer's JSON names an unknown device: ${JSON.stringify(o.device)}`);
@@ -94,6 +123,8 @@ export function parseTorchOutput(stdout: string, modes: readonly string[]): Torc
       );
     }
     out.seconds[mode as keyof typeof TORCH_SECONDS_KEYS] = v as number[];
+    const flops = o[`${mode}_flops`];
+    if (typeof flops === 'number' && Number.isFinite(flops)) (out.flops ??= {})[mode as keyof typeof TORCH_SECONDS_KEYS] = flops;
   }
   return out;
 }
@@ -120,6 +151,8 @@ export function runTorchBench(opts: TorchBenchOptions): Promise<TorchBenchResult
     String(opts.prompts),
     '--device',
     opts.device ?? 'cpu',
+    ...(opts.peakSizes && opts.peakSizes.length > 0 ? ['--peak-sizes', opts.peakSizes.join(',')] : ['--no-peak']),
+    ...(opts.countFlops ? ['--count-flops'] : []),
   ];
   return new Promise((resolvePromise, reject) => {
     // the peer sets its thread pools itself from --threads, before torch loads
