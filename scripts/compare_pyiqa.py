@@ -14,8 +14,9 @@ full size, each set-up and engine in a fresh process, one after another, and rep
                 into an autograd graph: about 50 MB a prompt, some 25 GB for liqe-mix's 495. Where that cold
                 run is killed (--rss-limit-gb), one more creates the metric under torch.no_grad() (the same
                 features; a figure of its own) and writes the cache for the warm runs.
-                promptiqa: where `score --help` names --no-cache, its cold run passes it (and clears the
-                folders of the HOOK below), then an untimed run writes the cache; otherwise it has one figure.
+                promptiqa keeps its cache (weight-file digests, text features) in PROMPTIQA_CACHE, set to a
+                folder of --work: its cold run is the first after that folder is cleared (a promptiqa whose
+                `score --help` names no --no-cache has no cache: one figure).
   throughput    img/s with the load excluded, the same way for both engines: (N - 1) / (wall(N-image run)
                 - wall(warm one-image run)); both runs start with the same image, so the difference is the
                 time of the other N - 1 images. Wall times are the parent's, process start to exit.
@@ -566,16 +567,18 @@ def install_stubs():
 def driver(args):
     """Runs one pyiqa metric on the images, in this process; writes timestamps and scores to --out."""
     t_start = time.time()
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[name] = str(args.threads)
-    os.environ["OPENBLAS_THREAD_TIMEOUT"] = "4"
     os.environ["TORCH_HOME"] = work_paths(args.work)["torch_home"]
     try:
         import blas_core  # scripts/blas_core.py, beside this script
     except ImportError:
         blas_core = None
     if blas_core is not None:
+        blas_core.set_threads(args.threads)
         blas_core.pin_best_openblas_core()  # may re-exec this interpreter with OPENBLAS_CORETYPE set
+    else:
+        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[name] = str(args.threads)
+        os.environ["OPENBLAS_THREAD_TIMEOUT"] = "4"
     import types
 
     import torch
@@ -719,13 +722,12 @@ def promptiqa_help():
         return ""
 
 
-# HOOK (promptiqa's text-feature cache): the lead is adding a cache of text features to promptiqa with
-# --no-cache to bypass it. promptiqa runs here with XDG_CACHE_HOME inside the work folder, so a cache under
-# the user's cache folder lands there. A cold run clears the folders below first; add the cache's own folder
-# (or environment variable) here once it exists. `score --help` naming --no-cache tells this script that the
-# cache exists, so that it takes cold and warm figures.
-def promptiqa_cache_dirs(work):
-    return [os.path.join(work, "promptiqa-xdg-cache")]
+# promptiqa's cache (digests of weight files, text features of fixed prompts): PROMPTIQA_CACHE names its folder,
+# here one in the work folder. A promptiqa whose `score --help` names --no-cache has it: its cold run is the
+# first run after that folder is cleared (which writes it again, as pyiqa's cold LIQE run writes its own), its
+# warm runs find it. Should the cache move, change these two functions.
+def promptiqa_cache_dir(work):
+    return os.path.join(work, "promptiqa-cache")
 
 
 def promptiqa_env(work):
@@ -734,14 +736,13 @@ def promptiqa_env(work):
         env.pop(k, None)
     env["HF_HUB_CACHE"] = work_paths(work)["hf"]
     env["HF_HUB_OFFLINE"] = "1"
-    env["XDG_CACHE_HOME"] = promptiqa_cache_dirs(work)[0]
+    env["PROMPTIQA_CACHE"] = promptiqa_cache_dir(work)
     return env
 
 
 def clear_promptiqa_cache(work):
-    for d in promptiqa_cache_dirs(work):
-        if os.path.isdir(d):
-            shutil.rmtree(d)
+    if os.path.isdir(promptiqa_cache_dir(work)):
+        shutil.rmtree(promptiqa_cache_dir(work))
 
 
 def promptiqa_cmd(setup, files, out, threads, work):
@@ -780,8 +781,6 @@ class Runner:
             cmd = promptiqa_cmd(setup, files, out, self.args.threads, self.args.work)
             if cold:
                 clear_promptiqa_cache(self.args.work)
-                if "--no-cache" in self.args.promptiqa_help:
-                    cmd.append("--no-cache")
             r = run_child(cmd, promptiqa_env(self.args.work), base + ".log", self.rss_limit, self.args.timeout)
             r["scores"] = read_jsonl(out)
         else:
@@ -875,10 +874,6 @@ def measure(runner, engine, setup, images, large, repeat, cached):
                     break
             elif not cold_ok:
                 break
-            if engine == "promptiqa" and "--no-cache" in runner.args.promptiqa_help:
-                # the cold run bypassed the cache: one untimed run writes it, as pyiqa's cold run does
-                if not runner.run(engine, setup, "prime", first)["ok"]:
-                    break
         if not go("warm1", first):
             break
         if not go("n", images):

@@ -71,12 +71,13 @@ test(
       }
     }
 
-    // as the script runs promptiqa: that cache, offline, no endpoint or token of the developer's
+    // as the script runs promptiqa: that cache, offline, no endpoint or token of the developer's, its own cache folder
     const saved = { ...process.env };
     for (const k of ['HF_HOME', 'HF_TOKEN', 'HUGGING_FACE_HUB_TOKEN', 'HUGGINGFACE_HUB_CACHE']) delete process.env[k];
     process.env.HF_HUB_CACHE = cache;
     process.env.HF_HUB_OFFLINE = '1';
     process.env.HF_ENDPOINT = 'http://127.0.0.1:9';
+    process.env.PROMPTIQA_CACHE = join(work, 'promptiqa-cache');
     try {
       const image = join(sharedDir(), 'datasets', 'agiqa-3k', 'images', 'AttnGAN_normal_000.jpg');
       const score = async (method: string, extra: string[]): Promise<{ score: number; err: string }> => {
