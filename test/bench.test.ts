@@ -10,7 +10,7 @@ import { benchTable, blasCoreNote, placementLines, putPlacement, putRates, putSh
 import { warmupRuns } from '../src/bench/profile.js';
 import { benchVision } from '../src/bench/vision.js';
 import { benchFu, fuDefaults, fuStepFlops } from '../src/bench/fu.js';
-import { matmulPeak, peakGraph, peakProducts, unitVector } from '../src/bench/peak.js';
+import { matmulPeak, peakGraph, peakOperands, peakProducts, unitVector } from '../src/bench/peak.js';
 import { CompiledGraph } from '../src/graph/runtime.js';
 import { archConfig, visionFlops } from '../src/clip/config.js';
 import { loadClipWeights } from '../src/clip/weights.js';
@@ -349,16 +349,26 @@ test("bench_fu_authors.py refuses a folder that is not the authors' checkout, an
   }
 });
 
-test('matmulPeak: chained products of a graph input, timed at each size, the best reported', async () => {
+test('matmulPeak: chained products of a graph input by a weight, timed at each size, the best reported', async () => {
   assert.deepEqual([peakProducts(1024), peakProducts(2048), peakProducts(4096), peakProducts(32, 2 * 64 ** 3)], [16, 2, 1, 8]);
-  // A = x·xᵀ is a projection: however many products, the sum of the result is (Σx)²; a chain that ONNX Runtime
-  // folded or cut short would give something else only by chance, so check it with a vector whose sum is not 1
-  const x = unitVector(48, new Rng(5));
-  const sum = x.reduce((a, b) => a + b, 0);
-  const graph = await CompiledGraph.create(peakGraph(48, 5), { threads: 1 });
+  // the graph's X = x·uᵀ·Wᵏ, summed: the same chain on vectors gives (Σx)·Σ(uᵀ·Wᵏ); a chain that ONNX Runtime folded
+  // or cut short would give something else
+  const n = 48;
+  const x = unitVector(n, new Rng(5));
+  const { u, w } = peakOperands(n);
+  let row = Float64Array.from(u);
+  for (let k = 0; k < 5; k++) {
+    const next = new Float64Array(n);
+    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) next[j]! += row[i]! * w[i * n + j]!;
+    row = next;
+  }
+  const want = x.reduce((a, b) => a + b, 0) * row.reduce((a, b) => a + b, 0);
+  const graph = await CompiledGraph.create(peakGraph(n, 5), { threads: 1 });
   try {
     const out = (await graph.run({ x })).sum!.data[0] as number;
-    assert.ok(Math.abs(out - sum * sum) < 1e-4 * sum * sum, `${out} against ${sum * sum}`);
+    assert.ok(Math.abs(out - want) < 1e-4 * Math.abs(want), `${out} against ${want}`);
+    const short = (await (await CompiledGraph.create(peakGraph(n, 4), { threads: 1 })).run({ x })).sum!.data[0] as number;
+    assert.ok(Math.abs(short - want) > 1e-2 * Math.abs(want), 'a chain one product short gives another sum');
   } finally {
     await graph.release();
   }
