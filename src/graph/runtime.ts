@@ -16,7 +16,11 @@ export interface RuntimeOptions {
   provider?: Provider;
   /** intra-op threads; default: ONNX Runtime's choice (all cores) */
   threads?: number;
-  /** whether idle intra-op threads spin waiting for work (ONNX Runtime's default) rather than sleep; see SPIN_DEFAULT */
+  /**
+   * whether idle intra-op threads spin waiting for work (ONNX Runtime's own default) rather than sleep; default
+   * false: on a quiet machine the speed is the same within the noise, and beside a busy process spinning threads
+   * take CPU time from it and from each other (measured: README, Benchmark)
+   */
   spinning?: boolean;
   /** write the optimised model here, to inspect it */
   optimizedModelPath?: string;
@@ -138,9 +142,8 @@ export class CompiledGraph {
         // ONNX Runtime's constant folding computes a constant subgraph at load time and keeps each intermediate it
         // makes: for a text tower over fixed prompts, gigabytes (see Graph's foldConstants)
         ...(graph.foldsConstants ? {} : { optimization: { disable_specified_optimizers: 'ConstantFolding' } }),
-        session: {
-          intra_op: { allow_spinning: (opts.spinning ?? (process.env.XP_SPIN ? process.env.XP_SPIN === '1' : true)) ? '1' : '0' },
-        },
+        // idle threads sleep unless asked to spin (RuntimeOptions.spinning)
+        session: { intra_op: { allow_spinning: opts.spinning === true ? '1' : '0' } },
       },
       ...(opts.threads ? { intraOpNumThreads: opts.threads, interOpNumThreads: 1 } : {}),
 
