@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CUDA_INSTALL_COMMAND, SessionCache, cudaProviderProblem, webgpuProblem } from '../src/graph/runtime.js';
+import { CUDA_INSTALL_COMMAND, SessionCache, cudaProviderProblem, spinsBy, webgpuProblem } from '../src/graph/runtime.js';
 import { cli } from './helpers/cli.js';
 import { Graph, add } from '../src/graph/graph.js';
 import { sharedDir } from './helpers/shared.js';
@@ -157,4 +157,16 @@ test('a text graph is not constant-folded at load: its peak memory does not grow
   const grew = many.growth - five.growth;
   assert.ok(grew < bound, `495 prompts took ${(grew / MB).toFixed(0)} MB more than 5, bound ${(bound / MB).toFixed(0)} MB`);
   assert.ok(folded.growth - five.growth > 4 * bound, `control: folding grew only ${(folded.growth / MB).toFixed(0)} MB`);
+});
+
+test('spinning: as asked, or where the load leaves a core free for each thread', () => {
+  assert.equal(spinsBy({ spinning: true }, 5, 2), true);
+  assert.equal(spinsBy({ spinning: false }, 0, 2), false);
+  // an idle 2-core machine: both threads spin; one busy process there: they sleep, unless one thread leaves it a core
+  assert.equal(spinsBy({ threads: 2 }, 0.3, 2), true);
+  assert.equal(spinsBy({ threads: 2, spinning: 'auto' }, 1.0, 2), false);
+  assert.equal(spinsBy({ threads: 1 }, 1.0, 2), true);
+  // no thread count: all the cores
+  assert.equal(spinsBy({}, 0.2, 4), true);
+  assert.equal(spinsBy({}, 1.0, 4), false);
 });

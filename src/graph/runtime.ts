@@ -4,6 +4,7 @@
  */
 import * as ort from 'onnxruntime-node';
 import { join } from 'node:path';
+import { availableParallelism, loadavg } from 'node:os';
 import { type DType, Graph, type TypedData, identity, shapeSize } from './graph.js';
 import { serialize } from './onnx.js';
 import { cudaProviderProblem } from './cuda.js';
@@ -17,11 +18,11 @@ export interface RuntimeOptions {
   /** intra-op threads; default: ONNX Runtime's choice (all cores) */
   threads?: number;
   /**
-   * whether idle intra-op threads spin waiting for work (ONNX Runtime's own default) rather than sleep; default
-   * false: on a quiet machine the speed is the same within the noise, and beside a busy process spinning threads
-   * take CPU time from it and from each other (measured: README, Benchmark)
+   * whether idle intra-op threads spin waiting for work rather than sleep. Spinning is 5–15% faster on an idle
+   * machine, and takes CPU time from other processes, and from our own threads, where the cores are shared.
+   * Default 'auto': spin where the machine's load leaves a core for each thread (see `spinsBy`; README, Benchmark).
    */
-  spinning?: boolean;
+  spinning?: boolean | 'auto';
   /** write the optimised model here, to inspect it */
   optimizedModelPath?: string;
   /** profile each session's first run into a file in this folder (graph/placement.ts counts the nodes each provider ran) */
@@ -108,6 +109,19 @@ export { resolveDevice } from './device.js';
 
 let profiles = 0;
 
+/** The machine's load when this process made its first session: later readings would count our own work. */
+let loadAtStart: number | undefined;
+
+/**
+ * Whether a session's idle threads spin (RuntimeOptions.spinning): as asked, or with 'auto' where the load of the
+ * last minute, read when this process made its first session, leaves a core free for each of our threads, with
+ * half a core to spare. Where the load cannot be read (Windows gives 0) threads spin, as ONNX Runtime's default.
+ */
+export function spinsBy(opts: RuntimeOptions, load = (loadAtStart ??= loadavg()[0]!), cores = availableParallelism()): boolean {
+  if (typeof opts.spinning === 'boolean') return opts.spinning;
+  return load + (opts.threads ?? cores) <= cores + 0.5;
+}
+
 /** A graph loaded into an ONNX Runtime session. */
 export class CompiledGraph {
   /** set while the session's first run is to be profiled (RuntimeOptions.profileDir) */
@@ -142,8 +156,7 @@ export class CompiledGraph {
         // ONNX Runtime's constant folding computes a constant subgraph at load time and keeps each intermediate it
         // makes: for a text tower over fixed prompts, gigabytes (see Graph's foldConstants)
         ...(graph.foldsConstants ? {} : { optimization: { disable_specified_optimizers: 'ConstantFolding' } }),
-        // idle threads sleep unless asked to spin (RuntimeOptions.spinning)
-        session: { intra_op: { allow_spinning: opts.spinning === true ? '1' : '0' } },
+        session: { intra_op: { allow_spinning: spinsBy(opts) ? '1' : '0' } },
       },
       ...(opts.threads ? { intraOpNumThreads: opts.threads, interOpNumThreads: 1 } : {}),
 
