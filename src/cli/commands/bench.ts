@@ -1,5 +1,5 @@
 /** `promptiqa bench`: full-size CLIP image encoders with random weights, against the PyTorch peer. */
-import type { Provider } from '../../graph/runtime.js';
+import { type Provider, type RuntimeOptions, spinsBy } from '../../graph/runtime.js';
 import { cpus } from 'node:os';
 import { Option } from 'commander';
 import { ARCHS, archConfig, visionFlops } from '../../clip/config.js';
@@ -43,6 +43,7 @@ interface BenchOptions {
   arch: string;
   batch: number;
   threads?: number;
+  spin: 'on' | 'off' | 'auto';
   iters: number;
   warmup: number;
   mode: string;
@@ -243,6 +244,14 @@ export const register: Register = (program, { io }) => {
       new Option('--python <path>', 'Python with torch for the peer (default: the first of python3, /usr/bin/python3 that imports torch)'),
     )
     .addOption(opt.device())
+    .addOption(
+      new Option(
+        '--spin <when>',
+        "whether ONNX Runtime's idle threads spin: on, off, or auto (where the load leaves a core for each thread, as scoring and training decide)",
+      )
+        .choices(['on', 'off', 'auto'])
+        .default('auto'),
+    )
     .addOption(opt.json())
     .addOption(opt.quiet())
     .addHelpText(
@@ -274,10 +283,11 @@ export const register: Register = (program, { io }) => {
       ]);
       const config = archConfig(o.arch);
       const weights = randomClipWeights(config, 0, { text: modes.includes('fu') });
-      const runtime = { provider: o.device, threads };
+      const runtime: RuntimeOptions = { provider: o.device, threads, spinning: o.spin === 'auto' ? 'auto' : o.spin === 'on' };
       const result: Record<string, unknown> = {
         arch: o.arch,
         batch: o.batch,
+        spinning: spinsBy(runtime),
         threads,
         device: o.device,
         // the machine every figure was taken on
@@ -399,7 +409,7 @@ export const register: Register = (program, { io }) => {
       }
       const hasTorch = result.torch_version !== undefined;
       io.stdout(
-        `${o.arch}, batch ${o.batch}, ${threads} thread(s), ${o.device} (${result.cpu as string}), ${o.iters} timed run(s) after ${warmup} warm-up: median (min–max)\n` +
+        `${o.arch}, batch ${o.batch}, ${threads} thread(s) (${result.spinning ? 'spinning' : 'sleeping'} when idle), ${o.device} (${result.cpu as string}), ${o.iters} timed run(s) after ${warmup} warm-up: median (min–max)\n` +
           benchTable(result, modes) +
           placementLines(result, modes) +
           blasCoreNote(result),
