@@ -1,4 +1,16 @@
-import { closeSync, fsyncSync, openSync, readSync, renameSync, writeSync, mkdirSync, rmSync, statSync } from 'node:fs';
+import {
+  closeSync,
+  constants as fsConstants,
+  fstatSync,
+  fsyncSync,
+  openSync,
+  readSync,
+  renameSync,
+  writeSync,
+  mkdirSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
 import { dirname, basename, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
@@ -134,12 +146,108 @@ export function checkWritableFolder(dir: string): void {
 }
 
 /** The first `bytes` bytes of a file (fewer when it is shorter): enough to tell its format. */
-export function readFileHead(path: string, bytes: number): Buffer {
+export function readFileHead(path: string, bytes: number, what = 'file'): Buffer {
   const head = Buffer.alloc(bytes);
-  const fd = openSync(path, 'r');
+  const { fd } = openRegularFile(path, what);
   try {
     return head.subarray(0, readSync(fd, head, 0, bytes, 0));
   } finally {
     closeSync(fd);
   }
+}
+
+/** What a file that is not a regular file is, in words: "a FIFO", "a character device", … */
+function describeKind(st: ReturnType<typeof fstatSync>): string {
+  if (st.isDirectory()) return 'a folder';
+  if (st.isFIFO()) return 'a FIFO (named pipe)';
+  if (st.isCharacterDevice()) return 'a character device';
+  if (st.isBlockDevice()) return 'a block device';
+  if (st.isSocket()) return 'a socket';
+  return 'not a regular file';
+}
+
+/** A file that cannot be read as the input it was given as: not a regular file, too large, unreadable. */
+export class InputFileError extends Error {
+  constructor(
+    readonly path: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'InputFileError';
+  }
+}
+
+/** The size caps of the files promptiqa reads, by kind: a file above its cap is refused before it is read. */
+export const READ_LIMITS = {
+  /** label files (CSV, JSON lists) and score outputs (csv, jsonl) */
+  labels: 1 << 30,
+  /** small JSON files: configs, checkpoint metadata, tokenizer vocabularies */
+  json: 256 << 20,
+} as const;
+
+/** Sizes for messages: "1.5 GB", "347 bytes". */
+export function formatBytes(n: number): string {
+  if (n < 1000) return `${n} bytes`;
+  const units = ['kB', 'MB', 'GB', 'TB', 'PB', 'EB'];
+  let v = n;
+  let u = -1;
+  while (v >= 1000 && u < units.length - 1) {
+    v /= 1000;
+    u++;
+  }
+  return `${v.toFixed(v < 10 ? 1 : 0)} ${units[u]}`;
+}
+
+/**
+ * Opens `path` for reading, checked to be a regular file (a link is followed to its target) of at most
+ * `maxBytes`: a FIFO, a device or a folder is refused before anything is read, and never blocks (the file is
+ * opened non-blocking). Returns the descriptor, which the caller closes, and the size.
+ */
+export function openRegularFile(path: string, what: string, maxBytes = Number.MAX_SAFE_INTEGER): { fd: number; size: number } {
+  let fd: number;
+  try {
+    fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+  } catch (err) {
+    throw new InputFileError(path, `cannot read ${what} ${path}: ${describeFsError(err)}`, { cause: err });
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw new InputFileError(path, `cannot read ${what} ${path}: it is ${describeKind(st)}, not a regular file`);
+    if (st.size > maxBytes) {
+      throw new InputFileError(
+        path,
+        `cannot read ${what} ${path}: it is ${formatBytes(st.size)}, more than the ${formatBytes(maxBytes)} such a file may be`,
+      );
+    }
+    return { fd, size: st.size };
+  } catch (err) {
+    closeSync(fd);
+    throw err;
+  }
+}
+
+/** The whole of a regular file of at most `maxBytes` (see `openRegularFile`), for `what` ("label file", …) in messages. */
+export function readRegularFile(path: string, what: string, maxBytes: number): Buffer {
+  const { fd, size } = openRegularFile(path, what, maxBytes);
+  try {
+    const buf = Buffer.alloc(size);
+    let off = 0;
+    while (off < size) {
+      const n = readSync(fd, buf, off, size - off, off);
+      if (n === 0) break; // truncated while being read: what is there
+      off += n;
+    }
+    return off === size ? buf : buf.subarray(0, off);
+  } catch (err) {
+    if (err instanceof InputFileError) throw err;
+    throw new InputFileError(path, `cannot read ${what} ${path}: ${describeFsError(err)}`, { cause: err });
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** `readRegularFile` as UTF-8 text. */
+export function readRegularText(path: string, what: string, maxBytes: number): string {
+  return readRegularFile(path, what, maxBytes).toString('utf8');
 }
