@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { InputFileError, formatBytes, readFileHead, readRegularFile, readRegularText } from '../src/util/fs.ts';
+import { InputFileError, formatBytes, readFileHead, readRegularFile, readRegularText } from '../src/util/fs.js';
 
 test('readRegularFile reads a regular file whole, through a link', (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'promptiqa-fs-'));
