@@ -13,6 +13,8 @@ import {
   utimesSync,
   writeFileSync,
 } from 'node:fs';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { hostname, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -29,6 +31,7 @@ import {
   type HubOptions,
 } from '../src/clip/hub.js';
 import { loadClipWeights } from '../src/clip/weights.js';
+import { cli } from './helpers/cli.js';
 
 const SRC = join(sharedDir(), 'reference', 'tiny-vit-p16');
 const REPO = 'tiny/clip-p16';
@@ -409,22 +412,131 @@ test('the token goes to the hub as a Bearer header, never to the CDN', async () 
   }
 });
 
-test('server errors and refused connections are retried, then reported', async () => {
+/** fetch, counting its calls */
+function countingFetch(impl: typeof fetch = fetch): { fetchImpl: typeof fetch; calls: () => number } {
+  let n = 0;
+  return {
+    fetchImpl: (input, init) => {
+      n++;
+      return impl(input, init);
+    },
+    calls: () => n,
+  };
+}
+
+/** a fetch failing as Node's does when the socket fails with `code` */
+const failingFetch =
+  (code: string): typeof fetch =>
+  () =>
+    Promise.reject(new TypeError('fetch failed', { cause: Object.assign(new Error(`getaddrinfo ${code} huggingface.co`), { code }) }));
+
+/** the endpoint of a port nothing listens on */
+async function closedEndpoint(): Promise<string> {
+  const server = createServer();
+  await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((ok) => server.close(() => ok()));
+  return `http://127.0.0.1:${port}`;
+}
+
+test('server errors and cut connections are retried, then reported', async () => {
   const hub = await startHub({ failFirst: 3 });
   try {
     assertSnapshotCorrect(await resolveModel(REPO, options(hub, tempCache())));
   } finally {
     await hub.close();
   }
-  // the port is closed now: every attempt is refused
-  const t0 = Date.now();
-  await assert.rejects(resolveModel(REPO, options(hub, tempCache(), { retries: 2, retryDelayMs: 1 })), (err: HubError) => {
+  const cut = countingFetch(failingFetch('ECONNRESET'));
+  await assert.rejects(
+    resolveModel(REPO, options(hub, tempCache(), { retries: 2, retryDelayMs: 1, fetchImpl: cut.fetchImpl })),
+    (err: HubError) => {
+      assert.equal(err.code, 'Network');
+      assert.match(err.message, /after 3 attempts: .*ECONNRESET/);
+      return true;
+    },
+  );
+  assert.equal(cut.calls(), 3);
+});
+
+test('a refused connection and a name that does not resolve fail at once, without suggesting HF_HUB_OFFLINE to an empty cache', async () => {
+  const endpoint = await closedEndpoint();
+  const refused = countingFetch();
+  await assert.rejects(
+    resolveModel(REPO, options({ endpoint }, tempCache(), { retryDelayMs: 1, fetchImpl: refused.fetchImpl })),
+    (err: HubError) => {
+      assert.equal(err.code, 'Network');
+      assert.match(err.message, new RegExp(`${endpoint}: .*refused the connection \\(ECONNREFUSED`));
+      assert.doesNotMatch(err.message, /attempts|HF_HUB_OFFLINE/);
+      assert.match(err.message, /the cache at .* has no copy of tiny\/clip-p16/);
+      return true;
+    },
+  );
+  assert.equal(refused.calls(), 1, 'one attempt, not six');
+
+  for (const code of ['ENOTFOUND', 'EAI_AGAIN']) {
+    const dns = countingFetch(failingFetch(code));
+    await assert.rejects(
+      downloadFile(REPO, 'vocab.json', options({ endpoint }, tempCache(), { fetchImpl: dns.fetchImpl })),
+      (err: HubError) => {
+        assert.equal(err.code, 'Network');
+        assert.match(err.message, new RegExp(`does not resolve \\(${code}: no network`));
+        assert.doesNotMatch(err.message, /HF_HUB_OFFLINE/);
+        return true;
+      },
+    );
+    assert.equal(dns.calls(), 1, code);
+  }
+
+  // where the cache has the files but one optional file is unknown, offline mode would do: say so
+  const hub = await startHub({ files: FILES.filter((f) => f !== 'special_tokens_map.json') });
+  const cache = tempCache();
+  try {
+    await downloadRepo(REPO, CLIP_MODEL_FILES, options(hub, cache));
+  } finally {
+    await hub.close();
+  }
+  rmSync(join(repoDir(cache), '.no_exist'), { recursive: true, force: true });
+  await assert.rejects(downloadRepo(REPO, CLIP_MODEL_FILES, options({ endpoint }, cache)), (err: HubError) => {
     assert.equal(err.code, 'Network');
-    assert.match(err.message, new RegExp(`${hub.endpoint}.*after 3 attempt`));
-    assert.match(err.message, /HF_HUB_OFFLINE/);
+    assert.match(err.message, /has a copy: set HF_HUB_OFFLINE=1 to use it/);
     return true;
   });
-  assert.ok(Date.now() - t0 < 5000);
+  assert.equal(await downloadRepo(REPO, CLIP_MODEL_FILES, options({ endpoint }, cache, { offline: true })), snapshotOf(cache));
+});
+
+test('the command line names the way out without the hub: --model for a repo id, the released file for a pretrained metric', async () => {
+  const keys = ['HF_ENDPOINT', 'HF_HUB_CACHE', 'HF_HUB_OFFLINE', 'HF_TOKEN'] as const;
+  const saved = keys.map((k) => process.env[k]);
+  const image = join(sharedDir(), 'reference', 'images', 'AttnGAN_normal_000.jpg');
+  try {
+    Object.assign(process.env, { HF_ENDPOINT: await closedEndpoint(), HF_HUB_CACHE: tempCache(), HF_TOKEN: '' });
+    for (const offline of [false, true]) {
+      if (offline) process.env.HF_HUB_OFFLINE = '1';
+      else delete process.env.HF_HUB_OFFLINE;
+      const liqe = await cli('score', image, '--method', 'liqe');
+      assert.equal(liqe.code, 1);
+      assert.equal(liqe.err.trim().split('\n').length, 1, liqe.err);
+      assert.match(liqe.err, offline ? /offline mode/ : /ECONNREFUSED/);
+      assert.match(
+        liqe.err,
+        /Without the hub: fetch liqe_koniq\.pt from chaofengc\/IQA-PyTorch-Weights .*--method liqe --checkpoint liqe_koniq\.pt/,
+      );
+      assert.doesNotMatch(liqe.err, /set HF_HUB_OFFLINE|attempts/);
+
+      const plus = await cli('score', image, '--method', 'clip-iqa+');
+      assert.match(plus.err, /--checkpoint CLIP-IQA\+_learned_prompts-603f3273\.pth --model <RN50 folder or file>/);
+
+      const model = await cli('score', image, '--method', 'clip-iqa', '--model', 'openai/clip-vit-base-patch32');
+      assert.equal(model.code, 1);
+      assert.match(model.err, /instead of openai\/clip-vit-base-patch32 \(--model <folder or file>\)/);
+      assert.doesNotMatch(model.err, /set HF_HUB_OFFLINE/);
+    }
+  } finally {
+    keys.forEach((k, i) => {
+      if (saved[i] === undefined) delete process.env[k];
+      else process.env[k] = saved[i];
+    });
+  }
 });
 
 test('defaults come from the HF_* environment', () => {

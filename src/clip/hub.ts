@@ -249,7 +249,7 @@ function linkBlob(pointer: string, blob: string): void {
 function offlineError(ctx: Ctx, missing: string[]): HubError {
   return new HubError(
     `offline mode (HF_HUB_OFFLINE): the cache at ${ctx.cacheDir} has no copy of ${ctx.repo} at revision '${ctx.revision}'` +
-      ` (missing: ${missing.join(', ')}); download it once online, or pass a local model folder`,
+      ` (missing: ${missing.join(', ')}); download it once online`,
     { repo: ctx.repo, filename: missing[0], code: 'Offline' },
   );
 }
@@ -332,30 +332,97 @@ function httpError(ctx: Ctx, res: Response, filename: string, revision: string):
   }
 }
 
-/** An error worth another attempt: the connection failed or was cut, timed out, or the server had a hiccup. */
-function isRetryable(err: unknown): boolean {
-  if (err instanceof HubError) return err.retryable;
-  const e = err as { name?: string; code?: unknown };
-  const code = typeof e.code === 'string' ? e.code : '';
-  // fetch reports network failures and cut bodies as TypeError ('fetch failed', 'terminated')
+/** The first `code` along an error's chain of causes (fetch wraps the socket's error in a TypeError). */
+function errorCode(err: unknown): string | undefined {
+  for (let e = err, depth = 0; e !== null && typeof e === 'object' && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string') return code;
+  }
+  return undefined;
+}
+
+/** A failure of the connection (as fetch reports it), as opposed to one of this machine's files or of the hub's answer. */
+function isNetworkError(err: unknown): boolean {
+  if (err instanceof HubError) return err.code === 'Network';
+  const name = (err as { name?: unknown } | null)?.name;
+  const code = errorCode(err) ?? '';
   return (
-    e.name === 'TypeError' ||
-    e.name === 'TimeoutError' ||
-    e.name === 'AbortError' ||
+    name === 'TypeError' ||
+    name === 'TimeoutError' ||
+    name === 'AbortError' ||
     code.startsWith('UND_ERR') ||
-    ['ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN'].includes(code)
+    TRANSIENT_CODES.has(code) ||
+    PERMANENT_CODES.has(code)
   );
 }
 
+/** Socket errors that a retry within seconds cannot mend. */
+const PERMANENT_CODES = new Set(['ENOTFOUND', 'EAI_AGAIN', 'ECONNREFUSED', 'ENETUNREACH', 'EHOSTUNREACH']);
+
+/**
+ * Socket errors that another attempt can mend: a connection cut or timed out on its way. A name that does
+ * not resolve (ENOTFOUND, EAI_AGAIN: no network, or no DNS), a refused connection (nothing listens there),
+ * an unreachable network, a port fetch will not use and a certificate that does not verify stay as they are
+ * for the seconds the retries would take: they fail at once.
+ */
+const TRANSIENT_CODES = new Set(['ECONNRESET', 'ECONNABORTED', 'ETIMEDOUT', 'EPIPE']);
+
+/** An error worth another attempt: the connection was cut or timed out, or the server had a hiccup (5xx, 429). */
+function isRetryable(err: unknown): boolean {
+  if (err instanceof HubError) return err.retryable;
+  const e = err as { name?: string; message?: string };
+  const code = errorCode(err) ?? '';
+  // undici's own socket errors and timeouts (UND_ERR_SOCKET, UND_ERR_CONNECT_TIMEOUT, …) are cuts and waits;
+  // a body cut short is a TypeError 'terminated'
+  return (
+    e.name === 'TimeoutError' ||
+    e.name === 'AbortError' ||
+    (e.name === 'TypeError' && e.message === 'terminated') ||
+    code.startsWith('UND_ERR') ||
+    TRANSIENT_CODES.has(code)
+  );
+}
+
+/** What went wrong with the connection, in words. */
+function describeNetworkError(ctx: Ctx, err: unknown): string {
+  const code = errorCode(err);
+  let cause: unknown = err;
+  while ((cause as { cause?: unknown }).cause !== undefined) cause = (cause as { cause?: unknown }).cause;
+  const detail = cause instanceof Error ? cause.message : String(cause);
+  const host = new URL(ctx.endpoint).host;
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN')
+    return `the name ${new URL(ctx.endpoint).hostname} does not resolve (${code}: no network, or no DNS)`;
+  if (code === 'ECONNREFUSED') return `${host} refused the connection (ECONNREFUSED: nothing listens there)`;
+  return code && !detail.includes(code) ? `${detail} (${code})` : detail;
+}
+
 function giveUp(ctx: Ctx, filename: string, err: unknown, attempts: number): unknown {
-  if (err instanceof HubError || !isRetryable(err)) return err;
-  const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-  const why = cause?.code ?? cause?.message ?? (err as Error).message;
+  if (err instanceof HubError || !isNetworkError(err)) return err;
   return new HubError(
-    `could not download ${ctx.repo}/${filename} from ${ctx.endpoint} after ${attempts} attempt(s): ${why}.` +
-      ' Check the connection, or set HF_HUB_OFFLINE=1 to use only the cache',
+    `could not download ${ctx.repo}/${filename} from ${ctx.endpoint}${attempts > 1 ? ` after ${attempts} attempts` : ''}: ${describeNetworkError(ctx, err)}`,
     { repo: ctx.repo, filename, code: 'Network', cause: err },
   );
+}
+
+/** Network errors already told whether the cache could stand in (one sentence, however many callers it passes). */
+const advised = new WeakSet<HubError>();
+
+/**
+ * Runs `fn`; a network failure gets one sentence on the cache: where the cache has what was asked for,
+ * HF_HUB_OFFLINE=1 uses it; where it has not, that is said, and HF_HUB_OFFLINE (which could not help) is not.
+ */
+async function adviseOnCache<T>(ctx: Ctx, cacheCanServe: () => boolean, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (!(err instanceof HubError) || err.code !== 'Network' || advised.has(err)) throw err;
+    const advice = cacheCanServe()
+      ? `; the cache at ${ctx.cacheDir} has a copy: set HF_HUB_OFFLINE=1 to use it without the network`
+      : `; the cache at ${ctx.cacheDir} has no copy of ${ctx.repo} at revision '${ctx.revision}'`;
+    const wrapped = new HubError(`${err.message}${advice}`, { repo: err.repo, filename: err.filename, code: 'Network', cause: err.cause });
+    advised.add(wrapped);
+    throw wrapped;
+  }
 }
 
 async function withRetries<T>(ctx: Ctx, filename: string, fn: () => Promise<T>): Promise<T> {
@@ -627,7 +694,11 @@ async function fetchFile(ctx: Ctx, filename: string, revision: string, useCache:
 export async function downloadFile(repo: string, filename: string, opts?: HubOptions): Promise<string> {
   const ctx = context(repo, opts);
   checkRelativePath(repo, 'file name', filename);
-  const { path } = await fetchFile(ctx, filename, ctx.revision, !ctx.refresh, false);
+  const cached = (): boolean => {
+    const commit = cachedCommit(ctx, ctx.revision);
+    return commit !== undefined && typeof cachedFile(ctx, commit, filename) === 'string';
+  };
+  const { path } = await adviseOnCache(ctx, cached, () => fetchFile(ctx, filename, ctx.revision, !ctx.refresh, false));
   return path!;
 }
 
@@ -639,6 +710,15 @@ export async function downloadFile(repo: string, filename: string, opts?: HubOpt
 export async function downloadRepo(repo: string, files: string[] = CLIP_MODEL_FILES, opts?: HubOptions): Promise<string> {
   const ctx = context(repo, opts);
   const specs = files.map((f) => parseFileSpec(repo, f));
+  return adviseOnCache(
+    ctx,
+    () => cachedSnapshot({ ...ctx, offline: true }, specs).snapshot !== undefined,
+    () => fetchRepo(ctx, specs),
+  );
+}
+
+async function fetchRepo(ctx: Ctx, specs: FileSpec[]): Promise<string> {
+  const { repo } = ctx;
 
   if (!ctx.refresh || ctx.offline) {
     const cached = cachedSnapshot(ctx, specs);
@@ -739,33 +819,49 @@ export async function resolveModel(repoOrDir: string, opts?: HubOptions): Promis
   const hfSpecs = CLIP_MODEL_FILES.map((f) => parseFileSpec(repoOrDir, f));
   const openClipSpecs = OPEN_CLIP_MODEL_FILES.map((f) => parseFileSpec(repoOrDir, f));
 
-  if (!ctx.refresh || ctx.offline) {
-    const hf = cachedSnapshot(ctx, hfSpecs);
+  // offline, the cache serves the first layout it has whole
+  const fromCache = (c: Ctx): string | undefined => {
+    const hf = cachedSnapshot(c, hfSpecs);
     if (hf.snapshot && isTransformersClipConfig(join(hf.snapshot, 'config.json'))) return hf.snapshot;
-    const openClip = cachedSnapshot(ctx, openClipSpecs);
-    if (openClip.snapshot) return openClipWeights(openClip.snapshot);
+    const openClip = cachedSnapshot(c, openClipSpecs);
+    return openClip.snapshot ? openClipWeights(openClip.snapshot) : undefined;
+  };
+  if (!ctx.refresh || ctx.offline) {
+    const cached = fromCache(ctx);
+    if (cached) return cached;
     if (ctx.offline) {
+      const hf = cachedSnapshot(ctx, hfSpecs);
+      const openClip = cachedSnapshot(ctx, openClipSpecs);
       throw new HubError(
         `offline mode (HF_HUB_OFFLINE): the cache at ${ctx.cacheDir} has no copy of ${repoOrDir} at revision '${ctx.revision}'` +
-          ` (missing: ${hf.missing.join(', ')}; or, for open_clip's layout, ${openClip.missing.join(', ')}); download it once online, or pass a local model folder`,
+          ` (missing: ${hf.missing.join(', ')}; or, for open_clip's layout, ${openClip.missing.join(', ')}); download it once online`,
         { repo: repoOrDir, filename: hf.missing[0] ?? openClip.missing[0], code: 'Offline' },
       );
     }
   }
+  return adviseOnCache(
+    ctx,
+    () => fromCache({ ...ctx, offline: true }) !== undefined,
+    () => fetchModel(ctx, hfSpecs, openClipSpecs),
+  );
+}
 
+/** The network half of resolveModel: which layout the repository has, then its files, all at one commit. */
+async function fetchModel(ctx: Ctx, hfSpecs: FileSpec[], openClipSpecs: FileSpec[]): Promise<string> {
+  const { repo } = ctx;
   // which layout the repository has: its config.json says (the request also pins the commit for the rest)
-  const first = await downloadRepo(repoOrDir, ['config.json?'], opts);
-  const pinned: HubOptions = { ...opts, revision: basename(first) };
+  const first = await fetchRepo(ctx, [parseFileSpec(repo, 'config.json?')]);
+  const pinned: Ctx = { ...ctx, revision: basename(first) };
   const config = join(first, 'config.json');
-  if (isFile(config) && isTransformersClipConfig(config)) return downloadRepo(repoOrDir, CLIP_MODEL_FILES, pinned);
+  if (isFile(config) && isTransformersClipConfig(config)) return fetchRepo(pinned, hfSpecs);
   try {
-    return openClipWeights(await downloadRepo(repoOrDir, OPEN_CLIP_MODEL_FILES, pinned));
+    return openClipWeights(await fetchRepo(pinned, openClipSpecs));
   } catch (err) {
     if (!(err instanceof HubError) || err.code !== 'EntryNotFound' || err.filename !== openClipSpecs[0]!.names[0]) throw err;
     throw new HubError(
-      `${repoOrDir} has no CLIP that promptiqa reads: ${isFile(config) ? 'its config.json is not a transformers CLIP config' : 'no config.json'}` +
+      `${repo} has no CLIP that promptiqa reads: ${isFile(config) ? 'its config.json is not a transformers CLIP config' : 'no config.json'}` +
         ` (Hugging Face layout), and none of ${openClipSpecs[0]!.names.join(', ')} (open_clip's) at revision '${ctx.revision}'`,
-      { repo: repoOrDir, filename: isFile(config) ? openClipSpecs[0]!.names[0] : 'config.json', status: 404, code: 'EntryNotFound' },
+      { repo, filename: isFile(config) ? openClipSpecs[0]!.names[0] : 'config.json', status: 404, code: 'EntryNotFound' },
     );
   }
 }

@@ -27,6 +27,8 @@ import {
   describePretrained,
   fetchPretrained,
   findPretrained,
+  modelWayOut,
+  withWayOut,
 } from './pretrained.js';
 import { decodeImage, ImageDecodeError } from '../data/image.js';
 import type { RgbImage } from '../data/rgb.js';
@@ -99,7 +101,9 @@ export function loadBackbone(model: string, revision?: string, cache: CacheDir =
         return { weights, tokenizer: ClipTokenizer.default(), model, source: { path: resolve(model) } };
       }
       const local = stat?.isDirectory() === true;
-      const found = await resolveModel(model, revision === undefined ? undefined : { revision });
+      const found = await resolveModel(model, revision === undefined ? undefined : { revision }).catch((err: unknown) => {
+        throw withWayOut(err, modelWayOut(model));
+      });
       const single = statSync(found).isFile();
       const tokenizer = tokenizerOf(found); // before the weights: a broken file fails fast
       const weights = await loadClipWeights(found, { cache });

@@ -6,7 +6,7 @@
  */
 import { basename, dirname } from 'node:path';
 import { statSync } from 'node:fs';
-import { downloadFile, resolveModel, type HubOptions } from '../clip/hub.js';
+import { HubError, downloadFile, resolveModel, type HubOptions } from '../clip/hub.js';
 import { fileSha256 } from '../util/hash.js';
 
 /** Where pyiqa keeps its released weights (its `get_url_from_name`, store_base 'hugging_face'). */
@@ -89,6 +89,34 @@ export function describePretrained(p: PretrainedMetric): string {
   return p.released ? `${p.released} on ${clip}` : clip;
 }
 
+/**
+ * A hub failure that neither the network nor the cache can mend (no connection, or offline with an empty
+ * cache), with the way to do without the hub added: `wayOut`, the options that give the files by path.
+ * Other errors are returned as they are.
+ */
+export function withWayOut(err: unknown, wayOut: string): unknown {
+  if (!(err instanceof HubError) || (err.code !== 'Network' && err.code !== 'Offline')) return err;
+  return new HubError(`${err.message}. Without the hub: ${wayOut}`, {
+    repo: err.repo,
+    filename: err.filename,
+    status: err.status,
+    code: err.code,
+    cause: err.cause ?? err,
+  });
+}
+
+/** How to run a model given as a repo id without the hub. */
+export function modelWayOut(model: string): string {
+  return `give the model as a local folder or weights file instead of ${model} (--model <folder or file>)`;
+}
+
+/** How to run a pretrained metric without the hub: its files, fetched elsewhere, given by path. */
+export function pretrainedWayOut(p: PretrainedMetric): string {
+  const where = [p.released && `${p.released} from ${PYIQA_WEIGHTS_REPO}`, p.clip && `the ${p.arch} CLIP from ${p.clip}`].filter(Boolean);
+  const args = [`--method ${p.method}`, p.released && `--checkpoint ${p.released}`, p.clip && `--model <${p.arch} folder or file>`];
+  return `fetch ${where.join(' and ')} where there is a network, then give ${where.length > 1 ? 'them' : 'it'} by path: ${args.filter(Boolean).join(' ')}`;
+}
+
 /** Where a file of a pretrained metric came from. */
 export interface PretrainedFile {
   metric: string;
@@ -146,6 +174,14 @@ export async function fetchPretrained(
   hub?: HubOptions,
   onFile?: (f: PretrainedFile) => void,
 ): Promise<PretrainedPaths> {
+  try {
+    return await fetchFiles(p, hub, onFile);
+  } catch (err) {
+    throw withWayOut(err, pretrainedWayOut(p));
+  }
+}
+
+async function fetchFiles(p: PretrainedMetric, hub?: HubOptions, onFile?: (f: PretrainedFile) => void): Promise<PretrainedPaths> {
   const out: PretrainedPaths = {};
   if (p.clip) {
     out.clip = await resolveModel(p.clip, hub);
