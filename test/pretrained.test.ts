@@ -46,7 +46,21 @@ const REPOS: Record<string, FakeRepo> = {
     files: new Map([
       ['config.json', Buffer.from(JSON.stringify({ architecture: 'resnet50_clip', num_classes: 1024, pretrained_cfg: {} }))],
       ['model.safetensors', Buffer.from('timm image tower: never to be read')],
-      ['open_clip_config.json', Buffer.from(JSON.stringify({ model_cfg: { embed_dim: 64 } }))],
+      // as the real repo's (quick_gelu true: OpenAI's weights), with the tiny RN's sizes
+      [
+        'open_clip_config.json',
+        Buffer.from(
+          JSON.stringify({
+            model_cfg: {
+              quick_gelu: true,
+              embed_dim: 64,
+              vision_cfg: { image_size: 224, layers: [2, 1, 1, 1], width: 8, patch_size: null },
+              text_cfg: { context_length: 77, vocab_size: 49408, width: 64, heads: 1, layers: 2 },
+            },
+            preprocess_cfg: { mean: [0.48145466, 0.4578275, 0.40821073], std: [0.26862954, 0.26130258, 0.27577711] },
+          }),
+        ),
+      ],
       ['open_clip_model.safetensors', read('tiny-rn', 'openai.safetensors')],
     ]),
   },

@@ -20,6 +20,7 @@ import cliProgress from 'cli-progress';
 import { writeFileAtomic } from '../util/fs.js';
 import { fileSha256 } from '../util/hash.js';
 import { withLockWaiting } from '../util/lock.js';
+import { OPEN_CLIP_CONFIG } from './config.js';
 
 export interface HubOptions {
   /** default `HF_ENDPOINT`, else https://huggingface.co */
@@ -775,10 +776,11 @@ function cachedSnapshot(ctx: Ctx, specs: FileSpec[]): { snapshot?: string; missi
 /**
  * The files of a repository that carries CLIP only as open_clip does (timm's CLIP repos, e.g.
  * `timm/resnet50_clip.openai`, beside timm's own config.json and image-tower weights): the state dict with
- * OpenAI's tensor names, and open_clip's config (optional: the architecture is read off the tensor shapes).
+ * OpenAI's tensor names, and open_clip's config (optional: without it the shapes give the architecture and
+ * OpenAI's QuickGELU and 64-wide heads are assumed; with it, `loadClipWeights` reads it, see applyOpenClipConfig).
  * The tokenizer is CLIP's own vocabulary, which promptiqa ships.
  */
-export const OPEN_CLIP_MODEL_FILES: string[] = ['open_clip_model.safetensors|open_clip_pytorch_model.bin', 'open_clip_config.json?'];
+export const OPEN_CLIP_MODEL_FILES: string[] = ['open_clip_model.safetensors|open_clip_pytorch_model.bin', `${OPEN_CLIP_CONFIG}?`];
 
 /**
  * Whether a repository's config.json is a transformers CLIP config. Another library's config.json (timm's
@@ -800,6 +802,21 @@ function isTransformersClipConfig(path: string): boolean {
 function openClipWeights(snapshot: string): string {
   const names = OPEN_CLIP_MODEL_FILES[0]!.split('|');
   return join(snapshot, names.find((n) => isFile(join(snapshot, n))) ?? names[0]!);
+}
+
+/**
+ * The weights file of a local model folder, chosen as resolveModel chooses in a downloaded snapshot: where
+ * config.json is not a transformers CLIP config (timm's, beside its image-tower `model.safetensors`) and
+ * open_clip's weights are there, those; otherwise `model.safetensors` (Hugging Face layout), else open_clip's.
+ * Undefined when the folder has none of these.
+ */
+export function modelFolderWeights(dir: string): string | undefined {
+  const exists = (name: string): boolean => statSync(join(dir, name), { throwIfNoEntry: false }) !== undefined;
+  const openClip = OPEN_CLIP_MODEL_FILES[0]!.split('|').find(exists);
+  const config = join(dir, 'config.json');
+  if (openClip && isFile(config) && !isTransformersClipConfig(config)) return join(dir, openClip);
+  if (exists('model.safetensors')) return join(dir, 'model.safetensors');
+  return openClip && join(dir, openClip);
 }
 
 /**

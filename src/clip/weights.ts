@@ -5,11 +5,12 @@
  * multiply by them directly.
  */
 import { existsSync, readFileSync, statSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { openTensorFile, prefixOf, withPrefix, type TensorFile } from './tensor-file.js';
 import type { HostTensor } from '../graph/tensor.js';
 import { formatShape } from '../graph/graph.js';
-import { type ClipConfig, resnetBlocks, resnetEmbedWidth } from './config.js';
+import { type ClipConfig, OPEN_CLIP_CONFIG, readOpenClipConfig, resnetBlocks, resnetEmbedWidth } from './config.js';
+import { modelFolderWeights } from './hub.js';
 import { Rng } from '../util/rng.js';
 import { fileDigest } from '../util/hash.js';
 import { type CacheDir, resolveCacheDir } from '../util/cache.js';
@@ -165,6 +166,8 @@ class TensorSource {
 }
 
 function findWeightFile(dir: string): string {
+  const chosen = modelFolderWeights(dir); // the hub's choice in a snapshot: a timm folder's CLIP is open_clip's file
+  if (chosen) return chosen;
   for (const name of ['model.safetensors', 'open_clip_model.safetensors', 'openai.safetensors']) {
     if (existsSync(join(dir, name))) return join(dir, name);
   }
@@ -206,6 +209,12 @@ export async function loadClipWeights(path: string, opts: LoadWeightsOptions = {
       loaded = loadOpenAI(src, id);
     } else {
       throw new WeightError(`${file}: not a CLIP checkpoint (neither Hugging Face CLIPModel nor OpenAI/open_clip tensor names)`);
+    }
+    const openClipConfig = join(dirname(file), OPEN_CLIP_CONFIG);
+    if (loaded.layout === 'openai' && existsSync(openClipConfig)) {
+      // what the tensors do not say (activation, heads) from open_clip's config; what they say must agree with it
+      const { config, changes } = readOpenClipConfig(loaded.config, openClipConfig);
+      loaded = { ...loaded, config, id: changes.length > 0 ? `${loaded.id}+${changes.join('+')}` : loaded.id };
     }
     const { text, ...rest } = loaded;
     // the text tower, read on first use from the file as it was when the rest was read
