@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { Graph } from '../src/graph/graph.js';
 import { CompiledGraph } from '../src/graph/runtime.js';
 import { SafeTensorsFile, writeSafetensors } from '../src/clip/safetensors.js';
-import { loadClipWeights, type ClipWeights, type LayerWeights, type VitWeights } from '../src/clip/weights.js';
+import { WeightError, loadClipWeights, type ClipWeights, type LayerWeights, type VitWeights } from '../src/clip/weights.js';
 import { WeightBank, visionEncoder } from '../src/clip/encoders.js';
 import { repoCacheDir, resolveModel } from '../src/clip/hub.js';
 import { loadBackbone } from '../src/methods/index.js';
@@ -306,6 +306,7 @@ describe('a config that disagrees with the tensors, or asks for what the encoder
       edit(config);
       const dir = openClipRepo(config);
       await assert.rejects(loadClipWeights(dir), (err: Error) => {
+        assert.ok(err instanceof WeightError);
         assert.match(err.message, new RegExp(`^${join(dir, 'open_clip_config.json').replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: `));
         assert.match(err.message, message);
         return true;

@@ -213,7 +213,13 @@ export async function loadClipWeights(path: string, opts: LoadWeightsOptions = {
     const openClipConfig = join(dirname(file), OPEN_CLIP_CONFIG);
     if (loaded.layout === 'openai' && existsSync(openClipConfig)) {
       // what the tensors do not say (activation, heads) from open_clip's config; what they say must agree with it
-      const { config, changes } = readOpenClipConfig(loaded.config, openClipConfig);
+      let applied: ReturnType<typeof readOpenClipConfig>;
+      try {
+        applied = readOpenClipConfig(loaded.config, openClipConfig);
+      } catch (err) {
+        throw new WeightError((err as Error).message, { cause: err });
+      }
+      const { config, changes } = applied;
       loaded = { ...loaded, config, id: changes.length > 0 ? `${loaded.id}+${changes.join('+')}` : loaded.id };
     }
     const { text, ...rest } = loaded;
