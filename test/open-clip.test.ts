@@ -387,3 +387,32 @@ describe("a local snapshot of a timm repo chooses the files the hub chooses: ope
     assert.equal((await loadClipWeights(dir)).layout, 'hf');
   });
 });
+
+test("a ResNet CLIP's config: the pool's heads from head_width (32 × width / head_width), its stages checked", async () => {
+  const rn = (vision: Record<string, unknown>): string => {
+    const dir = tempDir();
+    copyFileSync(join(ref, 'tiny-rn', 'openai.safetensors'), join(dir, 'open_clip_model.safetensors'));
+    const model_cfg = {
+      quick_gelu: true,
+      embed_dim: 64,
+      vision_cfg: { image_size: 224, layers: [2, 1, 1, 1], width: 8, patch_size: null, ...vision },
+      text_cfg: { context_length: 77, vocab_size: 49408, width: 64, heads: 1, layers: 2 },
+    };
+    writeFileSync(join(dir, 'open_clip_config.json'), JSON.stringify({ model_cfg }));
+    return dir;
+  };
+  assert.equal((await loadClipWeights(rn({}))).config.visionHeads, 4, '256 channels / 64');
+  assert.equal((await loadClipWeights(rn({ head_width: 32 }))).config.visionHeads, 8);
+  await assert.rejects(
+    loadClipWeights(rn({ layers: [3, 4, 6, 3] })),
+    /vision_cfg\.layers is \[3,4,6,3\], but the weights have stages \[2,1,1,1\]/,
+  );
+  await assert.rejects(
+    loadClipWeights(rn({ layers: 12 })),
+    /vision_cfg\.layers is 12 \(a vision transformer\), but the weights are a ResNet CLIP/,
+  );
+  await assert.rejects(
+    loadClipWeights(rn({ head_width: 48 })),
+    /vision_cfg\.head_width is 48, which does not divide the attention pool's 256 channels/,
+  );
+});
