@@ -223,7 +223,7 @@ describe("open_clip_config.json beside the weights sets the activation and the h
         c.model_cfg.vision_cfg.head_width = 32;
         c.model_cfg.text_cfg.heads = 2;
       },
-      { act: 'quick_gelu', heads: 4, textHeads: 2, id: '+vision heads 4+text heads 2' },
+      { act: 'quick_gelu', heads: 4, textHeads: 2, id: '+vision_heads=4+text_heads=2' },
     ],
   ];
   for (const [what, edit, want] of cases) {

@@ -209,7 +209,7 @@ export const OPEN_CLIP_CONFIG = 'open_clip_config.json';
 /** An open_clip config applied to the configuration read off the tensors. */
 export interface OpenClipApplied {
   config: ClipConfig;
-  /** what it sets beyond what the tensors say under OpenAI's defaults ("gelu", "vision heads 4"); empty when nothing */
+  /** what it sets beyond what the tensors say under OpenAI's defaults ("gelu", "vision_heads=4"); empty when nothing */
   changes: string[];
 }
 
@@ -422,8 +422,8 @@ export function applyOpenClipConfig(tensors: ClipConfig, json: unknown, path: st
 
   const changes: string[] = [];
   if (config.activation !== tensors.activation) changes.push(config.activation);
-  if (config.visionHeads !== tensors.visionHeads) changes.push(`vision heads ${config.visionHeads}`);
-  if (config.textHeads !== tensors.textHeads) changes.push(`text heads ${config.textHeads}`);
+  if (config.visionHeads !== tensors.visionHeads) changes.push(`vision_heads=${config.visionHeads}`);
+  if (config.textHeads !== tensors.textHeads) changes.push(`text_heads=${config.textHeads}`);
   return { config, changes };
 }
 
