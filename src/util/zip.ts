@@ -5,7 +5,8 @@
  * understood. Written by hand rather than taken from a zip library because the weight loaders read
  * tensors synchronously by offset (as they do from safetensors), which the stream-based libraries do not.
  */
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, readSync } from 'node:fs';
+import { openRegularFile } from './fs.js';
 
 export class ZipError extends Error {}
 
@@ -53,9 +54,8 @@ export class ZipArchive {
   }
 
   static open(path: string): ZipArchive {
-    const fd = openSync(path, 'r');
+    const { fd, size } = openRegularFile(path, 'archive');
     try {
-      const size = fstatSync(fd).size;
       return new ZipArchive(path, fd, size, readCentralDirectory(path, fd, size));
     } catch (err) {
       closeSync(fd);
