@@ -8,6 +8,8 @@ import { basename, dirname } from 'node:path';
 import { statSync } from 'node:fs';
 import { downloadFile, resolveModel, type HubOptions } from '../clip/hub.js';
 import { fileSha256 } from '../util/hash.js';
+import { checkArch } from '../clip/arch.js';
+import { type ClipWeights, refuseExtraTensors } from '../clip/weights.js';
 
 /** Where pyiqa keeps its released weights (its `get_url_from_name`, store_base 'hugging_face'). */
 export const PYIQA_WEIGHTS_REPO = 'chaofengc/IQA-PyTorch-Weights';
@@ -158,4 +160,13 @@ export async function fetchPretrained(
     onFile?.({ metric: p.name, role: 'released', repo: PYIQA_WEIGHTS_REPO, commit: commitOf(out.released, false), path: out.released });
   }
   return out;
+}
+
+/**
+ * The CLIP of a pretrained set-up checked as pyiqa loads it: of the geometry of the architecture the set-up
+ * names (`arch`), and (unless `allowExtra`) with no tensor that CLIP does not have.
+ */
+export function checkPretrainedClip(p: PretrainedMetric, weights: ClipWeights, file: string, allowExtra: boolean): void {
+  checkArch(weights.config, p.arch, `pyiqa's ${p.pyiqa}`, file);
+  if (!allowExtra) refuseExtraTensors(file, weights.extraTensors, `${p.arch} CLIP`);
 }
