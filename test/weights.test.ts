@@ -182,4 +182,24 @@ describe("LIQE's architecture, as pyiqa asserts it", () => {
     // as a plain --model too: the method needs ViT-B/32's geometry whatever holds the weights
     await assert.rejects(createMetric('liqe', { model: join(ref, 'tiny-vit-p16'), cache: false }), /16-pixel patches/);
   });
+
+  test("pyiqa's released CLIP-IQA+ prompts, under their released name, are for the CLIP the set-up names (RN50)", async () => {
+    const prompts = join(tmp, 'CLIP-IQA+_learned_prompts-603f3273.pth');
+    copyFileSync(join(ref, 'pyiqa', 'CLIP-IQA+_learned_prompts-tiny-rn.pth'), prompts);
+    // the tiny ViT's text is as wide as the tiny ResNet's: only the name says which CLIP the prompts were learned on
+    await assert.rejects(
+      createMetric('clip-iqa+', { checkpoint: prompts, model: join(ref, 'tiny-vit-p32', 'openai.safetensors'), cache: false }),
+      (err: Error) => {
+        assert.ok(err.message.startsWith(`${prompts}: `), err.message);
+        assert.match(
+          err.message,
+          /pyiqa's clipiqa\+ \(CLIP-IQA\+_learned_prompts-603f3273\.pth\) runs on RN50 \(a ResNet CLIP\), but this CLIP is a ViT/,
+        );
+        return true;
+      },
+    );
+    await (
+      await createMetric('clip-iqa+', { checkpoint: prompts, model: join(ref, 'tiny-rn', 'openai.safetensors'), cache: false })
+    ).close();
+  });
 });

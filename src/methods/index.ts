@@ -17,7 +17,7 @@ import { ImageRefusedError, type View } from './views.js';
 import { type Backbone, type BackboneSource, type MethodSetup, Scorer, checkBatchSize, setUp } from './graphs.js';
 import { type ParamSet } from '../prompts/context.js';
 import { WeightError, loadClipWeights, refuseExtraTensors } from '../clip/weights.js';
-import { describeArch } from '../clip/arch.js';
+import { checkArch, describeArch } from '../clip/arch.js';
 import { ClipTokenizer } from '../clip/tokenizer.js';
 import { openTensorFile } from '../clip/tensor-file.js';
 import { resolveModel, type HubOptions } from '../clip/hub.js';
@@ -27,6 +27,7 @@ import {
   type PretrainedMetric,
   checkPretrainedClip,
   describePretrained,
+  findReleased,
   fetchPretrained,
   findPretrained,
 } from './pretrained.js';
@@ -246,6 +247,10 @@ async function fromReleasedFile(method: Method, file: string, opts: MetricOption
     }
   }
   const backbone = await loadBackbone(opts.model ?? method.info.defaultModel, undefined, resolveCacheDir(opts.cache));
+  // a file under the name of one of pyiqa's released files is for the CLIP that set-up names (its RN50 prompts fit
+  // a ViT-B/32's text width, but pyiqa never runs them there)
+  const known = findReleased(method.info.name, basename(file));
+  if (known) checkArch(backbone.weights.config, known.arch, `pyiqa's ${known.pyiqa} (${known.released})`, file);
   const tensors = openTensorFile(file);
   let read: ReturnType<typeof released.read>;
   try {

@@ -85,6 +85,11 @@ export function findPretrained(name: string): PretrainedMetric | undefined {
   return PRETRAINED.find((p) => p.name === name);
 }
 
+/** The pretrained set-up of `method` whose released file has this name, if any. */
+export function findReleased(method: string, filename: string): PretrainedMetric | undefined {
+  return PRETRAINED.find((p) => p.method === method && p.released === filename);
+}
+
 /** One line on what a pretrained metric downloads: "liqe_koniq.pt on ViT-B/32", "RN50 (timm/resnet50_clip.openai)". */
 export function describePretrained(p: PretrainedMetric): string {
   const clip = p.clip ? `${p.arch} (${p.clip})` : p.arch;
