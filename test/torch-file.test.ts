@@ -6,7 +6,7 @@
  */
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SafeTensorsFile } from '../src/clip/safetensors.js';
@@ -479,6 +479,24 @@ describe('hand-written archives', () => {
       },
     );
     assertRefused(climbing, /malformed storage reference/);
+  });
+
+  test('a central directory claimed larger than 64 MB is refused before it is read into memory', () => {
+    // a sparse 100 MB file whose end record claims an 80 MB directory at its start
+    const path = join(tmp, 'huge-directory.pt');
+    const size = 100 << 20;
+    const end = Buffer.alloc(22);
+    end.writeUInt32LE(0x06054b50, 0);
+    end.writeUInt16LE(1000, 8);
+    end.writeUInt16LE(1000, 10);
+    end.writeUInt32LE(80 << 20, 12);
+    end.writeUInt32LE(0, 16);
+    writeFileSync(path, Buffer.from([0x50, 0x4b, 0x03, 0x04]));
+    truncateSync(path, size);
+    const fd = openSync(path, 'r+');
+    writeSync(fd, end, 0, end.length, size - end.length);
+    closeSync(fd);
+    assertRefused(path, /implausible central directory \(1000 entries in 83886080 bytes\)/);
   });
 
   test('files that are not PyTorch archives are named as such; the legacy format (before 1.6) by that name', () => {

@@ -27,8 +27,9 @@ const LOCAL_SIG = 0x04034b50;
 /** the end record is 22 bytes plus a comment of at most 65535 */
 const EOCD_SEARCH = 22 + 0xffff;
 /** more entries than a central directory of this size could describe is a lie; this caps the Map */
-const MAX_ENTRIES = 10_000_000;
-const MAX_CENTRAL_BYTES = 1 << 30;
+const MAX_ENTRIES = 1_000_000;
+/** the central directory is held in memory: a weights archive of 10,000 tensors has about 1 MB of it */
+const MAX_CENTRAL_BYTES = 64 << 20;
 
 /** An open zip archive. */
 export class ZipArchive {
