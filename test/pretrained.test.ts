@@ -17,6 +17,7 @@ import {
   type PretrainedFile,
 } from '../src/methods/pretrained.js';
 import { downloadFile, HubError, type HubOptions } from '../src/clip/hub.js';
+import { readSafetensors, safetensorsBytes, writeSafetensors } from '../src/clip/safetensors.js';
 
 // pyiqa's released files and the RN50 CLIP, stood in for by the tiny fixtures under their real names
 const ref = join(sharedDir(), 'reference');
@@ -353,4 +354,69 @@ test('through a mirror (HF_ENDPOINT): download --metric fetches, then score --me
       else process.env[k] = saved[i];
     });
   }
+});
+
+test("a pretrained set-up's CLIP is checked as pyiqa loads it: the architecture it names, and no tensor that CLIP lacks", async () => {
+  const rn = readSafetensors(join(ref, 'tiny-rn', 'openai.safetensors')).tensors;
+  const withExtra = Buffer.concat(
+    safetensorsBytes({ ...Object.fromEntries(rn), 'visual.extra': { shape: [1], data: Float32Array.from([1]) } }),
+  );
+  const vit = read('tiny-vit-p32', 'openai.safetensors');
+  const serving = (file: Buffer): Record<string, FakeRepo> => ({
+    ...REPOS,
+    'timm/resnet50_clip.openai': {
+      commit: RN50_COMMIT,
+      files: new Map([...REPOS['timm/resnet50_clip.openai']!.files, ['open_clip_model.safetensors', file]]),
+    },
+  });
+  const files = ['AttnGAN_normal_000.jpg'];
+  const run = async (file: Buffer, opts: MetricOptions = {}): Promise<Map<string, number>> => {
+    const hub = await startHub(serving(file));
+    try {
+      return await scores('clip-iqa', files, { hub: hubOptions(hub, tempDir()), ...opts });
+    } finally {
+      await hub.close();
+    }
+  };
+  await assert.rejects(run(withExtra), (err: Error) => {
+    assert.match(err.message, /open_clip_model\.safetensors: a tensor that RN50 CLIP does not have: "visual\.extra"/);
+    assert.match(err.message, /--allow-extra-tensors/);
+    return true;
+  });
+  // allowed on purpose, the extra tensor changes nothing
+  const allowed = await run(withExtra, { allowExtraTensors: true });
+  assert.ok(maxGap(allowed, expected.metrics.clipiqa!.scores) <= 1e-4);
+  await assert.rejects(run(vit), /pyiqa's clipiqa runs on RN50 \(a ResNet CLIP\), but this CLIP is a ViT with 32-pixel patches at 224 px/);
+});
+
+test('score --allow-extra-tensors: a released file with extra tensors is refused by name (exit 1), accepted with the flag', async () => {
+  const dir = tempDir();
+  const file = join(dir, 'liqe-custom.safetensors');
+  const t = readSafetensors(join(ref, 'tiny-vit-p32', 'openai.safetensors')).tensors;
+  writeSafetensors(file, {
+    ...Object.fromEntries([...t].map(([k, v]) => [`params.clip_model.${k}`, v])),
+    'params.clip_model.visual.extra': { shape: [1], data: Float32Array.from([0]) },
+  });
+  const img = join(images, 'grey_640x480.png');
+  const refused = await cli('score', img, '--method', 'liqe', '--checkpoint', file, '--no-cache', '--quiet');
+  assert.equal(refused.code, 1, refused.err);
+  assert.match(refused.err, /"params\.clip_model\.visual\.extra".*--allow-extra-tensors/);
+  const ok = await cli(
+    'score',
+    img,
+    '--method',
+    'liqe',
+    '--checkpoint',
+    file,
+    '--allow-extra-tensors',
+    '--no-cache',
+    '--quiet',
+    '--format',
+    'json',
+    '--threads',
+    '1',
+  );
+  assert.equal(ok.code, 0, ok.err);
+  const [rec] = JSON.parse(ok.out) as Array<{ score: number }>;
+  assert.ok(Number.isFinite(rec!.score));
 });

@@ -6,11 +6,12 @@
  */
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SafeTensorsFile } from '../src/clip/safetensors.js';
 import { TorchFile, readTorchTensors } from '../src/clip/torch-file.js';
+import { openTensorFile } from '../src/clip/tensor-file.js';
 import { unpickle } from '../src/clip/pickle.js';
 import { loadClipWeights } from '../src/clip/weights.js';
 import { sharedDir } from './helpers/shared.js';
@@ -402,10 +403,123 @@ describe('hand-written archives', () => {
     assertRefused(truncated, /not a zip archive, or truncated/);
   });
 
-  test('files that are not PyTorch archives are named as such', () => {
-    const legacy = join(tmp, 'legacy.pt');
-    writeFileSync(legacy, Buffer.from([0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e]));
-    assertRefused(legacy, /legacy torch\.save file/);
+  test('a TorchScript archive as torch 1.7 wrote it: version, constants.pkl, code/, type tags, devices, a storage key with a folder', () => {
+    const NEWOBJ = op(0x81);
+    const BUILD = op(0x62);
+    /** a TorchScript module object: `cls.__new__(cls)`, then BUILD with its attributes */
+    const scriptModule = (module: string, cls: string, ...attrs: Buffer[]): Buffer =>
+      Buffer.concat([global(module, cls), op(0x29), NEWOBJ, dict(...attrs), BUILD]);
+    const list = (...items: Buffer[]): Buffer => Buffer.concat([op(0x5d), MARK, ...items, op(0x65)]);
+    const data = pickle(
+      scriptModule(
+        '__torch__.clip.model',
+        'CLIP',
+        str('training'),
+        op(0x89),
+        str('visual'),
+        scriptModule(
+          '__torch__.clip.model',
+          'VisionTransformer',
+          str('proj'),
+          tensorPickle({ key: '0', numel: 4, shape: [2, 2], stride: [2, 1] }),
+          str('device'),
+          Buffer.concat([global('torch', 'device'), tuple(str('cpu')), REDUCE]),
+          str('cuda'),
+          Buffer.concat([global('torch', 'device'), tuple(str('cuda'), int(0)), REDUCE]),
+        ),
+        // a generic dict of tensors, tagged with its TorchScript type
+        str('extras'),
+        Buffer.concat([
+          global('torch.jit._pickle', 'restore_type_tag'),
+          tuple(dict(str('scale'), tensorPickle({ key: 'extra/1', numel: 1, shape: [], stride: [] })), str('Dict[str, Tensor]')),
+          REDUCE,
+        ]),
+        str('sizes'),
+        Buffer.concat([global('torch.jit._pickle', 'build_intlist'), tuple(list(int(1), int(2))), REDUCE]),
+        str('names'),
+        Buffer.concat([global('torch.jit._pickle', 'restore_type_tag'), tuple(list(str('a')), str('List[str]')), REDUCE]),
+      ),
+    );
+    // constants.pkl: the traced graph's constants (a tuple of tensors), which weights never need
+    const constants = pickle(tuple(tensorPickle({ key: '0', numel: 2, shape: [2], stride: [1] })));
+    const path = join(tmp, 'torch17.pt');
+    writeFileSync(
+      path,
+      zip([
+        ['RN50/version', Buffer.from('3\n')],
+        ['RN50/data.pkl', data],
+        ['RN50/code/__torch__/clip/model.py', Buffer.from('class CLIP(Module):\n  __parameters__ = []\n')],
+        ['RN50/code/__torch__/clip/model.py.debug_pkl', pickle(op(0x29))],
+        ['RN50/constants.pkl', constants],
+        ['RN50/constants/0', floats(9, 9)],
+        ['RN50/data/0', floats(1, 2, 3, 4)],
+        ['RN50/data/extra/1', floats(0.5)],
+      ]),
+    );
+    const file = TorchFile.open(path);
+    try {
+      assert.equal(file.kind, 'torchscript');
+      assert.deepEqual(file.keys().sort(), ['extras.scale', 'visual.proj']);
+      assert.deepEqual(file.readFloat32('visual.proj'), { shape: [2, 2], data: Float32Array.from([1, 2, 3, 4]) });
+      assert.deepEqual(file.readFloat32('extras.scale'), { shape: [], data: Float32Array.from([0.5]) });
+    } finally {
+      file.close();
+    }
+    // the allowed names stay data: a device or a type tag given the wrong arguments is refused by name
+    const badDevice = writeArchive('bad-device.pt', pickle(global('torch', 'device'), tuple(dict()), REDUCE));
+    assertRefused(badDevice, /torch\.device: expected a device name/);
+    const badTag = writeArchive('bad-tag.pt', pickle(global('torch.jit._pickle', 'restore_type_tag'), tuple(dict()), REDUCE));
+    assertRefused(badTag, /restore_type_tag: expected a value and a type string/);
+    // a key that climbs out of the archive's folder is no storage key
+    const climbing = writeArchive(
+      'climb.pt',
+      pickle(dict(str('w'), tensorPickle({ key: '../data/0', numel: 1, shape: [1], stride: [1] }))),
+      {
+        '0': floats(1),
+      },
+    );
+    assertRefused(climbing, /malformed storage reference/);
+  });
+
+  test('a central directory claimed larger than 64 MB is refused before it is read into memory', () => {
+    // a sparse 100 MB file whose end record claims an 80 MB directory at its start
+    const path = join(tmp, 'huge-directory.pt');
+    const size = 100 << 20;
+    const end = Buffer.alloc(22);
+    end.writeUInt32LE(0x06054b50, 0);
+    end.writeUInt16LE(1000, 8);
+    end.writeUInt16LE(1000, 10);
+    end.writeUInt32LE(80 << 20, 12);
+    end.writeUInt32LE(0, 16);
+    writeFileSync(path, Buffer.from([0x50, 0x4b, 0x03, 0x04]));
+    truncateSync(path, size);
+    const fd = openSync(path, 'r+');
+    writeSync(fd, end, 0, end.length, size - end.length);
+    closeSync(fd);
+    assertRefused(path, /implausible central directory \(1000 entries in 83886080 bytes\)/);
+  });
+
+  test('files that are not PyTorch archives are named as such; the legacy format (before 1.6) by that name', () => {
+    // the first bytes of torch.save(..., _use_new_zipfile_serialization=False) with pickle protocols 2 and 4 (torch 1.13)
+    const legacyHeads = {
+      proto2: '80028a0a6cfc9c46f9206aa850192e80024de9032e80027d7100285810000000',
+      proto4: '8004950d000000000000008a0a6cfc9c46f9206aa850192e8004950400000000',
+    };
+    for (const [name, hex] of Object.entries(legacyHeads)) {
+      // whatever the name: .pt, or a name that says nothing (opened through the weight loader's tensor-file reader)
+      for (const file of [`legacy-${name}.pt`, `legacy-${name}.weights`]) {
+        const legacy = join(tmp, file);
+        writeFileSync(legacy, Buffer.from(hex, 'hex'));
+        assertRefused(legacy, /PyTorch's legacy format \(before 1\.6; a pickle with storages after it\).*re-save it with a current torch/);
+        assert.throws(() => openTensorFile(legacy), /PyTorch's legacy format \(before 1\.6/);
+      }
+    }
+    const tar = Buffer.alloc(1024);
+    tar.write('storages', 0);
+    tar.write('ustar', 257, 'latin1');
+    const tarFile = join(tmp, 'legacy-tar.pt');
+    writeFileSync(tarFile, tar);
+    assertRefused(tarFile, /PyTorch's legacy format \(before 1\.6; a tar archive\)/);
     const text = join(tmp, 'text.pt');
     writeFileSync(text, 'hello');
     assertRefused(text, /not a PyTorch file/);

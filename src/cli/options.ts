@@ -131,6 +131,11 @@ export const opt = {
       '--no-cache',
       "neither read nor write promptiqa's cache (digests of weight files, text features of fixed prompts; kept in PROMPTIQA_CACHE, else $XDG_CACHE_HOME/promptiqa, else ~/.cache/promptiqa)",
     ),
+  allowExtraTensors: (): Option =>
+    new Option(
+      '--allow-extra-tensors',
+      "accept tensors that a released file (--checkpoint, or a pretrained metric's files) should not carry, for a custom file made to carry them (by default they are refused by name, as pyiqa's strict load refuses them)",
+    ),
   json: (): Option => new Option('--json', 'print one JSON object on stdout instead of a table'),
   format: (choices: string[], dflt: string): Option => new Option('--format <format>', 'output format').choices(choices).default(dflt),
   output: (): Option => new Option('--output <file>', 'write the results to this file instead of stdout'),

@@ -1,5 +1,5 @@
-import { openSync, readSync, closeSync, fstatSync } from 'node:fs';
-import { writeFileAtomic } from '../util/fs.js';
+import { readSync, closeSync } from 'node:fs';
+import { InputFileError, openRegularFile, writeFileAtomic } from '../util/fs.js';
 import type { HostTensor } from '../graph/tensor.js';
 import { formatShape } from '../graph/graph.js';
 
@@ -15,6 +15,112 @@ export interface TensorInfo {
   offsets: [number, number];
 }
 
+/** The longest header read, as the format's own library allows (100 MB): the header is held in memory. */
+export const MAX_HEADER_BYTES = 100_000_000;
+
+/** A safetensors file that is not one, or whose header lies about its data; names the file. */
+export class SafeTensorsError extends InputFileError {
+  constructor(path: string, message: string) {
+    super(path, message);
+    this.name = 'SafeTensorsError';
+  }
+}
+
+function readFully(fd: number, buf: Buffer, position: number, fail: (problem: string) => never): void {
+  let got = 0;
+  while (got < buf.length) {
+    const r = readSync(fd, buf, got, buf.length - got, position + got);
+    if (r === 0) break;
+    got += r;
+  }
+  if (got < buf.length) fail(`the file ends at byte ${position + got}, inside its header (truncated while being read?)`);
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function isNonNegInt(v: unknown): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+}
+
+function describeJson(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'an array';
+  if (typeof v === 'string') return `string ${JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v)}`;
+  return typeof v === 'object' ? 'an object' : `${typeof v} ${JSON.stringify(v)}`;
+}
+
+/**
+ * The header's tensors and metadata, every field checked (see `SafeTensorsFile.open`); `dataBytes` is the size of
+ * the data section, which the tensors must cover exactly.
+ */
+function parseHeader(
+  headerBuf: Buffer,
+  dataBytes: number,
+  fail: (problem: string) => never,
+): { tensors: Map<string, TensorInfo>; metadata: Record<string, string> } {
+  let header: unknown;
+  try {
+    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(headerBuf));
+  } catch (err) {
+    fail(`its header is not UTF-8 JSON (${err instanceof Error ? err.message : String(err)})`);
+  }
+  if (!isObject(header)) fail(`its header is ${describeJson(header)}, not a JSON object of tensors`);
+  const tensors = new Map<string, TensorInfo>();
+  let metadata: Record<string, string> = {};
+  for (const [name, value] of Object.entries(header)) {
+    if (name === '__metadata__') {
+      if (!isObject(value) || !Object.values(value).every((v) => typeof v === 'string'))
+        fail(`__metadata__ is ${describeJson(value)}, not an object of strings`);
+      metadata = value as Record<string, string>;
+      continue;
+    }
+    const bad: (problem: string) => never = (problem) => fail(`tensor "${name}": ${problem}`);
+    if (!isObject(value)) bad(`its entry is ${describeJson(value)}, not an object`);
+    const { dtype, shape, data_offsets: offsets } = value;
+    if (typeof dtype !== 'string' || !Object.hasOwn(DTYPE_BYTES, dtype))
+      bad(`dtype ${JSON.stringify(dtype)} is not one of ${Object.keys(DTYPE_BYTES).join(', ')}`);
+    if (!Array.isArray(shape) || !shape.every(isNonNegInt)) bad(`shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
+    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isNonNegInt))
+      bad(`data_offsets ${JSON.stringify(offsets)} is not a pair of non-negative integers`);
+    const [begin, end] = offsets as [number, number];
+    if (begin > end) bad(`data_offsets [${begin}, ${end}] end before they begin`);
+    if (end > dataBytes) bad(`data_offsets [${begin}, ${end}] run past the end of the data (${dataBytes} bytes; truncated?)`);
+    // the byte count the shape needs, checked one factor at a time so that nothing overflows
+    const dims = shape;
+    let bytes = DTYPE_BYTES[dtype as SafeDType];
+    for (const d of dims) {
+      if (d === 0) bytes = 0;
+      else if (bytes > 0 && bytes * d > dataBytes)
+        bad(`shape ${formatShape(dims)} of ${dtype} needs more bytes than the file's data holds (${dataBytes})`);
+      else bytes *= d;
+    }
+    if (end - begin !== bytes) bad(`has ${end - begin} bytes, but shape ${formatShape(dims)} of ${dtype} needs ${bytes}`);
+    tensors.set(name, { dtype: dtype as SafeDType, shape: [...dims], offsets: [begin, end] });
+  }
+  // end to end from the start of the data, as safetensors' own validation requires: no tensor reads another's
+  // bytes (or the header's), and no bytes lie between or after them unaccounted for
+  const order = [...tensors].sort(([, a], [, b]) => a.offsets[0] - b.offsets[0] || a.offsets[1] - b.offsets[1]);
+  let at = 0;
+  let previous: string | undefined;
+  for (const [name, { offsets }] of order) {
+    const [begin, end] = offsets;
+    if (begin < at) fail(`tensor "${name}" (bytes ${begin}–${end}) overlaps tensor "${previous}" (which ends at ${at})`);
+    if (begin > at)
+      fail(
+        `tensor "${name}" starts at byte ${begin}, but ${previous === undefined ? 'the data starts' : `tensor "${previous}" ends`} at ${at}: a gap of ${begin - at} bytes`,
+      );
+    at = end;
+    previous = name;
+  }
+  if (at !== dataBytes)
+    fail(
+      `the tensors end at byte ${at} of the data, but the file holds ${dataBytes} bytes of data (${dataBytes - at} bytes unaccounted for)`,
+    );
+  return { tensors, metadata };
+}
+
 /**
  * A safetensors file opened for reading. Tensors are read one at a time with positioned reads, so a
  * multi-gigabyte checkpoint never has to be in memory at once.
@@ -28,61 +134,41 @@ export class SafeTensorsFile {
   private constructor(
     readonly path: string,
     fd: number,
-    header: Record<string, unknown>,
+    tensors: Map<string, TensorInfo>,
+    metadata: Record<string, string>,
     dataStart: number,
   ) {
     this.fd = fd;
     this.dataStart = dataStart;
-    const tensors = new Map<string, TensorInfo>();
-    let meta: Record<string, string> = {};
-    for (const [name, value] of Object.entries(header)) {
-      if (name === '__metadata__') {
-        meta = (value ?? {}) as Record<string, string>;
-        continue;
-      }
-      const v = value as { dtype?: string; shape?: number[]; data_offsets?: [number, number] };
-      if (!v || typeof v.dtype !== 'string' || !Array.isArray(v.shape) || !Array.isArray(v.data_offsets)) {
-        throw new Error(`${path}: malformed safetensors header entry for tensor "${name}"`);
-      }
-      if (!(v.dtype in DTYPE_BYTES)) throw new Error(`${path}: tensor "${name}" has unsupported dtype ${v.dtype}`);
-      const count = v.shape.reduce((a, b) => a * b, 1);
-      const bytes = v.data_offsets[1] - v.data_offsets[0];
-      if (bytes !== count * DTYPE_BYTES[v.dtype as SafeDType]) {
-        throw new Error(
-          `${path}: tensor "${name}" has ${bytes} bytes, but shape ${formatShape(v.shape)} of ${v.dtype} needs ${count * DTYPE_BYTES[v.dtype as SafeDType]}`,
-        );
-      }
-      tensors.set(name, { dtype: v.dtype as SafeDType, shape: v.shape, offsets: v.data_offsets });
-    }
     this.tensors = tensors;
-    this.metadata = meta;
+    this.metadata = metadata;
   }
 
+  /**
+   * Opens a safetensors file, its header checked completely as the format's own library checks it before
+   * anything is read: a JSON object of tensors (and string metadata), each of a known dtype, a shape of
+   * non-negative integers and integer offsets whose span is exactly the bytes the shape needs; the tensors
+   * laid end to end from the start of the data, without overlap or gap, up to the end of the file.
+   */
   static open(path: string): SafeTensorsFile {
-    const fd = openSync(path, 'r');
+    const { fd, size } = openRegularFile(path, 'weights file');
     try {
-      const size = fstatSync(fd).size;
-      if (size < 8) throw new Error(`${path}: not a safetensors file (only ${size} bytes)`);
+      const fail: (problem: string) => never = (problem) => {
+        throw new SafeTensorsError(path, `${path}: not a valid safetensors file: ${problem}`);
+      };
+      if (size < 8) fail(`it is only ${size} bytes, less than the 8-byte header length`);
       const lenBuf = Buffer.alloc(8);
-      readSync(fd, lenBuf, 0, 8, 0);
-      const headerLen = Number(lenBuf.readBigUInt64LE(0));
-      if (headerLen <= 0 || headerLen > 100_000_000 || 8 + headerLen > size) {
-        throw new Error(`${path}: not a safetensors file (header length ${headerLen} does not fit a ${size}-byte file)`);
-      }
-      const headerBuf = Buffer.alloc(headerLen);
-      readSync(fd, headerBuf, 0, headerLen, 8);
-      let header: Record<string, unknown>;
-      try {
-        header = JSON.parse(headerBuf.toString('utf8')) as Record<string, unknown>;
-      } catch {
-        throw new Error(`${path}: not a safetensors file (its header is not JSON)`);
-      }
-      const file = new SafeTensorsFile(path, fd, header, 8 + headerLen);
-      for (const [name, info] of file.tensors) {
-        if (file.dataStart + info.offsets[1] > size)
-          throw new Error(`${path}: tensor "${name}" runs past the end of the file (truncated?)`);
-      }
-      return file;
+      readFully(fd, lenBuf, 0, fail);
+      const headerLen = lenBuf.readBigUInt64LE(0);
+      // the bigint is printed as it is: a length past 2^53 is not rounded in the message
+      if (headerLen < 2n || headerLen > BigInt(MAX_HEADER_BYTES))
+        fail(`header length ${headerLen} is not between 2 and ${MAX_HEADER_BYTES} bytes`);
+      if (8n + headerLen > BigInt(size)) fail(`header length ${headerLen} does not fit a ${size}-byte file (truncated?)`);
+      const n = Number(headerLen);
+      const headerBuf = Buffer.alloc(n);
+      readFully(fd, headerBuf, 8, fail);
+      const parsed = parseHeader(headerBuf, size - 8 - n, fail);
+      return new SafeTensorsFile(path, fd, parsed.tensors, parsed.metadata, 8 + n);
     } catch (err) {
       closeSync(fd);
       throw err;

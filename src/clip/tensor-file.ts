@@ -5,7 +5,7 @@
 import { readFileHead } from '../util/fs.js';
 import type { HostTensor } from '../graph/tensor.js';
 import { SafeTensorsFile } from './safetensors.js';
-import { TorchFile } from './torch-file.js';
+import { TorchFile, legacyTorchFormat } from './torch-file.js';
 import { ZipArchive } from '../util/zip.js';
 
 export interface TensorFile {
@@ -18,9 +18,13 @@ export interface TensorFile {
   close(): void;
 }
 
-/** Opens a tensor file by its content: a zip archive is PyTorch's, anything else is tried as safetensors. */
+/**
+ * Opens a tensor file by its content: a zip archive or a pickle (PyTorch's legacy format, refused by name) is
+ * PyTorch's, anything else is tried as safetensors. Only a regular file is opened.
+ */
 export function openTensorFile(path: string): TensorFile {
-  return ZipArchive.looksLikeZip(readFileHead(path, 4)) || /\.(pt|pth|bin)$/i.test(path)
+  const head = readFileHead(path, 512, 'weights file');
+  return ZipArchive.looksLikeZip(head) || legacyTorchFormat(head) !== undefined || /\.(pt|pth|bin|ckpt)$/i.test(path)
     ? TorchFile.open(path)
     : SafeTensorsFile.open(path);
 }

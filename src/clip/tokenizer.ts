@@ -1,4 +1,5 @@
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
+import { InputFileError, READ_LIMITS, readRegularFile, readRegularText } from '../util/fs.js';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -227,8 +228,10 @@ export class ClipTokenizer {
   static fromOpenAIBpe(gzPath: string): ClipTokenizer {
     let text: string;
     try {
-      text = gunzipSync(readFileSync(gzPath)).toString('utf8');
+      // OpenAI's file is 1.4 MB, 1.6 MB unpacked: a cap on both sides keeps a bomb out
+      text = gunzipSync(readRegularFile(gzPath, 'CLIP BPE file', READ_LIMITS.json), { maxOutputLength: READ_LIMITS.json }).toString('utf8');
     } catch (err) {
+      if (err instanceof InputFileError) throw err;
       throw new Error(`${gzPath}: cannot read the CLIP BPE file (${(err as Error).message})`);
     }
     const lines = text.split('\n');
@@ -251,8 +254,9 @@ export class ClipTokenizer {
   private static fromHuggingFace(vocabPath: string, mergesPath: string): ClipTokenizer {
     let raw: unknown;
     try {
-      raw = JSON.parse(readFileSync(vocabPath, 'utf8'));
+      raw = JSON.parse(readRegularText(vocabPath, 'tokenizer vocabulary', READ_LIMITS.json));
     } catch (err) {
+      if (err instanceof InputFileError) throw err;
       throw new Error(`${vocabPath}: not a JSON vocabulary (${(err as Error).message})`);
     }
     if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new Error(`${vocabPath}: expected an object of token -> id`);
@@ -262,7 +266,7 @@ export class ClipTokenizer {
         throw new Error(`${vocabPath}: token "${tok}" has id ${String(id)}, not a non-negative integer`);
       encoder.set(tok, id as number);
     }
-    const lines = readFileSync(mergesPath, 'utf8').split('\n');
+    const lines = readRegularText(mergesPath, 'tokenizer merges', READ_LIMITS.json).split('\n');
     const merges: (readonly [string, string])[] = [];
     lines.forEach((line, i) => {
       if (i === 0 && line.startsWith('#version')) return;

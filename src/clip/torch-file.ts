@@ -53,6 +53,14 @@ class StorageType implements PickleGlobal {
   ) {}
 }
 
+/** A `torch.device` written as a value: data only. */
+class DeviceValue {
+  constructor(
+    readonly type: string,
+    readonly index: number | undefined,
+  ) {}
+}
+
 class TensorValue {
   constructor(readonly ref: TensorRef) {}
 }
@@ -82,11 +90,28 @@ const FLOAT_DTYPES: ReadonlySet<SafeDType> = new Set(['F16', 'BF16', 'F32', 'F64
 const MAX_TREE_DEPTH = 64;
 /** The most values the tensor tree may name, counting a shared dict once per path to it. */
 const MAX_TREE_VISITS = 1_000_000;
-/** torch.save before 1.6 wrote a bare pickle starting with this magic number (LONG1) */
-const LEGACY_MAGIC = Buffer.from([0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19]);
+/** torch.save before 1.6 wrote a bare pickle that starts (after PROTO, and a FRAME from protocol 4) with this magic number (LONG1) */
+const LEGACY_MAGIC = Buffer.from([0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19]);
+/** enough of a file's start to tell a zip, a legacy pickle and a tar archive (its "ustar" at byte 257) apart */
+const HEAD_BYTES = 512;
+
+/**
+ * What a file that is not a zip archive is, when it is PyTorch's legacy format: torch.save before 1.6 wrote a
+ * bare pickle (its magic number in the first bytes) and before 0.4 a tar archive. Undefined otherwise.
+ */
+export function legacyTorchFormat(head: Buffer): string | undefined {
+  if (head.length > 2 && head[0] === 0x80 && head.subarray(0, 32).includes(LEGACY_MAGIC)) return 'a pickle with storages after it';
+  if (head.length >= 262 && head.toString('latin1', 257, 262) === 'ustar') return 'a tar archive';
+  return undefined;
+}
 
 function isList(v: unknown): v is unknown[] {
   return Array.isArray(v);
+}
+
+/** A storage key: names of letters, digits, '_', '.' and '-' (not '.' or '..'), joined by '/' (torch writes "0", "1", …). */
+function isStorageKey(key: string): boolean {
+  return key.length <= 256 && key.split('/').every((part) => /^[\w.-]{1,64}$/.test(part) && part !== '.' && part !== '..');
 }
 
 function isNonNegInt(v: unknown): v is number {
@@ -106,11 +131,12 @@ export class TorchFile {
   ) {}
 
   static open(path: string): TorchFile {
-    const head = readFileHead(path, LEGACY_MAGIC.length);
+    const head = readFileHead(path, HEAD_BYTES, 'weights file');
     if (!ZipArchive.looksLikeZip(head)) {
-      if (head.equals(LEGACY_MAGIC))
+      const legacy = legacyTorchFormat(head);
+      if (legacy !== undefined)
         throw new TorchFileError(
-          `${path}: a legacy torch.save file (written before PyTorch 1.6), which is not supported; save it again with a recent PyTorch`,
+          `${path}: PyTorch's legacy format (before 1.6; ${legacy}), which is not read here: re-save it with a current torch (torch.save(torch.load(path), path))`,
         );
       throw new TorchFileError(`${path}: not a PyTorch file (not a zip archive)`);
     }
@@ -239,9 +265,11 @@ function readArchive(path: string, zip: ZipArchive): { kind: TorchFileKind; refs
       if (!Array.isArray(pid) || pid.length !== 5 || pid[0] !== 'storage') fail(`unexpected persistent id in data.pkl`);
       const [, type, key, , numel] = pid as unknown[];
       if (!(type instanceof StorageType)) fail(`persistent id names no storage type`);
-      if (typeof key !== 'string' || !/^[\w.-]{1,64}$/.test(key) || !isNonNegInt(numel)) fail(`malformed storage reference in data.pkl`);
-      const entry = `${prefix}data/${key}`;
-      if (!zip.entries.has(entry)) fail(`storage "${key}" is missing from the archive`);
+      if (typeof key !== 'string' || !isStorageKey(key) || !isNonNegInt(numel)) fail(`malformed storage reference in data.pkl`);
+      // `data/<key>`, where torch.save and TorchScript put storages; a key with a folder in it may also name its
+      // entry from the archive's top (never above it: every part of the key is a plain name)
+      const entry = [`${prefix}data/${key}`, ...(key.includes('/') ? [`${prefix}${key}`] : [])].find((e) => zip.entries.has(e));
+      if (entry === undefined) fail(`storage "${key}" is missing from the archive`);
       const bytes = zip.entry(entry).size;
       if (numel * DTYPE_BYTES[type.dtype] > bytes) fail(`storage "${key}" claims ${numel} ${type.dtype} elements but holds ${bytes} bytes`);
       return new Storage(type.dtype, entry, numel);
@@ -301,6 +329,29 @@ function findTorchGlobal(path: string, module: string, name: string): PickleGlob
       call: (args) => {
         if (!(args[0] instanceof TensorValue)) fail('expected a tensor');
         return args[0];
+      },
+    };
+  }
+  // TorchScript's type tag on a generic list or dict (`restore_type_tag(value, 'Dict[str, Tensor]')`): the value
+  // itself, its type string only checked to be one
+  if (module === 'torch.jit._pickle' && name === 'restore_type_tag') {
+    return {
+      qualname,
+      call: (args) => {
+        if (args.length !== 2 || typeof args[1] !== 'string') fail('expected a value and a type string');
+        return args[0];
+      },
+    };
+  }
+  // a device value (`torch.device('cpu')`, `torch.device('cuda', 0)`), which TorchScript writes for a module's
+  // device attributes: kept as data, nothing is placed anywhere
+  if (module === 'torch' && name === 'device') {
+    return {
+      qualname,
+      call: (args) => {
+        if (args.length < 1 || args.length > 2 || typeof args[0] !== 'string' || (args.length === 2 && !isNonNegInt(args[1])))
+          fail('expected a device name and an optional index');
+        return new DeviceValue(args[0], args.length === 2 ? (args[1] as number) : undefined);
       },
     };
   }

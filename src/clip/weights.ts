@@ -4,7 +4,8 @@
  * Both become one `ClipWeights`, with linear weights stored transposed ([in, out]) so the graphs
  * multiply by them directly.
  */
-import { existsSync, readFileSync, statSync, readdirSync } from 'node:fs';
+import { existsSync, statSync, readdirSync } from 'node:fs';
+import { InputFileError, READ_LIMITS, readRegularText } from '../util/fs.js';
 import { dirname, join } from 'node:path';
 import { openTensorFile, prefixOf, withPrefix, type TensorFile } from './tensor-file.js';
 import type { HostTensor } from '../graph/tensor.js';
@@ -110,6 +111,11 @@ export interface ClipWeights {
   /** identifies the weights (sha256 of the weight file, or `random:<arch>:<seed>`) */
   id: string;
   layout: 'hf' | 'openai' | 'random';
+  /**
+   * Tensors of the file that a CLIP of this configuration does not have (by their names in the file), which a
+   * strict load (OpenAI's `build_model`, pyiqa's released files) refuses: see `refuseExtraTensors`.
+   */
+  extraTensors?: readonly string[];
 }
 
 export class WeightError extends Error {}
@@ -139,6 +145,10 @@ class TensorSource {
     return this.file.has(name);
   }
 
+  keys(): string[] {
+    return this.file.keys();
+  }
+
   close(): void {
     this.file.close();
   }
@@ -165,11 +175,17 @@ class TensorSource {
   }
 }
 
+const FOLDER_WEIGHT_FILES = ['model.safetensors', 'open_clip_model.safetensors', 'openai.safetensors'];
+
 function findWeightFile(dir: string): string {
-  const chosen = modelFolderWeights(dir); // the hub's choice in a snapshot: a timm folder's CLIP is open_clip's file
-  if (chosen) return chosen;
-  for (const name of ['model.safetensors', 'open_clip_model.safetensors', 'openai.safetensors']) {
-    if (existsSync(join(dir, name))) return join(dir, name);
+  // the hub's choice in a snapshot first (a timm folder's CLIP is open_clip's file), then the usual names
+  const chosen = modelFolderWeights(dir);
+  for (const path of [...(chosen ? [chosen] : []), ...FOLDER_WEIGHT_FILES.map((name) => join(dir, name))]) {
+    const st = statSync(path, { throwIfNoEntry: false });
+    if (!st) continue;
+    // a folder (or a FIFO, a device) under a weight file's name is refused by name, not passed over
+    if (!st.isFile()) throw new WeightError(`${path}: it is ${st.isDirectory() ? 'a folder' : 'not a regular file'}, not a weights file`);
+    return path;
   }
   const any = readdirSync(dir).filter((f) => f.endsWith('.safetensors') && f !== 'outputs.safetensors');
   if (any.length === 1) return join(dir, any[0]!);
@@ -181,20 +197,43 @@ export interface LoadWeightsOptions {
   cache?: CacheDir;
 }
 
+/** Names whose prefix (the sub-dict a checkpoint keeps the CLIP in) is looked for, in order: one of each layout's towers. */
+const PREFIX_PROBES = [
+  'vision_model.embeddings.patch_embedding.weight',
+  'text_model.embeddings.token_embedding.weight',
+  'visual.conv1.weight',
+  'token_embedding.weight',
+  'visual.class_embedding',
+  'visual.attnpool.c_proj.weight',
+  'ln_final.weight',
+];
+
+/** The layout the names are in: Hugging Face's `CLIPModel`, or OpenAI's / open_clip's state dict; undefined for neither. */
+function layoutOf(keys: readonly string[]): 'hf' | 'openai' | undefined {
+  if (keys.some((k) => k.startsWith('vision_model.') || k.startsWith('text_model.'))) return 'hf';
+  if (keys.some((k) => k.startsWith('visual.') || k === 'token_embedding.weight' || k.startsWith('transformer.resblocks.')))
+    return 'openai';
+  return undefined;
+}
+
 /**
  * Loads CLIP weights from a folder (Hugging Face or open_clip layout), a .safetensors file, or a PyTorch
  * file (OpenAI's TorchScript `.pt`, a `torch.save` state dict, also one nested in a dict as pyiqa's LIQE
  * checkpoints are). The layout is detected from the tensor names. The image tower is read now; the text
  * tower when it is first used (text features served from the cache never need it), from the same file,
- * which must not have changed in between.
+ * which must not have changed in between. Tensors the configuration found has no place for are listed in
+ * `extraTensors` (refused where a load must be strict: `refuseExtraTensors`).
  */
 export async function loadClipWeights(path: string, opts: LoadWeightsOptions = {}): Promise<ClipWeights> {
   if (!existsSync(path)) throw new WeightError(`${path}: no such file or folder`);
   const isDir = statSync(path).isDirectory();
   const file = isDir ? findWeightFile(path) : path;
+  let prefix = '';
+  let all: string[] = [];
   const open = (): TensorSource => {
     const opened = openTensorFile(file);
-    const prefix = prefixOf(opened, 'vision_model.embeddings.patch_embedding.weight') ?? prefixOf(opened, 'visual.conv1.weight') ?? '';
+    all = opened.keys();
+    prefix = PREFIX_PROBES.map((name) => prefixOf(opened, name)).find((p) => p !== undefined) ?? '';
     return new TensorSource(withPrefix(opened, prefix));
   };
   const src = open();
@@ -202,11 +241,12 @@ export async function loadClipWeights(path: string, opts: LoadWeightsOptions = {
     const seen = fileIdentity(file);
     const id = `sha256:${await fileDigest(file, opts.cache === undefined ? resolveCacheDir(undefined) : opts.cache)}`;
     let loaded: Omit<ClipWeights, 'text'> & { text: TextReader };
-    if (src.has('vision_model.embeddings.patch_embedding.weight')) {
+    const layout = layoutOf(src.keys());
+    if (layout === 'hf') {
       const cfgPath = isDir ? join(path, 'config.json') : join(file, '..', 'config.json');
       loaded = loadHf(src, existsSync(cfgPath) ? readHfConfig(cfgPath) : undefined, id);
-    } else if (src.has('visual.conv1.weight')) {
-      loaded = loadOpenAI(src, id);
+    } else if (layout === 'openai') {
+      loaded = loadOpenAI(src, id, file);
     } else {
       throw new WeightError(`${file}: not a CLIP checkpoint (neither Hugging Face CLIPModel nor OpenAI/open_clip tensor names)`);
     }
@@ -223,8 +263,16 @@ export async function loadClipWeights(path: string, opts: LoadWeightsOptions = {
       loaded = { ...loaded, config, id: changes.length > 0 ? `${loaded.id}+${changes.join('+')}` : loaded.id };
     }
     const { text, ...rest } = loaded;
+    const expected = expectedTensorNames(rest.config, layout);
+    // the CLIP's own names that it lacks, and the names beside it in the dict that holds it (pyiqa's `params`)
+    const container = prefix.slice(0, prefix.lastIndexOf('.', prefix.length - 2) + 1);
+    const extraTensors = all.filter(
+      (k) =>
+        k.startsWith(container) &&
+        !(k.startsWith(prefix) && (expected.has(k.slice(prefix.length)) || OPTIONAL.has(k.slice(prefix.length)))),
+    );
     // the text tower, read on first use from the file as it was when the rest was read
-    return withLazyText(rest, () => {
+    return withLazyText({ ...rest, extraTensors }, () => {
       if (fileIdentity(file) !== seen)
         throw new WeightError(`${file}: the file changed after its image tower was read; load the weights again to read its text tower`);
       const again = open();
@@ -237,6 +285,122 @@ export async function loadClipWeights(path: string, opts: LoadWeightsOptions = {
   } finally {
     src.close();
   }
+}
+
+/**
+ * Names a CLIP file may carry that are not weights: the int64 scalars of OpenAI's TorchScript CLIPs (its
+ * `build_model` deletes them before the strict load) and the position ids older transformers saved.
+ */
+const OPTIONAL = new Set([
+  'input_resolution',
+  'context_length',
+  'vocab_size',
+  'text_model.embeddings.position_ids',
+  'vision_model.embeddings.position_ids',
+]);
+
+/** A transformer block's tensor names under `p` (e.g. `visual.transformer.resblocks.3.`). */
+function blockNames(p: string, hf: boolean): string[] {
+  const names = hf
+    ? [
+        ...['q_proj', 'k_proj', 'v_proj', 'out_proj'].flatMap((n) => [`self_attn.${n}.weight`, `self_attn.${n}.bias`]),
+        'layer_norm1.weight',
+        'layer_norm1.bias',
+        'layer_norm2.weight',
+        'layer_norm2.bias',
+        'mlp.fc1.weight',
+        'mlp.fc1.bias',
+        'mlp.fc2.weight',
+        'mlp.fc2.bias',
+      ]
+    : [
+        'ln_1.weight',
+        'ln_1.bias',
+        'attn.in_proj_weight',
+        'attn.in_proj_bias',
+        'attn.out_proj.weight',
+        'attn.out_proj.bias',
+        'ln_2.weight',
+        'ln_2.bias',
+        'mlp.c_fc.weight',
+        'mlp.c_fc.bias',
+        'mlp.c_proj.weight',
+        'mlp.c_proj.bias',
+      ];
+  return names.map((n) => p + n);
+}
+
+/**
+ * Every tensor a CLIP of this configuration has in the layout, as its module's `state_dict()` names them (with
+ * `logit_scale`, which promptiqa does not require): what a strict load accepts, and nothing else.
+ */
+export function expectedTensorNames(c: ClipConfig, layout: 'hf' | 'openai'): Set<string> {
+  const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
+  const pair = (p: string): string[] => [`${p}.weight`, `${p}.bias`];
+  if (layout === 'hf') {
+    return new Set([
+      'vision_model.embeddings.class_embedding',
+      'vision_model.embeddings.patch_embedding.weight',
+      'vision_model.embeddings.position_embedding.weight',
+      ...pair('vision_model.pre_layrnorm'),
+      ...range(c.visionLayers).flatMap((i) => blockNames(`vision_model.encoder.layers.${i}.`, true)),
+      ...pair('vision_model.post_layernorm'),
+      'visual_projection.weight',
+      'text_model.embeddings.token_embedding.weight',
+      'text_model.embeddings.position_embedding.weight',
+      ...range(c.textLayers).flatMap((i) => blockNames(`text_model.encoder.layers.${i}.`, true)),
+      ...pair('text_model.final_layer_norm'),
+      'text_projection.weight',
+      'logit_scale',
+    ]);
+  }
+  const bn = (p: string): string[] => [...pair(p), `${p}.running_mean`, `${p}.running_var`, `${p}.num_batches_tracked`];
+  const convBnNames = (conv: string, norm: string): string[] => [`${conv}.weight`, ...bn(norm)];
+  const vision = c.resnet
+    ? [
+        ...[1, 2, 3].flatMap((i) => convBnNames(`visual.conv${i}`, `visual.bn${i}`)),
+        ...resnetBlocks(c.visionWidth, c.resnet.layers).flatMap(({ stage, index, downsample }) => {
+          const p = `visual.layer${stage + 1}.${index}`;
+          return [
+            ...[1, 2, 3].flatMap((i) => convBnNames(`${p}.conv${i}`, `${p}.bn${i}`)),
+            ...(downsample ? convBnNames(`${p}.downsample.0`, `${p}.downsample.1`) : []),
+          ];
+        }),
+        'visual.attnpool.positional_embedding',
+        ...['q_proj', 'k_proj', 'v_proj', 'c_proj'].flatMap((n) => pair(`visual.attnpool.${n}`)),
+      ]
+    : [
+        'visual.conv1.weight',
+        'visual.class_embedding',
+        'visual.positional_embedding',
+        ...pair('visual.ln_pre'),
+        ...range(c.visionLayers).flatMap((i) => blockNames(`visual.transformer.resblocks.${i}.`, false)),
+        ...pair('visual.ln_post'),
+        'visual.proj',
+      ];
+  return new Set([
+    ...vision,
+    'token_embedding.weight',
+    'positional_embedding',
+    ...range(c.textLayers).flatMap((i) => blockNames(`transformer.resblocks.${i}.`, false)),
+    ...pair('ln_final'),
+    'text_projection',
+    'logit_scale',
+  ]);
+}
+
+/**
+ * Refuses a file with tensors its CLIP (or its method's parameters) has no place for, as pyiqa's strict loads
+ * do, naming them; `what` says what the file was read as. A custom file that carries more on purpose is
+ * allowed with the `allowExtraTensors` option (`--allow-extra-tensors`).
+ */
+export function refuseExtraTensors(file: string, extra: readonly string[] | undefined, what: string): void {
+  if (!extra?.length) return;
+  const shown = extra.slice(0, 8).map((k) => `"${k}"`);
+  throw new WeightError(
+    `${file}: ${extra.length === 1 ? 'a tensor' : `${extra.length} tensors`} that ${what} does not have: ${shown.join(', ')}${extra.length > shown.length ? `, … (${extra.length - shown.length} more)` : ''}; ` +
+      'a strict load (as pyiqa loads its released files) refuses them: give allowExtraTensors: true (--allow-extra-tensors) for a file made to carry them',
+  );
 }
 
 /** What says a file is the one read before: its inode, size and modification time. */
@@ -335,8 +499,9 @@ const HF_NUMBER_FIELDS = [
 function readHfConfig(path: string): HfConfig {
   let cfg: unknown;
   try {
-    cfg = JSON.parse(readFileSync(path, 'utf8'));
+    cfg = JSON.parse(readRegularText(path, 'model config', READ_LIMITS.json));
   } catch (err) {
+    if (err instanceof InputFileError) throw err;
     throw new WeightError(`${path}: not valid JSON (${err instanceof Error ? err.message : String(err)})`, { cause: err });
   }
   const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -410,7 +575,57 @@ function loadHf(src: TensorSource, cfg: HfConfig | undefined, id: string): Omit<
   return { config, vision, text, logitScale, id, layout: 'hf' };
 }
 
-function loadOpenAI(src: TensorSource, id: string): Omit<ClipWeights, 'text'> & { text: TextReader } {
+/** Names only OpenAI's ModifiedResNet has, and names only its VisionTransformer has (prefixes, or whole names). */
+const RESNET_MARKS = [
+  'visual.layer1.',
+  'visual.layer2.',
+  'visual.layer3.',
+  'visual.layer4.',
+  'visual.attnpool.',
+  'visual.bn1.',
+  'visual.conv2.',
+  'visual.conv3.',
+];
+const VIT_MARKS = [
+  'visual.class_embedding',
+  'visual.positional_embedding',
+  'visual.transformer.',
+  'visual.ln_pre.',
+  'visual.ln_post.',
+  'visual.proj',
+];
+
+/**
+ * The image tower of an OpenAI-layout file, decided from every distinctive name present (not from one that
+ * may be the one missing): a file with names of both towers, or of neither, is refused with what was found.
+ */
+function visionKind(src: TensorSource, file: string): 'vit' | 'resnet' {
+  const keys = src.keys();
+  const found = (marks: string[]): string[] => marks.filter((m) => keys.some((k) => (m.endsWith('.') ? k.startsWith(m) : k === m)));
+  const resnet = found(RESNET_MARKS);
+  const vit = found(VIT_MARKS);
+  if (resnet.length && !vit.length) return 'resnet';
+  if (vit.length && !resnet.length) return 'vit';
+  const list = (marks: string[]): string => marks.map((m) => (m.endsWith('.') ? `${m}*` : m)).join(', ');
+  if (resnet.length)
+    throw new WeightError(
+      `${file}: has tensors of both image towers, a ResNet's (${list(resnet)}) and a ViT's (${list(vit)}): not one CLIP`,
+    );
+  throw new WeightError(`${file}: no image tower: none of a ResNet's tensors (${list(RESNET_MARKS)}) nor a ViT's (${list(VIT_MARKS)})`);
+}
+
+/** How many blocks a stage has: one more than the highest index named under `prefix` (a gap is then a missing tensor, by name). */
+function countBlocks(src: TensorSource, prefix: string): number {
+  let n = 0;
+  for (const k of src.keys()) {
+    if (!k.startsWith(prefix)) continue;
+    const m = /^(\d+)\./.exec(k.slice(prefix.length));
+    if (m) n = Math.max(n, Number(m[1]) + 1);
+  }
+  return n;
+}
+
+function loadOpenAI(src: TensorSource, id: string, file: string): Omit<ClipWeights, 'text'> & { text: TextReader } {
   const [vocab, tw] = src.shape('token_embedding.weight') as [number, number];
   const [, embed] = src.shape('text_projection') as [number, number];
   const contextLength = src.shape('positional_embedding')[0]!;
@@ -425,7 +640,7 @@ function loadOpenAI(src: TensorSource, id: string): Omit<ClipWeights, 'text'> & 
   });
   const textConfig = { contextLength, vocabSize: vocab, textWidth: tw, textLayers, textHeads: tw / 64, textMlp };
   const logitScale = src.has('logit_scale') ? src.get('logit_scale', [])[0]! : Math.log(100);
-  if (src.has('visual.layer1.0.conv1.weight')) {
+  if (visionKind(src, file) === 'resnet') {
     const { config, vision } = loadOpenAIResNet(src, embed);
     return { config: { ...config, ...textConfig }, vision, text, logitScale, id, layout: 'openai' };
   }
@@ -499,7 +714,7 @@ function loadOpenAIResNet(
   config: Omit<ClipConfig, 'contextLength' | 'vocabSize' | 'textWidth' | 'textLayers' | 'textHeads' | 'textMlp'>;
   vision: ResNetWeights;
 } {
-  const layers = [1, 2, 3, 4].map((b) => countLayers(src, `visual.layer${b}.`, '.conv1.weight')) as [number, number, number, number];
+  const layers = [1, 2, 3, 4].map((b) => countBlocks(src, `visual.layer${b}.`)) as [number, number, number, number];
   const width = src.shape('visual.layer1.0.conv1.weight')[0]!;
   const what = 'visual.layer1.0.conv1.weight';
   if (layers.some((n) => n < 1))

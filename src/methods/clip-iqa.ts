@@ -148,7 +148,16 @@ export const clipIqaPlus: Method<ClipIqaPlusOptions> = {
           `${file.path}: the context is [${ctx.shape.join(', ')}]; CLIP-IQA+ on this CLIP (text width ${width}) needs [nCtx, ${width}] or [2, nCtx, ${width}]`,
         );
       }
-      return { params: new Map([['quality.ctx', ctx]]), options: { layout: 'pyiqa', nCtx: n, perClass: ctx.shape.length === 3 } };
+      // pyiqa loads the 512-px files strictly: its module has the context and the prompt's fixed token embeddings
+      // (token_prefix, token_suffix, which promptiqa recomputes), nothing else in the dict that holds them
+      const container = name.slice(0, name.length - 'prompt_learner.ctx'.length);
+      const known = new Set(name === '' ? [''] : ['ctx', 'token_prefix', 'token_suffix'].map((k) => `${container}prompt_learner.${k}`));
+      const unexpected = file.keys().filter((k) => k.startsWith(container) && !known.has(k));
+      return {
+        params: new Map([['quality.ctx', ctx]]),
+        options: { layout: 'pyiqa', nCtx: n, perClass: ctx.shape.length === 3 },
+        unexpected,
+      };
     },
   },
   target: (unit) => unit,

@@ -16,7 +16,8 @@ import { liqe, liqeMix } from './liqe.js';
 import { ImageRefusedError, type View } from './views.js';
 import { type Backbone, type BackboneSource, type MethodSetup, Scorer, checkBatchSize, setUp } from './graphs.js';
 import { type ParamSet } from '../prompts/context.js';
-import { loadClipWeights } from '../clip/weights.js';
+import { WeightError, loadClipWeights, refuseExtraTensors } from '../clip/weights.js';
+import { checkArch, describeArch } from '../clip/arch.js';
 import { ClipTokenizer } from '../clip/tokenizer.js';
 import { openTensorFile } from '../clip/tensor-file.js';
 import { resolveModel, type HubOptions } from '../clip/hub.js';
@@ -24,7 +25,9 @@ import {
   PRETRAINED,
   type PretrainedFile,
   type PretrainedMetric,
+  checkPretrainedClip,
   describePretrained,
+  findReleased,
   fetchPretrained,
   findPretrained,
   modelWayOut,
@@ -145,6 +148,12 @@ export interface MetricOptions {
   /** told where each file of a pretrained metric came from (repo, commit, local path); the library prints nothing */
   onFile?: (file: PretrainedFile) => void;
   /**
+   * accept tensors that a released file (given as the checkpoint, or a pretrained metric's files) should not
+   * carry, for a custom file made to carry them; by default they are refused by name, as pyiqa's strict load
+   * refuses them (the command's --allow-extra-tensors)
+   */
+  allowExtraTensors?: boolean;
+  /**
    * where digests of weight files and text features of fixed prompts are kept between runs: a folder, or false for
    * none (the command's --no-cache); default PROMPTIQA_CACHE, else $XDG_CACHE_HOME/promptiqa, else ~/.cache/promptiqa
    */
@@ -229,11 +238,23 @@ async function fromReleasedFile(method: Method, file: string, opts: MetricOption
   const given = opts.options ?? {};
   if (released.holds === 'backbone') {
     const weights = await loadBackbone(file, undefined, resolveCacheDir(opts.cache));
+    if (!opts.allowExtraTensors)
+      refuseExtraTensors(file, weights.weights.extraTensors, `the CLIP it holds (${describeArch(weights.weights.config)})`);
     const tokenizer = opts.model !== undefined ? await loadTokenizer(opts.model) : weights.tokenizer;
-    const setup = setUp(method, parseOptions(method, given), { ...weights, tokenizer });
-    return { params: setup.model.init(new Rng(0)), setup };
+    try {
+      const setup = setUp(method, parseOptions(method, given), { ...weights, tokenizer });
+      return { params: setup.model.init(new Rng(0)), setup };
+    } catch (err) {
+      // the method's check of the CLIP it runs on (LIQE's ViT-B/32), about this file
+      if (err instanceof WeightError) throw new WeightError(`${file}: ${err.message}`, { cause: err });
+      throw err;
+    }
   }
   const backbone = await loadBackbone(opts.model ?? method.info.defaultModel, undefined, resolveCacheDir(opts.cache));
+  // a file under the name of one of pyiqa's released files is for the CLIP that set-up names (its RN50 prompts fit
+  // a ViT-B/32's text width, but pyiqa never runs them there)
+  const known = findReleased(method.info.name, basename(file));
+  if (known) checkArch(backbone.weights.config, known.arch, `pyiqa's ${known.pyiqa} (${known.released})`, file);
   const tensors = openTensorFile(file);
   let read: ReturnType<typeof released.read>;
   try {
@@ -241,6 +262,7 @@ async function fromReleasedFile(method: Method, file: string, opts: MetricOption
   } finally {
     tensors.close();
   }
+  if (!opts.allowExtraTensors) refuseExtraTensors(file, read.unexpected, released.describe);
   const setup = setUp(method, parseOptions(method, { ...read.options, ...given }), backbone);
   const expected = setup.model.init(new Rng(0));
   for (const [k, want] of expected) {
@@ -334,6 +356,11 @@ async function fromPretrained(p: PretrainedMetric, opts: MetricOptions): Promise
   // allowUntrained only matters without weights, and a pretrained metric has them
   const { allowUntrained: _unused, ...given } = opts.options ?? {};
   const options = { ...p.options, ...given };
+  if (files.clip !== undefined) {
+    // the set-up's CLIP, as pyiqa loads it: of the architecture it names, and strictly
+    const clip = await loadBackbone(files.clip, undefined, resolveCacheDir(opts.cache));
+    checkPretrainedClip(p, clip.weights, files.clip, opts.allowExtraTensors === true);
+  }
   if (files.released !== undefined) return fromReleasedFile(method, files.released, { ...opts, model: files.clip, options });
   const setup = setUp(method, parseOptions(method, options), await loadBackbone(files.clip!, undefined, resolveCacheDir(opts.cache)));
   return { params: setup.model.init(new Rng(0)), setup };

@@ -8,6 +8,7 @@
 import * as G from '../graph/graph.js';
 import { encodeTexts } from '../clip/encoders.js';
 import { type ClipWeights } from '../clip/weights.js';
+import { checkArch } from '../clip/arch.js';
 import { type RgbImage } from '../data/rgb.js';
 import { CLIP_MEAN, CLIP_STD, crop, toTensor } from '../data/preprocess.js';
 import { type Method } from './method.js';
@@ -33,6 +34,8 @@ export const DISTORTIONS = [
 
 /** LIQE's windows are 224 pixels whatever the backbone says: the released models are ViT-B/32 at 224. */
 export const LIQE_WINDOW = 224;
+/** The architecture pyiqa's LIQE asserts (`backbone == 'ViT-B/32'`). */
+export const LIQE_ARCH = 'ViT-B/32';
 
 /** The quality prompts: 5 for `liqe`; 495 for `liqe-mix`, quality outermost (scene `still_life` keeps its underscore). */
 export function liqePrompts(mix: boolean): string[] {
@@ -155,13 +158,12 @@ function liqeMethod(mix: boolean): Method<LiqeOptions> {
   };
 }
 
-/** The windows are 224 pixels and go through the encoder as they are. */
+/**
+ * pyiqa's LIQE asserts ViT-B/32 (its windows are 224 pixels and go through the encoder as they are): a ResNet
+ * CLIP, or a ViT of another patch or input size, is refused with what it is.
+ */
 function checkBackbone(name: string, weights: ClipWeights): void {
-  const size = weights.config.imageSize;
-  if (size !== LIQE_WINDOW)
-    throw new Error(
-      `${name} needs a CLIP that takes ${LIQE_WINDOW} px (the released LIQE weights are ViT-B/32); this backbone takes ${size} px`,
-    );
+  checkArch(weights.config, LIQE_ARCH, `${name} (as pyiqa's LIQE, which asserts it)`);
 }
 
 export const liqe = liqeMethod(false);

@@ -117,8 +117,11 @@ export type ReleasedFile<O extends CommonOptions = CommonOptions> =
   | {
       holds: 'parameters';
       describe: string;
-      /** the parameters, and the options they need; errors name `file.path` */
-      read(file: TensorFile, clip: ClipWeights): { params: ParamSet; options: Partial<O> };
+      /**
+       * the parameters, and the options they need; errors name `file.path`. `unexpected`: the file's tensors
+       * that the released file does not have (by their names in the file), refused unless allowed
+       */
+      read(file: TensorFile, clip: ClipWeights): { params: ParamSet; options: Partial<O>; unexpected?: string[] };
     };
 
 /** The options of some method: the common ones typed, the method's own read by the method itself. */

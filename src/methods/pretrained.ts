@@ -8,6 +8,8 @@ import { basename, dirname } from 'node:path';
 import { statSync } from 'node:fs';
 import { HubError, downloadFile, resolveModel, type HubOptions } from '../clip/hub.js';
 import { fileSha256 } from '../util/hash.js';
+import { checkArch } from '../clip/arch.js';
+import { type ClipWeights, refuseExtraTensors } from '../clip/weights.js';
 
 /** Where pyiqa keeps its released weights (its `get_url_from_name`, store_base 'hugging_face'). */
 export const PYIQA_WEIGHTS_REPO = 'chaofengc/IQA-PyTorch-Weights';
@@ -81,6 +83,11 @@ export const PRETRAINED: readonly PretrainedMetric[] = [
 
 export function findPretrained(name: string): PretrainedMetric | undefined {
   return PRETRAINED.find((p) => p.name === name);
+}
+
+/** The pretrained set-up of `method` whose released file has this name, if any. */
+export function findReleased(method: string, filename: string): PretrainedMetric | undefined {
+  return PRETRAINED.find((p) => p.method === method && p.released === filename);
 }
 
 /** One line on what a pretrained metric downloads: "liqe_koniq.pt on ViT-B/32", "RN50 (timm/resnet50_clip.openai)". */
@@ -194,4 +201,13 @@ async function fetchFiles(p: PretrainedMetric, hub?: HubOptions, onFile?: (f: Pr
     onFile?.({ metric: p.name, role: 'released', repo: PYIQA_WEIGHTS_REPO, commit: commitOf(out.released, false), path: out.released });
   }
   return out;
+}
+
+/**
+ * The CLIP of a pretrained set-up checked as pyiqa loads it: of the geometry of the architecture the set-up
+ * names (`arch`), and (unless `allowExtra`) with no tensor that CLIP does not have.
+ */
+export function checkPretrainedClip(p: PretrainedMetric, weights: ClipWeights, file: string, allowExtra: boolean): void {
+  checkArch(weights.config, p.arch, `pyiqa's ${p.pyiqa}`, file);
+  if (!allowExtra) refuseExtraTensors(file, weights.extraTensors, `${p.arch} CLIP`);
 }

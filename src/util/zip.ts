@@ -5,7 +5,8 @@
  * understood. Written by hand rather than taken from a zip library because the weight loaders read
  * tensors synchronously by offset (as they do from safetensors), which the stream-based libraries do not.
  */
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, readSync } from 'node:fs';
+import { openRegularFile } from './fs.js';
 
 export class ZipError extends Error {}
 
@@ -26,8 +27,9 @@ const LOCAL_SIG = 0x04034b50;
 /** the end record is 22 bytes plus a comment of at most 65535 */
 const EOCD_SEARCH = 22 + 0xffff;
 /** more entries than a central directory of this size could describe is a lie; this caps the Map */
-const MAX_ENTRIES = 10_000_000;
-const MAX_CENTRAL_BYTES = 1 << 30;
+const MAX_ENTRIES = 1_000_000;
+/** the central directory is held in memory: a weights archive of 10,000 tensors has about 1 MB of it */
+const MAX_CENTRAL_BYTES = 64 << 20;
 
 /** An open zip archive. */
 export class ZipArchive {
@@ -53,9 +55,8 @@ export class ZipArchive {
   }
 
   static open(path: string): ZipArchive {
-    const fd = openSync(path, 'r');
+    const { fd, size } = openRegularFile(path, 'archive');
     try {
-      const size = fstatSync(fd).size;
       return new ZipArchive(path, fd, size, readCentralDirectory(path, fd, size));
     } catch (err) {
       closeSync(fd);

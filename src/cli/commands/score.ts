@@ -33,6 +33,7 @@ interface ScoreOptions {
   quiet?: boolean;
   /** false with --no-cache */
   cache: boolean;
+  allowExtraTensors?: boolean;
 }
 
 /** table, json or csv; `withMos` adds the dataset's MOS column. */
@@ -124,6 +125,7 @@ export const register: Register = (program, { io }) => {
     .addOption(opt.device())
     .addOption(opt.threads())
     .addOption(opt.noCache())
+    .addOption(opt.allowExtraTensors())
     .addOption(opt.methodOption())
     .addOption(opt.quiet())
     .addHelpText(
@@ -248,6 +250,7 @@ export const register: Register = (program, { io }) => {
               threads: o.threads,
               batchSize: o.batch,
               options: o.option,
+              allowExtraTensors: o.allowExtraTensors === true,
               hub: { progress: wantsProgress(io, o.quiet) },
               ...(o.cache ? {} : { cache: false as const }),
               onFile: (f) =>
