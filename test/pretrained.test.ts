@@ -362,16 +362,21 @@ test("a pretrained set-up's CLIP is checked as pyiqa loads it: the architecture 
     safetensorsBytes({ ...Object.fromEntries(rn), 'visual.extra': { shape: [1], data: Float32Array.from([1]) } }),
   );
   const vit = read('tiny-vit-p32', 'openai.safetensors');
-  const serving = (file: Buffer): Record<string, FakeRepo> => ({
+  // the repo's open_clip config describes RN50: a ViT is served without it, so that the architecture check (not
+  // the config's) is what refuses it
+  const serving = (file: Buffer, config = true): Record<string, FakeRepo> => ({
     ...REPOS,
     'timm/resnet50_clip.openai': {
       commit: RN50_COMMIT,
-      files: new Map([...REPOS['timm/resnet50_clip.openai']!.files, ['open_clip_model.safetensors', file]]),
+      files: new Map([
+        ...[...REPOS['timm/resnet50_clip.openai']!.files].filter(([name]) => config || name !== 'open_clip_config.json'),
+        ['open_clip_model.safetensors', file],
+      ]),
     },
   });
   const files = ['AttnGAN_normal_000.jpg'];
-  const run = async (file: Buffer, opts: MetricOptions = {}): Promise<Map<string, number>> => {
-    const hub = await startHub(serving(file));
+  const run = async (file: Buffer, opts: MetricOptions = {}, config = true): Promise<Map<string, number>> => {
+    const hub = await startHub(serving(file, config));
     try {
       return await scores('clip-iqa', files, { hub: hubOptions(hub, tempDir()), ...opts });
     } finally {
@@ -386,7 +391,7 @@ test("a pretrained set-up's CLIP is checked as pyiqa loads it: the architecture 
   // allowed on purpose, the extra tensor changes nothing
   const allowed = await run(withExtra, { allowExtraTensors: true });
   assert.ok(maxGap(allowed, expected.metrics.clipiqa!.scores) <= 1e-4);
-  await assert.rejects(run(vit), /pyiqa's clipiqa runs on RN50 \(a ResNet CLIP\), but this CLIP is a ViT with 32-pixel patches at 224 px/);
+  await assert.rejects(run(vit, {}, false), /pyiqa's clipiqa runs on RN50 \(a ResNet CLIP\), but this CLIP is a ViT with 32-pixel patches at 224 px/);
 });
 
 test('score --allow-extra-tensors: a released file with extra tensors is refused by name (exit 1), accepted with the flag', async () => {
