@@ -3,7 +3,7 @@ import type { Provider } from '../../graph/runtime.js';
 import { closeSync, fsyncSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Option } from 'commander';
-import { checkWritableFile, describeFsError, writeFileAtomic } from '../../util/fs.js';
+import { type OutputTarget, checkWritableFile, describeFsError, openOutputStream, writeFileAtomic } from '../../util/fs.js';
 import { acquireLock } from '../../util/lock.js';
 import { toCsv } from '../../util/csv.js';
 import { CliError, UsageError, fmt, formatTable, wantsProgress } from '../io.js';
@@ -55,10 +55,26 @@ function render(format: Exclude<Format, 'jsonl'>, records: readonly ScoreRecord[
 
 /** Appends lines to a file, each in one write, so a kill leaves at most one torn last line. */
 class LineAppender {
+  private readonly path: string;
   private readonly fd: number;
-  constructor(private readonly path: string) {
-    mkdirSync(dirname(resolve(path)), { recursive: true });
-    this.fd = openSync(path, 'a');
+  private readonly stream: boolean;
+  private readonly closeFd: () => void;
+  /** A file is appended to and flushed at the end; a character device, FIFO or open descriptor is written as it is. */
+  constructor(target: OutputTarget) {
+    this.path = target.path;
+    this.stream = target.kind === 'stream';
+    try {
+      if (target.kind === 'stream') {
+        ({ fd: this.fd, close: this.closeFd } = openOutputStream(target));
+      } else {
+        mkdirSync(dirname(resolve(target.path)), { recursive: true });
+        const fd = openSync(target.path, 'a');
+        this.fd = fd;
+        this.closeFd = () => closeSync(fd);
+      }
+    } catch (err) {
+      throw new CliError(`cannot write ${target.path}: ${describeFsError(err)}`);
+    }
   }
   write(line: string): void {
     const buf = Buffer.from(line, 'utf8');
@@ -74,13 +90,13 @@ class LineAppender {
   }
   close(): void {
     try {
-      fsyncSync(this.fd);
+      if (!this.stream) fsyncSync(this.fd);
     } catch (err) {
       throw new CliError(
         `cannot write ${this.path}: ${describeFsError(err)}; the records already in it are kept: run the same command again to resume`,
       );
     } finally {
-      closeSync(this.fd);
+      this.closeFd();
     }
   }
 }
@@ -102,7 +118,9 @@ export const register: Register = (program, { io }) => {
         "With --dataset and --root, every record carries the MOS of its image (the dataset's images are scored when no " +
         'file or folder is given), so `promptiqa metrics` reads the output as it is.\n\n' +
         '--output is checked (writable, not a folder) and locked before any work: a second run on the same --output ' +
-        'refuses at once, naming the first (a lock left by a killed run is taken over).\n\n' +
+        'refuses at once, naming the first (a lock left by a killed run is taken over). `--output -` is standard output; a ' +
+        'link is followed to its target; a character device or a FIFO (/dev/null, a named pipe) is written as it is, ' +
+        'never replaced, and a jsonl run into one does not resume.\n\n' +
         'Formats: table, json and csv are printed when all images are done (written atomically with --output); jsonl ' +
         'streams one {"file","score"} record per line as results arrive. With --format jsonl --output FILE an interrupted ' +
         'run resumes: files already in FILE are skipped (a torn last line is rewritten) and the rest are appended; FILE ' +
@@ -142,9 +160,11 @@ export const register: Register = (program, { io }) => {
       if ((o.dataset === undefined) !== (o.root === undefined)) throw new UsageError('--dataset and --root go together');
       if (inputs.length === 0 && o.dataset === undefined)
         throw new UsageError('give image files or folders to score, or --dataset and --root');
+      // `--output -` is standard output, as in most command-line tools
+      if (o.output === '-') o.output = undefined;
       const streaming = o.format === 'jsonl';
-      const resumable = streaming && o.output !== undefined;
-      if (o.retryFailed && !resumable) throw new UsageError('--retry-failed works on a resumed output: give --format jsonl --output FILE');
+      if (o.retryFailed && !(streaming && o.output !== undefined))
+        throw new UsageError('--retry-failed works on a resumed output: give --format jsonl --output FILE');
       const note = (s: string): void => {
         if (!o.quiet) io.stderr(s + '\n');
       };
@@ -152,9 +172,16 @@ export const register: Register = (program, { io }) => {
       await checkMethodName(o.method, o);
       if (o.dataset !== undefined) checkDataset(o.dataset);
 
-      // the output is checked and locked before anything long: a run never ends unable to write its results
-      if (o.output !== undefined) checkWritableFile(o.output);
-      const lock = o.output !== undefined ? acquireLock(o.output, 'file') : undefined;
+      // the output is checked and locked before anything long: a run never ends unable to write its results. A link
+      // is followed to its target; a character device or a FIFO is written directly, neither locked nor resumed.
+      const target = o.output !== undefined ? checkWritableFile(o.output) : undefined;
+      const toFile = target?.kind === 'file';
+      const resumable = streaming && toFile;
+      if (o.retryFailed && !resumable)
+        throw new UsageError(
+          `--retry-failed works on a resumed output: ${o.output} is ${target?.kind === 'stream' ? target.what : 'not a file'}`,
+        );
+      const lock = toFile ? acquireLock(target.path, 'file') : undefined;
       try {
         const { createMetric, checkBatchSize } = await import('../../methods/index.js');
         if (o.batch !== undefined) {
@@ -195,7 +222,7 @@ export const register: Register = (program, { io }) => {
         let skipped = 0;
         const total = files.length + unreadable.length;
         if (resumable) {
-          const prev = prepareResume(o.output!, { retryFailed: o.retryFailed });
+          const prev = prepareResume(target.path, { retryFailed: o.retryFailed });
           if (prev.records > 0 || prev.dropped || prev.retried > 0) {
             const isNew = (f: string): boolean => !prev.done.has(canonicalPath(f));
             todo = files.filter(isNew);
@@ -215,7 +242,7 @@ export const register: Register = (program, { io }) => {
 
         // a resumable output names files by absolute path, so that a run from another folder matches them
         const named = (f: string): string => (resumable ? resolve(f) : f);
-        const sink = resumable ? new LineAppender(o.output!) : undefined;
+        const sink = streaming && target !== undefined ? new LineAppender(target) : undefined;
         const collected: ScoreRecord[] = [];
         let scored = 0;
         let failed = 0;

@@ -1,0 +1,238 @@
+// Outputs that are not plain files (devices, FIFOs, links, standard output), what an output records of the run
+// that made it, and the score outputs read back.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import {
+  closeSync,
+  constants as fsConstants,
+  copyFileSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readSync,
+  readdirSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { checkWritableFile, OutputError, writeFileAtomic } from '../src/util/fs.js';
+import { cli } from './helpers/cli.js';
+import { sharedDir } from './helpers/shared.js';
+
+const tiny = join(sharedDir(), 'reference', 'tiny-vit-p32');
+const refImages = join(sharedDir(), 'reference', 'images');
+const linux = process.platform === 'linux';
+
+function tempDir(t: { after: (fn: () => void) => void }): string {
+  const dir = mkdtempSync(join(tmpdir(), 'promptiqa-outputs-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** A character device of our own (the null device's numbers), where this process may make one (root). */
+function ownNullDevice(dir: string): string | undefined {
+  const path = join(dir, 'null');
+  try {
+    execFileSync('mknod', [path, 'c', '1', '3'], { stdio: 'ignore' });
+    return statSync(path).isCharacterDevice() ? path : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+test('writeFileAtomic writes into a FIFO as it is: the FIFO stays a FIFO', { skip: !linux && 'needs mkfifo' }, (t) => {
+  const dir = tempDir(t);
+  const fifo = join(dir, 'pipe');
+  execFileSync('mkfifo', [fifo]);
+  // a reader first, so that opening the FIFO for writing does not wait
+  const reader = openSync(fifo, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+  try {
+    writeFileAtomic(fifo, 'a,b\n1,2\n');
+    const buf = Buffer.alloc(64);
+    const n = readSync(reader, buf, 0, buf.length, null);
+    assert.equal(buf.subarray(0, n).toString(), 'a,b\n1,2\n');
+  } finally {
+    closeSync(reader);
+  }
+  assert.ok(lstatSync(fifo).isFIFO(), 'still a FIFO, not replaced by a regular file');
+  assert.deepEqual(readdirSync(dir), ['pipe'], 'no temporary file left');
+});
+
+test('writeFileAtomic writes into a character device and never replaces it', { skip: !linux && 'needs mknod' }, (t) => {
+  const dir = tempDir(t);
+  const dev = ownNullDevice(dir);
+  if (!dev) return t.skip('mknod is not allowed here');
+  writeFileAtomic(dev, 'scores\n');
+  assert.ok(lstatSync(dev).isCharacterDevice(), 'still a device');
+  assert.ok(checkWritableFile(dev).kind === 'stream');
+  // a device that refuses what is written: the error says so (it was "written" and replaced before)
+  if (existsSync('/dev/full')) {
+    assert.throws(() => writeFileAtomic('/dev/full', 'x'), /cannot write \/dev\/full: no space left on the device/);
+    assert.ok(lstatSync('/dev/full').isCharacterDevice());
+  }
+});
+
+test('writeFileAtomic follows a link to its target, which it replaces; the link stays', (t) => {
+  const dir = tempDir(t);
+  mkdirSync(join(dir, 'real'));
+  writeFileSync(join(dir, 'real', 'scores.csv'), 'old\n');
+  symlinkSync(join('real', 'scores.csv'), join(dir, 'scores.csv'));
+  assert.deepEqual(checkWritableFile(join(dir, 'scores.csv')), { kind: 'file', path: join(dir, 'real', 'scores.csv') });
+  writeFileAtomic(join(dir, 'scores.csv'), 'new\n');
+  assert.ok(lstatSync(join(dir, 'scores.csv')).isSymbolicLink(), 'the link is kept');
+  assert.equal(readlinkSync(join(dir, 'scores.csv')), join('real', 'scores.csv'));
+  assert.equal(readFileSync(join(dir, 'real', 'scores.csv'), 'utf8'), 'new\n');
+  assert.deepEqual(readdirSync(join(dir, 'real')), ['scores.csv']);
+});
+
+test('an output that is a link to nothing, a socket or a block device is refused by name, nothing replaced', async (t) => {
+  const dir = tempDir(t);
+  const dangling = join(dir, 'dangling.csv');
+  symlinkSync(join(dir, 'gone', 'x.csv'), dangling);
+  for (const f of [() => checkWritableFile(dangling), () => writeFileAtomic(dangling, 'x')]) {
+    assert.throws(
+      f,
+      (e: unknown) =>
+        e instanceof OutputError &&
+        e.message === `cannot write ${dangling}: it is a link to ${join(dir, 'gone', 'x.csv')}, which does not exist`,
+    );
+  }
+  assert.ok(lstatSync(dangling).isSymbolicLink());
+  assert.ok(!existsSync(join(dir, 'gone')));
+  if (process.platform !== 'win32') {
+    const sock = join(dir, 'sock');
+    const server = createServer();
+    server.listen(sock);
+    await once(server, 'listening');
+    try {
+      assert.throws(
+        () => writeFileAtomic(sock, 'x'),
+        new RegExp(`cannot write ${sock}: it is a socket; an output is written into a regular file, a character device or a FIFO`),
+      );
+      assert.ok(lstatSync(sock).isSocket());
+    } finally {
+      server.close();
+    }
+  }
+  const block = readdirSync('/dev', { withFileTypes: true }).find((e) => e.isBlockDevice());
+  if (linux && block) {
+    const path = join('/dev', block.name);
+    assert.throws(() => checkWritableFile(path), new RegExp(`cannot write ${path}: it is a block device`));
+  }
+});
+
+test('an output in /proc is reported as what it is, not as a missing folder', { skip: !linux && 'procfs' }, () => {
+  assert.throws(
+    () => checkWritableFile('/proc/version'),
+    (e: unknown) => e instanceof OutputError && /^cannot write \/proc\/version: files cannot be created in \/proc \(procfs/.test(e.message),
+  );
+  assert.throws(() => writeFileAtomic('/proc/promptiqa-out.csv', 'x'), /files cannot be created in \/proc \(procfs/);
+});
+
+test('score --output -: standard output, no file named "-"', async (t) => {
+  const dir = tempDir(t);
+  const img = join(dir, 'a.png');
+  copyFileSync(join(refImages, 'grey_640x480.png'), img);
+  const cwd = process.cwd();
+  process.chdir(dir);
+  try {
+    const csv = await cli('score', img, '--method', 'clip-iqa', '--model', tiny, '--format', 'csv', '--output', '-', '--quiet');
+    assert.equal(csv.code, 0, csv.err);
+    assert.match(csv.out, /^file,score,error\n.*a\.png,0\.\d+,\n$/);
+    const jsonl = await cli('score', img, '--method', 'clip-iqa', '--model', tiny, '--format', 'jsonl', '--output', '-', '--quiet');
+    assert.equal(jsonl.code, 0, jsonl.err);
+    assert.equal((JSON.parse(jsonl.out) as { file: string }).file, img);
+  } finally {
+    process.chdir(cwd);
+  }
+  assert.deepEqual(readdirSync(dir), ['a.png']);
+});
+
+test(
+  'score --output into a FIFO, a device and /dev/stdout writes through them and replaces nothing',
+  { skip: !linux && 'devices' },
+  async (t) => {
+    const dir = tempDir(t);
+    const img = join(dir, 'a.png');
+    copyFileSync(join(refImages, 'grey_640x480.png'), img);
+    const fifo = join(dir, 'scores.csv');
+    execFileSync('mkfifo', [fifo]);
+    const reader = openSync(fifo, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+    try {
+      for (const format of ['csv', 'jsonl']) {
+        const r = await cli('score', img, '--method', 'clip-iqa', '--model', tiny, '--format', format, '--output', fifo, '--quiet');
+        assert.equal(r.code, 0, r.err);
+        const buf = Buffer.alloc(4096);
+        const got = buf.subarray(0, readSync(reader, buf, 0, buf.length, null)).toString();
+        assert.match(got, format === 'csv' ? /^file,score,error\n.*a\.png,0\.\d+,\n$/ : /^\{"file":".*a\.png","score":0\.\d+\}\n$/);
+      }
+    } finally {
+      closeSync(reader);
+    }
+    assert.ok(lstatSync(fifo).isFIFO());
+    const dev = ownNullDevice(dir);
+    if (dev) {
+      const r = await cli('score', img, '--method', 'clip-iqa', '--model', tiny, '--format', 'jsonl', '--output', dev, '--quiet');
+      assert.equal(r.code, 0, r.err);
+      assert.ok(lstatSync(dev).isCharacterDevice());
+      assert.ok(!existsSync(`${dev}.lock`), 'no lock file beside a device');
+    }
+    assert.deepEqual(readdirSync(dir).sort(), ['a.png', ...(dev ? ['null'] : []), 'scores.csv']);
+
+    // /dev/stdout in a child whose standard output is a pipe: the scores come through it
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        fileURLToPath(new URL('./helpers/cli-child.ts', import.meta.url)),
+        'score',
+        img,
+        '--method',
+        'clip-iqa',
+        '--model',
+        tiny,
+        '--format',
+        'csv',
+        '--output',
+        '/dev/stdout',
+        '--quiet',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const [code] = (await once(child, 'exit')) as [number];
+    assert.equal(code, 0, err);
+    assert.match(out, /^file,score,error\n.*a\.png,0\.\d+,\n$/);
+    assert.ok(lstatSync('/dev/stdout').isSymbolicLink());
+  },
+);
+
+test(
+  'score --output onto a full device fails (exit 1) saying so, with the scores on standard output',
+  { skip: !existsSync('/dev/full') && 'no /dev/full' },
+  async (t) => {
+    const dir = tempDir(t);
+    const img = join(dir, 'a.png');
+    copyFileSync(join(refImages, 'grey_640x480.png'), img);
+    const r = await cli('score', img, '--method', 'clip-iqa', '--model', tiny, '--format', 'csv', '--output', '/dev/full', '--quiet');
+    assert.equal(r.code, 1);
+    assert.match(r.err, /cannot write \/dev\/full: no space left on the device; the results were printed on standard output instead/);
+    assert.match(r.out, /^file,score,error\n/);
+    assert.ok(lstatSync('/dev/full').isCharacterDevice());
+  },
+);
