@@ -175,7 +175,12 @@ test(
         assert.equal(r.code, 0, r.err);
         const buf = Buffer.alloc(4096);
         const got = buf.subarray(0, readSync(reader, buf, 0, buf.length, null)).toString();
-        assert.match(got, format === 'csv' ? /^file,score,error\n.*a\.png,0\.\d+,\n$/ : /^\{"file":".*a\.png","score":0\.\d+\}\n$/);
+        assert.match(
+          got,
+          format === 'csv'
+            ? /^file,score,error\n.*a\.png,0\.\d+,\n$/
+            : /^\{"format":"promptiqa-scores\/1",[^\n]*\}\n\{"file":".*a\.png","score":0\.\d+\}\n$/,
+        );
       }
     } finally {
       closeSync(reader);
@@ -236,3 +241,130 @@ test(
     assert.ok(lstatSync('/dev/full').isCharacterDevice());
   },
 );
+
+const REF = ['AttnGAN_normal_000.jpg', 'grey_640x480.png', 'midjourney_normal_105.jpg', 'palette_157x301.png', 'wide_640x480.png'];
+
+/** A folder `imgs/` with the reference images and a label file `labels.csv` with other column names than the defaults. */
+function labelledSet(dir: string): { imgs: string; mos: number[] } {
+  const imgs = join(dir, 'imgs');
+  mkdirSync(imgs);
+  for (const f of REF) copyFileSync(join(refImages, f), join(imgs, f));
+  const mos = [1.5, 2.25, 4, 3.5, 2];
+  writeFileSync(join(dir, 'labels.csv'), `path,rating,caption\n${REF.map((f, i) => `imgs/${f},${mos[i]},a picture`).join('\n')}\n`);
+  return { imgs, mos };
+}
+
+test('a jsonl output records what made it; a resume with another model or option is refused naming it, the file untouched', async (t) => {
+  const dir = tempDir(t);
+  const { imgs } = labelledSet(dir);
+  const out = join(dir, 'scores.jsonl');
+  const base = ['--method', 'clip-iqa', '--format', 'jsonl', '--output', out, '--quiet'];
+  const first = await cli('score', join(imgs, REF[0]!), join(imgs, REF[1]!), ...base, '--model', tiny);
+  assert.equal(first.code, 0, first.err);
+  const lines = readFileSync(out, 'utf8').trim().split('\n');
+  assert.equal(lines.length, 3);
+  const header = JSON.parse(lines[0]!) as Record<string, unknown> & {
+    model: { name: string; id: string };
+    options: Record<string, unknown>;
+  };
+  assert.equal(header.format, 'promptiqa-scores/1');
+  assert.equal(header.method, 'clip-iqa');
+  assert.equal(header.model.name, tiny);
+  assert.match(header.model.id, /^sha256:[0-9a-f]{64}$/);
+  assert.equal(header.options.testViews, 'auto');
+  assert.deepEqual(header.scoreRange, [0, 1]);
+  assert.ok(!('file' in header));
+  const before = readFileSync(out);
+
+  // all already there, but with other weights: refused (it said "all 2 already in" before)
+  const otherModel = await cli('score', join(imgs, REF[0]!), ...base, '--model', join(sharedDir(), 'reference', 'tiny-vit-p16'));
+  assert.equal(otherModel.code, 1);
+  assert.match(
+    otherModel.err,
+    new RegExp(
+      `cannot resume ${out}: its scores were made otherwise \\(model ${tiny} \\(sha256:[0-9a-f]{12}…\\) there, .*tiny-vit-p16 \\(sha256:[0-9a-f]{12}…\\) now\\)`,
+    ),
+  );
+  const otherOption = await cli('score', imgs, ...base, '--model', tiny, '--option', 'testViews=resize');
+  assert.equal(otherOption.code, 1);
+  assert.match(otherOption.err, /its scores were made otherwise \(option testViews auto there, resize now\)/);
+  assert.deepEqual(readFileSync(out), before, 'the refused runs changed nothing');
+
+  // the same set-up resumes, the header kept once at the top
+  const same = await cli('score', imgs, ...base, '--model', tiny);
+  assert.equal(same.code, 0, same.err);
+  const after = readFileSync(out, 'utf8').trim().split('\n');
+  assert.equal(after.length, 1 + REF.length);
+  assert.equal(after[0], lines[0]);
+  assert.ok(after.slice(1).every((l) => 'file' in (JSON.parse(l) as object)));
+
+  // a jsonl file with records and no header (an earlier promptiqa, another tool) is not resumed
+  const headless = join(dir, 'old.jsonl');
+  writeFileSync(headless, lines.slice(1).join('\n') + '\n');
+  const old = await cli('score', imgs, '--method', 'clip-iqa', '--model', tiny, '--format', 'jsonl', '--output', headless, '--quiet');
+  assert.equal(old.code, 1);
+  assert.match(old.err, /cannot resume .*old\.jsonl: it does not record what made its scores/);
+});
+
+test('a csv output keeps a plain table and records what made it in FILE.meta.json', async (t) => {
+  const dir = tempDir(t);
+  const { imgs } = labelledSet(dir);
+  const out = join(dir, 'scores.csv');
+  const r = await cli('score', imgs, '--method', 'clip-iqa', '--model', tiny, '--format', 'csv', '--output', out, '--quiet');
+  assert.equal(r.code, 0, r.err);
+  assert.match(readFileSync(out, 'utf8'), /^file,score,error\n/);
+  const meta = JSON.parse(readFileSync(`${out}.meta.json`, 'utf8')) as { format: string; method: string; model: { name: string } };
+  assert.equal(meta.format, 'promptiqa-scores/1');
+  assert.equal(meta.method, 'clip-iqa');
+  assert.equal(meta.model.name, tiny);
+});
+
+test('score --dataset csv takes --image-col/--mos-col/--prompt-col; metrics reads its jsonl, json and csv outputs', async (t) => {
+  const dir = tempDir(t);
+  const { mos } = labelledSet(dir);
+  const common = ['--dataset', 'csv', '--root', dir, '--label-file', 'labels.csv', '--image-col', 'path', '--mos-col', 'rating'];
+  const figures: string[] = [];
+  for (const format of ['jsonl', 'json', 'csv']) {
+    const out = join(dir, `scores.${format}`);
+    const r = await cli(
+      'score',
+      ...common,
+      '--prompt-col',
+      'caption',
+      '--method',
+      'clip-iqa',
+      '--model',
+      tiny,
+      '--format',
+      format,
+      '--output',
+      out,
+      '--quiet',
+    );
+    assert.equal(r.code, 0, r.err);
+    const m = await cli('metrics', out, '--json');
+    assert.equal(m.code, 0, m.err);
+    figures.push(m.out);
+    assert.equal((JSON.parse(m.out) as { n: number }).n, mos.length);
+  }
+  assert.equal(new Set(figures).size, 1, 'the same figures from each format');
+  const jsonl = readFileSync(join(dir, 'scores.jsonl'), 'utf8').trim().split('\n').slice(1);
+  assert.deepEqual(
+    jsonl.map((l) => (JSON.parse(l) as { mos: number }).mos),
+    mos,
+  );
+
+  // a failed image's record has no score: skipped and counted
+  writeFileSync(join(dir, 'more.jsonl'), readFileSync(join(dir, 'scores.jsonl'), 'utf8') + '{"file":"/x.png","error":"bad","mos":3}\n');
+  const skipped = await cli('metrics', join(dir, 'more.jsonl'), '--json');
+  assert.equal(skipped.code, 0, skipped.err);
+  assert.match(skipped.err, /skipped 1 row/);
+  // a record key that no record has, and a value that is not a number, named
+  const noKey = await cli('metrics', join(dir, 'scores.jsonl'), '--mos-col', 'rating');
+  assert.equal(noKey.code, 1);
+  assert.match(noKey.err, /scores\.jsonl: no record has 'rating' \(--mos-col\); its records have file, score, mos/);
+  writeFileSync(join(dir, 'bad.jsonl'), '{"file":"a","score":"x","mos":1}\n');
+  const bad = await cli('metrics', join(dir, 'bad.jsonl'));
+  assert.equal(bad.code, 1);
+  assert.match(bad.err, /bad\.jsonl: line 1: 'score' is "x", not a number/);
+});

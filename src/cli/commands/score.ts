@@ -11,7 +11,17 @@ import { opt } from '../options.js';
 import { createProgress } from '../progress.js';
 import { checkDataset, checkMethodName } from '../lib/names.js';
 import { examples, type Register } from '../context.js';
-import { canonicalPath, expandInputs, prepareResume, type ScoreRecord, IMAGE_EXTENSIONS } from '../lib/files.js';
+import {
+  canonicalPath,
+  expandInputs,
+  outputHeader,
+  prepareResume,
+  readOutputHeader,
+  sidecarPath,
+  sourceDifferences,
+  type ScoreRecord,
+  IMAGE_EXTENSIONS,
+} from '../lib/files.js';
 
 type Format = 'table' | 'json' | 'csv' | 'jsonl';
 
@@ -28,6 +38,9 @@ interface ScoreOptions {
   dataset?: string;
   root?: string;
   labelFile?: string;
+  imageCol?: string;
+  mosCol?: string;
+  promptCol?: string;
   target?: string;
   retryFailed?: boolean;
   quiet?: boolean;
@@ -125,7 +138,10 @@ export const register: Register = (program, { io }) => {
         'streams one {"file","score"} record per line as results arrive. With --format jsonl --output FILE an interrupted ' +
         'run resumes: files already in FILE are skipped (a torn last line is rewritten) and the rest are appended; FILE ' +
         'names files by absolute path, so a run resumed from another folder finds them. --retry-failed scores again the ' +
-        'files whose records in FILE are errors (those records are replaced).',
+        'files whose records in FILE are errors (those records are replaced).\n\n' +
+        'An output records what made it (method, pretrained set-up, checkpoint, CLIP weights, options, score range): a ' +
+        'jsonl output as its first line, a csv, json or table output in FILE.meta.json beside it. A resume made otherwise ' +
+        'is refused, naming each difference.',
     )
     .argument('[files-or-folders...]', "image files and folders of images (default with --dataset: the dataset's images)")
     .addOption(opt.method().makeOptionMandatory())
@@ -134,6 +150,9 @@ export const register: Register = (program, { io }) => {
     .addOption(opt.dataset())
     .addOption(opt.root())
     .addOption(opt.labelFile())
+    .addOption(opt.imageCol())
+    .addOption(opt.mosCol())
+    .addOption(opt.promptCol())
     .addOption(opt.target())
     .addOption(opt.format(['table', 'json', 'csv', 'jsonl'], 'table'))
     .addOption(opt.output())
@@ -198,7 +217,15 @@ export const register: Register = (program, { io }) => {
         if (o.dataset !== undefined && o.root !== undefined) {
           const { loadDataset, imagePath } = await import('../../data/datasets.js');
           // a missing image is a failed record like any other, not a reason to score nothing
-          const ds = loadDataset(o.dataset, { root: o.root, labelFile: o.labelFile, target: o.target, checkImages: false });
+          const ds = loadDataset(o.dataset, {
+            root: o.root,
+            labelFile: o.labelFile,
+            target: o.target,
+            imageCol: o.imageCol,
+            mosCol: o.mosCol,
+            promptCol: o.promptCol,
+            checkImages: false,
+          });
           const byPath = new Map<string, number>();
           datasetImages = ds.items.map((it) => imagePath(ds, it));
           ds.items.forEach((it, i) => byPath.set(canonicalPath(datasetImages[i]!), it.mos));
@@ -216,110 +243,130 @@ export const register: Register = (program, { io }) => {
           if (unlabelled > 0) note(`${o.dataset}: no MOS for ${unlabelled} of ${files.length} image(s) (not in its label file)`);
         }
 
-        // resuming a jsonl output: skip what it already holds
-        let todo = files;
-        let failedInputs = unreadable;
-        let skipped = 0;
-        const total = files.length + unreadable.length;
-        if (resumable) {
-          const prev = prepareResume(target.path, { retryFailed: o.retryFailed });
-          if (prev.records > 0 || prev.dropped || prev.retried > 0) {
-            const isNew = (f: string): boolean => !prev.done.has(canonicalPath(f));
-            todo = files.filter(isNew);
-            failedInputs = unreadable.filter((x) => isNew(x.file));
-            skipped = total - todo.length - failedInputs.length;
-            const extra = [
-              prev.dropped ? 'a torn last line dropped' : '',
-              prev.retried > 0 ? `${prev.retried} failed record(s) to retry` : '',
-            ].filter((x) => x);
-            note(`${o.output}: resuming; ${skipped} of ${total} already there${extra.length ? `, ${extra.join(', ')}` : ''}`);
-          }
-        }
-        if (todo.length === 0 && failedInputs.length === 0) {
-          note(`scored 0, failed 0 (all ${total} already in ${o.output})`);
-          return;
-        }
-
-        // a resumable output names files by absolute path, so that a run from another folder matches them
-        const named = (f: string): string => (resumable ? resolve(f) : f);
-        const sink = streaming && target !== undefined ? new LineAppender(target) : undefined;
-        const collected: ScoreRecord[] = [];
-        let scored = 0;
-        let failed = 0;
-        const emit = (rec: ScoreRecord): void => {
-          if (streaming) {
-            const line = JSON.stringify(rec) + '\n';
-            if (sink) sink.write(line);
-            else io.stdout(line);
-          } else {
-            collected.push(rec);
-          }
-        };
-        const withMos = (file: string): { mos?: number } => {
-          const mos = mosOf?.(file);
-          return mos === undefined ? {} : { mos };
-        };
-        const progress = createProgress(io, o.quiet);
         let metric: Awaited<ReturnType<typeof createMetric>> | undefined;
+        const loadMetric = async (): Promise<NonNullable<typeof metric>> =>
+          (metric ??= await createMetric(o.method, {
+            model: o.model,
+            checkpoint: o.checkpoint,
+            device: o.device,
+            threads: o.threads,
+            batchSize: o.batch,
+            options: o.option,
+            hub: { progress: wantsProgress(io, o.quiet) },
+            ...(o.cache ? {} : { cache: false as const }),
+            onFile: (f) =>
+              note(`${f.metric}: ${f.role === 'clip' ? 'CLIP' : 'released weights'} from ${f.repo} at ${f.commit} → ${f.path}`),
+          }));
         try {
-          for (const x of failedInputs) {
-            failed++;
-            progress.note(`${x.file}: ${x.error}`, true);
-            emit({ file: named(x.file), error: x.error, ...withMos(x.file) });
-          }
-          if (todo.length > 0) {
-            metric = await createMetric(o.method, {
-              model: o.model,
-              checkpoint: o.checkpoint,
-              device: o.device,
-              threads: o.threads,
-              batchSize: o.batch,
-              options: o.option,
-              hub: { progress: wantsProgress(io, o.quiet) },
-              ...(o.cache ? {} : { cache: false as const }),
-              onFile: (f) =>
-                note(`${f.metric}: ${f.role === 'clip' ? 'CLIP' : 'released weights'} from ${f.repo} at ${f.commit} → ${f.path}`),
-            });
-            progress.start(todo.length, o.method);
-            for await (const r of metric.scoreFiles(todo)) {
-              if ('error' in r) {
-                failed++;
-                progress.note(`${r.file}: ${r.error}`, true);
-                emit({ file: named(r.file), error: r.error, ...withMos(r.file) });
-              } else {
-                scored++;
-                emit({ file: named(r.file), score: r.score, ...withMos(r.file) });
-              }
-              progress.increment();
-            }
-          }
-        } finally {
-          progress.stop();
-          try {
-            sink?.close();
-          } finally {
-            await metric?.close();
-          }
-        }
+          // an output records what made it (see OutputHeader), so the metric is loaded even where nothing is left to score
+          const header = target !== undefined ? outputHeader((await loadMetric()).source) : undefined;
 
-        if (!streaming) {
-          const text = render(o.format as Exclude<Format, 'jsonl'>, collected, mosOf !== undefined);
-          if (o.output === undefined) io.stdout(text);
-          else {
-            try {
-              writeFileAtomic(o.output, text);
-            } catch (err) {
-              // the output was checked before the work, yet can still fail (a full disk): the scores are not lost
-              io.stdout(text);
-              throw new CliError(`${(err as Error).message}; the results were printed on standard output instead`);
+          // resuming a jsonl output: refused unless it was made the same way, then what it holds is skipped
+          let todo = files;
+          let failedInputs = unreadable;
+          let skipped = 0;
+          let headerDue = streaming && header !== undefined;
+          const total = files.length + unreadable.length;
+          if (resumable) {
+            const recorded = readOutputHeader(target.path);
+            if (recorded.state === 'unrecorded')
+              throw new CliError(
+                `cannot resume ${o.output}: it does not record what made its scores (an earlier promptiqa, or another tool wrote it); give another --output`,
+              );
+            if (recorded.state === 'header') {
+              const diff = sourceDifferences(recorded.header, header!);
+              if (diff.length > 0)
+                throw new CliError(`cannot resume ${o.output}: its scores were made otherwise (${diff.join('; ')}); give another --output`);
+              headerDue = false;
+            }
+            const prev = prepareResume(target.path, { retryFailed: o.retryFailed });
+            if (prev.records > 0 || prev.dropped || prev.retried > 0) {
+              const isNew = (f: string): boolean => !prev.done.has(canonicalPath(f));
+              todo = files.filter(isNew);
+              failedInputs = unreadable.filter((x) => isNew(x.file));
+              skipped = total - todo.length - failedInputs.length;
+              const extra = [
+                prev.dropped ? 'a torn last line dropped' : '',
+                prev.retried > 0 ? `${prev.retried} failed record(s) to retry` : '',
+              ].filter((x) => x);
+              note(`${o.output}: resuming; ${skipped} of ${total} already there${extra.length ? `, ${extra.join(', ')}` : ''}`);
             }
           }
+          if (todo.length === 0 && failedInputs.length === 0) {
+            note(`scored 0, failed 0 (all ${total} already in ${o.output})`);
+            return;
+          }
+
+          // a resumable output names files by absolute path, so that a run from another folder matches them
+          const named = (f: string): string => (resumable ? resolve(f) : f);
+          const sink = streaming && target !== undefined ? new LineAppender(target) : undefined;
+          const collected: ScoreRecord[] = [];
+          let scored = 0;
+          let failed = 0;
+          const emit = (rec: ScoreRecord): void => {
+            if (streaming) {
+              const line = JSON.stringify(rec) + '\n';
+              if (sink) sink.write(line);
+              else io.stdout(line);
+            } else {
+              collected.push(rec);
+            }
+          };
+          const withMos = (file: string): { mos?: number } => {
+            const mos = mosOf?.(file);
+            return mos === undefined ? {} : { mos };
+          };
+          const progress = createProgress(io, o.quiet);
+          try {
+            if (headerDue) sink?.write(JSON.stringify(header) + '\n');
+            for (const x of failedInputs) {
+              failed++;
+              progress.note(`${x.file}: ${x.error}`, true);
+              emit({ file: named(x.file), error: x.error, ...withMos(x.file) });
+            }
+            if (todo.length > 0) {
+              const m = await loadMetric();
+              progress.start(todo.length, o.method);
+              for await (const r of m.scoreFiles(todo)) {
+                if ('error' in r) {
+                  failed++;
+                  progress.note(`${r.file}: ${r.error}`, true);
+                  emit({ file: named(r.file), error: r.error, ...withMos(r.file) });
+                } else {
+                  scored++;
+                  emit({ file: named(r.file), score: r.score, ...withMos(r.file) });
+                }
+                progress.increment();
+              }
+            }
+          } finally {
+            progress.stop();
+            sink?.close();
+          }
+
+          if (!streaming) {
+            const text = render(o.format as Exclude<Format, 'jsonl'>, collected, mosOf !== undefined);
+            if (o.output === undefined) io.stdout(text);
+            else {
+              try {
+                writeFileAtomic(o.output, text);
+                // what made the scores, beside the file, so that the file itself stays a plain table for any reader
+                if (target?.kind === 'file') writeFileAtomic(sidecarPath(target.path), JSON.stringify(header, null, 2) + '\n');
+              } catch (err) {
+                // the output was checked before the work, yet can still fail (a full disk): the scores are not lost
+                io.stdout(text);
+                throw new CliError(`${(err as Error).message}; the results were printed on standard output instead`);
+              }
+            }
+          }
+          note(
+            `scored ${scored}, failed ${failed}${skipped > 0 ? ` (${skipped} already in ${o.output})` : ''}${o.output !== undefined ? ` → ${o.output}` : ''}`,
+          );
+          if (scored === 0 && skipped === 0)
+            throw new CliError(`no image could be scored (${failed} of ${todo.length + failedInputs.length} failed)`);
+        } finally {
+          await metric?.close();
         }
-        note(
-          `scored ${scored}, failed ${failed}${skipped > 0 ? ` (${skipped} already in ${o.output})` : ''}${o.output !== undefined ? ` → ${o.output}` : ''}`,
-        );
-        if (scored === 0 && skipped === 0)
-          throw new CliError(`no image could be scored (${failed} of ${todo.length + failedInputs.length} failed)`);
       } finally {
         lock?.release();
       }
