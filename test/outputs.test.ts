@@ -27,6 +27,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { checkWritableFile, OutputError, writeFileAtomic } from '../src/util/fs.js';
+import { expandInputs } from '../src/cli/lib/files.js';
 import { cli } from './helpers/cli.js';
 import { sharedDir } from './helpers/shared.js';
 
@@ -368,3 +369,67 @@ test('score --dataset csv takes --image-col/--mos-col/--prompt-col; metrics read
   assert.equal(bad.code, 1);
   assert.match(bad.err, /bad\.jsonl: line 1: 'score' is "x", not a number/);
 });
+
+test(
+  'score: a FIFO or device among the inputs or in a folder is a failed record saying what it is, never read',
+  { skip: !linux && 'devices' },
+  async (t) => {
+    const dir = tempDir(t);
+    const imgs = join(dir, 'imgs');
+    mkdirSync(imgs);
+    copyFileSync(join(refImages, 'grey_640x480.png'), join(imgs, 'a.png'));
+    execFileSync('mkfifo', [join(imgs, 'pipe.jpg')]); // no writer: reading it would wait forever
+    symlinkSync('/dev/zero', join(imgs, 'zero.jpg')); // reading it would never end
+    execFileSync('mkfifo', [join(imgs, 'notes')]); // not an image name: not an image, as any other file
+    const fifo = join(dir, 'given.png');
+    execFileSync('mkfifo', [fifo]);
+    // found without opening any of them (the old scan dropped the folder's silently and took the given ones as images)
+    const found = expandInputs([imgs, fifo, '/dev/zero']);
+    assert.deepEqual(found.files, [join(imgs, 'a.png')]);
+    assert.deepEqual(
+      found.failed.map((f) => f.file),
+      [join(imgs, 'pipe.jpg'), join(imgs, 'zero.jpg'), fifo, '/dev/zero'],
+    );
+    const out = join(dir, 'scores.jsonl');
+    const r = await cli('score', imgs, fifo, '/dev/zero', '--method', 'clip-iqa', '--model', tiny, '--format', 'jsonl', '--output', out);
+    assert.equal(r.code, 0, r.err);
+    const records = readFileSync(out, 'utf8')
+      .trim()
+      .split('\n')
+      .slice(1)
+      .map((l) => JSON.parse(l) as { file: string; score?: number; error?: string });
+    const errors = Object.fromEntries(records.filter((x) => x.error !== undefined).map((x) => [x.file, x.error]));
+    assert.deepEqual(errors, {
+      [join(imgs, 'pipe.jpg')]: 'it is a FIFO (named pipe), not a regular file: skipped',
+      [join(imgs, 'zero.jpg')]: 'it is a character device, not a regular file: skipped',
+      [fifo]: 'it is a FIFO (named pipe), not a regular file: skipped',
+      '/dev/zero': 'it is a character device, not a regular file: skipped',
+    });
+    assert.equal(records.filter((x) => typeof x.score === 'number').length, 1);
+    for (const f of ['pipe.jpg', 'zero.jpg', 'given.png', '/dev/zero']) assert.ok(r.err.includes(f), `stderr names ${f}`);
+    assert.match(r.err, /scored 1, failed 4/);
+  },
+);
+
+test(
+  'metrics and a checkpoint read only regular files: a FIFO or device is refused at once, naming it',
+  { skip: !linux && 'devices' },
+  async (t) => {
+    const dir = tempDir(t);
+    const fifo = join(dir, 'scores.csv');
+    execFileSync('mkfifo', [fifo]);
+    for (const f of [fifo, '/dev/zero']) {
+      const r = await cli('metrics', f);
+      assert.equal(r.code, 1);
+      assert.match(r.err, new RegExp(`cannot read score file ${f}: it is a (FIFO|character device)`));
+    }
+    // a jsonl output to resume that is not a regular file is written into, not read (see the FIFO test above);
+    // a checkpoint's description or tensors that are a FIFO or a device: refused by name
+    const run = join(dir, 'run');
+    mkdirSync(run);
+    execFileSync('mkfifo', [join(run, 'checkpoint.json')]);
+    const ck = await cli('score', join(refImages, 'grey_640x480.png'), '--method', 'tang', '--checkpoint', run, '--model', tiny);
+    assert.equal(ck.code, 1);
+    assert.match(ck.err, /cannot read checkpoint description .*checkpoint\.json: it is a FIFO/);
+  },
+);

@@ -297,7 +297,7 @@ export function readFileHead(path: string, bytes: number, what = 'file'): Buffer
 }
 
 /** What a file that is not a regular file is, in words: "a FIFO", "a character device", … */
-function describeKind(st: ReturnType<typeof fstatSync>): string {
+export function describeKind(st: ReturnType<typeof fstatSync>): string {
   if (st.isDirectory()) return 'a folder';
   if (st.isFIFO()) return 'a FIFO (named pipe)';
   if (st.isCharacterDevice()) return 'a character device';

@@ -121,7 +121,8 @@ export const register: Register = (program, { io }) => {
     .description(
       `Scores images with a quality method. Folders are searched recursively for image files (${IMAGE_EXTENSIONS.map((e) => e.slice(1)).join(', ')}; ` +
         'any case), taken in sorted order; hidden files are skipped. Images that cannot be read, paths that do not exist, ' +
-        'folders that cannot be listed and links that lead nowhere are reported on stderr (file: problem) and in the output ' +
+        'folders that cannot be listed, links that lead nowhere and FIFOs or devices (never read) are reported on stderr ' +
+        '(file: problem) and in the output ' +
         'as {"file", "error"}; the run goes on. A summary line ends the run on stderr. ' +
         'The exit code is non-zero only when no image could be scored.\n\n' +
         'Without --model and --checkpoint, a method with a pretrained set-up (see `promptiqa methods`: clip-iqa, clip-iqa+, ' +

@@ -2,9 +2,17 @@
  * The file work of `promptiqa score`: folders expanded to image files,
  * and the JSON-lines output that a later run resumes.
  */
-import { closeSync, existsSync, readSync, readdirSync, realpathSync, statSync, truncateSync } from 'node:fs';
+import { type Stats, closeSync, existsSync, readSync, readdirSync, realpathSync, statSync, truncateSync } from 'node:fs';
 import { extname, join, resolve } from 'node:path';
-import { InputFileError, READ_LIMITS, describeFsError, openRegularFile, readFileHead, writeFileAtomic } from '../../util/fs.js';
+import {
+  InputFileError,
+  READ_LIMITS,
+  describeFsError,
+  describeKind,
+  openRegularFile,
+  readFileHead,
+  writeFileAtomic,
+} from '../../util/fs.js';
 import { packageVersion } from '../../util/version.js';
 import type { MetricSource } from '../../methods/index.js';
 import { CliError } from '../io.js';
@@ -37,10 +45,16 @@ export function canonicalPath(p: string): string {
   }
 }
 
+/** Why a path that is not a regular file or a folder (a FIFO, a device, a socket) is not read as an image. */
+function notAnImageFile(st: Stats): string {
+  return `it is ${describeKind(st)}, not a regular file: skipped`;
+}
+
 /**
  * Image files under `dir`, recursively, sorted; hidden entries (".name") are skipped, symlinked folders
- * followed once. A folder that cannot be listed and an image-named link that leads nowhere (missing
- * target, a loop) are returned in `failed`; the walk goes on.
+ * followed once. A folder that cannot be listed, an image-named link that leads nowhere (missing
+ * target, a loop) and an image-named entry that is a FIFO, a device or a socket (itself or through a link: it
+ * is never opened, as reading one may never end) are returned in `failed`; the walk goes on.
  */
 export function listImagesUnder(dir: string): { files: string[]; failed: InputFailure[] } {
   const found: string[] = [];
@@ -68,6 +82,7 @@ export function listImagesUnder(dir: string): { files: string[]; failed: InputFa
       const p = join(d, e.name);
       let isDir = e.isDirectory();
       let isFile = e.isFile();
+      let special = !isDir && !isFile && !e.isSymbolicLink();
       if (e.isSymbolicLink()) {
         let st;
         try {
@@ -79,9 +94,19 @@ export function listImagesUnder(dir: string): { files: string[]; failed: InputFa
         if (!st && isImageName(e.name)) failed.push({ file: p, error: 'a link to a file that does not exist' });
         isDir = st?.isDirectory() ?? false;
         isFile = st?.isFile() ?? false;
+        special = st !== undefined && !isDir && !isFile;
       }
       if (isDir) walk(p);
       else if (isFile && isImageName(e.name)) found.push(p);
+      else if (special && isImageName(e.name)) {
+        let why = 'not a regular file: skipped';
+        try {
+          why = notAnImageFile(statSync(p));
+        } catch {
+          // gone meanwhile: the general words
+        }
+        failed.push({ file: p, error: why });
+      }
     }
   };
   walk(dir);
@@ -119,6 +144,9 @@ export function expandInputs(args: readonly string[]): { files: string[]; empty:
       if (found.files.length === 0 && found.failed.length === 0) empty.push(arg);
       found.files.forEach(add);
       failed.push(...found.failed);
+    } else if (!st.isFile()) {
+      // a FIFO or a device (/dev/zero, a link to it) is never opened: reading one may never end
+      failed.push({ file: arg, error: notAnImageFile(st) });
     } else {
       add(arg);
     }
