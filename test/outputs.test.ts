@@ -27,7 +27,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { checkWritableFile, OutputError, writeFileAtomic } from '../src/util/fs.js';
-import { expandInputs } from '../src/cli/lib/files.js';
+import { expandInputs, outputHeader, prepareResume, readOutputHeader, sourceDifferences } from '../src/cli/lib/files.js';
+import type { MetricSource } from '../src/methods/index.js';
 import { cli } from './helpers/cli.js';
 import { sharedDir } from './helpers/shared.js';
 
@@ -433,3 +434,55 @@ test(
     assert.match(ck.err, /cannot read checkpoint description .*checkpoint\.json: it is a FIFO/);
   },
 );
+
+test('sourceDifferences names each difference; a resume keeps the header line through --retry-failed', (t) => {
+  const base: MetricSource = {
+    method: 'liqe',
+    pretrained: 'liqe',
+    checkpoint: { path: '/a/liqe_koniq.pt', sha256: 'a'.repeat(64) },
+    model: { name: 'openai/clip-vit-base-patch32', id: `sha256:${'b'.repeat(64)}` },
+    options: { nCtx: 16, testViews: 'auto' },
+    scoreRange: [1, 5],
+  };
+  assert.deepEqual(sourceDifferences(base, structuredClone(base)), []);
+  // another copy of the same files (other paths, same digests) is the same source
+  assert.deepEqual(
+    sourceDifferences(base, {
+      ...base,
+      checkpoint: { path: '/b/copy.pt', sha256: 'a'.repeat(64) },
+      model: { ...base.model, name: '/models/clip' },
+    }),
+    [],
+  );
+  assert.deepEqual(
+    sourceDifferences(base, {
+      method: 'clip-iqa',
+      model: base.model,
+      options: { testViews: 'resize', pairs: 'pyiqa' },
+      scoreRange: [0, 1],
+    }),
+    [
+      'method liqe there, clip-iqa now',
+      'pretrained set-up liqe there, none now',
+      `checkpoint /a/liqe_koniq.pt (sha256 ${'a'.repeat(12)}…) there, none now`,
+      'option nCtx 16 there, none now',
+      'option pairs none there, pyiqa now',
+      'option testViews auto there, resize now',
+      'score range [1,5] there, [0,1] now',
+    ],
+  );
+
+  const dir = tempDir(t);
+  const out = join(dir, 'scores.jsonl');
+  const header = JSON.stringify(outputHeader(base));
+  writeFileSync(out, `${header}\n{"file":"/x/a.png","score":2}\n{"file":"/x/b.png","error":"bad"}\n`);
+  assert.deepEqual(readOutputHeader(out), { state: 'header', header: JSON.parse(header) as unknown });
+  const state = prepareResume(out, { retryFailed: true });
+  assert.equal(state.records, 1);
+  assert.equal(state.retried, 1);
+  assert.equal(readFileSync(out, 'utf8'), `${header}\n{"file":"/x/a.png","score":2}\n`);
+  writeFileSync(out, '{"file":"/x/a.png","score":2}\n');
+  assert.deepEqual(readOutputHeader(out), { state: 'unrecorded' });
+  writeFileSync(out, '{"format":"promptiqa-sc'); // a run killed while writing its first line
+  assert.deepEqual(readOutputHeader(out), { state: 'empty' });
+});
