@@ -26,7 +26,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { checkWritableFile, OutputError, writeFileAtomic } from '../src/util/fs.js';
+import { checkWritableFile, checkWritableFolder, OutputError, writeFileAtomic } from '../src/util/fs.js';
 import { expandInputs, outputHeader, prepareResume, readOutputHeader, sourceDifferences } from '../src/cli/lib/files.js';
 import type { MetricSource } from '../src/methods/index.js';
 import { cli } from './helpers/cli.js';
@@ -140,6 +140,8 @@ test('an output in /proc is reported as what it is, not as a missing folder', { 
     (e: unknown) => e instanceof OutputError && /^cannot write \/proc\/version: files cannot be created in \/proc \(procfs/.test(e.message),
   );
   assert.throws(() => writeFileAtomic('/proc/promptiqa-out.csv', 'x'), /files cannot be created in \/proc \(procfs/);
+  // eval's and train's --out: a device is named as one, not as "a file"
+  assert.throws(() => checkWritableFolder('/dev/null'), /cannot write in \/dev\/null: it is a character device, not a folder/);
 });
 
 test('score --output -: standard output, no file named "-"', async (t) => {

@@ -281,7 +281,8 @@ export function checkWritableFile(path: string): OutputTarget {
 /** Checks, before any long work, that files can be written in the folder `dir` (created if missing); leaves nothing behind. */
 export function checkWritableFolder(dir: string): void {
   const st = statIfThere(dir);
-  if (st && !st.isDirectory()) throw new OutputError(`cannot write in ${dir}: it is a file, not a folder`);
+  if (st && !st.isDirectory())
+    throw new OutputError(`cannot write in ${dir}: it is ${st.isFile() ? 'a file' : describeKind(st)}, not a folder`);
   probeFolder(dir, nearestFolder(dir, dir));
 }
 
