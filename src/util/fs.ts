@@ -157,12 +157,20 @@ const KERNEL_FILE_SYSTEMS: ReadonlyMap<number, string> = new Map([
   [0x63677270, 'cgroupfs'],
 ]);
 
+function isFolder(p: string): boolean {
+  try {
+    return statSync(p, { throwIfNoEntry: false })?.isDirectory() ?? false;
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Why a file could not be made in `dir`: the file-system error in words, except that "no such file" for a folder
  * that exists is the kernel's way of saying that it makes no new files there (/proc).
  */
 function describeCreateError(err: unknown, dir: string): string {
-  if ((err as NodeJS.ErrnoException)?.code === 'ENOENT' && statSync(dir, { throwIfNoEntry: false })?.isDirectory()) {
+  if ((err as NodeJS.ErrnoException)?.code === 'ENOENT' && isFolder(dir)) {
     let fs = '';
     try {
       const name = KERNEL_FILE_SYSTEMS.get(Number(statfsSync(dir).type));
