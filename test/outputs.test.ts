@@ -29,6 +29,7 @@ import { fileURLToPath } from 'node:url';
 import { checkWritableFile, checkWritableFolder, OutputError, writeFileAtomic } from '../src/util/fs.js';
 import { expandInputs, outputHeader, prepareResume, readOutputHeader, sourceDifferences } from '../src/cli/lib/files.js';
 import type { MetricSource } from '../src/methods/index.js';
+import { readUnreadable } from '../src/train/batches.js';
 import { cli } from './helpers/cli.js';
 import { sharedDir } from './helpers/shared.js';
 
@@ -488,3 +489,13 @@ test('sourceDifferences names each difference; a resume keeps the header line th
   writeFileSync(out, '{"format":"promptiqa-sc'); // a run killed while writing its first line
   assert.deepEqual(readOutputHeader(out), { state: 'empty' });
 });
+
+test(
+  "a run's list of unreadable images that is a FIFO is passed over at once (it only saves decoding)",
+  { skip: !linux && 'mkfifo' },
+  (t) => {
+    const dir = tempDir(t);
+    execFileSync('mkfifo', [join(dir, 'unreadable.json')]);
+    assert.deepEqual(readUnreadable(join(dir, 'unreadable.json')), []);
+  },
+);
