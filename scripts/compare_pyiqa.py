@@ -760,6 +760,8 @@ def read_jsonl(path):
             line = line.strip()
             if line:
                 r = json.loads(line)
+                if "file" not in r:
+                    continue  # the first line says what made the scores
                 scores[os.path.realpath(r["file"])] = r["score"] if "score" in r else {"error": r.get("error")}
     return scores
 

@@ -13,6 +13,7 @@ export type {
   MethodDescription,
   MetricOptions,
   Metric,
+  MetricSource,
   ImageInput,
   ScoreResult,
   PretrainedFile,

@@ -55,7 +55,7 @@ test('metrics: a missing file or column is one clear line naming it, exit 1', as
     const r = await cli('metrics', missing, '--pred-col', 'p', '--mos-col', 'm');
     assert.equal(r.code, 1);
     assert.equal(r.out, '');
-    assert.equal(r.err, `promptiqa metrics: ${missing}: no such file\n`);
+    assert.equal(r.err, `promptiqa metrics: cannot read score file ${missing}: no such file or folder\n`);
 
     const csv = join(dir, 'a.csv');
     writeFileSync(csv, 'file,score,mos\na,1,2\nb,2,3\nc,3,3\nd,4,5\n');
@@ -138,7 +138,7 @@ test('bad usage exits 2 with a message on stderr', async () => {
   const cases: Array<[string[], RegExp]> = [
     [[], /Usage: promptiqa/],
     [['nosuchcommand'], /unknown command 'nosuchcommand'/],
-    [['metrics'], /missing required argument 'csv'/],
+    [['metrics'], /missing required argument 'file'/],
     [['metrics', 'a.csv', '--bogus'], /unknown option '--bogus'/],
     [['score', 'x.jpg'], /required option '--method <name>' not specified/],
     [['bench', '--batch', '0'], /--batch <n>' argument '0' is invalid/],

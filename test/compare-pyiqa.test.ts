@@ -84,7 +84,8 @@ test(
         const out = join(work, `${method}.jsonl`);
         const r = await cli('score', image, '--method', method, ...extra, '--format', 'jsonl', '--output', out, '--threads', '1');
         assert.equal(r.code, 0, r.err);
-        const rec = JSON.parse(readFileSync(out, 'utf8').trim()) as { file: string; score?: number; error?: string };
+        // the last line: the first says what made the scores
+        const rec = JSON.parse(readFileSync(out, 'utf8').trim().split('\n').pop()!) as { file: string; score?: number; error?: string };
         assert.equal(typeof rec.score, 'number', JSON.stringify(rec));
         return { score: rec.score!, err: r.err };
       };

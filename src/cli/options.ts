@@ -138,7 +138,11 @@ export const opt = {
     ),
   json: (): Option => new Option('--json', 'print one JSON object on stdout instead of a table'),
   format: (choices: string[], dflt: string): Option => new Option('--format <format>', 'output format').choices(choices).default(dflt),
-  output: (): Option => new Option('--output <file>', 'write the results to this file instead of stdout'),
+  output: (): Option =>
+    new Option(
+      '--output <file>',
+      'write the results to this file instead of stdout (- is stdout; a character device or FIFO is written as it is)',
+    ),
   quiet: (): Option =>
     new Option(
       '-q, --quiet',

@@ -4,14 +4,14 @@
  * and the sha256 of the tensor file). Both are written atomically, tensors first, so the JSON never names
  * tensors that are not on disk; the tensors are checked against that sha256 whenever they are loaded.
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { readSafetensors, writeSafetensors } from '../clip/safetensors.js';
 import { type ParamSet } from '../prompts/context.js';
 import type { BackboneSource } from './graphs.js';
 import type { SplitRecord } from '../data/splits.js';
 import type { DatasetColumns } from '../data/datasets.js';
-import { writeFileAtomic } from '../util/fs.js';
+import { openRegularFile, readRegularText, writeFileAtomic } from '../util/fs.js';
 import { fileSha256Sync } from '../util/hash.js';
 
 export const CHECKPOINT_FORMAT = 'promptiqa-checkpoint/2';
@@ -61,11 +61,11 @@ export function loadCheckpointMeta(path: string): { base: string; meta: Checkpoi
   const base = checkpointBase(path);
   const json = `${base}.json`;
   if (!existsSync(json)) throw new Error(`${path}: no checkpoint here (expected ${base}.json and ${base}.safetensors)`);
-  const size = statSync(json).size;
-  if (size > MAX_META_BYTES) throw new Error(`${json}: ${size} bytes, too large for a checkpoint description`);
+  // a regular file of at most MAX_META_BYTES (a FIFO or device is refused without blocking), else the error names it
+  const text = readRegularText(json, 'checkpoint description', MAX_META_BYTES);
   let meta: CheckpointMeta;
   try {
-    meta = JSON.parse(readFileSync(json, 'utf8')) as CheckpointMeta;
+    meta = JSON.parse(text) as CheckpointMeta;
   } catch (err) {
     throw new Error(`${json}: not a readable checkpoint description (${(err as Error).message})`);
   }
@@ -88,6 +88,7 @@ export function loadCheckpoint(path: string): { base: string; meta: CheckpointMe
   const { base, meta } = loadCheckpointMeta(path);
   const file = `${base}.safetensors`;
   if (!existsSync(file)) throw new Error(`${file}: missing (${base}.json names it as its tensors)`);
+  closeSync(openRegularFile(file, 'checkpoint tensors').fd); // hashed whole next: a FIFO or device would never end
   const sha = fileSha256Sync(file);
   if (sha !== meta.tensors.sha256) {
     throw new Error(`${file}: corrupted or replaced: its sha256 is ${sha}, but ${base}.json records ${meta.tensors.sha256}`);

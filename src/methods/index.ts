@@ -38,6 +38,7 @@ import type { RgbImage } from '../data/rgb.js';
 import { loadCheckpoint, describeBackbone, type CheckpointMeta } from './checkpoint.js';
 import { Rng } from '../util/rng.js';
 import { type CacheDir, resolveCacheDir } from '../util/cache.js';
+import { fileDigest } from '../util/hash.js';
 
 export type { MethodInfo, Method, MethodModel, AuxiliaryTarget, Predictions, Options } from './method.js';
 export { Scorer, checkBatchSize, MAX_BATCH } from './graphs.js';
@@ -163,8 +164,26 @@ export interface MetricOptions {
 export type ImageInput = string | Uint8Array | RgbImage;
 export type ScoreResult = { file: string; score: number } | { file: string; error: string };
 
+/**
+ * What makes a metric's scores what they are, as an output records it: two runs whose sources differ do not
+ * belong in one file (a resumed output is checked against it).
+ */
+export interface MetricSource {
+  method: string;
+  /** pyiqa's pretrained set-up, by name, where the metric is one */
+  pretrained?: string;
+  /** the checkpoint: promptiqa's (the sha256 of its tensors) or a released file (its sha256) */
+  checkpoint?: { path: string; sha256: string };
+  /** the CLIP, as named, and the identity of its weights (their sha256) */
+  model: { name: string; id: string };
+  /** every option of the method, defaults included */
+  options: Record<string, unknown>;
+  scoreRange: [number, number];
+}
+
 export interface Metric {
   readonly info: MethodInfo;
+  readonly source: MetricSource;
   score(input: ImageInput): Promise<number>;
   scoreBatch(inputs: readonly ImageInput[]): Promise<number[]>;
   scoreFiles(files: readonly string[]): AsyncGenerator<ScoreResult>;
@@ -176,7 +195,7 @@ export interface Metric {
  * it (the weights must be the same either way), and its tensors checked against the shapes its method
  * and options call for, so an option that changes them (e.g. nCtx) is refused by name.
  */
-async function fromCheckpoint(method: Method, checkpoint: string, opts: MetricOptions): Promise<{ params: ParamSet; setup: MethodSetup }> {
+async function fromCheckpoint(method: Method, checkpoint: string, opts: MetricOptions): Promise<Loaded> {
   if (isReleasedFile(checkpoint)) return fromReleasedFile(method, checkpoint, opts);
   const { base, meta, params } = loadCheckpoint(checkpoint);
   if (meta.method !== method.info.name)
@@ -214,7 +233,7 @@ async function fromCheckpoint(method: Method, checkpoint: string, opts: MetricOp
   }
   const setup = setUp(method, options, backbone);
   checkTensors(checkpoint, meta, params, setup.model.init(new Rng(0)), opts.options ?? {});
-  return { params, setup };
+  return { params, setup, checkpoint: { path: resolve(checkpoint), sha256: meta.tensors.sha256 } };
 }
 
 /** A weights file that is not one of promptiqa's checkpoints (which are a .json beside a .safetensors). */
@@ -228,7 +247,7 @@ function isReleasedFile(path: string): boolean {
  * A released file as the checkpoint: a whole CLIP that becomes the backbone (with `--model`'s tokenizer, if
  * given), or the method's learned parameters on the backbone `--model` names (default the method's).
  */
-async function fromReleasedFile(method: Method, file: string, opts: MetricOptions): Promise<{ params: ParamSet; setup: MethodSetup }> {
+async function fromReleasedFile(method: Method, file: string, opts: MetricOptions): Promise<Loaded> {
   const released = method.released;
   if (!released) {
     throw new Error(
@@ -243,7 +262,7 @@ async function fromReleasedFile(method: Method, file: string, opts: MetricOption
     const tokenizer = opts.model !== undefined ? await loadTokenizer(opts.model) : weights.tokenizer;
     try {
       const setup = setUp(method, parseOptions(method, given), { ...weights, tokenizer });
-      return { params: setup.model.init(new Rng(0)), setup };
+      return { params: setup.model.init(new Rng(0)), setup, checkpoint: await releasedIdentity(file, opts) };
     } catch (err) {
       // the method's check of the CLIP it runs on (LIQE's ViT-B/32), about this file
       if (err instanceof WeightError) throw new WeightError(`${file}: ${err.message}`, { cause: err });
@@ -273,7 +292,18 @@ async function fromReleasedFile(method: Method, file: string, opts: MetricOption
       );
     }
   }
-  return { params: read.params, setup };
+  return { params: read.params, setup, checkpoint: await releasedIdentity(file, opts) };
+}
+
+/** A metric's parameters and set-up, and the checkpoint they came from. */
+interface Loaded {
+  params: ParamSet;
+  setup: MethodSetup;
+  checkpoint?: MetricSource['checkpoint'];
+}
+
+async function releasedIdentity(file: string, opts: MetricOptions): Promise<MetricSource['checkpoint']> {
+  return { path: resolve(file), sha256: await fileDigest(file, resolveCacheDir(opts.cache)) };
 }
 
 /** Refuses a checkpoint whose tensors are not those the method, with these options, reads. */
@@ -350,7 +380,7 @@ function problemOf(err: unknown): string {
  * A pretrained metric: its files downloaded once (cached, checked), then the method built with pyiqa's
  * options (those given override them) on its CLIP and released file.
  */
-async function fromPretrained(p: PretrainedMetric, opts: MetricOptions): Promise<{ params: ParamSet; setup: MethodSetup }> {
+async function fromPretrained(p: PretrainedMetric, opts: MetricOptions): Promise<Loaded> {
   const method = getMethod(p.method);
   const files = await fetchPretrained(p, opts.hub, opts.onFile);
   // allowUntrained only matters without weights, and a pretrained metric has them
@@ -401,10 +431,11 @@ export async function createMetric(name: string, opts: MetricOptions = {}): Prom
   const batch = checkBatchSize(opts.batchSize ?? 8);
   let params: ParamSet;
   let setup: MethodSetup;
+  let checkpoint: MetricSource['checkpoint'];
   if (pretrained) {
-    ({ params, setup } = await fromPretrained(pretrained, opts));
+    ({ params, setup, checkpoint } = await fromPretrained(pretrained, opts));
   } else if (opts.checkpoint) {
-    ({ params, setup } = await fromCheckpoint(method, opts.checkpoint, opts));
+    ({ params, setup, checkpoint } = await fromCheckpoint(method, opts.checkpoint, opts));
   } else {
     if (method.info.trainable && !opts.options?.allowUntrained) {
       throw new Error(`${name} needs a trained checkpoint (--checkpoint); train one with \`promptiqa train --method ${name}\``);
@@ -414,19 +445,35 @@ export async function createMetric(name: string, opts: MetricOptions = {}): Prom
     setup = setUp(method, options, await loadBackbone(opts.model ?? method.info.defaultModel, undefined, resolveCacheDir(opts.cache)));
     params = setup.model.init(new Rng(0));
   }
-  return metricFor(setup, params, { provider: opts.device, threads: opts.threads }, batch, resolveCacheDir(opts.cache));
+  const source = { ...(pretrained ? { pretrained: pretrained.name } : {}), ...(checkpoint ? { checkpoint } : {}) };
+  return metricFor(setup, params, { provider: opts.device, threads: opts.threads }, batch, resolveCacheDir(opts.cache), source);
 }
 
 /**
  * The metric of a method set up on a backbone with its parameters: what `createMetric` returns once it has
  * found them (and what a benchmark builds on random weights, to time the same scoring).
  */
-export function metricFor(setup: MethodSetup, params: ParamSet, runtime: RuntimeOptions, batch = 8, textCache: CacheDir = null): Metric {
+export function metricFor(
+  setup: MethodSetup,
+  params: ParamSet,
+  runtime: RuntimeOptions,
+  batch = 8,
+  textCache: CacheDir = null,
+  from: Pick<MetricSource, 'pretrained' | 'checkpoint'> = {},
+): Metric {
   checkBatchSize(batch);
   const { method } = setup;
   const scorer = new Scorer(setup, params, runtime, batch, textCache);
+  const source: MetricSource = {
+    method: method.info.name,
+    ...from,
+    model: { name: setup.backbone.model, id: setup.backbone.weights.id },
+    options: { ...setup.options },
+    scoreRange: [...method.info.scoreRange],
+  };
   return {
     info: { ...method.info },
+    source,
     async score(input) {
       checkInput(input, 'score');
       return (await scorer.scoreImages([await toImage(input)]))[0]!;

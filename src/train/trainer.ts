@@ -6,7 +6,7 @@
  * at any moment resumes from its last epoch and ends with the same numbers as an uninterrupted one.
  */
 import type { Provider } from '../graph/runtime.js';
-import { existsSync, mkdirSync, readFileSync, rmSync, appendFileSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, appendFileSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { getMethod, loadBackbone } from '../methods/index.js';
 import { type AuxiliaryTarget, type Method, type Options, enabledAuxiliary, parseOptions } from '../methods/method.js';
@@ -30,7 +30,7 @@ import {
 } from './optim.js';
 import { saveCheckpoint, loadCheckpoint, type CheckpointMeta } from '../methods/checkpoint.js';
 import { readSafetensors, writeSafetensors } from '../clip/safetensors.js';
-import { checkWritableFolder, writeFileAtomic } from '../util/fs.js';
+import { READ_LIMITS, checkWritableFolder, readRegularText, writeFileAtomic } from '../util/fs.js';
 import { withLock } from '../util/lock.js';
 import { ResidentTraining } from './resident.js';
 import { BatchSource, readUnreadable, sortedValues, writeUnreadable, type Batch } from './batches.js';
@@ -565,7 +565,7 @@ async function checkRunImages(ds: Dataset, split: Split, listPath: string, skip:
  */
 function trimLog(path: string, epoch: number): void {
   if (!existsSync(path)) return;
-  const kept = readFileSync(path, 'utf8')
+  const kept = readRegularText(path, 'training log', READ_LIMITS.labels)
     .split('\n')
     .filter((line) => {
       try {
@@ -600,7 +600,7 @@ function loadState(base: string, runKey: string): { params: ParamSet; state: Sta
   if (!existsSync(`${base}.json`)) return null;
   let saved: { runKey: string; state: State; tensors: string };
   try {
-    saved = JSON.parse(readFileSync(`${base}.json`, 'utf8')) as typeof saved;
+    saved = JSON.parse(readRegularText(`${base}.json`, "run's saved state", READ_LIMITS.json)) as typeof saved;
   } catch (err) {
     throw new Error(`${base}.json: the run's saved state cannot be read (${(err as Error).message}); delete it to start the run again`);
   }

@@ -1,11 +1,12 @@
-/** `promptiqa metrics <csv>`: SRCC, KRCC, PLCC (raw and logistic) and RMSE of two columns of a CSV. */
-import { readFileSync } from 'node:fs';
+/** `promptiqa metrics <file>`: SRCC, KRCC, PLCC (raw and logistic) and RMSE of two columns of a CSV, or of `score`'s jsonl or json output. */
+import { READ_LIMITS, readRegularText } from '../../util/fs.js';
 import { parseCsv } from '../../util/csv.js';
 import { parseDecimal } from '../../util/number.js';
 import { FIGURES, correlations, figuresOf, type Correlations } from '../../eval/metrics.js';
 import { CliError, fmt, formatPairs, jsonLine } from '../io.js';
 import { opt } from '../options.js';
 import { examples, type Register } from '../context.js';
+import { isHeaderLine } from '../lib/files.js';
 
 interface MetricsOptions {
   predCol: string;
@@ -14,17 +15,20 @@ interface MetricsOptions {
   quiet?: boolean;
 }
 
-/** Reads the two columns as numbers; rows where either is empty are skipped (failed images of `score`). */
+/**
+ * Reads the two columns as numbers from a CSV with a header row, or from `score`'s own jsonl (one record per line; its
+ * first line, which says what made the scores, is passed over) or json (a list of records) output: the keys of the
+ * records are the columns. Rows where either is empty or absent are skipped (failed images of `score`).
+ */
 export function readColumns(path: string, predCol: string, mosCol: string): { pred: number[]; mos: number[]; skipped: number } {
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    text = readRegularText(path, 'score file', READ_LIMITS.labels);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new CliError(
-      `${path}: ${code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a folder, not a CSV file' : `cannot read (${(err as Error).message})`}`,
-    );
+    throw new CliError((err as Error).message);
   }
+  const start = text.replace(/^\uFEFF/, '').trimStart();
+  if (start.startsWith('{') || start.startsWith('[')) return recordColumns(path, text, predCol, mosCol);
   let csv;
   try {
     csv = parseCsv(text, path);
@@ -60,16 +64,81 @@ export function readColumns(path: string, predCol: string, mosCol: string): { pr
   return { pred, mos, skipped };
 }
 
+/** The two keys of JSON records: `score --format jsonl` (one per line) or `--format json` (a list). */
+function recordColumns(path: string, text: string, predCol: string, mosCol: string): { pred: number[]; mos: number[]; skipped: number } {
+  const records: Array<{ where: string; rec: unknown }> = [];
+  if (
+    text
+      .trimStart()
+      .replace(/^\uFEFF/, '')
+      .startsWith('[')
+  ) {
+    let list: unknown;
+    try {
+      list = JSON.parse(text.replace(/^\uFEFF/, ''));
+    } catch (err) {
+      throw new CliError(`${path}: not a JSON list of score records (${(err as Error).message})`);
+    }
+    if (!Array.isArray(list)) throw new CliError(`${path}: not a JSON list of score records`);
+    list.forEach((rec, i) => records.push({ where: `record ${i + 1}`, rec }));
+  } else {
+    text.split('\n').forEach((raw, i) => {
+      const line = raw.replace(/^\uFEFF/, '').trim();
+      if (line === '') return;
+      let rec: unknown;
+      try {
+        rec = JSON.parse(line);
+      } catch {
+        throw new CliError(`${path}:${i + 1}: not a JSON record (a jsonl file has one {...} per line)`);
+      }
+      if (!isHeaderLine(rec)) records.push({ where: `line ${i + 1}`, rec });
+    });
+  }
+  const pred: number[] = [];
+  const mos: number[] = [];
+  let skipped = 0;
+  const keys = new Set<string>();
+  for (const { where, rec } of records) {
+    if (typeof rec !== 'object' || rec === null || Array.isArray(rec)) throw new CliError(`${path}: ${where}: not a JSON object`);
+    const r = rec as Record<string, unknown>;
+    Object.keys(r).forEach((k) => keys.add(k));
+    const a = r[predCol];
+    const b = r[mosCol];
+    if (a === undefined || a === null || a === '' || b === undefined || b === null || b === '') {
+      skipped++;
+      continue;
+    }
+    const num = (v: unknown, name: string): number => {
+      const x = typeof v === 'number' ? v : typeof v === 'string' ? parseDecimal(v) : undefined;
+      if (x === undefined || !Number.isFinite(x))
+        throw new CliError(`${path}: ${where}: '${name}' is ${JSON.stringify(v)}, not a number (a finite decimal such as 3.5 or 1e-3)`);
+      return x;
+    };
+    pred.push(num(a, predCol));
+    mos.push(num(b, mosCol));
+  }
+  for (const [name, what] of [
+    [predCol, '--pred-col'],
+    [mosCol, '--mos-col'],
+  ] as const) {
+    if (records.length > 0 && !keys.has(name))
+      throw new CliError(`${path}: no record has '${name}' (${what}); its records have ${[...keys].join(', ')}`);
+  }
+  return { pred, mos, skipped };
+}
+
 export const register: Register = (program, { io }) => {
   program
     .command('metrics')
-    .summary('agreement between predicted scores and MOS in a CSV')
+    .summary("agreement between predicted scores and MOS in a CSV, or in score's jsonl or json output")
     .description(
       'Computes SRCC, KRCC, PLCC, PLCC after the 4-parameter logistic fit, and RMSE after that fit (in MOS units) ' +
-        'between two columns of a CSV, as scipy does. Rows where either column is empty (e.g. images that `score` ' +
+        'between two columns of a CSV, as scipy does. The output of `promptiqa score --dataset ...` is read as it is: csv, ' +
+        "jsonl (its first line, which says what made the scores, is passed over) or json, whose records' keys are the " +
+        'columns. Rows where either column is empty (e.g. images that `score` ' +
         'could not read) are skipped and counted on stderr. NaN (printed as null in JSON) means a column is constant.',
     )
-    .argument('<csv>', 'CSV file with a header row')
+    .argument('<file>', "CSV file with a header row, or score's jsonl or json output")
     .option('--pred-col <name>', 'column of predicted scores', 'score')
     .addOption(opt.mosCol('column of mean opinion scores').default('mos'))
     .addOption(opt.json())
@@ -79,6 +148,7 @@ export const register: Register = (program, { io }) => {
       examples(
         'promptiqa metrics results.csv --pred-col score --mos-col mos',
         'promptiqa metrics results.csv --pred-col p --mos-col m --json',
+        'promptiqa metrics scores.jsonl                      # score --dataset ... --format jsonl --output scores.jsonl',
         '  {"n":2982,"srcc":0.83,"krcc":0.64,"plcc":0.85,"plcc_logistic":0.87,"rmse":0.46}',
       ),
     )

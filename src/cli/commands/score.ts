@@ -3,7 +3,7 @@ import type { Provider } from '../../graph/runtime.js';
 import { closeSync, fsyncSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Option } from 'commander';
-import { checkWritableFile, describeFsError, writeFileAtomic } from '../../util/fs.js';
+import { type OutputTarget, checkWritableFile, describeFsError, openOutputStream, writeFileAtomic } from '../../util/fs.js';
 import { acquireLock } from '../../util/lock.js';
 import { toCsv } from '../../util/csv.js';
 import { CliError, UsageError, fmt, formatTable, wantsProgress } from '../io.js';
@@ -11,7 +11,17 @@ import { opt } from '../options.js';
 import { createProgress } from '../progress.js';
 import { checkDataset, checkMethodName } from '../lib/names.js';
 import { examples, type Register } from '../context.js';
-import { canonicalPath, expandInputs, prepareResume, type ScoreRecord, IMAGE_EXTENSIONS } from '../lib/files.js';
+import {
+  canonicalPath,
+  expandInputs,
+  outputHeader,
+  prepareResume,
+  readOutputHeader,
+  sidecarPath,
+  sourceDifferences,
+  type ScoreRecord,
+  IMAGE_EXTENSIONS,
+} from '../lib/files.js';
 
 type Format = 'table' | 'json' | 'csv' | 'jsonl';
 
@@ -28,6 +38,9 @@ interface ScoreOptions {
   dataset?: string;
   root?: string;
   labelFile?: string;
+  imageCol?: string;
+  mosCol?: string;
+  promptCol?: string;
   target?: string;
   retryFailed?: boolean;
   quiet?: boolean;
@@ -56,10 +69,26 @@ function render(format: Exclude<Format, 'jsonl'>, records: readonly ScoreRecord[
 
 /** Appends lines to a file, each in one write, so a kill leaves at most one torn last line. */
 class LineAppender {
+  private readonly path: string;
   private readonly fd: number;
-  constructor(private readonly path: string) {
-    mkdirSync(dirname(resolve(path)), { recursive: true });
-    this.fd = openSync(path, 'a');
+  private readonly stream: boolean;
+  private readonly closeFd: () => void;
+  /** A file is appended to and flushed at the end; a character device, FIFO or open descriptor is written as it is. */
+  constructor(target: OutputTarget) {
+    this.path = target.path;
+    this.stream = target.kind === 'stream';
+    try {
+      if (target.kind === 'stream') {
+        ({ fd: this.fd, close: this.closeFd } = openOutputStream(target));
+      } else {
+        mkdirSync(dirname(resolve(target.path)), { recursive: true });
+        const fd = openSync(target.path, 'a');
+        this.fd = fd;
+        this.closeFd = () => closeSync(fd);
+      }
+    } catch (err) {
+      throw new CliError(`cannot write ${target.path}: ${describeFsError(err)}`);
+    }
   }
   write(line: string): void {
     const buf = Buffer.from(line, 'utf8');
@@ -75,13 +104,13 @@ class LineAppender {
   }
   close(): void {
     try {
-      fsyncSync(this.fd);
+      if (!this.stream) fsyncSync(this.fd);
     } catch (err) {
       throw new CliError(
         `cannot write ${this.path}: ${describeFsError(err)}; the records already in it are kept: run the same command again to resume`,
       );
     } finally {
-      closeSync(this.fd);
+      this.closeFd();
     }
   }
 }
@@ -93,7 +122,8 @@ export const register: Register = (program, { io }) => {
     .description(
       `Scores images with a quality method. Folders are searched recursively for image files (${IMAGE_EXTENSIONS.map((e) => e.slice(1)).join(', ')}; ` +
         'any case), taken in sorted order; hidden files are skipped. Images that cannot be read, paths that do not exist, ' +
-        'folders that cannot be listed and links that lead nowhere are reported on stderr (file: problem) and in the output ' +
+        'folders that cannot be listed, links that lead nowhere and FIFOs or devices (never read) are reported on stderr ' +
+        '(file: problem) and in the output ' +
         'as {"file", "error"}; the run goes on. A summary line ends the run on stderr. ' +
         'The exit code is non-zero only when no image could be scored.\n\n' +
         'Without --model and --checkpoint, a method with a pretrained set-up (see `promptiqa methods`: clip-iqa, clip-iqa+, ' +
@@ -103,12 +133,17 @@ export const register: Register = (program, { io }) => {
         "With --dataset and --root, every record carries the MOS of its image (the dataset's images are scored when no " +
         'file or folder is given), so `promptiqa metrics` reads the output as it is.\n\n' +
         '--output is checked (writable, not a folder) and locked before any work: a second run on the same --output ' +
-        'refuses at once, naming the first (a lock left by a killed run is taken over).\n\n' +
+        'refuses at once, naming the first (a lock left by a killed run is taken over). `--output -` is standard output; a ' +
+        'link is followed to its target; a character device or a FIFO (/dev/null, a named pipe) is written as it is, ' +
+        'never replaced, and a jsonl run into one does not resume.\n\n' +
         'Formats: table, json and csv are printed when all images are done (written atomically with --output); jsonl ' +
         'streams one {"file","score"} record per line as results arrive. With --format jsonl --output FILE an interrupted ' +
         'run resumes: files already in FILE are skipped (a torn last line is rewritten) and the rest are appended; FILE ' +
         'names files by absolute path, so a run resumed from another folder finds them. --retry-failed scores again the ' +
-        'files whose records in FILE are errors (those records are replaced).',
+        'files whose records in FILE are errors (those records are replaced).\n\n' +
+        'An output records what made it (method, pretrained set-up, checkpoint, CLIP weights, options, score range): a ' +
+        'jsonl output as its first line, a csv, json or table output in FILE.meta.json beside it. A resume made otherwise ' +
+        'is refused, naming each difference.',
     )
     .argument('[files-or-folders...]', "image files and folders of images (default with --dataset: the dataset's images)")
     .addOption(opt.method().makeOptionMandatory())
@@ -117,6 +152,9 @@ export const register: Register = (program, { io }) => {
     .addOption(opt.dataset())
     .addOption(opt.root())
     .addOption(opt.labelFile())
+    .addOption(opt.imageCol())
+    .addOption(opt.mosCol())
+    .addOption(opt.promptCol())
     .addOption(opt.target())
     .addOption(opt.format(['table', 'json', 'csv', 'jsonl'], 'table'))
     .addOption(opt.output())
@@ -144,9 +182,11 @@ export const register: Register = (program, { io }) => {
       if ((o.dataset === undefined) !== (o.root === undefined)) throw new UsageError('--dataset and --root go together');
       if (inputs.length === 0 && o.dataset === undefined)
         throw new UsageError('give image files or folders to score, or --dataset and --root');
+      // `--output -` is standard output, as in most command-line tools
+      if (o.output === '-') o.output = undefined;
       const streaming = o.format === 'jsonl';
-      const resumable = streaming && o.output !== undefined;
-      if (o.retryFailed && !resumable) throw new UsageError('--retry-failed works on a resumed output: give --format jsonl --output FILE');
+      if (o.retryFailed && !(streaming && o.output !== undefined))
+        throw new UsageError('--retry-failed works on a resumed output: give --format jsonl --output FILE');
       const note = (s: string): void => {
         if (!o.quiet) io.stderr(s + '\n');
       };
@@ -154,9 +194,16 @@ export const register: Register = (program, { io }) => {
       await checkMethodName(o.method, o);
       if (o.dataset !== undefined) checkDataset(o.dataset);
 
-      // the output is checked and locked before anything long: a run never ends unable to write its results
-      if (o.output !== undefined) checkWritableFile(o.output);
-      const lock = o.output !== undefined ? acquireLock(o.output, 'file') : undefined;
+      // the output is checked and locked before anything long: a run never ends unable to write its results. A link
+      // is followed to its target; a character device or a FIFO is written directly, neither locked nor resumed.
+      const target = o.output !== undefined ? checkWritableFile(o.output) : undefined;
+      const toFile = target?.kind === 'file';
+      const resumable = streaming && toFile;
+      if (o.retryFailed && !resumable)
+        throw new UsageError(
+          `--retry-failed works on a resumed output: ${o.output} is ${target?.kind === 'stream' ? target.what : 'not a file'}`,
+        );
+      const lock = toFile ? acquireLock(target.path, 'file') : undefined;
       try {
         const { createMetric, checkBatchSize } = await import('../../methods/index.js');
         if (o.batch !== undefined) {
@@ -173,7 +220,15 @@ export const register: Register = (program, { io }) => {
         if (o.dataset !== undefined && o.root !== undefined) {
           const { loadDataset, imagePath } = await import('../../data/datasets.js');
           // a missing image is a failed record like any other, not a reason to score nothing
-          const ds = loadDataset(o.dataset, { root: o.root, labelFile: o.labelFile, target: o.target, checkImages: false });
+          const ds = loadDataset(o.dataset, {
+            root: o.root,
+            labelFile: o.labelFile,
+            target: o.target,
+            imageCol: o.imageCol,
+            mosCol: o.mosCol,
+            promptCol: o.promptCol,
+            checkImages: false,
+          });
           const byPath = new Map<string, number>();
           datasetImages = ds.items.map((it) => imagePath(ds, it));
           ds.items.forEach((it, i) => byPath.set(canonicalPath(datasetImages[i]!), it.mos));
@@ -191,111 +246,131 @@ export const register: Register = (program, { io }) => {
           if (unlabelled > 0) note(`${o.dataset}: no MOS for ${unlabelled} of ${files.length} image(s) (not in its label file)`);
         }
 
-        // resuming a jsonl output: skip what it already holds
-        let todo = files;
-        let failedInputs = unreadable;
-        let skipped = 0;
-        const total = files.length + unreadable.length;
-        if (resumable) {
-          const prev = prepareResume(o.output!, { retryFailed: o.retryFailed });
-          if (prev.records > 0 || prev.dropped || prev.retried > 0) {
-            const isNew = (f: string): boolean => !prev.done.has(canonicalPath(f));
-            todo = files.filter(isNew);
-            failedInputs = unreadable.filter((x) => isNew(x.file));
-            skipped = total - todo.length - failedInputs.length;
-            const extra = [
-              prev.dropped ? 'a torn last line dropped' : '',
-              prev.retried > 0 ? `${prev.retried} failed record(s) to retry` : '',
-            ].filter((x) => x);
-            note(`${o.output}: resuming; ${skipped} of ${total} already there${extra.length ? `, ${extra.join(', ')}` : ''}`);
-          }
-        }
-        if (todo.length === 0 && failedInputs.length === 0) {
-          note(`scored 0, failed 0 (all ${total} already in ${o.output})`);
-          return;
-        }
-
-        // a resumable output names files by absolute path, so that a run from another folder matches them
-        const named = (f: string): string => (resumable ? resolve(f) : f);
-        const sink = resumable ? new LineAppender(o.output!) : undefined;
-        const collected: ScoreRecord[] = [];
-        let scored = 0;
-        let failed = 0;
-        const emit = (rec: ScoreRecord): void => {
-          if (streaming) {
-            const line = JSON.stringify(rec) + '\n';
-            if (sink) sink.write(line);
-            else io.stdout(line);
-          } else {
-            collected.push(rec);
-          }
-        };
-        const withMos = (file: string): { mos?: number } => {
-          const mos = mosOf?.(file);
-          return mos === undefined ? {} : { mos };
-        };
-        const progress = createProgress(io, o.quiet);
         let metric: Awaited<ReturnType<typeof createMetric>> | undefined;
+        const loadMetric = async (): Promise<NonNullable<typeof metric>> =>
+          (metric ??= await createMetric(o.method, {
+            model: o.model,
+            checkpoint: o.checkpoint,
+            device: o.device,
+            threads: o.threads,
+            batchSize: o.batch,
+            options: o.option,
+            allowExtraTensors: o.allowExtraTensors === true,
+            hub: { progress: wantsProgress(io, o.quiet) },
+            ...(o.cache ? {} : { cache: false as const }),
+            onFile: (f) =>
+              note(`${f.metric}: ${f.role === 'clip' ? 'CLIP' : 'released weights'} from ${f.repo} at ${f.commit} → ${f.path}`),
+          }));
         try {
-          for (const x of failedInputs) {
-            failed++;
-            progress.note(`${x.file}: ${x.error}`, true);
-            emit({ file: named(x.file), error: x.error, ...withMos(x.file) });
-          }
-          if (todo.length > 0) {
-            metric = await createMetric(o.method, {
-              model: o.model,
-              checkpoint: o.checkpoint,
-              device: o.device,
-              threads: o.threads,
-              batchSize: o.batch,
-              options: o.option,
-              allowExtraTensors: o.allowExtraTensors === true,
-              hub: { progress: wantsProgress(io, o.quiet) },
-              ...(o.cache ? {} : { cache: false as const }),
-              onFile: (f) =>
-                note(`${f.metric}: ${f.role === 'clip' ? 'CLIP' : 'released weights'} from ${f.repo} at ${f.commit} → ${f.path}`),
-            });
-            progress.start(todo.length, o.method);
-            for await (const r of metric.scoreFiles(todo)) {
-              if ('error' in r) {
-                failed++;
-                progress.note(`${r.file}: ${r.error}`, true);
-                emit({ file: named(r.file), error: r.error, ...withMos(r.file) });
-              } else {
-                scored++;
-                emit({ file: named(r.file), score: r.score, ...withMos(r.file) });
-              }
-              progress.increment();
-            }
-          }
-        } finally {
-          progress.stop();
-          try {
-            sink?.close();
-          } finally {
-            await metric?.close();
-          }
-        }
+          // an output records what made it (see OutputHeader), so the metric is loaded even where nothing is left to score
+          const header = target !== undefined ? outputHeader((await loadMetric()).source) : undefined;
 
-        if (!streaming) {
-          const text = render(o.format as Exclude<Format, 'jsonl'>, collected, mosOf !== undefined);
-          if (o.output === undefined) io.stdout(text);
-          else {
-            try {
-              writeFileAtomic(o.output, text);
-            } catch (err) {
-              // the output was checked before the work, yet can still fail (a full disk): the scores are not lost
-              io.stdout(text);
-              throw new CliError(`${(err as Error).message}; the results were printed on standard output instead`);
+          // resuming a jsonl output: refused unless it was made the same way, then what it holds is skipped
+          let todo = files;
+          let failedInputs = unreadable;
+          let skipped = 0;
+          let headerDue = streaming && header !== undefined;
+          const total = files.length + unreadable.length;
+          if (resumable) {
+            const recorded = readOutputHeader(target.path);
+            if (recorded.state === 'unrecorded')
+              throw new CliError(
+                `cannot resume ${o.output}: it does not record what made its scores (an earlier promptiqa, or another tool wrote it); give another --output`,
+              );
+            if (recorded.state === 'header') {
+              const diff = sourceDifferences(recorded.header, header!);
+              if (diff.length > 0)
+                throw new CliError(`cannot resume ${o.output}: its scores were made otherwise (${diff.join('; ')}); give another --output`);
+              headerDue = false;
+            }
+            const prev = prepareResume(target.path, { retryFailed: o.retryFailed });
+            if (prev.records > 0 || prev.dropped || prev.retried > 0) {
+              const isNew = (f: string): boolean => !prev.done.has(canonicalPath(f));
+              todo = files.filter(isNew);
+              failedInputs = unreadable.filter((x) => isNew(x.file));
+              skipped = total - todo.length - failedInputs.length;
+              const extra = [
+                prev.dropped ? 'a torn last line dropped' : '',
+                prev.retried > 0 ? `${prev.retried} failed record(s) to retry` : '',
+              ].filter((x) => x);
+              note(`${o.output}: resuming; ${skipped} of ${total} already there${extra.length ? `, ${extra.join(', ')}` : ''}`);
             }
           }
+          if (todo.length === 0 && failedInputs.length === 0) {
+            note(`scored 0, failed 0 (all ${total} already in ${o.output})`);
+            return;
+          }
+
+          // a resumable output names files by absolute path, so that a run from another folder matches them
+          const named = (f: string): string => (resumable ? resolve(f) : f);
+          const sink = streaming && target !== undefined ? new LineAppender(target) : undefined;
+          const collected: ScoreRecord[] = [];
+          let scored = 0;
+          let failed = 0;
+          const emit = (rec: ScoreRecord): void => {
+            if (streaming) {
+              const line = JSON.stringify(rec) + '\n';
+              if (sink) sink.write(line);
+              else io.stdout(line);
+            } else {
+              collected.push(rec);
+            }
+          };
+          const withMos = (file: string): { mos?: number } => {
+            const mos = mosOf?.(file);
+            return mos === undefined ? {} : { mos };
+          };
+          const progress = createProgress(io, o.quiet);
+          try {
+            if (headerDue) sink?.write(JSON.stringify(header) + '\n');
+            for (const x of failedInputs) {
+              failed++;
+              progress.note(`${x.file}: ${x.error}`, true);
+              emit({ file: named(x.file), error: x.error, ...withMos(x.file) });
+            }
+            if (todo.length > 0) {
+              const m = await loadMetric();
+              progress.start(todo.length, o.method);
+              for await (const r of m.scoreFiles(todo)) {
+                if ('error' in r) {
+                  failed++;
+                  progress.note(`${r.file}: ${r.error}`, true);
+                  emit({ file: named(r.file), error: r.error, ...withMos(r.file) });
+                } else {
+                  scored++;
+                  emit({ file: named(r.file), score: r.score, ...withMos(r.file) });
+                }
+                progress.increment();
+              }
+            }
+          } finally {
+            progress.stop();
+            sink?.close();
+          }
+
+          if (!streaming) {
+            const text = render(o.format as Exclude<Format, 'jsonl'>, collected, mosOf !== undefined);
+            if (o.output === undefined) io.stdout(text);
+            else {
+              try {
+                writeFileAtomic(o.output, text);
+                // what made the scores, beside the file, so that the file itself stays a plain table for any reader
+                if (target?.kind === 'file') writeFileAtomic(sidecarPath(target.path), JSON.stringify(header, null, 2) + '\n');
+              } catch (err) {
+                // the output was checked before the work, yet can still fail (a full disk): the scores are not lost
+                io.stdout(text);
+                throw new CliError(`${(err as Error).message}; the results were printed on standard output instead`);
+              }
+            }
+          }
+          note(
+            `scored ${scored}, failed ${failed}${skipped > 0 ? ` (${skipped} already in ${o.output})` : ''}${o.output !== undefined ? ` → ${o.output}` : ''}`,
+          );
+          if (scored === 0 && skipped === 0)
+            throw new CliError(`no image could be scored (${failed} of ${todo.length + failedInputs.length} failed)`);
+        } finally {
+          await metric?.close();
         }
-        note(
-          `scored ${scored}, failed ${failed}${skipped > 0 ? ` (${skipped} already in ${o.output})` : ''}${o.output !== undefined ? ` → ${o.output}` : ''}`,
-        );
-        if (scored === 0 && skipped === 0)
-          throw new CliError(`no image could be scored (${failed} of ${todo.length + failedInputs.length} failed)`);
       } finally {
         lock?.release();
       }

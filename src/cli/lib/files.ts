@@ -2,9 +2,19 @@
  * The file work of `promptiqa score`: folders expanded to image files,
  * and the JSON-lines output that a later run resumes.
  */
-import { closeSync, existsSync, fstatSync, openSync, readSync, readdirSync, realpathSync, statSync, truncateSync } from 'node:fs';
+import { type Stats, closeSync, existsSync, readSync, readdirSync, realpathSync, statSync, truncateSync } from 'node:fs';
 import { extname, join, resolve } from 'node:path';
-import { describeFsError, writeFileAtomic } from '../../util/fs.js';
+import {
+  InputFileError,
+  READ_LIMITS,
+  describeFsError,
+  describeKind,
+  openRegularFile,
+  readFileHead,
+  writeFileAtomic,
+} from '../../util/fs.js';
+import { packageVersion } from '../../util/version.js';
+import type { MetricSource } from '../../methods/index.js';
 import { CliError } from '../io.js';
 
 export const IMAGE_EXTENSIONS: readonly string[] = ['.jpg', '.jpeg', '.png', '.webp', '.tif', '.tiff', '.gif', '.bmp'];
@@ -35,10 +45,16 @@ export function canonicalPath(p: string): string {
   }
 }
 
+/** Why a path that is not a regular file or a folder (a FIFO, a device, a socket) is not read as an image. */
+function notAnImageFile(st: Stats): string {
+  return `it is ${describeKind(st)}, not a regular file: skipped`;
+}
+
 /**
  * Image files under `dir`, recursively, sorted; hidden entries (".name") are skipped, symlinked folders
- * followed once. A folder that cannot be listed and an image-named link that leads nowhere (missing
- * target, a loop) are returned in `failed`; the walk goes on.
+ * followed once. A folder that cannot be listed, an image-named link that leads nowhere (missing
+ * target, a loop) and an image-named entry that is a FIFO, a device or a socket (itself or through a link: it
+ * is never opened, as reading one may never end) are returned in `failed`; the walk goes on.
  */
 export function listImagesUnder(dir: string): { files: string[]; failed: InputFailure[] } {
   const found: string[] = [];
@@ -66,6 +82,7 @@ export function listImagesUnder(dir: string): { files: string[]; failed: InputFa
       const p = join(d, e.name);
       let isDir = e.isDirectory();
       let isFile = e.isFile();
+      let special = !isDir && !isFile && !e.isSymbolicLink();
       if (e.isSymbolicLink()) {
         let st;
         try {
@@ -77,9 +94,19 @@ export function listImagesUnder(dir: string): { files: string[]; failed: InputFa
         if (!st && isImageName(e.name)) failed.push({ file: p, error: 'a link to a file that does not exist' });
         isDir = st?.isDirectory() ?? false;
         isFile = st?.isFile() ?? false;
+        special = st !== undefined && !isDir && !isFile;
       }
       if (isDir) walk(p);
       else if (isFile && isImageName(e.name)) found.push(p);
+      else if (special && isImageName(e.name)) {
+        let why = 'not a regular file: skipped';
+        try {
+          why = notAnImageFile(statSync(p));
+        } catch {
+          // gone meanwhile: the general words
+        }
+        failed.push({ file: p, error: why });
+      }
     }
   };
   walk(dir);
@@ -117,6 +144,9 @@ export function expandInputs(args: readonly string[]): { files: string[]; empty:
       if (found.files.length === 0 && found.failed.length === 0) empty.push(arg);
       found.files.forEach(add);
       failed.push(...found.failed);
+    } else if (!st.isFile()) {
+      // a FIFO or a device (/dev/zero, a link to it) is never opened: reading one may never end
+      failed.push({ file: arg, error: notAnImageFile(st) });
     } else {
       add(arg);
     }
@@ -144,6 +174,71 @@ const MAX_RECORD_BYTES = 1 << 20;
 const READ_CHUNK = 1 << 20;
 
 /**
+ * What made a score output, as it records it: the first line of a jsonl output, and `FILE.meta.json` beside a
+ * csv, json or table output (so that the file itself stays a plain table for any reader). It is told from a
+ * score record by having no `file`.
+ */
+export const SCORES_FORMAT = 'promptiqa-scores/1';
+export type OutputHeader = { format: typeof SCORES_FORMAT; version: string } & MetricSource;
+
+export function outputHeader(source: MetricSource): OutputHeader {
+  return { format: SCORES_FORMAT, version: packageVersion(), ...source };
+}
+
+/** The file beside a csv, json or table output that records what made it. */
+export function sidecarPath(output: string): string {
+  return `${output}.meta.json`;
+}
+
+/** A line of a jsonl output that is its header (see `OutputHeader`). */
+export function isHeaderLine(rec: unknown): rec is OutputHeader {
+  return typeof rec === 'object' && rec !== null && (rec as { format?: unknown }).format === SCORES_FORMAT && !('file' in rec);
+}
+
+/**
+ * What a jsonl output says made it: `empty` where there is no file, nothing in it, or only a torn first line (a
+ * run killed at once), `header` with it, `unrecorded` where it holds records without a header (an earlier
+ * promptiqa, another tool).
+ */
+export function readOutputHeader(path: string): { state: 'empty' } | { state: 'header'; header: OutputHeader } | { state: 'unrecorded' } {
+  if (!existsSync(path)) return { state: 'empty' };
+  const head = readFileHead(path, MAX_RECORD_BYTES, 'score output');
+  const nl = head.indexOf(0x0a);
+  if (head.toString('utf8').trim() === '') return { state: 'empty' };
+  const first = (nl < 0 ? head : head.subarray(0, nl)).toString('utf8').trim();
+  let rec: unknown;
+  try {
+    rec = JSON.parse(first);
+  } catch {
+    if (nl < 0) return { state: 'empty' }; // a torn first line, which the resume cuts off
+  }
+  return isHeaderLine(rec) ? { state: 'header', header: rec } : { state: 'unrecorded' };
+}
+
+/** How the source recorded in an output differs from this run's, one phrase per difference ("method: ..."). */
+export function sourceDifferences(recorded: MetricSource, current: MetricSource): string[] {
+  // compared as written (JSON), so that a value JSON cannot hold (Infinity) compares as it reads back
+  const there = JSON.parse(JSON.stringify(recorded)) as MetricSource;
+  const now = JSON.parse(JSON.stringify(current)) as MetricSource;
+  const show = (v: unknown): string => (v === undefined ? 'none' : typeof v === 'string' ? v : JSON.stringify(v));
+  const out: string[] = [];
+  const differ = (what: string, a: unknown, b: unknown, showA = show(a), showB = show(b)): void => {
+    if (JSON.stringify(a) !== JSON.stringify(b)) out.push(`${what} ${showA} there, ${showB} now`);
+  };
+  differ('method', there.method, now.method);
+  differ('pretrained set-up', there.pretrained, now.pretrained);
+  const ck = (c: MetricSource['checkpoint']): string => (c ? `${c.path} (sha256 ${c.sha256.slice(0, 12)}…)` : 'none');
+  differ('checkpoint', there.checkpoint?.sha256, now.checkpoint?.sha256, ck(there.checkpoint), ck(now.checkpoint));
+  const model = (m: MetricSource['model'] | undefined): string => (m ? `${m.name} (${m.id.slice(0, 19)}…)` : 'none');
+  differ('model', there.model?.id, now.model?.id, model(there.model), model(now.model));
+  const a = there.options ?? {};
+  const b = now.options ?? {};
+  for (const k of [...new Set([...Object.keys(a), ...Object.keys(b)])].sort()) differ(`option ${k}`, a[k], b[k]);
+  differ('score range', there.scoreRange, now.scoreRange);
+  return out;
+}
+
+/**
  * Reads a JSON-lines score file that an earlier run wrote, for resuming: the files it holds and how
  * many records. Recorded paths are matched as real paths (relative ones as seen from here), so a run
  * resumed from another folder finds them. A torn last line (a run killed mid-write) is cut off so that
@@ -163,9 +258,14 @@ export function prepareResume(path: string, opts: { retryFailed?: boolean } = {}
   let carry = Buffer.alloc(0);
   let fileOffset = 0; // of carry[0]
   let pendingBad = 0; // a line that did not parse; fine only if it turns out to be the torn last line
-  const fd = openSync(path, 'r');
+  let opened: { fd: number; size: number };
   try {
-    const size = fstatSync(fd).size;
+    opened = openRegularFile(path, 'score output', READ_LIMITS.labels);
+  } catch (err) {
+    throw err instanceof InputFileError ? new CliError(err.message) : err;
+  }
+  const { fd, size } = opened;
+  try {
     const chunk = Buffer.alloc(READ_CHUNK);
     let readAt = 0;
     for (;;) {
@@ -188,7 +288,9 @@ export function prepareResume(path: string, opts: { retryFailed?: boolean } = {}
           } catch {
             rec = undefined;
           }
-          if (typeof rec?.file !== 'string') {
+          if (line === 1 && isHeaderLine(rec)) {
+            if (opts.retryFailed) kept.push(raw);
+          } else if (typeof rec?.file !== 'string') {
             pendingBad = line; // an error unless nothing follows it
           } else if (opts.retryFailed && rec.error !== undefined) {
             state.retried++;
