@@ -4,7 +4,6 @@
  * images decoded and preprocessed as CLIP does (short side to the model's input size, bicubic, centre
  * crop, CLIP mean/std).
  */
-import { statSync } from 'node:fs';
 import { resolveModel, type HubOptions } from './hub.js';
 import { ClipTokenizer } from './tokenizer.js';
 import { loadClipWeights, type ClipWeights } from './weights.js';
@@ -118,7 +117,7 @@ export async function embed(opts: EmbedOptions): Promise<EmbedResult> {
   if (texts.length > 0) {
     if (weights.text.layers.length === 0) throw new Error(`${opts.model}: these weights have no text encoder`);
     // a repo in open_clip's layout resolves to its weights file: CLIP's own vocabulary tokenises it
-    const tokenizer = statSync(dir).isFile() ? ClipTokenizer.default() : ClipTokenizer.fromFolder(dir);
+    const tokenizer = ClipTokenizer.forModel(dir);
     const ids = tokenizer.tokenizeBatch(texts, c.contextLength);
     result.input_ids = rows(ids, texts.length, c.contextLength);
     result.text_embeds = rows(await embedTokenIds(weights, ids, texts.length, tokenizer.eot, opts.runtime), texts.length, c.embedDim);

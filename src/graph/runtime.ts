@@ -7,11 +7,9 @@ import { join } from 'node:path';
 import { availableParallelism, loadavg } from 'node:os';
 import { type DType, Graph, type TypedData, identity, shapeSize } from './graph.js';
 import { serialize } from './onnx.js';
-import { cudaProviderProblem } from './cuda.js';
-import { webgpuProblem } from './webgpu.js';
+import { DEVICE_TYPES, type Provider } from './device.js';
 
-export type { Provider, Device } from './device.js';
-import type { Provider } from './device.js';
+export type { Provider, Device, DeviceType } from './device.js';
 
 export interface RuntimeOptions {
   provider?: Provider;
@@ -105,7 +103,8 @@ export class DeviceTensor {
 
 export { CUDA_INSTALL_COMMAND, cudaProviderProblem, type CudaCheckEnv } from './cuda.js';
 export { webgpuProblem } from './webgpu.js';
-export { resolveDevice } from './device.js';
+export { DEVICE_TYPES, DEVICES, PROVIDERS, DeviceUnavailableError, checkDeviceName, resolveDevice } from './device.js';
+export { MAX_BATCH, MAX_THREADS_PER_CORE, checkBatchSize, checkRunSettings, checkThreads } from './settings.js';
 
 let profiles = 0;
 
@@ -139,18 +138,18 @@ export class CompiledGraph {
    * on the CPU every output is in host memory anyway.
    */
   static async create(graph: Graph, opts: RuntimeOptions = {}, deviceOutputs: readonly string[] = []): Promise<CompiledGraph> {
-    if (opts.provider === 'cuda' || opts.provider === 'webgpu') {
-      const problem = opts.provider === 'cuda' ? cudaProviderProblem() : webgpuProblem();
-      if (problem) throw new Error(problem);
-    }
+    const device = DEVICE_TYPES[opts.provider ?? 'cpu'];
+    if (!device) throw new Error(`unknown device ${JSON.stringify(opts.provider)}`);
+    const { problem } = device.check();
+    if (problem) throw new Error(problem);
     const model = serialize(graph);
     const sessionOptions: ort.InferenceSession.SessionOptions & { externalData?: Array<{ path: string; data: Uint8Array }> } = {
       // ops the GPU provider lacks run on the CPU provider
-      executionProviders: opts.provider === 'cuda' || opts.provider === 'webgpu' ? [opts.provider, 'cpu'] : ['cpu'],
+      executionProviders: [...device.executionProviders],
       graphOptimizationLevel: 'all',
       // ONNX Runtime would also print its failures and notes natively on stderr; they reach the user as the
-      // thrown error below instead. CUDA's library-loading failure is logged as an error, hence fatal-only there.
-      logSeverityLevel: opts.provider === 'cuda' ? 4 : 3,
+      // thrown error below instead (DeviceType.logSeverity)
+      logSeverityLevel: device.logSeverity,
       externalData: model.externalData,
       extra: {
         // ONNX Runtime's constant folding computes a constant subgraph at load time and keeps each intermediate it

@@ -247,7 +247,7 @@ export const register: Register = (program, { io }) => {
               device: o.device,
               threads: o.threads,
               batchSize: o.batch,
-              options: o.option,
+              methodOptions: o.option,
               hub: { progress: wantsProgress(io, o.quiet) },
               ...(o.cache ? {} : { cache: false as const }),
               onFile: (f) =>
