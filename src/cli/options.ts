@@ -108,7 +108,7 @@ export const opt = {
   checkpoint: (): Option =>
     new Option(
       '--checkpoint <path>',
-      'trained parameters written by `promptiqa train`: its --out folder, or the checkpoint file it prints',
+      'trained parameters written by `promptiqa train`: its --out folder (with --rounds, one of its round-N folders), or the checkpoint file it prints',
     ),
   method: (): Option => new Option('--method <name>', 'quality method, one of `promptiqa methods` (e.g. clip-iqa)'),
   dataset: (): Option => new Option('--dataset <name>', 'dataset, one of `promptiqa datasets` (e.g. agiqa-3k), or csv for any label file'),
