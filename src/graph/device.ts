@@ -17,6 +17,10 @@ export interface DeviceType {
   profileName: string;
   /** ONNX Runtime's log level for its sessions (CUDA logs a library-loading failure as an error: fatal only there) */
   logSeverity: 3 | 4;
+  /** whether outputs can stay where the graph ran between runs (GPU buffers), for `CompiledGraph.runDevice` to hand on */
+  deviceOutputs: boolean;
+  /** what a session that ONNX Runtime could not start on it needs, said after ONNX Runtime's message */
+  startNeeds?: string;
   /** why it cannot work here (null: nothing known to be missing), and a note to say once where it works slowly */
   check: () => { problem: string | null; note?: string };
 }
@@ -27,6 +31,7 @@ const devices = {
     executionProviders: ['cpu'],
     profileName: 'CPUExecutionProvider',
     logSeverity: 3,
+    deviceOutputs: false,
     check: () => ({ problem: null }),
   },
   cuda: {
@@ -34,6 +39,9 @@ const devices = {
     executionProviders: ['cuda', 'cpu'],
     profileName: 'CUDAExecutionProvider',
     logSeverity: 4,
+    // onnxruntime-node hands back only WebGPU's buffers: CUDA's outputs come back to host memory
+    deviceOutputs: false,
+    startNeeds: 'an NVIDIA driver and the CUDA 12 and cuDNN 9 libraries on the library path, or use --device cpu',
     check: () => ({ problem: cudaProviderProblem() }),
   },
   webgpu: {
@@ -41,6 +49,7 @@ const devices = {
     executionProviders: ['webgpu', 'cpu'],
     profileName: 'WebGpuExecutionProvider',
     logSeverity: 3,
+    deviceOutputs: true,
     check: () => {
       const adapter = webgpuAdapter();
       return { problem: adapter.problem, ...(adapter.kind === 'software' ? { note: SOFTWARE_ADAPTER_NOTE } : {}) };

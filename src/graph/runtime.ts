@@ -160,7 +160,7 @@ export class CompiledGraph {
       ...(opts.threads ? { intraOpNumThreads: opts.threads, interOpNumThreads: 1 } : {}),
 
       ...(opts.optimizedModelPath ? { optimizedModelFilePath: opts.optimizedModelPath } : {}),
-      ...(opts.provider === 'webgpu' && deviceOutputs.length > 0
+      ...(device.deviceOutputs && deviceOutputs.length > 0
         ? { preferredOutputLocation: Object.fromEntries(deviceOutputs.map((n) => [n, 'gpu-buffer' as const])) }
         : {}),
       ...(opts.profileDir ? { enableProfiling: true, profileFilePrefix: join(opts.profileDir, `${graph.name}.${++profiles}`) } : {}),
@@ -170,10 +170,8 @@ export class CompiledGraph {
       session = await ort.InferenceSession.create(model.bytes, sessionOptions);
     } catch (err) {
       const msg = err instanceof Error ? err.message : String(err);
-      if (opts.provider === 'cuda') {
-        throw new Error(
-          `could not start ONNX Runtime with the CUDA provider (${msg}); it needs an NVIDIA driver and the CUDA 12 and cuDNN 9 libraries on the library path, or use --device cpu`,
-        );
+      if (device.startNeeds) {
+        throw new Error(`could not start ONNX Runtime with the ${opts.provider} provider (${msg}); it needs ${device.startNeeds}`);
       }
       throw new Error(`ONNX Runtime rejected graph "${graph.name}": ${msg}`);
     }
