@@ -6,7 +6,7 @@ import { CompiledGraph } from '../src/graph/runtime.js';
 import { SafeTensorsFile } from '../src/clip/safetensors.js';
 import { WeightBank, visionEncoder, textEncoder, tokenEmbeddings, eotOneHot } from '../src/clip/encoders.js';
 import { METHODS, MAX_BATCH, getMethod, loadBackbone, Scorer, listMetrics, createMetric } from '../src/methods/index.js';
-import { cudaProviderProblem } from '../src/graph/runtime.js';
+import { cudaProviderProblem, webgpuProblem } from '../src/graph/runtime.js';
 import { collectKeyValue } from '../src/cli/options.js';
 import { ClipTokenizer } from '../src/clip/tokenizer.js';
 import { availableParallelism } from 'node:os';
@@ -319,6 +319,11 @@ test('createMetric checks its options as the command line does, before any file 
       /^Error: createMetric: device cuda: .*CUDA provider/,
     );
   }
+  if (webgpuProblem() !== null)
+    await assert.rejects(
+      createMetric('clip-iqa', { model: tinyP32, device: 'webgpu' }),
+      /^Error: createMetric: device webgpu: no WebGPU adapter/,
+    );
   // more threads than cores: allowed, and told
   const warnings: string[] = [];
   const cores = availableParallelism();

@@ -10,6 +10,7 @@ import { loadClipWeights, type ClipWeights } from './weights.js';
 import { WeightBank, textEncoder, tokenEmbeddings, eotOneHot, imageFeatureGraph } from './encoders.js';
 import { Graph } from '../graph/graph.js';
 import { CompiledGraph, type RuntimeOptions } from '../graph/runtime.js';
+import { checkBatchSize } from '../graph/settings.js';
 import { decodeImage } from '../data/image.js';
 import { clipPreprocess } from '../data/preprocess.js';
 
@@ -107,8 +108,7 @@ export async function embedPixels(
 export async function embed(opts: EmbedOptions): Promise<EmbedResult> {
   const texts = opts.texts ?? [];
   const images = opts.images ?? [];
-  const batchSize = opts.batchSize ?? 8;
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new RangeError(`batchSize must be a whole number ≥ 1, got ${batchSize}`);
+  const batchSize = checkBatchSize(opts.batchSize ?? 8, 'embed: batchSize');
   const dir = await resolveModel(opts.model, opts.hub);
   const weights = await loadClipWeights(dir);
   const c = weights.config;
