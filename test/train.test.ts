@@ -325,6 +325,7 @@ test('a rerun with other settings is refused naming them (epochs 2 ≠ 1); an --
     return true;
   });
   await assert.rejects(train({ ...opts, seed: 4, lr: 0.5 }), /now ≠ then: lr 0\.5 ≠ 0\.0\d+, seed 4 ≠ 3\)/);
+  await assert.rejects(train({ ...opts, batchSize: 4 }), /now ≠ then: batchSize 4 ≠ 8\)/);
   // the same settings resume (here: only finish)
   assert.equal((await train(opts)).bestEpoch, 1);
 
@@ -357,6 +358,15 @@ test('a rerun with other settings is refused naming them (epochs 2 ≠ 1); an --
   );
   await assert.rejects(trainRounds({ ...base('tang', photos, { epochs: 1, limit: 16 }), rounds: 2 }), /holds other files \(holiday\.jpg\)/);
   assert.deepEqual(readdirSync(photos), ['holiday.jpg'], 'nothing written there');
+  // a single run's folder is not a multi-round run's, nor the other way round
+  await assert.rejects(trainRounds({ ...opts, rounds: 2 }), /: the folder of a single training run: give it without --rounds to resume it/);
+  const rounds = tmp();
+  mkdirSync(join(rounds, 'round-0'));
+  await assert.rejects(
+    train(base('tang', rounds, { epochs: 1, limit: 16 })),
+    /: the folder of a multi-round run \(round-0, …\): give the same --rounds/,
+  );
+  assert.deepEqual(readdirSync(rounds), ['round-0']);
 });
 
 test('a checkpoint that is not there says so; the folder of a multi-round run points to its round folders', () => {

@@ -140,7 +140,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   if (opts.patience !== undefined) methodOptions.patience = opts.patience;
   const o = parseOptions(method, methodOptions);
   checkWritableFolder(opts.out);
-  checkRunFolder(opts.out);
+  checkRunFolder(opts.out, 'run');
   // a second run on the same folder refuses at once
   return withLock(opts.out, 'folder', async () => {
     const run = await TrainingRun.prepare(opts, method, o);
@@ -523,22 +523,31 @@ function checkTrainOptions(opts: TrainOptions): void {
   checkRunSettings('train', { device: opts.device, threads: opts.threads });
 }
 
-/** What a training run writes in its folder (`train`), or a multi-round run (`trainRounds`): a folder holding one of them is a run's. */
-const RUN_FILES = ['state.json', 'train.jsonl', 'checkpoint.json', 'result.json', 'unreadable.json', 'rounds.json', '.lock'];
+/** What a training run writes in its folder (`train`): a folder holding one of these is a run's. */
+const RUN_FILES = ['state.json', 'train.jsonl', 'checkpoint.json', 'result.json', 'unreadable.json'];
+/** What a multi-round run writes in its folder (`trainRounds`), besides its round-N folders. */
+const ROUNDS_FILES = ['rounds.json'];
 
 /**
- * Refuses an --out folder that holds files but is not a run's (none of RUN_FILES, no round-N folder): a run writes
- * and deletes files there (state-epoch*.safetensors among them), and must not mix them with someone else's.
+ * Refuses an --out folder that holds files but is not a run of this kind: one with other files and no run (a run
+ * writes and deletes files there, state-epoch*.safetensors among them, and must not mix them with someone else's),
+ * or the folder of a multi-round run given to a single run, or the other way round.
  */
-function checkRunFolder(out: string): void {
+function checkRunFolder(out: string, kind: 'run' | 'rounds'): void {
   let entries: string[];
   try {
-    entries = readdirSync(out);
+    entries = readdirSync(out).filter((e) => e !== '.lock');
   } catch {
     return; // not there yet (or not a folder: checkWritableFolder says so)
   }
   if (entries.length === 0) return;
-  if (entries.some((e) => RUN_FILES.includes(e) || /^round-\d+$/.test(e))) return;
+  const single = entries.some((e) => RUN_FILES.includes(e));
+  const rounds = entries.some((e) => ROUNDS_FILES.includes(e) || /^round-\d+$/.test(e));
+  if (kind === 'run' ? single : rounds) return;
+  if (kind === 'run' && rounds)
+    throw new Error(`${out}: the folder of a multi-round run (round-0, …): give the same --rounds to resume it, or another --out`);
+  if (kind === 'rounds' && single)
+    throw new Error(`${out}: the folder of a single training run: give it without --rounds to resume it, or another --out`);
   const shown = entries.sort().slice(0, 3).join(', ');
   throw new Error(
     `${out}: a folder that holds other files (${shown}${entries.length > 3 ? `, and ${entries.length - 3} more` : ''}) and no training run; give --out a new or empty folder, or the folder of the run to resume`,
@@ -669,6 +678,7 @@ export function runKeyChanges(now: string, then: string): string[] {
   for (const key of new Set([...x.keys(), ...y.keys()])) {
     const [p, q] = [x.get(key), y.get(key)];
     if (JSON.stringify(p) === JSON.stringify(q)) continue;
+    if (key === 'batch' && x.get('o.batchSize') !== y.get('o.batchSize')) continue; // follows from batchSize
     if (key.startsWith('o.')) out.push(`${key.slice(2)} ${show(p)} ≠ ${show(q)}`);
     else if (named[key]) out.push(`${named[key]} ${show(p)} ≠ ${show(q)}`);
     else if (key === 'backbone') weights = true;
@@ -715,7 +725,7 @@ export async function trainRounds(
   if (typeof opts.out !== 'string' || opts.out.trim() === '') throw new TypeError('train: out (the folder for the run) is required');
   checkTrainOptions(opts);
   checkWritableFolder(opts.out);
-  checkRunFolder(opts.out);
+  checkRunFolder(opts.out, 'rounds');
   return withLock(opts.out, 'folder', () => trainRoundsLocked(opts));
 }
 
