@@ -354,3 +354,13 @@ test('--batch is checked as the library checks it (at most MAX_BATCH)', async ()
   assert.equal(r.code, 2);
   assert.match(r.err, /--batch 100000 is not a whole number from 1 to 4096/);
 });
+
+test("--option keeps the library's name for the method options (methodOptions) in every command that has it", () => {
+  const io: CliIo = { stdout: () => undefined, stderr: () => undefined, stderrIsTTY: false, env: {} };
+  const having = buildProgram(io).commands.filter((cmd) => cmd.options.some((o) => o.long === '--option'));
+  assert.deepEqual(having.map((c) => c.name()).sort(), ['eval', 'score', 'train']);
+  for (const cmd of having) {
+    cmd.parseOptions(['--option', 'nCtx=16', '--option', 'initPhrase=0.50']);
+    assert.deepEqual(cmd.opts().methodOptions, { nCtx: '16', initPhrase: '0.50' }, cmd.name());
+  }
+});

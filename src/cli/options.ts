@@ -98,6 +98,16 @@ export function defaultThreads(): number {
   return availableParallelism();
 }
 
+/**
+ * `--option key=value`, kept under the library's name for the method options, `methodOptions`, so that the bag has
+ * one name from the command line to the schema.
+ */
+class MethodOptionsOption extends Option {
+  override attributeName(): string {
+    return 'methodOptions';
+  }
+}
+
 /** The shared options. Each call makes a fresh Option (commander keeps state on them). */
 export const opt = {
   model: (): Option =>
@@ -176,7 +186,7 @@ export const opt = {
     ).argParser(parsePositiveInt),
   out: (): Option => new Option('--out <dir>', 'folder for the run: checkpoints, reports, plots').makeOptionMandatory(),
   methodOption: (): Option =>
-    new Option(
+    new MethodOptionsOption(
       '--option <key=value>',
       "a method parameter (repeatable), read by the method's own schema as the option's kind (a number, true/false, a choice or text); see `promptiqa methods <name>`",
     ).argParser(collectKeyValue),

@@ -24,7 +24,8 @@ interface ScoreOptions {
   batch?: number;
   device: Provider;
   threads?: number;
-  option?: Record<string, unknown>;
+  /** --option key=value, as typed (the method's schema reads them) */
+  methodOptions?: Record<string, string>;
   dataset?: string;
   root?: string;
   labelFile?: string;
@@ -247,7 +248,7 @@ export const register: Register = (program, { io }) => {
               device: o.device,
               threads: o.threads,
               batchSize: o.batch,
-              methodOptions: o.option,
+              methodOptions: o.methodOptions,
               hub: { progress: wantsProgress(io, o.quiet) },
               ...(o.cache ? {} : { cache: false as const }),
               onFile: (f) =>

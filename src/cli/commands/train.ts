@@ -30,7 +30,8 @@ interface TrainCliOptions {
   ratios?: [number, number, number];
   selectOn: 'val' | 'test';
   patience?: number;
-  option?: Record<string, unknown>;
+  /** --option key=value, as typed (the method's schema reads them) */
+  methodOptions?: Record<string, string>;
   out: string;
   device: Provider;
   threads?: number;
@@ -168,7 +169,7 @@ export const register: Register = (program, { io }) => {
         patience: o.patience,
         threads: o.threads,
         device: o.device,
-        methodOptions: o.option,
+        methodOptions: o.methodOptions,
         onEvent,
       };
       const trainer = await import('../../train/trainer.js');
