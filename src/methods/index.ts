@@ -203,10 +203,10 @@ async function fromCheckpoint(method: Method, checkpoint: string, opts: MetricOp
   }
   const setup = setUp(method, options, backbone);
   // the options given, as the schema read them (the command line gives text): compared with those recorded
-  const given = Object.fromEntries(
+  const asRead = Object.fromEntries(
     Object.keys(opts.methodOptions ?? {}).map((k) => [k, (options as unknown as Record<string, unknown>)[k]]),
   );
-  checkTensors(checkpoint, meta, params, setup.model.init(new Rng(0)), given);
+  checkTensors(checkpoint, meta, params, setup.model.init(new Rng(0)), asRead);
   return { params, setup };
 }
 
@@ -256,13 +256,13 @@ async function fromReleasedFile(method: Method, file: string, opts: MetricOption
   return { params: read.params, setup };
 }
 
-/** Refuses a checkpoint whose tensors are not those the method, with these options, reads. */
+/** Refuses a checkpoint whose tensors are not those the method, with these options, reads; `methodOptions`: those given, as read. */
 function checkTensors(
   checkpoint: string,
   meta: CheckpointMeta,
   params: ParamSet,
   expected: ParamSet,
-  given: Record<string, unknown>,
+  methodOptions: Record<string, unknown>,
 ): void {
   const problems: string[] = [];
   for (const [k, want] of expected) {
@@ -273,7 +273,7 @@ function checkTensors(
   }
   for (const k of params.keys()) if (!expected.has(k)) problems.push(`tensor "${k}" is not one the method reads`);
   if (!problems.length) return;
-  const changed = Object.entries(given).filter(([k, v]) => JSON.stringify(v) !== JSON.stringify(meta.options[k]));
+  const changed = Object.entries(methodOptions).filter(([k, v]) => JSON.stringify(v) !== JSON.stringify(meta.options[k]));
   const why = changed.length
     ? `the options given (${changed.map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(', ')}) differ from those it was trained with (${changed.map(([k]) => `${k}=${JSON.stringify(meta.options[k])}`).join(', ')}); drop them`
     : 'it does not fit this version of the method';
@@ -334,8 +334,8 @@ async function fromPretrained(p: PretrainedMetric, opts: MetricOptions): Promise
   const method = getMethod(p.method);
   const files = await fetchPretrained(p, opts.hub, opts.onFile);
   // allowUntrained only matters without weights, and a pretrained metric has them
-  const { allowUntrained: _unused, ...given } = opts.methodOptions ?? {};
-  const methodOptions = { ...p.options, ...given };
+  const { allowUntrained: _unused, ...rest } = opts.methodOptions ?? {};
+  const methodOptions = { ...p.options, ...rest };
   if (files.released !== undefined) return fromReleasedFile(method, files.released, { ...opts, model: files.clip, methodOptions });
   const setup = setUp(method, parseOptions(method, methodOptions), await loadBackbone(files.clip!, undefined, resolveCacheDir(opts.cache)));
   return { params: setup.model.init(new Rng(0)), setup };
