@@ -5,6 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
+  CompiledGraph,
   CUDA_INSTALL_COMMAND,
   DEVICES,
   DEVICE_TYPES,
@@ -229,6 +230,9 @@ test(`threads: warned of above the cores, refused above ${MAX_THREADS_PER_CORE} 
     assert.throws(() => checkThreads(bad, 'threads', 2), /is not a whole number from 1 to 8/);
 
   const cores = availableParallelism();
+  const g = new Graph('threads');
+  g.output('y', add(g.input('x', [2]), g.input('x2', [2])));
+  await assert.rejects(CompiledGraph.create(g, { threads: 1000 * cores }), /threads \d+ is not a whole number from 1 to/);
   const model = join(sharedDir(), 'reference', 'tiny-vit-p32');
   const tooMany = await cli('embed', '--model', model, '--text', 'Good photo.', '--threads', '1000');
   assert.equal(tooMany.code, 2);
