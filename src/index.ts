@@ -77,8 +77,19 @@ export type { Split, SplitSpec } from './data/splits.js';
 export { Graph, Value, GraphError } from './graph/graph.js';
 export * as ops from './graph/graph.js';
 export { gradients } from './graph/grad.js';
-export { CompiledGraph, SessionCache, InputError, resolveDevice, webgpuProblem } from './graph/runtime.js';
-export type { RuntimeOptions, Provider, Device, Tensor, Feed } from './graph/runtime.js';
+export {
+  CompiledGraph,
+  SessionCache,
+  InputError,
+  resolveDevice,
+  webgpuProblem,
+  DEVICE_TYPES,
+  DEVICES,
+  DeviceUnavailableError,
+  MAX_BATCH,
+  MAX_THREADS_PER_CORE,
+} from './graph/runtime.js';
+export type { RuntimeOptions, Provider, Device, DeviceType, Tensor, Feed } from './graph/runtime.js';
 export { webgpuAdapter, type WebGpuAdapter } from './graph/webgpu.js';
 
 // optimisers and schedules

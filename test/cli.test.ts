@@ -303,3 +303,64 @@ test('score resume: --retry-failed takes the records of failed files out, keepin
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('train --help says how to resume; --model names single weight files; eval --checkpoint says what is wrong with it', async () => {
+  const help = await cli('train', '--help');
+  assert.equal(help.code, 0);
+  const text = help.out.replace(/\s+/g, ' ');
+  assert.match(
+    text,
+    /Resuming: .* goes on from its last finished epoch when the same command is given again \(the same --out and settings\)/,
+  );
+  assert.match(text, /--model <dir\|file\|repo> CLIP weights: a local model folder, a single weights file \(OpenAI's released \.pt/);
+
+  const dir = tempDir();
+  try {
+    const root = join(sharedDir(), 'datasets', 'agiqa-3k');
+    const eval_ = (checkpoint: string) =>
+      cli(
+        'eval',
+        '--method',
+        'tang',
+        '--checkpoint',
+        checkpoint,
+        '--dataset',
+        'agiqa-3k',
+        '--root',
+        root,
+        '--out',
+        join(dir, 'e'),
+        '--limit',
+        '4',
+      );
+    const missing = await eval_(join(dir, 'runs', 'tang'));
+    assert.equal(missing.code, 1, missing.err);
+    assert.equal(
+      missing.err,
+      `promptiqa eval: ${join(dir, 'runs', 'tang')}: does not exist (give the --out folder of \`promptiqa train\`, or the checkpoint.json it wrote)\n`,
+    );
+    mkdirSync(join(dir, 'rounds', 'round-0'), { recursive: true });
+    writeFileSync(join(dir, 'rounds', 'round-0', 'checkpoint.json'), '{}');
+    const rounds = await eval_(join(dir, 'rounds'));
+    assert.equal(rounds.code, 1, rounds.err);
+    assert.match(rounds.err, /the folder of a 1-round run, .*: give one of them, e\.g\. .*round-0\n$/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('--batch is checked as the library checks it (at most MAX_BATCH)', async () => {
+  const r = await cli('embed', '--model', 'x', '--text', 'a', '--batch', '100000');
+  assert.equal(r.code, 2);
+  assert.match(r.err, /--batch 100000 is not a whole number from 1 to 4096/);
+});
+
+test("--option keeps the library's name for the method options (methodOptions) in every command that has it", () => {
+  const io: CliIo = { stdout: () => undefined, stderr: () => undefined, stderrIsTTY: false, env: {} };
+  const having = buildProgram(io).commands.filter((cmd) => cmd.options.some((o) => o.long === '--option'));
+  assert.deepEqual(having.map((c) => c.name()).sort(), ['eval', 'score', 'train']);
+  for (const cmd of having) {
+    cmd.parseOptions(['--option', 'nCtx=16', '--option', 'initPhrase=0.50']);
+    assert.deepEqual(cmd.opts().methodOptions, { nCtx: '16', initPhrase: '0.50' }, cmd.name());
+  }
+});

@@ -5,7 +5,11 @@ import { Graph } from '../src/graph/graph.js';
 import { CompiledGraph } from '../src/graph/runtime.js';
 import { SafeTensorsFile } from '../src/clip/safetensors.js';
 import { WeightBank, visionEncoder, textEncoder, tokenEmbeddings, eotOneHot } from '../src/clip/encoders.js';
-import { METHODS, getMethod, loadBackbone, Scorer, listMetrics, createMetric } from '../src/methods/index.js';
+import { METHODS, MAX_BATCH, getMethod, loadBackbone, Scorer, listMetrics, createMetric } from '../src/methods/index.js';
+import { cudaProviderProblem, webgpuProblem } from '../src/graph/runtime.js';
+import { collectKeyValue } from '../src/cli/options.js';
+import { ClipTokenizer } from '../src/clip/tokenizer.js';
+import { availableParallelism } from 'node:os';
 import { enabledAuxiliary, parseOptions } from '../src/methods/method.js';
 import { TrainStep, setUp, type TrainBatch } from '../src/methods/graphs.js';
 import { tang as tangMethod } from '../src/methods/tang.js';
@@ -102,7 +106,7 @@ test('tang: context from "a photo of a" by default, 16 random tokens with preset
   assert.equal(parseOptions(tang, { preset: 'readme', nCtx: '8' }).nCtx, 8, 'options beside a preset override it');
   assert.deepEqual(parseOptions(tang, { preset: 'ctxv1' }), o);
   // the 16-token prompts build and score
-  const metric = await createMetric('tang', { model: tinyP32, options: { allowUntrained: true, preset: 'readme' } });
+  const metric = await createMetric('tang', { model: tinyP32, methodOptions: { allowUntrained: true, preset: 'readme' } });
   const rng = new Rng(2);
   const score = await metric.score({ width: 40, height: 30, data: Uint8Array.from({ length: 40 * 30 * 3 }, () => rng.int(256)) });
   assert.ok(Number.isFinite(score));
@@ -289,4 +293,75 @@ test('Fu: about 14.4 M trainable parameters at ViT-B/32 shapes', async () => {
   const tp = tang.build(parseOptions(tang, {}), { weights: w, tokenizer: ClipTokenizer.default() }).init(new Rng(0));
   const head = [...tp].filter(([k]) => k.startsWith('head.')).reduce((a, [, t]) => a + t.data.length, 0);
   assert.ok(Math.abs(head - 1.84e6) < 0.01e6, `tang's head has ${head} parameters`);
+});
+
+test('createMetric checks its options as the command line does, before any file is read; a closed metric says so', async () => {
+  const expectRefused = async (opts: Record<string, unknown>, re: RegExp): Promise<void> => {
+    await assert.rejects(createMetric('clip-iqa', { model: tinyP32, ...opts }), re, JSON.stringify(opts));
+  };
+  await expectRefused({ device: 'gpu' }, /^TypeError: createMetric: device "gpu" is not one of cpu, cuda, webgpu$/);
+  for (const batchSize of [-1, 0, 1.5, 'x', 1e9])
+    await expectRefused(
+      { batchSize },
+      new RegExp(`createMetric: batchSize ${JSON.stringify(batchSize)} is not a whole number from 1 to ${MAX_BATCH}`),
+    );
+  for (const threads of [-1, 0, 1.5, 'x', 1e9])
+    await expectRefused({ threads }, /createMetric: threads .* is not a whole number from 1 to \d+/);
+  // a slip would be ignored silently: refused, with the name meant
+  await expectRefused({ batch: 4 }, /createMetric: unknown option batch \(did you mean batchSize\?\); the options are model, checkpoint/);
+  await expectRefused({ options: {} }, /did you mean methodOptions\?/);
+  // the same check (not a copy) for a model that does not exist: the device is refused first
+  await assert.rejects(createMetric('clip-iqa', { model: '/nonexistent', device: 'gpu' as never }), /device "gpu"/);
+  if (cudaProviderProblem() !== null) {
+    // a provider missing here fails at creation, not at the first score
+    await assert.rejects(
+      createMetric('clip-iqa', { model: tinyP32, device: 'cuda' }),
+      /^Error: createMetric: device cuda: .*CUDA provider/,
+    );
+  }
+  if (webgpuProblem() !== null)
+    await assert.rejects(
+      createMetric('clip-iqa', { model: tinyP32, device: 'webgpu' }),
+      /^Error: createMetric: device webgpu: no WebGPU adapter/,
+    );
+  // more threads than cores: allowed, and told
+  const warnings: string[] = [];
+  const cores = availableParallelism();
+  const metric = await createMetric('clip-iqa', { model: tinyP32, threads: cores + 1, onWarning: (w) => warnings.push(w) });
+  assert.deepEqual(warnings, [
+    `createMetric: threads ${cores + 1} is more than the ${cores} core(s) here: the threads share cores and wait for each other, which is slower than ${cores}`,
+  ]);
+  const img = { width: 48, height: 40, data: new Uint8Array(48 * 40 * 3).fill(128) };
+  assert.ok(Number.isFinite(await metric.score(img)));
+  await metric.close();
+  await metric.close(); // twice is harmless
+  await assert.rejects(
+    metric.score(img),
+    /^Error: score: this metric was closed \(close\(\) frees its sessions\); make another with createMetric$/,
+  );
+  await assert.rejects(metric.scoreBatch([img]), /scoreBatch: this metric was closed/);
+  await assert.rejects(metric.scoreFiles(['a.jpg']).next(), /scoreFiles: this metric was closed/);
+});
+
+test('method options are read once, by the schema: --option values arrive as typed (initPhrase=0.50 stays "0.50")', async () => {
+  const given = ['nCtx=1', 'initPhrase=0.50'].reduce<Record<string, string> | undefined>((acc, kv) => collectKeyValue(kv, acc), undefined);
+  assert.deepEqual(given, { nCtx: '1', initPhrase: '0.50' });
+  const o = parseOptions(tangMethod, given);
+  assert.equal(o.initPhrase, '0.50');
+  assert.equal(o.nCtx, 1);
+  // allowUntrained is read as the schema reads a boolean: "false" from the command line is false
+  await assert.rejects(
+    createMetric('tang', { model: tinyP32, methodOptions: { allowUntrained: 'false' } }),
+    /tang needs a trained checkpoint/,
+  );
+  await assert.rejects(
+    createMetric('tang', { model: tinyP32, methodOptions: { allowUntrained: 'yes' } }),
+    /createMetric: option allowUntrained = "yes", must be true or false/,
+  );
+});
+
+test('the tokenizer of a model: one rule for a single weights file (the shipped vocabulary) and a folder (its own files)', () => {
+  const file = join(tinyP32, 'openai.safetensors');
+  assert.deepEqual(ClipTokenizer.forModel(file).encode('a good photo'), ClipTokenizer.default().encode('a good photo'));
+  assert.deepEqual(ClipTokenizer.forModel(tinyP32).encode('a good photo'), ClipTokenizer.fromFolder(tinyP32).encode('a good photo'));
 });

@@ -246,7 +246,7 @@ test('clip-iqa+-vitl14-512: the released prompts on the ViT at full resolution, 
     const clip = (await fetchPretrained({ ...p, released: undefined }, hubOptions(hub, cache))).clip!;
     assert.equal(basename(clip), VITL14_COMMIT);
     const prompts = await downloadFile(PYIQA_WEIGHTS_REPO, PROMPTS_OWN_NAME, hubOptions(hub, cache));
-    const got = await scores(p.method, Object.keys(want.scores), { model: clip, checkpoint: prompts, options: { ...p.options } });
+    const got = await scores(p.method, Object.keys(want.scores), { model: clip, checkpoint: prompts, methodOptions: { ...p.options } });
     const gap = maxGap(got, want.scores);
     t.diagnostic(`clip-iqa+-vitl14-512 max |diff| against pyiqa: ${gap}`);
     assert.ok(gap <= 1e-4, `max |diff| ${gap}`);

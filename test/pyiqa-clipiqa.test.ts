@@ -51,11 +51,11 @@ test("clip-iqa: pyiqa's scores at full resolution with its five prompt pairs, fr
 
 test("clip-iqa: the fixture's negative controls move the scores as they moved pyiqa's", async () => {
   const model = rn('openai.safetensors');
-  const pos = await gap('clip-iqa', { model, options: { positionalEmbedding: 'interpolated' } }, 'clipiqa');
+  const pos = await gap('clip-iqa', { model, methodOptions: { positionalEmbedding: 'interpolated' } }, 'clipiqa');
   assert.ok(Math.abs(pos - controls['clipiqa with pos_embedding=True']!) <= TOL, `pos_embedding=True: ${pos}`);
-  const resized = await gap('clip-iqa', { model, options: { testViews: 'resize' } }, 'clipiqa');
+  const resized = await gap('clip-iqa', { model, methodOptions: { testViews: 'resize' } }, 'clipiqa');
   assert.ok(Math.abs(resized - controls["clipiqa on OpenAI's 224 resize + centre crop"]!) <= TOL, `224 resize: ${resized}`);
-  const paper = await gap('clip-iqa', { model, options: { pairs: 'good' } }, 'clipiqa');
+  const paper = await gap('clip-iqa', { model, methodOptions: { pairs: 'good' } }, 'clipiqa');
   assert.ok(paper > 100 * TOL, `the paper's single pair: ${paper}`);
 });
 
@@ -73,7 +73,7 @@ test("clip-iqa+: pyiqa's scores with its released prompt file, in either context
   // CoOp's layout on the same vectors, as the fixture's control
   const coop = await gap(
     'clip-iqa+',
-    { model, checkpoint: prompts('CLIP-IQA+_learned_prompts-tiny-rn.pth'), options: { layout: 'coop' } },
+    { model, checkpoint: prompts('CLIP-IQA+_learned_prompts-tiny-rn.pth'), methodOptions: { layout: 'coop' } },
     'clipiqa+',
   );
   assert.ok(coop > 100 * TOL, `CoOp's layout: ${coop}`);

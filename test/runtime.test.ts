@@ -2,9 +2,24 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CUDA_INSTALL_COMMAND, SessionCache, cudaProviderProblem, spinsBy, webgpuProblem } from '../src/graph/runtime.js';
+import {
+  CompiledGraph,
+  CUDA_INSTALL_COMMAND,
+  DEVICES,
+  DEVICE_TYPES,
+  MAX_THREADS_PER_CORE,
+  PROVIDERS,
+  SessionCache,
+  checkThreads,
+  cudaProviderProblem,
+  spinsBy,
+  webgpuProblem,
+} from '../src/graph/runtime.js';
+import { buildProgram, type CliIo } from '../src/cli/main.js';
+import { evaluate } from '../src/eval/evaluate.js';
+import { train } from '../src/train/trainer.js';
 import { cli } from './helpers/cli.js';
 import { Graph, add } from '../src/graph/graph.js';
 import { sharedDir } from './helpers/shared.js';
@@ -32,7 +47,7 @@ test('cudaProviderProblem: a build without the CUDA provider is named; other pla
 
 // The native log of ONNX Runtime goes to the process's own stderr, so this runs the command in a child.
 test(
-  '--device cuda without the CUDA provider: exit 2 and one clear line, no native ONNX Runtime log',
+  '--device cuda without the CUDA provider: exit 1 and one clear line (a failure, not bad usage), no native ONNX Runtime log',
   { skip: cudaProviderProblem() === null && 'the CUDA provider is installed here' },
   () => {
     const model = join(sharedDir(), 'reference', 'tiny-vit-p32');
@@ -43,9 +58,11 @@ test(
       ['--import', 'tsx', '--input-type=module', '-e', entry, 'embed', '--model', model, '--text', 'Good photo.', '--device', 'cuda'],
       { encoding: 'utf8' },
     );
-    assert.equal(r.status, 2, r.stderr);
+    assert.equal(r.status, 1, r.stderr);
     assert.equal(r.stdout, '');
     assert.doesNotMatch(r.stderr, /onnxruntime:|\[E:|\x1b\[/, 'no native log');
+    assert.doesNotMatch(r.stderr, /see: .*--help/, 'not a usage error');
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
     const first = r.stderr.split('\n')[0]!;
     assert.match(first, /^promptiqa embed: .*CUDA provider is not installed/);
     assert.ok(first.includes(CUDA_INSTALL_COMMAND), first);
@@ -99,8 +116,9 @@ test('--device webgpu without an adapter is refused in one line before any work;
   const tiny = join(sharedDir(), 'reference', 'tiny-vit-p32');
   const image = join(sharedDir(), 'reference', 'images', 'wide_640x480.png');
   const r = await cli('score', image, '--method', 'clip-iqa', '--model', tiny, '--device', 'webgpu');
-  assert.equal(r.code, 2);
-  assert.match(r.err, /no WebGPU adapter: /);
+  assert.equal(r.code, 1, 'a device missing here is a failure, not bad usage');
+  assert.match(r.err, /^promptiqa score: no WebGPU adapter: /);
+  assert.equal(r.err.trim().split('\n').length, 1, r.err);
   assert.doesNotMatch(r.err, /BackendVk|webgpu_context\.cc|Warning:/, 'no native log');
   const auto = await cli('score', image, '--method', 'clip-iqa', '--model', tiny, '--device', 'auto', '--format', 'json');
   assert.equal(auto.code, 0, auto.err);
@@ -169,4 +187,60 @@ test('spinning: as asked, or where the load leaves a core free for each thread',
   // no thread count: all the cores
   assert.equal(spinsBy({}, 0.2, 4), true);
   assert.equal(spinsBy({}, 1.0, 4), false);
+});
+
+test('one list of devices: the command line, createMetric, evaluate and train take theirs from DEVICE_TYPES', async () => {
+  assert.deepEqual(PROVIDERS, Object.keys(DEVICE_TYPES));
+  assert.deepEqual(DEVICES, [...PROVIDERS, 'auto']);
+  for (const p of PROVIDERS) assert.equal(DEVICE_TYPES[p].executionProviders[0], p);
+  const io: CliIo = { stdout: () => undefined, stderr: () => undefined, stderrIsTTY: false, env: {} };
+  for (const cmd of buildProgram(io).commands) {
+    const device = cmd.options.find((o) => o.long === '--device');
+    if (device) assert.deepEqual(device.argChoices, DEVICES, cmd.name());
+  }
+  // a name outside the list is refused naming the list; webgpu is in it (evaluate refused it as "not one of cpu, cuda")
+  const dir = mkdtempSync(join(tmpdir(), 'promptiqa-devices-'));
+  try {
+    const root = join(sharedDir(), 'datasets', 'agiqa-3k');
+    const given = { method: 'clip-iqa', dataset: 'agiqa-3k', root, out: join(dir, 'eval') };
+    await assert.rejects(evaluate({ ...given, device: 'gpu' as never }), /evaluate: device "gpu" is not one of cpu, cuda, webgpu$/);
+    const webgpu = webgpuProblem();
+    await assert.rejects(
+      evaluate({ ...given, device: 'webgpu', threads: 0 }),
+      (err: Error) => !/one of/.test(err.message) && (webgpu === null ? /threads 0/ : /no WebGPU adapter/).test(err.message),
+    );
+    await assert.rejects(
+      train({ method: 'tang', model: 'x', dataset: 'agiqa-3k', root, out: join(dir, 'run'), device: 'gpu' as never }),
+      /train: device "gpu" is not one of cpu, cuda, webgpu$/,
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const bad = await cli('embed', '--model', 'x', '--text', 'a', '--device', 'gpu');
+  assert.equal(bad.code, 2, 'a name outside the list is bad usage');
+  assert.match(bad.err, /--device "gpu" is not one of cpu, cuda, webgpu, auto/);
+});
+
+test(`threads: warned of above the cores, refused above ${MAX_THREADS_PER_CORE} per core, in the library and the command line`, async () => {
+  assert.deepEqual(checkThreads(2, 'threads', 2), { threads: 2 });
+  assert.match(checkThreads(3, 'threads', 2).warning!, /^threads 3 is more than the 2 core\(s\) here: .*slower than 2$/);
+  assert.equal(checkThreads(8, 'threads', 2).threads, 8);
+  assert.throws(() => checkThreads(9, 'threads', 2), /^RangeError: threads 9 is not a whole number from 1 to 8 \(4 × the 2 core\(s\) here/);
+  for (const bad of [0, -1, 1.5, 'x', 1e9, Number.NaN])
+    assert.throws(() => checkThreads(bad, 'threads', 2), /is not a whole number from 1 to 8/);
+
+  const cores = availableParallelism();
+  const g = new Graph('threads');
+  g.output('y', add(g.input('x', [2]), g.input('x2', [2])));
+  await assert.rejects(CompiledGraph.create(g, { threads: 1000 * cores }), /threads \d+ is not a whole number from 1 to/);
+  const model = join(sharedDir(), 'reference', 'tiny-vit-p32');
+  const tooMany = await cli('embed', '--model', model, '--text', 'Good photo.', '--threads', '1000');
+  assert.equal(tooMany.code, 2);
+  assert.match(tooMany.err, new RegExp(`--threads 1000 is not a whole number from 1 to ${MAX_THREADS_PER_CORE * cores} `));
+  const some = await cli('embed', '--model', model, '--text', 'Good photo.', '--threads', String(cores + 1));
+  assert.equal(some.code, 0, some.err);
+  assert.match(some.err, new RegExp(`^warning: --threads ${cores + 1} is more than the ${cores} core\\(s\\) here`, 'm'));
+  const quiet = await cli('embed', '--model', model, '--text', 'Good photo.', '--threads', String(cores));
+  assert.equal(quiet.code, 0, quiet.err);
+  assert.doesNotMatch(quiet.err, /warning/);
 });

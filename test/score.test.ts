@@ -304,7 +304,7 @@ test("library: wrong values fail with a sentence; a failed file's error does not
     ]);
     await assert.rejects(
       createMetric('clip-iqa', { model: tiny, batchSize: 100000 }),
-      /batch size 100000 is not a whole number from 1 to 4096/,
+      /createMetric: batchSize 100000 is not a whole number from 1 to 4096/,
     );
   } finally {
     await metric.close();

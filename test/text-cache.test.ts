@@ -71,7 +71,7 @@ test('text features: the key follows the options and the parameters', async (t) 
   const cache = mkdtempSync(join(tmpdir(), 'promptiqa-text-cache-'));
   t.after(() => rmSync(cache, { recursive: true, force: true }));
   await scores('clip-iqa', { model, cache });
-  await scores('clip-iqa', { model, cache, options: { pairs: 'good' } });
+  await scores('clip-iqa', { model, cache, methodOptions: { pairs: 'good' } });
   assert.equal(entries(cache).length, 2, 'other prompts, another entry');
   // clip-iqa+ with two prompt files of the same shape but other values: their own features each
   const prompts = (f: string): string => join(ref, 'pyiqa', f);

@@ -4,9 +4,9 @@ import { join, relative } from 'node:path';
 import { mkdtempSync, readFileSync, existsSync, writeFileSync, mkdirSync, readdirSync, copyFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { spawn } from 'node:child_process';
-import { train, trainRounds, type TrainOptions } from '../src/train/trainer.js';
+import { runKeyChanges, train, trainRounds, type TrainOptions } from '../src/train/trainer.js';
 import { createMetric } from '../src/methods/index.js';
-import { loadCheckpoint, type CheckpointMeta } from '../src/methods/checkpoint.js';
+import { loadCheckpoint, loadCheckpointMeta, type CheckpointMeta } from '../src/methods/checkpoint.js';
 import { type SplitRecord } from '../src/data/splits.js';
 import { sharedDir } from './helpers/shared.js';
 
@@ -314,4 +314,78 @@ test('prompt methods train on a ResNet CLIP too (clip-iqa+, tang); methods with 
     train(base('fu', tmp(), { model: rn, epochs: 1, limit: 24 })),
     /visual prompt tokens need a ViT image tower, not a ResNet/,
   );
+});
+
+test('a rerun with other settings is refused naming them (epochs 2 ≠ 1); an --out folder with other files is refused', async () => {
+  const out = tmp();
+  const opts = base('tang', out, { epochs: 1, limit: 16, batchSize: 8 });
+  await train(opts);
+  await assert.rejects(train({ ...opts, epochs: 2 }), (err: Error) => {
+    assert.match(err.message, /state\.json belongs to a run with other settings \(now ≠ then: epochs 2 ≠ 1\): give that run's settings/);
+    return true;
+  });
+  await assert.rejects(train({ ...opts, seed: 4, lr: 0.5 }), /now ≠ then: lr 0\.5 ≠ 0\.0\d+, seed 4 ≠ 3\)/);
+  await assert.rejects(train({ ...opts, batchSize: 4 }), /now ≠ then: batchSize 4 ≠ 8\)/);
+  // the same settings resume (here: only finish)
+  assert.equal((await train(opts)).bestEpoch, 1);
+
+  assert.deepEqual(
+    runKeyChanges(
+      JSON.stringify({
+        method: 'tang',
+        o: { epochs: 3, nCtx: 4 },
+        backbone: 'a',
+        split: { by: 'group', dataset: { sha256: 'x' }, test: { n: 1 } },
+      }),
+      JSON.stringify({
+        method: 'tang',
+        o: { epochs: 2, nCtx: 4 },
+        backbone: 'b',
+        split: { by: 'image', dataset: { sha256: 'y' }, test: { n: 2 } },
+      }),
+    ),
+    ['epochs 3 ≠ 2', 'split by group ≠ image', 'the model (other weights)', "the dataset's images or scores"],
+  );
+
+  // a folder that holds other files, and no run, is not written into
+  const photos = tmp();
+  writeFileSync(join(photos, 'holiday.jpg'), 'x');
+  await assert.rejects(
+    train(base('tang', photos, { epochs: 1, limit: 16 })),
+    new RegExp(
+      `^Error: ${photos.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: a folder that holds other files \\(holiday\\.jpg\\) and no training run; give --out a new or empty folder`,
+    ),
+  );
+  await assert.rejects(trainRounds({ ...base('tang', photos, { epochs: 1, limit: 16 }), rounds: 2 }), /holds other files \(holiday\.jpg\)/);
+  assert.deepEqual(readdirSync(photos), ['holiday.jpg'], 'nothing written there');
+  // a single run's folder is not a multi-round run's, nor the other way round
+  await assert.rejects(trainRounds({ ...opts, rounds: 2 }), /: the folder of a single training run: give it without --rounds to resume it/);
+  const rounds = tmp();
+  mkdirSync(join(rounds, 'round-0'));
+  await assert.rejects(
+    train(base('tang', rounds, { epochs: 1, limit: 16 })),
+    /: the folder of a multi-round run \(round-0, …\): give the same --rounds/,
+  );
+  assert.deepEqual(readdirSync(rounds), ['round-0']);
+});
+
+test('a checkpoint that is not there says so; the folder of a multi-round run points to its round folders', () => {
+  const dir = tmp();
+  const missing = join(dir, 'nope');
+  assert.throws(() => loadCheckpointMeta(missing), new RegExp(`^Error: ${missing.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: does not exist`));
+  const rounds = join(dir, 'rounds');
+  for (const r of [0, 1, 10, 2]) {
+    mkdirSync(join(rounds, `round-${r}`), { recursive: true });
+    writeFileSync(join(rounds, `round-${r}`, 'checkpoint.json'), '{}');
+  }
+  writeFileSync(join(rounds, 'rounds.json'), '{}');
+  assert.throws(
+    () => loadCheckpointMeta(rounds),
+    (err: Error) =>
+      err.message ===
+      `${rounds}: the folder of a 4-round run, whose checkpoints are in its round folders (round-0, round-1, round-2, …): give one of them, e.g. ${join(rounds, 'round-0')}`,
+  );
+  const empty = join(dir, 'empty');
+  mkdirSync(empty);
+  assert.throws(() => loadCheckpointMeta(empty), /empty: no checkpoint here \(expected/);
 });

@@ -6,7 +6,8 @@
  */
 import { Command, CommanderError } from 'commander';
 import { CliError, UsageError, errorMessage, processIo, type CliIo } from './io.js';
-import { resolveDevice } from '../graph/device.js';
+import { type Device, resolveDevice } from '../graph/device.js';
+import { checkThreads } from '../graph/settings.js';
 import { examples, type Ctx, type Register } from './context.js';
 import { register as scoreCmd } from './commands/score.js';
 import { register as trainCmd } from './commands/train.js';
@@ -23,8 +24,11 @@ export type { CliIo } from './io.js';
 
 const COMMANDS: readonly Register[] = [scoreCmd, trainCmd, evalCmd, metricsCmd, methodsCmd, datasetsCmd, downloadCmd, embedCmd, benchCmd];
 
-/** The program with every command; `io` receives all output. */
-export function buildProgram(io: CliIo): Command {
+/**
+ * The program with every command; `io` receives all output. `onCommand` is told the command's name before its
+ * options are checked further and it runs.
+ */
+export function buildProgram(io: CliIo, onCommand?: (name: string) => void): Command {
   const ctx: Ctx = { io };
   const program = new Command('promptiqa');
   program
@@ -51,18 +55,20 @@ export function buildProgram(io: CliIo): Command {
       ),
     );
   for (const add of COMMANDS) add(program, ctx);
-  // --device auto becomes the provider it picks, said once on stderr (unless --quiet), before the command runs;
-  // --device webgpu on a software adapter says so once
+  // Before a command runs: --device is checked here (a provider missing here is a failure, exit 1, not bad usage),
+  // auto becomes the provider it picks, said once on stderr (unless --quiet), and webgpu on a software adapter says
+  // so once; --threads above the cores is warned of (refused far above, while parsing)
   program.hook('preAction', (_program, command) => {
-    const o = command.opts<{ device?: string; quiet?: boolean }>();
-    if (o.device === 'webgpu') {
-      // a software adapter works, slowly: said once (it was probed while --device was parsed)
-      const { note } = resolveDevice('webgpu');
-      if (note) io.stderr(`--device webgpu: ${note}\n`);
-      return;
+    onCommand?.(command.name());
+    const o = command.opts<{ device?: Device; quiet?: boolean; threads?: number }>();
+    if (o.threads !== undefined && !o.quiet) {
+      const { warning } = checkThreads(o.threads, '--threads');
+      if (warning) io.stderr(`warning: ${warning}\n`);
     }
+    if (o.device === undefined) return;
+    const { provider, why, note } = resolveDevice(o.device);
+    if (note) io.stderr(`--device ${o.device}: ${note}\n`);
     if (o.device !== 'auto') return;
-    const { provider, why } = resolveDevice('auto');
     if (!o.quiet) io.stderr(`--device auto: ${provider} (${why})\n`);
     command.setOptionValue('device', provider);
   });
@@ -88,10 +94,9 @@ function handleEpipe(): void {
 
 /** Runs the command line on user arguments (no `node` and script path). */
 export async function run(args: readonly string[], io: CliIo = processIo()): Promise<number> {
-  const program = buildProgram(io);
   let active = '';
-  program.hook('preAction', (_program, command) => {
-    active = command.name();
+  const program = buildProgram(io, (name) => {
+    active = name;
   });
   try {
     await program.parseAsync([...args], { from: 'user' });

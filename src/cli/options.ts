@@ -5,7 +5,8 @@
  */
 import { availableParallelism } from 'node:os';
 import { InvalidArgumentError, Option } from 'commander';
-import { type Device, resolveDevice } from '../graph/device.js';
+import { type Device, DEVICES, DEVICE_TYPES, PROVIDERS, checkDeviceName } from '../graph/device.js';
+import { MAX_BATCH, MAX_THREADS_PER_CORE, checkBatchSize, checkThreads } from '../graph/settings.js';
 
 export function parsePositiveInt(value: string): number {
   const n = Number(value);
@@ -44,37 +45,48 @@ export function parseRatios(value: string): [number, number, number] {
 }
 
 /**
- * `--device`: a GPU provider that cannot work here is refused before any work starts, in one line. `auto` is
- * resolved (and said) just before the command runs, by the program's pre-action hook.
+ * `--device`: one of DEVICE_TYPES or auto. Whether it can work here is checked just before the command runs (by the
+ * program's pre-action hook, which also resolves and says `auto`): a missing provider is a failure (exit 1), not bad
+ * usage.
  */
 export function parseDevice(value: string): Device {
-  if (value !== 'cpu' && value !== 'cuda' && value !== 'webgpu' && value !== 'auto') {
-    throw new InvalidArgumentError('Allowed choices are cpu, cuda, webgpu, auto.');
-  }
-  if (value === 'auto') return value;
   try {
-    return resolveDevice(value).provider;
+    return checkDeviceName(value, '--device', true);
   } catch (err) {
     throw new InvalidArgumentError(`${(err as Error).message}.`);
   }
 }
 
-/** A value of `--option key=value`: JSON when it parses (numbers, booleans, lists), else the string. */
-export function parseOptionValue(raw: string): unknown {
+/** `--threads`: the library's check (`checkThreads`): refused above MAX_THREADS_PER_CORE × the cores; the warning above the cores is said before the command runs. */
+export function parseThreads(value: string): number {
+  const n = parsePositiveInt(value);
   try {
-    return JSON.parse(raw) as unknown;
-  } catch {
-    return raw;
+    return checkThreads(n, '--threads').threads;
+  } catch (err) {
+    throw new InvalidArgumentError(`${(err as Error).message}.`);
   }
 }
 
-/** Collects repeated `--option key=value` into a record. */
-export function collectKeyValue(value: string, previous: Record<string, unknown> | undefined): Record<string, unknown> {
+/** `--batch`: the library's check (`checkBatchSize`): a whole number from 1 to MAX_BATCH. */
+export function parseBatch(value: string): number {
+  const n = parsePositiveInt(value);
+  try {
+    return checkBatchSize(n, '--batch');
+  } catch (err) {
+    throw new InvalidArgumentError(`${(err as Error).message}.`);
+  }
+}
+
+/**
+ * Collects repeated `--option key=value` into a record of the values as typed: the method's schema reads each by the
+ * option's kind (`initPhrase=0.50` stays the text "0.50"; `nCtx=16` becomes the number 16), once.
+ */
+export function collectKeyValue(value: string, previous: Record<string, string> | undefined): Record<string, string> {
   const eq = value.indexOf('=');
   if (eq <= 0) throw new InvalidArgumentError('expected key=value, e.g. --option nCtx=16.');
   const key = value.slice(0, eq).trim();
   if (key === '') throw new InvalidArgumentError('expected key=value with a non-empty key.');
-  return { ...(previous ?? {}), [key]: parseOptionValue(value.slice(eq + 1)) };
+  return { ...(previous ?? {}), [key]: value.slice(eq + 1) };
 }
 
 /** Collects a repeatable option into a list. */
@@ -86,17 +98,27 @@ export function defaultThreads(): number {
   return availableParallelism();
 }
 
+/**
+ * `--option key=value`, kept under the library's name for the method options, `methodOptions`, so that the bag has
+ * one name from the command line to the schema.
+ */
+class MethodOptionsOption extends Option {
+  override attributeName(): string {
+    return 'methodOptions';
+  }
+}
+
 /** The shared options. Each call makes a fresh Option (commander keeps state on them). */
 export const opt = {
   model: (): Option =>
     new Option(
-      '--model <dir|repo>',
-      'CLIP weights: a local model folder, or a Hugging Face repo id such as openai/clip-vit-base-patch32 (downloaded into the Hugging Face cache on first use; HF_ENDPOINT, HF_HOME, HF_HUB_OFFLINE are honoured)',
+      '--model <dir|file|repo>',
+      "CLIP weights: a local model folder, a single weights file (OpenAI's released .pt such as RN50.pt, a PyTorch state dict .pt/.pth/.bin, or .safetensors in OpenAI/open_clip names), or a Hugging Face repo id such as openai/clip-vit-base-patch32 (downloaded into the Hugging Face cache on first use; HF_ENDPOINT, HF_HOME, HF_HUB_OFFLINE are honoured)",
     ),
   checkpoint: (): Option =>
     new Option(
       '--checkpoint <path>',
-      'trained parameters written by `promptiqa train`: its --out folder, or the checkpoint file it prints',
+      'trained parameters written by `promptiqa train`: its --out folder (with --rounds, one of its round-N folders), or the checkpoint file it prints',
     ),
   method: (): Option => new Option('--method <name>', 'quality method, one of `promptiqa methods` (e.g. clip-iqa)'),
   dataset: (): Option => new Option('--dataset <name>', 'dataset, one of `promptiqa datasets` (e.g. agiqa-3k), or csv for any label file'),
@@ -108,16 +130,21 @@ export const opt = {
   device: (): Option =>
     new Option(
       '--device <device>',
-      "where ONNX Runtime computes: cpu; cuda (needs onnxruntime-node's CUDA provider: see the README's Install section); webgpu (the provider onnxruntime-node bundles: a GPU with a Vulkan, Metal or D3D12 driver); or auto (cuda, else webgpu, else cpu)",
+      `where ONNX Runtime computes: ${PROVIDERS.map((p) => DEVICE_TYPES[p].help).join('; ')}; or auto (cuda, else webgpu, else cpu)`,
     )
-      .choices(['cpu', 'cuda', 'webgpu', 'auto'])
+      .choices(DEVICES)
       .argParser(parseDevice)
       .default('cpu'),
-  threads: (): Option => new Option('--threads <n>', 'CPU threads for ONNX Runtime (default: all cores)').argParser(parsePositiveInt),
+  threads: (): Option =>
+    new Option(
+      '--threads <n>',
+      `CPU threads for ONNX Runtime (default: all cores; more than the cores is slower and warned of, more than ${MAX_THREADS_PER_CORE} per core refused)`,
+    ).argParser(parseThreads),
   batch: (dflt?: number): Option => {
-    const o = new Option('--batch <n>', dflt === undefined ? "images per batch (default: the method's)" : 'images per batch').argParser(
-      parsePositiveInt,
-    );
+    const o = new Option(
+      '--batch <n>',
+      dflt === undefined ? `images per batch, at most ${MAX_BATCH} (default: the method's)` : `images per batch, at most ${MAX_BATCH}`,
+    ).argParser(parseBatch);
     return dflt === undefined ? o : o.default(dflt);
   },
   seed: (dflt?: number): Option => {
@@ -168,8 +195,8 @@ export const opt = {
     ).argParser(parsePositiveInt),
   out: (): Option => new Option('--out <dir>', 'folder for the run: checkpoints, reports, plots').makeOptionMandatory(),
   methodOption: (): Option =>
-    new Option(
+    new MethodOptionsOption(
       '--option <key=value>',
-      "a method parameter (repeatable); values are JSON when they parse, else strings; see the method's description",
+      "a method parameter (repeatable), read by the method's own schema as the option's kind (a number, true/false, a choice or text); see `promptiqa methods <name>`",
     ).argParser(collectKeyValue),
 };

@@ -4,13 +4,13 @@
  * images decoded and preprocessed as CLIP does (short side to the model's input size, bicubic, centre
  * crop, CLIP mean/std).
  */
-import { statSync } from 'node:fs';
 import { resolveModel, type HubOptions } from './hub.js';
 import { ClipTokenizer } from './tokenizer.js';
 import { loadClipWeights, type ClipWeights } from './weights.js';
 import { WeightBank, textEncoder, tokenEmbeddings, eotOneHot, imageFeatureGraph } from './encoders.js';
 import { Graph } from '../graph/graph.js';
 import { CompiledGraph, type RuntimeOptions } from '../graph/runtime.js';
+import { checkBatchSize } from '../graph/settings.js';
 import { decodeImage } from '../data/image.js';
 import { clipPreprocess } from '../data/preprocess.js';
 
@@ -108,8 +108,7 @@ export async function embedPixels(
 export async function embed(opts: EmbedOptions): Promise<EmbedResult> {
   const texts = opts.texts ?? [];
   const images = opts.images ?? [];
-  const batchSize = opts.batchSize ?? 8;
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new RangeError(`batchSize must be a whole number ≥ 1, got ${batchSize}`);
+  const batchSize = checkBatchSize(opts.batchSize ?? 8, 'embed: batchSize');
   const dir = await resolveModel(opts.model, opts.hub);
   const weights = await loadClipWeights(dir);
   const c = weights.config;
@@ -118,7 +117,7 @@ export async function embed(opts: EmbedOptions): Promise<EmbedResult> {
   if (texts.length > 0) {
     if (weights.text.layers.length === 0) throw new Error(`${opts.model}: these weights have no text encoder`);
     // a repo in open_clip's layout resolves to its weights file: CLIP's own vocabulary tokenises it
-    const tokenizer = statSync(dir).isFile() ? ClipTokenizer.default() : ClipTokenizer.fromFolder(dir);
+    const tokenizer = ClipTokenizer.forModel(dir);
     const ids = tokenizer.tokenizeBatch(texts, c.contextLength);
     result.input_ids = rows(ids, texts.length, c.contextLength);
     result.text_embeds = rows(await embedTokenIds(weights, ids, texts.length, tokenizer.eot, opts.runtime), texts.length, c.embedDim);

@@ -246,6 +246,15 @@ export class ClipTokenizer {
     return new ClipTokenizer(encoder, merges, gzPath);
   }
 
+  /**
+   * The tokenizer of a model as found on disk, the one rule for a file against a folder: a single weights file
+   * (given as the model, or a repo in open_clip's layout) is tokenised with CLIP's vocabulary shipped with the
+   * package, a folder with its own files (`fromFolder`).
+   */
+  static forModel(path: string): ClipTokenizer {
+    return statSync(path).isFile() ? ClipTokenizer.default() : ClipTokenizer.fromFolder(path);
+  }
+
   /** OpenAI's BPE vocabulary as shipped with the package, for a CLIP without a folder of its own (e.g. random weights). */
   static default(): ClipTokenizer {
     return ClipTokenizer.fromOpenAIBpe(SHIPPED_BPE);

@@ -68,10 +68,18 @@ export function splitDataset(items: readonly DatasetItem[], spec: SplitSpec): Sp
   return split;
 }
 
-/** `rounds` splits; round r uses seed `spec.seed + r`. */
+/**
+ * The seed that splits round `round` of a run seeded `seed` (and trains it: initialisation, order, augmentation):
+ * seed + round. The one place this is written.
+ */
+export function roundSeed(seed: number, round: number): number {
+  return seed + round;
+}
+
+/** `rounds` splits; round r uses seed `roundSeed(spec.seed, r)`. */
 export function splitRounds(items: readonly DatasetItem[], spec: SplitSpec, rounds: number): Split[] {
   if (!Number.isInteger(rounds) || rounds < 1) throw new RangeError(`splitRounds: rounds must be a positive integer, got ${rounds}`);
-  return Array.from({ length: rounds }, (_, r) => splitDataset(items, { ...spec, seed: spec.seed + r }));
+  return Array.from({ length: rounds }, (_, r) => splitDataset(items, { ...spec, seed: roundSeed(spec.seed, r) }));
 }
 
 function checkSpec(spec: SplitSpec): void {
@@ -173,7 +181,7 @@ export function runSplit(items: readonly DatasetItem[], settings: SplitSettings)
   const pool = sampleIndices(items.length, settings.limit ?? undefined, settings.seed);
   const local = splitDataset(
     pool.map((i) => items[i]!),
-    { by: settings.by, ratios: settings.ratios, seed: settings.seed + settings.round },
+    { by: settings.by, ratios: settings.ratios, seed: roundSeed(settings.seed, settings.round) },
   );
   const toItems = (side: number[]): number[] => side.map((i) => pool[i]!);
   const split: Split = { train: toItems(local.train), val: toItems(local.val), test: toItems(local.test) };
@@ -222,7 +230,7 @@ export function itemsDigest(items: readonly DatasetItem[], indices?: readonly nu
 
 /** One line for protocols and notes: "split by group 0.6/0.2/0.2, seed 3 (round 1: split seed 4), a 60-image subset". */
 export function describeSplit(s: SplitSettings): string {
-  const round = s.round ? ` (round ${s.round}: split seed ${s.seed + s.round})` : '';
+  const round = s.round ? ` (round ${s.round}: split seed ${roundSeed(s.seed, s.round)})` : '';
   const limit = s.limit !== null ? `, a seeded subset of ${s.limit} images` : '';
   return s.by === 'official'
     ? `the dataset's official split${limit}`

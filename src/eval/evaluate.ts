@@ -8,6 +8,7 @@
  * images; the split options given here are then not used (a note says so).
  */
 import type { Provider } from '../graph/runtime.js';
+import { checkRunSettings } from '../graph/settings.js';
 import { join, resolve } from 'node:path';
 import { createMetric } from '../methods/index.js';
 import { loadCheckpointMeta, type CheckpointMeta } from '../methods/checkpoint.js';
@@ -102,7 +103,7 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
     threads: opts.threads,
     device: opts.device,
     batchSize: opts.batchSize,
-    options: opts.methodOptions,
+    methodOptions: opts.methodOptions,
     cache: opts.cache,
   });
   const files = idx.map((i) => imagePath(ds, ds.items[i]!));
@@ -238,12 +239,9 @@ function checkOptions(opts: EvalOptions): void {
   };
   oneOf('split', ['all', 'test']);
   oneOf('splitBy', ['image', 'group', 'official']);
-  oneOf('device', ['cpu', 'cuda']);
   for (const [k, min] of [
     ['seed', 0],
     ['limit', 1],
-    ['batchSize', 1],
-    ['threads', 1],
   ] as const) {
     const v = o[k];
     if (v !== undefined && (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min))
@@ -260,4 +258,6 @@ function checkOptions(opts: EvalOptions): void {
     throw new TypeError(`evaluate: option methodOptions must be an object of method parameters; got ${JSON.stringify(o.methodOptions)}`);
   }
   if (o.onEvent !== undefined && typeof o.onEvent !== 'function') throw new TypeError('evaluate: option onEvent must be a function');
+  // the device (one of DEVICE_TYPES, its provider working here), threads and batch size, as createMetric and the command line check them
+  checkRunSettings('evaluate', o);
 }

@@ -7,11 +7,10 @@ import { join } from 'node:path';
 import { availableParallelism, loadavg } from 'node:os';
 import { type DType, Graph, type TypedData, identity, shapeSize } from './graph.js';
 import { serialize } from './onnx.js';
-import { cudaProviderProblem } from './cuda.js';
-import { webgpuProblem } from './webgpu.js';
+import { DEVICE_TYPES, type Provider } from './device.js';
+import { checkThreads } from './settings.js';
 
-export type { Provider, Device } from './device.js';
-import type { Provider } from './device.js';
+export type { Provider, Device, DeviceType } from './device.js';
 
 export interface RuntimeOptions {
   provider?: Provider;
@@ -105,7 +104,8 @@ export class DeviceTensor {
 
 export { CUDA_INSTALL_COMMAND, cudaProviderProblem, type CudaCheckEnv } from './cuda.js';
 export { webgpuProblem } from './webgpu.js';
-export { resolveDevice } from './device.js';
+export { DEVICE_TYPES, DEVICES, PROVIDERS, DeviceUnavailableError, checkDeviceName, resolveDevice } from './device.js';
+export { MAX_BATCH, MAX_THREADS_PER_CORE, checkBatchSize, checkRunSettings, checkThreads } from './settings.js';
 
 let profiles = 0;
 
@@ -139,18 +139,20 @@ export class CompiledGraph {
    * on the CPU every output is in host memory anyway.
    */
   static async create(graph: Graph, opts: RuntimeOptions = {}, deviceOutputs: readonly string[] = []): Promise<CompiledGraph> {
-    if (opts.provider === 'cuda' || opts.provider === 'webgpu') {
-      const problem = opts.provider === 'cuda' ? cudaProviderProblem() : webgpuProblem();
-      if (problem) throw new Error(problem);
-    }
+    const device = DEVICE_TYPES[opts.provider ?? 'cpu'];
+    if (!device) throw new Error(`unknown device ${JSON.stringify(opts.provider)}`);
+    const { problem } = device.check();
+    if (problem) throw new Error(problem);
+    // the bound every caller gets (1000 threads on 2 cores ran 80× slower than 2)
+    if (opts.threads !== undefined) checkThreads(opts.threads, 'threads');
     const model = serialize(graph);
     const sessionOptions: ort.InferenceSession.SessionOptions & { externalData?: Array<{ path: string; data: Uint8Array }> } = {
       // ops the GPU provider lacks run on the CPU provider
-      executionProviders: opts.provider === 'cuda' || opts.provider === 'webgpu' ? [opts.provider, 'cpu'] : ['cpu'],
+      executionProviders: [...device.executionProviders],
       graphOptimizationLevel: 'all',
       // ONNX Runtime would also print its failures and notes natively on stderr; they reach the user as the
-      // thrown error below instead. CUDA's library-loading failure is logged as an error, hence fatal-only there.
-      logSeverityLevel: opts.provider === 'cuda' ? 4 : 3,
+      // thrown error below instead (DeviceType.logSeverity)
+      logSeverityLevel: device.logSeverity,
       externalData: model.externalData,
       extra: {
         // ONNX Runtime's constant folding computes a constant subgraph at load time and keeps each intermediate it
@@ -161,7 +163,7 @@ export class CompiledGraph {
       ...(opts.threads ? { intraOpNumThreads: opts.threads, interOpNumThreads: 1 } : {}),
 
       ...(opts.optimizedModelPath ? { optimizedModelFilePath: opts.optimizedModelPath } : {}),
-      ...(opts.provider === 'webgpu' && deviceOutputs.length > 0
+      ...(device.deviceOutputs && deviceOutputs.length > 0
         ? { preferredOutputLocation: Object.fromEntries(deviceOutputs.map((n) => [n, 'gpu-buffer' as const])) }
         : {}),
       ...(opts.profileDir ? { enableProfiling: true, profileFilePrefix: join(opts.profileDir, `${graph.name}.${++profiles}`) } : {}),
@@ -171,10 +173,8 @@ export class CompiledGraph {
       session = await ort.InferenceSession.create(model.bytes, sessionOptions);
     } catch (err) {
       const msg = err instanceof Error ? err.message : String(err);
-      if (opts.provider === 'cuda') {
-        throw new Error(
-          `could not start ONNX Runtime with the CUDA provider (${msg}); it needs an NVIDIA driver and the CUDA 12 and cuDNN 9 libraries on the library path, or use --device cpu`,
-        );
+      if (device.startNeeds) {
+        throw new Error(`could not start ONNX Runtime with the ${opts.provider} provider (${msg}); it needs ${device.startNeeds}`);
       }
       throw new Error(`ONNX Runtime rejected graph "${graph.name}": ${msg}`);
     }

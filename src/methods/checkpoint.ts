@@ -4,7 +4,7 @@
  * and the sha256 of the tensor file). Both are written atomically, tensors first, so the JSON never names
  * tensors that are not on disk; the tensors are checked against that sha256 whenever they are loaded.
  */
-import { closeSync, existsSync, statSync } from 'node:fs';
+import { closeSync, existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { readSafetensors, writeSafetensors } from '../clip/safetensors.js';
 import { type ParamSet } from '../prompts/context.js';
@@ -44,6 +44,20 @@ export function checkpointBase(path: string): string {
   return path.replace(/\.(json|safetensors)$/, '');
 }
 
+/** Why there is no checkpoint at `path`: it does not exist, it is the folder of several rounds (naming one), or it holds none. */
+function missingCheckpoint(path: string, base: string): string {
+  if (!existsSync(path) && !existsSync(`${base}.json`))
+    return `${path}: does not exist (give the --out folder of \`promptiqa train\`, or the checkpoint.json it wrote)`;
+  if (statSync(path).isDirectory()) {
+    const rounds = readdirSync(path)
+      .filter((e) => /^round-\d+$/.test(e) && existsSync(join(path, e, 'checkpoint.json')))
+      .sort((a, b) => Number(a.slice(6)) - Number(b.slice(6)));
+    if (rounds.length > 0)
+      return `${path}: the folder of a ${rounds.length}-round run, whose checkpoints are in its round folders (${rounds.length > 3 ? `${rounds.slice(0, 3).join(', ')}, …` : rounds.join(', ')}): give one of them, e.g. ${join(path, rounds[0]!)}`;
+  }
+  return `${path}: no checkpoint here (expected ${base}.json and ${base}.safetensors)`;
+}
+
 /** One line naming a recorded backbone: the repo at its commit, or the folder. */
 export function describeBackbone(b: BackboneSource): string {
   return 'repo' in b ? `${b.repo} at revision ${b.revision}` : b.path;
@@ -60,7 +74,7 @@ export function saveCheckpoint(base: string, params: ParamSet, meta: Omit<Checkp
 export function loadCheckpointMeta(path: string): { base: string; meta: CheckpointMeta } {
   const base = checkpointBase(path);
   const json = `${base}.json`;
-  if (!existsSync(json)) throw new Error(`${path}: no checkpoint here (expected ${base}.json and ${base}.safetensors)`);
+  if (!existsSync(json)) throw new Error(missingCheckpoint(path, base));
   // a regular file of at most MAX_META_BYTES (a FIFO or device is refused without blocking), else the error names it
   const text = readRegularText(json, 'checkpoint description', MAX_META_BYTES);
   let meta: CheckpointMeta;

@@ -7,6 +7,9 @@
 import { Graph, type Value, matmulFlops } from '../graph/graph.js';
 import { gradients } from '../graph/grad.js';
 import { CompiledGraph, DeviceTensor, SessionCache, type Feed, type RuntimeOptions } from '../graph/runtime.js';
+import { checkBatchSize } from '../graph/settings.js';
+
+export { MAX_BATCH, checkBatchSize } from '../graph/settings.js';
 import { type SerializedModel, serialize } from '../graph/onnx.js';
 import { WeightBank, visionEncoder, wholeImageRefusal } from '../clip/encoders.js';
 import { type ClipWeights } from '../clip/weights.js';
@@ -346,19 +349,6 @@ function sameModel(a: SerializedModel, b: SerializedModel): boolean {
     const shared = x.data.buffer === y.data.buffer && x.data.byteOffset === y.data.byteOffset && x.data.byteLength === y.data.byteLength;
     return x.path === y.path && (shared || Buffer.compare(x.data, y.data) === 0);
   });
-}
-
-/** The most images scored at once. Beyond this a batch only costs memory, and a typo such as --batch 100000 would exhaust it. */
-export const MAX_BATCH = 4096;
-
-/** Refuses a batch size that is not a whole number in [1, MAX_BATCH], naming it. */
-export function checkBatchSize(batchSize: number, what = 'batch size'): number {
-  if (!Number.isSafeInteger(batchSize) || batchSize < 1 || batchSize > MAX_BATCH) {
-    throw new RangeError(
-      `${what} ${batchSize} is not a whole number from 1 to ${MAX_BATCH}${batchSize > MAX_BATCH ? ' (images scored at once; more only costs memory)' : ''}`,
-    );
-  }
-  return batchSize;
 }
 
 /**

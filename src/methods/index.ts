@@ -4,10 +4,11 @@
  * size (the last one padded), so an image gets the same score whatever batch it comes in.
  */
 import type { Provider, RuntimeOptions } from '../graph/runtime.js';
+import { checkRunSettings } from '../graph/settings.js';
 import { existsSync, statSync } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import { type Method, type MethodInfo, type Options, parseOptions } from './method.js';
-import { describeSchema, withLegacyValues } from './options.js';
+import { describeSchema, readOption, spec, withLegacyValues } from './options.js';
 import { clipIqa, clipIqaPlus } from './clip-iqa.js';
 import { tang } from './tang.js';
 import { fu } from './fu.js';
@@ -109,7 +110,7 @@ export function loadBackbone(model: string, revision?: string, cache: CacheDir =
         throw withWayOut(err, modelWayOut(model));
       });
       const single = statSync(found).isFile();
-      const tokenizer = tokenizerOf(found); // before the weights: a broken file fails fast
+      const tokenizer = ClipTokenizer.forModel(found); // before the weights: a broken file fails fast
       const weights = await loadClipWeights(found, { cache });
       // a hub download lives in snapshots/<commit>
       const source: BackboneSource = local
@@ -123,27 +124,28 @@ export function loadBackbone(model: string, revision?: string, cache: CacheDir =
   return p;
 }
 
-/**
- * The tokenizer of what `resolveModel` found: a folder's own files, or CLIP's vocabulary (shipped) for a single
- * weights file (a file given as the model, or a repo in open_clip's layout).
- */
-function tokenizerOf(found: string): ClipTokenizer {
-  return statSync(found).isFile() ? ClipTokenizer.default() : ClipTokenizer.fromFolder(found);
-}
-
 /** The tokenizer of a model as `loadBackbone` would load it, without loading its weights. */
 async function loadTokenizer(model: string): Promise<ClipTokenizer> {
-  return tokenizerOf(statSync(model, { throwIfNoEntry: false })?.isFile() ? model : await resolveModel(model));
+  return ClipTokenizer.forModel(statSync(model, { throwIfNoEntry: false })?.isFile() ? model : await resolveModel(model));
 }
 
 export interface MetricOptions {
   model?: string;
   checkpoint?: string;
+  /** one of DEVICE_TYPES (default cpu); one whose provider cannot work here is refused by createMetric */
   device?: Provider;
+  /** CPU threads, 1 to MAX_THREADS_PER_CORE × the cores (default: all cores); more than the cores is warned of (onWarning) */
   threads?: number;
+  /** images per batch, 1 to MAX_BATCH (default 8) */
   batchSize?: number;
-  /** method options (`key: value`), for methods used without a checkpoint */
-  options?: Record<string, unknown>;
+  /**
+   * the method's options (`key: value`, read by its schema: a value may be given as typed on the command line,
+   * `'16'` for 16); with a checkpoint, only those that do not change its tensors; `allowUntrained: true` scores a
+   * trainable method with its initial parameters
+   */
+  methodOptions?: Record<string, unknown>;
+  /** told what is allowed but unwise (e.g. more threads than cores); the library prints nothing */
+  onWarning?: (message: string) => void;
   /** where a pretrained metric's files are downloaded from and cached (default: the HF_* environment) */
   hub?: HubOptions;
   /** told where each file of a pretrained metric came from (repo, commit, local path); the library prints nothing */
@@ -223,16 +225,20 @@ async function fromCheckpoint(method: Method, checkpoint: string, opts: MetricOp
     );
   }
   // a preset names a whole set-up, which the checkpoint's own recorded options would silently override
-  if (opts.options && 'preset' in opts.options)
+  if (opts.methodOptions && 'preset' in opts.methodOptions)
     throw new Error(`${checkpoint}: option preset sets up training; a checkpoint keeps the options it was trained with (in ${base}.json)`);
   let options: Options;
   try {
-    options = parseOptions(method, { ...withLegacyValues(method.options, meta.options), ...(opts.options ?? {}) });
+    options = parseOptions(method, { ...withLegacyValues(method.options, meta.options), ...(opts.methodOptions ?? {}) });
   } catch (err) {
     throw new Error(`${checkpoint}: ${(err as Error).message} (with the options recorded in ${base}.json)`, { cause: err });
   }
   const setup = setUp(method, options, backbone);
-  checkTensors(checkpoint, meta, params, setup.model.init(new Rng(0)), opts.options ?? {});
+  // the options given, as the schema read them (the command line gives text): compared with those recorded
+  const asRead = Object.fromEntries(
+    Object.keys(opts.methodOptions ?? {}).map((k) => [k, (options as unknown as Record<string, unknown>)[k]]),
+  );
+  checkTensors(checkpoint, meta, params, setup.model.init(new Rng(0)), asRead);
   return { params, setup, checkpoint: { path: resolve(checkpoint), sha256: meta.tensors.sha256 } };
 }
 
@@ -254,14 +260,14 @@ async function fromReleasedFile(method: Method, file: string, opts: MetricOption
       `${file}: not a promptiqa checkpoint (a folder, or checkpoint.json beside checkpoint.safetensors), and ${method.info.name} reads no released file`,
     );
   }
-  const given = opts.options ?? {};
+  const methodOptions = opts.methodOptions ?? {};
   if (released.holds === 'backbone') {
     const weights = await loadBackbone(file, undefined, resolveCacheDir(opts.cache));
     if (!opts.allowExtraTensors)
       refuseExtraTensors(file, weights.weights.extraTensors, `the CLIP it holds (${describeArch(weights.weights.config)})`);
     const tokenizer = opts.model !== undefined ? await loadTokenizer(opts.model) : weights.tokenizer;
     try {
-      const setup = setUp(method, parseOptions(method, given), { ...weights, tokenizer });
+      const setup = setUp(method, parseOptions(method, methodOptions), { ...weights, tokenizer });
       return { params: setup.model.init(new Rng(0)), setup, checkpoint: await releasedIdentity(file, opts) };
     } catch (err) {
       // the method's check of the CLIP it runs on (LIQE's ViT-B/32), about this file
@@ -282,7 +288,7 @@ async function fromReleasedFile(method: Method, file: string, opts: MetricOption
     tensors.close();
   }
   if (!opts.allowExtraTensors) refuseExtraTensors(file, read.unexpected, released.describe);
-  const setup = setUp(method, parseOptions(method, { ...read.options, ...given }), backbone);
+  const setup = setUp(method, parseOptions(method, { ...read.options, ...methodOptions }), backbone);
   const expected = setup.model.init(new Rng(0));
   for (const [k, want] of expected) {
     const have = read.params.get(k);
@@ -306,13 +312,13 @@ async function releasedIdentity(file: string, opts: MetricOptions): Promise<Metr
   return { path: resolve(file), sha256: await fileDigest(file, resolveCacheDir(opts.cache)) };
 }
 
-/** Refuses a checkpoint whose tensors are not those the method, with these options, reads. */
+/** Refuses a checkpoint whose tensors are not those the method, with these options, reads; `methodOptions`: those given, as read. */
 function checkTensors(
   checkpoint: string,
   meta: CheckpointMeta,
   params: ParamSet,
   expected: ParamSet,
-  given: Record<string, unknown>,
+  methodOptions: Record<string, unknown>,
 ): void {
   const problems: string[] = [];
   for (const [k, want] of expected) {
@@ -323,7 +329,7 @@ function checkTensors(
   }
   for (const k of params.keys()) if (!expected.has(k)) problems.push(`tensor "${k}" is not one the method reads`);
   if (!problems.length) return;
-  const changed = Object.entries(given).filter(([k, v]) => JSON.stringify(v) !== JSON.stringify(meta.options[k]));
+  const changed = Object.entries(methodOptions).filter(([k, v]) => JSON.stringify(v) !== JSON.stringify(meta.options[k]));
   const why = changed.length
     ? `the options given (${changed.map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(', ')}) differ from those it was trained with (${changed.map(([k]) => `${k}=${JSON.stringify(meta.options[k])}`).join(', ')}); drop them`
     : 'it does not fit this version of the method';
@@ -384,15 +390,15 @@ async function fromPretrained(p: PretrainedMetric, opts: MetricOptions): Promise
   const method = getMethod(p.method);
   const files = await fetchPretrained(p, opts.hub, opts.onFile);
   // allowUntrained only matters without weights, and a pretrained metric has them
-  const { allowUntrained: _unused, ...given } = opts.options ?? {};
-  const options = { ...p.options, ...given };
+  const { allowUntrained: _unused, ...rest } = opts.methodOptions ?? {};
+  const methodOptions = { ...p.options, ...rest };
   if (files.clip !== undefined) {
     // the set-up's CLIP, as pyiqa loads it: of the architecture it names, and strictly
     const clip = await loadBackbone(files.clip, undefined, resolveCacheDir(opts.cache));
     checkPretrainedClip(p, clip.weights, files.clip, opts.allowExtraTensors === true);
   }
-  if (files.released !== undefined) return fromReleasedFile(method, files.released, { ...opts, model: files.clip, options });
-  const setup = setUp(method, parseOptions(method, options), await loadBackbone(files.clip!, undefined, resolveCacheDir(opts.cache)));
+  if (files.released !== undefined) return fromReleasedFile(method, files.released, { ...opts, model: files.clip, methodOptions });
+  const setup = setUp(method, parseOptions(method, methodOptions), await loadBackbone(files.clip!, undefined, resolveCacheDir(opts.cache)));
   return { params: setup.model.init(new Rng(0)), setup };
 }
 
@@ -427,8 +433,9 @@ export function resolveMethodName(
  * `model` (default its `defaultModel`) or a checkpoint, ours or a released file.
  */
 export async function createMetric(name: string, opts: MetricOptions = {}): Promise<Metric> {
+  const settings = checkMetricOptions(opts);
   const { method, pretrained } = resolveMethodName(name, opts);
-  const batch = checkBatchSize(opts.batchSize ?? 8);
+  const batch = settings.batchSize ?? 8;
   let params: ParamSet;
   let setup: MethodSetup;
   let checkpoint: MetricSource['checkpoint'];
@@ -437,16 +444,73 @@ export async function createMetric(name: string, opts: MetricOptions = {}): Prom
   } else if (opts.checkpoint) {
     ({ params, setup, checkpoint } = await fromCheckpoint(method, opts.checkpoint, opts));
   } else {
-    if (method.info.trainable && !opts.options?.allowUntrained) {
+    const allowUntrained = readOption('createMetric', ALLOW_UNTRAINED, 'allowUntrained', opts.methodOptions?.allowUntrained ?? false);
+    if (method.info.trainable && !allowUntrained) {
       throw new Error(`${name} needs a trained checkpoint (--checkpoint); train one with \`promptiqa train --method ${name}\``);
     }
-    const { allowUntrained: _unused, ...rest } = opts.options ?? {};
+    const { allowUntrained: _unused, ...rest } = opts.methodOptions ?? {};
     const options = parseOptions(method, rest);
     setup = setUp(method, options, await loadBackbone(opts.model ?? method.info.defaultModel, undefined, resolveCacheDir(opts.cache)));
     params = setup.model.init(new Rng(0));
   }
   const source = { ...(pretrained ? { pretrained: pretrained.name } : {}), ...(checkpoint ? { checkpoint } : {}) };
-  return metricFor(setup, params, { provider: opts.device, threads: opts.threads }, batch, resolveCacheDir(opts.cache), source);
+  return metricFor(setup, params, { provider: settings.provider, threads: settings.threads }, batch, resolveCacheDir(opts.cache), source);
+}
+
+/** `methodOptions.allowUntrained`, read as the schema reads a boolean (the command line gives "true"/"false"). */
+const ALLOW_UNTRAINED = spec.boolean(false, 'score a trainable method with its initial parameters');
+
+/** The names createMetric takes, and what a likely slip stands for. */
+const METRIC_OPTIONS: ReadonlyArray<keyof MetricOptions> = [
+  'model',
+  'checkpoint',
+  'device',
+  'threads',
+  'batchSize',
+  'methodOptions',
+  'allowExtraTensors',
+  'onWarning',
+  'hub',
+  'onFile',
+  'cache',
+];
+const METRIC_OPTION_SLIPS: Readonly<Record<string, keyof MetricOptions>> = {
+  batch: 'batchSize',
+  options: 'methodOptions',
+  provider: 'device',
+};
+
+/**
+ * Everything createMetric is given, checked before any file is read: unknown names (a slip such as `batch` for
+ * `batchSize` would be ignored), the types, and the device, threads and batch size by the checks the command line's
+ * parsers use (`checkRunSettings`: a device whose provider cannot work here is refused now, not at the first score).
+ */
+function checkMetricOptions(opts: MetricOptions): ReturnType<typeof checkRunSettings> {
+  const o = opts as unknown;
+  if (typeof o !== 'object' || o === null || Array.isArray(o))
+    throw new TypeError(`createMetric: expected an options object { model, checkpoint, device, ... }; got ${describeValue(o)}`);
+  for (const k of Object.keys(opts)) {
+    if ((METRIC_OPTIONS as readonly string[]).includes(k)) continue;
+    const slip = METRIC_OPTION_SLIPS[k];
+    throw new TypeError(
+      `createMetric: unknown option ${k}${slip ? ` (did you mean ${slip}?)` : ''}; the options are ${METRIC_OPTIONS.join(', ')}`,
+    );
+  }
+  for (const k of ['model', 'checkpoint'] as const) {
+    const v: unknown = opts[k];
+    if (v !== undefined && (typeof v !== 'string' || v === ''))
+      throw new TypeError(`createMetric: option ${k} must be a non-empty string; got ${describeValue(v)}`);
+  }
+  const m: unknown = opts.methodOptions;
+  if (m !== undefined && (typeof m !== 'object' || m === null || Array.isArray(m)))
+    throw new TypeError(`createMetric: option methodOptions must be an object of the method's options; got ${describeValue(m)}`);
+  for (const k of ['onWarning', 'onFile'] as const) {
+    if (opts[k] !== undefined && typeof opts[k] !== 'function') throw new TypeError(`createMetric: option ${k} must be a function`);
+  }
+  const settings = checkRunSettings('createMetric', opts);
+  for (const w of settings.warnings) opts.onWarning?.(w);
+  if (settings.note) opts.onWarning?.(`device ${settings.provider}: ${settings.note}`);
+  return settings;
 }
 
 /**
@@ -471,19 +535,26 @@ export function metricFor(
     options: { ...setup.options },
     scoreRange: [...method.info.scoreRange],
   };
+  let closed = false;
+  const checkOpen = (where: string): void => {
+    if (closed) throw new Error(`${where}: this metric was closed (close() frees its sessions); make another with createMetric`);
+  };
   return {
     info: { ...method.info },
     source,
     async score(input) {
+      checkOpen('score');
       checkInput(input, 'score');
       return (await scorer.scoreImages([await toImage(input)]))[0]!;
     },
     async scoreBatch(inputs) {
+      checkOpen('scoreBatch');
       if (!Array.isArray(inputs)) throw new TypeError(`scoreBatch: expected an array of images; got ${describeValue(inputs)}`);
       inputs.forEach((x, i) => checkInput(x, `scoreBatch: image ${i}`));
       return scorer.scoreImages(await Promise.all(inputs.map(toImage)));
     },
     async *scoreFiles(files: readonly string[]) {
+      checkOpen('scoreFiles');
       // a library caller may pass anything; checked as unknown so the check does not widen the type
       const given: unknown = files;
       if (!Array.isArray(given)) throw new TypeError(`scoreFiles: expected an array of file paths; got ${describeValue(files)}`);
@@ -499,6 +570,7 @@ export function metricFor(
       for (let i = 0; i < files.length; i += batch) {
         const chunk = files.slice(i, i + batch);
         const decoded = await next;
+        checkOpen('scoreFiles');
         if (i + batch < files.length) next = decodeAll(files.slice(i + batch, i + 2 * batch));
         // an image the method refuses (e.g. too small for its windows) is that image's error, as a decode failure is
         const views = decoded.map((d) => {
@@ -520,6 +592,10 @@ export function metricFor(
         }
       }
     },
-    close: () => scorer.close(),
+    async close() {
+      if (closed) return;
+      closed = true;
+      await scorer.close();
+    },
   };
 }

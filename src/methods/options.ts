@@ -180,8 +180,9 @@ export function describeSpec(s: AnySpec): string {
 class OptionValueError extends Error {}
 
 /**
- * One option's value from what a caller gave: a string from the command line, or a JSON value (a number,
- * a boolean) from a library caller or a checkpoint. Throws OptionValueError saying what it takes.
+ * One option's value from what a caller gave: a string as typed on the command line (`--option key=value`, read
+ * here only, by the option's kind), or a JSON value (a number, a boolean) from a library caller or a checkpoint.
+ * Throws OptionValueError saying what it takes.
  */
 function readValue(s: AnySpec, key: string, v: unknown): unknown {
   const bad = (): never => {
@@ -209,10 +210,20 @@ function readValue(s: AnySpec, key: string, v: unknown): unknown {
       if (typeof v === 'string' && s.choices.includes(v)) return v;
       return bad();
     case 'text':
-      // `--option initPhrase=1` reads as the JSON number 1
+      // the command line gives text as typed; a library caller or an old checkpoint may give a number
       if (typeof v === 'string') return v;
       if (typeof v === 'number' || typeof v === 'boolean') return String(v);
       return bad();
+  }
+}
+
+/** One value read by its spec as `readOptions` reads it (a string as typed on the command line, or a JSON value); an Error naming `owner` and the option. */
+export function readOption(owner: string, s: AnySpec, key: string, v: unknown): unknown {
+  try {
+    return readValue(s, key, v);
+  } catch (err) {
+    if (err instanceof OptionValueError) throw new Error(`${owner}: ${err.message}`);
+    throw err;
   }
 }
 
@@ -239,12 +250,7 @@ export function readOptions<O>(
   for (const [k, v] of Object.entries(values)) {
     const s = specs[k];
     if (!s) throw new Error(`${owner} has no option "${k}" (options: ${Object.keys(specs).join(', ')})`);
-    try {
-      out[k] = readValue(s, k, v);
-    } catch (err) {
-      if (err instanceof OptionValueError) throw new Error(`${owner}: ${err.message}`);
-      throw err;
-    }
+    out[k] = readOption(owner, s, k, v);
   }
   return out as O;
 }

@@ -14,7 +14,7 @@ import { type BackboneSource, type MethodSetup, Scorer, TrainStep, setUp } from 
 import { type ParamSet } from '../prompts/context.js';
 import { type RuntimeOptions } from '../graph/runtime.js';
 import { loadDataset, imagePath, type Dataset, type DatasetColumns } from '../data/datasets.js';
-import { runSplit, resolveSplitSettings, describeSplit, type SplitSettings, type Split, type RunSplit } from '../data/splits.js';
+import { runSplit, resolveSplitSettings, describeSplit, roundSeed, type SplitSettings, type Split, type RunSplit } from '../data/splits.js';
 import { findUnreadableImages, listUnreadable, type UnreadableImage } from '../data/check.js';
 import { FIGURES, correlations, figuresOf, summarise } from '../eval/metrics.js';
 import { linePlotSvg } from '../eval/plot.js';
@@ -31,6 +31,7 @@ import {
 import { saveCheckpoint, loadCheckpoint, type CheckpointMeta } from '../methods/checkpoint.js';
 import { readSafetensors, writeSafetensors } from '../clip/safetensors.js';
 import { READ_LIMITS, checkWritableFolder, readRegularText, writeFileAtomic } from '../util/fs.js';
+import { checkRunSettings } from '../graph/settings.js';
 import { withLock } from '../util/lock.js';
 import { ResidentTraining } from './resident.js';
 import { BatchSource, readUnreadable, sortedValues, writeUnreadable, type Batch } from './batches.js';
@@ -67,8 +68,9 @@ export interface TrainOptions extends DatasetColumns {
   patience?: number;
   threads?: number;
   device?: Provider;
+  /** the method's options (`key: value`, read by its schema; `epochs`, `batchSize`, `lr` and `patience` above override theirs) */
   methodOptions?: Record<string, unknown>;
-  /** round r of a multi-round run: the split and the training use seed + r; the `limit` subset stays that of `seed` */
+  /** round r of a multi-round run: the split and the training use `roundSeed(seed, r)`; the `limit` subset stays that of `seed` */
   round?: number;
   onEvent?: (e: TrainEvent) => void;
   /**
@@ -130,14 +132,15 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   if (typeof opts.out !== 'string' || opts.out.trim() === '') throw new TypeError('train: out (the folder for the run) is required');
   const method = getMethod(opts.method);
   if (!method.info.trainable) throw new Error(`${method.info.name} is zero-shot: there is nothing to train`);
-  const overrides: Record<string, unknown> = { ...(opts.methodOptions ?? {}) };
-  if (opts.epochs !== undefined) overrides.epochs = opts.epochs;
-  if (opts.batchSize !== undefined) overrides.batchSize = opts.batchSize;
-  if (opts.lr !== undefined) overrides.lr = opts.lr;
-  if (opts.patience !== undefined) overrides.patience = opts.patience;
-  const o = parseOptions(method, overrides);
   checkTrainOptions(opts);
+  const methodOptions: Record<string, unknown> = { ...(opts.methodOptions ?? {}) };
+  if (opts.epochs !== undefined) methodOptions.epochs = opts.epochs;
+  if (opts.batchSize !== undefined) methodOptions.batchSize = opts.batchSize;
+  if (opts.lr !== undefined) methodOptions.lr = opts.lr;
+  if (opts.patience !== undefined) methodOptions.patience = opts.patience;
+  const o = parseOptions(method, methodOptions);
   checkWritableFolder(opts.out);
+  checkRunFolder(opts.out, 'run');
   // a second run on the same folder refuses at once
   return withLock(opts.out, 'folder', async () => {
     const run = await TrainingRun.prepare(opts, method, o);
@@ -193,7 +196,7 @@ class TrainingRun {
   }
 
   static async prepare(opts: TrainOptions, method: Method, o: Options): Promise<TrainingRun> {
-    const seed = (opts.seed ?? 0) + (opts.round ?? 0);
+    const seed = roundSeed(opts.seed ?? 0, opts.round ?? 0);
     const out = resolve(opts.out);
     mkdirSync(out, { recursive: true });
     const emit = opts.onEvent ?? (() => undefined);
@@ -512,6 +515,43 @@ function checkTrainOptions(opts: TrainOptions): void {
   };
   if (opts.limit !== undefined) wholeAtLeast('limit', opts.limit, 1);
   if (opts.seed !== undefined) wholeAtLeast('seed', opts.seed, 0);
+  const m: unknown = opts.methodOptions;
+  if (m !== undefined && (typeof m !== 'object' || m === null || Array.isArray(m)))
+    throw new TypeError(`train: methodOptions must be an object of the method's options; got ${JSON.stringify(m)}`);
+  // the device (one of DEVICE_TYPES, its provider working here) and threads, as createMetric and the command line check
+  // them (the batch size is a method option, which the method's schema checks)
+  checkRunSettings('train', { device: opts.device, threads: opts.threads });
+}
+
+/** What a training run writes in its folder (`train`): a folder holding one of these is a run's. */
+const RUN_FILES = ['state.json', 'train.jsonl', 'checkpoint.json', 'result.json', 'unreadable.json'];
+/** What a multi-round run writes in its folder (`trainRounds`), besides its round-N folders. */
+const ROUNDS_FILES = ['rounds.json'];
+
+/**
+ * Refuses an --out folder that holds files but is not a run of this kind: one with other files and no run (a run
+ * writes and deletes files there, state-epoch*.safetensors among them, and must not mix them with someone else's),
+ * or the folder of a multi-round run given to a single run, or the other way round.
+ */
+function checkRunFolder(out: string, kind: 'run' | 'rounds'): void {
+  let entries: string[];
+  try {
+    entries = readdirSync(out).filter((e) => e !== '.lock');
+  } catch {
+    return; // not there yet (or not a folder: checkWritableFolder says so)
+  }
+  if (entries.length === 0) return;
+  const single = entries.some((e) => RUN_FILES.includes(e));
+  const rounds = entries.some((e) => ROUNDS_FILES.includes(e) || /^round-\d+$/.test(e));
+  if (kind === 'run' ? single : rounds) return;
+  if (kind === 'run' && rounds)
+    throw new Error(`${out}: the folder of a multi-round run (round-0, …): give the same --rounds to resume it, or another --out`);
+  if (kind === 'rounds' && single)
+    throw new Error(`${out}: the folder of a single training run: give it without --rounds to resume it, or another --out`);
+  const shown = entries.sort().slice(0, 3).join(', ');
+  throw new Error(
+    `${out}: a folder that holds other files (${shown}${entries.length > 3 ? `, and ${entries.length - 3} more` : ''}) and no training run; give --out a new or empty folder, or the folder of the run to resume`,
+  );
 }
 
 /** Refuses, before the first step, training items that lack an auxiliary target the method cannot do without. */
@@ -596,6 +636,63 @@ function saveState(base: string, runKey: string, params: ParamSet, state: State,
   }
 }
 
+/**
+ * The settings in which two run identities (`runKey`) differ, named as a user gives them: "epochs 3 ≠ 2" (now ≠ then).
+ * The dataset's digests are said once, as its images or scores; the sides' sizes and digests, which follow from the
+ * rest, only when nothing else differs.
+ */
+export function runKeyChanges(now: string, then: string): string[] {
+  let a: unknown;
+  let b: unknown;
+  try {
+    a = JSON.parse(now);
+    b = JSON.parse(then);
+  } catch {
+    return [];
+  }
+  const flat = (v: unknown, path: string, out: Map<string, unknown>): Map<string, unknown> => {
+    if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
+      for (const [k, x] of Object.entries(v)) flat(x, path ? `${path}.${k}` : k, out);
+    } else out.set(path, v);
+    return out;
+  };
+  const x = flat(a, '', new Map());
+  const y = flat(b, '', new Map());
+  const show = (v: unknown): string =>
+    v === undefined ? 'unset' : Array.isArray(v) ? v.join(',') : typeof v === 'string' ? v : JSON.stringify(v);
+  const named: Record<string, string> = {
+    'split.by': 'split by',
+    'split.ratios': 'ratios',
+    'split.seed': 'seed',
+    'split.round': 'round',
+    'split.limit': 'limit',
+    method: 'method',
+    dataset: 'dataset',
+    target: 'target',
+    batch: 'batch',
+  };
+  const out: string[] = [];
+  let images = false;
+  let weights = false;
+  let derived = false;
+  for (const key of new Set([...x.keys(), ...y.keys()])) {
+    const [p, q] = [x.get(key), y.get(key)];
+    if (JSON.stringify(p) === JSON.stringify(q)) continue;
+    if (key === 'batch' && x.get('o.batchSize') !== y.get('o.batchSize')) continue; // follows from batchSize
+    if (key.startsWith('o.')) out.push(`${key.slice(2)} ${show(p)} ≠ ${show(q)}`);
+    else if (named[key]) out.push(`${named[key]} ${show(p)} ≠ ${show(q)}`);
+    else if (key === 'backbone') weights = true;
+    else if (key.startsWith('split.dataset.')) images = true;
+    else if (key.startsWith('split.'))
+      derived = true; // the sides' sizes and digests follow from the rest
+    else out.push(`${key} ${show(p)} ≠ ${show(q)}`);
+  }
+  if (weights) out.push('the model (other weights)');
+  if (images) out.push("the dataset's images or scores");
+  if (out.length === 0 && derived) out.push('the split');
+  return out;
+}
+
 function loadState(base: string, runKey: string): { params: ParamSet; state: State; optim: ReturnType<Optimizer['state']> } | null {
   if (!existsSync(`${base}.json`)) return null;
   let saved: { runKey: string; state: State; tensors: string };
@@ -604,7 +701,12 @@ function loadState(base: string, runKey: string): { params: ParamSet; state: Sta
   } catch (err) {
     throw new Error(`${base}.json: the run's saved state cannot be read (${(err as Error).message}); delete it to start the run again`);
   }
-  if (saved.runKey !== runKey) throw new Error(`${base}.json belongs to a run with other settings; use another --out or delete it`);
+  if (saved.runKey !== runKey) {
+    const changes = runKeyChanges(runKey, saved.runKey);
+    throw new Error(
+      `${base}.json belongs to a run with other settings${changes.length ? ` (now ≠ then: ${changes.join(', ')})` : ''}: give that run's settings to resume it, or use another --out (or delete the folder to start over)`,
+    );
+  }
   const { tensors, metadata } = readSafetensors(saved.tensors);
   const params: ParamSet = new Map();
   for (const [k, v] of tensors) if (k.startsWith('param.')) params.set(k.slice('param.'.length), v);
@@ -621,7 +723,9 @@ export async function trainRounds(
   if (!Number.isSafeInteger(opts.rounds) || opts.rounds < 1)
     throw new RangeError(`trainRounds: rounds must be a whole number ≥ 1, not ${String(opts.rounds)}`);
   if (typeof opts.out !== 'string' || opts.out.trim() === '') throw new TypeError('train: out (the folder for the run) is required');
+  checkTrainOptions(opts);
   checkWritableFolder(opts.out);
+  checkRunFolder(opts.out, 'rounds');
   return withLock(opts.out, 'folder', () => trainRoundsLocked(opts));
 }
 
@@ -642,7 +746,7 @@ async function trainRoundsLocked(opts: TrainOptions & { rounds: number }): Retur
   const first = rounds[0]!;
   const s = first.split;
   const limit = s.limit !== null ? `, the same seeded subset of ${s.limit} images in each` : '';
-  const protocol = `${opts.rounds} rounds of ${opts.method} on ${opts.dataset}, split by ${s.by} ${s.ratios.join('/')}, split seeds ${s.seed}…${s.seed + opts.rounds - 1}${limit}; test figures of the epoch chosen on ${first.selectOn}; std with ddof=1`;
+  const protocol = `${opts.rounds} rounds of ${opts.method} on ${opts.dataset}, split by ${s.by} ${s.ratios.join('/')}, split seeds ${s.seed}…${roundSeed(s.seed, opts.rounds - 1)}${limit}; test figures of the epoch chosen on ${first.selectOn}; std with ddof=1`;
   writeFileAtomic(
     join(opts.out, 'rounds.json'),
     JSON.stringify(

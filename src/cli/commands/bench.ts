@@ -1,5 +1,6 @@
 /** `promptiqa bench`: full-size CLIP image encoders with random weights, against the PyTorch peer. */
 import { type Provider, type RuntimeOptions, spinsBy } from '../../graph/runtime.js';
+import { DEVICE_TYPES } from '../../graph/device.js';
 import { cpus } from 'node:os';
 import { Option } from 'commander';
 import { ARCHS, archConfig, visionFlops } from '../../clip/config.js';
@@ -77,13 +78,6 @@ export function parseModes(value: string): Mode[] {
 
 const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
 
-/** The ONNX Runtime provider names of the devices, as placements name them. */
-const PROVIDER_NAMES: Record<string, string> = {
-  cpu: 'CPUExecutionProvider',
-  cuda: 'CUDAExecutionProvider',
-  webgpu: 'WebGpuExecutionProvider',
-};
-
 /**
  * Puts a mode's node placement into the JSON: `placement_<mode>` (nodes by provider), `placement_<mode>_copies`
  * (copies between providers) and, on a GPU, `placement_<mode>_cpu_ops` (the ops of the nodes that ran on the CPU).
@@ -91,13 +85,13 @@ const PROVIDER_NAMES: Record<string, string> = {
 export function putPlacement(result: Record<string, unknown>, mode: Mode, device: string, p: Readonly<PlacementDetail>): void {
   result[`placement_${mode}`] = { ...p.nodes };
   result[`placement_${mode}_copies`] = p.copies;
-  const cpu = PROVIDER_NAMES.cpu!;
+  const cpu = DEVICE_TYPES.cpu.profileName;
   if (device !== 'cpu' && p.ops[cpu] && Object.keys(p.ops[cpu]).length > 0) result[`placement_${mode}_cpu_ops`] = { ...p.ops[cpu] };
 }
 
 /** The lines under the table that say where each mode's nodes ran: "forward nodes: 812 webgpu, 14 cpu (Gather 12, Range 2)". */
 export function placementLines(result: Readonly<Record<string, unknown>>, modes: readonly Mode[]): string {
-  const cpu = PROVIDER_NAMES.cpu!;
+  const cpu = DEVICE_TYPES.cpu.profileName;
   const device = typeof result.device === 'string' ? result.device : undefined;
   let out = '';
   for (const m of modes) {

@@ -29,7 +29,8 @@ interface EvalCliOptions {
   limit?: number;
   out: string;
   batch?: number;
-  option?: Record<string, unknown>;
+  /** --option key=value, as typed (the method's schema reads them) */
+  methodOptions?: Record<string, string>;
   format: 'table' | 'json' | 'csv';
   device: Provider;
   threads?: number;
@@ -114,7 +115,7 @@ export const register: Register = (program, { io }) => {
         limit: o.limit,
         out: o.out,
         batchSize: o.batch,
-        methodOptions: o.option,
+        methodOptions: o.methodOptions,
         threads: o.threads,
         device: o.device,
         ...(o.cache ? {} : { cache: false as const }),

@@ -34,7 +34,8 @@ interface ScoreOptions {
   batch?: number;
   device: Provider;
   threads?: number;
-  option?: Record<string, unknown>;
+  /** --option key=value, as typed (the method's schema reads them) */
+  methodOptions?: Record<string, string>;
   dataset?: string;
   root?: string;
   labelFile?: string;
@@ -254,7 +255,7 @@ export const register: Register = (program, { io }) => {
             device: o.device,
             threads: o.threads,
             batchSize: o.batch,
-            options: o.option,
+            methodOptions: o.methodOptions,
             allowExtraTensors: o.allowExtraTensors === true,
             hub: { progress: wantsProgress(io, o.quiet) },
             ...(o.cache ? {} : { cache: false as const }),

@@ -30,7 +30,8 @@ interface TrainCliOptions {
   ratios?: [number, number, number];
   selectOn: 'val' | 'test';
   patience?: number;
-  option?: Record<string, unknown>;
+  /** --option key=value, as typed (the method's schema reads them) */
+  methodOptions?: Record<string, string>;
   out: string;
   device: Provider;
   threads?: number;
@@ -57,7 +58,11 @@ export const register: Register = (program, { io }) => {
         'checkpoints, a training log and plots to --out. With --rounds N, N splits with seeds seed, seed+1, … are trained ' +
         "and the figures summarised (mean, median, std). Defaults (epochs, batch, lr, split unit) are the method's paper " +
         'settings; AI-generated sets split by generation prompt by default. Progress per step is drawn on a terminal; one ' +
-        'line per epoch goes to stderr (none with --quiet).',
+        'line per epoch goes to stderr (none with --quiet).\n\n' +
+        'Resuming: the state is saved at the end of every epoch. A run that was stopped (Ctrl-C, a crash, a kill) goes on from ' +
+        'its last finished epoch when the same command is given again (the same --out and settings), and ends with the ' +
+        'same numbers as a run never stopped; a finished run given again only reports. Other settings are refused, naming ' +
+        "them (e.g. epochs 3 ≠ 2). --out must be a new or empty folder, or a run's own.",
     )
     .addOption(opt.method().makeOptionMandatory())
     .addOption(opt.dataset().makeOptionMandatory())
@@ -164,7 +169,7 @@ export const register: Register = (program, { io }) => {
         patience: o.patience,
         threads: o.threads,
         device: o.device,
-        methodOptions: o.option,
+        methodOptions: o.methodOptions,
         onEvent,
       };
       const trainer = await import('../../train/trainer.js');
