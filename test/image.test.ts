@@ -29,6 +29,8 @@ import {
   toTensor,
 } from '../src/data/preprocess.js';
 import { sharedDir } from './helpers/shared.js';
+import { cli } from './helpers/cli.js';
+import { createMetric } from '../src/methods/index.js';
 import { Rng } from '../src/util/rng.js';
 
 /** An image whose every byte differs from its neighbours, so misplaced pixels show. */
@@ -590,6 +592,43 @@ describe('decodeImage', () => {
       assert.ok(r0! > 200 && b0! < 60, `top is red: ${pixel(fromJpg, 10, 5).join(', ')}`);
       assert.ok(b1! > 200 && r1! < 60, `bottom is blue: ${pixel(fromJpg, 10, 35).join(', ')}`);
     });
+  });
+
+  it('follows applyExifOrientation through createMetric and score --exif-orientation', async () => {
+    // a 64x32 noise image stored with orientation 6, and the same pixels turned as the tag says
+    const noise = sharp({
+      create: { width: 64, height: 32, channels: 3, background: 'grey', noise: { type: 'gaussian', mean: 128, sigma: 50 } },
+    });
+    const storedPng = await noise.clone().png().toBuffer();
+    const tagged = save('tagged.png', await sharp(storedPng).png().withMetadata({ orientation: 6 }).toBuffer());
+    const stored = save('stored.png', storedPng);
+    const turned = save('turned.png', await sharp(storedPng).rotate(90).png().toBuffer());
+    const model = join(sharedDir(), 'reference', 'tiny-vit-p32');
+    const scores = async (applyExifOrientation?: boolean): Promise<number[]> => {
+      const metric = await createMetric('clip-iqa', { model, ...(applyExifOrientation === undefined ? {} : { applyExifOrientation }) });
+      try {
+        const out: number[] = [];
+        for await (const r of metric.scoreFiles([tagged, stored, turned])) out.push('score' in r ? r.score : NaN);
+        out.push(await metric.score(tagged));
+        return out;
+      } finally {
+        await metric.close();
+      }
+    };
+    const [plain, asStored, asTurned, plainOne] = await scores();
+    assert.notEqual(asStored, asTurned, 'the turn changes the score, or this test proves nothing');
+    assert.equal(plain, asStored);
+    assert.equal(plainOne, asStored);
+    const [applied, , , appliedOne] = await scores(true);
+    assert.equal(applied, asTurned);
+    assert.equal(appliedOne, asTurned);
+    const viaCli = async (...flags: string[]): Promise<number> => {
+      const r = await cli('score', tagged, '--method', 'clip-iqa', '--model', model, '--format', 'json', ...flags);
+      assert.equal(r.code, 0, r.err);
+      return (JSON.parse(r.out) as Array<{ score: number }>)[0]!.score;
+    };
+    assert.equal(await viaCli(), asStored);
+    assert.equal(await viaCli('--exif-orientation'), asTurned);
   });
 
   it('decodes a buffer, naming it in errors', async () => {

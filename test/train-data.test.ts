@@ -272,5 +272,6 @@ test('--image-col, --mos-col, --prompt-col choose the columns of a csv dataset i
     join(tmp, 'x'),
   );
   assert.equal(wrong.code, 1);
-  assert.match(wrong.err, /--mos-col \(mosCol in the library\) choose the columns of the generic 'csv' dataset/);
+  assert.match(wrong.err, /agiqa-3k: --mos-col chooses the columns of the generic 'csv' dataset/);
+  assert.doesNotMatch(wrong.err, /mosCol/);
 });

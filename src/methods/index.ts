@@ -28,7 +28,7 @@ import {
   fetchPretrained,
   findPretrained,
 } from './pretrained.js';
-import { decodeImage, ImageDecodeError } from '../data/image.js';
+import { decodeImage, ImageDecodeError, type DecodeOptions } from '../data/image.js';
 import type { RgbImage } from '../data/rgb.js';
 import { loadCheckpoint, describeBackbone, type CheckpointMeta } from './checkpoint.js';
 import { Rng } from '../util/rng.js';
@@ -145,6 +145,11 @@ export interface MetricOptions {
    * none (the command's --no-cache); default PROMPTIQA_CACHE, else $XDG_CACHE_HOME/promptiqa, else ~/.cache/promptiqa
    */
   cache?: string | false;
+  /**
+   * Turn image files and bytes as their EXIF orientation tag says. Default false: the pixels as stored, as PIL's
+   * `Image.open(...).convert('RGB')` reads them in pyiqa and the methods' own code (see `DecodeOptions`).
+   */
+  applyExifOrientation?: boolean;
 }
 
 export type ImageInput = string | Uint8Array | RgbImage;
@@ -309,8 +314,8 @@ function checkInput(input: unknown, where: string): asserts input is ImageInput 
   );
 }
 
-async function toImage(input: ImageInput): Promise<RgbImage> {
-  if (typeof input === 'string' || input instanceof Uint8Array) return decodeImage(input);
+async function toImage(input: ImageInput, decode: DecodeOptions = {}): Promise<RgbImage> {
+  if (typeof input === 'string' || input instanceof Uint8Array) return decodeImage(input, decode);
   return input;
 }
 
@@ -383,14 +388,22 @@ export async function createMetric(name: string, opts: MetricOptions = {}): Prom
     setup = setUp(method, options, await loadBackbone(opts.model ?? method.info.defaultModel, undefined, resolveCacheDir(opts.cache)));
     params = setup.model.init(new Rng(0));
   }
-  return metricFor(setup, params, { provider: opts.device, threads: opts.threads }, batch, resolveCacheDir(opts.cache));
+  const decode = { applyExifOrientation: opts.applyExifOrientation ?? false };
+  return metricFor(setup, params, { provider: opts.device, threads: opts.threads }, batch, resolveCacheDir(opts.cache), decode);
 }
 
 /**
  * The metric of a method set up on a backbone with its parameters: what `createMetric` returns once it has
  * found them (and what a benchmark builds on random weights, to time the same scoring).
  */
-export function metricFor(setup: MethodSetup, params: ParamSet, runtime: RuntimeOptions, batch = 8, textCache: CacheDir = null): Metric {
+export function metricFor(
+  setup: MethodSetup,
+  params: ParamSet,
+  runtime: RuntimeOptions,
+  batch = 8,
+  textCache: CacheDir = null,
+  decode: DecodeOptions = {},
+): Metric {
   checkBatchSize(batch);
   const { method } = setup;
   const scorer = new Scorer(setup, params, runtime, batch, textCache);
@@ -398,12 +411,12 @@ export function metricFor(setup: MethodSetup, params: ParamSet, runtime: Runtime
     info: { ...method.info },
     async score(input) {
       checkInput(input, 'score');
-      return (await scorer.scoreImages([await toImage(input)]))[0]!;
+      return (await scorer.scoreImages([await toImage(input, decode)]))[0]!;
     },
     async scoreBatch(inputs) {
       if (!Array.isArray(inputs)) throw new TypeError(`scoreBatch: expected an array of images; got ${describeValue(inputs)}`);
       inputs.forEach((x, i) => checkInput(x, `scoreBatch: image ${i}`));
-      return scorer.scoreImages(await Promise.all(inputs.map(toImage)));
+      return scorer.scoreImages(await Promise.all(inputs.map((x: ImageInput) => toImage(x, decode))));
     },
     async *scoreFiles(files: readonly string[]) {
       // a library caller may pass anything; checked as unknown so the check does not widen the type
@@ -416,7 +429,9 @@ export function metricFor(setup: MethodSetup, params: ParamSet, runtime: Runtime
       const graphBatch = scorer.graphBatch(Math.min(batch, files.length));
       // decoding runs on libuv's threads: the next part decodes while this one is scored (a failure is that file's result)
       const decodeAll = (chunk: readonly string[]): Promise<Array<RgbImage | Error>> =>
-        Promise.all(chunk.map((f) => decodeImage(f).catch((err: unknown) => (err instanceof Error ? err : new Error(String(err))))));
+        Promise.all(
+          chunk.map((f) => decodeImage(f, decode).catch((err: unknown) => (err instanceof Error ? err : new Error(String(err))))),
+        );
       let next = decodeAll(files.slice(0, batch));
       for (let i = 0; i < files.length; i += batch) {
         const chunk = files.slice(i, i + batch);

@@ -12,7 +12,7 @@ import { imageFeatureGraph } from '../clip/encoders.js';
 import { trainView } from '../methods/views.js';
 import { CompiledGraph, type RuntimeOptions } from '../graph/runtime.js';
 import { imagePath, type Dataset } from '../data/datasets.js';
-import { decodeImage, ImageDecodeError } from '../data/image.js';
+import { decodeImage, ImageDecodeError, type DecodeOptions } from '../data/image.js';
 import type { RgbImage } from '../data/rgb.js';
 import { listUnreadable, type UnreadableImage } from '../data/check.js';
 import { writeFileAtomic } from '../util/fs.js';
@@ -64,6 +64,8 @@ export class BatchSource {
     /** images left out, by item index: found before the run, or failing to decode during it */
     readonly skipped: Map<number, UnreadableImage>,
     private readonly unreadable: UnreadablePolicy,
+    /** how images are decoded (EXIF orientation) */
+    private readonly decode: DecodeOptions = {},
   ) {}
 
   /** Decoded images held now (decoding, or decoded and not yet done with), and the most held at once so far. */
@@ -90,7 +92,11 @@ export class BatchSource {
     if (frozen) return { idx: keep, frozen, settled: Promise.resolve([]) };
     this.held += keep.length;
     this.peakHeld = Math.max(this.peakHeld, this.held);
-    return { idx: keep, frozen, settled: Promise.allSettled(keep.map((i) => decodeImage(imagePath(this.ds, this.ds.items[i]!)))) };
+    return {
+      idx: keep,
+      frozen,
+      settled: Promise.allSettled(keep.map((i) => decodeImage(imagePath(this.ds, this.ds.items[i]!), this.decode))),
+    };
   }
 
   /** Done with a part: its images are no longer held. */

@@ -28,6 +28,8 @@ interface ScoreOptions {
   dataset?: string;
   root?: string;
   labelFile?: string;
+  allowOutsideRoot?: boolean;
+  exifOrientation?: boolean;
   target?: string;
   retryFailed?: boolean;
   quiet?: boolean;
@@ -116,7 +118,9 @@ export const register: Register = (program, { io }) => {
     .addOption(opt.dataset())
     .addOption(opt.root())
     .addOption(opt.labelFile())
+    .addOption(opt.allowOutsideRoot())
     .addOption(opt.target())
+    .addOption(opt.exifOrientation())
     .addOption(opt.format(['table', 'json', 'csv', 'jsonl'], 'table'))
     .addOption(opt.output())
     .addOption(new Option('--retry-failed', 'with --format jsonl --output FILE: score again the files whose records in FILE are errors'))
@@ -171,7 +175,13 @@ export const register: Register = (program, { io }) => {
         if (o.dataset !== undefined && o.root !== undefined) {
           const { loadDataset, imagePath } = await import('../../data/datasets.js');
           // a missing image is a failed record like any other, not a reason to score nothing
-          const ds = loadDataset(o.dataset, { root: o.root, labelFile: o.labelFile, target: o.target, checkImages: false });
+          const ds = loadDataset(o.dataset, {
+            root: o.root,
+            labelFile: o.labelFile,
+            target: o.target,
+            checkImages: false,
+            allowOutsideRoot: o.allowOutsideRoot,
+          });
           const byPath = new Map<string, number>();
           datasetImages = ds.items.map((it) => imagePath(ds, it));
           ds.items.forEach((it, i) => byPath.set(canonicalPath(datasetImages[i]!), it.mos));
@@ -248,6 +258,7 @@ export const register: Register = (program, { io }) => {
               threads: o.threads,
               batchSize: o.batch,
               options: o.option,
+              applyExifOrientation: o.exifOrientation,
               hub: { progress: wantsProgress(io, o.quiet) },
               ...(o.cache ? {} : { cache: false as const }),
               onFile: (f) =>
