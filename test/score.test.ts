@@ -1,7 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync, readFileSync, copyFileSync, mkdirSync, readdirSync, rmSync, existsSync, symlinkSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
@@ -181,15 +180,25 @@ test(
     const { dir, imgs, files } = imageFolder(6);
     const started: ChildProcess[] = [];
     try {
-      // the first run blocks on reading a named pipe until the second has been refused: no timing involved
-      const fifo = join(dir, 'gate.png');
+      // the first run waits on opening one of its images until the second has been refused: no timing involved
+      // (test/helpers/open-gate.ts); a named pipe among the inputs is a failed record, refused without waiting
+      const gate = files[0]!;
+      const fifo = join(dir, 'pipe.png');
       execFileSync('mkfifo', [fifo]);
       const out = join(dir, 'scores.jsonl');
-      const child = (...args: string[]): ChildProcess => {
+      const child = (gated: boolean, ...args: string[]): ChildProcess => {
         const p = spawn(
           process.execPath,
-          ['--import', 'tsx', fileURLToPath(new URL('./helpers/cli-child.ts', import.meta.url)), 'score', ...args],
-          { stdio: ['ignore', 'pipe', 'pipe'] },
+          [
+            '--import',
+            'tsx',
+            '--import',
+            fileURLToPath(new URL('./helpers/open-gate.ts', import.meta.url)),
+            fileURLToPath(new URL('./helpers/cli-child.ts', import.meta.url)),
+            'score',
+            ...args,
+          ],
+          { stdio: ['ignore', 'pipe', 'pipe'], env: gated ? { ...process.env, PROMPTIQA_TEST_GATE: gate } : process.env },
         );
         started.push(p);
         return p;
@@ -202,16 +211,16 @@ test(
         return once(p, 'exit').then(([code]) => ({ code: code as number | null, err }));
       };
       const args = [imgs, fifo, '--method', 'clip-iqa', '--model', tiny, '--format', 'jsonl', '--output', out, '--batch', '2', '--quiet'];
-      const first = child(...args);
+      const first = child(true, ...args);
       const firstDone = collect(first);
       while (!existsSync(`${out}.lock`)) await new Promise((r) => setTimeout(r, 50));
 
-      const second = await collect(child(...args));
+      const second = await collect(child(false, ...args));
       assert.equal(second.code, 1, second.err);
       assert.match(second.err, new RegExp(`scores\\.jsonl is in use by another run \\(process ${first.pid} on `));
       assert.ok(existsSync(`${out}.lock`), "the refused run leaves the first one's lock alone");
 
-      await writeFile(fifo, 'not an image'); // lets the first run go on
+      writeFileSync(`${gate}.go`, ''); // lets the first run go on
       const done = await firstDone;
       assert.equal(done.code, 0, done.err);
       const records = readJsonl(out);
@@ -223,7 +232,7 @@ test(
       );
       assert.ok(!existsSync(`${out}.lock`), 'the lock is gone after the run');
     } finally {
-      // a failed assertion must not leave a run blocked on the pipe
+      // a failed assertion must not leave a run blocked at the gate
       for (const p of started) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
       rmSync(dir, { recursive: true, force: true });
     }
