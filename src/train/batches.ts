@@ -5,7 +5,7 @@
  * image features (a `'features'` method without augmentation) are computed once per image and kept: an
  * embedDim float array each. Images that fail to decode are left out or stop the run, as the run's options say.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { type AuxiliaryTarget } from '../methods/method.js';
 import { type MethodSetup, type TrainBatch } from '../methods/graphs.js';
 import { imageFeatureGraph } from '../clip/encoders.js';
@@ -15,7 +15,7 @@ import { imagePath, type Dataset } from '../data/datasets.js';
 import { decodeImage, ImageDecodeError, type DecodeOptions } from '../data/image.js';
 import type { RgbImage } from '../data/rgb.js';
 import { listUnreadable, type UnreadableImage } from '../data/check.js';
-import { writeFileAtomic } from '../util/fs.js';
+import { READ_LIMITS, readRegularText, writeFileAtomic } from '../util/fs.js';
 import { type Rng } from '../util/rng.js';
 
 /** How a run treats an image that fails to decode: listed in `path`, then left out (`skip`, with a warning) or the run stops. */
@@ -293,7 +293,8 @@ function unitMos(ds: Dataset, mos: number): number {
 export function readUnreadable(path: string): UnreadableImage[] {
   if (!existsSync(path)) return [];
   try {
-    const list = JSON.parse(readFileSync(path, 'utf8')) as unknown;
+    // a regular file within the cap of label lists: a FIFO or a device there is not waited on or read
+    const list = JSON.parse(readRegularText(path, 'list of unreadable images', READ_LIMITS.labels)) as unknown;
     return Array.isArray(list) ? list.filter((u): u is UnreadableImage => typeof (u as UnreadableImage | null)?.file === 'string') : [];
   } catch {
     return []; // a damaged list only loses the hint of which files to decode in full
