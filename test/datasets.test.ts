@@ -780,6 +780,17 @@ describe('label files that are not what they seem', () => {
     for (const r of [outside, allowed, columns]) assert.doesNotMatch(r.err, /allowOutsideRoot|checkImages|mosCol|imageCol/);
   });
 
+  test('an image listed that is a FIFO, a device or a folder is said to be one, not missing', { skip: !unix }, () => {
+    const root = makeRoot('not-files', { 'labels.csv': 'image,mos\na.png,1\npipe.png,2\nzero.jpg,3\nsub,4\n', 'a.png': '', 'sub/x': '' });
+    execFileSync('mkfifo', [join(root, 'pipe.png')]);
+    symlinkSync('/dev/zero', join(root, 'zero.jpg'));
+    const err = caught(() => loadDataset('csv', { root, labelFile: 'labels.csv' }));
+    assert.equal(
+      err.message,
+      `csv: 3 of 4 images listed in ${join(root, 'labels.csv')} are not regular files:\n  pipe.png (a FIFO (named pipe))\n  zero.jpg (a character device)\n  sub (a folder)`,
+    );
+  });
+
   test('the missing-images error tells the library of checkImages: false, and the command line nothing of it', () => {
     const root = makeRoot('missing-wording', { 'labels.csv': 'image,mos\nnope.png,1\n' });
     const err = caught(() => loadDataset('csv', { root, labelFile: 'labels.csv' }));

@@ -19,6 +19,7 @@ import { basename, extname, isAbsolute, join, relative, resolve, sep } from 'nod
 import { readCsvFile, type Csv } from '../util/csv.js';
 import { parseDecimal } from '../util/number.js';
 import { libraryName, type OptionName, type Wording } from '../util/option-names.js';
+import { describeKind } from '../util/fs.js';
 
 export interface DatasetItem {
   /** Path relative to the dataset root, '/'-separated. */
@@ -833,10 +834,23 @@ const LIST_MISSING = 20;
 function checkImages(ds: Dataset, labelFile: string): void {
   const resolver = new ImageResolver(ds.root);
   const missing: string[] = [];
+  const notFiles: string[] = [];
   for (const item of ds.items) {
     const found = resolver.find(item.image);
-    if (found === null) missing.push(item.image);
-    else item.image = found;
+    if (found !== null) item.image = found;
+    else {
+      // there, but a folder, a FIFO or a device: said as such, not as missing
+      const kind = kindOf(resolve(ds.root, item.image));
+      if (kind === undefined) missing.push(item.image);
+      else notFiles.push(`${item.image} (${kind})`);
+    }
+  }
+  if (notFiles.length > 0) {
+    const shown = notFiles.slice(0, LIST_MISSING).map((m) => `  ${m}`);
+    if (notFiles.length > LIST_MISSING) shown.push(`  ... and ${notFiles.length - LIST_MISSING} more`);
+    throw new DatasetError(
+      `${ds.info.name}: ${notFiles.length} of ${ds.items.length} images listed in ${labelFile} are not regular files:\n${shown.join('\n')}`,
+    );
   }
   if (missing.length === 0) return;
   const shown = missing.slice(0, LIST_MISSING).map((m) => `  ${m}`);
@@ -900,6 +914,18 @@ class ImageResolver {
     }
     return listing;
   }
+}
+
+/** What is at `path` when it is there and not a regular file (links followed): "a FIFO (named pipe)", …; else undefined. */
+function kindOf(path: string): string | undefined {
+  let st;
+  try {
+    st = statSync(path, { throwIfNoEntry: false });
+  } catch {
+    return undefined;
+  }
+  if (!st || st.isFile()) return undefined;
+  return describeKind(st);
 }
 
 function isFile(path: string): boolean {

@@ -158,7 +158,7 @@ export function readFileHead(path: string, bytes: number, what = 'file'): Buffer
 }
 
 /** What a file that is not a regular file is, in words: "a FIFO", "a character device", … */
-function describeKind(st: Stats): string {
+export function describeKind(st: Stats): string {
   if (st.isDirectory()) return 'a folder';
   if (st.isFIFO()) return 'a FIFO (named pipe)';
   if (st.isCharacterDevice()) return 'a character device';
