@@ -118,6 +118,9 @@ export function decodeCsvText(bytes: Uint8Array, file = '<csv>'): string {
     // fatal: a byte that is not text is an error, not a silent U+FFFD in an image path
     text = new TextDecoder(decoder, { fatal: true }).decode(bytes); // the BOM is dropped
   } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ERR_ENCODING_INVALID_ENCODED_DATA') {
+      throw new Error(`${file}: cannot read it as text: ${(err as Error).message}`, { cause: err }); // e.g. longer than a string can be
+    }
     const what = bom ? `${bom.encoding} text as its byte-order mark says` : 'UTF-8 text';
     throw new Error(`${file}:${firstBadLine(bytes, decoder)}: not ${what}; save the file as UTF-8`, { cause: err });
   }
