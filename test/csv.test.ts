@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseCsv, toCsv } from '../src/util/csv.js';
+import { decodeCsvText, detectDelimiter, parseCsv, readCsvFile, toCsv } from '../src/util/csv.js';
 
 test('parses a plain table', () => {
   const csv = parseCsv('name,mos\na.jpg,3.5\nb.jpg,1.25\n');
@@ -92,4 +92,41 @@ test('toCsv quotes only what needs quoting and round-trips through parseCsv', ()
   );
   assert.equal(Number(back.rows[0]![2]), 0.1 + 0.2);
   assert.throws(() => toCsv(['a', 'b'], [['1']]), /row 0 has 1 fields/);
+});
+
+test('the delimiter: a comma, unless the header has none and has semicolons or tabs (quoted ones not counted)', () => {
+  assert.equal(detectDelimiter('image,mos\na;b,1\n'), ',');
+  assert.equal(detectDelimiter('image;mos\na,b;1\n'), ';');
+  assert.equal(detectDelimiter('image\tmos\na;b\t1\n'), '\t');
+  assert.equal(detectDelimiter('"a,b";mos\n'), ';');
+  assert.equal(detectDelimiter('image\n'), ',');
+  assert.deepEqual(parseCsv('image;mos\n"x;y.png";1\n').rows, [['x;y.png', '1']]);
+  // a file that only names columns the comma way keeps failing the comma way, by line
+  assert.throws(() => parseCsv('image,mos\na.png;1\n', 'f.csv'), /f\.csv:2: expected 2 fields/);
+});
+
+test('decodeCsvText: UTF-8 with or without its BOM, UTF-16 by its BOM; other encodings refused by name', () => {
+  const text = 'name,mos\né.png,1\n';
+  assert.equal(decodeCsvText(Buffer.from(text)), text);
+  assert.equal(decodeCsvText(Buffer.from('\uFEFF' + text)), text);
+  assert.equal(decodeCsvText(Buffer.from('\uFEFF' + text, 'utf16le'), 'f.csv'), text);
+  assert.equal(decodeCsvText(Buffer.from('\uFEFF' + text, 'utf16le').swap16(), 'f.csv'), text);
+  assert.throws(
+    () => decodeCsvText(Buffer.from([0, 0, 0xfe, 0xff, 0, 0, 0, 0x61]), 'f.csv'),
+    /f\.csv: the file is UTF-32 \(big-endian\) text/,
+  );
+  assert.throws(() => decodeCsvText(Buffer.from('a,b\n1,2\n3,\xff\n', 'latin1'), 'f.csv'), /f\.csv:3: not UTF-8 text/);
+  // a lone surrogate in UTF-16
+  assert.throws(
+    () => decodeCsvText(Buffer.from([0xff, 0xfe, 0x61, 0, 0x0a, 0, 0x00, 0xd8, 0x0a, 0]), 'f.csv'),
+    /f\.csv:2: not UTF-16 \(little-endian\) text as its byte-order mark says/,
+  );
+  assert.throws(() => decodeCsvText(Buffer.from('name,mos\n', 'utf16le'), 'f.csv'), /f\.csv:1: a NUL byte in the header/);
+});
+
+test('readCsvFile reads only a regular file', { skip: process.platform === 'win32' }, () => {
+  assert.throws(
+    () => readCsvFile('/dev/zero', 'label file'),
+    /cannot read label file \/dev\/zero: it is a character device, not a regular file/,
+  );
 });

@@ -1,11 +1,23 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DatasetError, imagePath, listDatasets, loadDataset, type Dataset, type DatasetItem } from '../src/data/datasets.js';
+import {
+  DatasetError,
+  imagePath,
+  listDatasets,
+  loadDataset,
+  type Dataset,
+  type DatasetItem,
+  type LoadOptions,
+} from '../src/data/datasets.js';
+import { flagName } from '../src/cli/options.js';
+import { READ_LIMITS } from '../src/util/fs.js';
 import { splitDataset, splitRounds, type Split, type SplitSpec } from '../src/data/splits.js';
 import { sharedDir } from './helpers/shared.js';
+import { cli } from './helpers/cli.js';
 
 const labels = (file: string): string => join(sharedDir(), 'datasets', 'labels', file);
 const agiqa3kRoot = (): string => join(sharedDir(), 'datasets', 'agiqa-3k');
@@ -33,6 +45,7 @@ after(() => rmSync(tmp, { recursive: true, force: true }));
 /** A fresh folder under the test's temp dir with the given files (content '' for images). */
 function makeRoot(name: string, files: Record<string, string>): string {
   const root = join(tmp, name);
+  mkdirSync(root, { recursive: true });
   for (const [path, content] of Object.entries(files)) {
     mkdirSync(join(root, path, '..'), { recursive: true });
     writeFileSync(join(root, path), content);
@@ -567,25 +580,225 @@ describe('label rows that cannot be used', () => {
     assert.match(ds.warnings[0]!, /c\.png is listed 2 times with different scores \(lines 4, 5\)/);
   });
 
-  test('column options are for the generic csv dataset only', () => {
+  test('column options are for the generic csv dataset only: the option named in the library, the flag on the command line', () => {
     const root = makeRoot('cols-registry', { 'data.csv': 'name,prompt,mos_quality\na.jpg,p,1\n' });
-    assert.throws(
-      () => loadDataset('agiqa-3k', { root, checkImages: false, mosCol: 'mos_align' }),
-      (e: Error) =>
-        e instanceof DatasetError &&
-        /agiqa-3k: --mos-col \(mosCol in the library\) choose the columns of the generic 'csv' dataset/.test(e.message),
-    );
+    const err = caught(() => loadDataset('agiqa-3k', { root, checkImages: false, mosCol: 'mos_align' }));
+    assert.match(err.message, /^agiqa-3k: mosCol chooses the columns of the generic 'csv' dataset; agiqa-3k has its own$/);
+    assert.match(err.messageFor(flagName), /^agiqa-3k: --mos-col chooses the columns of the generic 'csv' dataset/);
+    assert.doesNotMatch(err.messageFor(flagName), /mosCol/);
   });
 });
 
-test('a missing label file is named, with the flag that names another', () => {
+/** The DatasetError `fn` throws. */
+function caught(fn: () => unknown): DatasetError {
+  try {
+    fn();
+  } catch (err) {
+    assert.ok(err instanceof DatasetError, `expected a DatasetError, got ${String(err)}`);
+    return err;
+  }
+  assert.fail('no error');
+}
+
+test('a missing label file is named, with the setting that names another', () => {
   const root = mkdtempSync(join(tmpdir(), 'promptiqa-labels-'));
   try {
-    assert.throws(
-      () => loadDataset('agiqa-3k', { root }),
-      (e: Error) => e instanceof DatasetError && /data\.csv.*--label-file/.test(e.message),
-    );
+    const err = caught(() => loadDataset('agiqa-3k', { root }));
+    assert.match(err.message, /data\.csv.*; labelFile names another\)$/);
+    assert.match(err.messageFor(flagName), /data\.csv.*; --label-file names another\)$/);
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
+});
+
+describe('label files that are not what they seem', () => {
+  const unix = process.platform !== 'win32';
+  const load = (root: string, labelFile: string, more: Partial<LoadOptions> = {}): Dataset =>
+    loadDataset('csv', { root, labelFile, checkImages: false, ...more });
+
+  test('/dev/zero as the label file is refused without reading it', { skip: !unix }, () => {
+    const root = makeRoot('zero-labels', {});
+    assert.throws(
+      () => load(root, '/dev/zero'),
+      (e: Error) =>
+        e instanceof DatasetError && /cannot read label file \/dev\/zero: it is a character device, not a regular file/.test(e.message),
+    );
+    symlinkSync('/dev/zero', join(root, 'labels.csv'));
+    assert.throws(() => loadDataset('agiqa-3k', { root, labelFile: 'labels.csv' }), /labels\.csv: it is a character device/);
+  });
+
+  test('a FIFO as the label file is refused without waiting for a writer', { skip: !unix, timeout: 20_000 }, () => {
+    const root = makeRoot('fifo-labels', {});
+    execFileSync('mkfifo', [join(root, 'labels.csv')]);
+    assert.throws(
+      () => load(root, 'labels.csv'),
+      (e: Error) => e instanceof DatasetError && /labels\.csv: it is a FIFO \(named pipe\)/.test(e.message),
+    );
+  });
+
+  test('a label file over the cap for label files is refused before it is read', () => {
+    const root = makeRoot('huge-labels', { 'labels.csv': 'image,mos\na.png,1\n' });
+    truncateSync(join(root, 'labels.csv'), READ_LIMITS.labels + 1); // sparse: nothing written
+    assert.throws(
+      () => load(root, 'labels.csv'),
+      (e: Error) => e instanceof DatasetError && /labels\.csv: it is 1\.1 GB, more than the 1\.1 GB such a file may be/.test(e.message),
+    );
+  });
+
+  test('a NUL byte in an image path is an error naming the label file and line', () => {
+    const root = makeRoot('nul', { 'labels.csv': 'image,mos\na.png,1\nb\0.png,2\n', 'a.png': '' });
+    for (const checkImages of [true, false]) {
+      assert.throws(
+        () => loadDataset('csv', { root, labelFile: 'labels.csv', checkImages }),
+        (e: Error) => e instanceof DatasetError && /labels\.csv:3: the image path "b\\u0000\.png" holds a NUL byte/.test(e.message),
+      );
+    }
+  });
+
+  test('UTF-16 with its byte-order mark is read, as UTF-8 with or without one', () => {
+    const text = 'image,mos\nsub/é.png,1.5\nb.png,2\n';
+    const utf16be = Buffer.from(text, 'utf16le').swap16();
+    const files: Record<string, Uint8Array> = {
+      'utf8.csv': Buffer.from(text),
+      'utf8-bom.csv': Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(text)]),
+      'utf16le.csv': Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(text, 'utf16le')]),
+      'utf16be.csv': Buffer.concat([Buffer.from([0xfe, 0xff]), utf16be]),
+    };
+    const root = makeRoot('encodings', {});
+    for (const [name, bytes] of Object.entries(files)) {
+      writeFileSync(join(root, name), bytes);
+      const ds = load(root, name);
+      assert.deepEqual(
+        ds.items.map((i) => [i.image, i.mos]),
+        [
+          ['sub/é.png', 1.5],
+          ['b.png', 2],
+        ],
+        name,
+      );
+    }
+  });
+
+  test('other encodings are refused by name, not reported as a quote error', () => {
+    const root = makeRoot('bad-encodings', {});
+    const utf32 = Buffer.concat([Buffer.from([0xff, 0xfe, 0, 0]), Buffer.from('i\0\0\0')]);
+    writeFileSync(join(root, 'utf32.csv'), utf32);
+    assert.throws(() => load(root, 'utf32.csv'), /utf32\.csv: the file is UTF-32 \(little-endian\) text; save it as UTF-8/);
+    writeFileSync(join(root, 'latin1.csv'), Buffer.from('image,mos\na.png,1\nd\xe9j\xe0.png,2\n', 'latin1'));
+    assert.throws(() => load(root, 'latin1.csv'), /latin1\.csv:3: not UTF-8 text; save the file as UTF-8/);
+    writeFileSync(join(root, 'utf16-nobom.csv'), Buffer.from('image,mos\na.png,1\n', 'utf16le'));
+    assert.throws(
+      () => load(root, 'utf16-nobom.csv'),
+      /utf16-nobom\.csv:1: a NUL byte in the header: UTF-16 text without its byte-order mark/,
+    );
+  });
+
+  test('a semicolon- or tab-separated file is read with its delimiter', () => {
+    const root = makeRoot('delimiters', {
+      'semi.csv': 'image;mos;prompt\na.png;1.5;"a cat; sitting, quietly"\n"b;c.png";2;x\n',
+      'tab.csv': 'image\tmos\tprompt\na.png\t1.5\ta cat; sitting, quietly\nb;c.png\t2\tx\n',
+    });
+    for (const name of ['semi.csv', 'tab.csv']) {
+      const ds = load(root, name, { promptCol: 'prompt' });
+      assert.deepEqual(
+        ds.items.map((i) => [i.image, i.mos, i.prompt]),
+        [
+          ['a.png', 1.5, 'a cat; sitting, quietly'],
+          ['b;c.png', 2, 'x'],
+        ],
+        name,
+      );
+    }
+    // a spreadsheet's decimal comma is named as such
+    writeFileSync(join(root, 'comma.csv'), 'image;mos\na.png;3,5\n');
+    assert.throws(() => load(root, 'comma.csv'), /comma\.csv:2: 'mos' is "3,5", not a finite number \(a decimal comma\? write 3\.5\)/);
+  });
+
+  test('image paths outside the root are refused, naming the line, unless allowed', () => {
+    const root = makeRoot('outside/set', {
+      'labels.csv': 'image,mos\na.png,1\n../../../etc/passwd,2\n',
+      'abs.csv': 'image,mos\na.png,1\n/etc/hostname,2\n',
+      'a.png': '',
+    });
+    for (const [file, path] of [
+      ['labels.csv', '../../../etc/passwd'],
+      ['abs.csv', '/etc/hostname'],
+    ] as const) {
+      for (const checkImages of [true, false]) {
+        const err = caught(() => loadDataset('csv', { root, labelFile: file, checkImages }));
+        assert.equal(
+          err.message,
+          `${join(root, file)}:3: the image path ${JSON.stringify(path)} leads outside the dataset root ${root}; paths are relative to the root (allowOutsideRoot: true allows others)`,
+        );
+        assert.match(err.messageFor(flagName), /\(--allow-outside-root allows others\)$/);
+      }
+      const ds = loadDataset('csv', { root, labelFile: file, checkImages: false, allowOutsideRoot: true });
+      assert.deepEqual(
+        ds.items.map((i) => i.image),
+        ['a.png', path],
+      );
+    }
+    // the registry's datasets too, and a path that only passes through a parent folder stays allowed
+    writeFileSync(join(root, 'data.csv'), 'name,prompt,mos_quality\n../../a.png,p,1\n');
+    assert.throws(
+      () => loadDataset('agiqa-3k', { root, checkImages: false }),
+      /data\.csv:2: the image path "images\/\.\.\/\.\.\/a\.png" leads outside/,
+    );
+    writeFileSync(join(root, 'inside.csv'), `image,mos\nsub/../a.png,1\n${join(root, 'a.png')},2\n`);
+    assert.equal(loadDataset('csv', { root, labelFile: 'inside.csv', checkImages: false }).items.length, 2);
+  });
+
+  test('the command line names its flags in these messages, never the library options', async () => {
+    const root = makeRoot('cli-wording', { 'labels.csv': 'image,mos\na.png,1\n../../../etc/passwd,2\n' });
+    const model = join(sharedDir(), 'reference', 'tiny-vit-p32');
+    const evalArgs = ['eval', '--method', 'clip-iqa', '--model', model, '--dataset', 'csv', '--root', root, '--label-file', 'labels.csv'];
+    const outside = await cli(...evalArgs, '--out', join(root, 'out'));
+    assert.equal(outside.code, 1);
+    assert.match(
+      outside.err,
+      /labels\.csv:3: the image path "\.\.\/\.\.\/\.\.\/etc\/passwd" leads outside the dataset root .*--allow-outside-root allows others/,
+    );
+    const allowed = await cli(...evalArgs, '--out', join(root, 'out'), '--allow-outside-root');
+    assert.equal(allowed.code, 1);
+    assert.match(allowed.err, /1 of 2 images listed in .*labels\.csv are missing/);
+    const columns = await cli(
+      'train',
+      '--method',
+      'tang',
+      '--model',
+      model,
+      '--dataset',
+      'agiqa-3k',
+      '--root',
+      root,
+      '--mos-col',
+      'x',
+      '--out',
+      join(root, 'run'),
+    );
+    assert.match(columns.err, /agiqa-3k: --mos-col chooses the columns of the generic 'csv' dataset/);
+    for (const r of [outside, allowed, columns]) assert.doesNotMatch(r.err, /allowOutsideRoot|checkImages|mosCol|imageCol/);
+  });
+
+  test('an image listed that is a FIFO, a device or a folder is said to be one, not missing', { skip: !unix }, () => {
+    const root = makeRoot('not-files', { 'labels.csv': 'image,mos\na.png,1\npipe.png,2\nzero.jpg,3\nsub,4\n', 'a.png': '', 'sub/x': '' });
+    execFileSync('mkfifo', [join(root, 'pipe.png')]);
+    symlinkSync('/dev/zero', join(root, 'zero.jpg'));
+    const err = caught(() => loadDataset('csv', { root, labelFile: 'labels.csv' }));
+    assert.equal(
+      err.message,
+      `csv: 3 of 4 images listed in ${join(root, 'labels.csv')} are not regular files:\n  pipe.png (a FIFO (named pipe))\n  zero.jpg (a character device)\n  sub (a folder)`,
+    );
+  });
+
+  test('the missing-images error tells the library of checkImages: false, and the command line nothing of it', () => {
+    const root = makeRoot('missing-wording', { 'labels.csv': 'image,mos\nnope.png,1\n' });
+    const err = caught(() => loadDataset('csv', { root, labelFile: 'labels.csv' }));
+    assert.match(err.message, /Pass checkImages: false to load the labels alone\.$/);
+    assert.doesNotMatch(err.messageFor(flagName), /checkImages/);
+    assert.match(err.messageFor(flagName), /1 of 1 images listed in .*labels\.csv are missing/);
+    // nor does the generic dataset's description name library options
+    const generic = listDatasets().find((d) => d.name === 'csv')!;
+    assert.doesNotMatch(generic.howToGet, /imageCol|mosCol|promptCol/);
+  });
 });

@@ -1,12 +1,13 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { deflateSync } from 'node:zlib';
 import sharp, { type Sharp } from 'sharp';
 import { SafeTensorsFile } from '../src/clip/safetensors.js';
-import { decodeImage, ImageDecodeError, readImageHeader } from '../src/data/image.js';
+import { decodeImage, ImageDecodeError, maxImageFileBytes, readImageHeader } from '../src/data/image.js';
 import type { RgbImage } from '../src/data/rgb.js';
 import { findUnreadableImages } from '../src/data/check.js';
 import {
@@ -28,6 +29,8 @@ import {
   toTensor,
 } from '../src/data/preprocess.js';
 import { sharedDir } from './helpers/shared.js';
+import { cli } from './helpers/cli.js';
+import { createMetric } from '../src/methods/index.js';
 import { Rng } from '../src/util/rng.js';
 
 /** An image whose every byte differs from its neighbours, so misplaced pixels show. */
@@ -550,21 +553,82 @@ describe('decodeImage', () => {
     assert.ok(img.data.every((v) => Math.abs(v - 20) <= 2));
   });
 
-  it('honours EXIF orientation 6 (rotate 90° clockwise)', async () => {
-    // stored 40x20: left half red, right half blue; displayed 20x40: top red, bottom blue
+  describe('EXIF orientation', () => {
+    // stored 40x20: left half red, right half blue; displayed (orientation 6, 90° clockwise) 20x40: top red, bottom blue
     const data = new Uint8Array(40 * 20 * 3);
     for (let y = 0; y < 20; y++) for (let x = 0; x < 40; x++) data.set(x < 20 ? [255, 0, 0] : [0, 0, 255], (y * 40 + x) * 3);
-    const jpg = await sharp(data, { raw: { width: 40, height: 20, channels: 3 } })
-      .jpeg({ quality: 95 })
-      .withMetadata({ orientation: 6 })
-      .toBuffer();
-    assert.equal((await sharp(jpg).metadata()).orientation, 6);
-    const img = await decodeImage(save('exif6.jpg', jpg));
-    assert.deepEqual([img.width, img.height], [20, 40]);
-    const [r0, , b0] = pixel(img, 10, 5);
-    const [r1, , b1] = pixel(img, 10, 35);
-    assert.ok(r0! > 200 && b0! < 60, `top is red: ${pixel(img, 10, 5).join(', ')}`);
-    assert.ok(b1! > 200 && r1! < 60, `bottom is blue: ${pixel(img, 10, 35).join(', ')}`);
+    const stored = sharp(data, { raw: { width: 40, height: 20, channels: 3 } });
+
+    it('is ignored by default, as PIL convert("RGB") ignores it: the pixels as stored (PNG exactly, JPEG closely)', async () => {
+      const png = await stored.clone().png().withMetadata({ orientation: 6 }).toBuffer();
+      assert.equal((await sharp(png).metadata()).orientation, 6);
+      const fromPng = await decodeImage(save('exif6.png', png));
+      assert.deepEqual([fromPng.width, fromPng.height], [40, 20]);
+      assert.deepEqual(fromPng.data, data);
+
+      const jpg = await stored.clone().jpeg({ quality: 95 }).withMetadata({ orientation: 6 }).toBuffer();
+      assert.equal((await sharp(jpg).metadata()).orientation, 6);
+      const fromJpg = await decodeImage(save('exif6.jpg', jpg));
+      assert.deepEqual([fromJpg.width, fromJpg.height], [40, 20]);
+      const [r0, , b0] = pixel(fromJpg, 5, 10);
+      const [r1, , b1] = pixel(fromJpg, 35, 10);
+      assert.ok(r0! > 200 && b0! < 60, `left is red: ${pixel(fromJpg, 5, 10).join(', ')}`);
+      assert.ok(b1! > 200 && r1! < 60, `right is blue: ${pixel(fromJpg, 35, 10).join(', ')}`);
+    });
+
+    it('is applied with applyExifOrientation: 6 turns the image 90° clockwise', async () => {
+      const png = await stored.clone().png().withMetadata({ orientation: 6 }).toBuffer();
+      const img = await decodeImage(save('exif6-applied.png', png), { applyExifOrientation: true });
+      assert.deepEqual([img.width, img.height], [20, 40]);
+      // displayed (x, y) is stored (y, 19 - x) after a clockwise quarter turn
+      for (let y = 0; y < 40; y++)
+        for (let x = 0; x < 20; x++)
+          assert.deepEqual(pixel(img, x, y), [...data.subarray(((19 - x) * 40 + y) * 3, ((19 - x) * 40 + y) * 3 + 3)]);
+      const jpg = await stored.clone().jpeg({ quality: 95 }).withMetadata({ orientation: 6 }).toBuffer();
+      const fromJpg = await decodeImage(jpg, { applyExifOrientation: true });
+      assert.deepEqual([fromJpg.width, fromJpg.height], [20, 40]);
+      const [r0, , b0] = pixel(fromJpg, 10, 5);
+      const [r1, , b1] = pixel(fromJpg, 10, 35);
+      assert.ok(r0! > 200 && b0! < 60, `top is red: ${pixel(fromJpg, 10, 5).join(', ')}`);
+      assert.ok(b1! > 200 && r1! < 60, `bottom is blue: ${pixel(fromJpg, 10, 35).join(', ')}`);
+    });
+  });
+
+  it('follows applyExifOrientation through createMetric and score --exif-orientation', async () => {
+    // a 64x32 noise image stored with orientation 6, and the same pixels turned as the tag says
+    const noise = sharp({
+      create: { width: 64, height: 32, channels: 3, background: 'grey', noise: { type: 'gaussian', mean: 128, sigma: 50 } },
+    });
+    const storedPng = await noise.clone().png().toBuffer();
+    const tagged = save('tagged.png', await sharp(storedPng).png().withMetadata({ orientation: 6 }).toBuffer());
+    const stored = save('stored.png', storedPng);
+    const turned = save('turned.png', await sharp(storedPng).rotate(90).png().toBuffer());
+    const model = join(sharedDir(), 'reference', 'tiny-vit-p32');
+    const scores = async (applyExifOrientation?: boolean): Promise<number[]> => {
+      const metric = await createMetric('clip-iqa', { model, ...(applyExifOrientation === undefined ? {} : { applyExifOrientation }) });
+      try {
+        const out: number[] = [];
+        for await (const r of metric.scoreFiles([tagged, stored, turned])) out.push('score' in r ? r.score : NaN);
+        out.push(await metric.score(tagged));
+        return out;
+      } finally {
+        await metric.close();
+      }
+    };
+    const [plain, asStored, asTurned, plainOne] = await scores();
+    assert.notEqual(asStored, asTurned, 'the turn changes the score, or this test proves nothing');
+    assert.equal(plain, asStored);
+    assert.equal(plainOne, asStored);
+    const [applied, , , appliedOne] = await scores(true);
+    assert.equal(applied, asTurned);
+    assert.equal(appliedOne, asTurned);
+    const viaCli = async (...flags: string[]): Promise<number> => {
+      const r = await cli('score', tagged, '--method', 'clip-iqa', '--model', model, '--format', 'json', ...flags);
+      assert.equal(r.code, 0, r.err);
+      return (JSON.parse(r.out) as Array<{ score: number }>)[0]!.score;
+    };
+    assert.equal(await viaCli(), asStored);
+    assert.equal(await viaCli('--exif-orientation'), asTurned);
   });
 
   it('decodes a buffer, naming it in errors', async () => {
@@ -758,6 +822,69 @@ describe('decodeImage', () => {
       const path = save('big.png', await sharp(src.data, raw).png().toBuffer());
       await rejects(decodeImage(path, { maxPixels: 34 }), path, /7x5 = 35 pixels, over the limit of 34/);
     });
+
+    it('a header libvips finds corrupt without a reason: a whole sentence, not a bare colon', async () => {
+      const png = Uint8Array.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+      const path = save('corrupt-header.png', png);
+      for (const read of [decodeImage, readImageHeader]) {
+        await rejects(read(path), path, /^.*corrupt-header\.png: corrupt PNG header \(the decoder gave no reason\)$/);
+        await assert.rejects(read(path), (err: Error) => !/:\s*$/.test(err.message) && !/Input buffer/.test(err.message));
+      }
+      const jpeg = save('corrupt.jpg', Uint8Array.from([0xff, 0xd8, 0, 0, 0, 0]));
+      await rejects(
+        decodeImage(jpeg),
+        jpeg,
+        /: truncated or corrupt JPEG image data \(premature end of JPEG image; JPEG datastream contains no image\)$/,
+      );
+    });
+  });
+
+  describe('only regular files are read, up to a size that follows maxPixels', () => {
+    const devZero = '/dev/zero';
+    const unix = process.platform !== 'win32';
+
+    it('refuses /dev/zero, and a zero.jpg link to it, without reading it', { skip: !unix }, async () => {
+      const link = at('zero.jpg');
+      symlinkSync(devZero, link);
+      for (const path of [devZero, link]) {
+        await rejects(decodeImage(path), path, /it is a character device, not a regular file/);
+        await rejects(readImageHeader(path), path, /it is a character device, not a regular file/);
+      }
+      assert.deepEqual(
+        (await findUnreadableImages([link])).map((u) => u.problem),
+        ['it is a character device, not a regular file'],
+      );
+    });
+
+    it('refuses a FIFO without waiting for a writer', { skip: !unix, timeout: 20_000 }, async () => {
+      const fifo = at('pipe.png');
+      execFileSync('mkfifo', [fifo]);
+      await rejects(decodeImage(fifo), fifo, /it is a FIFO \(named pipe\), not a regular file/);
+      await rejects(readImageHeader(fifo), fifo, /it is a FIFO \(named pipe\), not a regular file/);
+    });
+
+    it('refuses a file larger than maxPixels × 8 bytes + 16 MiB before reading it', async () => {
+      assert.equal(maxImageFileBytes(), 100e6 * 8 + 16 * 2 ** 20);
+      const maxPixels = 1000;
+      const cap = maxImageFileBytes(maxPixels);
+      assert.equal(cap, 8000 + 16 * 2 ** 20);
+      // a valid PNG at the front, then a sparse tail: nothing is written, nothing should be read
+      const path = save('huge.png', await sharp(src.data, raw).png().toBuffer());
+      truncateSync(path, cap + 1);
+      await rejects(
+        decodeImage(path, { maxPixels }),
+        path,
+        /the file is 16785217 bytes, more than the 16785216 bytes an image under the limit of 1000 pixels/,
+      );
+      await rejects(readImageHeader(path, { maxPixels }), path, /more than the 16785216 bytes/);
+      // at the cap itself it is read: a PNG followed by zeros decodes, or fails as such, but is not refused for its size
+      truncateSync(path, cap);
+      const outcome = await decodeImage(path, { maxPixels: 1000 }).then(
+        (img) => `decoded ${img.width}x${img.height}`,
+        (err: Error) => err.message,
+      );
+      assert.doesNotMatch(outcome, /more than the/);
+    });
   });
 
   it('leaves no growing memory over 100 decodes', async () => {
@@ -828,12 +955,18 @@ describe('decodeImage: CMYK, end markers, error attribution', () => {
       [badPng, new Set()],
       [badJpg, new Set()],
     ]);
+    // libvips's own words, which the message rewords without the loaders' names
+    const causes = new Map<string, Set<string>>([
+      [badPng, new Set()],
+      [badJpg, new Set()],
+    ]);
     for (let round = 0; round < 10; round++) {
       const files = Array.from({ length: 16 }, (_, i) => (i % 2 ? badPng : badJpg));
       const results = await Promise.allSettled(files.map((f) => decodeImage(f)));
       results.forEach((r, i) => {
         assert.equal(r.status, 'rejected');
         messages.get(files[i]!)!.add((r.reason as Error).message);
+        causes.get(files[i]!)!.add(((r.reason as Error).cause as Error).message);
       });
     }
     assert.deepEqual([...messages.get(badPng)!].length, 1, [...messages.get(badPng)!].join('\n'));
@@ -841,9 +974,16 @@ describe('decodeImage: CMYK, end markers, error attribution', () => {
     const [pngMessage] = messages.get(badPng)!;
     const [jpgMessage] = messages.get(badJpg)!;
     assert.match(pngMessage!, /png/i);
-    assert.doesNotMatch(pngMessage!, /VipsJpeg/);
-    assert.match(jpgMessage!, /VipsJpeg/);
-    assert.doesNotMatch(jpgMessage!, /vipspng/);
+    assert.doesNotMatch(pngMessage!, /JPEG/);
+    assert.match(jpgMessage!, /JPEG/);
+    assert.doesNotMatch(jpgMessage!, /png/i);
+    assert.deepEqual([...causes.get(badPng)!].length, 1, [...causes.get(badPng)!].join('\n'));
+    assert.deepEqual([...causes.get(badJpg)!].length, 1, [...causes.get(badJpg)!].join('\n'));
+    const [pngCause] = causes.get(badPng)!;
+    const [jpgCause] = causes.get(badJpg)!;
+    assert.doesNotMatch(pngCause!, /VipsJpeg/);
+    assert.match(jpgCause!, /VipsJpeg/);
+    assert.doesNotMatch(jpgCause!, /vipspng/);
   });
 });
 

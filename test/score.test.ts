@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync, readFileSync, copyFileSync, mkdirSync, readdirSync, rmSync, existsSync, symlinkSync } from 'node:fs';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -177,20 +177,30 @@ test('an output that cannot be written fails before any work (the model is not e
 
 test(
   'two runs on one --output: the second refuses at once naming the first, whose output has no duplicates',
-  { skip: process.platform === 'win32' && 'needs SIGSTOP', timeout: 600_000 },
+  { skip: process.platform === 'win32' && 'needs a named pipe', timeout: 600_000 },
   async () => {
     const { dir, imgs, files } = imageFolder(6);
     const started: ChildProcess[] = [];
     try {
-      // the first run is stopped (SIGSTOP) as soon as its lock appears (it has its model to load and images to score
-      // after that, far more than the few milliseconds between looks), and let go on (SIGCONT) once the second has
-      // been refused. A FIFO given as an image gated it before; inputs are never read from a FIFO any more.
+      // the first run waits on opening one of its images until the second has been refused: no timing involved
+      // (test/helpers/open-gate.ts); a named pipe among the inputs is a failed record, refused without waiting
+      const gate = files[0]!;
+      const fifo = join(dir, 'pipe.png');
+      execFileSync('mkfifo', [fifo]);
       const out = join(dir, 'scores.jsonl');
-      const child = (...args: string[]): ChildProcess => {
+      const child = (gated: boolean, ...args: string[]): ChildProcess => {
         const p = spawn(
           process.execPath,
-          ['--import', 'tsx', fileURLToPath(new URL('./helpers/cli-child.ts', import.meta.url)), 'score', ...args],
-          { stdio: ['ignore', 'pipe', 'pipe'] },
+          [
+            '--import',
+            'tsx',
+            '--import',
+            fileURLToPath(new URL('./helpers/open-gate.ts', import.meta.url)),
+            fileURLToPath(new URL('./helpers/cli-child.ts', import.meta.url)),
+            'score',
+            ...args,
+          ],
+          { stdio: ['ignore', 'pipe', 'pipe'], env: gated ? { ...process.env, PROMPTIQA_TEST_GATE: gate } : process.env },
         );
         started.push(p);
         return p;
@@ -202,26 +212,29 @@ test(
         });
         return once(p, 'exit').then(([code]) => ({ code: code as number | null, err }));
       };
-      const args = ['--method', 'clip-iqa', '--model', tiny, '--format', 'jsonl', '--output', out, '--batch', '2', '--quiet'];
-      const first = child(imgs, ...args);
+      const args = [imgs, fifo, '--method', 'clip-iqa', '--model', tiny, '--format', 'jsonl', '--output', out, '--batch', '2', '--quiet'];
+      const first = child(true, ...args);
       const firstDone = collect(first);
-      while (!existsSync(`${out}.lock`)) await new Promise((r) => setTimeout(r, 5));
-      first.kill('SIGSTOP');
+      while (!existsSync(`${out}.lock`)) await new Promise((r) => setTimeout(r, 50));
 
-      const second = await collect(child(imgs, ...args));
+      const second = await collect(child(false, ...args));
       assert.equal(second.code, 1, second.err);
       assert.match(second.err, new RegExp(`scores\\.jsonl is in use by another run \\(process ${first.pid} on `));
       assert.ok(existsSync(`${out}.lock`), "the refused run leaves the first one's lock alone");
 
-      first.kill('SIGCONT');
+      writeFileSync(`${gate}.go`, ''); // lets the first run go on
       const done = await firstDone;
       assert.equal(done.code, 0, done.err);
       const records = readJsonl(out);
-      assert.equal(records.length, files.length);
+      assert.equal(records.length, files.length + 1);
       assert.equal(new Set(records.map((r) => r.file)).size, records.length, 'no duplicates');
+      assert.deepEqual(
+        records.filter((r) => r.error !== undefined).map((r) => r.file),
+        [fifo],
+      );
       assert.ok(!existsSync(`${out}.lock`), 'the lock is gone after the run');
     } finally {
-      // a failed assertion must not leave a run stopped
+      // a failed assertion must not leave a run blocked at the gate
       for (const p of started) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
       rmSync(dir, { recursive: true, force: true });
     }

@@ -1,11 +1,23 @@
 /** Training on real folders: unreadable images, the log after a resume, options checked up front, csv columns. */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { appendFileSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import {
+  appendFileSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { train, type TrainOptions } from '../src/train/trainer.js';
+import { readUnreadable } from '../src/train/batches.js';
 import { loadDataset } from '../src/data/datasets.js';
 import { splitDataset } from '../src/data/splits.js';
 import { decodeImage, readImageHeader } from '../src/data/image.js';
@@ -272,5 +284,24 @@ test('--image-col, --mos-col, --prompt-col choose the columns of a csv dataset i
     join(tmp, 'x'),
   );
   assert.equal(wrong.code, 1);
-  assert.match(wrong.err, /--mos-col \(mosCol in the library\) choose the columns of the generic 'csv' dataset/);
+  assert.match(wrong.err, /agiqa-3k: --mos-col chooses the columns of the generic 'csv' dataset/);
+  assert.doesNotMatch(wrong.err, /mosCol/);
 });
+
+test(
+  "a run's list of unreadable images that is a FIFO or a device is not waited on or read",
+  { skip: process.platform === 'win32', timeout: 20_000 },
+  () => {
+    const dir = join(tmp, 'unreadable-list');
+    mkdirSync(dir, { recursive: true });
+    const fifo = join(dir, 'unreadable.json');
+    execFileSync('mkfifo', [fifo]);
+    assert.deepEqual(readUnreadable(fifo), []);
+    const zero = join(dir, 'zero.json');
+    symlinkSync('/dev/zero', zero);
+    assert.deepEqual(readUnreadable(zero), []);
+    const list = join(dir, 'list.json');
+    writeFileSync(list, JSON.stringify([{ file: 'a.png', problem: 'truncated' }]));
+    assert.deepEqual(readUnreadable(list), [{ file: 'a.png', problem: 'truncated' }]);
+  },
+);

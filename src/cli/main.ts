@@ -19,6 +19,8 @@ import { register as downloadCmd } from './commands/download.js';
 import { register as embedCmd } from './commands/embed.js';
 import { register as benchCmd } from './commands/bench.js';
 import { packageVersion } from '../util/version.js';
+import { namesOptions } from '../util/option-names.js';
+import { flagName } from './options.js';
 
 export type { CliIo } from './io.js';
 
@@ -112,7 +114,8 @@ export async function run(args: readonly string[], io: CliIo = processIo()): Pro
       io.stderr(`${where}: ${err.message}\n(see: ${where} --help)\n`);
       return 2;
     }
-    io.stderr(`${where}: ${errorMessage(err).trim()}\n`);
+    // an error that names the library's options is told with the flags instead
+    io.stderr(`${where}: ${(namesOptions(err) ? err.messageFor(flagName) : errorMessage(err)).trim()}\n`);
     if (io.env.PROMPTIQA_DEBUG && err instanceof Error && err.stack) io.stderr(`${err.stack}\n`);
     return err instanceof CliError ? err.exitCode : 1;
   }

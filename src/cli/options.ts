@@ -7,6 +7,7 @@ import { availableParallelism } from 'node:os';
 import { InvalidArgumentError, Option } from 'commander';
 import { type Device, DEVICES, DEVICE_TYPES, PROVIDERS, checkDeviceName } from '../graph/device.js';
 import { MAX_BATCH, MAX_THREADS_PER_CORE, checkBatchSize, checkThreads } from '../graph/settings.js';
+import type { OptionName } from '../util/option-names.js';
 
 export function parsePositiveInt(value: string): number {
   const n = Number(value);
@@ -194,9 +195,38 @@ export const opt = {
       'a seeded subset of n items (drawn with --seed; the same --seed and --limit give the same images), for quick trials',
     ).argParser(parsePositiveInt),
   out: (): Option => new Option('--out <dir>', 'folder for the run: checkpoints, reports, plots').makeOptionMandatory(),
+  allowOutsideRoot: (): Option =>
+    new Option(
+      '--allow-outside-root',
+      'read images that the label file places outside --root (../ paths, absolute paths elsewhere); refused by default',
+    ),
+  exifOrientation: (): Option =>
+    new Option(
+      '--exif-orientation',
+      "turn images as their EXIF orientation tag says (default: the pixels as stored, as PIL, pyiqa and the methods' authors read them)",
+    ),
   methodOption: (): Option =>
     new MethodOptionsOption(
       '--option <key=value>',
       "a method parameter (repeatable), read by the method's own schema as the option's kind (a number, true/false, a choice or text); see `promptiqa methods <name>`",
     ).argParser(collectKeyValue),
+};
+
+/** The library's options by the flags that set them, for messages that name them (`namesOptions`). */
+const FLAGS: Record<string, (() => Option) | undefined> = {
+  root: opt.root,
+  labelFile: opt.labelFile,
+  target: opt.target,
+  imageCol: opt.imageCol,
+  mosCol: opt.mosCol,
+  promptCol: opt.promptCol,
+  allowOutsideRoot: opt.allowOutsideRoot,
+  applyExifOrientation: opt.exifOrientation,
+};
+
+/** A library option as the command line names it: its flag, or undefined where no flag sets it (or sets that value). */
+export const flagName: OptionName = (option, value) => {
+  const flag = Object.hasOwn(FLAGS, option) ? FLAGS[option]?.() : undefined;
+  if (flag === undefined || (value !== undefined && flag.isBoolean() && value !== !flag.negate)) return undefined;
+  return flag.long;
 };

@@ -10,12 +10,16 @@
  *   chosen target's standard deviation to `extra.std` and the others' to `extra.std_<target>`.
  * - `item.group` is the split unit: the normalised generation prompt (AI-generated sets), the reference
  *   image (synthetic distortions) or the image itself (authentic distortions).
- * - Errors are `DatasetError`s naming the label file and the line of the offending row.
+ * - Errors are `DatasetError`s naming the label file and the line of the offending row; where they name a
+ *   setting, the command line hears its flag and the library its option (`DatasetError.messageFor`).
+ * - Image paths stay under the root (no `../..`, no absolute path elsewhere) unless `allowOutsideRoot`.
  */
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
-import { basename, extname, join, resolve } from 'node:path';
-import { parseCsv, type Csv } from '../util/csv.js';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { basename, extname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { readCsvFile, type Csv } from '../util/csv.js';
 import { parseDecimal } from '../util/number.js';
+import { libraryName, type OptionName, type Wording } from '../util/option-names.js';
+import { describeKind } from '../util/fs.js';
 
 export interface DatasetItem {
   /** Path relative to the dataset root, '/'-separated. */
@@ -82,12 +86,28 @@ export interface LoadOptions {
   mosRange?: [number, number];
   /** 'csv' only: default true. */
   higherIsBetter?: boolean;
+  /**
+   * Default false: an image path that leads outside the root (`../../etc/passwd`, an absolute `/etc/hostname`)
+   * is refused, naming the label file and line, so a label file cannot make the tool open any file it names.
+   * The check is on the path as written; links under the root are followed.
+   */
+  allowOutsideRoot?: boolean;
 }
 
+/** A problem with a dataset or its label file. Where the message names a setting, `messageFor` names it another way. */
 export class DatasetError extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  private readonly wording: Wording | undefined;
+
+  /** `message` as text, or as a `Wording` that names options: the library's names in `message`. */
+  constructor(message: string | Wording, options?: { cause?: unknown }) {
+    super(typeof message === 'string' ? message : message(libraryName), options);
     this.name = 'DatasetError';
+    this.wording = typeof message === 'string' ? undefined : message;
+  }
+
+  /** The message with the options named by `name` (the command line passes its flags). */
+  messageFor(name: OptionName): string {
+    return this.wording ? this.wording(name) : this.message;
   }
 }
 
@@ -142,8 +162,28 @@ class Row {
     readonly line: number,
   ) {}
 
-  fail(message: string): never {
-    throw new DatasetError(`${this.table.file}:${this.line}: ${message}`);
+  fail(message: string | Wording): never {
+    const where = `${this.table.file}:${this.line}`;
+    throw new DatasetError(typeof message === 'string' ? `${where}: ${message}` : (name) => `${where}: ${message(name)}`);
+  }
+
+  /**
+   * An image path as written in the label file, checked: no NUL byte (which no file name holds), and under
+   * `root` unless `allowOutside`.
+   */
+  imagePath(image: string, root: string, allowOutside: boolean): string {
+    if (image.includes('\0')) this.fail(`the image path ${JSON.stringify(image)} holds a NUL byte, which no file name can`);
+    if (!allowOutside) {
+      const rel = relative(root, resolve(root, image));
+      if (rel === '..' || rel.startsWith(`..${sep}`) || rel.startsWith('../') || isAbsolute(rel)) {
+        this.fail(
+          (name) =>
+            `the image path ${JSON.stringify(image)} leads outside the dataset root ${root}; ` +
+            `paths are relative to the root (${name('allowOutsideRoot', true)} allows others)`,
+        );
+      }
+    }
+    return image;
   }
 
   /** Trimmed value, or undefined when the column is absent or the field empty. */
@@ -161,7 +201,10 @@ class Row {
     const v = this.opt(col);
     if (v === undefined) return undefined;
     const n = parseDecimal(v);
-    if (n === undefined) this.fail(`'${col}' is ${JSON.stringify(v)}, not a finite number`);
+    if (n === undefined) {
+      const comma = /^[+-]?\d+,\d+$/.test(v) ? ` (a decimal comma? write ${v.replace(',', '.')})` : '';
+      this.fail(`'${col}' is ${JSON.stringify(v)}, not a finite number${comma}`);
+    }
     return n;
   }
 
@@ -170,16 +213,11 @@ class Row {
   }
 }
 
+/** A label file: a regular file within `READ_LIMITS.labels`, UTF-8 or UTF-16 with its mark, delimited by commas, semicolons or tabs. */
 function readTable(file: string): Table {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new DatasetError(`cannot read label file ${file}: ${(err as Error).message}`, { cause: err });
-  }
   let csv: Csv;
   try {
-    csv = parseCsv(text, file);
+    csv = readCsvFile(file, 'label file');
   } catch (err) {
     throw new DatasetError((err as Error).message, { cause: err });
   }
@@ -582,7 +620,7 @@ const GENERIC: DatasetInfo = {
   imageDir: '.',
   targets: ['quality'],
   groupBy: 'image',
-  howToGet: 'any CSV with an image column (paths relative to the root) and a score column; see imageCol, mosCol, promptCol',
+  howToGet: "any CSV with a column of image paths relative to the root ('image') and one of scores ('mos'); the column options name others",
 };
 
 const REGISTRY = new Map(DEFINITIONS.map((d) => [d.info.name, d]));
@@ -634,9 +672,9 @@ export function loadDataset(name: string, opts: LoadOptions): Dataset {
   }
   const columns = (['imageCol', 'mosCol', 'promptCol'] as const).filter((k) => opts[k] !== undefined);
   if (columns.length > 0) {
-    const flags = columns.map((k) => `--${k.replace('Col', '-col')}`);
     throw new DatasetError(
-      `${def.info.name}: ${flags.join(', ')} (${columns.join(', ')} in the library) choose the columns of the generic 'csv' dataset; ${def.info.name} has its own`,
+      (n) =>
+        `${def.info.name}: ${columns.map((c) => n(c)).join(', ')} choose${columns.length === 1 ? 's' : ''} the columns of the generic 'csv' dataset; ${def.info.name} has its own`,
     );
   }
   const target = opts.target ?? 'quality';
@@ -646,6 +684,7 @@ export function loadDataset(name: string, opts: LoadOptions): Dataset {
   const root = resolve(opts.root);
   const table = readTable(labelPath(def.info, root, opts.labelFile));
   table.require([...def.columns, t.column]);
+  const allowOutside = opts.allowOutsideRoot ?? false;
 
   const items: DatasetItem[] = [];
   const lines: number[] = [];
@@ -653,6 +692,7 @@ export function loadDataset(name: string, opts: LoadOptions): Dataset {
     const row = new Row(table, fields, table.lines[i]!);
     const d = def.describe(row);
     if (d === null) return;
+    row.imagePath(d.image, root, allowOutside);
     const mos = row.num(t.column);
     checkRange(row, def.info.name, target, t, mos);
 
@@ -690,14 +730,14 @@ function loadGeneric(opts: LoadOptions): Dataset {
   const mosCol = opts.mosCol ?? 'mos';
   table.require([imageCol, mosCol, ...(opts.promptCol === undefined ? [] : [opts.promptCol])]);
   if (opts.target !== undefined && opts.target !== 'quality') {
-    throw new DatasetError(`csv: the generic loader has the single target 'quality' (choose its column with mosCol)`);
+    throw new DatasetError((n) => `csv: the generic loader has the single target 'quality' (${n('mosCol')} chooses its column)`);
   }
 
   const items: DatasetItem[] = [];
   const lines: number[] = [];
   table.rows.forEach((fields, i) => {
     const row = new Row(table, fields, table.lines[i]!);
-    const image = row.str(imageCol).replace(/\\/g, '/');
+    const image = row.imagePath(row.str(imageCol).replace(/\\/g, '/'), root, opts.allowOutsideRoot ?? false);
     const mos = row.num(mosCol);
     const prompt = opts.promptCol === undefined ? undefined : row.str(opts.promptCol);
     items.push({ image, mos, ...(prompt === undefined ? {} : { prompt }), group: prompt === undefined ? image : promptGroup(prompt) });
@@ -735,10 +775,9 @@ function labelPath(info: Pick<DatasetInfo, 'name' | 'labelFile'>, root: string, 
   const path = resolve(root, labelFile ?? info.labelFile);
   if (!existsSync(path)) {
     throw new DatasetError(
-      `${info.name}: label file not found: ${path}` +
-        (labelFile === undefined
-          ? ` (expected '${info.labelFile}' in the root; --label-file (labelFile in the library) names another)`
-          : ''),
+      (n) =>
+        `${info.name}: label file not found: ${path}` +
+        (labelFile === undefined ? ` (expected '${info.labelFile}' in the root; ${n('labelFile')} names another)` : ''),
     );
   }
   return path;
@@ -795,19 +834,36 @@ const LIST_MISSING = 20;
 function checkImages(ds: Dataset, labelFile: string): void {
   const resolver = new ImageResolver(ds.root);
   const missing: string[] = [];
+  const notFiles: string[] = [];
   for (const item of ds.items) {
     const found = resolver.find(item.image);
-    if (found === null) missing.push(item.image);
-    else item.image = found;
+    if (found !== null) item.image = found;
+    else {
+      // there, but a folder, a FIFO or a device: said as such, not as missing
+      const kind = kindOf(resolve(ds.root, item.image));
+      if (kind === undefined) missing.push(item.image);
+      else notFiles.push(`${item.image} (${kind})`);
+    }
+  }
+  if (notFiles.length > 0) {
+    const shown = notFiles.slice(0, LIST_MISSING).map((m) => `  ${m}`);
+    if (notFiles.length > LIST_MISSING) shown.push(`  ... and ${notFiles.length - LIST_MISSING} more`);
+    throw new DatasetError(
+      `${ds.info.name}: ${notFiles.length} of ${ds.items.length} images listed in ${labelFile} are not regular files:\n${shown.join('\n')}`,
+    );
   }
   if (missing.length === 0) return;
   const shown = missing.slice(0, LIST_MISSING).map((m) => `  ${m}`);
   if (missing.length > LIST_MISSING) shown.push(`  ... and ${missing.length - LIST_MISSING} more`);
-  throw new DatasetError(
-    `${ds.info.name}: ${missing.length} of ${ds.items.length} images listed in ${labelFile} are missing under ${ds.root}:\n` +
+  throw new DatasetError((n) => {
+    const labelsAlone = n('checkImages', false);
+    return (
+      `${ds.info.name}: ${missing.length} of ${ds.items.length} images listed in ${labelFile} are missing under ${ds.root}:\n` +
       `${shown.join('\n')}\n` +
-      `Expected layout: ${ds.info.howToGet}. Pass checkImages: false to load the labels alone.`,
-  );
+      `Expected layout: ${ds.info.howToGet}.` +
+      (labelsAlone === undefined ? '' : ` Pass ${labelsAlone} to load the labels alone.`)
+    );
+  });
 }
 
 /**
@@ -858,6 +914,18 @@ class ImageResolver {
     }
     return listing;
   }
+}
+
+/** What is at `path` when it is there and not a regular file (links followed): "a FIFO (named pipe)", …; else undefined. */
+function kindOf(path: string): string | undefined {
+  let st;
+  try {
+    st = statSync(path, { throwIfNoEntry: false });
+  } catch {
+    return undefined;
+  }
+  if (!st || st.isFile()) return undefined;
+  return describeKind(st);
 }
 
 function isFile(path: string): boolean {

@@ -1,7 +1,9 @@
-import { open, readFile, type FileHandle } from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
 import sharp, { type Metadata, type Sharp } from 'sharp';
 import { decodeBmp, isBmp } from './bmp.js';
 import type { RgbImage } from './rgb.js';
+import { formatBytes, notReadableInput } from '../util/fs.js';
 
 // libvips caches recent operations with their pixel buffers; a data loader decodes each file once, so the
 // cache only makes memory grow over an epoch.
@@ -31,13 +33,33 @@ export interface DecodeOptions {
    * CMYK images are converted to RGB either way: through their profile when this is true, else with PIL's formula.
    */
   applyIccProfile?: boolean;
+  /**
+   * Rotate and flip the image as its EXIF orientation tag says (a phone photo taken upright comes out upright).
+   * Default false: the pixels are taken as stored, as PIL's `Image.open(...).convert('RGB')` (pyiqa, and the
+   * authors' code of every method here) reads them, so that scores and windows match the reference code.
+   */
+  applyExifOrientation?: boolean;
 }
 
 export const DEFAULT_MAX_PIXELS = 100e6;
 
 /**
+ * The largest image file read, from the decompression-bomb guard: `maxPixels` pixels of 8 bytes (16-bit RGBA
+ * stored uncompressed, the widest pixels a supported file holds but for float TIFF) plus 16 MiB of headers and
+ * metadata (EXIF, ICC, XMP). A larger file cannot be an image under the pixel limit; it is refused before it is
+ * read, so a device, a runaway file or a bomb never fills memory. 816 MB at the default 100e6 pixels.
+ */
+export function maxImageFileBytes(maxPixels = DEFAULT_MAX_PIXELS): number {
+  return maxPixels * BYTES_PER_PIXEL + METADATA_BYTES;
+}
+const BYTES_PER_PIXEL = 8;
+const METADATA_BYTES = 16 * 1024 * 1024;
+
+/**
  * Decodes JPEG, PNG (8/16-bit, grey, palette, alpha), WebP, TIFF, GIF (first frame) and BMP to 8-bit RGB.
- * EXIF orientation is applied. Alpha is dropped without compositing, as PIL's `convert('RGB')` does, so a
+ * The pixels are taken as stored, EXIF orientation ignored as PIL does, unless `applyExifOrientation`. Only a
+ * regular file of at most `maxImageFileBytes(maxPixels)` is read: a FIFO or a device is refused without
+ * waiting on it. Alpha is dropped without compositing, as PIL's `convert('RGB')` does, so a
  * transparent pixel keeps whatever colour is stored under it. Every failure is an `ImageDecodeError` naming
  * the file; `name` names a buffer in messages.
  */
@@ -46,7 +68,7 @@ export async function decodeImage(source: string | Uint8Array, opts: DecodeOptio
   const maxPixels = opts.maxPixels ?? DEFAULT_MAX_PIXELS;
   if (!(maxPixels > 0)) throw new RangeError(`maxPixels must be positive, not ${maxPixels}`);
 
-  const bytes = typeof source === 'string' ? await readImageFile(source, name) : source;
+  const bytes = typeof source === 'string' ? await readImageFile(source, name, maxPixels) : source;
   if (bytes.length === 0) throw new ImageDecodeError(name, 'empty file (0 bytes)');
 
   if (isBmp(bytes)) {
@@ -57,10 +79,11 @@ export async function decodeImage(source: string | Uint8Array, opts: DecodeOptio
     }
   }
 
+  const how: SharpDecode = { maxPixels, applyIcc: !!opts.applyIccProfile, orient: !!opts.applyExifOrientation };
   try {
-    return await alone(() => decodeWithSharp(bytes, maxPixels, !!opts.applyIccProfile));
+    return await alone(() => decodeWithSharp(bytes, how));
   } catch (err) {
-    const complete = await decodeWithoutEndMarker(bytes, maxPixels, !!opts.applyIccProfile);
+    const complete = await decodeWithoutEndMarker(bytes, how);
     if (complete) return complete;
     throw new ImageDecodeError(name, await decoding.exclusive(() => describeSharpError(err, bytes, maxPixels)), { cause: err });
   }
@@ -85,8 +108,10 @@ export async function readImageHeader(
 ): Promise<ImageHeader> {
   const name = opts.name ?? (typeof source === 'string' ? source : '<buffer>');
   const maxPixels = opts.maxPixels ?? DEFAULT_MAX_PIXELS;
-  const ends = typeof source === 'string' ? await readEnds(source, name) : { head: source, tail: source, whole: true };
-  const readWhole = async (): Promise<ImageHeader> => readImageHeader(await readImageFile(source as string, name), { name, maxPixels });
+  if (!(maxPixels > 0)) throw new RangeError(`maxPixels must be positive, not ${maxPixels}`);
+  const ends = typeof source === 'string' ? await readEnds(source, name, maxPixels) : { head: source, tail: source, whole: true };
+  const readWhole = async (): Promise<ImageHeader> =>
+    readImageHeader(await readImageFile(source as string, name, maxPixels), { name, maxPixels });
   if (ends.head.length === 0) throw new ImageDecodeError(name, 'empty file (0 bytes)');
   if (isBmp(ends.head)) {
     if (!ends.whole) return readWhole();
@@ -118,13 +143,11 @@ const HEAD_BYTES = 256 * 1024;
 const TAIL_BYTES = 16;
 
 /** The first HEAD_BYTES and the last TAIL_BYTES of a file, or all of it (`whole`) when it is no longer than HEAD_BYTES. */
-async function readEnds(path: string, name: string): Promise<{ head: Uint8Array; tail: Uint8Array; whole: boolean }> {
-  let file: FileHandle | undefined;
+async function readEnds(path: string, name: string, maxPixels: number): Promise<{ head: Uint8Array; tail: Uint8Array; whole: boolean }> {
+  const { file, size } = await openImage(path, name, maxPixels);
   try {
-    file = await open(path, 'r');
-    const { size } = await file.stat();
     if (size <= HEAD_BYTES) {
-      const all = await file.readFile();
+      const all = await readAll(file, size);
       return { head: all, tail: all, whole: true };
     }
     const head = new Uint8Array(HEAD_BYTES);
@@ -135,8 +158,54 @@ async function readEnds(path: string, name: string): Promise<{ head: Uint8Array;
   } catch (err) {
     throw new ImageDecodeError(name, describeFsError(err), { cause: err });
   } finally {
-    await file?.close();
+    await file.close();
   }
+}
+
+/**
+ * Opens an image file, checked to be a regular file (a link followed to its target) of at most
+ * `maxImageFileBytes(maxPixels)`. It is opened non-blocking, so a FIFO is refused rather than waited on.
+ */
+async function openImage(path: string, name: string, maxPixels: number): Promise<{ file: FileHandle; size: number }> {
+  let file: FileHandle;
+  try {
+    file = await open(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+  } catch (err) {
+    throw new ImageDecodeError(name, describeFsError(err), { cause: err });
+  }
+  try {
+    const st = await file.stat();
+    if (st.isDirectory()) throw new ImageDecodeError(name, 'is a folder, not an image file');
+    const kind = notReadableInput(st, Infinity); // a FIFO, a device, a socket
+    if (kind !== undefined) throw new ImageDecodeError(name, kind);
+    const limit = maxImageFileBytes(maxPixels);
+    if (st.size > limit) {
+      // in bytes when the rounded sizes would read the same
+      const [size, most] =
+        formatBytes(st.size) === formatBytes(limit) ? [`${st.size} bytes`, `${limit} bytes`] : [formatBytes(st.size), formatBytes(limit)];
+      throw new ImageDecodeError(
+        name,
+        `the file is ${size}, more than the ${most} an image under the limit of ${maxPixels} pixels can take (decompression bomb?)`,
+      );
+    }
+    return { file, size: st.size };
+  } catch (err) {
+    await file.close();
+    if (err instanceof ImageDecodeError) throw err;
+    throw new ImageDecodeError(name, describeFsError(err), { cause: err });
+  }
+}
+
+/** `size` bytes from the start of an open file (fewer when it shrank meanwhile). */
+async function readAll(file: FileHandle, size: number): Promise<Uint8Array> {
+  const buf = new Uint8Array(size);
+  let off = 0;
+  while (off < size) {
+    const { bytesRead } = await file.read(buf, off, size - off, off);
+    if (bytesRead === 0) break;
+    off += bytesRead;
+  }
+  return off === size ? buf : buf.subarray(0, off);
 }
 
 const JPEG_SOI = [0xff, 0xd8];
@@ -168,32 +237,38 @@ function looksComplete(head: Uint8Array, tail: Uint8Array): boolean {
  * the marker is added and the file decoded with warnings as errors, so that image data that stops early
  * (libjpeg warns of a marker in the middle of the data) is still refused. Null when that fails.
  */
-async function decodeWithoutEndMarker(bytes: Uint8Array, maxPixels: number, applyIcc: boolean): Promise<RgbImage | null> {
+async function decodeWithoutEndMarker(bytes: Uint8Array, how: SharpDecode): Promise<RgbImage | null> {
   if (!startsWith(bytes, JPEG_SOI) || endsWith(bytes, JPEG_EOI)) return null;
   const completed = new Uint8Array(bytes.length + 2);
   completed.set(bytes);
   completed.set(JPEG_EOI, bytes.length);
   try {
-    return await decoding.shared(() => decodeWithSharp(completed, maxPixels, applyIcc, 'warning'));
+    return await decoding.shared(() => decodeWithSharp(completed, how, 'warning'));
   } catch {
     return null;
   }
 }
 
-async function readImageFile(path: string, name: string): Promise<Uint8Array> {
+async function readImageFile(path: string, name: string, maxPixels: number): Promise<Uint8Array> {
+  const { file, size } = await openImage(path, name, maxPixels);
   try {
-    return await readFile(path);
+    return await readAll(file, size);
   } catch (err) {
     throw new ImageDecodeError(name, describeFsError(err), { cause: err });
+  } finally {
+    await file.close();
   }
 }
 
-async function decodeWithSharp(
-  bytes: Uint8Array,
-  maxPixels: number,
-  applyIcc: boolean,
-  failOn: 'error' | 'warning' = 'error',
-): Promise<RgbImage> {
+/** How sharp decodes: the pixel limit, whether through the ICC profile, whether by the EXIF orientation. */
+interface SharpDecode {
+  maxPixels: number;
+  applyIcc: boolean;
+  orient: boolean;
+}
+
+async function decodeWithSharp(bytes: Uint8Array, how: SharpDecode, failOn: 'error' | 'warning' = 'error'): Promise<RgbImage> {
+  const { maxPixels, applyIcc, orient } = how;
   const input = () =>
     sharp(bytes, {
       limitInputPixels: Number.isFinite(maxPixels) ? Math.max(1, Math.floor(maxPixels)) : false,
@@ -201,7 +276,7 @@ async function decodeWithSharp(
       // warn (extraneous bytes before a marker), which real datasets contain.
       failOn,
       ignoreIcc: !applyIcc,
-      autoOrient: true,
+      autoOrient: orient,
     });
   // CMYK exists only in JPEG and TIFF: other files skip the extra header read on the training path
   if (!applyIcc && mayBeCmyk(bytes) && (await input().metadata()).space === 'cmyk') return cmykToRgb(input());
@@ -325,7 +400,22 @@ function describeFsError(err: unknown): string {
   return `cannot read: ${errorMessage(err)}`;
 }
 
-/** Turns libvips's wording into a sentence about the file. */
+/** The format by its first bytes, for messages ("the PNG header is corrupt"); undefined when none is known. */
+function formatName(b: Uint8Array): string | undefined {
+  if (startsWith(b, JPEG_SOI)) return 'JPEG';
+  if (startsWith(b, PNG_SIGNATURE)) return 'PNG';
+  if (startsWith(b, GIF_SIGNATURE)) return 'GIF';
+  if (startsWith(b, [0x52, 0x49, 0x46, 0x46]) && b[8] === 0x57 && b[9] === 0x45 && b[10] === 0x42 && b[11] === 0x50) return 'WebP';
+  if (isBmp(b)) return 'BMP';
+  if (startsWith(b, [0x49, 0x49, 0x2a, 0]) || startsWith(b, [0x4d, 0x4d, 0, 0x2a])) return 'TIFF';
+  return undefined;
+}
+
+/**
+ * Turns libvips's wording into a whole sentence about the file: sharp's prefix ("Input buffer has corrupt
+ * header:", which libvips sometimes follows with nothing) and the loaders' names ("VipsJpeg:") are dropped,
+ * repeated lines kept once, and what is left given as the decoder's reason, or none said when none is left.
+ */
 async function describeSharpError(err: unknown, bytes: Uint8Array, maxPixels: number): Promise<string> {
   const msg = errorMessage(err).trim();
   if (/unsupported image format/i.test(msg)) return 'not a supported image (JPEG, PNG, WebP, TIFF, GIF or BMP)';
@@ -341,17 +431,28 @@ async function describeSharpError(err: unknown, bytes: Uint8Array, maxPixels: nu
     }
     return `image has more than ${maxPixels} pixels (decompression bomb?)`;
   }
+  const format = formatName(bytes);
+  const image = format === undefined ? 'image' : `${format} image`;
+  const reasons = decoderReasons(msg);
+  const why = reasons === '' ? ' (the decoder gave no reason)' : ` (${reasons})`;
   if (/premature end|truncated|unexpected end|not enough data|read error|out of data/i.test(msg)) {
-    return `truncated or corrupt image data (${firstLine(msg)})`;
+    return `truncated or corrupt ${image} data${why}`;
   }
-  return `cannot decode: ${firstLine(msg)}`;
+  if (/corrupt header/i.test(msg)) return `corrupt ${format ?? 'image'} header${why}`;
+  return `cannot decode the ${image}${why}`;
 }
 
-function firstLine(msg: string): string {
-  return msg
+/** The decoder's own reasons in a libvips message, without sharp's prefix and the loaders' names, each once. */
+function decoderReasons(msg: string): string {
+  const reasons = msg
     .split('\n')
-    .map((l) => l.trim())
-    .filter(Boolean)
-    .slice(0, 2)
-    .join('; ');
+    .map((l) =>
+      l
+        .trim()
+        .replace(/^Input (buffer|file) (has corrupt header|contains unsupported image format):?\s*/i, '')
+        .replace(/^(Vips\w+|\w+load(_buffer|_source)?|webp|tiff|png|jpeg|gif):\s*/i, '')
+        .replace(/[.:;,\s]+$/, ''),
+    )
+    .filter(Boolean);
+  return [...new Set(reasons)].slice(0, 2).join('; ');
 }

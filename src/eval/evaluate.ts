@@ -42,6 +42,10 @@ export interface EvalOptions extends DatasetColumns {
   cache?: string | false;
   /** method options (e.g. testViews); with a checkpoint, one that changes its tensors' shapes is refused */
   methodOptions?: Record<string, unknown>;
+  /** read images outside `root` that the label file names (see `LoadOptions.allowOutsideRoot`) */
+  allowOutsideRoot?: boolean;
+  /** turn images as their EXIF orientation tag says (see `DecodeOptions.applyExifOrientation`); default false */
+  applyExifOrientation?: boolean;
   onEvent?: (e: { done: number; total: number }) => void;
   /** Label rows left out while loading (`Dataset.warnings`), told before the work starts. */
   onWarning?: (message: string, cases: string[]) => void;
@@ -91,6 +95,7 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
     imageCol: opts.imageCol ?? trainedOn?.columns?.imageCol,
     mosCol: opts.mosCol ?? trainedOn?.columns?.mosCol,
     promptCol: opts.promptCol ?? trainedOn?.columns?.promptCol,
+    allowOutsideRoot: opts.allowOutsideRoot,
   });
   if (ds.warnings?.length)
     opts.onWarning?.(`${opts.dataset}: ${ds.warnings.length} label row problem(s); the rows were left out`, ds.warnings);
@@ -105,6 +110,7 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
     batchSize: opts.batchSize,
     methodOptions: opts.methodOptions,
     cache: opts.cache,
+    applyExifOrientation: opts.applyExifOrientation,
   });
   const files = idx.map((i) => imagePath(ds, ds.items[i]!));
   const pred: number[] = [];

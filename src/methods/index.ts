@@ -34,7 +34,7 @@ import {
   modelWayOut,
   withWayOut,
 } from './pretrained.js';
-import { decodeImage, ImageDecodeError } from '../data/image.js';
+import { decodeImage, ImageDecodeError, type DecodeOptions } from '../data/image.js';
 import type { RgbImage } from '../data/rgb.js';
 import { loadCheckpoint, describeBackbone, type CheckpointMeta } from './checkpoint.js';
 import { Rng } from '../util/rng.js';
@@ -161,6 +161,11 @@ export interface MetricOptions {
    * none (the command's --no-cache); default PROMPTIQA_CACHE, else $XDG_CACHE_HOME/promptiqa, else ~/.cache/promptiqa
    */
   cache?: string | false;
+  /**
+   * Turn image files and bytes as their EXIF orientation tag says. Default false: the pixels as stored, as PIL's
+   * `Image.open(...).convert('RGB')` reads them in pyiqa and the methods' own code (see `DecodeOptions`).
+   */
+  applyExifOrientation?: boolean;
 }
 
 export type ImageInput = string | Uint8Array | RgbImage;
@@ -181,6 +186,8 @@ export interface MetricSource {
   /** every option of the method, defaults included */
   options: Record<string, unknown>;
   scoreRange: [number, number];
+  /** present (true) where images are turned by their EXIF orientation before scoring (not pyiqa's default) */
+  applyExifOrientation?: true;
 }
 
 export interface Metric {
@@ -371,8 +378,8 @@ function checkInput(input: unknown, where: string): asserts input is ImageInput 
   );
 }
 
-async function toImage(input: ImageInput): Promise<RgbImage> {
-  if (typeof input === 'string' || input instanceof Uint8Array) return decodeImage(input);
+async function toImage(input: ImageInput, decode: DecodeOptions = {}): Promise<RgbImage> {
+  if (typeof input === 'string' || input instanceof Uint8Array) return decodeImage(input, decode);
   return input;
 }
 
@@ -454,7 +461,16 @@ export async function createMetric(name: string, opts: MetricOptions = {}): Prom
     params = setup.model.init(new Rng(0));
   }
   const source = { ...(pretrained ? { pretrained: pretrained.name } : {}), ...(checkpoint ? { checkpoint } : {}) };
-  return metricFor(setup, params, { provider: settings.provider, threads: settings.threads }, batch, resolveCacheDir(opts.cache), source);
+  const decode = { applyExifOrientation: opts.applyExifOrientation ?? false };
+  return metricFor(
+    setup,
+    params,
+    { provider: settings.provider, threads: settings.threads },
+    batch,
+    resolveCacheDir(opts.cache),
+    source,
+    decode,
+  );
 }
 
 /** `methodOptions.allowUntrained`, read as the schema reads a boolean (the command line gives "true"/"false"). */
@@ -469,6 +485,7 @@ const METRIC_OPTIONS: ReadonlyArray<keyof MetricOptions> = [
   'batchSize',
   'methodOptions',
   'allowExtraTensors',
+  'applyExifOrientation',
   'onWarning',
   'hub',
   'onFile',
@@ -524,6 +541,7 @@ export function metricFor(
   batch = 8,
   textCache: CacheDir = null,
   from: Pick<MetricSource, 'pretrained' | 'checkpoint'> = {},
+  decode: DecodeOptions = {},
 ): Metric {
   checkBatchSize(batch);
   const { method } = setup;
@@ -534,6 +552,7 @@ export function metricFor(
     model: { name: setup.backbone.model, id: setup.backbone.weights.id },
     options: { ...setup.options },
     scoreRange: [...method.info.scoreRange],
+    ...(decode.applyExifOrientation ? { applyExifOrientation: true as const } : {}),
   };
   let closed = false;
   const checkOpen = (where: string): void => {
@@ -545,13 +564,13 @@ export function metricFor(
     async score(input) {
       checkOpen('score');
       checkInput(input, 'score');
-      return (await scorer.scoreImages([await toImage(input)]))[0]!;
+      return (await scorer.scoreImages([await toImage(input, decode)]))[0]!;
     },
     async scoreBatch(inputs) {
       checkOpen('scoreBatch');
       if (!Array.isArray(inputs)) throw new TypeError(`scoreBatch: expected an array of images; got ${describeValue(inputs)}`);
       inputs.forEach((x, i) => checkInput(x, `scoreBatch: image ${i}`));
-      return scorer.scoreImages(await Promise.all(inputs.map(toImage)));
+      return scorer.scoreImages(await Promise.all(inputs.map((x: ImageInput) => toImage(x, decode))));
     },
     async *scoreFiles(files: readonly string[]) {
       checkOpen('scoreFiles');
@@ -565,7 +584,9 @@ export function metricFor(
       const graphBatch = scorer.graphBatch(Math.min(batch, files.length));
       // decoding runs on libuv's threads: the next part decodes while this one is scored (a failure is that file's result)
       const decodeAll = (chunk: readonly string[]): Promise<Array<RgbImage | Error>> =>
-        Promise.all(chunk.map((f) => decodeImage(f).catch((err: unknown) => (err instanceof Error ? err : new Error(String(err))))));
+        Promise.all(
+          chunk.map((f) => decodeImage(f, decode).catch((err: unknown) => (err instanceof Error ? err : new Error(String(err))))),
+        );
       let next = decodeAll(files.slice(0, batch));
       for (let i = 0; i < files.length; i += batch) {
         const chunk = files.slice(i, i + batch);

@@ -12,7 +12,7 @@ import { imageFeatureGraph } from '../clip/encoders.js';
 import { trainView } from '../methods/views.js';
 import { CompiledGraph, type RuntimeOptions } from '../graph/runtime.js';
 import { imagePath, type Dataset } from '../data/datasets.js';
-import { decodeImage, ImageDecodeError } from '../data/image.js';
+import { decodeImage, ImageDecodeError, type DecodeOptions } from '../data/image.js';
 import type { RgbImage } from '../data/rgb.js';
 import { listUnreadable, type UnreadableImage } from '../data/check.js';
 import { READ_LIMITS, readRegularText, writeFileAtomic } from '../util/fs.js';
@@ -64,6 +64,8 @@ export class BatchSource {
     /** images left out, by item index: found before the run, or failing to decode during it */
     readonly skipped: Map<number, UnreadableImage>,
     private readonly unreadable: UnreadablePolicy,
+    /** how images are decoded (EXIF orientation) */
+    private readonly decode: DecodeOptions = {},
   ) {}
 
   /** Decoded images held now (decoding, or decoded and not yet done with), and the most held at once so far. */
@@ -90,7 +92,11 @@ export class BatchSource {
     if (frozen) return { idx: keep, frozen, settled: Promise.resolve([]) };
     this.held += keep.length;
     this.peakHeld = Math.max(this.peakHeld, this.held);
-    return { idx: keep, frozen, settled: Promise.allSettled(keep.map((i) => decodeImage(imagePath(this.ds, this.ds.items[i]!)))) };
+    return {
+      idx: keep,
+      frozen,
+      settled: Promise.allSettled(keep.map((i) => decodeImage(imagePath(this.ds, this.ds.items[i]!), this.decode))),
+    };
   }
 
   /** Done with a part: its images are no longer held. */
@@ -287,7 +293,8 @@ function unitMos(ds: Dataset, mos: number): number {
 export function readUnreadable(path: string): UnreadableImage[] {
   if (!existsSync(path)) return [];
   try {
-    const list = JSON.parse(readRegularText(path, 'list of unreadable images', READ_LIMITS.json)) as unknown;
+    // a regular file within the cap of label lists: a FIFO or a device there is not waited on or read
+    const list = JSON.parse(readRegularText(path, 'list of unreadable images', READ_LIMITS.labels)) as unknown;
     return Array.isArray(list) ? list.filter((u): u is UnreadableImage => typeof (u as UnreadableImage | null)?.file === 'string') : [];
   } catch {
     return []; // a damaged list only loses the hint of which files to decode in full

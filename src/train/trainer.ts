@@ -78,6 +78,10 @@ export interface TrainOptions extends DatasetColumns {
    * rather than refused. Every image is checked before the first step either way.
    */
   skipUnreadable?: boolean;
+  /** read images outside `root` that the label file names (see `LoadOptions.allowOutsideRoot`) */
+  allowOutsideRoot?: boolean;
+  /** turn images as their EXIF orientation tag says (see `DecodeOptions.applyExifOrientation`); default false */
+  applyExifOrientation?: boolean;
   /** for tests: stop (as if killed) after this many optimiser steps */
   stopAfterSteps?: number;
 }
@@ -202,7 +206,13 @@ class TrainingRun {
     const emit = opts.onEvent ?? (() => undefined);
 
     const columns: DatasetColumns = { imageCol: opts.imageCol, mosCol: opts.mosCol, promptCol: opts.promptCol };
-    const ds = loadDataset(opts.dataset, { root: opts.root, labelFile: opts.labelFile, target: opts.target, ...columns });
+    const ds = loadDataset(opts.dataset, {
+      root: opts.root,
+      labelFile: opts.labelFile,
+      target: opts.target,
+      ...columns,
+      allowOutsideRoot: opts.allowOutsideRoot,
+    });
     if (ds.warnings?.length)
       emit({
         kind: 'warning',
@@ -254,6 +264,8 @@ class TrainingRun {
       split: split.record,
       batch,
       ...(Object.values(columns).some((c) => c !== undefined) ? { columns } : {}),
+      // other pixels: a resume must not mix them (absent when false, so the runs made before it resume)
+      ...(opts.applyExifOrientation ? { applyExifOrientation: true } : {}),
     });
     const statePath = join(out, 'state');
     const optimizer = optimizerFor(o);
@@ -275,12 +287,20 @@ class TrainingRun {
         message: `training ${method.info.name} on ${trainIdx.length} images, validating on ${selectIdx.length} (${selectOn})`,
       });
     }
-    const source = new BatchSource(ds, setup, auxiliary, runtime, skipped, {
-      path: unreadablePath,
-      skip: !!opts.skipUnreadable,
-      emit,
-      keptAt: () => `${out} at epoch ${state.epoch}`,
-    });
+    const source = new BatchSource(
+      ds,
+      setup,
+      auxiliary,
+      runtime,
+      skipped,
+      {
+        path: unreadablePath,
+        skip: !!opts.skipUnreadable,
+        emit,
+        keptAt: () => `${out} at epoch ${state.epoch}`,
+      },
+      { applyExifOrientation: opts.applyExifOrientation ?? false },
+    );
     return new TrainingRun(
       opts,
       setup,

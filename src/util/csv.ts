@@ -2,12 +2,17 @@
  * CSV reading (a thin layer over csv-parse) and writing.
  *
  * Reading follows RFC 4180: the first record is the header. Fields may be quoted; inside quotes a
- * doubled quote is a quote, and commas and line breaks are data. Records end with LF, CRLF or a lone CR,
+ * doubled quote is a quote, and delimiters and line breaks are data. Records end with LF, CRLF or a lone CR,
  * mixed freely. A leading UTF-8 BOM is dropped. Blank lines (outside quotes) are skipped, so a trailing
  * newline or an empty last line is harmless. Every record must have as many fields as the header; errors
  * name the file and the line on which the offending record starts (1-based).
+ *
+ * The delimiter is a comma, unless the header has none and has semicolons or tabs (as spreadsheets save
+ * CSV in locales with a decimal comma, and as "Unicode text"): then that. Files are UTF-8, or UTF-16 with
+ * its byte-order mark (`decodeCsvText`); other encodings are refused by name.
  */
 import { parse, CsvError } from 'csv-parse/sync';
+import { readRegularFile, READ_LIMITS } from './fs.js';
 
 export interface Csv {
   header: string[];
@@ -40,7 +45,22 @@ function csvErrorText(err: CsvError): string {
   }
 }
 
+/** The field delimiter of a CSV: ',' unless its header (its first record) has no comma and has ';' or tabs. */
+export function detectDelimiter(text: string): ',' | ';' | '\t' {
+  const counts = { ',': 0, ';': 0, '\t': 0 };
+  let quoted = false;
+  for (const ch of text) {
+    if (ch === '"') quoted = !quoted;
+    else if (!quoted && (ch === '\n' || ch === '\r')) break;
+    else if (!quoted && (ch === ',' || ch === ';' || ch === '\t')) counts[ch]++;
+  }
+  if (counts[','] > 0) return ',';
+  if (counts[';'] === 0 && counts['\t'] === 0) return ',';
+  return counts[';'] >= counts['\t'] ? ';' : '\t';
+}
+
 export function parseCsv(text: string, file = '<csv>'): Csv {
+  const delimiter = detectDelimiter(text);
   const records: string[][] = [];
   const lines: number[] = [];
   // Lines taken by the records so far; with csv-parse's count of skipped blank lines this places each record.
@@ -48,6 +68,7 @@ export function parseCsv(text: string, file = '<csv>'): Csv {
   try {
     parse(text, {
       bom: true,
+      delimiter,
       skip_empty_lines: true,
       relax_column_count: true, // checked below, with the line
       record_delimiter: ['\r\n', '\n', '\r'],
@@ -72,6 +93,75 @@ export function parseCsv(text: string, file = '<csv>'): Csv {
     }
   });
   return { header, rows, lines: lines.slice(1) };
+}
+
+const BOMS: ReadonlyArray<{ bytes: readonly number[]; encoding: string; decoder?: 'utf-8' | 'utf-16le' | 'utf-16be' }> = [
+  // UTF-32 first: its little-endian mark begins with UTF-16's
+  { bytes: [0xff, 0xfe, 0, 0], encoding: 'UTF-32 (little-endian)' },
+  { bytes: [0, 0, 0xfe, 0xff], encoding: 'UTF-32 (big-endian)' },
+  { bytes: [0xef, 0xbb, 0xbf], encoding: 'UTF-8', decoder: 'utf-8' },
+  { bytes: [0xff, 0xfe], encoding: 'UTF-16 (little-endian)', decoder: 'utf-16le' },
+  { bytes: [0xfe, 0xff], encoding: 'UTF-16 (big-endian)', decoder: 'utf-16be' },
+];
+
+/**
+ * The text of a CSV file's bytes: UTF-8 (a BOM dropped), or UTF-16 with its byte-order mark (spreadsheets'
+ * "Unicode text"). UTF-32, text that is not valid UTF-8, and NUL bytes in the header (UTF-16 without its
+ * mark, or not a text file) are refused, naming the file, the encoding or the line.
+ */
+export function decodeCsvText(bytes: Uint8Array, file = '<csv>'): string {
+  const bom = BOMS.find((b) => b.bytes.every((x, i) => bytes[i] === x));
+  if (bom && !bom.decoder) throw new Error(`${file}: the file is ${bom.encoding} text; save it as UTF-8 (or UTF-16)`);
+  const decoder = bom?.decoder ?? 'utf-8';
+  let text: string;
+  try {
+    // fatal: a byte that is not text is an error, not a silent U+FFFD in an image path
+    text = new TextDecoder(decoder, { fatal: true }).decode(bytes); // the BOM is dropped
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ERR_ENCODING_INVALID_ENCODED_DATA') {
+      throw new Error(`${file}: cannot read it as text: ${(err as Error).message}`, { cause: err }); // e.g. longer than a string can be
+    }
+    const what = bom ? `${bom.encoding} text as its byte-order mark says` : 'UTF-8 text';
+    throw new Error(`${file}:${firstBadLine(bytes, decoder)}: not ${what}; save the file as UTF-8`, { cause: err });
+  }
+  const end = text.search(/[\r\n]/);
+  if ((end < 0 ? text : text.slice(0, end)).includes('\0')) {
+    throw new Error(`${file}:1: a NUL byte in the header: UTF-16 text without its byte-order mark, or not a text file; save it as UTF-8`);
+  }
+  return text;
+}
+
+/** The 1-based line of the first bytes that `decoder` refuses (by lines: a refused line is the one). */
+function firstBadLine(bytes: Uint8Array, decoder: 'utf-8' | 'utf-16le' | 'utf-16be'): number {
+  const dec = new TextDecoder(decoder, { fatal: true });
+  const unit = decoder === 'utf-8' ? 1 : 2;
+  let line = 1;
+  let start = 0;
+  for (let i = 0; i + unit <= bytes.length; i += unit) {
+    const lf =
+      unit === 1
+        ? bytes[i] === 0x0a
+        : decoder === 'utf-16le'
+          ? bytes[i] === 0x0a && bytes[i + 1] === 0
+          : bytes[i] === 0 && bytes[i + 1] === 0x0a;
+    if (!lf) continue;
+    try {
+      dec.decode(bytes.subarray(start, i));
+    } catch {
+      return line;
+    }
+    line++;
+    start = i + unit;
+  }
+  return line;
+}
+
+/**
+ * Reads and parses a CSV file: a regular file of at most `READ_LIMITS.labels` (a FIFO or a device is refused
+ * without waiting), decoded by `decodeCsvText`. `what` names it in errors ("label file").
+ */
+export function readCsvFile(path: string, what = 'CSV file'): Csv {
+  return parseCsv(decodeCsvText(readRegularFile(path, what, READ_LIMITS.labels), path), path);
 }
 
 /** Quotes a field only when it must be: it holds a comma, a quote or a line break. */

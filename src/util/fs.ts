@@ -15,6 +15,7 @@ import {
   rmSync,
   statSync,
   statfsSync,
+  type Stats,
 } from 'node:fs';
 import { dirname, basename, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -306,7 +307,7 @@ export function readFileHead(path: string, bytes: number, what = 'file'): Buffer
 }
 
 /** What a file that is not a regular file is, in words: "a FIFO", "a character device", … */
-export function describeKind(st: ReturnType<typeof fstatSync>): string {
+export function describeKind(st: Pick<Stats, 'isDirectory' | 'isFIFO' | 'isCharacterDevice' | 'isBlockDevice' | 'isSocket'>): string {
   if (st.isDirectory()) return 'a folder';
   if (st.isFIFO()) return 'a FIFO (named pipe)';
   if (st.isCharacterDevice()) return 'a character device';
@@ -349,6 +350,17 @@ export function formatBytes(n: number): string {
 }
 
 /**
+ * Why a file with these stats cannot be read as an input of at most `maxBytes` ("it is a FIFO (named pipe), not a
+ * regular file", "it is 2.1 GB, more than …"), or undefined when it can. For callers that open the file themselves
+ * (asynchronously, with O_NONBLOCK, as `openRegularFile` does).
+ */
+export function notReadableInput(st: Stats, maxBytes: number): string | undefined {
+  if (!st.isFile()) return `it is ${describeKind(st)}, not a regular file`;
+  if (st.size > maxBytes) return `it is ${formatBytes(st.size)}, more than the ${formatBytes(maxBytes)} such a file may be`;
+  return undefined;
+}
+
+/**
  * Opens `path` for reading, checked to be a regular file (a link is followed to its target) of at most
  * `maxBytes`: a FIFO, a device or a folder is refused before anything is read, and never blocks (the file is
  * opened non-blocking). Returns the descriptor, which the caller closes, and the size.
@@ -362,13 +374,8 @@ export function openRegularFile(path: string, what: string, maxBytes = Number.MA
   }
   try {
     const st = fstatSync(fd);
-    if (!st.isFile()) throw new InputFileError(path, `cannot read ${what} ${path}: it is ${describeKind(st)}, not a regular file`);
-    if (st.size > maxBytes) {
-      throw new InputFileError(
-        path,
-        `cannot read ${what} ${path}: it is ${formatBytes(st.size)}, more than the ${formatBytes(maxBytes)} such a file may be`,
-      );
-    }
+    const problem = notReadableInput(st, maxBytes);
+    if (problem !== undefined) throw new InputFileError(path, `cannot read ${what} ${path}: ${problem}`);
     return { fd, size: st.size };
   } catch (err) {
     closeSync(fd);

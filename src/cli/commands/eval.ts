@@ -21,6 +21,8 @@ interface EvalCliOptions {
   imageCol?: string;
   mosCol?: string;
   promptCol?: string;
+  allowOutsideRoot?: boolean;
+  exifOrientation?: boolean;
   target?: string;
   split: 'all' | 'test';
   seed?: number;
@@ -65,6 +67,8 @@ export const register: Register = (program, { io }) => {
     .addOption(opt.imageCol())
     .addOption(opt.mosCol())
     .addOption(opt.promptCol())
+    .addOption(opt.allowOutsideRoot())
+    .addOption(opt.exifOrientation())
     .addOption(opt.target())
     .addOption(new Option('--split <which>', 'all images, or the test side of the split').choices(['all', 'test']).default('all'))
     .addOption(opt.seed())
@@ -107,6 +111,8 @@ export const register: Register = (program, { io }) => {
         imageCol: o.imageCol,
         mosCol: o.mosCol,
         promptCol: o.promptCol,
+        allowOutsideRoot: o.allowOutsideRoot,
+        applyExifOrientation: o.exifOrientation,
         target: o.target,
         split: o.split,
         splitBy: o.splitBy,

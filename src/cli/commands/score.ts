@@ -42,6 +42,8 @@ interface ScoreOptions {
   imageCol?: string;
   mosCol?: string;
   promptCol?: string;
+  allowOutsideRoot?: boolean;
+  exifOrientation?: boolean;
   target?: string;
   retryFailed?: boolean;
   quiet?: boolean;
@@ -156,7 +158,9 @@ export const register: Register = (program, { io }) => {
     .addOption(opt.imageCol())
     .addOption(opt.mosCol())
     .addOption(opt.promptCol())
+    .addOption(opt.allowOutsideRoot())
     .addOption(opt.target())
+    .addOption(opt.exifOrientation())
     .addOption(opt.format(['table', 'json', 'csv', 'jsonl'], 'table'))
     .addOption(opt.output())
     .addOption(new Option('--retry-failed', 'with --format jsonl --output FILE: score again the files whose records in FILE are errors'))
@@ -229,6 +233,7 @@ export const register: Register = (program, { io }) => {
             mosCol: o.mosCol,
             promptCol: o.promptCol,
             checkImages: false,
+            allowOutsideRoot: o.allowOutsideRoot,
           });
           const byPath = new Map<string, number>();
           datasetImages = ds.items.map((it) => imagePath(ds, it));
@@ -257,6 +262,7 @@ export const register: Register = (program, { io }) => {
             batchSize: o.batch,
             methodOptions: o.methodOptions,
             allowExtraTensors: o.allowExtraTensors === true,
+            applyExifOrientation: o.exifOrientation,
             hub: { progress: wantsProgress(io, o.quiet) },
             ...(o.cache ? {} : { cache: false as const }),
             onFile: (f) =>

@@ -18,6 +18,8 @@ interface TrainCliOptions {
   mosCol?: string;
   promptCol?: string;
   skipUnreadable?: boolean;
+  allowOutsideRoot?: boolean;
+  exifOrientation?: boolean;
   target?: string;
   model?: string;
   epochs?: number;
@@ -71,6 +73,8 @@ export const register: Register = (program, { io }) => {
     .addOption(opt.imageCol())
     .addOption(opt.mosCol())
     .addOption(opt.promptCol())
+    .addOption(opt.allowOutsideRoot())
+    .addOption(opt.exifOrientation())
     .addOption(opt.target())
     .addOption(opt.model())
     .addOption(
@@ -156,6 +160,8 @@ export const register: Register = (program, { io }) => {
         mosCol: o.mosCol,
         promptCol: o.promptCol,
         skipUnreadable: o.skipUnreadable,
+        allowOutsideRoot: o.allowOutsideRoot,
+        applyExifOrientation: o.exifOrientation,
         target: o.target,
         out: o.out,
         epochs: o.epochs,

@@ -235,6 +235,8 @@ export function sourceDifferences(recorded: MetricSource, current: MetricSource)
   const b = now.options ?? {};
   for (const k of [...new Set([...Object.keys(a), ...Object.keys(b)])].sort()) differ(`option ${k}`, a[k], b[k]);
   differ('score range', there.scoreRange, now.scoreRange);
+  const exif = (on: true | undefined): string => (on ? 'turned by EXIF orientation' : 'as stored');
+  differ('images', there.applyExifOrientation, now.applyExifOrientation, exif(there.applyExifOrientation), exif(now.applyExifOrientation));
   return out;
 }
 
