@@ -19,7 +19,7 @@ import { archConfig } from '../src/clip/config.js';
 import { randomClipWeights, transpose2d, type ClipWeights, type LayerWeights } from '../src/clip/weights.js';
 import { writeSafetensors } from '../src/clip/safetensors.js';
 import type { HostTensor } from '../src/graph/tensor.js';
-import { train } from '../src/train/trainer.js';
+import { train } from '../src/train/index.js';
 
 const { values: args } = parseArgs({
   options: {

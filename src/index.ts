@@ -19,8 +19,8 @@ export type {
   PretrainedFile,
   PretrainedMetric,
 } from './methods/index.js';
-export { train, trainRounds } from './train/trainer.js';
-export type { TrainEvent, TrainOptions, TrainResult } from './train/trainer.js';
+export { train, trainRounds } from './train/index.js';
+export type { TrainEvent, TrainOptions, TrainResult } from './train/index.js';
 export { evaluate } from './eval/evaluate.js';
 export type { EvalOptions, EvalReport } from './eval/evaluate.js';
 

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { train } from '../src/train/trainer.js';
+import { train } from '../src/train/index.js';
 import { evaluate, type EvalOptions } from '../src/eval/evaluate.js';
 import { loadDataset } from '../src/data/datasets.js';
 import { sampleIndices, splitDataset } from '../src/data/splits.js';

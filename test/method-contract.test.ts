@@ -13,7 +13,7 @@ import { type CommonOptions, type Schema, commonSchema, spec } from '../src/meth
 import { createMetric, listMetrics, loadBackbone, registerMethod } from '../src/methods/index.js';
 import { loadCheckpoint } from '../src/methods/checkpoint.js';
 import { evaluate } from '../src/eval/evaluate.js';
-import { train } from '../src/train/trainer.js';
+import { train } from '../src/train/index.js';
 import { normalInit } from '../src/prompts/context.js';
 import { sharedDir } from './helpers/shared.js';
 import { Rng } from '../src/util/rng.js';
@@ -165,8 +165,14 @@ test('items without a target the method cannot do without are refused before the
 test("the shared trainer, scorer, graphs and evaluator name no method's auxiliary target", () => {
   for (const file of [
     'src/train/trainer.ts',
+    'src/train/checks.ts',
+    'src/train/state.ts',
+    'src/train/rounds.ts',
     'src/methods/graphs.ts',
-    'src/methods/index.ts',
+    'src/methods/registry.ts',
+    'src/methods/load.ts',
+    'src/methods/metric.ts',
+    'src/methods/create.ts',
     'src/eval/evaluate.ts',
     'src/methods/method.ts',
   ]) {

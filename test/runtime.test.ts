@@ -19,7 +19,7 @@ import {
 } from '../src/graph/runtime.js';
 import { buildProgram, type CliIo } from '../src/cli/main.js';
 import { evaluate } from '../src/eval/evaluate.js';
-import { train } from '../src/train/trainer.js';
+import { train } from '../src/train/index.js';
 import { cli } from './helpers/cli.js';
 import { Graph, add } from '../src/graph/graph.js';
 import { sharedDir } from './helpers/shared.js';

@@ -16,7 +16,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { train, type TrainOptions } from '../src/train/trainer.js';
+import { train, type TrainOptions } from '../src/train/index.js';
 import { readUnreadable } from '../src/train/batches.js';
 import { loadDataset } from '../src/data/datasets.js';
 import { splitDataset } from '../src/data/splits.js';

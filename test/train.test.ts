@@ -4,7 +4,7 @@ import { join, relative } from 'node:path';
 import { mkdtempSync, readFileSync, existsSync, writeFileSync, mkdirSync, readdirSync, copyFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { spawn } from 'node:child_process';
-import { runKeyChanges, train, trainRounds, type TrainOptions } from '../src/train/trainer.js';
+import { runKeyChanges, train, trainRounds, type TrainOptions } from '../src/train/index.js';
 import { createMetric } from '../src/methods/index.js';
 import { loadCheckpoint, loadCheckpointMeta, type CheckpointMeta } from '../src/methods/checkpoint.js';
 import { type SplitRecord } from '../src/data/splits.js';

@@ -1,117 +1,32 @@
 /**
  * The training loop shared by every trainable method: batches from a seeded split, the method's
  * augmentation, its graph (loss, gradients and the optimiser's update in one ONNX Runtime run, the state kept
- * where the graph runs: resident.ts), the schedule, validation every epoch, early stopping, a JSONL log, and a resumable state written
- * atomically at every epoch's end. Every random choice derives from (seed, epoch, step), so a run killed
- * at any moment resumes from its last epoch and ends with the same numbers as an uninterrupted one.
+ * where the graph runs: resident.ts), the schedule, validation every epoch, early stopping, a JSONL log, and a
+ * resumable state written atomically at every epoch's end (state.ts). Every random choice derives from (seed, epoch,
+ * step), so a run killed at any moment resumes from its last epoch and ends with the same numbers as an
+ * uninterrupted one.
  */
-import type { Provider } from '../graph/runtime.js';
-import { existsSync, mkdirSync, rmSync, appendFileSync, readdirSync } from 'node:fs';
+import { mkdirSync, rmSync, appendFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { getMethod, loadBackbone } from '../methods/index.js';
 import { type AuxiliaryTarget, type Method, type Options, enabledAuxiliary, parseOptions } from '../methods/method.js';
 import { type BackboneSource, type MethodSetup, Scorer, TrainStep, setUp } from '../methods/graphs.js';
 import { type ParamSet } from '../prompts/context.js';
 import { type RuntimeOptions } from '../graph/runtime.js';
-import { loadDataset, imagePath, type Dataset, type DatasetColumns } from '../data/datasets.js';
-import { runSplit, resolveSplitSettings, describeSplit, roundSeed, type SplitSettings, type Split, type RunSplit } from '../data/splits.js';
-import { findUnreadableImages, listUnreadable, type UnreadableImage } from '../data/check.js';
-import { FIGURES, correlations, figuresOf, summarise } from '../eval/metrics.js';
+import { loadDataset, type Dataset, type DatasetColumns } from '../data/datasets.js';
+import { runSplit, resolveSplitSettings, describeSplit, roundSeed, type RunSplit } from '../data/splits.js';
+import { correlations, figuresOf } from '../eval/metrics.js';
 import { linePlotSvg } from '../eval/plot.js';
-import {
-  optimizerFor,
-  cosineWithWarmup,
-  epochCosineWithWarmup,
-  constantLr,
-  type Optimizer,
-  type Schedule,
-  optimizerStateToSafetensors,
-  optimizerStateFromSafetensors,
-} from './optim.js';
+import { optimizerFor, cosineWithWarmup, epochCosineWithWarmup, constantLr, type Optimizer, type Schedule } from './optim.js';
 import { saveCheckpoint, loadCheckpoint, type CheckpointMeta } from '../methods/checkpoint.js';
-import { readSafetensors, writeSafetensors } from '../clip/safetensors.js';
-import { READ_LIMITS, checkWritableFolder, readRegularText, writeFileAtomic } from '../util/fs.js';
-import { checkRunSettings } from '../graph/settings.js';
+import { checkWritableFolder, writeFileAtomic } from '../util/fs.js';
 import { withLock } from '../util/lock.js';
 import { ResidentTraining } from './resident.js';
-import { BatchSource, readUnreadable, sortedValues, writeUnreadable, type Batch } from './batches.js';
+import { BatchSource, sortedValues, type Batch } from './batches.js';
 import { Rng } from '../util/rng.js';
-
-/** `warning`: `message` says what, `warnings` lists the cases (dataset rows left out, unreadable images skipped). */
-export interface TrainEvent {
-  kind: 'start' | 'step' | 'epoch' | 'done' | 'warning';
-  epoch?: number;
-  step?: number;
-  stepsPerEpoch?: number;
-  loss?: number;
-  val?: Record<string, number>;
-  message?: string;
-  warnings?: string[];
-}
-
-export interface TrainOptions extends DatasetColumns {
-  method: string;
-  model: string;
-  dataset: string;
-  root: string;
-  labelFile?: string;
-  target?: string;
-  out: string;
-  epochs?: number;
-  batchSize?: number;
-  lr?: number;
-  seed?: number;
-  limit?: number;
-  splitBy?: 'image' | 'group' | 'official';
-  ratios?: [number, number, number];
-  selectOn?: 'val' | 'test';
-  patience?: number;
-  threads?: number;
-  device?: Provider;
-  /** the method's options (`key: value`, read by its schema; `epochs`, `batchSize`, `lr` and `patience` above override theirs) */
-  methodOptions?: Record<string, unknown>;
-  /** round r of a multi-round run: the split and the training use `roundSeed(seed, r)`; the `limit` subset stays that of `seed` */
-  round?: number;
-  onEvent?: (e: TrainEvent) => void;
-  /**
-   * Images that cannot be read are left out (and listed in the run's result.json and unreadable.json)
-   * rather than refused. Every image is checked before the first step either way.
-   */
-  skipUnreadable?: boolean;
-  /** read images outside `root` that the label file names (see `LoadOptions.allowOutsideRoot`) */
-  allowOutsideRoot?: boolean;
-  /** turn images as their EXIF orientation tag says (see `DecodeOptions.applyExifOrientation`); default false */
-  applyExifOrientation?: boolean;
-  /** for tests: stop (as if killed) after this many optimiser steps */
-  stopAfterSteps?: number;
-}
-
-export interface TrainResult {
-  out: string;
-  checkpoint: string;
-  bestEpoch: number;
-  best: Record<string, number>;
-  test?: Record<string, number>;
-  epochs: number;
-  selectOn: 'val' | 'test';
-  split: SplitSettings;
-  unreadable?: UnreadableImage[];
-}
-
-interface EpochRecord {
-  epoch: number;
-  loss: number;
-  val: Record<string, number>;
-  lr: number;
-}
-
-interface State {
-  epoch: number; // epochs completed
-  bestEpoch: number;
-  bestScore: number;
-  history: EpochRecord[];
-  steps: number;
-}
+import type { TrainEvent, TrainOptions, TrainResult } from './options.js';
+import { checkAuxiliaryTargets, checkRunFolder, checkRunImages, checkTrainOptions } from './checks.js';
+import { type EpochRecord, type State, loadState, saveState, trimLog } from './state.js';
 
 function makeSchedule(o: Options, stepsPerEpoch: number): Schedule {
   if (o.schedule !== 'cosine') return constantLr(o.lr);
@@ -156,6 +71,39 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   });
 }
 
+/** A run's fixed settings, worked out by `TrainingRun.prepare`. */
+interface RunSettings {
+  out: string;
+  seed: number;
+  selectOn: 'val' | 'test';
+  selectIdx: number[];
+  trainIdx: number[];
+  batch: number;
+  stepsPerEpoch: number;
+  runtime: RuntimeOptions;
+  backboneSource: BackboneSource;
+  columns: DatasetColumns;
+  unreadablePath: string;
+  statePath: string;
+  runKey: string;
+}
+
+/** Everything a TrainingRun holds, by name. */
+interface RunParts {
+  opts: TrainOptions;
+  setup: MethodSetup;
+  ds: Dataset;
+  split: RunSplit;
+  source: BatchSource;
+  auxiliary: readonly AuxiliaryTarget[];
+  run: RunSettings;
+  schedule: Schedule;
+  optimizer: Optimizer;
+  params: ParamSet;
+  state: State;
+  emit: (e: TrainEvent) => void;
+}
+
 /**
  * One training run, holding the lock on its folder: `prepare` checks and loads everything the run needs
  * (refusing before the first step what can be refused) and resumes a saved state; `execute` runs the
@@ -168,35 +116,33 @@ class TrainingRun {
   private readonly scorer: Scorer;
   private stepsThisRun = 0;
 
-  private constructor(
-    private readonly opts: TrainOptions,
-    private readonly setup: MethodSetup,
-    private readonly ds: Dataset,
-    private readonly split: RunSplit,
-    private readonly source: BatchSource,
-    private readonly auxiliary: readonly AuxiliaryTarget[],
-    private readonly run: {
-      out: string;
-      seed: number;
-      selectOn: 'val' | 'test';
-      selectIdx: number[];
-      trainIdx: number[];
-      batch: number;
-      stepsPerEpoch: number;
-      runtime: RuntimeOptions;
-      backboneSource: BackboneSource;
-      columns: DatasetColumns;
-      unreadablePath: string;
-      statePath: string;
-      runKey: string;
-    },
-    private readonly schedule: Schedule,
-    private readonly optimizer: Optimizer,
-    private params: ParamSet,
-    private readonly state: State,
-    private readonly emit: (e: TrainEvent) => void,
-  ) {
-    this.scorer = new Scorer(setup, params, run.runtime, Math.min(8, run.batch));
+  private readonly opts: TrainOptions;
+  private readonly setup: MethodSetup;
+  private readonly ds: Dataset;
+  private readonly split: RunSplit;
+  private readonly source: BatchSource;
+  private readonly auxiliary: readonly AuxiliaryTarget[];
+  private readonly run: RunSettings;
+  private readonly schedule: Schedule;
+  private readonly optimizer: Optimizer;
+  private params: ParamSet;
+  private readonly state: State;
+  private readonly emit: (e: TrainEvent) => void;
+
+  private constructor(parts: RunParts) {
+    this.opts = parts.opts;
+    this.setup = parts.setup;
+    this.ds = parts.ds;
+    this.split = parts.split;
+    this.source = parts.source;
+    this.auxiliary = parts.auxiliary;
+    this.run = parts.run;
+    this.schedule = parts.schedule;
+    this.optimizer = parts.optimizer;
+    this.params = parts.params;
+    this.state = parts.state;
+    this.emit = parts.emit;
+    this.scorer = new Scorer(parts.setup, parts.params, parts.run.runtime, Math.min(8, parts.run.batch));
   }
 
   static async prepare(opts: TrainOptions, method: Method, o: Options): Promise<TrainingRun> {
@@ -301,14 +247,14 @@ class TrainingRun {
       },
       { applyExifOrientation: opts.applyExifOrientation ?? false },
     );
-    return new TrainingRun(
+    return new TrainingRun({
       opts,
       setup,
       ds,
       split,
       source,
       auxiliary,
-      {
+      run: {
         out,
         seed,
         selectOn,
@@ -323,12 +269,12 @@ class TrainingRun {
         statePath,
         runKey,
       },
-      makeSchedule(o, stepsPerEpoch),
+      schedule: makeSchedule(o, stepsPerEpoch),
       optimizer,
       params,
       state,
       emit,
-    );
+    });
   }
 
   async execute(): Promise<TrainResult> {
@@ -527,258 +473,6 @@ class TrainingRun {
   }
 }
 
-/** Library callers get what the command line's parsers would have refused, before any work starts (the method's options are checked by its schema). */
-function checkTrainOptions(opts: TrainOptions): void {
-  const wholeAtLeast = (name: string, v: unknown, min: number): void => {
-    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min)
-      throw new RangeError(`train: ${name} must be a whole number ≥ ${min}, not ${String(v)}`);
-  };
-  if (opts.limit !== undefined) wholeAtLeast('limit', opts.limit, 1);
-  if (opts.seed !== undefined) wholeAtLeast('seed', opts.seed, 0);
-  const m: unknown = opts.methodOptions;
-  if (m !== undefined && (typeof m !== 'object' || m === null || Array.isArray(m)))
-    throw new TypeError(`train: methodOptions must be an object of the method's options; got ${JSON.stringify(m)}`);
-  // the device (one of DEVICE_TYPES, its provider working here) and threads, as createMetric and the command line check
-  // them (the batch size is a method option, which the method's schema checks)
-  checkRunSettings('train', { device: opts.device, threads: opts.threads });
-}
-
-/** What a training run writes in its folder (`train`): a folder holding one of these is a run's. */
-const RUN_FILES = ['state.json', 'train.jsonl', 'checkpoint.json', 'result.json', 'unreadable.json'];
-/** What a multi-round run writes in its folder (`trainRounds`), besides its round-N folders. */
-const ROUNDS_FILES = ['rounds.json'];
-
-/**
- * Refuses an --out folder that holds files but is not a run of this kind: one with other files and no run (a run
- * writes and deletes files there, state-epoch*.safetensors among them, and must not mix them with someone else's),
- * or the folder of a multi-round run given to a single run, or the other way round.
- */
-function checkRunFolder(out: string, kind: 'run' | 'rounds'): void {
-  let entries: string[];
-  try {
-    entries = readdirSync(out).filter((e) => e !== '.lock');
-  } catch {
-    return; // not there yet (or not a folder: checkWritableFolder says so)
-  }
-  if (entries.length === 0) return;
-  const single = entries.some((e) => RUN_FILES.includes(e));
-  const rounds = entries.some((e) => ROUNDS_FILES.includes(e) || /^round-\d+$/.test(e));
-  if (kind === 'run' ? single : rounds) return;
-  if (kind === 'run' && rounds)
-    throw new Error(`${out}: the folder of a multi-round run (round-0, …): give the same --rounds to resume it, or another --out`);
-  if (kind === 'rounds' && single)
-    throw new Error(`${out}: the folder of a single training run: give it without --rounds to resume it, or another --out`);
-  const shown = entries.sort().slice(0, 3).join(', ');
-  throw new Error(
-    `${out}: a folder that holds other files (${shown}${entries.length > 3 ? `, and ${entries.length - 3} more` : ''}) and no training run; give --out a new or empty folder, or the folder of the run to resume`,
-  );
-}
-
-/** Refuses, before the first step, training items that lack an auxiliary target the method cannot do without. */
-function checkAuxiliaryTargets(
-  dataset: string,
-  method: Method,
-  auxiliary: readonly AuxiliaryTarget[],
-  ds: Dataset,
-  train: readonly number[],
-): void {
-  for (const t of auxiliary) {
-    if (t.missing.kind !== 'refuse') continue;
-    const lacking = train.filter((i) => t.read(ds.items[i]!, ds.info) === undefined).map((i) => ds.items[i]!.image);
-    if (lacking.length === 0) continue;
-    const first = lacking.slice(0, 3).join(', ');
-    throw new Error(
-      `${dataset}: ${lacking.length} training image(s) have no ${t.name} score (${first}${lacking.length > 3 ? ', …' : ''}); ${method.info.name}: ${t.missing.why}`,
-    );
-  }
-}
-
-/**
- * Checks every image the run reads (training, validation and test sides) before the first step; files
- * that failed in an earlier run of this folder are decoded in full. Throws with the list, or with
- * `skip` returns them by item index; records them in `listPath` either way.
- */
-async function checkRunImages(ds: Dataset, split: Split, listPath: string, skip: boolean): Promise<Map<number, UnreadableImage>> {
-  const used = [...new Set([...split.train, ...split.val, ...split.test])].sort((a, b) => a - b);
-  const files = used.map((i) => imagePath(ds, ds.items[i]!));
-  const before = readUnreadable(listPath);
-  const found = await findUnreadableImages(files, { decodeFully: new Set(before.map((u) => u.file)) });
-  if (found.length === 0) {
-    rmSync(listPath, { force: true });
-    return new Map();
-  }
-  writeUnreadable(listPath, found);
-  if (!skip) {
-    throw new Error(
-      `${found.length} of the ${files.length} images of this run cannot be read:\n${listUnreadable(found)}\n` +
-        `Replace or remove ${found.length > 1 ? 'them' : 'it'}, or pass skipUnreadable (--skip-unreadable) to train without ${found.length > 1 ? 'them' : 'it'}` +
-        `${found.length > 20 ? `; all are listed in ${listPath}` : ''}.`,
-    );
-  }
-  const index = new Map(used.map((i, k) => [files[k]!, i]));
-  return new Map(found.map((u) => [index.get(u.file)!, u]));
-}
-
-/**
- * Keeps the log's records up to the resumed epoch: the steps of an interrupted epoch are run again after a
- * resume and must appear once. A torn last line (a kill mid-write) goes too.
- */
-function trimLog(path: string, epoch: number): void {
-  if (!existsSync(path)) return;
-  const kept = readRegularText(path, 'training log', READ_LIMITS.labels)
-    .split('\n')
-    .filter((line) => {
-      try {
-        const rec = JSON.parse(line) as { epoch?: unknown };
-        return typeof rec.epoch !== 'number' || rec.epoch <= epoch;
-      } catch {
-        return false;
-      }
-    });
-  writeFileAtomic(path, kept.map((l) => l + '\n').join(''));
-}
-
 function prefix(m: Record<string, number>, p: string): Record<string, number> {
   return Object.fromEntries(Object.entries(m).map(([k, v]) => [`${p}_${k}`, v]));
-}
-
-function saveState(base: string, runKey: string, params: ParamSet, state: State, optimizer: Optimizer): void {
-  const { tensors, metadata } = optimizerStateToSafetensors(optimizer.state());
-  const all = { ...Object.fromEntries([...params].map(([k, v]) => [`param.${k}`, v])), ...tensors };
-  // the tensors file carries its epoch; the JSON written after it names that epoch
-  const file = `${base}-epoch${state.epoch}.safetensors`;
-  writeSafetensors(file, all, metadata);
-  writeFileAtomic(`${base}.json`, JSON.stringify({ runKey, state, tensors: file }) + '\n');
-  const dir = join(base, '..');
-  for (const f of readdirSync(dir)) {
-    const full = join(dir, f);
-    if (f.startsWith('state-epoch') && full !== file) rmSync(full, { force: true });
-  }
-}
-
-/**
- * The settings in which two run identities (`runKey`) differ, named as a user gives them: "epochs 3 ≠ 2" (now ≠ then).
- * The dataset's digests are said once, as its images or scores; the sides' sizes and digests, which follow from the
- * rest, only when nothing else differs.
- */
-export function runKeyChanges(now: string, then: string): string[] {
-  let a: unknown;
-  let b: unknown;
-  try {
-    a = JSON.parse(now);
-    b = JSON.parse(then);
-  } catch {
-    return [];
-  }
-  const flat = (v: unknown, path: string, out: Map<string, unknown>): Map<string, unknown> => {
-    if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
-      for (const [k, x] of Object.entries(v)) flat(x, path ? `${path}.${k}` : k, out);
-    } else out.set(path, v);
-    return out;
-  };
-  const x = flat(a, '', new Map());
-  const y = flat(b, '', new Map());
-  const show = (v: unknown): string =>
-    v === undefined ? 'unset' : Array.isArray(v) ? v.join(',') : typeof v === 'string' ? v : JSON.stringify(v);
-  const named: Record<string, string> = {
-    'split.by': 'split by',
-    'split.ratios': 'ratios',
-    'split.seed': 'seed',
-    'split.round': 'round',
-    'split.limit': 'limit',
-    method: 'method',
-    dataset: 'dataset',
-    target: 'target',
-    batch: 'batch',
-  };
-  const out: string[] = [];
-  let images = false;
-  let weights = false;
-  let derived = false;
-  for (const key of new Set([...x.keys(), ...y.keys()])) {
-    const [p, q] = [x.get(key), y.get(key)];
-    if (JSON.stringify(p) === JSON.stringify(q)) continue;
-    if (key === 'batch' && x.get('o.batchSize') !== y.get('o.batchSize')) continue; // follows from batchSize
-    if (key.startsWith('o.')) out.push(`${key.slice(2)} ${show(p)} ≠ ${show(q)}`);
-    else if (named[key]) out.push(`${named[key]} ${show(p)} ≠ ${show(q)}`);
-    else if (key === 'backbone') weights = true;
-    else if (key.startsWith('split.dataset.')) images = true;
-    else if (key.startsWith('split.'))
-      derived = true; // the sides' sizes and digests follow from the rest
-    else out.push(`${key} ${show(p)} ≠ ${show(q)}`);
-  }
-  if (weights) out.push('the model (other weights)');
-  if (images) out.push("the dataset's images or scores");
-  if (out.length === 0 && derived) out.push('the split');
-  return out;
-}
-
-function loadState(base: string, runKey: string): { params: ParamSet; state: State; optim: ReturnType<Optimizer['state']> } | null {
-  if (!existsSync(`${base}.json`)) return null;
-  let saved: { runKey: string; state: State; tensors: string };
-  try {
-    saved = JSON.parse(readRegularText(`${base}.json`, "run's saved state", READ_LIMITS.json)) as typeof saved;
-  } catch (err) {
-    throw new Error(`${base}.json: the run's saved state cannot be read (${(err as Error).message}); delete it to start the run again`);
-  }
-  if (saved.runKey !== runKey) {
-    const changes = runKeyChanges(runKey, saved.runKey);
-    throw new Error(
-      `${base}.json belongs to a run with other settings${changes.length ? ` (now ≠ then: ${changes.join(', ')})` : ''}: give that run's settings to resume it, or use another --out (or delete the folder to start over)`,
-    );
-  }
-  const { tensors, metadata } = readSafetensors(saved.tensors);
-  const params: ParamSet = new Map();
-  for (const [k, v] of tensors) if (k.startsWith('param.')) params.set(k.slice('param.'.length), v);
-  return { params, state: saved.state, optim: optimizerStateFromSafetensors(tensors, metadata) };
-}
-
-/**
- * The whole protocol: N rounds with split seeds seed, seed+1, … (the `limit` subset, if any, is the same
- * in every round); mean, median and std of the test figures.
- */
-export async function trainRounds(
-  opts: TrainOptions & { rounds: number },
-): Promise<{ rounds: TrainResult[]; summary: Record<string, { mean: number; median: number; std: number }>; protocol: string }> {
-  if (!Number.isSafeInteger(opts.rounds) || opts.rounds < 1)
-    throw new RangeError(`trainRounds: rounds must be a whole number ≥ 1, not ${String(opts.rounds)}`);
-  if (typeof opts.out !== 'string' || opts.out.trim() === '') throw new TypeError('train: out (the folder for the run) is required');
-  checkTrainOptions(opts);
-  checkWritableFolder(opts.out);
-  checkRunFolder(opts.out, 'rounds');
-  return withLock(opts.out, 'folder', () => trainRoundsLocked(opts));
-}
-
-async function trainRoundsLocked(opts: TrainOptions & { rounds: number }): ReturnType<typeof trainRounds> {
-  const rounds: TrainResult[] = [];
-  for (let r = 0; r < opts.rounds; r++) {
-    rounds.push(await train({ ...opts, round: r, out: join(opts.out, `round-${r}`) }));
-  }
-  const summary: Record<string, { mean: number; median: number; std: number }> = {};
-  for (const { key: k } of FIGURES) {
-    const vals = rounds.map((r) => r.test?.[k]).filter((v): v is number => v !== undefined);
-    if (vals.length) {
-      const s = summarise(vals);
-      summary[k] = { mean: s.mean, median: s.median, std: s.std };
-    }
-  }
-  // the settings the rounds actually used (the dataset's own split unit, the default shares), not the options as given
-  const first = rounds[0]!;
-  const s = first.split;
-  const limit = s.limit !== null ? `, the same seeded subset of ${s.limit} images in each` : '';
-  const protocol = `${opts.rounds} rounds of ${opts.method} on ${opts.dataset}, split by ${s.by} ${s.ratios.join('/')}, split seeds ${s.seed}…${roundSeed(s.seed, opts.rounds - 1)}${limit}; test figures of the epoch chosen on ${first.selectOn}; std with ddof=1`;
-  writeFileAtomic(
-    join(opts.out, 'rounds.json'),
-    JSON.stringify(
-      {
-        protocol,
-        split: { by: s.by, ratios: s.ratios, seed: s.seed, limit: s.limit },
-        summary,
-        rounds: rounds.map((r) => ({ out: r.out, round: r.split.round, bestEpoch: r.bestEpoch, test: r.test })),
-      },
-      null,
-      2,
-    ) + '\n',
-  );
-  return { rounds, summary, protocol };
 }

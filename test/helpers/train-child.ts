@@ -1,6 +1,6 @@
 // Runs one training in a child process, for the kill -9 test: argv = out dir, method.
 import { join } from 'node:path';
-import { train } from '../../src/train/trainer.js';
+import { train } from '../../src/train/index.js';
 import { sharedDir } from './shared.js';
 
 const [out, method] = process.argv.slice(2) as [string, string];

@@ -1,6 +1,6 @@
 // Runs one training in a child process and prints its peak resident set size: argv = out dir, limit.
 import { join } from 'node:path';
-import { train } from '../../src/train/trainer.js';
+import { train } from '../../src/train/index.js';
 import { sharedDir } from './shared.js';
 
 const [out, limit] = process.argv.slice(2) as [string, string];

@@ -1,7 +1,7 @@
 /** `promptiqa train`: learns a method's prompts (and head) on a dataset. */
 import type { Provider } from '../../graph/runtime.js';
 import { Option } from 'commander';
-import type { TrainEvent, TrainOptions, TrainResult } from '../../train/trainer.js';
+import type { TrainEvent, TrainOptions, TrainResult } from '../../train/index.js';
 import { UsageError, fmt, formatPairs, formatTable, jsonLine } from '../io.js';
 import { opt, parsePositiveInt, parsePositiveNumber, parseNonNegativeInt } from '../options.js';
 import { createProgress } from '../progress.js';
@@ -178,7 +178,7 @@ export const register: Register = (program, { io }) => {
         methodOptions: o.methodOptions,
         onEvent,
       };
-      const trainer = await import('../../train/trainer.js');
+      const trainer = await import('../../train/index.js');
       try {
         if (o.rounds > 1) {
           const res = await trainer.trainRounds({ ...opts, rounds: o.rounds });
