@@ -310,6 +310,9 @@ test('createMetric checks its options as the command line does, before any file 
   // a slip would be ignored silently: refused, with the name meant
   await expectRefused({ batch: 4 }, /createMetric: unknown option batch \(did you mean batchSize\?\); the options are model, checkpoint/);
   await expectRefused({ options: {} }, /did you mean methodOptions\?/);
+  // a string where a boolean is meant would be taken as true
+  await expectRefused({ applyExifOrientation: 'false' }, /createMetric: option applyExifOrientation must be true or false; got a string/);
+  await expectRefused({ allowExtraTensors: 1 }, /createMetric: option allowExtraTensors must be true or false; got a number/);
   // the same check (not a copy) for a model that does not exist: the device is refused first
   await assert.rejects(createMetric('clip-iqa', { model: '/nonexistent', device: 'gpu' as never }), /device "gpu"/);
   if (cudaProviderProblem() !== null) {

@@ -1,6 +1,6 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { sharedDir } from './helpers/shared.js';
@@ -391,7 +391,10 @@ test("a pretrained set-up's CLIP is checked as pyiqa loads it: the architecture 
   // allowed on purpose, the extra tensor changes nothing
   const allowed = await run(withExtra, { allowExtraTensors: true });
   assert.ok(maxGap(allowed, expected.metrics.clipiqa!.scores) <= 1e-4);
-  await assert.rejects(run(vit, {}, false), /pyiqa's clipiqa runs on RN50 \(a ResNet CLIP\), but this CLIP is a ViT with 32-pixel patches at 224 px/);
+  await assert.rejects(
+    run(vit, {}, false),
+    /pyiqa's clipiqa runs on RN50 \(a ResNet CLIP\), but this CLIP is a ViT with 32-pixel patches at 224 px/,
+  );
 });
 
 test('score --allow-extra-tensors: a released file with extra tensors is refused by name (exit 1), accepted with the flag', async () => {
@@ -424,4 +427,14 @@ test('score --allow-extra-tensors: a released file with extra tensors is refused
   assert.equal(ok.code, 0, ok.err);
   const [rec] = JSON.parse(ok.out) as Array<{ score: number }>;
   assert.ok(Number.isFinite(rec!.score));
+  // eval takes the same flag
+  const names = ['AttnGAN_normal_000.jpg', 'midjourney_normal_105.jpg', 'sd1.5_lowstep_050.jpg', 'wide_640x480.png'];
+  for (const n of names) copyFileSync(join(images, n), join(dir, n));
+  writeFileSync(join(dir, 'labels.csv'), `image,mos\n${names.map((n, i) => `${n},${i + 1}`).join('\n')}\n`);
+  const evalArgs = ['eval', '--method', 'liqe', '--checkpoint', file, '--dataset', 'csv', '--root', dir, '--label-file', 'labels.csv'];
+  const evalRefused = await cli(...evalArgs, '--out', join(dir, 'eval-refused'), '--no-cache', '--quiet');
+  assert.equal(evalRefused.code, 1, evalRefused.err);
+  assert.match(evalRefused.err, /"params\.clip_model\.visual\.extra".*--allow-extra-tensors/);
+  const evalOk = await cli(...evalArgs, '--out', join(dir, 'eval'), '--allow-extra-tensors', '--no-cache', '--quiet', '--threads', '1');
+  assert.equal(evalOk.code, 0, evalOk.err);
 });

@@ -10,7 +10,7 @@
 import type { Provider } from '../graph/runtime.js';
 import { checkRunSettings } from '../graph/settings.js';
 import { join, resolve } from 'node:path';
-import { createMetric } from '../methods/index.js';
+import { createMetric, isReleasedFile } from '../methods/index.js';
 import { loadCheckpointMeta, type CheckpointMeta } from '../methods/checkpoint.js';
 import { loadDataset, imagePath, type Dataset, type DatasetColumns } from '../data/datasets.js';
 import { runSplit, reproduceSplit, resolveSplitSettings, sampleIndices, describeSplit, type SplitUnit } from '../data/splits.js';
@@ -46,6 +46,8 @@ export interface EvalOptions extends DatasetColumns {
   allowOutsideRoot?: boolean;
   /** turn images as their EXIF orientation tag says (see `DecodeOptions.applyExifOrientation`); default false */
   applyExifOrientation?: boolean;
+  /** accept tensors a released file should not carry (see `MetricOptions.allowExtraTensors`) */
+  allowExtraTensors?: boolean;
   onEvent?: (e: { done: number; total: number }) => void;
   /** Label rows left out while loading (`Dataset.warnings`), told before the work starts. */
   onWarning?: (message: string, cases: string[]) => void;
@@ -69,7 +71,8 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
   checkOptions(opts);
   const out = resolve(opts.out);
   checkWritableFolder(out);
-  const ckpt = opts.checkpoint !== undefined ? loadCheckpointMeta(opts.checkpoint).meta : undefined;
+  // a released file (pyiqa's LIQE, CLIP-IQA+ prompts) records no training run: it is evaluated as a zero-shot method is
+  const ckpt = opts.checkpoint !== undefined && !isReleasedFile(opts.checkpoint) ? loadCheckpointMeta(opts.checkpoint).meta : undefined;
   const trainedOn = ckpt?.dataset?.name === opts.dataset ? ckpt.dataset : undefined;
   const split = opts.split ?? 'all';
   if (split === 'test' && ckpt) {
@@ -111,6 +114,7 @@ export async function evaluate(opts: EvalOptions): Promise<EvalReport> {
     methodOptions: opts.methodOptions,
     cache: opts.cache,
     applyExifOrientation: opts.applyExifOrientation,
+    allowExtraTensors: opts.allowExtraTensors,
   });
   const files = idx.map((i) => imagePath(ds, ds.items[i]!));
   const pred: number[] = [];

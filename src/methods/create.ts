@@ -101,6 +101,11 @@ function checkMetricOptions(opts: MetricOptions): ReturnType<typeof checkRunSett
   const m: unknown = opts.methodOptions;
   if (m !== undefined && (typeof m !== 'object' || m === null || Array.isArray(m)))
     throw new TypeError(`createMetric: option methodOptions must be an object of the method's options; got ${describeValue(m)}`);
+  for (const k of ['allowExtraTensors', 'applyExifOrientation'] as const) {
+    const v: unknown = opts[k];
+    if (v !== undefined && typeof v !== 'boolean')
+      throw new TypeError(`createMetric: option ${k} must be true or false; got ${describeValue(v)}`);
+  }
   for (const k of ['onWarning', 'onFile'] as const) {
     if (opts[k] !== undefined && typeof opts[k] !== 'function') throw new TypeError(`createMetric: option ${k} must be a function`);
   }

@@ -10,3 +10,4 @@ export { METHODS, registerMethod, getMethod, listMetrics, resolveMethodName, typ
 export { loadBackbone } from './backbone.js';
 export { metricFor, type Metric, type MetricOptions, type MetricSource, type ImageInput, type ScoreResult } from './metric.js';
 export { createMetric } from './create.js';
+export { isReleasedFile } from './load.js';

@@ -78,7 +78,7 @@ export async function fromCheckpoint(method: Method, checkpoint: string, opts: M
 }
 
 /** A weights file that is not one of promptiqa's checkpoints (which are a .json beside a .safetensors). */
-function isReleasedFile(path: string): boolean {
+export function isReleasedFile(path: string): boolean {
   if (statSync(path, { throwIfNoEntry: false })?.isFile() !== true) return false;
   if (/\.(pt|pth|bin|ckpt)$/i.test(path)) return true;
   return /\.safetensors$/i.test(path) && !existsSync(path.replace(/\.safetensors$/i, '.json'));

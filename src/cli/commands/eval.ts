@@ -22,6 +22,7 @@ interface EvalCliOptions {
   mosCol?: string;
   promptCol?: string;
   allowOutsideRoot?: boolean;
+  allowExtraTensors?: boolean;
   exifOrientation?: boolean;
   target?: string;
   split: 'all' | 'test';
@@ -68,6 +69,7 @@ export const register: Register = (program, { io }) => {
     .addOption(opt.mosCol())
     .addOption(opt.promptCol())
     .addOption(opt.allowOutsideRoot())
+    .addOption(opt.allowExtraTensors())
     .addOption(opt.exifOrientation())
     .addOption(opt.target())
     .addOption(new Option('--split <which>', 'all images, or the test side of the split').choices(['all', 'test']).default('all'))
@@ -113,6 +115,7 @@ export const register: Register = (program, { io }) => {
         promptCol: o.promptCol,
         allowOutsideRoot: o.allowOutsideRoot,
         applyExifOrientation: o.exifOrientation,
+        allowExtraTensors: o.allowExtraTensors === true,
         target: o.target,
         split: o.split,
         splitBy: o.splitBy,
