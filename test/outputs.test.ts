@@ -468,12 +468,16 @@ test('sourceDifferences names each difference; a resume keeps the header line th
       'method liqe there, clip-iqa now',
       'pretrained set-up liqe there, none now',
       `checkpoint /a/liqe_koniq.pt (sha256 ${'a'.repeat(12)}…) there, none now`,
-      'option nCtx 16 there, none now',
-      'option pairs none there, pyiqa now',
-      'option testViews auto there, resize now',
+      // another method's options are not listed one by one: the method says it
       'score range [1,5] there, [0,1] now',
     ],
   );
+  assert.deepEqual(sourceDifferences(base, { ...base, options: { testViews: 'resize', pairs: 'pyiqa' }, applyExifOrientation: true }), [
+    'option nCtx 16 there, not set now',
+    'option pairs not set there, pyiqa now',
+    'option testViews auto there, resize now',
+    'images as stored there, turned by EXIF orientation now',
+  ]);
 
   const dir = tempDir(t);
   const out = join(dir, 'scores.jsonl');

@@ -220,20 +220,22 @@ export function sourceDifferences(recorded: MetricSource, current: MetricSource)
   // compared as written (JSON), so that a value JSON cannot hold (Infinity) compares as it reads back
   const there = JSON.parse(JSON.stringify(recorded)) as MetricSource;
   const now = JSON.parse(JSON.stringify(current)) as MetricSource;
-  const show = (v: unknown): string => (v === undefined ? 'none' : typeof v === 'string' ? v : JSON.stringify(v));
+  const show = (v: unknown): string => (v === undefined ? 'not set' : typeof v === 'string' ? v : JSON.stringify(v));
   const out: string[] = [];
   const differ = (what: string, a: unknown, b: unknown, showA = show(a), showB = show(b)): void => {
     if (JSON.stringify(a) !== JSON.stringify(b)) out.push(`${what} ${showA} there, ${showB} now`);
   };
   differ('method', there.method, now.method);
-  differ('pretrained set-up', there.pretrained, now.pretrained);
+  differ('pretrained set-up', there.pretrained, now.pretrained, there.pretrained ?? 'none', now.pretrained ?? 'none');
   const ck = (c: MetricSource['checkpoint']): string => (c ? `${c.path} (sha256 ${c.sha256.slice(0, 12)}…)` : 'none');
   differ('checkpoint', there.checkpoint?.sha256, now.checkpoint?.sha256, ck(there.checkpoint), ck(now.checkpoint));
   const model = (m: MetricSource['model'] | undefined): string => (m ? `${m.name} (${m.id.slice(0, 19)}…)` : 'none');
   differ('model', there.model?.id, now.model?.id, model(there.model), model(now.model));
+  // another method's options are another list: the method says it
   const a = there.options ?? {};
   const b = now.options ?? {};
-  for (const k of [...new Set([...Object.keys(a), ...Object.keys(b)])].sort()) differ(`option ${k}`, a[k], b[k]);
+  if (there.method === now.method)
+    for (const k of [...new Set([...Object.keys(a), ...Object.keys(b)])].sort()) differ(`option ${k}`, a[k], b[k]);
   differ('score range', there.scoreRange, now.scoreRange);
   const exif = (on: true | undefined): string => (on ? 'turned by EXIF orientation' : 'as stored');
   differ('images', there.applyExifOrientation, now.applyExifOrientation, exif(there.applyExifOrientation), exif(now.applyExifOrientation));
