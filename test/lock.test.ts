@@ -202,3 +202,25 @@ test('a run refused after taking its lock leaves no folder the lock made', async
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("locks taken and released in turn by several processes: a release's removal of an empty folder fails no other", async () => {
+  // the hub's download locks live in .locks/<repo>/, made by whoever locks first and removed by its release when empty;
+  // another process between its mkdir and its lock file found the folder gone (ENOENT). Before the fix, 3 processes
+  // of 400 turns failed this way about one run in two.
+  const dir = tempDir();
+  try {
+    const target = join(dir, '.locks', 'models--a--b', 'etag');
+    const child = fileURLToPath(new URL('./helpers/lock-churn-child.ts', import.meta.url));
+    const runs = [0, 1, 2, 3].map(() => {
+      const p = spawn(process.execPath, ['--import', 'tsx', child, target, '400'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      p.stderr.on('data', (d: Buffer) => (out += d.toString()));
+      return once(p, 'exit').then(([code]) => ({ code: code as number | null, out }));
+    });
+    for (const r of await Promise.all(runs)) assert.equal(r.code, 0, r.out);
+    assert.ok(!existsSync(lockPathFor(target, 'file')), 'no lock is left');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -149,11 +149,14 @@ function isStale(holder: LockHolder | undefined, mtimeMs: number, path: string):
 export function acquireLock(target: string, kind: 'file' | 'folder'): Lock {
   const folder = kind === 'folder' ? resolve(target) : dirname(resolve(target));
   let created: string | undefined;
-  try {
-    created = mkdirSync(folder, { recursive: true });
-  } catch (err) {
-    throw new Error(`cannot lock ${target}: ${describeFsError(err, folder)}`, { cause: err });
-  }
+  const makeFolder = (): void => {
+    try {
+      created = mkdirSync(folder, { recursive: true }) ?? created;
+    } catch (err) {
+      throw new Error(`cannot lock ${target}: ${describeFsError(err, folder)}`, { cause: err });
+    }
+  };
+  makeFolder();
   const path = lockPathFor(target, kind);
   const holder: LockHolder = {
     pid: process.pid,
@@ -165,15 +168,23 @@ export function acquireLock(target: string, kind: 'file' | 'folder'): Lock {
   const text = JSON.stringify(holder) + '\n';
   const tmp = `${path}.${process.pid}.${holder.id}.tmp`;
   try {
-    try {
-      const fd = openSync(tmp, 'wx');
+    for (let attempt = 0; ; attempt++) {
       try {
-        writeSync(fd, text);
-      } finally {
-        closeSync(fd);
+        const fd = openSync(tmp, 'wx');
+        try {
+          writeSync(fd, text);
+        } finally {
+          closeSync(fd);
+        }
+        break;
+      } catch (err) {
+        // another process's release removed the (empty) folder it had made between our mkdir and this open: make it again
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT' && attempt < 5) {
+          makeFolder();
+          continue;
+        }
+        throw new Error(`cannot lock ${target}: ${describeFsError(err, dirname(path))}`, { cause: err });
       }
-    } catch (err) {
-      throw new Error(`cannot lock ${target}: ${describeFsError(err, dirname(path))}`, { cause: err });
     }
     for (let attempt = 0; attempt < 5; attempt++) {
       try {
