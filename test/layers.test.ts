@@ -18,7 +18,7 @@ const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'src');
  * below clip because clip's embed decodes images. Files directly in src/ (index.ts, the package entry)
  * are above every folder.
  */
-const LAYERS = ['util', 'graph', 'data', 'clip', 'prompts', 'methods', 'eval', 'train', 'bench', 'cli'] as const;
+const LAYERS = ['util', 'graph', 'data', 'clip', 'prompts', 'methods', 'eval', 'train', 'bench', 'serve', 'cli'] as const;
 const ENTRY_RANK = LAYERS.length;
 
 interface ImportRef {
