@@ -99,3 +99,7 @@ export type { Optimizer, OptimizerState, Params, Schedule } from './train/optim.
 // utilities
 export { parseCsv, toCsv } from './util/csv.js';
 export { writeFileAtomic } from './util/fs.js';
+
+// the scoring service
+export { createServer, SERVE_DEFAULTS } from './serve/index.js';
+export type { ServerOptions, SetupSpec, MetricSetup, ServeLimits } from './serve/index.js';

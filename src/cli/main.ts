@@ -18,13 +18,25 @@ import { register as datasetsCmd } from './commands/datasets.js';
 import { register as downloadCmd } from './commands/download.js';
 import { register as embedCmd } from './commands/embed.js';
 import { register as benchCmd } from './commands/bench.js';
+import { register as serveCmd } from './commands/serve.js';
 import { packageVersion } from '../util/version.js';
 import { namesOptions } from '../util/option-names.js';
 import { flagName } from './options.js';
 
 export type { CliIo } from './io.js';
 
-const COMMANDS: readonly Register[] = [scoreCmd, trainCmd, evalCmd, metricsCmd, methodsCmd, datasetsCmd, downloadCmd, embedCmd, benchCmd];
+const COMMANDS: readonly Register[] = [
+  scoreCmd,
+  trainCmd,
+  evalCmd,
+  metricsCmd,
+  methodsCmd,
+  datasetsCmd,
+  downloadCmd,
+  embedCmd,
+  benchCmd,
+  serveCmd,
+];
 
 /**
  * The program with every command; `io` receives all output. `onCommand` is told the command's name before its
