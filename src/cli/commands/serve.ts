@@ -48,11 +48,8 @@ export const register: Register = (program, { io }) => {
         'PROMPTIQA_TOKEN), which every route but /healthz and /readyz then asks for as Authorization: Bearer <token>. CORS ' +
         'headers are sent only for --cors ORIGIN. SIGTERM or SIGINT stops accepting, answers what is in flight and exits 0.',
     )
-    .addOption(
-      new Option('--method <name>', 'quality method or pretrained set-up, as for score (repeatable: the first is the default)')
-        .argParser(collect)
-        .makeOptionMandatory(),
-    )
+    // repeatable: several set-ups at once, the first the default
+    .addOption(opt.method().argParser(collect).makeOptionMandatory())
     .addOption(opt.model())
     .addOption(opt.checkpoint())
     .addOption(opt.methodOption())
