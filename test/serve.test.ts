@@ -258,6 +258,22 @@ describe('limits', () => {
     assert.equal(res.headers.get('retry-after'), '1');
   });
 
+  test('a request not answered in time is 503, its image taken out of the queue; bytes held are bounded too', async () => {
+    const { url } = await start({ limits: { timeoutMs: 100, batchWaitMs: 2000 } });
+    const body = readFileSync(join(root, 'img', IMAGES[0]!));
+    const res = await fetch(`${url}/v1/score`, { method: 'POST', body, headers: { 'content-type': 'image/jpeg' } });
+    assert.equal(res.status, 503);
+    assert.match(((await res.json()) as { error: string }).error, /not answered in time/);
+    assert.match(await (await fetch(`${url}/metrics`)).text(), /promptiqa_queue_depth\{setup="clip-iqa"\} 0/);
+
+    const { url: small } = await start({ limits: { maxQueueBytes: body.length - 1 } });
+    const full = await fetch(`${small}/v1/score`, { method: 'POST', body, headers: { 'content-type': 'image/jpeg' } });
+    assert.equal(full.status, 503);
+    assert.equal(full.headers.get('retry-after'), '1');
+    await assert.rejects(createServer({ setups: [{ name: 'x', metric }], root: join(root, 'img', IMAGES[0]!) }), /not a folder/);
+    await assert.rejects(createServer({ setups: [{ name: 'x', metric }], root: join(root, 'nowhere') }), /root .*nowhere/);
+  });
+
   test('a client that disconnects mid-upload, or while its image waits, leaves the server serving', async () => {
     const { app, url } = await start({ limits: { batchWaitMs: 300 } });
     const { port } = new URL(url);

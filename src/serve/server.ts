@@ -11,7 +11,7 @@
  * loopback address are answered; CORS only for the origin given; errors never carry a stack.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { open, realpath } from 'node:fs/promises';
+import { open, realpath, stat } from 'node:fs/promises';
 import { constants as fsConstants } from 'node:fs';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
 import { isIP } from 'node:net';
@@ -20,7 +20,7 @@ import multipart from '@fastify/multipart';
 import type { Metric, MetricOptions } from '../methods/metric.js';
 import { createMetric } from '../methods/create.js';
 import { DEFAULT_MAX_PIXELS, readImageHeader } from '../data/image.js';
-import { formatBytes, notReadableInput } from '../util/fs.js';
+import { describeFsError, formatBytes, notReadableInput } from '../util/fs.js';
 import { Batcher, CancelledError, QueueFullError, imageProblem, type ImageOutcome } from './batcher.js';
 import { createServeMetrics, type ServeMetrics } from './metrics.js';
 import { openApiDocument } from './openapi.js';
@@ -53,6 +53,8 @@ export interface ServeLimits {
   maxQueue?: number;
   /** a request not answered in this time gets 503 (default 60 s); also the time to receive a request */
   timeoutMs?: number;
+  /** bytes of images held by requests being scored, at most; beyond, 503 (default 512 MiB) */
+  maxQueueBytes?: number;
   /** how long an image waits for others to fill a batch (default 5 ms) */
   batchWaitMs?: number;
   /** the pixels of an image at most: a larger one (a decompression bomb) is that image's error (default 100e6) */
@@ -81,6 +83,7 @@ export const SERVE_DEFAULTS = {
   maxBodyBytes: 32 * 1024 * 1024,
   maxImages: 64,
   maxQueue: 256,
+  maxQueueBytes: 512 * 1024 * 1024,
   timeoutMs: 60_000,
   batchWaitMs: 5,
   maxPixels: DEFAULT_MAX_PIXELS,
@@ -152,7 +155,7 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
   const limits = { ...SERVE_DEFAULTS, ...(opts.limits ?? {}) };
   const problem = opts.token !== undefined ? bindingProblem('127.0.0.1', opts.token) : undefined;
   if (problem) throw new TypeError(`createServer: ${problem}`);
-  const rootReal = opts.root !== undefined ? await realpath(opts.root) : undefined;
+  const rootReal = opts.root !== undefined ? await rootFolder(opts.root) : undefined;
   const metrics = createServeMetrics();
   const onError = opts.onError ?? ((): void => undefined);
 
@@ -276,6 +279,7 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
   });
 
   let closing = false;
+  let heldBytes = 0;
   app.addHook('preClose', (done) => {
     closing = true;
     done();
@@ -375,7 +379,13 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
         }),
       );
       const todo = items.filter((it) => it.bytes !== undefined);
+      const bytes = todo.reduce((n, it) => n + it.bytes!.length, 0);
+      if (heldBytes + bytes > limits.maxQueueBytes)
+        throw new HttpError(503, `the server is busy (${formatBytes(heldBytes)} of images being scored); try again shortly`, {
+          'Retry-After': '1',
+        });
       let outcomes: ImageOutcome[];
+      heldBytes += bytes;
       try {
         outcomes = await setup.batcher.score(
           todo.map((it) => it.bytes!),
@@ -385,6 +395,8 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
         if (err instanceof QueueFullError) throw new HttpError(503, err.message, { 'Retry-After': '1' });
         if (err instanceof CancelledError) throw new HttpError(503, `not answered in time (${err.message})`, { 'Retry-After': '1' });
         throw err;
+      } finally {
+        heldBytes -= bytes;
       }
       todo.forEach((it, i) => {
         const o = outcomes[i]!;
@@ -407,6 +419,18 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
   collecting = false;
   await registerPage(app, { root: opts.root });
   return app;
+}
+
+/** The root folder, links resolved; one that is not a folder is refused by name. */
+async function rootFolder(root: string): Promise<string> {
+  let real: string;
+  try {
+    real = await realpath(root);
+  } catch (err) {
+    throw new Error(`root ${root}: ${describeFsError(err)}`, { cause: err });
+  }
+  if (!(await stat(real)).isDirectory()) throw new Error(`root ${root}: not a folder`);
+  return real;
 }
 
 function pickSetup(byName: ReadonlyMap<string, LoadedSetup>, name: string | undefined, dflt: LoadedSetup): LoadedSetup {

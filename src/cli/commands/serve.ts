@@ -22,6 +22,7 @@ interface ServeOptions {
   maxBody: number;
   maxImages: number;
   maxQueue: number;
+  maxQueueMib: number;
   timeout: number;
   batchWait: number;
   exifOrientation?: boolean;
@@ -71,6 +72,11 @@ export const register: Register = (program, { io }) => {
         .argParser(parsePositiveInt)
         .default(256),
     )
+    .addOption(
+      new Option('--max-queue-mib <MiB>', 'bytes of images being scored at most, in MiB; beyond, 503 with Retry-After')
+        .argParser(parsePositiveInt)
+        .default(512),
+    )
     .addOption(new Option('--timeout <s>', 'seconds a request may take; beyond, 503').argParser(parsePositiveInt).default(60))
     .addOption(
       new Option('--batch-wait <ms>', 'how long an image waits for others to fill a batch').argParser(parseNonNegativeInt).default(5),
@@ -115,6 +121,7 @@ export const register: Register = (program, { io }) => {
           maxBodyBytes: o.maxBody * MIB,
           maxImages: o.maxImages,
           maxQueue: o.maxQueue,
+          maxQueueBytes: o.maxQueueMib * MIB,
           timeoutMs: o.timeout * 1000,
           batchWaitMs: o.batchWait,
         },
