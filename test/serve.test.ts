@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { deflateSync } from 'node:zlib';
 import type { FastifyInstance } from 'fastify';
+import sharp from 'sharp';
 import { sharedDir } from './helpers/shared.js';
 import { createMetric, type Metric } from '../src/methods/index.js';
 import { createServer, bindingProblem, isLoopback, openApiDocument, type ServerOptions } from '../src/serve/index.js';
@@ -228,6 +229,37 @@ describe('POST /v1/score', () => {
     assert.equal(noFiles.status, 400);
     for (const r of [unknown, text, badJson, noFiles]) assert.ok(!JSON.stringify(r).includes('    at '));
     assert.equal((await fetch(`${url}/nothing-here`)).status, 404);
+  });
+});
+
+describe('an image the method refuses', () => {
+  test('is its own error; the images batched with it are scored as createMetric scores them', async () => {
+    // whole images (the default): a side under one patch is refused by the method, past the header check
+    const whole = await createMetric('clip-iqa', { model: tiny, threads: 1, batchSize: 4 });
+    try {
+      const app = await createServer({ setups: [{ name: 'whole', metric: whole, batchSize: 4 }], limits: { batchWaitMs: 200 } });
+      servers.push(app);
+      const url = await app.listen({ port: 0, host: '127.0.0.1' });
+      const small = await sharp({ create: { width: 8, height: 8, channels: 3, background: { r: 9, g: 99, b: 199 } } })
+        .png()
+        .toBuffer();
+      const good = IMAGES.slice(0, 2).map((f) => join(root, 'img', f));
+      const want: number[] = [];
+      for await (const r of whole.scoreFiles(good)) want.push((r as { score: number }).score);
+      const form = new FormData();
+      form.append('file', new Blob([readFileSync(good[0]!)]), 'a.jpg');
+      form.append('file', new Blob([small]), 'small.png');
+      form.append('file', new Blob([readFileSync(good[1]!)]), 'b.jpg');
+      const res = await fetch(`${url}/v1/score`, { method: 'POST', body: form });
+      assert.equal(res.status, 200);
+      const { results } = (await res.json()) as Scores;
+      assert.deepEqual(results[0], { name: 'a.jpg', score: want[0] });
+      assert.equal(results[1]!.name, 'small.png');
+      assert.match(results[1]!.error!, /8×8 pixels: scoring the whole image needs at least/);
+      assert.deepEqual(results[2], { name: 'b.jpg', score: want[1] });
+    } finally {
+      await whole.close();
+    }
   });
 });
 
