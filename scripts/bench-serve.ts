@@ -80,15 +80,23 @@ async function bench(): Promise<void> {
   console.log(`${files.length} images, ${values.method} on ${values.model ?? 'its default model'}, threads ${threads}, batch ${batch}`);
 
   // score: createMetric and scoreFiles, as `promptiqa score` runs them (a first pass warms the graph up)
+  // timed before and after the service (the mean is the reference), so that a change in the machine's load shows
   const { createMetric } = await import('../src/methods/index.js');
-  const metric = await createMetric(values.method, { model: values.model, methodOptions, threads, batchSize: batch });
-  for await (const _ of metric.scoreFiles(files.slice(0, batch))) void _;
-  const t0 = performance.now();
-  let scored = 0;
-  for await (const r of metric.scoreFiles(files)) if ('score' in r) scored++;
-  const scoreRate = scored / ((performance.now() - t0) / 1000);
-  await metric.close();
-  console.log(`score: ${scored} images at ${scoreRate.toFixed(2)} img/s`);
+  const timeScore = async (): Promise<number> => {
+    const metric = await createMetric(values.method, { model: values.model, methodOptions, threads, batchSize: batch });
+    try {
+      for await (const _ of metric.scoreFiles(files.slice(0, batch))) void _;
+      const t0 = performance.now();
+      let scored = 0;
+      for await (const r of metric.scoreFiles(files)) if ('score' in r) scored++;
+      const rate = scored / ((performance.now() - t0) / 1000);
+      console.log(`score: ${scored} images at ${rate.toFixed(2)} img/s`);
+      return rate;
+    } finally {
+      await metric.close();
+    }
+  };
+  const scoreBefore = await timeScore();
 
   const load = (url: string, duration: number): ReturnType<Cannon> => {
     let k = 0;
@@ -145,8 +153,9 @@ async function bench(): Promise<void> {
   await load(server.url, 3);
   const r = await load(server.url, Number(values.duration));
   const rate = r.requests.total / r.duration;
+  const scoreRate = (scoreBefore + (await timeScore())) / 2;
   console.log(
-    `serve: ${r.requests.total} requests in ${r.duration.toFixed(1)} s, ${rate.toFixed(2)} img/s (${(rate / scoreRate).toFixed(2)}× score), ` +
+    `serve: ${r.requests.total} requests in ${r.duration.toFixed(1)} s, ${rate.toFixed(2)} img/s (${(rate / scoreRate).toFixed(2)}× score's mean ${scoreRate.toFixed(2)}), ` +
       `latency p50 ${r.latency.p50} ms, p99 ${r.latency.p99} ms; 2xx ${r['2xx']}, non-2xx ${r.non2xx}, errors ${r.errors}, timeouts ${r.timeouts}`,
   );
   const batches = await (await fetch(`${server.url}/metrics`)).text();

@@ -128,12 +128,15 @@ export class Batcher {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
-  /** Starts what may start: a full batch at once, a partial one when its oldest image has waited waitMs. */
+  /**
+   * Starts what may start: a full batch at once; a partial one when its oldest image has waited waitMs and no batch
+   * is running (behind a running batch it would only wait for the graph, so it waits to fill instead).
+   */
   private pump(): void {
     while (this.running < this.maxInFlight && this.pending.length > 0) {
       const waited = performance.now() - this.pending[0]!.enqueued;
-      if (this.pending.length < this.opts.batchSize && waited < this.opts.waitMs) {
-        this.arm(this.opts.waitMs - waited);
+      if (this.pending.length < this.opts.batchSize && (waited < this.opts.waitMs || this.running > 0)) {
+        if (this.running === 0) this.arm(this.opts.waitMs - waited);
         return;
       }
       const jobs = this.pending.splice(0, this.opts.batchSize);
