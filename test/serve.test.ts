@@ -335,7 +335,7 @@ describe('limits', () => {
 });
 
 describe('safety', () => {
-  test('with a token: none or a wrong one is 401; healthz and readyz stay open', async () => {
+  test('with a token: none or a wrong one is 401 on the API and the metrics; the probes and the description stay open', async () => {
     const { url } = await start({ token: 'a-long-secret' });
     const body = readFileSync(join(root, 'img', IMAGES[0]!));
     const post = (auth?: string): Promise<Response> =>
@@ -355,6 +355,7 @@ describe('safety', () => {
     assert.equal(ok.status, 200);
     assert.equal((await fetch(`${url}/healthz`)).status, 200);
     assert.equal((await fetch(`${url}/readyz`)).status, 200);
+    assert.equal((await fetch(`${url}/openapi.json`)).status, 200);
   });
 
   test('a token is needed off loopback; CORS headers only for the origin given', async () => {

@@ -30,7 +30,7 @@ export function openApiDocument(): object {
       title: 'promptiqa serve',
       version: packageVersion(),
       description:
-        'Blind image quality scores over HTTP. With a token set, every route but /healthz and /readyz needs `Authorization: Bearer <token>`.',
+        'Blind image quality scores over HTTP. With a token set, the API (/v1/…) and /metrics need `Authorization: Bearer <token>`.',
     },
     components: {
       securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } },
@@ -127,7 +127,7 @@ export function openApiDocument(): object {
         },
       },
       '/openapi.json': {
-        get: { summary: 'this description', responses: { 200: answer('OpenAPI 3', { type: 'object' }) } },
+        get: { summary: 'this description', security: [], responses: { 200: answer('OpenAPI 3', { type: 'object' }) } },
       },
     },
   };

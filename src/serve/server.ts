@@ -6,9 +6,9 @@
  * page's (`registerPage`). Concurrent requests' images are scored together in the metric's batches
  * (`batcher.ts`). Limits: the body size (413), the images per request (413), the pixels of an image (the
  * decompression-bomb guard: that image's error), a bounded queue (503 with Retry-After), a time limit per
- * request (503). Safety: with a token, every route but /healthz and /readyz (and routes marked
- * `config: { public: true }`) needs `Authorization: Bearer <token>`; without one, only requests that reach a
- * loopback address are answered; CORS only for the origin given; errors never carry a stack.
+ * request (503). Safety: with a token, the API (/v1/…) and /metrics need `Authorization: Bearer <token>`
+ * (a route marked `config: { public: true }` excepted); the page's shipped files, /openapi.json, /healthz and
+ * /readyz are open; without a token, only requests that reach a loopback address are answered; CORS only for the origin given; errors never carry a stack.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { open, realpath, stat } from 'node:fs/promises';
@@ -265,6 +265,9 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
         return new HttpError(403, 'this server has no token, so it answers on a loopback address only');
       return undefined;
     }
+    // the API and the metrics; the page's own shipped files, the description and the probes are open
+    const path = request.url.split('?')[0]!;
+    if (!path.startsWith('/v1/') && path !== '/metrics') return undefined;
     const m = /^Bearer\s+(.+)$/i.exec(request.headers.authorization ?? '');
     if (m && timingSafeEqual(digest(m[1]!.trim()), want)) return undefined;
     return new HttpError(401, m ? 'wrong token' : 'this server needs Authorization: Bearer <token>', { 'WWW-Authenticate': 'Bearer' });

@@ -46,7 +46,7 @@ export const register: Register = (program, { io }) => {
         "--model, --checkpoint and --option apply to every --method. Images of concurrent requests are scored together in the method's batches " +
         '(--batch), waiting at most --batch-wait ms for others; scores do not depend on how requests were batched.\n\n' +
         'Safety: it binds 127.0.0.1 unless --host says otherwise; any other address needs a token (--token or ' +
-        'PROMPTIQA_TOKEN), which every route but /healthz and /readyz then asks for as Authorization: Bearer <token>. CORS ' +
+        'PROMPTIQA_TOKEN), which the API (/v1/...) and /metrics then ask for as Authorization: Bearer <token>. CORS ' +
         'headers are sent only for --cors ORIGIN. SIGTERM or SIGINT stops accepting, answers what is in flight and exits 0.',
     )
     // repeatable: several set-ups at once, the first the default
