@@ -177,5 +177,6 @@ async function bench(): Promise<void> {
         ', ',
       )}), connection errors ${d.errors} (${[...why].map(([k, n]) => `${k}: ${n}`).join(', ') || 'none'}), timeouts ${d.timeouts}`,
   );
+  console.log(`the server said: ${/closed: .*/.exec(server.stderr())?.[0] ?? '(nothing)'}`);
   if (code !== 0) process.exitCode = 1;
 }

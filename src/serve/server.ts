@@ -103,6 +103,8 @@ export interface ServeState {
   /** the routes this module registered (method and URL), which the OpenAPI description must cover */
   apiRoutes: ReadonlyArray<{ method: string; url: string }>;
   metrics: ServeMetrics;
+  /** requests received so far, answered, and abandoned by their client before an answer */
+  counts(): { received: number; answered: number; abandoned: number };
 }
 
 declare module 'fastify' {
@@ -215,7 +217,22 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
     if (!collecting) return;
     for (const m of [r.method].flat()) if (m !== 'HEAD') apiRoutes.push({ method: m, url: r.url });
   });
-  app.decorate('promptiqa', { setups: loaded.map((s) => ({ name: s.name, metric: s.metric })), apiRoutes, metrics } as ServeState);
+  const counts = { received: 0, answered: 0, abandoned: 0 };
+  const state: ServeState = {
+    setups: loaded.map((s) => ({ name: s.name, metric: s.metric })),
+    apiRoutes,
+    metrics,
+    counts: () => ({ ...counts }),
+  };
+  app.decorate('promptiqa', state);
+  app.addHook('onRequest', (_request, _reply, done) => {
+    counts.received++;
+    done();
+  });
+  app.addHook('onRequestAbort', (_request, done) => {
+    counts.abandoned++;
+    done();
+  });
 
   // errors: a sentence and a status, never a stack; a server-side failure is logged and answered 500
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, _request, reply) => {
@@ -278,6 +295,7 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
     const route = request.routeOptions.url ?? 'unmatched';
     metrics.requests.inc({ route, method: request.method, status: String(reply.statusCode) });
     metrics.latency.observe({ route }, reply.elapsedTime / 1000);
+    counts.answered++;
     done();
   });
 

@@ -150,6 +150,7 @@ export const register: Register = (program, { io }) => {
       // one line, always (even with --quiet): where it answers, for people and for scripts that started it on port 0
       io.stderr(`promptiqa serve: listening on ${address} (set-ups: ${o.method.join(', ')}${token ? '; token required' : ''})\n`);
       await stopped;
-      note('closed');
+      const { received, answered, abandoned } = app.promptiqa.counts();
+      note(`closed: ${received} request(s) received, ${answered} answered, ${abandoned} abandoned by their client`);
     });
 };
