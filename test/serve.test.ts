@@ -331,8 +331,9 @@ describe('limits', () => {
     const metricsText = await (await fetch(`${url}/metrics`)).text();
     assert.match(metricsText, /promptiqa_queue_depth\{setup="clip-iqa"\} 0/);
     const counts = app.promptiqa.counts();
-    // the client that left while its image waited is counted as such (one whose body never arrived is not)
-    assert.ok(counts.abandoned >= 1, JSON.stringify(counts));
+    // both clients that left are counted as such; every other request was answered
+    assert.equal(counts.abandoned, 2, JSON.stringify(counts));
+    assert.equal(counts.received, counts.answered + counts.abandoned, JSON.stringify(counts));
   });
 });
 

@@ -225,12 +225,13 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
     counts: () => ({ ...counts }),
   };
   app.decorate('promptiqa', state);
-  app.addHook('onRequest', (_request, _reply, done) => {
+  // every request received ends answered (its answer written whole) or abandoned (its connection gone first)
+  app.addHook('onRequest', (_request, reply, done) => {
     counts.received++;
-    done();
-  });
-  app.addHook('onRequestAbort', (_request, done) => {
-    counts.abandoned++;
+    reply.raw.once('close', () => {
+      if (reply.raw.writableFinished) counts.answered++;
+      else counts.abandoned++;
+    });
     done();
   });
 
@@ -295,7 +296,6 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
     const route = request.routeOptions.url ?? 'unmatched';
     metrics.requests.inc({ route, method: request.method, status: String(reply.statusCode) });
     metrics.latency.observe({ route }, reply.elapsedTime / 1000);
-    counts.answered++;
     done();
   });
 
