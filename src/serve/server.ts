@@ -438,7 +438,13 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
   }
 
   collecting = false;
-  await registerPage(app, { root: opts.root });
+  try {
+    await registerPage(app, { root: opts.root });
+  } catch (err) {
+    // the sessions loaded above are not left open by a server that never started
+    await closeOwned();
+    throw err;
+  }
   return app;
 }
 
