@@ -354,6 +354,9 @@ describe('safety', () => {
     assert.equal((await post('Basic a-long-secret')).status, 401);
     assert.equal((await fetch(`${url}/metrics`)).status, 401);
     assert.equal((await fetch(`${url}/v1/setups`)).status, 401);
+    // the same route spelt otherwise is guarded the same
+    for (const path of ['/%761/setups', '/v1/setups/', '/v1//setups', '/metrics?x=1'])
+      assert.ok([401, 404].includes((await fetch(`${url}${path}`)).status), path);
     const ok = await post('Bearer a-long-secret');
     assert.equal(ok.status, 200);
     assert.equal((await fetch(`${url}/healthz`)).status, 200);

@@ -284,8 +284,9 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
       return undefined;
     }
     // the API and the metrics; the page's own shipped files, the description and the probes are open
-    const path = request.url.split('?')[0]!;
-    if (!path.startsWith('/v1/') && path !== '/metrics') return undefined;
+    // by the route matched, not the URL as sent (which may spell the same path otherwise: %761 for v1)
+    const route = request.routeOptions.url;
+    if (route === undefined || (!route.startsWith('/v1/') && route !== '/metrics')) return undefined;
     const m = /^Bearer\s+(.+)$/i.exec(request.headers.authorization ?? '');
     if (m && timingSafeEqual(digest(m[1]!.trim()), want)) return undefined;
     return new HttpError(401, m ? 'wrong token' : 'this server needs Authorization: Bearer <token>', { 'WWW-Authenticate': 'Bearer' });
