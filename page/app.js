@@ -152,13 +152,8 @@ function gallery(opts) {
     );
     li.append(
       btn,
-      h(
-        'div',
-        {},
-        h('span', { class: 'score' }, item.score !== undefined ? fmt(item.score) : 'failed'),
-        h('span', { class: 'verdict' }),
-      ),
-      h('div', { class: 'name', title: item.name }, item.name),
+      h('div', {}, h('span', { class: 'score' }, item.score !== undefined ? fmt(item.score) : 'failed'), h('span', { class: 'verdict' })),
+      h('div', { class: 'name', title: item.file ?? item.name }, item.name),
     );
     item.el = li;
     return li;
@@ -166,7 +161,11 @@ function gallery(opts) {
 
   function classify(item) {
     if (!item.el) return;
-    const kept = item.score !== undefined && better(item.score);
+    if (item.score === undefined) {
+      item.el.classList.add('failed');
+      return;
+    }
+    const kept = better(item.score);
     item.el.classList.toggle('kept', kept);
     item.el.classList.toggle('rejected', !kept);
     item.el.querySelector('.verdict').textContent = kept ? 'kept' : 'rejected';
@@ -179,7 +178,11 @@ function gallery(opts) {
     const failed = items.filter((i) => i.score === undefined).length;
     summary.textContent = `kept ${kept} of ${items.length}${failed ? `, ${failed} failed` : ''} at threshold ${fmt(threshold)}`;
     value.textContent = fmt(threshold);
-    plots.replaceChildren(scores.length ? histogram(scores, { lo, hi, threshold, higherIsBetter: opts.higherIsBetter !== false, label: opts.label ?? 'score' }) : '');
+    plots.replaceChildren(
+      scores.length
+        ? histogram(scores, { lo, hi, threshold, higherIsBetter: opts.higherIsBetter !== false, label: opts.label ?? 'score' })
+        : '',
+    );
   }
 
   slider.addEventListener('input', () => {
@@ -189,7 +192,7 @@ function gallery(opts) {
   exportBtn.addEventListener('click', () => {
     const kept = items.filter((i) => i.score !== undefined && better(i.score));
     const q = (s) => (/[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s);
-    const csv = ['file,score', ...kept.map((i) => `${q(i.name)},${i.score}`)].join('\n') + '\n';
+    const csv = ['file,score', ...kept.map((i) => `${q(i.file ?? i.name)},${i.score}`)].join('\n') + '\n';
     const a = h('a', { href: URL.createObjectURL(new Blob([csv], { type: 'text/csv' })), download: opts.exportName ?? 'kept.csv' });
     document.body.append(a);
     a.click();
@@ -256,7 +259,8 @@ async function scoreView() {
   try {
     const list = await setups();
     if (list.length === 0) throw new Error('the server has no set-up loaded');
-    for (const s of list) select.append(h('option', { value: s.setup ?? s.name }, `${s.setup ?? s.name}${s.model?.name ? ` (${s.model.name})` : ''}`));
+    for (const s of list)
+      select.append(h('option', { value: s.setup ?? s.name }, `${s.setup ?? s.name}${s.model?.name ? ` (${s.model.name})` : ''}`));
   } catch (err) {
     showError(controls, new Error(`set-ups: ${err.message}`));
   }
@@ -289,10 +293,22 @@ async function scoreFiles(files, setup, out) {
   }
   const [lo, hi] = body.scoreRange ?? [];
   const g = gallery({ lo, hi, higherIsBetter: body.higherIsBetter, label: `${body.setup} score`, exportName: 'kept.csv' });
-  out.append(h('p', { class: 'summary' }, `${body.setup}${body.model?.name ? `, ${body.model.name}` : ''}; scores from ${fmt(lo, 2)} to ${fmt(hi, 2)}, ${body.higherIsBetter === false ? 'lower' : 'higher'} is better`), g.element);
+  out.append(
+    h(
+      'p',
+      { class: 'summary' },
+      `${body.setup}${body.model?.name ? `, ${body.model.name}` : ''}; scores from ${fmt(lo, 2)} to ${fmt(hi, 2)}, ${body.higherIsBetter === false ? 'lower' : 'higher'} is better`,
+    ),
+    g.element,
+  );
   const items = files.map((f, i) => {
     const r = body.results?.[i] ?? { error: 'no result for this image' };
-    return { name: f.name, score: typeof r.score === 'number' ? r.score : undefined, error: typeof r.score === 'number' ? undefined : (r.error ?? 'no score'), src: URL.createObjectURL(f) };
+    return {
+      name: f.name,
+      score: typeof r.score === 'number' ? r.score : undefined,
+      error: typeof r.score === 'number' ? undefined : (r.error ?? 'no score'),
+      src: URL.createObjectURL(f),
+    };
   });
   g.add(items, { sort: true });
   say(`scored ${items.filter((i) => i.score !== undefined).length} of ${files.length}`);
@@ -315,11 +331,16 @@ async function browseView(params) {
     location.hash = hashFor('compare', { a, b });
   });
   const list = h('ul', { class: 'entries' });
-  if (body.parent !== null) list.append(h('li', {}, h('span', { class: 'kind' }, 'folder'), h('a', { href: hashFor('browse', { path: body.parent }) }, '..')));
+  if (body.parent !== null)
+    list.append(h('li', {}, h('span', { class: 'kind' }, 'folder'), h('a', { href: hashFor('browse', { path: body.parent }) }, '..')));
   for (const e of body.entries) {
     const li = h('li', {}, h('span', { class: 'kind' }, e.kind));
     if (e.kind === 'folder') li.append(h('a', { href: hashFor('browse', { path: e.path }) }, `${e.name}/`));
-    else if (e.kind === 'run') li.append(h('a', { href: hashFor('run', { path: e.path }) }, `${e.name}/ (open run)`), h('a', { href: hashFor('browse', { path: e.path }) }, 'files'));
+    else if (e.kind === 'run')
+      li.append(
+        h('a', { href: hashFor('run', { path: e.path }) }, `${e.name}/ (open run)`),
+        h('a', { href: hashFor('browse', { path: e.path }) }, 'files'),
+      );
     else if (e.kind === 'output') {
       const box = h('input', { type: 'checkbox', 'aria-label': `choose ${e.name} to compare` });
       box.addEventListener('change', () => {
@@ -359,7 +380,8 @@ function describeOutput(body) {
 
 function itemOf(r) {
   return {
-    name: r.file,
+    name: r.path ?? r.file,
+    file: r.file,
     score: r.score,
     error: r.error,
     mos: r.mos,
@@ -442,13 +464,18 @@ async function compareView(params) {
   };
   const rx = rank(pairs.map((p) => p.x));
   const ry = rank(pairs.map((p) => p.y));
-  const worst = pairs.map((p, i) => ({ p, d: Math.abs(rx[i] - ry[i]) })).sort((u, v) => v.d - u.d).slice(0, 10);
+  const worst = pairs
+    .map((p, i) => ({ p, d: Math.abs(rx[i] - ry[i]) }))
+    .sort((u, v) => v.d - u.d)
+    .slice(0, 10);
   view.append(
     h('h3', {}, 'Where they disagree most'),
     h(
       'ol',
       {},
-      worst.map(({ p, d }) => h('li', {}, h('button', { type: 'button', onclick: () => pick(p) }, p.label), ` rank gap ${fmt(d * 100, 0)}%`)),
+      worst.map(({ p, d }) =>
+        h('li', {}, h('button', { type: 'button', onclick: () => pick(p) }, p.label), ` rank gap ${fmt(d * 100, 0)}%`),
+      ),
     ),
   );
   say(`${pairs.length} images in both`);
@@ -486,14 +513,30 @@ async function runView(params) {
     const r = body.report;
     view.append(h('p', { id: 'protocol' }, r.protocol ?? ''), metricsTable({ n: r.n, ...r.metrics }, `${r.method} on ${r.dataset}`));
     for (const n of r.notes ?? []) view.append(h('p', { class: 'summary' }, `note: ${n}`));
-    if (r.failed?.length) view.append(h('details', {}, h('summary', { class: 'error' }, `${r.failed.length} images failed`), h('ul', {}, r.failed.slice(0, 200).map((f) => h('li', {}, f)))));
+    if (r.failed?.length)
+      view.append(
+        h(
+          'details',
+          {},
+          h('summary', { class: 'error' }, `${r.failed.length} image${r.failed.length === 1 ? '' : 's'} failed`),
+          h(
+            'ul',
+            {},
+            r.failed.slice(0, 200).map((f) => h('li', {}, f)),
+          ),
+        ),
+      );
     const rows = (r.scores ?? []).filter((s) => Number.isFinite(s.score) && Number.isFinite(s.mos));
     const plots = h('div', { class: 'plots' });
     if (rows.length)
       plots.append(
         scatter(
           rows.map((s) => ({ x: s.score, y: s.mos, label: s.file })),
-          { xLabel: 'predicted score', yLabel: `MOS (${r.target ?? ''})`, onPick: (p) => showImage(p.label, null, [`score ${fmt(p.x)}`, `MOS ${fmt(p.y)}`, 'the dataset\'s images are not served']) },
+          {
+            xLabel: 'predicted score',
+            yLabel: `MOS (${r.target ?? ''})`,
+            onPick: (p) => showImage(p.label, null, [`score ${fmt(p.x)}`, `MOS ${fmt(p.y)}`, "the dataset's images are not served"]),
+          },
         ),
       );
     view.append(plots, ...figureImages(body.figures));
@@ -511,9 +554,19 @@ async function runView(params) {
       h(
         'div',
         { class: 'plots' },
-        epochs.length ? curves([{ name: 'loss', x, y: epochs.map((e) => e.loss) }], { xLabel: 'epoch', yLabel: 'training loss', title: 'training loss' }) : h('p', {}, 'no epochs yet'),
+        epochs.length
+          ? curves([{ name: 'loss', x, y: epochs.map((e) => e.loss) }], {
+              xLabel: 'epoch',
+              yLabel: 'training loss',
+              title: 'training loss',
+            })
+          : h('p', {}, 'no epochs yet'),
         epochs.some((e) => Number.isFinite(e.val?.srcc))
-          ? curves([{ name: 'srcc', x, y: epochs.map((e) => e.val?.srcc ?? NaN), color: '#1f7a3f' }], { xLabel: 'epoch', yLabel: 'SRCC', title: `${res?.selectOn ?? 'validation'} SRCC` })
+          ? curves([{ name: 'srcc', x, y: epochs.map((e) => e.val?.srcc ?? NaN), color: '#1f7a3f' }], {
+              xLabel: 'epoch',
+              yLabel: 'SRCC',
+              title: `${res?.selectOn ?? 'validation'} SRCC`,
+            })
           : '',
       ),
       ...figureImages(body.figures),

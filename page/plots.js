@@ -24,14 +24,17 @@ function frame(w, h, label) {
   return svg;
 }
 
-function axes(svg, m, w, h, x, y, xLabel, yLabel, xs, ys) {
+function axes(svg, m, w, h, x, y, xLabel, yLabel, xs, ys, yDigits = 2) {
   const g = svgEl('g', { 'font-size': 10, fill: '#5a6470' });
   g.append(svgEl('line', { x1: m.l, y1: h - m.b, x2: w - m.r, y2: h - m.b, stroke: '#5a6470' }));
   g.append(svgEl('line', { x1: m.l, y1: m.t, x2: m.l, y2: h - m.b, stroke: '#5a6470' }));
-  for (const t of xs) g.append(svgEl('text', { x: x(t), y: h - m.b + 12, 'text-anchor': 'middle' }, fmt(t, 2)));
-  for (const t of ys) g.append(svgEl('text', { x: m.l - 4, y: y(t) + 3, 'text-anchor': 'end' }, fmt(t, 2)));
+  for (const t of xs)
+    g.append(svgEl('text', { x: x(t), y: h - m.b + 12, 'text-anchor': 'middle' }, Number.isInteger(t) ? String(t) : fmt(t, 2)));
+  for (const t of ys) g.append(svgEl('text', { x: m.l - 4, y: y(t) + 3, 'text-anchor': 'end' }, fmt(t, yDigits)));
   g.append(svgEl('text', { x: (m.l + w - m.r) / 2, y: h - 4, 'text-anchor': 'middle' }, xLabel));
-  g.append(svgEl('text', { x: 10, y: (m.t + h - m.b) / 2, 'text-anchor': 'middle', transform: `rotate(-90 10 ${(m.t + h - m.b) / 2})` }, yLabel));
+  g.append(
+    svgEl('text', { x: 10, y: (m.t + h - m.b) / 2, 'text-anchor': 'middle', transform: `rotate(-90 10 ${(m.t + h - m.b) / 2})` }, yLabel),
+  );
   svg.append(g);
 }
 
@@ -39,7 +42,7 @@ function axes(svg, m, w, h, x, y, xLabel, yLabel, xs, ys) {
 export function histogram(values, { lo, hi, threshold, higherIsBetter, bins = 30, label = 'score' }) {
   const w = 420;
   const h = 180;
-  const m = { l: 40, r: 10, t: 10, b: 32 };
+  const m = { l: 40, r: 18, t: 10, b: 32 };
   const span = hi > lo ? hi - lo : 1;
   const counts = new Array(bins).fill(0);
   for (const v of values) counts[Math.min(bins - 1, Math.max(0, Math.floor(((v - lo) / span) * bins)))]++;
@@ -47,16 +50,34 @@ export function histogram(values, { lo, hi, threshold, higherIsBetter, bins = 30
   const x = (v) => m.l + ((v - lo) / span) * (w - m.l - m.r);
   const y = (c) => h - m.b - (c / top) * (h - m.t - m.b);
   const svg = frame(w, h, `Histogram of ${values.length} scores`);
-  axes(svg, m, w, h, x, y, label, 'images', ticks(lo, hi), ticks(0, top, 3));
+  axes(svg, m, w, h, x, y, label, 'images', ticks(lo, hi), ticks(0, top, 3).map(Math.round), 0);
   const bars = svgEl('g', { class: 'bars' });
   const bw = (w - m.l - m.r) / bins;
   counts.forEach((c, i) => {
     const mid = lo + ((i + 0.5) / bins) * span;
     const kept = higherIsBetter ? mid >= threshold : mid <= threshold;
-    bars.append(svgEl('rect', { x: m.l + i * bw + 0.5, y: y(c), width: Math.max(0, bw - 1), height: h - m.b - y(c), fill: kept ? '#1f7a3f' : '#b3261e' }));
+    bars.append(
+      svgEl('rect', {
+        x: m.l + i * bw + 0.5,
+        y: y(c),
+        width: Math.max(0, bw - 1),
+        height: h - m.b - y(c),
+        fill: kept ? '#1f7a3f' : '#b3261e',
+      }),
+    );
   });
   svg.append(bars);
-  svg.append(svgEl('line', { class: 'threshold', x1: x(threshold), x2: x(threshold), y1: m.t, y2: h - m.b, stroke: '#1b1f24', 'stroke-dasharray': '4 3' }));
+  svg.append(
+    svgEl('line', {
+      class: 'threshold',
+      x1: x(threshold),
+      x2: x(threshold),
+      y1: m.t,
+      y2: h - m.b,
+      stroke: '#1b1f24',
+      'stroke-dasharray': '4 3',
+    }),
+  );
   return svg;
 }
 
@@ -113,11 +134,21 @@ export function curves(series, { xLabel, yLabel, title }) {
   const x = (v) => m.l + ((v - x0) / (x1 - x0 || 1)) * (w - m.l - m.r);
   const y = (v) => h - m.b - ((v - y0) / (y1 - y0 || 1)) * (h - m.t - m.b);
   const svg = frame(w, h, title);
-  axes(svg, m, w, h, x, y, xLabel, yLabel, ticks(x0, x1), ticks(y0, y1));
+  // epochs are whole numbers: so are their ticks, where there are few
+  const whole = all.every(([a]) => Number.isInteger(a)) && x1 - x0 <= 12;
+  const xt = whole ? Array.from({ length: Math.round(x1 - x0) + 1 }, (_, i) => x0 + i) : ticks(x0, x1);
+  axes(svg, m, w, h, x, y, xLabel, yLabel, xt, ticks(y0, y1));
   svg.append(svgEl('text', { x: m.l, y: 14, 'font-size': 11 }, title));
   for (const s of series) {
     const pts = s.x.map((xv, i) => [xv, s.y[i]]).filter(([, v]) => Number.isFinite(v));
-    svg.append(svgEl('polyline', { points: pts.map(([a, b]) => `${x(a)},${y(b)}`).join(' '), fill: 'none', stroke: s.color ?? '#1f5fbf', 'stroke-width': 2 }));
+    svg.append(
+      svgEl('polyline', {
+        points: pts.map(([a, b]) => `${x(a)},${y(b)}`).join(' '),
+        fill: 'none',
+        stroke: s.color ?? '#1f5fbf',
+        'stroke-width': 2,
+      }),
+    );
     for (const [a, b] of pts) svg.append(svgEl('circle', { cx: x(a), cy: y(b), r: 2.5, fill: s.color ?? '#1f5fbf' }));
   }
   return svg;
@@ -139,7 +170,7 @@ function extent(vs) {
 export function ranks(vs) {
   const idx = vs.map((_, i) => i).sort((a, b) => vs[a] - vs[b]);
   const r = new Array(vs.length);
-  for (let i = 0; i < idx.length; ) {
+  for (let i = 0; i < idx.length;) {
     let j = i;
     while (j + 1 < idx.length && vs[idx[j + 1]] === vs[idx[i]]) j++;
     for (let k = i; k <= j; k++) r[idx[k]] = (i + j) / 2 + 1;

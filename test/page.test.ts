@@ -53,7 +53,12 @@ function lcg(seed: number): () => number {
 
 /** The fake service's score of a dropped image, from its name (img-07.png → …); `broken.png` fails. */
 const fakeScore = (name: string): number => ((Number(/(\d+)/.exec(name)?.[1] ?? 0) * 7) % 20) / 20 + 0.025;
-const SETUP = { setup: 'clip-iqa', scoreRange: [0, 1] as [number, number], higherIsBetter: true, model: { name: 'tiny-vit-p32', id: 'sha256:abc' } };
+const SETUP = {
+  setup: 'clip-iqa',
+  scoreRange: [0, 1] as [number, number],
+  higherIsBetter: true,
+  model: { name: 'tiny-vit-p32', id: 'sha256:abc' },
+};
 
 const big: { file: string; a?: number; b?: number; error?: string }[] = [];
 
@@ -91,8 +96,26 @@ before(async () => {
       .map((r) => JSON.stringify(r) + '\n')
       .join(''),
   );
-  writeFileSync(join(root, 'out-b.csv'), ['file,score,error', ...big.map((r) => (r.error ? `big/${r.file.split('/').pop()},,x` : `big/${r.file.split('/').pop()},${r.b},`))].join('\n') + '\n');
+  writeFileSync(
+    join(root, 'out-b.csv'),
+    [
+      'file,score,error',
+      ...big.map((r) => (r.error ? `big/${r.file.split('/').pop()},,x` : `big/${r.file.split('/').pop()},${r.b},`)),
+    ].join('\n') + '\n',
+  );
   writeFileSync(join(root, 'out-b.csv.meta.json'), JSON.stringify(header('liqe', [1, 5])));
+  // an output whose images cannot all be shown: one gone, one not an image, one outside the root
+  writeFileSync(
+    join(root, 'gone.jsonl'),
+    [
+      { file: join(root, 'big', '0000.png'), score: 0.9 },
+      { file: join(root, 'big', 'gone.png'), score: 0.8 },
+      { file: join(root, 'notes.txt'), score: 0.7 },
+      { file: join(outside, 'secret.png'), score: 0.6 },
+    ]
+      .map((r) => JSON.stringify(r) + '\n')
+      .join(''),
+  );
   // an eval run and a train run, as `promptiqa eval` and `promptiqa train` leave them
   const pred = Array.from({ length: 60 }, (_, i) => i / 60 + 0.1 * Math.sin(i));
   const mos = pred.map((p, i) => 1 + 4 * p + 0.3 * Math.cos(i * 3));
@@ -111,16 +134,30 @@ before(async () => {
       scores: pred.map((p, i) => ({ file: `img${i}.jpg`, mos: mos[i], score: p })),
     }),
   );
-  writeFileSync(join(root, 'runs', 'eval1', 'scatter.svg'), scatterPlotSvg({ pred, mos, title: 'clip-iqa on agiqa-3k', legend: [`SRCC ${metrics.srcc.toFixed(4)}`] }));
+  writeFileSync(
+    join(root, 'runs', 'eval1', 'scatter.svg'),
+    scatterPlotSvg({ pred, mos, title: 'clip-iqa on agiqa-3k', legend: [`SRCC ${metrics.srcc.toFixed(4)}`] }),
+  );
   const history = [1, 2, 3, 4].map((epoch) => ({ epoch, loss: 1 / epoch, val: { srcc: 0.5 + epoch / 10, n: 20 }, lr: 1e-3 }));
   writeFileSync(
     join(root, 'runs', 'train1', 'result.json'),
-    JSON.stringify({ bestEpoch: 4, selectOn: 'val', best: history[3]!.val, test: { srcc: 0.8765, n: 20 }, history, protocol: 'agiqa-3k, 4 epochs' }),
+    JSON.stringify({
+      bestEpoch: 4,
+      selectOn: 'val',
+      best: history[3]!.val,
+      test: { srcc: 0.8765, n: 20 },
+      history,
+      protocol: 'agiqa-3k, 4 epochs',
+    }),
   );
   writeFileSync(join(root, 'runs', 'train1', 'train.jsonl'), history.map((h) => JSON.stringify({ kind: 'epoch', ...h }) + '\n').join(''));
   writeFileSync(
     join(root, 'runs', 'train1', 'training.svg'),
-    linePlotSvg({ title: 'training', xLabel: 'epoch', panels: [{ yLabel: 'loss', series: [{ name: 'loss', x: [1, 2, 3, 4], y: history.map((h) => h.loss) }] }] }),
+    linePlotSvg({
+      title: 'training',
+      xLabel: 'epoch',
+      panels: [{ yLabel: 'loss', series: [{ name: 'loss', x: [1, 2, 3, 4], y: history.map((h) => h.loss) }] }],
+    }),
   );
 });
 
@@ -128,11 +165,12 @@ before(async () => {
 async function makeApp(opts: { root?: string }): Promise<{ app: FastifyInstance; files: () => number }> {
   const app = Fastify();
   let files = 0;
-  app.addHook('onRequest', async (req) => {
+  app.addHook('onRequest', (req, _reply, done) => {
     if (req.url.startsWith('/v1/file')) files++;
+    done();
   });
   await app.register(multipart, { limits: { fileSize: 1 << 20, files: 100 } });
-  app.get('/v1/setups', async () => ({ setups: [SETUP] }));
+  app.get('/v1/setups', () => Promise.resolve({ setups: [SETUP] }));
   app.post('/v1/score', async (req) => {
     const setup = (req.query as { setup?: string }).setup ?? SETUP.setup;
     assert.equal(setup, SETUP.setup);
@@ -149,7 +187,7 @@ async function makeApp(opts: { root?: string }): Promise<{ app: FastifyInstance;
   return { app, files: () => files };
 }
 
-describe('the page\'s endpoints', () => {
+describe("the page's endpoints", () => {
   let app: FastifyInstance;
   before(async () => {
     app = (await makeApp({ root })).app;
@@ -158,7 +196,7 @@ describe('the page\'s endpoints', () => {
   const get = async (url: string): Promise<{ status: number; body: Record<string, unknown>; type: string }> => {
     const r = await app.inject({ method: 'GET', url });
     const type = String(r.headers['content-type'] ?? '');
-    return { status: r.statusCode, body: type.startsWith('application/json') ? (r.json() as Record<string, unknown>) : {}, type };
+    return { status: r.statusCode, body: type.startsWith('application/json') ? r.json<Record<string, unknown>>() : {}, type };
   };
 
   test('the page is served at / with its modules', async () => {
@@ -166,11 +204,18 @@ describe('the page\'s endpoints', () => {
     assert.equal(r.statusCode, 200);
     assert.match(String(r.headers['content-type']), /text\/html/);
     assert.match(r.body, /<script type="module" src="app.js">/);
-    for (const f of ['app.js', 'plots.js', 'style.css']) assert.equal((await app.inject({ method: 'GET', url: `/${f}` })).statusCode, 200, f);
+    for (const f of ['app.js', 'plots.js', 'style.css'])
+      assert.equal((await app.inject({ method: 'GET', url: `/${f}` })).statusCode, 200, f);
   });
 
   test('paths that leave the root answer 403 and read nothing; others 404, 415', async () => {
-    for (const p of ['../outside/secret.png', join(outside, 'secret.png'), 'escape.png', 'linkdir/secret.png', 'big/../../outside/secret.png']) {
+    for (const p of [
+      '../outside/secret.png',
+      join(outside, 'secret.png'),
+      'escape.png',
+      'linkdir/secret.png',
+      'big/../../outside/secret.png',
+    ]) {
       const r = await get(`/v1/file?path=${encodeURIComponent(p)}`);
       assert.equal(r.status, 403, p);
       assert.match(String(r.body.error), /outside --root/);
@@ -195,9 +240,22 @@ describe('the page\'s endpoints', () => {
     const r = await get('/v1/browse');
     assert.equal(r.status, 200);
     const kinds = Object.fromEntries((r.body.entries as { name: string; kind: string }[]).map((e) => [e.name, e.kind]));
-    assert.deepEqual(kinds, { big: 'folder', 'escape.png': 'image', linkdir: 'folder', 'notes.txt': 'file', 'out-a.jsonl': 'output', 'out-b.csv': 'output', 'out-b.csv.meta.json': 'file', runs: 'folder' });
+    assert.deepEqual(kinds, {
+      big: 'folder',
+      'escape.png': 'image',
+      linkdir: 'folder',
+      'notes.txt': 'file',
+      'out-a.jsonl': 'output',
+      'out-b.csv': 'output',
+      'out-b.csv.meta.json': 'file',
+      'gone.jsonl': 'output',
+      runs: 'folder',
+    });
     const runs = await get('/v1/browse?path=runs');
-    assert.deepEqual((runs.body.entries as { kind: string }[]).map((e) => e.kind), ['run', 'run']);
+    assert.deepEqual(
+      (runs.body.entries as { kind: string }[]).map((e) => e.kind),
+      ['run', 'run'],
+    );
     assert.equal(runs.body.parent, '');
   });
 
@@ -212,12 +270,18 @@ describe('the page\'s endpoints', () => {
     const recs = first.body.records as { score: number; path: string; file: string }[];
     assert.equal(recs.length, 100);
     const best = big.filter((r) => r.a !== undefined).sort((x, y) => y.a! - x.a!);
-    assert.deepEqual(recs.map((r) => r.score), best.slice(0, 100).map((r) => r.a));
+    assert.deepEqual(
+      recs.map((r) => r.score),
+      best.slice(0, 100).map((r) => r.a),
+    );
     assert.match(recs[0]!.path, /^big\/\d{4}\.png$/);
     const last = await get('/v1/output?path=out-a.jsonl&offset=1990&limit=100');
     assert.equal((last.body.records as unknown[]).length, 10);
     const nFailed = big.filter((r) => r.error).length;
-    assert.ok((last.body.records as { error?: string }[]).slice(-nFailed).every((r) => r.error !== undefined), 'the failed records come last');
+    assert.ok(
+      (last.body.records as { error?: string }[]).slice(-nFailed).every((r) => r.error !== undefined),
+      'the failed records come last',
+    );
     const csv = await get('/v1/output?path=out-b.csv&limit=5&sort=none');
     assert.match(String(csv.body.setup), /^liqe/);
     assert.equal((csv.body.records as { path: string }[])[0]!.path, 'big/0000.png');
@@ -240,7 +304,7 @@ describe('the page\'s endpoints', () => {
     try {
       const r = await bare.inject({ method: 'GET', url: '/v1/browse' });
       assert.equal(r.statusCode, 404);
-      assert.match((r.json() as { error: string }).error, /no --root/);
+      assert.match(r.json<{ error: string }>().error, /no --root/);
       assert.equal((await bare.inject({ method: 'GET', url: '/' })).statusCode, 200);
     } finally {
       await bare.close();
@@ -272,6 +336,9 @@ describe('the page in a headless Chromium', () => {
     await app?.close();
   });
 
+  /** A script run in the page (written as text: this project's types know no DOM). */
+  const js = <T>(page: Page, expr: string): Promise<T> => page.evaluate<T>(expr);
+
   async function open(hash: string, viewport = { width: 1200, height: 900 }): Promise<Page> {
     const page = await browser!.newPage({ viewport, acceptDownloads: true });
     page.setDefaultTimeout(10000);
@@ -285,75 +352,100 @@ describe('the page in a headless Chromium', () => {
 
   test('drop 20 images: sorted by score, the threshold splits them, the kept list is exported', { skip }, async () => {
     const names = [...Array.from({ length: 19 }, (_, i) => `img-${String(i + 1).padStart(2, '0')}.png`), 'broken.png'];
-    const images = await Promise.all(names.map(async (n, i) => ({ name: n, b64: (await png(i * 12, 200 - i * 9, 80 + i * 7, 96)).toString('base64') })));
+    const images = await Promise.all(
+      names.map(async (n, i) => ({ name: n, b64: (await png(i * 12, 200 - i * 9, 80 + i * 7, 96)).toString('base64') })),
+    );
     const page = await open('#/score');
     await page.waitForSelector('#setup option', { state: 'attached' });
     // a drop, as a file manager makes it: a DataTransfer of Files on the drop zone
-    await page.evaluate((imgs) => {
+    await page.evaluate(`{
       const dt = new DataTransfer();
-      for (const { name, b64 } of imgs) dt.items.add(new File([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))], name, { type: 'image/png' }));
-      document.getElementById('drop')!.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
-    }, images);
-    await page.waitForFunction(() => document.querySelectorAll('#gallery .tile').length === 20);
-    await page.waitForFunction(() => [...document.querySelectorAll<HTMLImageElement>('#gallery img')].every((i) => i.complete && i.naturalWidth > 0));
-    const shown = await page.$$eval('#gallery .tile', (els) => els.map((e) => [e.getAttribute('data-name'), e.querySelector('.score')!.textContent]));
-    const expected = names.filter((n) => n !== 'broken.png').sort((a, b) => fakeScore(b) - fakeScore(a) || names.indexOf(a) - names.indexOf(b));
-    assert.deepEqual(shown.slice(0, 19), expected.map((n) => [n, fakeScore(n).toFixed(4)]));
+      for (const { name, b64 } of ${JSON.stringify(images)})
+        dt.items.add(new File([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))], name, { type: 'image/png' }));
+      document.getElementById('drop').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+    }`);
+    await page.waitForFunction(`document.querySelectorAll('#gallery .tile').length === 20`);
+    await page.waitForFunction(`[...document.querySelectorAll('#gallery img')].every((i) => i.complete && i.naturalWidth > 0)`);
+    const shown = await js<string[][]>(
+      page,
+      `[...document.querySelectorAll('#gallery .tile')].map((e) => [e.dataset.name, e.querySelector('.score').textContent])`,
+    );
+    const expected = names
+      .filter((n) => n !== 'broken.png')
+      .sort((a, b) => fakeScore(b) - fakeScore(a) || names.indexOf(a) - names.indexOf(b));
+    assert.deepEqual(
+      shown.slice(0, 19),
+      expected.map((n) => [n, fakeScore(n).toFixed(4)]),
+    );
     assert.deepEqual(shown[19], ['broken.png', 'failed']);
-    assert.match(await page.textContent('#gallery .tile:last-child .why') ?? '', /cannot decode broken\.png: not an image/);
-    assert.equal(await page.$$eval('.plots svg rect', (r) => r.length), 30, 'a histogram');
+    assert.match((await page.textContent('#gallery .tile:last-child .why')) ?? '', /cannot decode broken\.png: not an image/);
+    assert.equal(await page.locator('.plots svg rect').count(), 30, 'a histogram');
     // the threshold, by keyboard and then to a chosen value
     const before = await page.inputValue('#threshold');
     await page.focus('#threshold');
     await page.keyboard.press('ArrowRight');
     assert.notEqual(await page.inputValue('#threshold'), before, 'the keyboard moves the threshold');
     const t = 0.6;
-    await page.$eval('#threshold', (el, v) => {
-      (el as HTMLInputElement).value = String(v);
+    await page.evaluate(`{
+      const el = document.getElementById('threshold');
+      el.value = '${t}';
       el.dispatchEvent(new Event('input', { bubbles: true }));
-    }, t);
+    }`);
     const kept = expected.filter((n) => fakeScore(n) >= t);
     assert.match((await page.textContent('.summary[aria-live]')) ?? '', new RegExp(`^kept ${kept.length} of 20, 1 failed`));
-    assert.equal(await page.$$eval('#gallery .tile.kept', (e) => e.length), kept.length);
+    assert.equal(await page.locator('#gallery .tile.kept').count(), kept.length);
     await page.screenshot({ path: join(SHOTS, 'score.png'), fullPage: true });
     const [download] = await Promise.all([page.waitForEvent('download'), page.click('#export')]);
-    const csv = readFileSync((await download.path())!, 'utf8');
+    const csv = readFileSync(await download.path(), 'utf8');
     assert.equal(csv, ['file,score', ...kept.map((n) => `${n},${fakeScore(n)}`)].join('\n') + '\n');
     await page.close();
   });
 
   test('an output of 2,000 images: all listed, thumbnails loaded as they scroll into view', { skip }, async () => {
     const page = await open('#/output?path=out-a.jsonl');
-    await page.waitForFunction((n) => document.querySelectorAll('#gallery .tile').length === n, N_BIG);
-    await page.waitForFunction(() => document.querySelector<HTMLImageElement>('#gallery .tile img')?.naturalWidth);
-    const loaded = (): Promise<number> => page.$$eval('#gallery img[src]', (e) => e.length);
+    await page.waitForFunction(`document.querySelectorAll('#gallery .tile').length === ${N_BIG}`);
+    await page.waitForFunction(`document.querySelector('#gallery .tile img')?.naturalWidth > 0`);
+    const loaded = (): Promise<number> => page.locator('#gallery img[src]').count();
     const atTop = await loaded();
     assert.ok(atTop > 0 && atTop < 200, `only the images in view (and near it) load at first: ${atTop}`);
     assert.ok(files() < 200, `and only they are fetched: ${files()}`);
     await page.screenshot({ path: join(SHOTS, 'output-top.png') });
     // scroll to the end a screen at a time
     const fetchedBefore = files();
-    await page.evaluate(() => window.scrollTo(0, document.body.scrollHeight));
-    await page.waitForFunction(() => {
-      const last = document.querySelector<HTMLImageElement>('#gallery .tile:nth-last-child(20) img');
-      return last?.complete && last.naturalWidth > 0;
-    });
+    await page.evaluate(`window.scrollTo(0, document.body.scrollHeight)`);
+    await page.waitForFunction(`document.querySelector('#gallery .tile:nth-last-child(20) img')?.naturalWidth > 0`);
     assert.ok(files() > fetchedBefore, 'scrolling fetched more images');
     assert.ok((await loaded()) < N_BIG / 2, 'the images between were never loaded');
-    const failedTiles = await page.$$eval('#gallery .tile .why', (e) => e.map((x) => x.textContent));
+    const failedTiles = await page.locator('#gallery .tile .why').allTextContents();
     assert.equal(failedTiles.length, big.filter((r) => r.error).length);
     assert.ok(failedTiles.every((t) => t === 'failed: cannot decode: truncated PNG'));
     await page.screenshot({ path: join(SHOTS, 'output-end.png') });
     await page.close();
     // readable on a narrow window
     const narrow = await open('#/output?path=out-a.jsonl', { width: 380, height: 800 });
-    await narrow.waitForFunction(() => document.querySelector<HTMLImageElement>('#gallery .tile img')?.naturalWidth);
-    const wide = await narrow.evaluate(() =>
-      [...document.querySelectorAll('body *')].filter((e) => e.getBoundingClientRect().right > window.innerWidth + 1).map((e) => `${e.tagName}.${e.className} ${e.getBoundingClientRect().right}`).slice(0, 5),
+    await narrow.waitForFunction(`document.querySelector('#gallery .tile img')?.naturalWidth > 0`);
+    const wide = await js<string[]>(
+      narrow,
+      `[...document.querySelectorAll('body *')].filter((e) => e.getBoundingClientRect().right > innerWidth + 1).map((e) => e.tagName + '.' + e.className).slice(0, 5)`,
     );
     assert.deepEqual(wide, [], 'no sideways scrolling');
     await narrow.screenshot({ path: join(SHOTS, 'output-narrow.png') });
     await narrow.close();
+  });
+
+  test('an image that cannot be shown says why', { skip }, async () => {
+    const page = await open('#/output?path=gone.jsonl');
+    await page.waitForFunction(`document.querySelectorAll('#gallery .tile .why').length === 3`);
+    const why = await js<string[][]>(
+      page,
+      `[...document.querySelectorAll('#gallery .tile')].map((e) => [e.dataset.name, e.querySelector('.why')?.textContent ?? 'shown'])`,
+    );
+    assert.equal(why[0]![1], 'shown');
+    assert.match(why[1]!.join(' '), /^big\/gone\.png big\/gone\.png: .*(no such|not exist)/i);
+    assert.match(why[2]!.join(' '), /^notes\.txt notes\.txt: not an image/);
+    assert.match(why[3]![1]!, /outside --root: not shown/);
+    await page.screenshot({ path: join(SHOTS, 'output-errors.png') });
+    await page.close();
   });
 
   test('two outputs of different set-ups: a scatter with their SRCC; a point opens its image', { skip }, async () => {
@@ -369,16 +461,13 @@ describe('the page in a headless Chromium', () => {
       both.map((r) => r.b!),
     );
     assert.equal(await page.textContent('#srcc'), `SRCC ${want.toFixed(4)} over ${both.length} images`);
-    assert.equal(await page.$$eval('svg.scatter circle', (c) => c.length), both.length);
+    assert.equal(await page.locator('svg.scatter circle').count(), both.length);
     await page.locator('svg.scatter circle').nth(5).dispatchEvent('click');
-    await page.waitForFunction(() => {
-      const img = document.querySelector<HTMLImageElement>('#viewer[open] #viewer-body img');
-      return img?.complete && img.naturalWidth > 0;
-    });
+    await page.waitForFunction(`document.querySelector('#viewer[open] #viewer-body img')?.naturalWidth > 0`);
     assert.equal(await page.textContent('#viewer-title'), `big/${both[5]!.file.split('/').pop()}`, 'named by its path under the root');
     await page.screenshot({ path: join(SHOTS, 'compare.png'), fullPage: true });
     await page.keyboard.press('Escape');
-    assert.equal(await page.$eval('#viewer', (d) => (d as HTMLDialogElement).open), false);
+    assert.equal(await js<boolean>(page, `document.getElementById('viewer').open`), false);
     await page.close();
   });
 
@@ -387,15 +476,15 @@ describe('the page in a headless Chromium', () => {
     const srccCell = await page.textContent('tr:has(th:text-is("srcc")) td');
     const report = JSON.parse(readFileSync(join(root, 'runs', 'eval1', 'report.json'), 'utf8')) as { metrics: { srcc: number } };
     assert.equal(srccCell, report.metrics.srcc.toFixed(4));
-    assert.equal(await page.$$eval('svg.scatter circle', (c) => c.length), 60);
-    await page.waitForFunction(() => document.querySelector<HTMLImageElement>('img.figure')?.naturalWidth);
-    assert.match((await page.textContent('details summary')) ?? '', /1 images failed/);
+    assert.equal(await page.locator('svg.scatter circle').count(), 60);
+    await page.waitForFunction(`document.querySelector('img.figure')?.naturalWidth > 0`);
+    assert.match((await page.textContent('details summary')) ?? '', /^1 image failed$/);
     await page.screenshot({ path: join(SHOTS, 'eval.png'), fullPage: true });
     await page.goto(`${base}/#/run?path=runs/train1`);
     await page.waitForSelector('caption:text-is("chosen epoch 4 (on val)")');
     assert.equal(await page.textContent('caption >> nth=1'), 'test');
-    assert.equal(await page.$$eval('.plots svg polyline', (p) => p.length), 2, 'loss and SRCC curves');
-    await page.waitForFunction(() => document.querySelector<HTMLImageElement>('img.figure')?.naturalWidth);
+    assert.equal(await page.locator('.plots svg polyline').count(), 2, 'loss and SRCC curves');
+    await page.waitForFunction(`document.querySelector('img.figure')?.naturalWidth > 0`);
     await page.screenshot({ path: join(SHOTS, 'train.png'), fullPage: true });
     // a run that cannot be opened says why
     await page.goto(`${base}/#/run?path=linkdir`);

@@ -186,7 +186,8 @@ export async function registerPage(app: FastifyInstance, opts: PageOptions): Pro
       if (sort === 'score') {
         const dir = higherIsBetter ? -1 : 1;
         ordered = [...records].sort((a, b) => {
-          if (a.score === undefined || b.score === undefined) return (a.score === undefined ? 1 : 0) - (b.score === undefined ? 1 : 0) || a.i - b.i;
+          if (a.score === undefined || b.score === undefined)
+            return (a.score === undefined ? 1 : 0) - (b.score === undefined ? 1 : 0) || a.i - b.i;
           return dir * (a.score - b.score) || a.i - b.i;
         });
       }
@@ -303,9 +304,10 @@ function lowerBetterOf(method: string): boolean | undefined {
 function describeSetup(header: Record<string, unknown> | null): string | null {
   if (header === null || typeof header.method !== 'string') return null;
   const model = (header.model as { name?: unknown } | undefined)?.name;
+  const checkpoint = (header.checkpoint as { path?: unknown } | undefined)?.path;
   const parts = [
     typeof header.pretrained === 'string' ? `pretrained ${header.pretrained}` : '',
-    header.checkpoint ? `checkpoint ${basename(String((header.checkpoint as { path?: unknown }).path ?? ''))}` : '',
+    typeof checkpoint === 'string' ? `checkpoint ${basename(checkpoint)}` : '',
     typeof model === 'string' ? model : '',
   ].filter((x) => x !== '');
   return parts.length ? `${header.method} (${parts.join(', ')})` : header.method;
