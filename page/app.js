@@ -42,6 +42,8 @@ async function api(url, init) {
 }
 
 const fileUrl = (path) => `/v1/file?path=${encodeURIComponent(path)}`;
+/** A gallery's thumbnail: small enough for thousands, sharp on a 2× screen. */
+const thumbUrl = (path) => `${fileUrl(path)}&size=320`;
 const hashFor = (name, params) => `#/${name}?${new URLSearchParams(params)}`;
 
 function showError(where, err) {
@@ -145,7 +147,7 @@ function gallery(opts) {
       btn.append(img);
     }
     btn.addEventListener('click', () =>
-      showImage(item.name, item.error === undefined ? (item.src ?? item.lazySrc) : null, [
+      showImage(item.name, item.error === undefined ? (item.src ?? item.fullSrc ?? item.lazySrc) : null, [
         item.score !== undefined ? `score ${fmt(item.score)}` : `failed: ${item.error ?? item.why}`,
         item.mos !== undefined ? `MOS ${fmt(item.mos)}` : '',
       ]),
@@ -385,7 +387,8 @@ function itemOf(r) {
     score: r.score,
     error: r.error,
     mos: r.mos,
-    lazySrc: r.path !== undefined ? fileUrl(r.path) : undefined,
+    lazySrc: r.path !== undefined ? thumbUrl(r.path) : undefined,
+    fullSrc: r.path !== undefined ? fileUrl(r.path) : undefined,
     why: r.path === undefined ? 'outside --root: not shown' : undefined,
   };
 }

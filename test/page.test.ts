@@ -70,6 +70,9 @@ before(async () => {
   const palette = await Promise.all(Array.from({ length: 16 }, (_, i) => png((i * 53) % 256, (i * 97 + 40) % 256, (i * 151 + 90) % 256)));
   writeFileSync(join(outside, 'secret.png'), palette[0]!);
   writeFileSync(join(root, 'notes.txt'), 'not an image\n');
+  mkdirSync(join(root, 'photos'));
+  writeFileSync(join(root, 'photos', 'wide.png'), await png(10, 120, 200, 640));
+  writeFileSync(join(root, 'photos', 'bad.jpg'), 'not a JPEG at all\n');
   symlinkSync(join(outside, 'secret.png'), join(root, 'escape.png'));
   symlinkSync(outside, join(root, 'linkdir'));
   // an output of 2,000 images (absolute paths, as `score --format jsonl --output` writes them) and a csv of
@@ -236,6 +239,20 @@ describe("the page's endpoints", () => {
     assert.match(String(svg.headers['content-security-policy']), /sandbox/);
   });
 
+  test('a thumbnail is a small WebP; one that cannot be decoded says why', async () => {
+    const r = await app.inject({ method: 'GET', url: '/v1/file?path=photos/wide.png&size=100' });
+    assert.equal(r.statusCode, 200);
+    assert.equal(r.headers['content-type'], 'image/webp');
+    const meta = await sharp(r.rawPayload).metadata();
+    assert.deepEqual([meta.format, meta.width, meta.height], ['webp', 100, 100]);
+    const full = await app.inject({ method: 'GET', url: '/v1/file?path=photos/wide.png' });
+    assert.equal((await sharp(full.rawPayload).metadata()).width, 640, 'without size, the file as it is');
+    const bad = await get('/v1/file?path=photos/bad.jpg&size=100');
+    assert.equal(bad.status, 422);
+    assert.match(String(bad.body.error), /^photos\/bad\.jpg: cannot decode the image/);
+    assert.equal((await get('/v1/file?path=photos/wide.png&size=5')).status, 400);
+  });
+
   test('a folder lists its entries by kind', async () => {
     const r = await get('/v1/browse');
     assert.equal(r.status, 200);
@@ -249,6 +266,7 @@ describe("the page's endpoints", () => {
       'out-b.csv': 'output',
       'out-b.csv.meta.json': 'file',
       'gone.jsonl': 'output',
+      photos: 'folder',
       runs: 'folder',
     });
     const runs = await get('/v1/browse?path=runs');
@@ -398,6 +416,13 @@ describe('the page in a headless Chromium', () => {
     const [download] = await Promise.all([page.waitForEvent('download'), page.click('#export')]);
     const csv = readFileSync(await download.path(), 'utf8');
     assert.equal(csv, ['file,score', ...kept.map((n) => `${n},${fakeScore(n)}`)].join('\n') + '\n');
+    // by keyboard: the first tile opens its image, Escape closes it
+    await page.focus('#gallery .tile button.thumb');
+    await page.keyboard.press('Enter');
+    await page.waitForSelector('#viewer[open]');
+    assert.equal(await page.textContent('#viewer-title'), expected[0]);
+    await page.keyboard.press('Escape');
+    assert.equal(await js<boolean>(page, `document.getElementById('viewer').open`), false);
     await page.close();
   });
 

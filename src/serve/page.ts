@@ -3,7 +3,8 @@
  * endpoints it uses under `--root`:
  *
  * - `GET /v1/browse?path=DIR` the entries of a folder (folders, images, score outputs, eval and train runs);
- * - `GET /v1/file?path=FILE` an image (or a run's SVG figure), with its Content-Type;
+ * - `GET /v1/file?path=FILE[&size=N]` an image (or a run's SVG figure), with its Content-Type; with `size`, a
+ *   thumbnail of at most N×N pixels (WebP), so that a gallery of thousands of photos moves little;
  * - `GET /v1/output?path=FILE&offset=&limit=&sort=score|file|none` a `score` output (jsonl, csv or json) as
  *   records, a page at a time, with what made it (the jsonl's header line, or the csv/json's FILE.meta.json);
  * - `GET /v1/run?path=DIR` an eval run (report.json) or a train run (result.json, train.jsonl) and its figures.
@@ -15,7 +16,9 @@ import { existsSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { basename, dirname, extname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import fastifyStatic from '@fastify/static';
+import sharp from 'sharp';
 import type { FastifyInstance, FastifyReply } from 'fastify';
+import { DEFAULT_MAX_PIXELS } from '../data/image.js';
 import { getMethod } from '../methods/index.js';
 import { decodeCsvText, parseCsv } from '../util/csv.js';
 import { READ_LIMITS, describeFsError, readRegularFile } from '../util/fs.js';
@@ -151,8 +154,24 @@ export async function registerPage(app: FastifyInstance, opts: PageOptions): Pro
       const at = locate((req.query as Record<string, unknown>).path, 'image');
       const type = IMAGE_TYPES[extname(at.abs).toLowerCase()];
       if (type === undefined) throw new HttpError(415, `${at.rel}: not an image (${Object.keys(IMAGE_TYPES).join(' ')})`);
-      const body = read(at, 'image', MAX_IMAGE_BYTES);
-      reply.header('Content-Type', type).header('X-Content-Type-Options', 'nosniff').header('Cache-Control', 'private, max-age=60');
+      const q = req.query as Record<string, unknown>;
+      const size = q.size === undefined ? undefined : intParam(q.size, 'size', 0, 16, 2048);
+      let body = read(at, 'image', MAX_IMAGE_BYTES);
+      let sent = type;
+      if (size !== undefined && type !== 'image/svg+xml') {
+        try {
+          // turned by its EXIF orientation, as a viewer shows it; the pixel guard of decoding applies
+          body = await sharp(body, { limitInputPixels: DEFAULT_MAX_PIXELS })
+            .rotate()
+            .resize(size, size, { fit: 'inside', withoutEnlargement: true })
+            .webp({ quality: 80 })
+            .toBuffer();
+          sent = 'image/webp';
+        } catch (err) {
+          throw new HttpError(422, `${at.rel}: cannot decode the image (${(err as Error).message})`);
+        }
+      }
+      reply.header('Content-Type', sent).header('X-Content-Type-Options', 'nosniff').header('Cache-Control', 'private, max-age=60');
       // an SVG opened on its own runs no script and loads nothing
       if (type === 'image/svg+xml') reply.header('Content-Security-Policy', "default-src 'none'; style-src 'unsafe-inline'; sandbox");
       return reply.send(body);
