@@ -12,6 +12,7 @@
  * under CI, where they fail.
  */
 import { after, before, describe, test } from 'node:test';
+import { spawnSync } from 'node:child_process';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -307,6 +308,81 @@ describe("the page's endpoints", () => {
     assert.equal((await get('/v1/output?path=notes.txt')).status, 415);
   });
 
+  test('odd outputs: torn lines and records without a score are noted; a json list; what is not an output says why', async () => {
+    const odd = join(root, 'odd');
+    mkdirSync(odd, { recursive: true });
+    try {
+      writeFileSync(
+        join(odd, 'torn.jsonl'),
+        [
+          JSON.stringify({
+            format: 'promptiqa-scores/1',
+            method: 'no-such-method',
+            scoreRange: [0, 10],
+            pretrained: 'x',
+            checkpoint: { path: '/a/b/ck.json' },
+          }),
+          JSON.stringify({ file: 'b.png', score: 2, mos: 3.5 }),
+          '[1, 2]',
+          JSON.stringify({ score: 1 }),
+          JSON.stringify({ file: 'a.png', score: null }),
+          '{"file": "c.png", "sco',
+        ].join('\n'),
+      );
+      const torn = await get('/v1/output?path=odd/torn.jsonl&sort=file');
+      assert.equal(torn.status, 200);
+      assert.equal(torn.body.setup, 'no-such-method (pretrained x, checkpoint ck.json)');
+      assert.equal(torn.body.higherIsBetter, true, 'a method promptiqa does not know: higher is better');
+      assert.deepEqual(
+        (torn.body.records as object[]).map((r) => ({ ...r, path: undefined })),
+        [
+          { i: 1, file: 'a.png', error: 'no score in the output (null)', path: undefined },
+          { i: 0, file: 'b.png', score: 2, mos: 3.5, path: undefined },
+        ],
+      );
+      assert.deepEqual(torn.body.problems, [
+        'line 3: not a record',
+        'line 6: not JSON (a torn last line)',
+        'a record without a file: {"score":1}',
+      ]);
+      writeFileSync(join(odd, 'list.json'), JSON.stringify([{ file: 'x.png', score: 1 }, { file: 'y.png', error: 'bad' }, 7]));
+      writeFileSync(join(odd, 'list.json.meta.json'), JSON.stringify({ format: 'promptiqa-scores/1', method: 'liqe', scoreRange: [1, 5] }));
+      const list = await get('/v1/output?path=odd/list.json');
+      assert.deepEqual([list.body.setup, list.body.scored, list.body.failed], ['liqe', 1, 1]);
+      writeFileSync(join(odd, 'mos.csv'), 'file,mos,error\nx.png,3,\n');
+      assert.equal((await get('/v1/output?path=odd/mos.csv')).body.failed, 1);
+      const refusals: [string, string, number, RegExp][] = [
+        ['garbage.jsonl', 'not json at all\n', 422, /^odd\/garbage\.jsonl: not a score output \(line 1: not JSON/],
+        ['labels.csv', 'image,mos\na.png,3\n', 422, /^odd\/labels\.csv: not a score output/],
+        ['quote.csv', 'file,score\n"a.png,1\n', 422, /^odd\/quote\.csv:/],
+        ['bad.json', '{', 422, /^odd\/bad\.json: not JSON/],
+        ['obj.json', '{}', 422, /^odd\/obj\.json: not a score output/],
+      ];
+      for (const [name, text, status, message] of refusals) {
+        writeFileSync(join(odd, name), text);
+        const r = await get(`/v1/output?path=odd/${name}`);
+        assert.equal(r.status, status, name);
+        assert.match(String(r.body.error), message, name);
+      }
+      assert.equal((await get('/v1/output?path=out-a.jsonl&sort=worst')).status, 400);
+      // a FIFO is neither listed as a file nor read
+      spawnSync('mkfifo', [join(odd, 'pipe.jsonl')]);
+      symlinkSync(join(odd, 'nowhere'), join(odd, 'dangling.png'));
+      const entries = Object.fromEntries(
+        ((await get('/v1/browse?path=odd')).body.entries as { name: string; kind: string }[]).map((e) => [e.name, e.kind]),
+      );
+      assert.equal(entries['pipe.jsonl'], 'other');
+      assert.match(entries['dangling.png']!, /^unreadable/);
+      const fifo = await get('/v1/output?path=odd/pipe.jsonl');
+      assert.equal(fifo.status, 422);
+      assert.match(String(fifo.body.error), /^cannot read score output odd\/pipe\.jsonl: it is a FIFO/);
+      assert.equal((await get('/v1/file?path=odd/dangling.png')).status, 404);
+      assert.equal((await get('/v1/browse?path=notes.txt')).status, 400);
+    } finally {
+      rmSync(odd, { recursive: true, force: true });
+    }
+  });
+
   test('an eval run and a train run', async () => {
     const ev = await get('/v1/run?path=runs/eval1');
     assert.equal(ev.body.kind, 'eval');
@@ -315,6 +391,29 @@ describe("the page's endpoints", () => {
     assert.equal(tr.body.kind, 'train');
     assert.equal((tr.body.epochs as unknown[]).length, 4);
     assert.equal((await get('/v1/run?path=big')).status, 404);
+    assert.equal((await get('/v1/run?path=runs/eval1/report.json')).body.kind, 'eval', 'a run file opens its run');
+    // a train run still going: its epochs so far (the steps left out); a damaged report says so
+    const going = join(root, 'runs', 'going');
+    mkdirSync(going);
+    try {
+      writeFileSync(
+        join(going, 'train.jsonl'),
+        [
+          { kind: 'step', step: 1 },
+          { kind: 'epoch', epoch: 1, loss: 1, val: {} },
+        ]
+          .map((r) => JSON.stringify(r))
+          .join('\n') + '\n{"torn',
+      );
+      const r = await get('/v1/run?path=runs/going');
+      assert.deepEqual([r.body.kind, r.body.result, (r.body.epochs as unknown[]).length], ['train', null, 1]);
+      writeFileSync(join(going, 'report.json'), '{"n": ');
+      const bad = await get('/v1/run?path=runs/going');
+      assert.equal(bad.status, 422);
+      assert.match(String(bad.body.error), /^runs\/going\/report\.json: not JSON/);
+    } finally {
+      rmSync(going, { recursive: true, force: true });
+    }
   });
 
   test('without a root the endpoints answer 404, saying so; the page still loads', async () => {
@@ -331,6 +430,7 @@ describe("the page's endpoints", () => {
 
   test('a root that is not a folder is refused at start', async () => {
     await assert.rejects(makeApp({ root: join(root, 'notes.txt') }), /--root .*notes\.txt: it is not a folder/);
+    await assert.rejects(makeApp({ root: join(root, 'nothere') }), /--root .*nothere: /);
   });
 });
 

@@ -92,10 +92,10 @@ export async function registerPage(app: FastifyInstance, opts: PageOptions): Pro
   if (root !== undefined) {
     try {
       rootReal = realpathSync(root);
-      if (!statSync(rootReal).isDirectory()) throw new Error('it is not a folder');
     } catch (err) {
-      throw new Error(`--root ${root}: ${err instanceof Error && !('code' in err) ? err.message : describeFsError(err)}`);
+      throw new Error(`--root ${root}: ${describeFsError(err)}`);
     }
+    if (!statSync(rootReal).isDirectory()) throw new Error(`--root ${root}: it is not a folder`);
   }
   /** Parsed outputs, kept while the file is unchanged, so that paging does not read it again. */
   const cache = new Map<string, { key: string; parsed: ParsedOutput }>();
@@ -140,7 +140,7 @@ export async function registerPage(app: FastifyInstance, opts: PageOptions): Pro
       } catch (err) {
         throw new HttpError(422, `${at.rel || '.'}: ${describeFsError(err)}`);
       }
-      names.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+      names.sort();
       const truncated = names.length > MAX_ENTRIES;
       const entries = names.slice(0, MAX_ENTRIES).map((name) => describeEntry(at.abs, name, at.rel));
       return { path: at.rel, parent: at.rel === '' ? null : parentOf(at.rel), entries, truncated };
@@ -232,18 +232,11 @@ export async function registerPage(app: FastifyInstance, opts: PageOptions): Pro
 
   /** What made a csv or json output, from FILE.meta.json beside it (inside the root); null when there is none. */
   const sidecar = (at: Located): Record<string, unknown> | null => {
-    const p = `${at.abs}.meta.json`;
-    if (!existsSync(p)) return null;
-    let side: Located;
     try {
-      side = locate(`${at.rel}.meta.json`, 'file');
-    } catch {
-      return null;
-    }
-    try {
+      const side = locate(`${at.rel}.meta.json`, 'file');
       return JSON.parse(read(side, 'score output metadata', READ_LIMITS.json).toString('utf8')) as Record<string, unknown>;
     } catch {
-      return null;
+      return null; // none, outside the root, unreadable or not JSON: the output is shown without it
     }
   };
 
