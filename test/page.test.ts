@@ -208,6 +208,7 @@ describe("the page's endpoints", () => {
     assert.equal(r.statusCode, 200);
     assert.match(String(r.headers['content-type']), /text\/html/);
     assert.match(r.body, /<script type="module" src="app.js">/);
+    assert.match(String(r.headers['content-security-policy']), /default-src 'self'/);
     for (const f of ['app.js', 'plots.js', 'style.css'])
       assert.equal((await app.inject({ method: 'GET', url: `/${f}` })).statusCode, 200, f);
   });
@@ -454,6 +455,25 @@ describe('the page in a headless Chromium', () => {
     await app?.close();
   });
 
+  /** What the page's Content-Security-Policy refused (nothing, when the page keeps to its own host). */
+  const blocked: string[] = [];
+  /** Closes a page, checking that it broke no rule of its policy. */
+  const done = async (page: Page): Promise<void> => {
+    await page.close();
+    assert.deepEqual(blocked, [], 'nothing refused by the Content-Security-Policy');
+  };
+
+  /**
+   * Waits until a script run in the page is true (polled from here: the page's policy forbids the eval that
+   * Playwright's waitForFunction would run inside it).
+   */
+  const until = async (page: Page, expr: string, timeoutMs = 10000): Promise<void> => {
+    for (const start = Date.now(); !(await js<boolean>(page, `!!(${expr})`));) {
+      if (Date.now() - start > timeoutMs) throw new Error(`still false after ${timeoutMs} ms: ${expr}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+
   /** A script run in the page (written as text: this project's types know no DOM). */
   const js = <T>(page: Page, expr: string): Promise<T> => page.evaluate<T>(expr);
 
@@ -462,6 +482,9 @@ describe('the page in a headless Chromium', () => {
     page.setDefaultTimeout(10000);
     const errors: string[] = [];
     page.on('pageerror', (e) => errors.push(e.message));
+    page.on('console', (m) => {
+      if (/Content Security Policy/i.test(m.text())) blocked.push(m.text());
+    });
     await page.goto(`${base}/${hash}`);
     await page.waitForSelector('body[data-ready]');
     assert.deepEqual(errors, [], 'no script errors');
@@ -482,8 +505,8 @@ describe('the page in a headless Chromium', () => {
         dt.items.add(new File([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))], name, { type: 'image/png' }));
       document.getElementById('drop').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
     }`);
-    await page.waitForFunction(`document.querySelectorAll('#gallery .tile').length === 20`);
-    await page.waitForFunction(`[...document.querySelectorAll('#gallery img')].every((i) => i.complete && i.naturalWidth > 0)`);
+    await until(page, `document.querySelectorAll('#gallery .tile').length === 20`);
+    await until(page, `[...document.querySelectorAll('#gallery img')].every((i) => i.complete && i.naturalWidth > 0)`);
     const shown = await js<string[][]>(
       page,
       `[...document.querySelectorAll('#gallery .tile')].map((e) => [e.dataset.name, e.querySelector('.score').textContent])`,
@@ -523,13 +546,13 @@ describe('the page in a headless Chromium', () => {
     assert.equal(await page.textContent('#viewer-title'), expected[0]);
     await page.keyboard.press('Escape');
     assert.equal(await js<boolean>(page, `document.getElementById('viewer').open`), false);
-    await page.close();
+    await done(page);
   });
 
   test('an output of 2,000 images: all listed, thumbnails loaded as they scroll into view', { skip }, async () => {
     const page = await open('#/output?path=out-a.jsonl');
-    await page.waitForFunction(`document.querySelectorAll('#gallery .tile').length === ${N_BIG}`);
-    await page.waitForFunction(`document.querySelector('#gallery .tile img')?.naturalWidth > 0`);
+    await until(page, `document.querySelectorAll('#gallery .tile').length === ${N_BIG}`);
+    await until(page, `document.querySelector('#gallery .tile img')?.naturalWidth > 0`);
     const loaded = (): Promise<number> => page.locator('#gallery img[src]').count();
     const atTop = await loaded();
     assert.ok(atTop > 0 && atTop < 200, `only the images in view (and near it) load at first: ${atTop}`);
@@ -538,29 +561,29 @@ describe('the page in a headless Chromium', () => {
     // scroll to the end a screen at a time
     const fetchedBefore = files();
     await page.evaluate(`window.scrollTo(0, document.body.scrollHeight)`);
-    await page.waitForFunction(`document.querySelector('#gallery .tile:nth-last-child(20) img')?.naturalWidth > 0`);
+    await until(page, `document.querySelector('#gallery .tile:nth-last-child(20) img')?.naturalWidth > 0`);
     assert.ok(files() > fetchedBefore, 'scrolling fetched more images');
     assert.ok((await loaded()) < N_BIG / 2, 'the images between were never loaded');
     const failedTiles = await page.locator('#gallery .tile .why').allTextContents();
     assert.equal(failedTiles.length, big.filter((r) => r.error).length);
     assert.ok(failedTiles.every((t) => t === 'failed: cannot decode: truncated PNG'));
     await page.screenshot({ path: join(SHOTS, 'output-end.png') });
-    await page.close();
+    await done(page);
     // readable on a narrow window
     const narrow = await open('#/output?path=out-a.jsonl', { width: 380, height: 800 });
-    await narrow.waitForFunction(`document.querySelector('#gallery .tile img')?.naturalWidth > 0`);
+    await until(narrow, `document.querySelector('#gallery .tile img')?.naturalWidth > 0`);
     const wide = await js<string[]>(
       narrow,
       `[...document.querySelectorAll('body *')].filter((e) => e.getBoundingClientRect().right > innerWidth + 1).map((e) => e.tagName + '.' + e.className).slice(0, 5)`,
     );
     assert.deepEqual(wide, [], 'no sideways scrolling');
     await narrow.screenshot({ path: join(SHOTS, 'output-narrow.png') });
-    await narrow.close();
+    await done(narrow);
   });
 
   test('an image that cannot be shown says why', { skip }, async () => {
     const page = await open('#/output?path=gone.jsonl');
-    await page.waitForFunction(`document.querySelectorAll('#gallery .tile .why').length === 3`);
+    await until(page, `document.querySelectorAll('#gallery .tile .why').length === 3`);
     const why = await js<string[][]>(
       page,
       `[...document.querySelectorAll('#gallery .tile')].map((e) => [e.dataset.name, e.querySelector('.why')?.textContent ?? 'shown'])`,
@@ -570,7 +593,7 @@ describe('the page in a headless Chromium', () => {
     assert.match(why[2]!.join(' '), /^notes\.txt notes\.txt: not an image/);
     assert.match(why[3]![1]!, /outside --root: not shown/);
     await page.screenshot({ path: join(SHOTS, 'output-errors.png') });
-    await page.close();
+    await done(page);
   });
 
   test('two outputs of different set-ups: a scatter with their SRCC; a point opens its image', { skip }, async () => {
@@ -588,12 +611,12 @@ describe('the page in a headless Chromium', () => {
     assert.equal(await page.textContent('#srcc'), `SRCC ${want.toFixed(4)} over ${both.length} images`);
     assert.equal(await page.locator('svg.scatter circle').count(), both.length);
     await page.locator('svg.scatter circle').nth(5).dispatchEvent('click');
-    await page.waitForFunction(`document.querySelector('#viewer[open] #viewer-body img')?.naturalWidth > 0`);
+    await until(page, `document.querySelector('#viewer[open] #viewer-body img')?.naturalWidth > 0`);
     assert.equal(await page.textContent('#viewer-title'), `big/${both[5]!.file.split('/').pop()}`, 'named by its path under the root');
     await page.screenshot({ path: join(SHOTS, 'compare.png'), fullPage: true });
     await page.keyboard.press('Escape');
     assert.equal(await js<boolean>(page, `document.getElementById('viewer').open`), false);
-    await page.close();
+    await done(page);
   });
 
   test('an eval run and a train run: figures, scatter and training curves', { skip }, async () => {
@@ -602,18 +625,18 @@ describe('the page in a headless Chromium', () => {
     const report = JSON.parse(readFileSync(join(root, 'runs', 'eval1', 'report.json'), 'utf8')) as { metrics: { srcc: number } };
     assert.equal(srccCell, report.metrics.srcc.toFixed(4));
     assert.equal(await page.locator('svg.scatter circle').count(), 60);
-    await page.waitForFunction(`document.querySelector('img.figure')?.naturalWidth > 0`);
+    await until(page, `document.querySelector('img.figure')?.naturalWidth > 0`);
     assert.match((await page.textContent('details summary')) ?? '', /^1 image failed$/);
     await page.screenshot({ path: join(SHOTS, 'eval.png'), fullPage: true });
     await page.goto(`${base}/#/run?path=runs/train1`);
     await page.waitForSelector('caption:text-is("chosen epoch 4 (on val)")');
     assert.equal(await page.textContent('caption >> nth=1'), 'test');
     assert.equal(await page.locator('.plots svg polyline').count(), 2, 'loss and SRCC curves');
-    await page.waitForFunction(`document.querySelector('img.figure')?.naturalWidth > 0`);
+    await until(page, `document.querySelector('img.figure')?.naturalWidth > 0`);
     await page.screenshot({ path: join(SHOTS, 'train.png'), fullPage: true });
     // a run that cannot be opened says why
     await page.goto(`${base}/#/run?path=linkdir`);
     await page.waitForSelector('.error:has-text("outside --root")');
-    await page.close();
+    await done(page);
   });
 });

@@ -31,6 +31,13 @@ export interface PageOptions {
 /** The page's static files: `page/` at the package's top, two levels above this module in src/ and in dist/. */
 export const PAGE_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'page');
 
+/**
+ * The page loads nothing from another host and runs no inline script: its own files, its API, the images it
+ * is given (blob: URLs of dropped files) and nothing else.
+ */
+const PAGE_CSP =
+  "default-src 'self'; img-src 'self' blob:; style-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
+
 /** The largest image (or figure) sent to the page. */
 const MAX_IMAGE_BYTES = 64 << 20;
 /** The most entries a folder listing shows. */
@@ -85,7 +92,17 @@ interface ParsedOutput {
 }
 
 export async function registerPage(app: FastifyInstance, opts: PageOptions): Promise<void> {
-  await app.register(fastifyStatic, { root: PAGE_DIR, prefix: '/', index: 'index.html', wildcard: false });
+  await app.register(fastifyStatic, {
+    root: PAGE_DIR,
+    prefix: '/',
+    index: 'index.html',
+    wildcard: false,
+    setHeaders: (res) => {
+      res.setHeader('Content-Security-Policy', PAGE_CSP);
+      res.setHeader('X-Content-Type-Options', 'nosniff');
+      res.setHeader('Referrer-Policy', 'no-referrer');
+    },
+  });
 
   const root = opts.root === undefined ? undefined : resolve(opts.root);
   let rootReal: string | undefined;
