@@ -24,10 +24,18 @@ function say(text) {
 }
 
 /** The JSON of a GET or POST; a non-2xx answer throws its `error` message (or the status). */
-async function api(url, init) {
+/** A server that asks for a token (bound beyond this machine) gets it as a bearer token, kept for this tab only. */
+const TOKEN_KEY = 'promptiqa-token';
+const authHeaders = () => {
+  const t = sessionStorage.getItem(TOKEN_KEY);
+  return t ? { authorization: `Bearer ${t}` } : {};
+};
+class AuthError extends Error {}
+
+async function api(url, init = {}) {
   let res;
   try {
-    res = await fetch(url, init);
+    res = await fetch(url, { ...init, headers: { ...init.headers, ...authHeaders() } });
   } catch (err) {
     throw new Error(`the server did not answer (${err.message})`);
   }
@@ -37,7 +45,9 @@ async function api(url, init) {
   } catch {
     body = undefined;
   }
-  if (!res.ok) throw new Error(body?.error ?? body?.message ?? `HTTP ${res.status} ${res.statusText}`);
+  const message = body?.error ?? body?.message ?? `HTTP ${res.status} ${res.statusText}`;
+  if (res.status === 401) throw new AuthError(message);
+  if (!res.ok) throw new Error(message);
   return body;
 }
 
@@ -48,6 +58,38 @@ const hashFor = (name, params) => `#/${name}?${new URLSearchParams(params)}`;
 
 function showError(where, err) {
   where.append(h('p', { class: 'error', role: 'alert' }, err instanceof Error ? err.message : String(err)));
+  if (err instanceof AuthError) where.append(tokenForm());
+}
+
+/** Asks for the server's token; the view is shown again with it. */
+function tokenForm() {
+  const input = h('input', { type: 'password', id: 'token', autocomplete: 'off', required: true });
+  const form = h('form', { class: 'controls' }, h('label', {}, 'Token', input), h('button', { type: 'submit' }, 'Use token'));
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, input.value);
+    setupsCache = undefined;
+    route();
+  });
+  return form;
+}
+
+/** Shows a server image in `img`: with a token it is fetched with it (an <img> cannot send one) and shown from a blob: URL. */
+async function setImage(img, url, where) {
+  if (url.startsWith('blob:') || !sessionStorage.getItem(TOKEN_KEY)) {
+    img.src = url;
+    return;
+  }
+  try {
+    const res = await fetch(url, { headers: authHeaders() });
+    if (res.ok) {
+      img.src = URL.createObjectURL(await res.blob());
+      return;
+    }
+  } catch {
+    // explained below
+  }
+  explainImageError(img, url, where);
 }
 
 /** Shows an image (and what is known of it) in the dialog. */
@@ -56,9 +98,10 @@ function showImage(title, src, lines = []) {
   const body = document.getElementById('viewer-body');
   body.replaceChildren(...lines.map((l) => h('p', {}, l)));
   if (src) {
-    const img = h('img', { src, alt: title });
+    const img = h('img', { alt: title });
     img.addEventListener('error', () => explainImageError(img, src, body));
     body.append(img);
+    setImage(img, src, body);
   } else body.append(h('p', { class: 'error' }, 'no image to show (it lies outside --root)'));
   if (!viewer.open) viewer.showModal();
 }
@@ -67,7 +110,7 @@ function showImage(title, src, lines = []) {
 async function explainImageError(img, src, where) {
   let why = 'the image could not be shown';
   try {
-    const res = await fetch(src);
+    const res = await fetch(src, { headers: authHeaders() });
     if (!res.ok) why = (await res.json().catch(() => undefined))?.error ?? `HTTP ${res.status}`;
     else why = 'the browser cannot decode this image';
   } catch (err) {
@@ -121,7 +164,7 @@ function gallery(opts) {
               const img = e.target;
               observer.unobserve(img);
               if (img.dataset.src) {
-                img.src = img.dataset.src;
+                setImage(img, img.dataset.src, img.closest('li'));
                 delete img.dataset.src;
               }
             }
@@ -143,7 +186,7 @@ function gallery(opts) {
       else if (observer) {
         img.dataset.src = item.lazySrc;
         observer.observe(img);
-      } else img.src = item.lazySrc;
+      } else setImage(img, item.lazySrc, li);
       btn.append(img);
     }
     btn.addEventListener('click', () =>
@@ -264,7 +307,7 @@ async function scoreView() {
     for (const s of list)
       select.append(h('option', { value: s.setup ?? s.name }, `${s.setup ?? s.name}${s.model?.name ? ` (${s.model.name})` : ''}`));
   } catch (err) {
-    showError(controls, new Error(`set-ups: ${err.message}`));
+    showError(controls, err instanceof AuthError ? err : new Error(`set-ups: ${err.message}`));
   }
   drop.addEventListener('dragover', (e) => {
     e.preventDefault();
@@ -290,7 +333,7 @@ async function scoreFiles(files, setup, out) {
     body = await api(`/v1/score${setup ? `?setup=${encodeURIComponent(setup)}` : ''}`, { method: 'POST', body: form });
   } catch (err) {
     say('');
-    showError(out, new Error(`scoring failed: ${err.message}`));
+    showError(out, err instanceof AuthError ? err : new Error(`scoring failed: ${err.message}`));
     return;
   }
   const [lo, hi] = body.scoreRange ?? [];
@@ -496,8 +539,9 @@ function metricsTable(figures, caption) {
 
 function figureImages(paths) {
   return paths.map((p) => {
-    const img = h('img', { class: 'figure', src: fileUrl(p), alt: `figure ${p}`, loading: 'lazy' });
+    const img = h('img', { class: 'figure', alt: `figure ${p}`, loading: 'lazy' });
     img.addEventListener('error', () => explainImageError(img, fileUrl(p)));
+    setImage(img, fileUrl(p));
     return h('figure', {}, img, h('figcaption', {}, p));
   });
 }

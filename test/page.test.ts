@@ -166,9 +166,16 @@ before(async () => {
 });
 
 /** The page's routes with the fake scoring endpoints; `files` counts the image requests. */
-async function makeApp(opts: { root?: string }): Promise<{ app: FastifyInstance; files: () => number }> {
+async function makeApp(opts: { root?: string; token?: string }): Promise<{ app: FastifyInstance; files: () => number }> {
   const app = Fastify();
   let files = 0;
+  // as the service does when bound beyond this machine: the API asks for a bearer token, the page's own files do not
+  if (opts.token !== undefined)
+    app.addHook('onRequest', (req, reply, done) => {
+      if (req.url.startsWith('/v1/') && req.headers.authorization !== `Bearer ${opts.token}`)
+        void reply.code(401).send({ error: 'a token is required (Authorization: Bearer TOKEN)' });
+      else done();
+    });
   app.addHook('onRequest', (req, _reply, done) => {
     if (req.url.startsWith('/v1/file')) files++;
     done();
@@ -594,6 +601,28 @@ describe('the page in a headless Chromium', () => {
     assert.match(why[3]![1]!, /outside --root: not shown/);
     await page.screenshot({ path: join(SHOTS, 'output-errors.png') });
     await done(page);
+  });
+
+  test('a server that asks for a token: the page asks for it, then shows the output and its images', { skip }, async () => {
+    const guarded = await makeApp({ root, token: 's3cret' });
+    const url = await guarded.app.listen({ host: '127.0.0.1', port: 0 });
+    try {
+      const page = await browser!.newPage();
+      page.setDefaultTimeout(10000);
+      await page.goto(`${url}/#/output?path=gone.jsonl`);
+      await page.waitForSelector('#token');
+      assert.match((await page.textContent('main .error')) ?? '', /a token is required/);
+      await page.fill('#token', 's3cret');
+      await page.keyboard.press('Enter');
+      await until(page, `document.querySelectorAll('#gallery .tile .why').length === 3`);
+      await until(page, `document.querySelector('#gallery .tile img')?.naturalWidth > 0`);
+      assert.match((await page.getAttribute('#gallery .tile img', 'src')) ?? '', /^blob:/, 'fetched with the token');
+      assert.match((await page.locator('#gallery .tile .why').first().textContent()) ?? '', /no such file/);
+      await page.screenshot({ path: join(SHOTS, 'token.png') });
+      await done(page);
+    } finally {
+      await guarded.app.close();
+    }
   });
 
   test('two outputs of different set-ups: a scatter with their SRCC; a point opens its image', { skip }, async () => {
