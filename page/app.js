@@ -221,7 +221,7 @@ function gallery(opts) {
     for (const it of items) classify(it);
     const kept = items.filter((i) => i.score !== undefined && better(i.score)).length;
     const failed = items.filter((i) => i.score === undefined).length;
-    summary.textContent = `kept ${kept} of ${items.length}${failed ? `, ${failed} failed` : ''} at threshold ${fmt(threshold)}`;
+    summary.textContent = `kept ${kept} of ${items.length}${failed ? `, ${failed} failed` : ''} ${threshold === undefined ? '' : ` at threshold ${fmt(threshold)}`}`;
     value.textContent = fmt(threshold);
     plots.replaceChildren(
       scores.length
@@ -322,32 +322,46 @@ async function scoreView() {
   input.addEventListener('change', () => scoreFiles([...input.files], select.value, out));
 }
 
+/** Images go to the server this many at a time: a large drop stays under the server's body limit, and shows progress. */
+const SCORE_CHUNK = 16;
+
 async function scoreFiles(files, setup, out) {
   out.replaceChildren();
   if (files.length === 0) return;
-  say(`scoring ${files.length} images…`);
-  const form = new FormData();
-  for (const f of files) form.append('file', f, f.name);
-  let body;
-  try {
-    body = await api(`/v1/score${setup ? `?setup=${encodeURIComponent(setup)}` : ''}`, { method: 'POST', body: form });
-  } catch (err) {
-    say('');
-    showError(out, err instanceof AuthError ? err : new Error(`scoring failed: ${err.message}`));
-    return;
+  const results = [];
+  let meta;
+  for (let i = 0; i < files.length; i += SCORE_CHUNK) {
+    say(`scoring ${files.length} images… ${i} done`);
+    const part = files.slice(i, i + SCORE_CHUNK);
+    const form = new FormData();
+    for (const f of part) form.append('file', f, f.name);
+    try {
+      const body = await api(`/v1/score${setup ? `?setup=${encodeURIComponent(setup)}` : ''}`, { method: 'POST', body: form });
+      meta ??= body;
+      part.forEach((_, k) => results.push(body.results?.[k] ?? { error: 'no result for this image' }));
+    } catch (err) {
+      if (err instanceof AuthError) {
+        say('');
+        showError(out, err);
+        return;
+      }
+      // the images of a request that failed say so, each; the others are still shown
+      for (const _ of part) results.push({ error: `the request failed: ${err.message}` });
+    }
   }
-  const [lo, hi] = body.scoreRange ?? [];
-  const g = gallery({ lo, hi, higherIsBetter: body.higherIsBetter, label: `${body.setup} score`, exportName: 'kept.csv' });
-  out.append(
-    h(
-      'p',
-      { class: 'summary' },
-      `${body.setup}${body.model?.name ? `, ${body.model.name}` : ''}; scores from ${fmt(lo, 2)} to ${fmt(hi, 2)}, ${body.higherIsBetter === false ? 'lower' : 'higher'} is better`,
-    ),
-    g.element,
-  );
+  const [lo, hi] = meta?.scoreRange ?? [];
+  const g = gallery({ lo, hi, higherIsBetter: meta?.higherIsBetter, label: `${meta?.setup ?? setup} score`, exportName: 'kept.csv' });
+  if (meta)
+    out.append(
+      h(
+        'p',
+        { class: 'summary' },
+        `${meta.setup}${meta.model?.name ? `, ${meta.model.name}` : ''}; scores from ${fmt(lo, 2)} to ${fmt(hi, 2)}, ${meta.higherIsBetter === false ? 'lower' : 'higher'} is better`,
+      ),
+    );
+  out.append(g.element);
   const items = files.map((f, i) => {
-    const r = body.results?.[i] ?? { error: 'no result for this image' };
+    const r = results[i];
     return {
       name: f.name,
       score: typeof r.score === 'number' ? r.score : undefined,

@@ -166,9 +166,13 @@ before(async () => {
 });
 
 /** The page's routes with the fake scoring endpoints; `files` counts the image requests. */
-async function makeApp(opts: { root?: string; token?: string }): Promise<{ app: FastifyInstance; files: () => number }> {
+async function makeApp(opts: {
+  root?: string;
+  token?: string;
+}): Promise<{ app: FastifyInstance; files: () => number; posts: () => number }> {
   const app = Fastify();
   let files = 0;
+  let posts = 0;
   // as the service does when bound beyond this machine: the API asks for a bearer token, the page's own files do not
   if (opts.token !== undefined)
     app.addHook('onRequest', (req, reply, done) => {
@@ -185,6 +189,7 @@ async function makeApp(opts: { root?: string; token?: string }): Promise<{ app: 
   app.post('/v1/score', async (req) => {
     const setup = (req.query as { setup?: string }).setup ?? SETUP.setup;
     assert.equal(setup, SETUP.setup);
+    posts++;
     const results = [];
     for await (const part of req.parts()) {
       if (part.type !== 'file') continue;
@@ -195,7 +200,7 @@ async function makeApp(opts: { root?: string; token?: string }): Promise<{ app: 
     return { ...SETUP, results };
   });
   await registerPage(app, opts);
-  return { app, files: () => files };
+  return { app, files: () => files, posts: () => posts };
 }
 
 describe("the page's endpoints", () => {
@@ -447,13 +452,14 @@ describe('the page in a headless Chromium', () => {
   let app: FastifyInstance;
   let base = '';
   let files: () => number;
+  let posts: () => number;
   const skip = existsSync(CHROMIUM) ? false : `no Chromium at ${CHROMIUM} (apt-get install chromium, or set PROMPTIQA_CHROMIUM)`;
   if (skip && process.env.CI === 'true') throw new Error(`CI: ${skip}`);
 
   before(async () => {
     if (skip) return;
     mkdirSync(SHOTS, { recursive: true });
-    ({ app, files } = await makeApp({ root }));
+    ({ app, files, posts } = await makeApp({ root }));
     base = await app.listen({ host: '127.0.0.1', port: 0 });
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
   });
@@ -526,6 +532,7 @@ describe('the page in a headless Chromium', () => {
       expected.map((n) => [n, fakeScore(n).toFixed(4)]),
     );
     assert.deepEqual(shown[19], ['broken.png', 'failed']);
+    assert.equal(posts(), 2, 'sent 16 at a time');
     assert.match((await page.textContent('#gallery .tile:last-child .why')) ?? '', /cannot decode broken\.png: not an image/);
     assert.equal(await page.locator('.plots svg rect').count(), 30, 'a histogram');
     // the threshold, by keyboard and then to a chosen value
