@@ -470,10 +470,13 @@ describe('the page in a headless Chromium', () => {
 
   /** What the page's Content-Security-Policy refused (nothing, when the page keeps to its own host). */
   const blocked: string[] = [];
+  /** The page's uncaught script errors (none). */
+  const errors: string[] = [];
   /** Closes a page, checking that it broke no rule of its policy. */
   const done = async (page: Page): Promise<void> => {
     await page.close();
     assert.deepEqual(blocked, [], 'nothing refused by the Content-Security-Policy');
+    assert.deepEqual(errors, [], 'no script errors');
   };
 
   /**
@@ -493,7 +496,6 @@ describe('the page in a headless Chromium', () => {
   async function open(hash: string, viewport = { width: 1200, height: 900 }): Promise<Page> {
     const page = await browser!.newPage({ viewport, acceptDownloads: true });
     page.setDefaultTimeout(10000);
-    const errors: string[] = [];
     page.on('pageerror', (e) => errors.push(e.message));
     page.on('console', (m) => {
       if (/Content Security Policy/i.test(m.text())) blocked.push(m.text());
