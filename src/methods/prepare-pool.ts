@@ -3,7 +3,9 @@
  * normalisation, some 13 ms per 512-px image in JavaScript), so that the main thread only feeds the graph. Used
  * by a Metric's `score`, `scoreBatch` and `scoreFiles` when it has decoding threads (`decodeThreads`).
  */
+import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
+import { resolve } from 'node:path';
 import { Piscina } from 'piscina';
 import { ImageDecodeError, SharedExclusiveLock, type DecodeOptions } from '../data/image.js';
 import type { RgbImage } from '../data/rgb.js';
@@ -32,6 +34,9 @@ export function checkDecodeThreads(n: unknown, what = 'decodeThreads'): number {
   return n;
 }
 
+/** The working folder at start, which a relative preload (`--import ./helper.ts`) was found from. */
+const START_DIR = process.cwd();
+
 /**
  * The worker module beside this one: compiled JavaScript in a build, TypeScript when this file runs from source
  * (through tsx, whose loader the workers then need too).
@@ -46,11 +51,14 @@ function workerModule(): { filename: string; execArgv?: string[] } {
   for (let i = 0; i < given.length; i++) {
     const a = given[i]!;
     const preload = a === '--import' ? given[++i] : a.startsWith('--import=') ? a.slice('--import='.length) : undefined;
-    if (preload === undefined) execArgv.push(a);
-    else if (/\.[cm]?ts$/.test(preload)) execArgv.push('--require', preload);
-    else execArgv.push('--import', preload);
+    // tsx itself is the require hook added below; a relative path is from the folder the process started in
+    const path = preload?.startsWith('.') ? resolve(START_DIR, preload) : preload;
+    if (path === undefined) execArgv.push(a);
+    else if (/^tsx(\/|$)/.test(path)) continue;
+    else execArgv.push(/\.[cm]?ts$/.test(path) ? '--require' : '--import', path);
   }
-  if (!given.some((a) => /tsx/.test(a))) execArgv.unshift('--import', 'tsx');
+  // preloads are required before anything is imported: tsx's require hook goes first
+  execArgv.unshift('--require', createRequire(import.meta.url).resolve('tsx/cjs'));
   return { filename: new URL('./prepare-worker.ts', here).href, execArgv };
 }
 
