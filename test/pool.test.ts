@@ -6,11 +6,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createMetric, type Metric, type MetricOptions, type ScoreResult } from '../src/methods/index.js';
 import { ImageDecodeError } from '../src/data/image.js';
@@ -146,4 +146,39 @@ test('the score command with the pool ends when it is done (no worker left holdi
   assert.equal(code, 0, err);
   const scored = JSON.parse(out) as ScoreResult[];
   assert.equal(scored.length, 3);
+});
+
+test('built: the compiled command scores with its worker module (dist/methods/prepare-worker.js), as the source does without the pool', async () => {
+  // a build of this checkout in a folder of its own (package.json, bin, dist; node_modules linked)
+  const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+  const built = join(dir, 'built');
+  mkdirSync(join(built, 'bin'), { recursive: true });
+  copyFileSync(join(root, 'package.json'), join(built, 'package.json'));
+  copyFileSync(join(root, 'bin', 'promptiqa.js'), join(built, 'bin', 'promptiqa.js'));
+  symlinkSync(join(root, 'node_modules'), join(built, 'node_modules'));
+  execFileSync(process.execPath, [
+    join(root, 'node_modules', 'typescript', 'bin', 'tsc'),
+    '-p',
+    join(root, 'tsconfig.build.json'),
+    '--outDir',
+    join(built, 'dist'),
+  ]);
+  const some = files.slice(0, 4);
+  // the child has no tsx and no preloads: what the installed command runs
+  const child = spawn(
+    process.execPath,
+    [join(built, 'bin', 'promptiqa.js'), 'score', ...some, '--method', 'liqe', '--model', vit, '--format', 'json', '--quiet'],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      execArgv: [],
+    },
+  );
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const [code] = (await once(child, 'exit')) as [number | null];
+  assert.equal(code, 0, err);
+  const want = await withMetric('liqe', { model: vit, decodeThreads: 0, batchSize: 8 }, (m) => collect(m, some));
+  assert.deepEqual(JSON.parse(out), JSON.parse(JSON.stringify(want)));
 });
