@@ -16,6 +16,7 @@ import { createMetric, type Metric, type MetricOptions, type ScoreResult } from 
 import { ImageDecodeError } from '../src/data/image.js';
 import { ImageRefusedError } from '../src/methods/views.js';
 import { sharedDir } from './helpers/shared.js';
+import { cli } from './helpers/cli.js';
 
 const ref = join(sharedDir(), 'reference');
 const images = join(ref, 'images');
@@ -119,33 +120,42 @@ test('decodeThreads is checked before anything is read', async () => {
   }
 });
 
-test('the score command with the pool ends when it is done (no worker left holding the process)', async () => {
-  const child = spawn(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      fileURLToPath(new URL('./helpers/cli-child.ts', import.meta.url)),
-      'score',
-      ...files.slice(0, 3),
-      '--method',
-      'clip-iqa',
-      '--model',
-      vit,
-      '--format',
-      'json',
-      '--quiet',
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  const [code] = (await once(child, 'exit')) as [number | null];
-  assert.equal(code, 0, err);
-  const scored = JSON.parse(out) as ScoreResult[];
-  assert.equal(scored.length, 3);
+test('the score command with the pool ends when it is done (no worker left holding the process), scoring as without it', async () => {
+  const score = async (threads: string): Promise<ScoreResult[]> => {
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        fileURLToPath(new URL('./helpers/cli-child.ts', import.meta.url)),
+        'score',
+        ...files.slice(0, 3),
+        '--method',
+        'clip-iqa',
+        '--model',
+        vit,
+        '--format',
+        'json',
+        '--quiet',
+        '--decode-threads',
+        threads,
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const [code] = (await once(child, 'exit')) as [number | null];
+    assert.equal(code, 0, err);
+    return JSON.parse(out) as ScoreResult[];
+  };
+  const pooled = await score('2');
+  assert.equal(pooled.length, 3);
+  assert.deepEqual(pooled, await score('0'));
+  const bad = await cli('score', files[0]!, '--method', 'clip-iqa', '--model', vit, '--decode-threads', '65');
+  assert.equal(bad.code, 2);
+  assert.match(bad.err, /--decode-threads must be an integer from 0 \(decode in the main thread\) to 64, not 65/);
 });
 
 test('built: the compiled command scores with its worker module (dist/methods/prepare-worker.js), as the source does without the pool', async () => {
@@ -167,11 +177,21 @@ test('built: the compiled command scores with its worker module (dist/methods/pr
   // the child has no tsx and no preloads: what the installed command runs
   const child = spawn(
     process.execPath,
-    [join(built, 'bin', 'promptiqa.js'), 'score', ...some, '--method', 'liqe', '--model', vit, '--format', 'json', '--quiet'],
-    {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      execArgv: [],
-    },
+    [
+      join(built, 'bin', 'promptiqa.js'),
+      'score',
+      ...some,
+      '--method',
+      'liqe',
+      '--model',
+      vit,
+      '--format',
+      'json',
+      '--quiet',
+      '--decode-threads',
+      '2',
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let out = '';
   let err = '';
