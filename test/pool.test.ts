@@ -12,7 +12,18 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createMetric, type Metric, type MetricOptions, type ScoreResult } from '../src/methods/index.js';
+import {
+  createMetric,
+  loadBackbone,
+  metricFor,
+  type Method,
+  type Metric,
+  type MetricOptions,
+  type ScoreResult,
+} from '../src/methods/index.js';
+import { liqe } from '../src/methods/liqe.js';
+import { parseOptions } from '../src/methods/method.js';
+import { setUp } from '../src/methods/graphs.js';
 import { ImageDecodeError } from '../src/data/image.js';
 import { ImageRefusedError } from '../src/methods/views.js';
 import { sharedDir } from './helpers/shared.js';
@@ -74,6 +85,24 @@ for (const [what, method, opts] of cases) {
     );
   });
 }
+
+test("a caller's own method with views of its own: the workers decode, its views are made in the main thread, the same scores", async () => {
+  // the workers' registry has promptiqa's methods only: this copy of LIQE under another name is not among them
+  const own = { ...liqe, info: { ...liqe.info, name: 'my-windows' } } as Method;
+  const setup = setUp(own, parseOptions(own, {}), await loadBackbone(vit));
+  const params = setup.model.init(undefined as never);
+  const run = async (decodeThreads: number): Promise<ScoreResult[]> => {
+    const m = metricFor(setup, params, { provider: 'cpu', threads: 1 }, 4, null, {}, {}, decodeThreads);
+    try {
+      return await collect(m, files);
+    } finally {
+      await m.close();
+    }
+  };
+  const main = await run(0);
+  assert.deepEqual(await run(2), main);
+  assert.ok(main.filter((r) => 'score' in r).length >= 5);
+});
 
 test('scoreBatch and score on bytes: the same float32 scores with and without the pool', async () => {
   const bytes = names.map((n) => new Uint8Array(readFileSync(join(images, n))));

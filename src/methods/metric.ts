@@ -13,7 +13,7 @@ import { type PretrainedFile } from './pretrained.js';
 import { decodeImage, ImageDecodeError, type DecodeOptions } from '../data/image.js';
 import type { RgbImage } from '../data/rgb.js';
 import { type CacheDir } from '../util/cache.js';
-import { PreparePool, checkDecodeThreads } from './prepare-pool.js';
+import { PrepareFault, PreparePool, checkDecodeThreads } from './prepare-pool.js';
 import type { PrepareInput } from './prepare-worker.js';
 import { BUILTIN_METHODS } from './registry.js';
 
@@ -177,7 +177,9 @@ export function metricFor(
       if (img instanceof Error) return img;
       return scorer.viewsOf(img);
     } catch (err) {
-      return asError(err);
+      return err instanceof ImageRefusedError || err instanceof ImageDecodeError
+        ? err
+        : new PrepareFault(asError(err).message, { cause: err });
     }
   };
   /** Every image's views, or the first failure (by position) thrown, as decoding and `scoreImages` throw it. */
@@ -241,6 +243,9 @@ export function metricFor(
         const decoded = await next;
         checkOpen('scoreFiles');
         if (i + batch < files.length) next = decodeAll(files.slice(i + batch, i + 2 * batch));
+        // a fault in making views is thrown, as in the main thread (only the method's refusal is the image's error)
+        const fault = decoded.find((d) => d instanceof PrepareFault);
+        if (fault) throw fault;
         // an image the method refuses (e.g. too small for its windows) is that image's error, as a decode failure is
         const views = decoded.map((d) => {
           if (d instanceof Error || Array.isArray(d)) return d;

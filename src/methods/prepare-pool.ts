@@ -65,10 +65,16 @@ function workerModule(): { filename: string; execArgv?: string[] } {
 /** What a prepared image is: its views (or, for `decodeOnly`, the decoded image), or the error that is its result. */
 export type Prepared<T> = T | Error;
 
+/**
+ * A failure that is not the image's (making its views failed otherwise than by the method's refusal, or the pool
+ * ended): the metric throws it, as it throws the same failure in the main thread.
+ */
+export class PrepareFault extends Error {}
+
 function errorOf(f: PrepareFailure): Error {
   if (f.kind === 'decode') return new ImageDecodeError(f.file, f.problem);
   if (f.kind === 'refused') return new ImageRefusedError(f.message);
-  return new Error(f.message);
+  return f.stage === 'decode' ? new Error(f.message) : new PrepareFault(f.message);
 }
 
 export class PreparePool {
@@ -122,7 +128,9 @@ export class PreparePool {
     const pool = this.workers();
     // a pool ended meanwhile (the metric closed) fails the task, which the caller finds closed
     const once = (): Promise<PrepareResult> =>
-      pool.run(task).catch((err: unknown) => ({ failure: { kind: 'other', message: err instanceof Error ? err.message : String(err) } }));
+      pool.run(task).catch((err: unknown) => ({
+        failure: { kind: 'other', stage: 'views', message: err instanceof Error ? err.message : String(err) },
+      }));
     let r = await this.lock.shared(once);
     if ('failure' in r && r.failure.kind === 'decode') r = await this.lock.exclusive(once);
     return 'failure' in r ? errorOf(r.failure) : r;

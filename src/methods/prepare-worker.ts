@@ -20,14 +20,17 @@ export interface PrepareTask {
 }
 
 export type PrepareFailure =
-  { kind: 'decode'; file: string; problem: string } | { kind: 'refused'; message: string } | { kind: 'other'; message: string };
+  | { kind: 'decode'; file: string; problem: string }
+  | { kind: 'refused'; message: string }
+  /** anything else: in decoding, that image's error as any decoding failure is; in making views, a fault thrown */
+  | { kind: 'other'; stage: 'decode' | 'views'; message: string };
 
 export type PrepareResult = { views: View[] } | { image: RgbImage } | { failure: PrepareFailure };
 
-function failureOf(err: unknown): PrepareFailure {
+function failureOf(err: unknown, stage: 'decode' | 'views'): PrepareFailure {
   if (err instanceof ImageDecodeError) return { kind: 'decode', file: err.file, problem: err.problem };
   if (err instanceof ImageRefusedError) return { kind: 'refused', message: err.message };
-  return { kind: 'other', message: err instanceof Error ? err.message : String(err) };
+  return { kind: 'other', stage, message: err instanceof Error ? err.message : String(err) };
 }
 
 /** The result with its buffers listed for moving (each once; a buffer views share is moved once and stays shared). */
@@ -37,10 +40,15 @@ function moved(result: PrepareResult, arrays: ArrayBufferView[]): unknown {
 }
 
 export default async function prepare(task: PrepareTask): Promise<unknown> {
+  const { input } = task;
+  let image: RgbImage;
   try {
-    const { input } = task;
-    const image = 'image' in input ? input.image : await decodeImage('path' in input ? input.path : input.bytes, task.decode);
-    if (task.rule === null) return moved({ image }, [image.data]);
+    image = 'image' in input ? input.image : await decodeImage('path' in input ? input.path : input.bytes, task.decode);
+  } catch (err) {
+    return { failure: failureOf(err, 'decode') };
+  }
+  if (task.rule === null) return moved({ image }, [image.data]);
+  try {
     const rule = task.rule;
     const views = viewsByRule(rule, image, rule.ownViews ? (...a) => getMethod(rule.method).views!(...a) : undefined);
     return moved(
@@ -48,6 +56,6 @@ export default async function prepare(task: PrepareTask): Promise<unknown> {
       views.map((v) => v.data),
     );
   } catch (err) {
-    return { failure: failureOf(err) };
+    return { failure: failureOf(err, 'views') };
   }
 }
