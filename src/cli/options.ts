@@ -8,6 +8,7 @@ import { InvalidArgumentError, Option } from 'commander';
 import { type Device, DEVICES, DEVICE_TYPES, PROVIDERS, checkDeviceName } from '../graph/device.js';
 import { MAX_BATCH, MAX_THREADS_PER_CORE, checkBatchSize, checkThreads } from '../graph/settings.js';
 import type { OptionName } from '../util/option-names.js';
+import { MAX_DECODE_THREADS, checkDecodeThreads } from '../methods/index.js';
 
 export function parsePositiveInt(value: string): number {
   const n = Number(value);
@@ -63,6 +64,16 @@ export function parseThreads(value: string): number {
   const n = parsePositiveInt(value);
   try {
     return checkThreads(n, '--threads').threads;
+  } catch (err) {
+    throw new InvalidArgumentError(`${(err as Error).message}.`);
+  }
+}
+
+/** `--decode-threads`: the library's check (`checkDecodeThreads`): 0 to MAX_DECODE_THREADS. */
+export function parseDecodeThreads(value: string): number {
+  const n = parseNonNegativeInt(value);
+  try {
+    return checkDecodeThreads(n, '--decode-threads');
   } catch (err) {
     throw new InvalidArgumentError(`${(err as Error).message}.`);
   }
@@ -205,6 +216,11 @@ export const opt = {
       '--exif-orientation',
       "turn images as their EXIF orientation tag says (default: the pixels as stored, as PIL, pyiqa and the methods' authors read them)",
     ),
+  decodeThreads: (): Option =>
+    new Option(
+      '--decode-threads <n>',
+      `worker threads that decode images and resize them while the model runs, 0 to ${MAX_DECODE_THREADS}; 0: in the main thread (default: 1 on the CPU, 2 from 16 cores; on a GPU all cores but one, at most 8)`,
+    ).argParser(parseDecodeThreads),
   methodOption: (): Option =>
     new MethodOptionsOption(
       '--option <key=value>',
@@ -222,6 +238,7 @@ const FLAGS: Record<string, (() => Option) | undefined> = {
   promptCol: opt.promptCol,
   allowOutsideRoot: opt.allowOutsideRoot,
   applyExifOrientation: opt.exifOrientation,
+  decodeThreads: opt.decodeThreads,
 };
 
 /** A library option as the command line names it: its flag, or undefined where no flag sets it (or sets that value). */

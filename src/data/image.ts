@@ -325,7 +325,7 @@ async function cmykToRgb(image: Sharp): Promise<RgbImage> {
  * share this lock and run in parallel; a failed one is run again holding it alone (`alone`), which gives
  * the file's own message, the same every run. Only failures pay for the serialisation.
  */
-class SharedExclusiveLock {
+export class SharedExclusiveLock {
   private active = 0;
   private exclusiveHeld = false;
   private readonly waiting: Array<{ exclusive: boolean; start: () => void }> = [];

@@ -12,6 +12,7 @@ import { resolveCacheDir } from '../util/cache.js';
 import { resolveMethodName } from './registry.js';
 import { loadBackbone } from './backbone.js';
 import { fromCheckpoint, fromPretrained } from './load.js';
+import { checkDecodeThreads, defaultDecodeThreads } from './prepare-pool.js';
 import { type Metric, type MetricOptions, type MetricSource, describeValue, metricFor } from './metric.js';
 
 /**
@@ -50,6 +51,7 @@ export async function createMetric(name: string, opts: MetricOptions = {}): Prom
     resolveCacheDir(opts.cache),
     source,
     decode,
+    opts.decodeThreads ?? defaultDecodeThreads(settings.provider),
   );
 }
 
@@ -70,6 +72,7 @@ const METRIC_OPTIONS: ReadonlyArray<keyof MetricOptions> = [
   'hub',
   'onFile',
   'cache',
+  'decodeThreads',
 ];
 const METRIC_OPTION_SLIPS: Readonly<Record<string, keyof MetricOptions>> = {
   batch: 'batchSize',
@@ -109,6 +112,7 @@ function checkMetricOptions(opts: MetricOptions): ReturnType<typeof checkRunSett
   for (const k of ['onWarning', 'onFile'] as const) {
     if (opts[k] !== undefined && typeof opts[k] !== 'function') throw new TypeError(`createMetric: option ${k} must be a function`);
   }
+  if (opts.decodeThreads !== undefined) checkDecodeThreads(opts.decodeThreads, 'createMetric: option decodeThreads');
   const settings = checkRunSettings('createMetric', opts);
   for (const w of settings.warnings) opts.onWarning?.(w);
   if (settings.note) opts.onWarning?.(`device ${settings.provider}: ${settings.note}`);

@@ -24,7 +24,7 @@ import { type HostTensor } from '../graph/tensor.js';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { type AuxiliaryTarget, type Method, type MethodModel, type Options, trainingLoss } from './method.js';
-import { type View, type WholeImageCheck, squareView, testViews } from './views.js';
+import { type View, type ViewRule, type WholeImageCheck, squareView, viewsByRule } from './views.js';
 
 export interface Backbone {
   weights: ClipWeights;
@@ -540,10 +540,21 @@ export class Scorer {
 
   /** The views an image is scored on: the method's own rule, else the common test views. Throws `ImageRefusedError` for an image the method refuses. */
   viewsOf(img: RgbImage): View[] {
+    const { method } = this.setup;
+    return viewsByRule(this.viewRule(), img, method.views?.bind(method));
+  }
+
+  /** How `viewsOf` makes an image's views, as plain data (for a worker thread that makes them alike). */
+  viewRule(): ViewRule {
     const { method, options, backbone } = this.setup;
-    const size = backbone.weights.config.imageSize;
-    if (method.views) return method.views(img, options, size);
-    return testViews(img, options, size, this.wholeImageCheck());
+    const c = backbone.weights.config;
+    return {
+      method: method.info.name,
+      options,
+      size: c.imageSize,
+      ...(this.wholeImageCheck() ? { whole: c } : {}),
+      ownViews: method.views !== undefined,
+    };
   }
 
   /** Where the image is read whole: a frozen encoder that leaves its positional embedding out or resizes it ('native' is the default). */

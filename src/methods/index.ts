@@ -10,4 +10,5 @@ export { METHODS, registerMethod, getMethod, listMetrics, resolveMethodName, typ
 export { loadBackbone } from './backbone.js';
 export { metricFor, type Metric, type MetricOptions, type MetricSource, type ImageInput, type ScoreResult } from './metric.js';
 export { createMetric } from './create.js';
+export { MAX_DECODE_THREADS, checkDecodeThreads, defaultDecodeThreads } from './prepare-pool.js';
 export { isReleasedFile } from './load.js';

@@ -13,6 +13,9 @@ import { type PretrainedFile } from './pretrained.js';
 import { decodeImage, ImageDecodeError, type DecodeOptions } from '../data/image.js';
 import type { RgbImage } from '../data/rgb.js';
 import { type CacheDir } from '../util/cache.js';
+import { PrepareFault, PreparePool, checkDecodeThreads } from './prepare-pool.js';
+import type { PrepareInput } from './prepare-worker.js';
+import { BUILTIN_METHODS } from './registry.js';
 
 export interface MetricOptions {
   model?: string;
@@ -51,6 +54,12 @@ export interface MetricOptions {
    * `Image.open(...).convert('RGB')` reads them in pyiqa and the methods' own code (see `DecodeOptions`).
    */
   applyExifOrientation?: boolean;
+  /**
+   * Worker threads that decode images and make their views (resize, crop, normalise) while the graph runs, 0 to 64:
+   * 0 does it in the main thread. Default `defaultDecodeThreads(device)`: on the CPU 1 (2 from 16 cores), on a GPU
+   * all cores but one, at most 8. Scores are the same either way, bit for bit.
+   */
+  decodeThreads?: number;
 }
 
 export type ImageInput = string | Uint8Array | RgbImage;
@@ -122,6 +131,15 @@ async function toImage(input: ImageInput, decode: DecodeOptions = {}): Promise<R
   return input;
 }
 
+const isDecoded = (input: ImageInput): input is RgbImage => typeof input !== 'string' && !(input instanceof Uint8Array);
+
+/** An input as the preparation pool takes it (bytes and images are copied to the worker: the caller keeps them). */
+function poolInput(input: ImageInput): PrepareInput {
+  if (typeof input === 'string') return { path: input };
+  if (input instanceof Uint8Array) return { bytes: input };
+  return { image: input };
+}
+
 /** The problem without the file name, which a ScoreResult gives beside it. */
 function problemOf(err: unknown): string {
   if (err instanceof ImageDecodeError) return err.problem;
@@ -140,10 +158,37 @@ export function metricFor(
   textCache: CacheDir = null,
   from: Pick<MetricSource, 'pretrained' | 'checkpoint'> = {},
   decode: DecodeOptions = {},
+  decodeThreads = 0,
 ): Metric {
   checkBatchSize(batch);
+  checkDecodeThreads(decodeThreads);
   const { method } = setup;
   const scorer = new Scorer(setup, params, runtime, batch, textCache);
+  // workers make the views with the method's rule where they know the method (a caller's own method with views of
+  // its own is not in their registry: they decode, the views are made here)
+  const known = !method.views || BUILTIN_METHODS.includes(method);
+  const pool = decodeThreads > 0 ? new PreparePool(decodeThreads, known ? scorer.viewRule() : null, decode) : undefined;
+  /** An image's views, or the error that is its result (a decode failure, an image the method refuses). */
+  const prepare = async (input: ImageInput): Promise<View[] | Error> => {
+    const asError = (err: unknown): Error => (err instanceof Error ? err : new Error(String(err)));
+    if (pool?.makesViews) return pool.views(poolInput(input));
+    try {
+      const img = pool && !isDecoded(input) ? await pool.image(poolInput(input)) : await toImage(input, decode);
+      if (img instanceof Error) return img;
+      return scorer.viewsOf(img);
+    } catch (err) {
+      return err instanceof ImageRefusedError || err instanceof ImageDecodeError
+        ? err
+        : new PrepareFault(asError(err).message, { cause: err });
+    }
+  };
+  /** Every image's views, or the first failure (by position) thrown, as decoding and `scoreImages` throw it. */
+  const prepareAll = async (inputs: readonly ImageInput[]): Promise<View[][]> => {
+    const views = await Promise.all(inputs.map(prepare));
+    const failed = views.find((v): v is Error => v instanceof Error);
+    if (failed) throw failed;
+    return views as View[][];
+  };
   const source: MetricSource = {
     method: method.info.name,
     ...from,
@@ -162,13 +207,17 @@ export function metricFor(
     async score(input) {
       checkOpen('score');
       checkInput(input, 'score');
-      return (await scorer.scoreImages([await toImage(input, decode)]))[0]!;
+      if (!pool) return (await scorer.scoreImages([await toImage(input, decode)]))[0]!;
+      return (await scorer.scoreViewSets(await prepareAll([input])))[0]!;
     },
     async scoreBatch(inputs) {
       checkOpen('scoreBatch');
       if (!Array.isArray(inputs)) throw new TypeError(`scoreBatch: expected an array of images; got ${describeValue(inputs)}`);
       inputs.forEach((x, i) => checkInput(x, `scoreBatch: image ${i}`));
-      return scorer.scoreImages(await Promise.all(inputs.map((x: ImageInput) => toImage(x, decode))));
+      if (!pool) return scorer.scoreImages(await Promise.all(inputs.map((x: ImageInput) => toImage(x, decode))));
+      const views = await prepareAll(inputs);
+      checkOpen('scoreBatch');
+      return scorer.scoreViewSets(views);
     },
     async *scoreFiles(files: readonly string[]) {
       checkOpen('scoreFiles');
@@ -180,10 +229,13 @@ export function metricFor(
       });
       // one graph for every part, sized to the files there are
       const graphBatch = scorer.graphBatch(Math.min(batch, files.length));
-      // decoding runs on libuv's threads: the next part decodes while this one is scored (a failure is that file's result)
-      const decodeAll = (chunk: readonly string[]): Promise<Array<RgbImage | Error>> =>
+      // decoding runs on libuv's threads, or the pool's: the next part is prepared while this one is scored (a
+      // failure is that file's result); with the pool, the views are made there too
+      const decodeAll = (chunk: readonly string[]): Promise<Array<RgbImage | View[] | Error>> =>
         Promise.all(
-          chunk.map((f) => decodeImage(f, decode).catch((err: unknown) => (err instanceof Error ? err : new Error(String(err))))),
+          chunk.map((f) =>
+            pool ? prepare(f) : decodeImage(f, decode).catch((err: unknown) => (err instanceof Error ? err : new Error(String(err)))),
+          ),
         );
       let next = decodeAll(files.slice(0, batch));
       for (let i = 0; i < files.length; i += batch) {
@@ -191,9 +243,12 @@ export function metricFor(
         const decoded = await next;
         checkOpen('scoreFiles');
         if (i + batch < files.length) next = decodeAll(files.slice(i + batch, i + 2 * batch));
+        // a fault in making views is thrown, as in the main thread (only the method's refusal is the image's error)
+        const fault = decoded.find((d) => d instanceof PrepareFault);
+        if (fault) throw fault;
         // an image the method refuses (e.g. too small for its windows) is that image's error, as a decode failure is
         const views = decoded.map((d) => {
-          if (d instanceof Error) return d;
+          if (d instanceof Error || Array.isArray(d)) return d;
           try {
             return scorer.viewsOf(d);
           } catch (err) {
@@ -214,6 +269,7 @@ export function metricFor(
     async close() {
       if (closed) return;
       closed = true;
+      await pool?.close();
       await scorer.close();
     },
   };

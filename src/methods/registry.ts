@@ -12,7 +12,10 @@ import { mpIqe } from './mp-iqe.js';
 import { liqe, liqeMix } from './liqe.js';
 import { PRETRAINED, type PretrainedMetric, describePretrained, findPretrained } from './pretrained.js';
 
-const registry: Method[] = [clipIqa, clipIqaPlus, tang, fu, mpIqe, liqe, liqeMix];
+/** The methods promptiqa ships (a worker thread's registry has these, not those a caller registers). */
+export const BUILTIN_METHODS: readonly Method[] = Object.freeze([clipIqa, clipIqaPlus, tang, fu, mpIqe, liqe, liqeMix]);
+
+const registry: Method[] = [...BUILTIN_METHODS];
 
 /** The registered methods, in the order `promptiqa methods` lists them. */
 export const METHODS: readonly Method[] = registry;

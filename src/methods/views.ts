@@ -16,6 +16,8 @@ import {
 } from '../data/preprocess.js';
 import { type CommonOptions as Options } from './options.js';
 import { type Rng } from '../util/rng.js';
+import { type ClipConfig } from '../clip/config.js';
+import { wholeImageRefusal } from '../clip/encoders.js';
 
 function norm(o: Options): [readonly number[], readonly number[]] {
   return o.normalize === 'imagenet' ? [IMAGENET_MEAN, IMAGENET_STD] : [CLIP_MEAN, CLIP_STD];
@@ -63,6 +65,32 @@ export function testViews(img: RgbImage, o: Options, size: number, whole?: Whole
     default:
       return [squareView(toTensor(centerCrop(resizeShortSide(img, size), size), mean, std), size)];
   }
+}
+
+/**
+ * How a scorer turns a decoded image into its views, as plain data: what a worker thread needs to make the same
+ * views as the scorer (`viewsByRule`), bit for bit.
+ */
+export interface ViewRule {
+  /** the method's name (a method with views of its own is looked up by it) */
+  method: string;
+  options: Options;
+  /** the model's input size */
+  size: number;
+  /** the CLIP's configuration where the image tower reads whole images (a positional embedding left out or resized) */
+  whole?: ClipConfig;
+  /** whether the method has views of its own (`Method.views`) */
+  ownViews: boolean;
+}
+
+/** The views an image is scored on under `rule`: the method's own rule (`own`), else the common test views. */
+export function viewsByRule(rule: ViewRule, img: RgbImage, own?: (img: RgbImage, o: Options, size: number) => View[]): View[] {
+  if (rule.ownViews) {
+    if (!own) throw new Error(`${rule.method}: the method's own views are not available here`);
+    return own(img, rule.options, rule.size);
+  }
+  const c = rule.whole;
+  return testViews(img, rule.options, rule.size, c ? (w, h) => wholeImageRefusal(c, w, h) : undefined);
 }
 
 /** One augmented training view. */

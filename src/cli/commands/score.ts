@@ -34,6 +34,7 @@ interface ScoreOptions {
   batch?: number;
   device: Provider;
   threads?: number;
+  decodeThreads?: number;
   /** --option key=value, as typed (the method's schema reads them) */
   methodOptions?: Record<string, string>;
   dataset?: string;
@@ -167,6 +168,7 @@ export const register: Register = (program, { io }) => {
     .addOption(opt.batch())
     .addOption(opt.device())
     .addOption(opt.threads())
+    .addOption(opt.decodeThreads())
     .addOption(opt.noCache())
     .addOption(opt.allowExtraTensors())
     .addOption(opt.methodOption())
@@ -259,6 +261,7 @@ export const register: Register = (program, { io }) => {
             checkpoint: o.checkpoint,
             device: o.device,
             threads: o.threads,
+            ...(o.decodeThreads !== undefined ? { decodeThreads: o.decodeThreads } : {}),
             batchSize: o.batch,
             methodOptions: o.methodOptions,
             allowExtraTensors: o.allowExtraTensors === true,
