@@ -26,6 +26,7 @@ interface ServeOptions {
   timeout: number;
   batchWait: number;
   exifOrientation?: boolean;
+  decodeThreads?: number;
   cache: boolean;
   allowExtraTensors?: boolean;
   quiet?: boolean;
@@ -58,6 +59,7 @@ export const register: Register = (program, { io }) => {
     .addOption(opt.threads())
     .addOption(opt.batch())
     .addOption(opt.exifOrientation())
+    .addOption(opt.decodeThreads())
     .addOption(opt.noCache())
     .addOption(opt.allowExtraTensors())
     .addOption(new Option('--port <n>', 'TCP port (0: any free one, printed)').argParser(parseNonNegativeInt).default(8080))
@@ -111,6 +113,7 @@ export const register: Register = (program, { io }) => {
           batchSize: o.batch,
           allowExtraTensors: o.allowExtraTensors === true,
           applyExifOrientation: o.exifOrientation,
+          ...(o.decodeThreads !== undefined ? { decodeThreads: o.decodeThreads } : {}),
           ...(o.cache ? {} : { cache: false as const }),
           onFile: (f) => note(`${f.metric}: ${f.role === 'clip' ? 'CLIP' : 'released weights'} from ${f.repo} at ${f.commit} → ${f.path}`),
         },
