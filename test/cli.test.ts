@@ -359,7 +359,7 @@ test('--batch is checked as the library checks it (at most MAX_BATCH)', async ()
 test("--option keeps the library's name for the method options (methodOptions) in every command that has it", () => {
   const io: CliIo = { stdout: () => undefined, stderr: () => undefined, stderrIsTTY: false, env: {} };
   const having = buildProgram(io).commands.filter((cmd) => cmd.options.some((o) => o.long === '--option'));
-  assert.deepEqual(having.map((c) => c.name()).sort(), ['eval', 'score', 'train']);
+  assert.deepEqual(having.map((c) => c.name()).sort(), ['eval', 'score', 'serve', 'train']);
   for (const cmd of having) {
     cmd.parseOptions(['--option', 'nCtx=16', '--option', 'initPhrase=0.50']);
     assert.deepEqual(cmd.opts().methodOptions, { nCtx: '16', initPhrase: '0.50' }, cmd.name());
