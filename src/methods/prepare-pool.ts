@@ -41,7 +41,7 @@ const START_DIR = process.cwd();
  * The worker module beside this one: compiled JavaScript in a build, TypeScript when this file runs from source
  * (through tsx, whose loader the workers then need too).
  */
-function workerModule(): { filename: string; execArgv?: string[] } {
+function workerModule(): { filename: string; execArgv?: string[]; env?: NodeJS.ProcessEnv } {
   const here = import.meta.url;
   if (!/\.[cm]?ts$/.test(new URL(here).pathname)) return { filename: new URL('./prepare-worker.js', here).href };
   // a worker thread takes tsx's require hook but not its import hooks (Node 20): the worker module and the
@@ -59,7 +59,10 @@ function workerModule(): { filename: string; execArgv?: string[] } {
   }
   // preloads are required before anything is imported: tsx's require hook goes first
   execArgv.unshift('--require', createRequire(import.meta.url).resolve('tsx/cjs'));
-  return { filename: new URL('./prepare-worker.ts', here).href, execArgv };
+  // no V8 coverage from these workers: their copies of the sources are tsx's CommonJS transform, which a coverage
+  // tool (c8) would merge by URL with the main thread's ESM transform of the same files, garbling both
+  const { NODE_V8_COVERAGE: _coverage, ...env } = process.env;
+  return { filename: new URL('./prepare-worker.ts', here).href, execArgv, env };
 }
 
 /** What a prepared image is: its views (or, for `decodeOnly`, the decoded image), or the error that is its result. */
