@@ -3,6 +3,7 @@
  * client that goes away). Scores are compared with createMetric's on the same files: equal, whatever the transport
  * and however concurrent requests were batched.
  */
+import { pngClaiming } from './helpers/png.js';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync } from 'node:fs';
@@ -12,7 +13,6 @@ import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { deflateSync } from 'node:zlib';
 import type { FastifyInstance } from 'fastify';
 import sharp from 'sharp';
 import { sharedDir } from './helpers/shared.js';
@@ -24,36 +24,6 @@ const agiqa = join(sharedDir(), 'datasets', 'agiqa-3k', 'images');
 const IMAGES = Array.from({ length: 16 }, (_, i) => `AttnGAN_normal_${String(i).padStart(3, '0')}.jpg`);
 // square views, so that images of several requests share a graph run (the whole-image default runs each alone)
 const METHOD_OPTIONS = { testViews: 'resize' };
-
-/** A PNG whose header claims width×height RGB (a decompression bomb), as test/image.test.ts builds one. */
-function pngClaiming(width: number, height: number): Buffer {
-  const crc32 = (bytes: Uint8Array): number => {
-    let c = ~0;
-    for (const b of bytes) {
-      c ^= b;
-      for (let k = 0; k < 8; k++) c = (c >>> 1) ^ (0xedb88320 & -(c & 1));
-    }
-    return ~c >>> 0;
-  };
-  const chunk = (type: string, body: Uint8Array): Buffer => {
-    const head = Buffer.alloc(8);
-    head.writeUInt32BE(body.length, 0);
-    head.write(type, 4, 'latin1');
-    const crc = Buffer.alloc(4);
-    crc.writeUInt32BE(crc32(Buffer.concat([head.subarray(4), body])));
-    return Buffer.concat([head, body, crc]);
-  };
-  const ihdr = Buffer.alloc(13);
-  ihdr.writeUInt32BE(width, 0);
-  ihdr.writeUInt32BE(height, 4);
-  ihdr.set([8, 2, 0, 0, 0], 8);
-  return Buffer.concat([
-    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
-    chunk('IHDR', ihdr),
-    chunk('IDAT', deflateSync(Buffer.alloc(1000))),
-    chunk('IEND', new Uint8Array(0)),
-  ]);
-}
 
 interface Scores {
   setup: string;
