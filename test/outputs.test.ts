@@ -2,7 +2,7 @@
 // that made it, and the score outputs read back.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import {
   closeSync,
@@ -25,12 +25,11 @@ import {
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { checkWritableFile, checkWritableFolder, OutputError, writeFileAtomic } from '../src/util/fs.js';
 import { expandInputs, outputHeader, prepareResume, readOutputHeader, sourceDifferences } from '../src/cli/lib/files.js';
 import type { MetricSource } from '../src/methods/index.js';
 import { readUnreadable } from '../src/train/batches.js';
-import { cli } from './helpers/cli.js';
+import { cli, cliInChild } from './helpers/cli.js';
 import { sharedDir } from './helpers/shared.js';
 
 const tiny = join(sharedDir(), 'reference', 'tiny-vit-p32');
@@ -201,31 +200,19 @@ test(
     assert.deepEqual(readdirSync(dir).sort(), ['a.png', ...(dev ? ['null'] : []), 'scores.csv']);
 
     // /dev/stdout in a child whose standard output is a pipe: the scores come through it
-    const child = spawn(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
-        fileURLToPath(new URL('./helpers/cli-child.ts', import.meta.url)),
-        'score',
-        img,
-        '--method',
-        'clip-iqa',
-        '--model',
-        tiny,
-        '--format',
-        'csv',
-        '--output',
-        '/dev/stdout',
-        '--quiet',
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    const [code] = (await once(child, 'exit')) as [number];
+    const { code, out, err } = await cliInChild([
+      'score',
+      img,
+      '--method',
+      'clip-iqa',
+      '--model',
+      tiny,
+      '--format',
+      'csv',
+      '--output',
+      '/dev/stdout',
+      '--quiet',
+    ]);
     assert.equal(code, 0, err);
     assert.match(out, /^file,score,error\n.*a\.png,0\.\d+,\n$/);
     assert.ok(lstatSync('/dev/stdout').isSymbolicLink());

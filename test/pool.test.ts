@@ -6,8 +6,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
-import { once } from 'node:events';
+import { execFileSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -27,7 +26,7 @@ import { setUp } from '../src/methods/graphs.js';
 import { ImageDecodeError } from '../src/data/image.js';
 import { ImageRefusedError } from '../src/methods/views.js';
 import { sharedDir } from './helpers/shared.js';
-import { cli } from './helpers/cli.js';
+import { cli, cliInChild } from './helpers/cli.js';
 
 const ref = join(sharedDir(), 'reference');
 const images = join(ref, 'images');
@@ -151,31 +150,19 @@ test('decodeThreads is checked before anything is read', async () => {
 
 test('the score command with the pool ends when it is done (no worker left holding the process), scoring as without it', async () => {
   const score = async (threads: string): Promise<ScoreResult[]> => {
-    const child = spawn(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
-        fileURLToPath(new URL('./helpers/cli-child.ts', import.meta.url)),
-        'score',
-        ...files.slice(0, 3),
-        '--method',
-        'clip-iqa',
-        '--model',
-        vit,
-        '--format',
-        'json',
-        '--quiet',
-        '--decode-threads',
-        threads,
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    const [code] = (await once(child, 'exit')) as [number | null];
+    const { code, out, err } = await cliInChild([
+      'score',
+      ...files.slice(0, 3),
+      '--method',
+      'clip-iqa',
+      '--model',
+      vit,
+      '--format',
+      'json',
+      '--quiet',
+      '--decode-threads',
+      threads,
+    ]);
     assert.equal(code, 0, err);
     return JSON.parse(out) as ScoreResult[];
   };
@@ -204,29 +191,10 @@ test('built: the compiled command scores with its worker module (dist/methods/pr
   ]);
   const some = files.slice(0, 4);
   // the child has no tsx and no preloads: what the installed command runs
-  const child = spawn(
-    process.execPath,
-    [
-      join(built, 'bin', 'promptiqa.js'),
-      'score',
-      ...some,
-      '--method',
-      'liqe',
-      '--model',
-      vit,
-      '--format',
-      'json',
-      '--quiet',
-      '--decode-threads',
-      '2',
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
+  const { code, out, err } = await cliInChild(
+    ['score', ...some, '--method', 'liqe', '--model', vit, '--format', 'json', '--quiet', '--decode-threads', '2'],
+    { entry: join(built, 'bin', 'promptiqa.js') },
   );
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  const [code] = (await once(child, 'exit')) as [number | null];
   assert.equal(code, 0, err);
   const want = await withMetric('liqe', { model: vit, decodeThreads: 0, batchSize: 8 }, (m) => collect(m, some));
   assert.deepEqual(JSON.parse(out), JSON.parse(JSON.stringify(want)));

@@ -1,13 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync, readFileSync, copyFileSync, mkdirSync, readdirSync, rmSync, existsSync, symlinkSync } from 'node:fs';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { cli } from './helpers/cli.js';
+import { cli, spawnCli } from './helpers/cli.js';
 import { sharedDir } from './helpers/shared.js';
 import { createMetric, getMethod, loadBackbone, Scorer } from '../src/methods/index.js';
 import { parseOptions } from '../src/methods/method.js';
@@ -189,19 +189,10 @@ test(
       execFileSync('mkfifo', [fifo]);
       const out = join(dir, 'scores.jsonl');
       const child = (gated: boolean, ...args: string[]): ChildProcess => {
-        const p = spawn(
-          process.execPath,
-          [
-            '--import',
-            'tsx',
-            '--import',
-            fileURLToPath(new URL('./helpers/open-gate.ts', import.meta.url)),
-            fileURLToPath(new URL('./helpers/cli-child.ts', import.meta.url)),
-            'score',
-            ...args,
-          ],
-          { stdio: ['ignore', 'pipe', 'pipe'], env: gated ? { ...process.env, PROMPTIQA_TEST_GATE: gate } : process.env },
-        );
+        const p = spawnCli(['score', ...args], {
+          preload: [fileURLToPath(new URL('./helpers/open-gate.ts', import.meta.url))],
+          env: gated ? { ...process.env, PROMPTIQA_TEST_GATE: gate } : process.env,
+        });
         started.push(p);
         return p;
       };

@@ -8,14 +8,13 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync } from 'node:fs';
 import { connect } from 'node:net';
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import sharp from 'sharp';
 import { sharedDir } from './helpers/shared.js';
+import { cliInChild, spawnCli } from './helpers/cli.js';
 import { createMetric, type Metric } from '../src/methods/index.js';
 import { createServer, bindingProblem, isLoopback, openApiDocument, type ServerOptions } from '../src/serve/index.js';
 
@@ -402,12 +401,8 @@ describe('describing itself', () => {
 
 describe('promptiqa serve', () => {
   test('SIGTERM while a request is in flight: it is answered, then the process exits 0', async () => {
-    const child = spawn(
-      process.execPath,
+    const child = spawnCli(
       [
-        '--import',
-        'tsx',
-        fileURLToPath(new URL('./helpers/cli-child.ts', import.meta.url)),
         'serve',
         '--method',
         'clip-iqa',
@@ -422,7 +417,7 @@ describe('promptiqa serve', () => {
         '--batch-wait',
         '500',
       ],
-      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PROMPTIQA_TOKEN: '' } },
+      { env: { ...process.env, PROMPTIQA_TOKEN: '' } },
     );
     let err = '';
     child.stderr.setEncoding('utf8');
@@ -453,26 +448,9 @@ describe('promptiqa serve', () => {
   });
 
   test('refuses to bind off loopback without a token', async () => {
-    const child = spawn(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
-        fileURLToPath(new URL('./helpers/cli-child.ts', import.meta.url)),
-        'serve',
-        '--method',
-        'clip-iqa',
-        '--model',
-        tiny,
-        '--host',
-        '0.0.0.0',
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PROMPTIQA_TOKEN: '' } },
-    );
-    let err = '';
-    child.stderr.setEncoding('utf8');
-    child.stderr.on('data', (s: string) => (err += s));
-    const [code] = (await once(child, 'exit')) as [number | null];
+    const { code, err } = await cliInChild(['serve', '--method', 'clip-iqa', '--model', tiny, '--host', '0.0.0.0'], {
+      env: { ...process.env, PROMPTIQA_TOKEN: '' },
+    });
     assert.equal(code, 2);
     assert.match(err, /--host 0\.0\.0\.0 answers other machines: give a token/);
   });
