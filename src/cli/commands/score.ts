@@ -212,14 +212,7 @@ export const register: Register = (program, { io }) => {
         );
       const lock = toFile ? acquireLock(target.path, 'file') : undefined;
       try {
-        const { createMetric, checkBatchSize } = await import('../../methods/index.js');
-        if (o.batch !== undefined) {
-          try {
-            checkBatchSize(o.batch, '--batch');
-          } catch (err) {
-            throw new UsageError((err as Error).message);
-          }
-        }
+        const { createMetric } = await import('../../methods/index.js');
 
         // the dataset's MOS by image, so that the output needs no join with the label file
         let mosOf: ((f: string) => number | undefined) | undefined;
